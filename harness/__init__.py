@@ -1,0 +1,1 @@
+"""QEMU harness for racing Linux module unload against its callers."""

@@ -1,0 +1,257 @@
+"""Real Debian kernels, fetched as packages and unpacked into the cache.
+
+Nothing is installed into the system: `apt-get download` + `dpkg -x` into a
+private folder per ABI, so several kernels live side by side.  The exact ABI is
+resolved through the meta-packages so that image and headers always match.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import HarnessError
+from .paths import cache_dir
+from .progress import progress
+from .util import file_lock, need_tool
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A user-facing kernel name and the meta-packages behind it."""
+
+    name: str
+    series: str  # "6.1", "6.12": the resolved version must start with it
+    image_meta: str
+    headers_meta: str
+
+
+SPECS: dict[str, KernelSpec] = {
+    s.name: s
+    for s in (
+        KernelSpec("6.1", "6.1", "linux-image-amd64", "linux-headers-amd64"),
+        KernelSpec("6.1-rt", "6.1", "linux-image-rt-amd64", "linux-headers-rt-amd64"),
+        KernelSpec("6.12", "6.12", "linux-image-6.12-amd64", "linux-headers-6.12-amd64"),
+        KernelSpec("6.12-rt", "6.12", "linux-image-6.12-rt-amd64", "linux-headers-6.12-rt-amd64"),
+    )
+}
+DEFAULT_KERNEL = "6.1"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The exact packages a spec stands for today."""
+
+    spec: KernelSpec
+    abi: str  # "6.1.0-56-amd64": the kernel release (uname -r)
+    version: str  # Debian version of the image package, "6.1.192-2"
+    packages: tuple[str, ...]  # "name=version" for apt-get download
+
+    @property
+    def root(self) -> Path:
+        return cache_dir() / "kernels" / self.abi
+
+
+@dataclass(frozen=True)
+class KernelFiles:
+    """An unpacked kernel: what the image and the module build need."""
+
+    name: str
+    release: str
+    version: str
+    root: Path
+
+    @property
+    def vmlinuz(self) -> Path:
+        return self.root / "boot" / f"vmlinuz-{self.release}"
+
+    @property
+    def modules_dir(self) -> Path:
+        return self.root / "lib" / "modules" / self.release
+
+    @property
+    def headers_dir(self) -> Path:
+        return self.root / "usr" / "src" / f"linux-headers-{self.release}"
+
+    @property
+    def config(self) -> dict[str, str]:
+        conf = {}
+        for line in (self.root / "boot" / f"config-{self.release}").read_text().splitlines():
+            if line.startswith("CONFIG_"):
+                key, _, val = line.partition("=")
+                conf[key] = val
+        return conf
+
+
+def parse_specs(text: str) -> list[KernelSpec]:
+    """`6.1,6.12` or `all` -> specs; unknown names are a clear error."""
+    names = list(SPECS) if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise HarnessError(f"no kernel given; valid: {', '.join(SPECS)}, all")
+    for n in names:
+        if n not in SPECS:
+            raise HarnessError(f"unknown kernel spec {n!r}; valid: {', '.join(SPECS)}, all")
+    return [SPECS[n] for n in names]
+
+
+def get_spec(name: str) -> KernelSpec:
+    specs = parse_specs(name)
+    if len(specs) != 1:
+        raise HarnessError(f"one kernel expected here, got {name!r}")
+    return specs[0]
+
+
+def _apt_show(package: str) -> dict[str, str]:
+    """Fields of the candidate version of a package, from the apt lists."""
+    need_tool("apt-cache", "apt")
+    proc = subprocess.run(
+        ["apt-cache", "show", "--no-all-versions", package],
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise HarnessError(
+            f"apt does not know {package}; run 'apt-get update' (as root) and check that "
+            "Debian bookworm, bookworm-updates and bookworm-security are in the sources"
+        )
+    return parse_control(proc.stdout)
+
+
+def parse_control(text: str) -> dict[str, str]:
+    """Parse one Debian control stanza (continuation lines folded)."""
+    fields: dict[str, str] = {}
+    key = None
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        if line[0] in " \t" and key:
+            fields[key] += " " + line.strip()
+        else:
+            key, _, val = line.partition(":")
+            fields[key] = val.strip()
+    return fields
+
+
+def depends_on(fields: dict[str, str], pattern: str) -> tuple[str, str | None]:
+    """The first dependency whose name matches `pattern`: (name, pinned version)."""
+    for alt in fields.get("Depends", "").split(","):
+        dep = alt.split("|")[0].strip()
+        m = re.match(r"([a-z0-9.+-]+)\s*(?:\((=|>=)\s*([^)]+)\))?", dep)
+        if m and re.fullmatch(pattern, m.group(1)):
+            return m.group(1), (m.group(3) if m.group(2) == "=" else None)
+    raise HarnessError(f"{fields.get('Package')} has no dependency matching {pattern}")
+
+
+def resolve(spec: KernelSpec) -> Resolved:
+    """Meta-packages -> exact image/headers/common/kbuild packages of one ABI."""
+    image_meta = _apt_show(spec.image_meta)
+    headers_meta = _apt_show(spec.headers_meta)
+    image_pkg, image_ver = depends_on(image_meta, r"linux-image-.*")
+    headers_pkg, headers_ver = depends_on(headers_meta, r"linux-headers-.*")
+    abi = image_pkg.removeprefix("linux-image-").removesuffix("-unsigned")
+    headers_abi = headers_pkg.removeprefix("linux-headers-")
+    if abi != headers_abi or image_ver != headers_ver:
+        raise HarnessError(
+            f"kernel {spec.name}: image {image_pkg} {image_ver} and headers "
+            f"{headers_pkg} {headers_ver} differ; refusing a mismatched pair (apt lists mid-update?)"
+        )
+    if not abi.startswith(spec.series + ".") and not abi.startswith(spec.series + "-"):
+        raise HarnessError(f"kernel {spec.name}: {spec.image_meta} now points at {abi}, not {spec.series}")
+    headers = _apt_show(f"{headers_pkg}={headers_ver}" if headers_ver else headers_pkg)
+    common, common_ver = depends_on(headers, r"linux-headers-.*-common(-rt)?")
+    kbuild, _ = depends_on(headers, r"linux-kbuild-.*")
+    packages = (
+        f"{image_pkg}={image_ver}",
+        f"{headers_pkg}={headers_ver}",
+        f"{common}={common_ver}" if common_ver else common,
+        kbuild,
+    )
+    return Resolved(spec, abi, image_ver or "", packages)
+
+
+def _marker(res: Resolved) -> Path:
+    return res.root / ".unpacked.json"
+
+
+def cached(res: Resolved) -> bool:
+    return _marker(res).is_file()
+
+
+def files_of(res: Resolved) -> KernelFiles:
+    return KernelFiles(res.spec.name, res.abi, res.version, res.root / "root")
+
+
+def fetch(spec: KernelSpec, quiet: bool = False) -> KernelFiles:
+    """Download and unpack a kernel once; later calls return the cached copy."""
+    res = resolve(spec)
+    res.root.mkdir(parents=True, exist_ok=True)
+    with file_lock(res.root / ".lock"):
+        if cached(res):
+            if not quiet:
+                progress(f"kernel {spec.name}: {res.abi} ({res.version}) already cached")
+            return files_of(res)
+        need_tool("apt-get", "apt")
+        need_tool("dpkg", "dpkg")
+        need_tool("depmod", "kmod")
+        debs = cache_dir() / "debs"
+        debs.mkdir(exist_ok=True)
+        progress(f"kernel {spec.name}: downloading {' '.join(res.packages)}")
+        proc = subprocess.run(
+            ["apt-get", "download", "-q", *res.packages], cwd=debs, capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise HarnessError(f"apt-get download failed: {proc.stderr.strip().splitlines()[-1:]}")
+        root = res.root / "root"
+        shutil.rmtree(root, ignore_errors=True)
+        for pkg in res.packages:
+            name, _, ver = pkg.partition("=")
+            matches = sorted(debs.glob(f"{name}_*.deb"))
+            if ver:
+                epochless = ver.split(":")[-1]
+                matches = [m for m in matches if m.name.startswith(f"{name}_{epochless}_")]
+            if not matches:
+                raise HarnessError(f"downloaded package {pkg} not found in {debs}")
+            progress(f"kernel {spec.name}: unpacking {matches[-1].name}")
+            subprocess.run(["dpkg", "-x", str(matches[-1]), str(root)], check=True)
+        files = files_of(res)
+        _fix_headers(files)
+        # The package has no modules.dep (depmod runs at install time): make it.
+        subprocess.run(["depmod", "-b", str(root), res.abi], check=True)
+        _marker(res).write_text(json.dumps({"abi": res.abi, "version": res.version, "packages": res.packages}))
+        progress(f"kernel {spec.name}: {res.abi} ready")
+        return files
+
+
+def _fix_headers(files: KernelFiles) -> None:
+    """Make the headers usable from the cache: no absolute paths into /usr/src."""
+    makefile = files.headers_dir / "Makefile"
+    text = makefile.read_text()
+    fixed = re.sub(
+        r"^include /usr/src/([^/\s]+)/Makefile$",
+        r"include $(dir $(lastword $(MAKEFILE_LIST)))../\1/Makefile",
+        text,
+        flags=re.M,
+    )
+    makefile.write_text(fixed)
+    for link in files.root.rglob("*"):
+        if link.is_symlink() and str(link.readlink()).startswith("/"):
+            target = files.root / str(link.readlink()).lstrip("/")
+            link.unlink()
+            link.symlink_to(Path(*([".."] * (len(link.relative_to(files.root).parts) - 1))) / target.relative_to(files.root))
+
+
+def status() -> list[tuple[KernelSpec, Resolved | None, str]]:
+    """Every spec with its resolution (or the reason it failed) for `kernels`."""
+    out = []
+    for spec in SPECS.values():
+        try:
+            res = resolve(spec)
+            out.append((spec, res, "cached" if cached(res) else "not cached"))
+        except HarnessError as e:
+            out.append((spec, None, str(e)))
+    return out
