@@ -1,0 +1,299 @@
+"""The guest: a single initramfs with busybox, dropbear, kmod and our modules.
+
+The guest's user space comes from Debian packages unpacked into the cache (not
+from whatever the host has installed), so every host builds the same image.
+Busybox is Debian's dynamic build on purpose: the static one prefers its own
+`modprobe`/`rmmod` applets even over `/sbin`, and the kernel's `request_module`
+must run kmod's real modprobe.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from .errors import HarnessError
+from .kernels import KernelFiles
+from .paths import REPO, cache_dir
+from .progress import progress
+from .util import file_lock, hash_inputs, need_tool
+
+IMAGES = REPO / "images"
+READY_MARKER = "HARNESS-GUEST-READY"
+GUEST_PACKAGES = (
+    "busybox", "dropbear-bin", "kmod",
+    "libc6", "libtomcrypt1", "libtommath1", "libgmp10", "zlib1g", "libcrypt1",
+    "libzstd1", "liblzma5", "libssl3",
+)
+GUEST_BINARIES = ("bin/busybox", "usr/sbin/dropbear", "bin/kmod")
+KMOD_TOOLS = ("modprobe", "insmod", "rmmod", "lsmod", "depmod", "modinfo")
+# Modules the guest loads at boot; their dependencies come from modules.dep.
+BOOT_MODULES = ("virtio_pci", "virtio_net")
+
+
+@dataclass(frozen=True)
+class GuestExtra:
+    """A host file to place in the guest (the racer, a test program)."""
+
+    src: Path
+    dest: str  # absolute path in the guest
+    mode: int = 0o755
+
+
+@dataclass(frozen=True)
+class Image:
+    """A built initramfs and what a client needs to log into its guest."""
+
+    kernel: KernelFiles
+    initrd: Path
+    ssh_key: Path
+    host_key_pub: str  # "ecdsa-sha2-nistp256 AAAA..." pinned by the client
+    modules: tuple[str, ...] = field(default=())  # names of the extra modules
+
+
+# ---------------------------------------------------------------- user space
+
+
+def guest_userland() -> Path:
+    """Debian's busybox, dropbear and kmod with their libraries, unpacked once."""
+    base = cache_dir() / "guest-userland"
+    root = base / "root"
+    marker = base / ".unpacked"
+    with file_lock(base / ".lock"):
+        if marker.is_file():
+            return root
+        need_tool("apt-get", "apt")
+        debs = base / "debs"
+        shutil.rmtree(base / "debs", ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+        debs.mkdir(parents=True)
+        progress(f"guest user space: downloading {' '.join(GUEST_PACKAGES)}")
+        proc = subprocess.run(["apt-get", "download", "-q", *GUEST_PACKAGES], cwd=debs,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise HarnessError(f"apt-get download of the guest packages failed: "
+                               f"{proc.stderr.strip().splitlines()[-1:]} (try: apt-get update)")
+        for deb in sorted(debs.glob("*.deb")):
+            subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+        marker.write_text("\n".join(sorted(p.name for p in debs.glob("*.deb"))))
+        return root
+
+
+def _needed(elf: Path) -> list[str]:
+    out = subprocess.run(["readelf", "-d", str(elf)], capture_output=True, text=True, check=True).stdout
+    return [line.split("[", 1)[1].rstrip("]") for line in out.splitlines() if "(NEEDED)" in line]
+
+
+def _find_lib(root: Path, name: str) -> Path:
+    for d in ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "lib", "usr/lib"):
+        if (root / d / name).exists():
+            return root / d / name
+    raise HarnessError(f"guest library {name} not found in the unpacked packages")
+
+
+def library_closure(root: Path, binaries: tuple[str, ...]) -> set[Path]:
+    """Every shared library (and the loader) the binaries need, recursively."""
+    need_tool("readelf", "binutils")
+    todo = [root / b for b in binaries]
+    seen: set[Path] = set()
+    while todo:
+        elf = todo.pop()
+        for lib in _needed(elf):
+            path = _find_lib(root, lib)
+            if path not in seen:
+                seen.add(path)
+                todo.append(path.resolve())
+    seen.add(root / "lib64" / "ld-linux-x86-64.so.2")
+    return seen
+
+
+# ---------------------------------------------------------------- keys
+
+
+def client_key() -> tuple[Path, str]:
+    """The per-cache key pair the harness logs in with (generated on first use)."""
+    import paramiko
+
+    d = cache_dir() / "ssh"
+    key_path = d / "id_ecdsa"
+    with file_lock(d / ".lock"):
+        if not key_path.exists():
+            key = paramiko.ECDSAKey.generate(bits=256)
+            tmp = key_path.with_suffix(".tmp")
+            key.write_private_key_file(str(tmp))
+            os.chmod(tmp, 0o600)
+            tmp.rename(key_path)
+        key = paramiko.ECDSAKey.from_private_key_file(str(key_path))
+    return key_path, f"{key.get_name()} {key.get_base64()} harness"
+
+
+def host_key(userland: Path) -> tuple[Path, str]:
+    """Dropbear's host key, made once with the unpacked dropbearkey, and its public line."""
+    d = cache_dir() / "ssh"
+    key = d / "dropbear_ecdsa_host_key"
+    with file_lock(d / ".lock"):
+        if not key.exists():
+            _run_unpacked(userland, "usr/bin/dropbearkey", "-t", "ecdsa", "-s", "256", "-f", str(key))
+        out = _run_unpacked(userland, "usr/bin/dropbearkey", "-y", "-f", str(key))
+    pub = next(line for line in out.splitlines() if line.startswith("ecdsa-"))
+    return key, " ".join(pub.split()[:2])
+
+
+def _run_unpacked(root: Path, binary: str, *args: str) -> str:
+    """Run a binary from the unpacked packages with their own loader and libraries."""
+    libpath = ":".join(str(root / d) for d in ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"))
+    proc = subprocess.run([str(root / "lib64/ld-linux-x86-64.so.2"), "--library-path", libpath,
+                           str(root / binary), *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise HarnessError(f"{binary} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+# ---------------------------------------------------------------- cpio
+
+
+class Cpio:
+    """A minimal newc writer: deterministic, no external tool, no root needed."""
+
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.ino = 1
+        self.dirs: set[str] = set()
+
+    def _entry(self, name: str, mode: int, data: bytes = b"") -> None:
+        name_b = name.encode() + b"\0"
+        fields = [self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name_b), 0]
+        self.ino += 1
+        self.buf.write(b"070701" + b"".join(b"%08X" % f for f in fields) + name_b)
+        self.buf.write(b"\0" * (-(110 + len(name_b)) % 4))
+        self.buf.write(data)
+        self.buf.write(b"\0" * (-len(data) % 4))
+
+    def dir(self, path: str) -> None:
+        path = path.strip("/")
+        if not path or path in self.dirs:
+            return
+        self.dir(os.path.dirname(path))
+        self.dirs.add(path)
+        self._entry(path, stat.S_IFDIR | 0o755)
+
+    def file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        self.dir(os.path.dirname(path.strip("/")))
+        self._entry(path.strip("/"), stat.S_IFREG | mode, data)
+
+    def symlink(self, path: str, target: str) -> None:
+        self.dir(os.path.dirname(path.strip("/")))
+        self._entry(path.strip("/"), stat.S_IFLNK | 0o777, target.encode())
+
+    def finish(self) -> bytes:
+        self._entry("TRAILER!!!", 0)
+        return self.buf.getvalue()
+
+
+# ---------------------------------------------------------------- modules
+
+
+def module_closure(kernel: KernelFiles, names: tuple[str, ...]) -> list[str]:
+    """Paths (relative to the modules dir) of the modules and all their deps."""
+    deps: dict[str, list[str]] = {}
+    for line in (kernel.modules_dir / "modules.dep").read_text().splitlines():
+        mod, _, rest = line.partition(":")
+        deps[mod] = rest.split()
+    by_name = {Path(p).name.split(".ko")[0].replace("-", "_"): p for p in deps}
+    out: list[str] = []
+    for name in names:
+        path = by_name.get(name)
+        if path is None:
+            continue  # built in
+        for p in [path, *deps[path]]:
+            if p not in out:
+                out.append(p)
+    return out
+
+
+# ---------------------------------------------------------------- build
+
+
+def _render(name: str, **ctx: object) -> str:
+    env = Environment(loader=FileSystemLoader(str(IMAGES)), undefined=StrictUndefined,
+                      keep_trailing_newline=True)
+    return env.get_template(name).render(**ctx)
+
+
+def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
+                extras: tuple[GuestExtra, ...] = ()) -> Image:
+    """Build (or reuse) the initramfs for one kernel with extra modules and files."""
+    for ko in modules:
+        if not ko.is_file() or not ko.name.endswith(".ko"):
+            raise HarnessError(f"module {ko} is not a .ko file")
+    for extra in extras:
+        if not extra.src.is_file():
+            raise HarnessError(f"guest file {extra.src} does not exist")
+    userland = guest_userland()
+    key_path, client_pub = client_key()
+    hkey, hpub = host_key(userland)
+    mod_names = tuple(ko.name[:-3].replace("-", "_") for ko in modules)
+    templates = tuple(sorted(IMAGES.glob("*.j2")))
+    digest = hash_inputs(kernel.release, kernel.version, (userland.parent / ".unpacked").read_text(),
+                         client_pub, hpub, *templates, *modules,
+                         *[(e.dest, e.mode) for e in extras], *[e.src for e in extras])
+    out = cache_dir() / "images" / digest
+    initrd = out / "initramfs.cpio"
+    with file_lock(out / ".lock"):
+        if not initrd.exists():
+            progress(f"image: building initramfs for {kernel.release} ({len(modules)} extra modules)")
+            data = _assemble(kernel, userland, modules, extras, client_pub, hkey)
+            tmp = initrd.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.rename(initrd)
+            (out / "image.json").write_text(json.dumps({"kernel": kernel.release, "modules": mod_names}))
+            progress(f"image: {initrd.stat().st_size // 1024} KiB")
+    return Image(kernel, initrd, key_path, hpub, mod_names)
+
+
+def _assemble(kernel: KernelFiles, userland: Path, modules: tuple[Path, ...],
+              extras: tuple[GuestExtra, ...], client_pub: str, hkey: Path) -> bytes:
+    cpio = Cpio()
+    for d in ("proc", "sys", "dev", "tmp", "run", "root/.ssh", "etc/dropbear", "etc/modprobe.d",
+              "var/log", "mnt", "usr/bin", "usr/sbin", "sbin"):
+        cpio.dir(d)
+    for binary in GUEST_BINARIES:
+        cpio.file(binary, (userland / binary).read_bytes(), 0o755)
+    for lib in sorted(library_closure(userland, GUEST_BINARIES)):
+        rel = str(lib.relative_to(userland))
+        cpio.file(rel, lib.resolve().read_bytes(), 0o755)
+    applets = _run_unpacked(userland, "bin/busybox", "--list").split()
+    for applet in applets:
+        if applet in KMOD_TOOLS or applet == "busybox":
+            continue
+        cpio.symlink(f"bin/{applet}", "busybox")
+    for tool in KMOD_TOOLS:
+        cpio.symlink(f"sbin/{tool}", "/bin/kmod")
+    cpio.file("etc/dropbear/dropbear_ecdsa_host_key", hkey.read_bytes(), 0o600)
+    cpio.file("root/.ssh/authorized_keys", (client_pub + "\n").encode(), 0o600)
+    cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
+    cpio.file("etc/group", b"root:x:0:\n")
+    cpio.file("etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o600)
+    cpio.file("etc/shells", b"/bin/sh\n")
+    cpio.file("etc/profile", b"export PATH=/sbin:/usr/sbin:/bin:/usr/bin\n")
+    # Kernel modules: the boot set with its deps, plus ours under extra/.
+    mdir = f"lib/modules/{kernel.release}"
+    for rel in module_closure(kernel, BOOT_MODULES):
+        cpio.file(f"{mdir}/{rel}", (kernel.modules_dir / rel).read_bytes())
+    for ko in modules:
+        cpio.file(f"{mdir}/extra/{ko.name}", ko.read_bytes())
+    for meta in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+        cpio.file(f"{mdir}/{meta}", (kernel.modules_dir / meta).read_bytes())
+    for extra in extras:
+        cpio.file(extra.dest, extra.src.read_bytes(), extra.mode)
+    init = _render("init.sh.j2", ready_marker=READY_MARKER, boot_modules=BOOT_MODULES)
+    cpio.file("init", init.encode(), 0o755)
+    return cpio.finish()
