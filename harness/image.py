@@ -15,6 +15,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,6 +220,26 @@ def module_closure(kernel: KernelFiles, names: tuple[str, ...]) -> list[str]:
     return out
 
 
+def _depmod(kernel: KernelFiles, modules: tuple[Path, ...]) -> dict[str, bytes]:
+    """modules.dep & co. for the guest's module set, made on the host (host
+    and guest run the same kmod), which saves the guest a depmod at boot."""
+    need_tool("depmod", "kmod")
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+        mdir = Path(tmp) / "lib" / "modules" / kernel.release
+        for rel in module_closure(kernel, BOOT_MODULES):
+            (mdir / rel).parent.mkdir(parents=True, exist_ok=True)
+            (mdir / rel).symlink_to(kernel.modules_dir / rel)
+        (mdir / "extra").mkdir(parents=True, exist_ok=True)
+        for ko in modules:
+            (mdir / "extra" / ko.name).symlink_to(ko.resolve())
+        for meta in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+            shutil.copy(kernel.modules_dir / meta, mdir / meta)
+        proc = subprocess.run(["depmod", "-b", tmp, kernel.release], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise HarnessError(f"depmod failed for the guest's modules: {proc.stderr.strip()}")
+        return {p.name: p.read_bytes() for p in sorted(mdir.glob("modules.*"))}
+
+
 # ---------------------------------------------------------------- build
 
 
@@ -290,8 +311,8 @@ def _assemble(kernel: KernelFiles, userland: Path, modules: tuple[Path, ...],
         cpio.file(f"{mdir}/{rel}", (kernel.modules_dir / rel).read_bytes())
     for ko in modules:
         cpio.file(f"{mdir}/extra/{ko.name}", ko.read_bytes())
-    for meta in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
-        cpio.file(f"{mdir}/{meta}", (kernel.modules_dir / meta).read_bytes())
+    for name, data in _depmod(kernel, modules).items():
+        cpio.file(f"{mdir}/{name}", data)
     for extra in extras:
         cpio.file(extra.dest, extra.src.read_bytes(), extra.mode)
     init = _render("init.sh.j2", ready_marker=READY_MARKER, boot_modules=BOOT_MODULES)

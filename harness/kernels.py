@@ -154,7 +154,30 @@ def depends_on(fields: dict[str, str], pattern: str) -> tuple[str, str | None]:
     raise HarnessError(f"{fields.get('Package')} has no dependency matching {pattern}")
 
 
+def _apt_lists_stamp() -> str:
+    lists = Path("/var/lib/apt/lists")
+    stamps = [p.stat().st_mtime_ns for p in lists.glob("*_Packages*")] if lists.is_dir() else []
+    return str(max(stamps, default=0))
+
+
 def resolve(spec: KernelSpec) -> Resolved:
+    """Meta-packages -> exact packages, remembered until the apt lists change
+    (asking apt-cache costs about half a second per package)."""
+    memo = cache_dir() / "resolved.json"
+    stamp = _apt_lists_stamp()
+    with file_lock(cache_dir() / "resolved.lock"):
+        known = json.loads(memo.read_text()) if memo.is_file() else {}
+        if known.get("stamp") != stamp:
+            known = {"stamp": stamp}
+        if spec.name not in known:
+            res = _resolve(spec)
+            known[spec.name] = [res.abi, res.version, list(res.packages)]
+            memo.write_text(json.dumps(known, indent=1))
+    abi, version, packages = known[spec.name]
+    return Resolved(spec, abi, version, tuple(packages))
+
+
+def _resolve(spec: KernelSpec) -> Resolved:
     """Meta-packages -> exact image/headers/common/kbuild packages of one ABI."""
     image_meta = _apt_show(spec.image_meta)
     headers_meta = _apt_show(spec.headers_meta)

@@ -188,7 +188,7 @@ class Vm:
     def qemu_argv(self) -> list[str]:
         kernel = self.image.kernel
         cmdline = ["console=ttyS0", "panic=-1", "quiet", "tsc=reliable", "no_timer_check",
-                   "rcupdate.rcu_expedited=1",  # fast boot; init sets the run's value
+                   "rcupdate.rcu_expedited=1", "cryptomgr.notests",  # fast boot; init sets the run's value
                    f"harness.rcu_expedited={int(self.config.rcu_expedited)}",
                    f"harness.hung_task_timeout={self.config.hung_task_timeout_s}",
                    *self.config.cmdline_extra]
@@ -204,7 +204,7 @@ class Vm:
         if self.accel == "kvm":
             argv += ["-accel", "kvm", "-cpu", "host"]
         else:
-            argv += ["-accel", "tcg,thread=multi"]
+            argv += ["-accel", "tcg,thread=multi", "-cpu", "max"]
         return argv
 
     def boot(self) -> "Vm":
@@ -292,6 +292,11 @@ class Vm:
         if self.child is not None and self.child.logfile_read:
             self.child.logfile_read.flush()
         return self.log_path.read_bytes().decode(errors="replace") if self.log_path.is_file() else ""
+
+    def console_size(self) -> int:
+        """Bytes of console log so far: an offset for 'what appeared since'."""
+        self.console_text()
+        return self.log_path.stat().st_size if self.log_path.is_file() else 0
 
     def console_tail(self, lines: int = 30) -> str:
         return "\n".join(self.console_text().replace("\r", "").splitlines()[-lines:])

@@ -1,0 +1,210 @@
+"""Command line: `python -m harness kernels|fetch|run|shell|race`.
+
+Every user error ends as one line on stderr and a non-zero exit, never a
+traceback; Ctrl-C tears the guest down like any other exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import sys
+import termios
+import time
+import tty
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import kernels
+from .errors import HarnessError
+from .image import GuestExtra, build_image
+from .progress import progress
+from .vm import ACCELS, Vm, VmConfig, _qemu
+
+
+@dataclass
+class Timings:
+    """Where a command's wall time went, for --timings."""
+
+    steps: list[tuple[str, float]] = field(default_factory=list)
+    _t: float = field(default_factory=time.monotonic)
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.steps.append((name, now - self._t))
+        self._t = now
+
+    def render(self) -> str:
+        total = sum(s for _, s in self.steps)
+        rows = [f"  {name:<18} {secs:7.2f}s" for name, secs in self.steps]
+        return "timings:\n" + "\n".join(rows) + f"\n  {'total':<18} {total:7.2f}s"
+
+
+def _add_guest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel", default=kernels.DEFAULT_KERNEL, help=f"one of {', '.join(kernels.SPECS)}")
+    p.add_argument("--accel", default="auto", choices=ACCELS)
+    p.add_argument("--module", action="append", default=[], metavar="PATH.ko",
+                   help="extra module, installed under /lib/modules/$(uname -r)/extra")
+    p.add_argument("--file", action="append", default=[], metavar="SRC:DEST",
+                   help="extra host file to place in the guest")
+    p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--memory", type=int, default=1024, metavar="MIB")
+    p.add_argument("--rcu-expedited", action="store_true",
+                   help="set /sys/kernel/rcu_expedited=1 after boot (narrows race windows)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m harness", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("kernels", help="list kernel specs, the versions they resolve to, and the cache")
+    f = sub.add_parser("fetch", help="download and unpack a kernel into the cache")
+    f.add_argument("--kernel", default=kernels.DEFAULT_KERNEL, help="spec, comma list or 'all'")
+    r = sub.add_parser("run", help="boot a guest, run a command over SSH, tear down")
+    _add_guest_args(r)
+    r.add_argument("--timings", action="store_true", help="print where the time went")
+    r.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ...")
+    s = sub.add_parser("shell", help="interactive shell in a fresh guest (or --attach to a kept one)")
+    _add_guest_args(s)
+    s.add_argument("--attach", type=int, metavar="PORT", help="SSH port of a guest kept by race --keep")
+    from .race import add_race_args  # the race engine owns its options
+
+    add_race_args(sub.add_parser("race", help="race unload against lookups/mounts and compare schemes"))
+    return ap
+
+
+def _guest(args: argparse.Namespace, timings: Timings | None = None) -> Vm:
+    _qemu()  # fail early and clearly when QEMU is missing
+    spec = kernels.get_spec(args.kernel)
+    kfiles = kernels.fetch(spec, quiet=True)
+    if timings:
+        timings.mark("fetch")
+    extras = []
+    for item in args.file:
+        src, sep, dest = item.partition(":")
+        if not sep or not dest.startswith("/"):
+            raise HarnessError(f"--file wants SRC:/ABSOLUTE/DEST, got {item!r}")
+        extras.append(GuestExtra(Path(src), dest))
+    image = build_image(kfiles, tuple(Path(m) for m in args.module), tuple(extras))
+    if timings:
+        timings.mark("image")
+    return Vm(image, VmConfig(accel=args.accel, cpus=args.cpus, memory_mb=args.memory,
+                              rcu_expedited=args.rcu_expedited))
+
+
+def cmd_kernels(args: argparse.Namespace) -> int:
+    print(f"{'spec':<9} {'release':<26} {'debian version':<22} state")
+    for spec, res, state in kernels.status():
+        default = " (default)" if spec.name == kernels.DEFAULT_KERNEL else ""
+        if res is None:
+            print(f"{spec.name:<9} {'?':<26} {'?':<22} {state}")
+        else:
+            print(f"{spec.name:<9} {res.abi:<26} {res.version:<22} {state}{default}")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    for spec in kernels.parse_specs(args.kernel):
+        files = kernels.fetch(spec)
+        print(f"{spec.name}: {files.release} in {files.root}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise HarnessError("no command given: python -m harness run [options] -- CMD")
+    timings = Timings()
+    with _guest(args, timings) as vm:
+        ssh = vm.ssh
+        timings.mark("boot to ssh-ready")
+        out, err = sys.stdout.buffer, sys.stderr.buffer
+
+        def emit(stream):
+            def write(data: bytes) -> None:
+                stream.write(data)
+                stream.flush()
+            return write
+
+        res = ssh.start(" ".join(command), on_stdout=emit(out), on_stderr=emit(err)).wait(None)
+        timings.mark("command")
+        _report_splats(vm)
+    if args.timings:
+        print(timings.render(), file=sys.stderr)
+    if res.exit_status < 0:
+        raise HarnessError(f"the guest went away during the command; console log: {vm.log_path}")
+    return res.exit_status
+
+
+def _report_splats(vm: Vm) -> None:
+    try:
+        from .splat import parse
+    except ImportError:
+        return
+    splats = parse(vm.console_text())
+    for s in splats:
+        print(f"console: {s.kind}: {s.title}", file=sys.stderr)
+    if splats:
+        print(f"console log: {vm.log_path}", file=sys.stderr)
+
+
+def interactive(guest) -> int:
+    """A raw-terminal shell on one SSH channel."""
+    chan = guest.client.get_transport().open_session()
+    size = os.get_terminal_size() if sys.stdin.isatty() else os.terminal_size((80, 24))
+    chan.get_pty(term=os.environ.get("TERM", "vt100"), width=size.columns, height=size.lines)
+    chan.invoke_shell()
+    fd = sys.stdin.fileno()
+    old = termios.tcgetattr(fd) if sys.stdin.isatty() else None
+    try:
+        if old:
+            tty.setraw(fd)
+        while not chan.exit_status_ready():
+            ready, _, _ = select.select([chan, fd], [], [], 0.5)
+            if chan in ready:
+                data = chan.recv(65536)
+                if not data:
+                    break
+                os.write(sys.stdout.fileno(), data)
+            if fd in ready:
+                data = os.read(fd, 4096)
+                if not data:
+                    break
+                chan.sendall(data)
+    finally:
+        if old:
+            termios.tcsetattr(fd, termios.TCSADRAIN, old)
+    return chan.recv_exit_status() if chan.exit_status_ready() else 0
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    if args.attach:
+        from .image import client_key, guest_userland, host_key
+        from .ssh import Guest
+
+        key, _ = client_key()
+        _, hpub = host_key(guest_userland())
+        return interactive(Guest.connect("127.0.0.1", args.attach, key, hpub, timeout=5))
+    with _guest(args) as vm:
+        progress(f"shell: root@guest ({vm.image.kernel.release}); exit the shell to tear the guest down")
+        status = interactive(vm.ssh)
+        _report_splats(vm)
+    print(f"console log: {vm.log_path}", file=sys.stderr)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    handlers = {"kernels": cmd_kernels, "fetch": cmd_fetch, "run": cmd_run, "shell": cmd_shell}
+    try:
+        if args.cmd == "race":
+            from .race import cmd_race
+
+            return cmd_race(args)
+        return handlers[args.cmd](args)
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; guest torn down", file=sys.stderr)
+        return 130

@@ -1,0 +1,162 @@
+"""pytest plugin: `--kernel`/`--accel` options and kernel, image and vm fixtures.
+
+Registered as a `pytest11` entry point, so any project's tests can boot our
+guests.  Every test that uses a guest is parametrized by kernel (the id reads
+`[6.1]`), and fails if the guest's console shows a new splat during the test,
+unless it is marked `expect_splat` and looks at them itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from . import kernels
+from .errors import HarnessError
+from .image import GuestExtra, Image, build_image
+from .vm import ACCELS, Vm, VmConfig
+
+_VM_KEY = pytest.StashKey[list]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "kernel-module harness")
+    group.addoption("--kernel", default=kernels.DEFAULT_KERNEL,
+                    help=f"kernel spec(s) for VM tests: comma list of {', '.join(kernels.SPECS)}, or all")
+    group.addoption("--accel", default="auto", choices=ACCELS, help="QEMU accelerator (auto checks KVM)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in ("vm: boots a real kernel in QEMU", "fresh_vm: the test gets a guest of its own",
+                 "expect_splat: the test provokes splats and checks them itself"):
+        config.addinivalue_line("markers", line)
+    try:
+        config._harness_specs = kernels.parse_specs(config.getoption("--kernel"))  # type: ignore[attr-defined]
+    except HarnessError as e:
+        raise pytest.UsageError(str(e)) from e
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "kernel_spec" in metafunc.fixturenames:
+        specs = metafunc.config._harness_specs  # type: ignore[attr-defined]
+        metafunc.parametrize("kernel_spec", specs, ids=[s.name for s in specs], scope="session")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "kernel_spec" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.vm)
+
+
+@pytest.fixture(scope="session")
+def kernel(kernel_spec: kernels.KernelSpec) -> kernels.KernelFiles:
+    """The unpacked kernel (fetched on first use)."""
+    return _or_fail(lambda: kernels.fetch(kernel_spec, quiet=True))
+
+
+@pytest.fixture(scope="session")
+def image(kernel: kernels.KernelFiles) -> Image:
+    """The plain guest image of that kernel."""
+    return _or_fail(lambda: build_image(kernel))
+
+
+@pytest.fixture(scope="session")
+def vm_config(pytestconfig: pytest.Config) -> VmConfig:
+    return VmConfig(accel=pytestconfig.getoption("--accel"))
+
+
+@pytest.fixture(scope="session")
+def _session_vms() -> Iterator[dict]:
+    vms: dict = {}
+    yield vms
+    for vm in vms.values():
+        vm.kill()
+
+
+@pytest.fixture
+def vm_factory(request: pytest.FixtureRequest, kernel: kernels.KernelFiles,
+               vm_config: VmConfig) -> Iterator[Callable[..., Vm]]:
+    """Boot a guest with extra modules/files/config; torn down after the test."""
+    booted: list[Vm] = []
+
+    def make(modules: tuple[Path, ...] = (), extras: tuple[GuestExtra, ...] = (),
+             config: VmConfig | None = None, name: str | None = None) -> Vm:
+        img = _or_fail(lambda: build_image(kernel, tuple(modules), tuple(extras)))
+        vm = Vm(img, config or vm_config, name=name or request.node.name.replace("/", "_")[:40])
+        booted.append(vm)
+        _or_fail(vm.boot)
+        _watch(request.node, vm)
+        return vm
+
+    yield make
+    for vm in booted:
+        vm.kill()
+        _drop_log_if_passed(request.node, vm)
+
+
+@pytest.fixture
+def vm(request: pytest.FixtureRequest, image: Image, vm_config: VmConfig,
+       _session_vms: dict) -> Iterator[Vm]:
+    """A booted guest: shared by the session unless the test is `fresh_vm`."""
+    if request.node.get_closest_marker("fresh_vm"):
+        guest = Vm(image, vm_config, name=request.node.name[:40])
+        _or_fail(guest.boot)
+        _watch(request.node, guest)
+        yield guest
+        guest.kill()
+        _drop_log_if_passed(request.node, guest)
+        return
+    key = image.kernel.release
+    guest = _session_vms.get(key)
+    if guest is None or not guest.alive():
+        guest = Vm(image, vm_config, name="session")
+        _or_fail(guest.boot)
+        _session_vms[key] = guest
+    _watch(request.node, guest)
+    yield guest
+    if not guest.alive():  # a test that kills the guest spoils it for nobody else
+        _session_vms.pop(key, None)
+
+
+def _or_fail(fn: Callable):
+    try:
+        return fn()
+    except HarnessError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+def _watch(item: pytest.Item, vm: Vm) -> None:
+    """Remember where the console stood when the test started."""
+    item.stash.setdefault(_VM_KEY, []).append((vm, vm.console_size()))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if call.when != "call":
+        return
+    item.stash[_LAST_KEY] = report
+    from .splat import new_splats
+
+    for vm, offset in item.stash.get(_VM_KEY, []):
+        report.sections.append((f"console log ({vm.name})", str(vm.log_path)))
+        if item.get_closest_marker("expect_splat"):
+            continue
+        splats = new_splats(vm.console_text(), offset)
+        if splats and report.passed:
+            report.outcome = "failed"
+            report.longrepr = "new console splat(s) during the test:\n\n" + "\n\n".join(
+                "\n".join(s.lines) for s in splats) + f"\n\nconsole log: {vm.log_path}"
+
+
+_LAST_KEY = pytest.StashKey[pytest.TestReport]()
+
+
+def _drop_log_if_passed(item: pytest.Item, vm: Vm) -> None:
+    """Console logs are kept for failing tests only (fresh guests)."""
+    report = item.stash.get(_LAST_KEY, None)
+    if report is not None and report.passed and vm.log_path.is_file():
+        vm.log_path.unlink()

@@ -1,0 +1,423 @@
+"""Find kernel crash reports ("splats") in a guest console log.
+
+Modelled on syzkaller's pkg/report: one table of header regexes (``HEADERS``)
+decides what starts a report, its kind and its title; everything else here is
+plumbing that copes with real serial logs (``\\r``, printk timestamps with or
+without ``[ T123]``/``[ C1]`` caller ids, serial noise glued in front of a
+timestamp, lines interleaved from other CPUs).
+
+Grouping rules (tested in tests/unit/test_splat.py):
+
+* An ``Oops:``/``Internal error: Oops`` or ``invalid opcode:`` line printed while
+  a report from the same task/CPU is still open is part of that report (the
+  kernel prints "BUG: unable to handle page fault" / "kernel BUG at" first and
+  the Oops/invalid-opcode line second); on its own it starts a report.
+* ``Kernel panic - not syncing: ...`` is folded into the report it ends
+  (inside it, or within 5 lines after its ``---[ end trace``); the record's
+  ``panicked`` property then says so. A panic with no report before it
+  (e.g. "VFS: Unable to mount root fs") is a record of kind ``panic``.
+* Lockdep reports print ``WARNING:``/``BUG:`` headers; they get kind
+  ``lockdep``, never ``warning``.
+* When the log carries caller ids, a report only collects lines from the
+  task/CPU that printed its header, so another CPU's lines do not end or
+  pollute it. Lines without a timestamp in a timestamped log (user-space
+  output on the same serial port) are ignored.
+* A report ends at ``---[ end trace ...]---`` / ``---[ end Kernel panic``
+  (included), ``Kernel Offset:`` / ``Rebooting in`` (excluded), the closing
+  ``=====`` of a sanitizer report, the next report header from the same
+  task/CPU, a shell or login prompt, or after ``MAX_LINES`` lines.
+
+To support a new report format, add one row to ``HEADERS``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+__all__ = ["Splat", "KINDS", "HEADERS", "parse", "parse_file", "new_splats"]
+
+MAX_LINES = 200
+PANIC_FOLD_WINDOW = 5  # lines after "---[ end trace" in which a panic still belongs
+
+
+@dataclass(frozen=True)
+class Splat:
+    """One crash report found in a console log.
+
+    ``start_line`` is the 0-based index of the header line in the log split on
+    "\\n". ``lines`` are the raw log lines (without "\\r"), timestamps kept.
+    """
+
+    kind: str
+    title: str
+    lines: tuple[str, ...]
+    modules: tuple[str, ...]
+    last_unloaded: Optional[str]
+    start_line: int
+
+    @property
+    def panicked(self) -> bool:
+        """True if the kernel panicked as part of this report."""
+        return any("Kernel panic - not syncing" in ln for ln in self.lines)
+
+
+# --------------------------------------------------------------------------
+# Title helpers. Each gets the header match and the bodies (timestamps
+# stripped) of the record's lines, so titles can use the RIP or the stack.
+
+_RIP_RES = (
+    re.compile(r"\bRIP: [0-9a-f]{4}:(?:\[<[0-9a-f]+>\]\s*)*([A-Za-z_][\w.]*)\+0x"),
+    re.compile(r"\bRIP: ([A-Za-z_][\w.]*)\+0x"),  # old "RIP: func+0x.. RSP: ..."
+    re.compile(r"^\s*IP: (?:\[<[0-9a-f]+>\]\s*)?([A-Za-z_][\w.]*)\+0x"),  # 4.x "IP:"
+    re.compile(r"^\s*pc : ([A-Za-z_][\w.]*)\+0x"),  # arm64
+    re.compile(r"^\s*PC is at ([A-Za-z_][\w.]*)\+0x"),  # arm32
+    re.compile(r"^\s*NIP \[[0-9a-f]+\] ([A-Za-z_][\w.]*)\+0x"),  # powerpc
+)
+_FRAME_RES = (
+    re.compile(r"^\s*(?:\[<[0-9a-f]+>\]\s*)?([A-Za-z_][\w.]*)\+0x[0-9a-f]+/0x[0-9a-f]+"),
+    re.compile(r"^\s*\[<[0-9a-f]+>\] \(([A-Za-z_][\w.]*)\) from"),  # arm32 backtrace
+)
+_TRACE_START = re.compile(r"^\s*(Call Trace|Call trace|Backtrace|stack backtrace):?")
+# Frames that say "waiting", not "who waited": skipped when naming hangs.
+_SCHED_FRAMES = re.compile(
+    r"^(__switch_to|__schedule|schedule\w*|preempt_schedule\w*|io_schedule\w*|"
+    r"context_switch|__wait_for_common|wait_for_common\w*|wait_for_completion\w*|"
+    r"__mutex_lock\w*|mutex_lock\w*|rwsem_\w+|down_\w+|__down\w*|"
+    r"folio_wait\w*|__folio_lock\w*|wait_on_page\w*|__lock_page\w*|"
+    r"rcu_\w+|__flush_work|flush_work|kthread|ret_from_fork\w*)$"
+)
+
+
+def _rip_func(bodies: Sequence[str]) -> Optional[str]:
+    """Function the faulting CPU was in, from the register dump."""
+    for b in bodies:
+        for rx in _RIP_RES:
+            m = rx.search(b)
+            if m:
+                return m.group(1)
+    return None
+
+
+def _first_frame(bodies: Sequence[str], skip: Optional[re.Pattern] = None) -> Optional[str]:
+    """First reliable stack frame after "Call Trace:", skipping ``skip`` names."""
+    in_trace = False
+    for b in bodies:
+        if _TRACE_START.match(b):
+            in_trace = True
+            continue
+        if not in_trace or b.lstrip().startswith("?"):
+            continue
+        for rx in _FRAME_RES:
+            m = rx.match(b)
+            if m:
+                name = m.group(1)
+                base = name.split(".")[0]  # drop .cold/.isra/.constprop suffixes
+                if base.startswith("__pfx_") or (skip is not None and skip.match(base)):
+                    break
+                return name
+    return None
+
+
+def _lock_func(bodies: Sequence[str]) -> Optional[str]:
+    """Where lockdep says the offending lock was taken ("..., at: func+0x")."""
+    for b in bodies:
+        m = re.search(r"\bat: (?:\[<[0-9a-f]+>\]\s*)?([A-Za-z_][\w.]*)\+0x", b)
+        if m:
+            return m.group(1)
+    return None
+
+
+def _normalise(s: str) -> str:
+    """Drop what differs between two hits of the same bug: addresses, pids, CPUs."""
+    s = re.sub(r"\+0x[0-9a-f]+/0x[0-9a-f]+", "", s)
+    s = re.sub(r"\b(?:0x)?[0-9a-fA-F]{8,}\b", "ADDR", s)
+    s = re.sub(r"\b0x[0-9a-fA-F]+\b", "ADDR", s)
+    s = re.sub(r"\bCPU#?:? ?\d+", "CPU", s)
+    s = re.sub(r"\bPID: ?\d+\s*", "", s)
+    s = re.sub(r"\s*\[#\d+\]", "", s)
+    s = re.sub(r"([\w.-]+)[:/]\d+(?:/ADDR)?\b", r"\1", s)  # comm:pid, comm/pid/0x..
+    s = re.sub(r"\b\d+(s| seconds| jiffies)\b", r"N\1", s)
+    return re.sub(r"\s+", " ", s).strip()
+
+
+def _in(prefix: str, func: Optional[str], fallback: str) -> str:
+    return f"{prefix} in {func}" if func else _normalise(fallback)
+
+
+def _t_fault(m: re.Match, bodies: Sequence[str]) -> str:
+    return _in(m.group("what"), _rip_func(bodies), m.string)
+
+
+def _t_rip(prefix: str) -> Callable[[re.Match, Sequence[str]], str]:
+    return lambda m, bodies: _in(prefix, _rip_func(bodies), m.group(0))
+
+
+def _t_warning(m: re.Match, bodies: Sequence[str]) -> str:
+    return f"WARNING in {m.group('func')}"
+
+
+def _t_sanitizer(m: re.Match, bodies: Sequence[str]) -> str:
+    access = ""
+    for b in bodies[1:4]:
+        a = re.match(r"\s*(Read|Write) of size", b)
+        if a:
+            access = " " + a.group(1)
+            break
+    return f"{m.group('tool')}: {m.group('bug')}{access} in {m.group('func')}"
+
+
+def _t_kernel_bug(m: re.Match, bodies: Sequence[str]) -> str:
+    func = _rip_func(bodies)
+    return f"kernel BUG in {func}" if func else f"kernel BUG at {m.group('where')}"
+
+
+def _t_lockdep(m: re.Match, bodies: Sequence[str]) -> str:
+    return _in(m.group("what").rstrip("!"), _lock_func(bodies), m.string)
+
+
+def _t_hung(m: re.Match, bodies: Sequence[str]) -> str:
+    return _in("INFO: task hung", _first_frame(bodies, _SCHED_FRAMES), "INFO: task hung")
+
+
+# Frames of the stall detector itself and of the timer interrupt it runs in.
+_STALL_FRAMES = re.compile(
+    _SCHED_FRAMES.pattern[:-2] + r"|_?sched_show_task|dump_stack\w*|show_stack\w*|"
+    r"update_process_times|tick_\w+|(?:__)?hrtimer\w*|\w*apic_timer_interrupt\w*|"
+    r"\w*sysvec_\w+|irq_exit\w*|__irq_exit\w*|nmi_\w+|\w*trigger_\w*backtrace\w*)$"
+)
+
+
+def _t_rcu(m: re.Match, bodies: Sequence[str]) -> str:
+    func = _rip_func(bodies) or _first_frame(bodies, _STALL_FRAMES)
+    return _in("INFO: rcu detected stall", func, "INFO: rcu detected stall")
+
+
+def _t_header(m: re.Match, bodies: Sequence[str]) -> str:
+    return _normalise(m.group(0))
+
+
+@dataclass(frozen=True)
+class _Header:
+    regex: re.Pattern
+    kind: str
+    title: Callable[[re.Match, Sequence[str]], str]
+    fold: bool = False  # part of an already-open report from the same task/CPU
+
+
+def _h(rx: str, kind: str, title, fold: bool = False) -> _Header:
+    return _Header(re.compile(rx), kind, title, fold)
+
+
+_LOCKDEP_WHAT = (
+    r"possible circular locking dependency detected|inconsistent lock state|"
+    r"possible recursive locking detected|possible irq lock inversion dependency detected|"
+    r"\S+-safe -> \S+-unsafe lock order detected|suspicious RCU usage|"
+    r"bad unlock balance detected!|held lock freed!|lock held when returning to user space!|"
+    r"Nested lock was not taken|bad contention detected!|still has locks held!|"
+    r"lock held at task exit time!|locking bug detected"
+)
+
+# The table. Matched against each line with timestamp/caller id/serial noise
+# removed, anchored at its start; first matching row wins, so specific rows
+# come before generic ones.
+HEADERS: tuple[_Header, ...] = (
+    _h(r"^BUG: (?P<tool>KASAN|KFENCE|KMSAN|KCSAN): (?P<bug>[\w:-]+(?: [\w-]+)??) in "
+       r"(?P<func>[\w.]+)", "kasan", _t_sanitizer),
+    _h(r"^(?P<what>BUG: unable to handle (?:page fault|kernel paging request|kernel NULL pointer "
+       r"dereference))", "bug", _t_fault),
+    _h(r"^(?P<what>BUG: kernel NULL pointer dereference)", "bug", _t_fault),
+    _h(r"^(?P<what>Unable to handle kernel (?:paging request|NULL pointer dereference|"
+       r"access to user memory|execute from non-executable memory|write to read-only memory)\w*)",
+       "oops", _t_fault),
+    _h(r"^(?:watchdog: )?BUG: soft lockup", "lockup", _t_rip("BUG: soft lockup")),
+    _h(r"^(?:watchdog: )?Watchdog detected hard LOCKUP", "lockup", _t_rip("hard LOCKUP")),
+    _h(r"^BUG: workqueue lockup", "lockup", lambda m, b: "BUG: workqueue lockup"),
+    _h(r"^BUG: sleeping function called from invalid context", "lockdep",
+       lambda m, b: _in("BUG: sleeping function called from invalid context",
+                        _first_frame(b, re.compile(r"^(dump_stack\w*|__might_\w+|might_\w+|"
+                                                   r"__might_resched|mutex_lock\w*|down_\w+|"
+                                                   r"__\w*lock\w*|_raw_\w+|kmalloc\w*|"
+                                                   r"__kmalloc\w*|kmem_cache_alloc\w*|"
+                                                   r"slab_pre_alloc_hook\w*)$")),
+                        m.string)),
+    _h(r"^(?:WARNING|BUG|INFO): (?P<what>" + _LOCKDEP_WHAT + ")", "lockdep", _t_lockdep),
+    _h(r"^BUG: scheduling while atomic", "bug", _t_rip("BUG: scheduling while atomic")),
+    _h(r"^WARNING: (?:CPU: \d+ PID: \d+ )?at \S+ (?P<func>[\w.]+)\+0x", "warning", _t_warning),
+    _h(r"^WARNING: \S+:\d+ at (?P<func>[\w.]+)\+0x[0-9a-f]+/0x[0-9a-f]+, CPU#\d+", "warning",
+       _t_warning),
+    _h(r"^WARNING: (?:CPU: \d+ PID: \d+ at )?\S+:\d+", "warning", _t_header),  # no symbol
+    _h(r"^(?:Oops: )?general protection fault", "gpf", _t_rip("general protection fault")),
+    _h(r"^kernel BUG at (?P<where>\S+?)!?$", "bug", _t_kernel_bug),
+    _h(r"^(?:rcu: )?INFO: rcu_\w+ (?:self-)?detected stalls?", "rcu_stall", _t_rcu),
+    _h(r"^INFO: task .*blocked (?:in I/O wait )?for more than \d+ seconds", "hung_task", _t_hung),
+    _h(r"^(?:Internal error: )?Oops(?: - [\w ]+)?: (?:[\w ]+: )?[0-9a-fx]+ \[#\d+\]", "oops",
+       _t_rip("Oops"), fold=True),
+    _h(r"^invalid opcode: [0-9a-f]+ \[#\d+\]", "invalid_opcode", _t_rip("invalid opcode"),
+       fold=True),
+    _h(r"^Kernel panic - not syncing: (?P<why>.*)", "panic",
+       lambda m, b: "Kernel panic - not syncing: " + _normalise(m.group("why")), fold=True),
+    _h(r"^BUG: [A-Za-z]", "bug", _t_header),  # any other BUG: (Bad page state, ...)
+)
+
+# The "kasan" row yields the sanitizer's own name: kasan, kfence, kmsan or kcsan.
+KINDS = frozenset(h.kind for h in HEADERS) | {"kfence", "kmsan", "kcsan"}
+
+# --------------------------------------------------------------------------
+# Line handling.
+
+_TS = re.compile(r"(?:<\d>)?\[\s*\d+\.\d+\](?:\[\s*(?P<ctx>[TC]\d+)\])? ?")
+_PROMPT = re.compile(r"^(?:\S+@\S+:.*[#$]\s*|\S+ login:\s*)$")
+_MODULES = re.compile(r"Modules linked in:(?P<mods>.*)$")
+_LAST_UNLOADED = re.compile(r"\[last unloaded: (?P<mod>[^\]\s(]+)(?:\([^)]*\))?\s*\]")
+
+
+@dataclass
+class _Line:
+    raw: str
+    body: str
+    ctx: Optional[str]
+    has_ts: bool
+    offset: int  # byte offset of the line in the log (UTF-8)
+
+
+def _split(text: str) -> list[_Line]:
+    """Split on "\\n" only (so line numbers and byte offsets stay honest)."""
+    out: list[_Line] = []
+    offset = 0
+    for seg in text.split("\n"):
+        raw = seg.replace("\r", "")
+        m = _TS.search(raw)
+        if m:
+            out.append(_Line(raw, raw[m.end():], m.group("ctx"), True, offset))
+        else:
+            out.append(_Line(raw, raw, None, False, offset))
+        offset += len(seg.encode("utf-8", "surrogateescape")) + 1
+    return out
+
+
+def _match_header(body: str):
+    for h in HEADERS:
+        m = h.regex.match(body)
+        if m:
+            return h, m
+    return None
+
+
+@dataclass
+class _Rec:
+    header: _Header
+    match: re.Match
+    start: int
+    ctx: Optional[str]
+    idx: list = field(default_factory=list)
+    closed: bool = False
+    since_end_trace: Optional[int] = None  # same-ctx lines seen after "---[ end trace"
+
+
+def _modules(bodies: Sequence[str]) -> tuple[tuple[str, ...], Optional[str]]:
+    for b in bodies:
+        m = _MODULES.search(b)
+        if not m:
+            continue
+        text = m.group("mods")
+        lu = _LAST_UNLOADED.search(text)
+        text = _LAST_UNLOADED.sub("", text)
+        mods = tuple(re.sub(r"\(.*?\)", "", w) for w in text.split())
+        return tuple(x for x in mods if x), (lu.group("mod") if lu else None)
+    return (), None
+
+
+def _clean(s: str) -> str:
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _scan(text: str) -> list[tuple[Splat, int]]:
+    """All records with the byte offset of their header line."""
+    lines = _split(text)
+    timestamped = any(ln.has_ts for ln in lines)
+    recs: list[_Rec] = []
+    open_by_ctx: dict[Optional[str], _Rec] = {}
+
+    for i, ln in enumerate(lines):
+        if _PROMPT.match(ln.raw):
+            open_by_ctx.clear()
+            continue
+        if timestamped and not ln.has_ts:
+            continue  # user-space output sharing the serial port
+        rec = open_by_ctx.get(ln.ctx)
+        hit = _match_header(ln.body)
+        if hit:
+            header, m = hit
+            foldable = rec is not None and header.fold and (
+                not rec.closed
+                or (header.kind == "panic" and rec.since_end_trace is not None
+                    and rec.since_end_trace <= PANIC_FOLD_WINDOW))
+            if foldable:
+                rec.closed = False
+                rec.since_end_trace = None
+                rec.idx.append(i)
+                continue
+            rec = _Rec(header, m, i, ln.ctx, [i])
+            recs.append(rec)
+            open_by_ctx[ln.ctx] = rec
+            continue
+        if rec is None:
+            continue
+        if rec.closed:
+            if rec.since_end_trace is not None:
+                rec.since_end_trace += 1
+            continue
+        body = ln.body.strip()
+        if body.startswith(("Kernel Offset:", "Rebooting in")):
+            rec.closed = True
+            continue
+        rec.idx.append(i)
+        if body.startswith("---[ end trace"):
+            rec.closed, rec.since_end_trace = True, 0
+        elif body.startswith("---[ end Kernel panic"):
+            rec.closed = True
+        elif rec.header.kind == "kasan" and re.fullmatch(r"={20,}", body):
+            rec.closed = True
+        elif len(rec.idx) >= MAX_LINES:
+            rec.closed = True
+
+    out = []
+    for rec in recs:
+        bodies = [lines[j].body for j in rec.idx]
+        kind = rec.header.kind
+        if kind == "kasan":
+            kind = rec.match.group("tool").lower()
+        mods, last = _modules(bodies)
+        splat = Splat(
+            kind=kind,
+            title=_clean(rec.header.title(rec.match, bodies)),
+            lines=tuple(_clean(lines[j].raw) for j in rec.idx),
+            modules=mods,
+            last_unloaded=last,
+            start_line=rec.start,
+        )
+        out.append((splat, lines[rec.start].offset))
+    return out
+
+
+def parse(text: str) -> list[Splat]:
+    """Every crash report in a console log, in order of their header lines."""
+    return [s for s, _ in _scan(text)]
+
+
+def parse_file(path) -> list[Splat]:
+    """``parse`` on a log file; undecodable bytes are kept so offsets stay exact."""
+    return parse(Path(path).read_bytes().decode("utf-8", "surrogateescape"))
+
+
+def new_splats(text: str, since_offset: int) -> list[Splat]:
+    """Reports whose header starts at or after byte ``since_offset`` of the log.
+
+    Lets the harness note the console log size before a test and ask afterwards
+    what the test produced. The whole log is parsed so that a report that
+    started earlier is never misread as a new one.
+    """
+    return [s for s, off in _scan(text) if off >= since_offset]

@@ -1,0 +1,194 @@
+"""Table-driven tests for harness.splat on real console excerpts.
+
+Each file in data/splats/ is one case; CASES says what parse() must find in it.
+To add a case (e.g. a capture from our own guest): drop the log in
+data/splats/ and add one row below. A file without a row fails the suite.
+
+Sources: files named syzNNNN_* are trimmed copies of google/syzkaller
+pkg/report/testdata/linux/report/NNNN; gh_* are excerpts quoted in public
+GitHub issues (CachyOS/linux-cachyos#841, dolohow/uksm#44,
+GrapheneOS-Archive/linux-hardened#69).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.splat import KINDS, Splat, new_splats, parse, parse_file
+
+DATA = Path(__file__).parent / "data" / "splats"
+
+# file -> [(kind, title, modules, last_unloaded, panicked), ...] in log order.
+# modules=None means "don't check".
+CASES: dict[str, list[tuple]] = {
+    "syz0450_clean_boot.log": [],
+    "syz1014_1015_not_splats.log": [],
+    "syz0000_bug_paging_request_oops.log": [
+        ("bug", "BUG: unable to handle kernel paging request in __memset", (), None, False),
+    ],
+    "syz0600_gpf_kasan_caller_ids.log": [
+        ("gpf", "general protection fault in nl802154_add_llsec_key", (), None, False),
+    ],
+    "syz0600_gpf_crlf_timestamps.log": [
+        ("gpf", "general protection fault in nl802154_add_llsec_key", (), None, False),
+    ],
+    "syz0200_gpf_panic_interleaved.log": [
+        ("gpf", "general protection fault in ip6t_do_table", (), None, True),
+    ],
+    "syz0650_kasan_slab_oob.log": [
+        ("kasan", "KASAN: slab-out-of-bounds Write in test_and_clear_bit", None, None, False),
+    ],
+    "syz1013_warning_new_format_panic.log": [
+        ("warning", "WARNING in ifs_free", (), None, True),
+    ],
+    "syz1006_warning_classic_serial_noise.log": [
+        ("warning", "WARNING in iommu_map_sg", (), None, False),
+    ],
+    "syz0400_warning_no_timestamps_panic.log": [
+        ("warning", "WARNING in __flush_work", None, None, True),
+    ],
+    "syz0250_lockdep_circular.log": [
+        ("lockdep", "possible circular locking dependency detected in blkdev_reread_part",
+         None, None, False),
+    ],
+    "syz1005_lockdep_inconsistent_interleaved.log": [
+        ("lockdep", "inconsistent lock state in x25_kill_by_neigh", None, None, False),
+    ],
+    "syz1000_hung_task_arm64.log": [
+        ("hung_task", "INFO: task hung in do_read_cache_folio", None, None, False),
+    ],
+    "syz0550_hung_task_arm32_no_timestamps.log": [
+        ("hung_task", "INFO: task hung in mpage_prepare_extent_to_map", None, None, False),
+    ],
+    "syz0300_rcu_stall.log": [
+        ("rcu_stall", "INFO: rcu detected stall in smp_call_function_single", None, None, False),
+    ],
+    "syz0350_soft_lockup_panic.log": [
+        ("lockup", "BUG: soft lockup in __sanitizer_cov_trace_const_cmp4", (), None, True),
+    ],
+    "syz0680_arm64_unable_to_handle_two_cpus.log": [
+        ("oops", "Unable to handle kernel paging request in __kmem_cache_alloc_node",
+         (), None, True),
+        ("oops", "Unable to handle kernel paging request at virtual address ADDR",
+         None, None, False),
+    ],
+    "gh_cachyos841_kernel_bug_oops_invalid_opcode.log": [
+        ("bug", "kernel BUG in iomap_write_end", None, None, False),
+    ],
+    "gh_uksm44_kernel_bug_modules_no_timestamps.log": [
+        ("bug", "kernel BUG in scan_vma_one_page",
+         ("nfnetlink_queue", "nfnetlink_log", "sctp", "ip6t"), None, False),
+    ],
+    "gh_hardened69_invalid_opcode_modules.log": [
+        ("invalid_opcode", "invalid opcode in __list_del_entry_valid",
+         ("netconsole", "rpcsec_gss_krb5", "auth_rpcgss", "nfsv4", "dns_resolver", "nfs",
+          "lockd", "grace", "fscache", "sunrpc", "binfmt_misc", "virtio_balloon", "virtio_net"),
+         None, False),
+    ],
+    "two_splats_warning_then_paging.log": [
+        ("warning", "WARNING in iommu_map_sg", (), None, False),
+        ("bug", "BUG: unable to handle kernel paging request in __memset", (), None, False),
+    ],
+}
+
+
+def test_every_fixture_has_a_row():
+    files = {p.name for p in DATA.iterdir() if p.is_file()}
+    assert files == set(CASES), "add a CASES row for each file in data/splats/"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fixture(name):
+    splats = parse_file(DATA / name)
+    got = [(s.kind, s.title) for s in splats]
+    assert got == [(k, t) for k, t, *_ in CASES[name]]
+    for s, (kind, title, modules, last, panicked) in zip(splats, CASES[name]):
+        assert s.kind in KINDS
+        if modules is not None:
+            assert s.modules == modules
+        assert s.last_unloaded == last
+        assert s.panicked == panicked
+        assert s.lines and "\r" not in "".join(s.lines)
+        assert len(s.lines) <= 200
+
+
+def test_oops_after_bug_is_one_record():
+    (s,) = parse_file(DATA / "syz0000_bug_paging_request_oops.log")
+    assert s.start_line == 0
+    assert any("Oops: 0002 [#1]" in ln for ln in s.lines)
+    assert not any("unrelateed" in ln for ln in s.lines)  # untimestamped noise skipped
+
+
+def test_record_stops_at_end_markers():
+    (s,) = parse_file(DATA / "syz0200_gpf_panic_interleaved.log")
+    end = next(i for i, ln in enumerate(s.lines) if "---[ end trace" in ln)
+    assert "Kernel panic - not syncing: Fatal exception" in s.lines[end + 1]
+    assert "(ftrace buffer empty)" in s.lines[-1]
+    assert not any("Kernel Offset" in ln for ln in s.lines)
+    (k,) = parse_file(DATA / "syz0650_kasan_slab_oob.log")
+    assert set(k.lines[-1].split("]")[-1].strip()) == {"="}
+
+
+def test_other_cpus_lines_excluded():
+    (s,) = parse_file(DATA / "syz1005_lockdep_inconsistent_interleaved.log")
+    assert not any("NILFS" in ln for ln in s.lines)
+    first, second = parse_file(DATA / "syz0680_arm64_unable_to_handle_two_cpus.log")
+    assert all("T3083" in ln for ln in first.lines)
+    assert all("T3080" in ln for ln in second.lines)
+
+
+def test_crlf_same_as_lf():
+    a = parse_file(DATA / "syz0600_gpf_crlf_timestamps.log")
+    b = parse_file(DATA / "syz0600_gpf_kasan_caller_ids.log")
+    assert [(s.kind, s.title, len(s.lines)) for s in a] == [(s.kind, s.title, len(s.lines)) for s in b]
+
+
+def test_new_splats_by_byte_offset():
+    text = (DATA / "two_splats_warning_then_paging.log").read_text()
+    first, second = parse(text)
+    cut = len("\n".join(text.split("\n")[: second.start_line]).encode()) + 1
+    assert new_splats(text, 0) == [first, second]
+    assert new_splats(text, cut) == [second]
+    assert new_splats(text, cut + 1) == []
+    assert new_splats(text, len(text.encode())) == []
+
+
+def test_modules_and_last_unloaded():
+    # Format of lib/module print_modules() on 6.x (taint flags, last unloaded).
+    log = (
+        "[   41.000001] BUG: kernel NULL pointer dereference, address: 0000000000000008\n"
+        "[   41.000002] #PF: supervisor read access in kernel mode\n"
+        "[   41.000003] Oops: 0000 [#1] PREEMPT SMP NOPTI\n"
+        "[   41.000004] CPU: 1 PID: 321 Comm: insmod Tainted: G           OE      6.1.0-18-amd64 #1  Debian 6.1.76-1\n"
+        "[   41.000005] RIP: 0010:un_prov0_call+0x10/0x20 [unprov]\n"
+        "[   41.000006] Modules linked in: unprov(OE) ext4 crc16 mbcache jbd2 [last unloaded: helper(OE)]\n"
+        "[   41.000007] ---[ end trace 0000000000000000 ]---\n"
+        "[   41.000008] Kernel panic - not syncing: Fatal exception\n"
+        "[   41.000009] Kernel Offset: disabled\n"
+        "[   41.000010] ---[ end Kernel panic - not syncing: Fatal exception ]---\n"
+    )
+    (s,) = parse(log)
+    assert s == Splat(
+        kind="bug",
+        title="BUG: kernel NULL pointer dereference in un_prov0_call",
+        lines=s.lines,
+        modules=("unprov", "ext4", "crc16", "mbcache", "jbd2"),
+        last_unloaded="helper",
+        start_line=0,
+    )
+    assert len(s.lines) == 8 and s.panicked
+
+
+def test_lone_panic_is_its_own_record():
+    log = "[    1.5] VFS: Cannot open root device\n[    1.6] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n"
+    (s,) = parse(log)
+    assert s.kind == "panic" and s.start_line == 1
+    assert s.title.startswith("Kernel panic - not syncing: VFS: Unable to mount root fs")
+
+
+def test_prompt_ends_record():
+    log = "[  5.0] INFO: task modprobe:88 blocked for more than 120 seconds.\n[  5.1] Call Trace:\nroot@debian:~# \n[  9.0] Call Trace:\n"
+    (s,) = parse(log)
+    assert len(s.lines) == 2
