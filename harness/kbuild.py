@@ -1,0 +1,278 @@
+"""Render the guest kernel modules from kmods/ templates and build them.
+
+One scheme gives one module set: a bus core `P_core` and providers
+`P_prov0..N-1` (names and protocol: kmods/README.md).  `render()` is pure
+(Jinja2 only); `build()` runs kbuild against an unpacked kernel's headers and
+caches the .ko files by content (templates + parameters + kernel release).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from .errors import HarnessError
+from .paths import REPO, cache_dir
+from .progress import progress
+from .util import file_lock, hash_inputs, need_tool
+
+KMODS_DIR = REPO / "kmods"
+
+SCHEMES: tuple[str, ...] = ("refcount", "rwsem", "rwsem-deferred", "unsafe")
+PREFIX: dict[str, str] = {"refcount": "rc", "rwsem": "rw", "rwsem-deferred": "rwd", "unsafe": "un"}
+# Template folder holding each scheme's bus (the core's get/put).
+SCHEME_DIR: dict[str, str] = {
+    "refcount": "refcount",
+    "rwsem": "rwsem",
+    "rwsem-deferred": "rwsem",
+    "unsafe": "unsafe",
+}
+KNOBS: tuple[str, ...] = ("exit_delay_ms", "call_delay_us", "init_delay_ms")
+MAX_PROVIDERS = 16
+BUS_COUNTS = (1, 2)
+MAKE_JOBS = 2
+
+
+@dataclass(frozen=True)
+class ModuleSetSpec:
+    """What to render: the scheme and the template parameters."""
+
+    scheme: str
+    providers: int = 2
+    buses: int = 1
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise HarnessError(f"unknown scheme {self.scheme!r}; valid: {', '.join(SCHEMES)}")
+        for attr in ("providers", "buses"):
+            val = getattr(self, attr)
+            if not isinstance(val, int) or isinstance(val, bool):
+                raise HarnessError(f"{attr} must be an integer, got {val!r}")
+        if not 1 <= self.providers <= MAX_PROVIDERS:
+            raise HarnessError(f"providers must be 1..{MAX_PROVIDERS}, got {self.providers}")
+        if self.buses not in BUS_COUNTS:
+            raise HarnessError(f"buses must be 1 or 2, got {self.buses}")
+
+    @property
+    def prefix(self) -> str:
+        return PREFIX[self.scheme]
+
+    @property
+    def core(self) -> str:
+        return f"{self.prefix}_core"
+
+    @property
+    def provider_names(self) -> list[str]:
+        return [f"{self.prefix}_prov{i}" for i in range(self.providers)]
+
+    @property
+    def ctl_device(self) -> str:
+        return f"/dev/{self.prefix}_ctl"
+
+    @property
+    def fs_name(self) -> str:
+        return f"{self.prefix}fs"
+
+    def bus_order(self, index: int) -> list[int]:
+        """Provider i registers on buses (0, 1) if i is even, (1, 0) if odd."""
+        order = list(range(self.buses))
+        return order if index % 2 == 0 else order[::-1]
+
+
+def validate_knobs(knobs: Mapping[str, object]) -> dict[str, int]:
+    """Provider knobs as {name: non-negative int}; anything else is a HarnessError."""
+    out: dict[str, int] = {}
+    for name, val in knobs.items():
+        if name not in KNOBS:
+            raise HarnessError(f"unknown knob {name!r}; valid: {', '.join(KNOBS)}")
+        if isinstance(val, bool) or not isinstance(val, int):
+            if isinstance(val, str) and re.fullmatch(r"\s*\d+\s*", val):
+                val = int(val)
+            else:
+                raise HarnessError(f"knob {name} must be a non-negative integer, got {val!r}")
+        if val < 0:
+            raise HarnessError(f"knob {name} must be a non-negative integer, got {val}")
+        if val > 0xFFFFFFFF:
+            raise HarnessError(f"knob {name} too large (uint): {val}")
+        out[name] = val
+    return out
+
+
+def knob_args(knobs: Mapping[str, object]) -> list[str]:
+    """Module parameters for insmod/modprobe: ['exit_delay_ms=10', ...]."""
+    return [f"{k}={v}" for k, v in sorted(validate_knobs(knobs).items())]
+
+
+def template_files(spec: ModuleSetSpec) -> list[Path]:
+    """Every template a module set is rendered from (for hashing)."""
+    files = sorted((KMODS_DIR / "common").glob("*.j2"))
+    files += sorted((KMODS_DIR / SCHEME_DIR[spec.scheme]).glob("*.j2"))
+    return files
+
+
+def _magic(text: str) -> str:
+    return f"{zlib.crc32(text.encode()) & 0xFFFFFFFF:08x}"
+
+
+def _env():
+    try:
+        import jinja2
+    except ImportError as exc:  # pragma: no cover - dependency declared in pyproject
+        raise HarnessError("jinja2 not found; install it with: pip install jinja2") from exc
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(KMODS_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def render(spec: ModuleSetSpec, outdir: Path) -> list[Path]:
+    """Write the Kbuild tree of a module set into outdir; returns the files written."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    env = _env()
+    p = spec.prefix
+    base = {
+        "P": p,
+        "PU": p.upper(),
+        "scheme": spec.scheme,
+        "rwsem": SCHEME_DIR[spec.scheme] == "rwsem",
+        "deferred": spec.scheme == "rwsem-deferred",
+        "buses": spec.buses,
+        "providers": spec.providers,
+        "provider_names": spec.provider_names,
+        "core": spec.core,
+        "fs_magic": _magic(spec.fs_name),
+    }
+    jobs: list[tuple[str, str, dict]] = [
+        ("common/Kbuild.j2", "Kbuild", {}),
+        ("common/bus.h.j2", f"{p}_bus.h", {}),
+        ("common/core.c.j2", f"{p}_core_main.c", {}),
+        (f"{SCHEME_DIR[spec.scheme]}/bus.c.j2", f"{p}_core_bus.c", {}),
+    ]
+    for i, name in enumerate(spec.provider_names):
+        jobs.append((
+            "common/prov.c.j2",
+            f"{name}.c",
+            {
+                "index": i,
+                "name": name,
+                "N": name,
+                "NU": name.upper(),
+                "bus_order": spec.bus_order(i),
+                "prov_fs_magic": _magic(name + "fs"),
+            },
+        ))
+    written = []
+    for template, target, extra in jobs:
+        text = env.get_template(template).render(**base, **extra)
+        path = outdir / target
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
+@dataclass(frozen=True)
+class BuiltModules:
+    """The .ko files of one module set for one kernel release."""
+
+    spec: ModuleSetSpec
+    release: str
+    ko_files: list[Path]
+    core: str
+    providers: list[str]
+    prefix: str
+    build_dir: Path
+    log: str = field(repr=False, default="")
+    cached: bool = False
+
+    @property
+    def warnings(self) -> list[str]:
+        """Compiler/modpost lines with 'warning:' (tests treat any as a failure)."""
+        return [ln for ln in self.log.splitlines() if "warning:" in ln.lower()]
+
+    def ko(self, module: str) -> Path:
+        for path in self.ko_files:
+            if path.stem == module:
+                return path
+        raise HarnessError(f"no module {module!r} in this build; have: {', '.join(p.stem for p in self.ko_files)}")
+
+
+def _error_lines(log: str, limit: int = 30) -> str:
+    lines = [ln for ln in log.splitlines() if re.search(r"error|Error|ERROR|undefined|not found", ln)]
+    if not lines:
+        lines = log.splitlines()[-limit:]
+    return "\n".join(lines[:limit])
+
+
+def build(kernel_files, spec: ModuleSetSpec, *, jobs: int = MAKE_JOBS) -> BuiltModules:
+    """Build (or fetch from the cache) the module set for an unpacked kernel."""
+    if not isinstance(spec, ModuleSetSpec):
+        raise HarnessError(f"build() needs a ModuleSetSpec, got {type(spec).__name__}")
+    headers = Path(kernel_files.headers_dir)
+    release = kernel_files.release
+    if not (headers / "Makefile").is_file():
+        raise HarnessError(f"kernel headers missing at {headers}; fetch the kernel first")
+    key = hash_inputs(
+        Path(__file__),
+        *[str(t.relative_to(KMODS_DIR)) for t in template_files(spec)],
+        *template_files(spec),
+        spec.scheme, spec.providers, spec.buses, release,
+    )
+    root = cache_dir() / "kmods" / key
+    manifest = root / "manifest.json"
+    names = [spec.core, *spec.provider_names]
+    label = f"{spec.scheme} x{spec.providers} buses={spec.buses} for {release}"
+    with file_lock(cache_dir() / "kmods" / f"{key}.lock"):
+        if manifest.is_file():
+            data = json.loads(manifest.read_text())
+            kos = [root / "src" / f"{n}.ko" for n in names]
+            if data.get("release") == release and all(k.is_file() for k in kos):
+                progress(f"modules {label}: cached ({key})")
+                return BuiltModules(
+                    spec=spec, release=release, ko_files=kos, core=spec.core,
+                    providers=spec.provider_names, prefix=spec.prefix, build_dir=root,
+                    log=(root / "build.log").read_text(), cached=True,
+                )
+        make = need_tool("make", "make")
+        if root.exists():
+            shutil.rmtree(root)
+        src = root / "src"
+        render(spec, src)
+        progress(f"modules {label}: building")
+        env = dict(os.environ, LC_ALL="C")
+        proc = subprocess.run(
+            # No BTF for our modules: it needs pahole on the host and buys nothing.
+            [make, f"-j{jobs}", "-C", str(headers), f"M={src}", "CONFIG_DEBUG_INFO_BTF_MODULES=", "modules"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+        log = proc.stdout
+        (root / "build.log").write_text(log)
+        if proc.returncode != 0:
+            raise HarnessError(
+                f"module build failed ({label}); log: {root / 'build.log'}\n{_error_lines(log)}"
+            )
+        kos = [src / f"{n}.ko" for n in names]
+        missing = [k.name for k in kos if not k.is_file()]
+        if missing:
+            raise HarnessError(f"module build produced no {', '.join(missing)}; log: {root / 'build.log'}")
+        manifest.write_text(json.dumps({"release": release, "modules": names}))
+        built = BuiltModules(
+            spec=spec, release=release, ko_files=kos, core=spec.core,
+            providers=spec.provider_names, prefix=spec.prefix, build_dir=root, log=log,
+        )
+        if built.warnings:
+            progress(f"modules {label}: built with {len(built.warnings)} warning(s), see {root / 'build.log'}")
+        else:
+            progress(f"modules {label}: built")
+        return built
