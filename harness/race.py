@@ -151,6 +151,12 @@ def run_one(vm: Vm, mods: BuiltModules, spec: RaceSpec, scheme: str, workload: s
             progress(f"race {scheme}/{workload}: {left:4.0f}s left; iterations: {ops}")
             last_report = now
         time.sleep(0.1)
+    if not note:  # every channel closed: maybe because the guest went away
+        time.sleep(0.5)
+        if not vm.alive():
+            note = "guest died during the race"
+        elif not vm.ssh.alive():
+            note = "SSH connection lost during the race"
     for r, argv in zip(running, argvs):
         if note and not r.done():
             results.append(RoleResult.failed(argv[1], note))

@@ -89,7 +89,8 @@ def parse_role_output(text: str, role: str = "?", exit_status: int = 0, stderr: 
                           ops={k: _op(v) for k, v in doc.get("ops", {}).items()},
                           error=doc.get("error"))
     why = f"exit status {exit_status}" if exit_status >= 0 else "killed (oops or guest death)"
-    detail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+    lines = [ln for ln in stderr.strip().splitlines() if not ln.startswith("progress ")]
+    detail = lines[-1] if lines else ""
     return RoleResult.failed(role, f"no result ({why}){': ' + detail if detail else ''}")
 
 

@@ -471,6 +471,7 @@ static void parse_args(int argc, char **argv)
 	if (argc < 2 || argv[1][0] == '-')
 		die_usage("a role comes first");
 	opt.role = argv[1];
+	opterr = 0;
 	optind = 2;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		long v = optarg ? strtol(optarg, &end, 10) : 0;
