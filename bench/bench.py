@@ -51,7 +51,68 @@ def bench_run(kernel: str, runs: int) -> None:
     print(summary("warm `run -- true`", times))
 
 
-BENCHES = {"boot": bench_boot, "run": bench_run}
+def _race_guest(kernel: str, scheme: str):
+    from harness.image import GuestExtra
+    from harness.kbuild import ModuleSetSpec, build
+    from harness.race import RaceSpec, prepare_guest
+    from harness.racer import build_racer
+
+    kf = kernels.fetch(kernels.get_spec(kernel), quiet=True)
+    mods = build(kf, ModuleSetSpec(scheme))
+    img = build_image(kf, tuple(mods.ko_files), (GuestExtra(build_racer(), "/bin/racer"),))
+    vm = Vm(img, VmConfig(), name=f"bench-{scheme}")
+    vm.boot()
+    spec = RaceSpec(kernel=kernel, schemes=(scheme,), workloads=("lookup",))
+    prepare_guest(vm, mods, spec)
+    return vm, mods, spec
+
+
+def bench_looker(kernel: str, runs: int) -> None:
+    """Looker ops/s started the harness's way (SSH channel, barrier, progress)
+    vs the same racer loop started by hand in the guest; plus one SSH exec per
+    lookup, to show why the loop lives in the guest."""
+    from harness.racer import parse_role_output
+
+    vm, mods, _ = _race_guest(kernel, "refcount")
+    base = f"/bin/racer looker --name {mods.spec.provider_names[0]} --ctl {mods.spec.ctl_device} --duration-ms 3000"
+    ratios = []
+    with vm:
+        for _ in range(runs):
+            vm.ssh.run("rm -f /dev/shm/b", check=True)
+            chan = vm.ssh.start(base + " --barrier /dev/shm/b --parties 1 --progress", on_stderr=lambda d: None)
+            harness_res = parse_role_output(chan.wait(60).stdout)
+            direct = vm.ssh.run(f"sh -c '{base} > /tmp/direct.json'; cat /tmp/direct.json", check=True)
+            direct_res = parse_role_output(direct.stdout)
+            h = harness_res.iterations / (harness_res.duration_ms / 1000)
+            d = direct_res.iterations / (direct_res.duration_ms / 1000)
+            ratios.append(h / d)
+        n, t0 = 20, time.monotonic()
+        for _ in range(n):
+            vm.ssh.run(f"printf 'lookup-call {mods.spec.provider_names[0]}' > {mods.spec.ctl_device}", check=True)
+        per_exec = n / (time.monotonic() - t0)
+    print(f"looker ops/s: harness {h:,.0f}, direct {d:,.0f} (last run)")
+    print(summary("looker harness/direct ratio (goal>=0.9)", ratios, unit=""))
+    print(f"one SSH exec per lookup: {per_exec:.1f} ops/s ({d / per_exec:,.0f}x slower than the racer)")
+
+
+def bench_first_spurious(kernel: str, runs: int) -> None:
+    """Seconds until the first spurious refcount failure (mount race, default
+    knobs), over `2 * runs` races in one guest (goal: <= 10 s in every run)."""
+    from harness.race import run_one
+
+    vm, mods, spec = _race_guest(kernel, "refcount")
+    spec = type(spec)(kernel=kernel, schemes=("refcount",), workloads=("mount",), duration_s=15)
+    firsts = []
+    with vm:
+        for _ in range(2 * runs):
+            run = run_one(vm, mods, spec, "refcount", "mount")
+            firsts.append(run.first_spurious_s if run.first_spurious_s is not None else float("inf"))
+    within = sum(f <= 10 for f in firsts)
+    print(summary("first spurious refcount failure", firsts))
+    print(f"runs with a spurious failure within 10 s: {within}/{len(firsts)}")
+
+
+BENCHES = {"boot": bench_boot, "run": bench_run, "looker": bench_looker, "spurious": bench_first_spurious}
 
 
 def main() -> int:

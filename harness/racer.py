@@ -29,6 +29,7 @@ class OpStats:
     errors: dict[str, int] = field(default_factory=dict)
     failed_during_unload: int = 0
     latency_us: dict[str, float] = field(default_factory=dict)
+    first_failure_ms: float | None = None  # since the barrier
 
     @property
     def failed(self) -> int:
@@ -69,7 +70,8 @@ def _op(d: dict) -> OpStats:
     return OpStats(total=int(d.get("total", 0)), ok=int(d.get("ok", 0)),
                    errors={str(k): int(v) for k, v in d.get("errors", {}).items()},
                    failed_during_unload=int(d.get("failed_during_unload", 0)),
-                   latency_us={k: float(d.get("latency_us", {}).get(k, 0.0)) for k in PERCENTILES})
+                   latency_us={k: float(d.get("latency_us", {}).get(k, 0.0)) for k in PERCENTILES},
+                   first_failure_ms=d.get("first_failure_ms"))
 
 
 def parse_role_output(text: str, role: str = "?", exit_status: int = 0, stderr: str = "") -> RoleResult:
@@ -110,5 +112,7 @@ def merge_ops(per_role: Iterable[dict[str, OpStats]]) -> dict[str, OpStats]:
                 total=cur.total + st.total, ok=cur.ok + st.ok, errors=errors,
                 failed_during_unload=cur.failed_during_unload + st.failed_during_unload,
                 latency_us={k: max(cur.latency_us.get(k, 0.0), st.latency_us.get(k, 0.0))
-                            for k in PERCENTILES})
+                            for k in PERCENTILES},
+                first_failure_ms=min((f for f in (cur.first_failure_ms, st.first_failure_ms)
+                                      if f is not None), default=None))
     return merged

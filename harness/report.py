@@ -34,6 +34,7 @@ class RunResult:
     ops: dict[str, dict] = field(default_factory=dict)  # {op: {total, ok, errors}}
     latency_us: dict[str, dict] = field(default_factory=dict)  # {op: {p50, p90, p99, max}}
     spurious_failures: int = 0
+    first_spurious_s: float | None = None  # seconds after the start
     failed_during_unload: int = 0
     splats: list[dict] = field(default_factory=list)  # [{kind, title}]
     verdict: str = ""
@@ -100,6 +101,9 @@ def summarise_run(scheme: str, workload: str, roles: list[RoleResult], splats: l
         if op in CALLER_OPS:
             run.spurious_failures += st.total - st.ok
             run.failed_during_unload += st.failed_during_unload
+            if st.first_failure_ms is not None:
+                first = round(st.first_failure_ms / 1000, 3)
+                run.first_spurious_s = min(first, run.first_spurious_s or first)
     run.role_errors = [f"{r.role}: {r.error}" for r in roles if r.error]
     run.splats = [{"kind": s.kind, "title": s.title} for s in splats]
     run.verdict = verdict(run)

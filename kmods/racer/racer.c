@@ -43,6 +43,7 @@ struct op_stats {
 	uint64_t errs[MAX_ERRNO + 1];
 	uint64_t *samples;	/* latencies in ns, up to MAX_SAMPLES */
 	uint64_t nsamples, cap, max_ns;
+	uint64_t first_failure_ns;	/* since the start, 0 = none */
 };
 
 static struct {
@@ -63,6 +64,7 @@ static struct shared local_shm;
 static struct op_stats ops[MAX_OPS];
 static int nops;
 static uint64_t iterations;
+static uint64_t start_ns;
 
 static const char *const errno_names[MAX_ERRNO + 1] = {
 	[EPERM] = "EPERM", [ENOENT] = "ENOENT", [ESRCH] = "ESRCH", [EINTR] = "EINTR",
@@ -119,6 +121,8 @@ static void op_record(struct op_stats *op, uint64_t t0, int err)
 	if (!err) {
 		op->ok++;
 	} else {
+		if (!op->first_failure_ns)
+			op->first_failure_ns = now_ns() - start_ns;
 		op->errs[err > 0 && err <= MAX_ERRNO ? err : 0]++;
 		if (__atomic_load_n(&shm->unloading, __ATOMIC_RELAXED))
 			op->during_unload++;
@@ -190,9 +194,13 @@ static void print_json(long elapsed_ms, const char *error)
 			first = 0;
 		}
 		printf("},\"failed_during_unload\":%llu,\"latency_us\":{\"p50\":%.1f,\"p90\":%.1f,"
-		       "\"p99\":%.1f,\"max\":%.1f},\"samples\":%llu}",
+		       "\"p99\":%.1f,\"max\":%.1f},\"samples\":%llu,\"first_failure_ms\":",
 		       (unsigned long long)op->during_unload, pct_us(op, 50), pct_us(op, 90),
 		       pct_us(op, 99), op->max_ns / 1000.0, (unsigned long long)op->nsamples);
+		if (op->first_failure_ns)
+			printf("%.1f}", op->first_failure_ns / 1e6);
+		else
+			printf("null}");
 	}
 	printf("}");
 	if (error)
@@ -528,6 +536,7 @@ int main(int argc, char **argv)
 		return 3;
 	}
 	start = now_ns();
+	start_ns = start;
 	deadline = start + (uint64_t)opt.duration_ms * 1000000ull;
 	next_progress = start + 1000000000ull;
 	while (!stop && now_ns() < deadline &&

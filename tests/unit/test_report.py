@@ -13,13 +13,14 @@ def _unloader(ok=5, total=8):
 
 
 def test_spurious_counts_caller_failures_only():
-    looker = RoleResult("looker", ops={"lookup": OpStats(100, 90, {"ENODEV": 7, "ENOENT": 3}, 6, LAT)})
-    fsm = RoleResult("fsmounter", ops={"mount": OpStats(20, 18, {"ENODEV": 2}, 2, LAT),
+    looker = RoleResult("looker", ops={"lookup": OpStats(100, 90, {"ENODEV": 7, "ENOENT": 3}, 6, LAT, 2500.0)})
+    fsm = RoleResult("fsmounter", ops={"mount": OpStats(20, 18, {"ENODEV": 2}, 2, LAT, 1200.0),
                                        "umount": OpStats(18, 17, {"EBUSY": 1}, 0, LAT)})
     run = summarise_run("refcount", "all", [_unloader(), looker, fsm], [], "", "repro", 1.0)
     assert set(run.ops) == {"delete_module", "load", "lookup", "fsmount", "fsumount"}
     assert run.spurious_failures == 12  # 10 lookups + 2 fsmounts; umount and rmmod do not count
     assert run.failed_during_unload == 8
+    assert run.first_spurious_s == 1.2
     assert run.verdict == "spurious"
 
 
