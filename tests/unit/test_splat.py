@@ -87,6 +87,20 @@ CASES: dict[str, list[tuple]] = {
           "lockd", "grace", "fscache", "sunrpc", "binfmt_misc", "virtio_balloon", "virtio_net"),
          None, False),
     ],
+    # Our own guests (Debian 6.1.0-56, TCG), raw console bytes ("\r\r\n" kept):
+    # the unsafe scheme's oops (tests/vm/test_schemes.py check 5: un_prov0's
+    # text freed under a sleeping op; RIP is a bare address, so no "in func"),
+    # and WARN_ON(1) in a throwaway module's init (module marked "(OE+)").
+    "own61_unsafe_oops_freed_module_text.log": [
+        ("bug", "BUG: unable to handle page fault for address: ADDR",
+         ("un_core", "virtio_net", "net_failover", "failover", "virtio_pci", "virtio", "virtio_ring",
+          "virtio_pci_legacy_dev", "virtio_pci_modern_dev"), "un_prov0", False),
+    ],
+    "own61_warning_in_module_init.log": [
+        ("warning", "WARNING in warn_init",
+         ("warn", "virtio_net", "net_failover", "failover", "virtio_pci", "virtio", "virtio_ring",
+          "virtio_pci_legacy_dev", "virtio_pci_modern_dev"), None, False),
+    ],
     "two_splats_warning_then_paging.log": [
         ("warning", "WARNING in iommu_map_sg", (), None, False),
         ("bug", "BUG: unable to handle kernel paging request in __memset", (), None, False),
