@@ -39,8 +39,8 @@ class RaceSpec:
 
     kernel: str = kernels.DEFAULT_KERNEL
     schemes: tuple[str, ...] = ("refcount", "rwsem", "rwsem-deferred", "unsafe")
-    workloads: tuple[str, ...] = ("mount",)
-    duration_s: float = 20.0
+    workloads: tuple[str, ...] = ("lookup", "mount")
+    duration_s: float = 15.0
     seed: int = 1
     knobs: tuple[tuple[str, int], ...] = DEFAULT_KNOBS
     accel: str = "auto"
@@ -237,8 +237,8 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", default=kernels.DEFAULT_KERNEL,
                    help="spec, comma list or 'all' (one report per kernel)")
     p.add_argument("--scheme", default=",".join(SCHEMES), help=f"comma list of {', '.join(SCHEMES)}")
-    p.add_argument("--workload", default="mount", help=f"comma list of {', '.join(WORKLOADS)}")
-    p.add_argument("--duration", type=float, default=20.0, metavar="S", help="seconds per run")
+    p.add_argument("--workload", default="lookup,mount", help=f"comma list of {', '.join(WORKLOADS)}")
+    p.add_argument("--duration", type=float, default=15.0, metavar="S", help="seconds per run")
     p.add_argument("--seed", type=int, default=None, help="default: random, printed in the report")
     p.add_argument("--knob", action="append", default=None, metavar="NAME=VALUE",
                    help="provider parameter (exit_delay_ms, call_delay_us, init_delay_ms); default "
