@@ -149,7 +149,13 @@ def _report_splats(vm: Vm) -> None:
 
 
 def interactive(guest) -> int:
-    """A raw-terminal shell on one SSH channel."""
+    """A raw-terminal shell on one SSH channel; piped input runs as a script."""
+    if not sys.stdin.isatty():
+        script = sys.stdin.buffer.read()
+        out = sys.stdout.buffer
+        res = guest.start("sh -s", stdin=script, on_stdout=lambda d: (out.write(d), out.flush()),
+                          on_stderr=lambda d: (sys.stderr.buffer.write(d), sys.stderr.flush())).wait(None)
+        return res.exit_status
     chan = guest.client.get_transport().open_session()
     size = os.get_terminal_size() if sys.stdin.isatty() else os.terminal_size((80, 24))
     chan.get_pty(term=os.environ.get("TERM", "vt100"), width=size.columns, height=size.lines)

@@ -170,8 +170,9 @@ def run_one(vm: Vm, mods: BuiltModules, spec: RaceSpec, scheme: str, workload: s
                          time.monotonic() - t0)
 
 
-def race(spec: RaceSpec, keep: bool = False) -> RaceReport:
-    """Run every scheme x workload, one fresh guest per scheme."""
+def race(spec: RaceSpec, keep: bool = False) -> tuple[RaceReport, Vm | None]:
+    """Run every scheme x workload, one fresh guest per scheme.  With `keep`,
+    the last guest is returned still running (the caller must kill it)."""
     from .racer import build_racer
 
     kfiles = kernels.fetch(kernels.get_spec(spec.kernel), quiet=True)
@@ -179,36 +180,32 @@ def race(spec: RaceSpec, keep: bool = False) -> RaceReport:
     report = RaceReport(kernel=kfiles.release, kernel_spec=spec.kernel, accel="", seed=spec.seed,
                         duration_s=spec.duration_s, rcu_expedited=spec.rcu_expedited,
                         knobs=dict(spec.knobs), reload=spec.reload)
-    kept: Vm | None = None
-    try:
-        for i, scheme in enumerate(spec.schemes):
-            mods = build(kfiles, ModuleSetSpec(scheme, providers=spec.providers))
-            img = build_image(kfiles, tuple(mods.ko_files), (GuestExtra(racer, RACER),))
-            vm = Vm(img, VmConfig(accel=spec.accel, rcu_expedited=spec.rcu_expedited), name=f"race-{scheme}")
+    for i, scheme in enumerate(spec.schemes):
+        mods = build(kfiles, ModuleSetSpec(scheme, providers=spec.providers))
+        img = build_image(kfiles, tuple(mods.ko_files), (GuestExtra(racer, RACER),))
+        vm = Vm(img, VmConfig(accel=spec.accel, rcu_expedited=spec.rcu_expedited), name=f"race-{scheme}")
+        try:
             vm.boot()
             report.accel = vm.accel
-            try:
-                prepare_guest(vm, mods, spec)
-                for workload in spec.workloads:
-                    spoiled = report.runs and report.runs[-1].scheme == scheme and report.runs[-1].splats
-                    if spoiled or not vm.alive() or not vm.ssh.alive():
-                        vm.kill()
-                        vm = Vm(img, vm.config, name=f"race-{scheme}")
-                        vm.boot()
-                        prepare_guest(vm, mods, spec)
-                    run = run_one(vm, mods, spec, scheme, workload)
-                    run.console_log = str(vm.log_path)
-                    report.runs.append(run)
-                    progress(f"race {scheme}/{workload}: {run.verdict}")
-            finally:
-                if keep and i == len(spec.schemes) - 1 and vm.alive():
-                    kept = vm
-                else:
+            prepare_guest(vm, mods, spec)
+            for workload in spec.workloads:
+                spoiled = report.runs and report.runs[-1].scheme == scheme and report.runs[-1].splats
+                if spoiled or not vm.alive() or not vm.ssh.alive():
                     vm.kill()
-        return report
-    finally:
-        if kept is not None:
-            _hold(kept)
+                    vm = Vm(img, vm.config, name=f"race-{scheme}")
+                    vm.boot()
+                    prepare_guest(vm, mods, spec)
+                run = run_one(vm, mods, spec, scheme, workload)
+                run.console_log = str(vm.log_path)
+                report.runs.append(run)
+                progress(f"race {scheme}/{workload}: {run.verdict}")
+        except BaseException:
+            vm.kill()
+            raise
+        if keep and i == len(spec.schemes) - 1 and vm.alive():
+            return report, vm
+        vm.kill()
+    return report, None
 
 
 def _hold(vm: Vm) -> None:
@@ -277,9 +274,9 @@ def cmd_race(args: argparse.Namespace) -> int:
     for spec in specs:
         progress(f"race on {spec.kernel}: schemes {','.join(spec.schemes)}, workloads "
                  f"{','.join(spec.workloads)}, {spec.duration_s:g}s each, seed {spec.seed}")
-        report = race(spec, keep=args.keep and spec is specs[-1])
+        report, kept = race(spec, keep=args.keep and spec is specs[-1])
         reports.append(report)
-        print(render_table(report))
+        print(render_table(report), flush=True)
     out = build_dir() / "reports" / f"race-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = [asdict(r) for r in reports]
@@ -288,4 +285,6 @@ def cmd_race(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(text)
     print(f"report: {args.json or out}", file=sys.stderr)
+    if kept is not None:
+        _hold(kept)
     return 1 if any(r.unexpected_splats() for r in reports) else 0
