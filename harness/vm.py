@@ -342,7 +342,3 @@ class Vm:
                 raise HarnessError(f"guest is not running; console log: {self.log_path}")
             self._ssh = Guest.connect("127.0.0.1", self.port, self.image.ssh_key, self.image.host_key_pub)
         return self._ssh
-
-
-def console_lines(text: str) -> list[str]:
-    return re.sub(r"\r\n?", "\n", text).split("\n")

@@ -118,7 +118,7 @@ def test_fixture(name):
     splats = parse_file(DATA / name)
     got = [(s.kind, s.title) for s in splats]
     assert got == [(k, t) for k, t, *_ in CASES[name]]
-    for s, (kind, title, modules, last, panicked) in zip(splats, CASES[name]):
+    for s, (_kind, _title, modules, last, panicked) in zip(splats, CASES[name]):
         assert s.kind in KINDS
         if modules is not None:
             assert s.modules == modules

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from harness.errors import HarnessError
 from harness.paths import REPO
 from harness.vm import BootError, Vm, VmConfig
 
