@@ -1,17 +1,25 @@
-"""The guest-side racer: its static build, and its JSON turned into dataclasses.
+"""The guest-side racer: its static build, its command lines, and its JSON
+turned into dataclasses.
 
 The C source is `kmods/racer/racer.c`; one process runs one role and prints
-one JSON object.  Percentiles are exact per role (the racer sorts its
-samples); merging roles that share an operation keeps the worst of each.
+one JSON object on stdout (schema in `parse_role_output`).  Latencies are kept
+in a log-linear histogram (buckets at most 1/128 wide) that the racer prints
+too, so roles that share an operation merge exactly here: `merge_ops` adds the
+histograms and recomputes the percentiles with the racer's own arithmetic
+(`hist_index`, `hist_value`, `percentile_ns` mirror the C code).  Without
+histograms (hand-made `OpStats`) the merge falls back to the worst value of
+each percentile, an upper bound.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import shlex
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 from .errors import HarnessError
 from .paths import REPO, cache_dir
@@ -19,21 +27,108 @@ from .progress import progress
 from .util import file_lock, hash_inputs, need_tool
 
 SOURCE = REPO / "kmods" / "racer" / "racer.c"
+CFLAGS = ("-O2", "-static", "-Wall", "-Wextra")
 PERCENTILES = ("p50", "p90", "p99", "max")
+PERMILLE = {"p50": 500, "p90": 900, "p99": 990}
+ROLES = ("unloader", "looker", "mounter", "fsmounter", "holder", "loader")
+SUB_BITS = 7  # must match racer.c
+HIST_BUCKETS = (1 << SUB_BITS) * 40
+
+Hist = tuple[tuple[int, int], ...]  # sparse ((bucket index, count), ...), sorted by index
+
+
+# ---------------------------------------------------------------- histogram maths
+
+
+def hist_index(ns: int, sub_bits: int = SUB_BITS) -> int:
+    """Bucket of a latency in ns (racer.c `hist_index`)."""
+    sub = 1 << sub_bits
+    if ns < sub:
+        return max(0, int(ns))
+    shift = int(ns).bit_length() - 1 - sub_bits
+    return min((shift + 1) * sub + ((int(ns) >> shift) - sub), HIST_BUCKETS - 1)
+
+
+def hist_value(idx: int, sub_bits: int = SUB_BITS) -> int:
+    """The ns a bucket stands for: its middle, exact for 1-ns buckets (racer.c `hist_value`)."""
+    sub = 1 << sub_bits
+    if idx < sub:
+        return idx
+    shift = idx // sub - 1
+    return ((sub + idx % sub) << shift) + ((1 << shift) >> 1)
+
+
+def percentile_ns(hist: Hist, permille: int, max_ns: float | None = None) -> float:
+    """Nearest-rank percentile (rank = ceil(n * permille / 1000)) of a histogram,
+    capped at the exact maximum when known; 0 for no samples."""
+    n = sum(c for _, c in hist)
+    if n == 0:
+        return 0.0
+    rank = max(1, (n * permille + 999) // 1000)
+    seen = 0
+    value = 0
+    for idx, count in sorted(hist):
+        seen += count
+        if seen >= rank:
+            value = hist_value(idx)
+            break
+    return float(min(value, max_ns)) if max_ns is not None else float(value)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile of raw samples (p in 0..100); 0 for none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))  # ceil without floats going astray
+    return float(ordered[min(int(rank), len(ordered)) - 1])
+
+
+def hist_of(samples_ns: Iterable[int]) -> Hist:
+    """Histogram of raw ns samples, as the racer would have counted them."""
+    counts: dict[int, int] = {}
+    for v in samples_ns:
+        i = hist_index(v)
+        counts[i] = counts.get(i, 0) + 1
+    return tuple(sorted(counts.items()))
+
+
+def merge_hists(hists: Iterable[Hist]) -> Hist:
+    counts: dict[int, int] = {}
+    for h in hists:
+        for i, c in h:
+            counts[i] = counts.get(i, 0) + c
+    return tuple(sorted((i, c) for i, c in counts.items() if c))
+
+
+def latency_from_hist(hist: Hist, max_us: float) -> dict[str, float]:
+    """p50/p90/p99/max in microseconds, exactly as the racer prints them (3 decimals)."""
+    max_ns = round(max_us * 1000)
+    out = {k: round(percentile_ns(hist, pm, max_ns) / 1000, 3) for k, pm in PERMILLE.items()}
+    out["max"] = round(max_us, 3)
+    return out
+
+
+# ---------------------------------------------------------------- results
 
 
 @dataclass(frozen=True)
 class OpStats:
     total: int = 0
     ok: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    failed_during_unload: int = 0
-    latency_us: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)  # errno name -> count
+    failed_during_unload: int = 0  # failures that overlapped an unloader's delete..reload
+    latency_us: dict[str, float] = field(default_factory=dict)  # p50 p90 p99 max
     first_failure_ms: float | None = None  # since the barrier
+    hist: Hist = ()  # sparse log-linear latency histogram (ns buckets), () if unknown
 
     @property
     def failed(self) -> int:
         return self.total - self.ok
+
+    @property
+    def has_hist(self) -> bool:
+        return sum(c for _, c in self.hist) == self.total
 
 
 @dataclass(frozen=True)
@@ -44,39 +139,42 @@ class RoleResult:
     iterations: int = 0
     ops: dict[str, OpStats] = field(default_factory=dict)
     error: str | None = None
+    unload_generation: int = 0  # unload/reload cycles the barrier file saw
 
     @classmethod
     def failed(cls, role: str, error: str) -> "RoleResult":
         return cls(role=role, error=error)
 
 
-def build_racer() -> Path:
-    """Compile the racer statically, once per source and compiler."""
-    gcc = need_tool("gcc", "gcc")
-    version = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    out = cache_dir() / "racer" / hash_inputs(SOURCE, version) / "racer"
-    with file_lock(out.parent / ".lock"):
-        if not out.exists():
-            progress("racer: building (static)")
-            proc = subprocess.run([gcc, "-O2", "-static", "-Wall", "-Wextra", "-o", str(out) + ".tmp",
-                                   str(SOURCE)], capture_output=True, text=True)
-            if proc.returncode != 0 or "warning:" in proc.stderr:
-                raise HarnessError(f"racer build failed:\n{proc.stderr.strip()}")
-            Path(str(out) + ".tmp").rename(out)
-    return out
-
-
-def _op(d: dict) -> OpStats:
+def _op(d: Mapping) -> OpStats:
+    lat = d.get("latency_us") or {}
+    hist_doc = d.get("hist") or {}
+    if hist_doc and int(hist_doc.get("sub_bits", SUB_BITS)) != SUB_BITS:
+        raise HarnessError(f"racer histogram with sub_bits {hist_doc.get('sub_bits')}, expected {SUB_BITS}")
+    hist = tuple(sorted((int(i), int(c)) for i, c in hist_doc.get("buckets", [])))
+    ff = d.get("first_failure_ms")
     return OpStats(total=int(d.get("total", 0)), ok=int(d.get("ok", 0)),
-                   errors={str(k): int(v) for k, v in d.get("errors", {}).items()},
+                   errors={str(k): int(v) for k, v in (d.get("errors") or {}).items()},
                    failed_during_unload=int(d.get("failed_during_unload", 0)),
-                   latency_us={k: float(d.get("latency_us", {}).get(k, 0.0)) for k in PERCENTILES},
-                   first_failure_ms=d.get("first_failure_ms"))
+                   latency_us={k: float(lat.get(k, 0.0)) for k in PERCENTILES},
+                   first_failure_ms=None if ff is None else float(ff), hist=hist)
 
 
 def parse_role_output(text: str, role: str = "?", exit_status: int = 0, stderr: str = "") -> RoleResult:
-    """The last JSON object the role printed; a role that printed none (it was
-    killed, or the guest died) gives a RoleResult with `error` set."""
+    """The last line of `text` that parses as a JSON object, as a RoleResult.
+
+    Never raises for bad output: a role that printed no such line (it was
+    killed, the guest died, garbage) gives a RoleResult with `error` set
+    ("no result (exit status N): <last stderr line>"); a negative
+    `exit_status` means killed.  The racer's JSON:
+
+        {"role", "name", "duration_ms" (since the barrier), "iterations",
+         "unload_generation", "ops": {OP: {"total", "ok",
+           "errors": {"ENODEV": n, ...}, "failed_during_unload",
+           "latency_us": {"p50", "p90", "p99", "max"}, "first_failure_ms",
+           "hist": {"sub_bits": 7, "buckets": [[index, count], ...]}}},
+         "error" (only on failure: "barrier timeout", ...)}
+    """
     for line in reversed(text.strip().splitlines()):
         line = line.strip()
         if not line.startswith("{"):
@@ -85,34 +183,145 @@ def parse_role_output(text: str, role: str = "?", exit_status: int = 0, stderr: 
             doc = json.loads(line)
         except json.JSONDecodeError:
             continue
-        return RoleResult(role=doc.get("role", role), name=doc.get("name", ""),
-                          duration_ms=int(doc.get("duration_ms", 0)),
-                          iterations=int(doc.get("iterations", 0)),
-                          ops={k: _op(v) for k, v in doc.get("ops", {}).items()},
-                          error=doc.get("error"))
+        if not isinstance(doc, dict):
+            continue
+        try:
+            return RoleResult(role=str(doc.get("role", role)), name=str(doc.get("name", "")),
+                              duration_ms=int(doc.get("duration_ms", 0)),
+                              iterations=int(doc.get("iterations", 0)),
+                              ops={str(k): _op(v) for k, v in (doc.get("ops") or {}).items()},
+                              error=doc.get("error"),
+                              unload_generation=int(doc.get("unload_generation", 0)))
+        except (TypeError, ValueError, AttributeError, HarnessError) as e:
+            return RoleResult.failed(role, f"malformed racer output: {e}")
     why = f"exit status {exit_status}" if exit_status >= 0 else "killed (oops or guest death)"
     lines = [ln for ln in stderr.strip().splitlines() if not ln.startswith("progress ")]
     detail = lines[-1] if lines else ""
     return RoleResult.failed(role, f"no result ({why}){': ' + detail if detail else ''}")
 
 
-def merge_ops(per_role: Iterable[dict[str, OpStats]]) -> dict[str, OpStats]:
-    """Sum counts per operation across roles; latency keeps the worst value."""
+def _merge_two(cur: OpStats, st: OpStats) -> OpStats:
+    errors = dict(cur.errors)
+    for k, v in st.errors.items():
+        errors[k] = errors.get(k, 0) + v
+    firsts = [f for f in (cur.first_failure_ms, st.first_failure_ms) if f is not None]
+    max_us = max(cur.latency_us.get("max", 0.0), st.latency_us.get("max", 0.0))
+    if cur.has_hist and st.has_hist:
+        hist = merge_hists((cur.hist, st.hist))
+        latency = latency_from_hist(hist, max_us)
+    else:
+        hist = ()
+        latency = {k: max(cur.latency_us.get(k, 0.0), st.latency_us.get(k, 0.0)) for k in PERCENTILES}
+    return OpStats(total=cur.total + st.total, ok=cur.ok + st.ok, errors=errors,
+                   failed_during_unload=cur.failed_during_unload + st.failed_during_unload,
+                   latency_us=latency, first_failure_ms=min(firsts, default=None), hist=hist)
+
+
+def merge_ops(per_role: Iterable[Mapping[str, OpStats]]) -> dict[str, OpStats]:
+    """Sum counts per operation across roles.  Latency: max of max; the
+    percentiles exactly from the summed histograms when every part has one,
+    else the worst of each (an upper bound).  First failure: the earliest."""
     merged: dict[str, OpStats] = {}
     for ops in per_role:
         for name, st in ops.items():
-            cur = merged.get(name)
-            if cur is None:
-                merged[name] = st
-                continue
-            errors = dict(cur.errors)
-            for k, v in st.errors.items():
-                errors[k] = errors.get(k, 0) + v
-            merged[name] = OpStats(
-                total=cur.total + st.total, ok=cur.ok + st.ok, errors=errors,
-                failed_during_unload=cur.failed_during_unload + st.failed_during_unload,
-                latency_us={k: max(cur.latency_us.get(k, 0.0), st.latency_us.get(k, 0.0))
-                            for k in PERCENTILES},
-                first_failure_ms=min((f for f in (cur.first_failure_ms, st.first_failure_ms)
-                                      if f is not None), default=None))
+            merged[name] = st if name not in merged else _merge_two(merged[name], st)
     return merged
+
+
+# ---------------------------------------------------------------- command lines
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """One racer invocation.  None / False options are left out (racer defaults:
+    --load finit, --duration-ms 10000, no count, --parties 1, --seed 1)."""
+
+    role: str
+    name: str
+    ctl: str | None = None
+    dir: str | None = None
+    fstype: str | None = None
+    data: str | None = None
+    ko: str | None = None
+    params: str | None = None
+    load: str | None = None  # "finit" | "modprobe"
+    unload: bool = False
+    bus: int | None = None
+    check_result: int | None = None
+    duration_ms: int | None = None
+    count: int | None = None
+    pause_us: int | None = None
+    jitter_us: int | None = None
+    hold_us: int | None = None
+    barrier: str | None = None
+    parties: int | None = None
+    seed: int | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise HarnessError(f"unknown racer role {self.role!r}; one of: {', '.join(ROLES)}")
+        if not self.name:
+            raise HarnessError("a racer role needs a name")
+        if self.load not in (None, "finit", "modprobe"):
+            raise HarnessError(f"racer --load is finit or modprobe, not {self.load!r}")
+        need = {"looker": ("ctl",), "holder": ("ctl",), "mounter": ("dir", "fstype"),
+                "fsmounter": ("dir", "fstype")}.get(self.role, ())
+        if self.role in ("unloader", "loader") and self.load in (None, "finit"):
+            need = ("ko",)
+        missing = [n for n in need if getattr(self, n) is None]
+        if missing:
+            raise HarnessError(f"racer {self.role} needs " + ", ".join("--" + m for m in missing))
+        if self.barrier is not None and self.parties is None:
+            raise HarnessError("racer --barrier needs --parties")
+
+    def argv(self, racer_path: str | Path) -> list[str]:
+        out = [str(racer_path), self.role]
+        for f in fields(self):
+            if f.name == "role":
+                continue
+            value = getattr(self, f.name)
+            flag = "--" + f.name.replace("_", "-")
+            if value is None or value is False:
+                continue
+            if value is True:
+                out.append(flag)
+            else:
+                out += [flag, str(value)]
+        return out
+
+    def command(self, racer_path: str | Path) -> str:
+        """The argv as one shell-quoted string (for SSH)."""
+        return " ".join(shlex.quote(a) for a in self.argv(racer_path))
+
+
+# ---------------------------------------------------------------- build
+
+
+@functools.lru_cache(maxsize=None)
+def _gcc_version(gcc: str) -> str:
+    proc = subprocess.run([gcc, "--version"], capture_output=True, text=True)
+    return proc.stdout.split("\n")[0]
+
+
+def _error_lines(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if "error" in ln.lower()]
+    return "\n".join(lines or stderr.strip().splitlines()[-20:])
+
+
+def build_racer() -> Path:
+    """Compile the racer statically, once per source and compiler; returns the
+    cached binary `cache_dir()/racer/<hash>/racer`."""
+    gcc = need_tool("gcc", "gcc")
+    out = cache_dir() / "racer" / hash_inputs(SOURCE, _gcc_version(gcc), CFLAGS) / "racer"
+    with file_lock(out.parent / ".lock"):
+        if not out.exists():
+            progress("racer: building (static)")
+            tmp = out.with_name("racer.tmp")
+            proc = subprocess.run([gcc, *CFLAGS, "-o", str(tmp), str(SOURCE)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                tmp.unlink(missing_ok=True)
+                raise HarnessError(f"racer build failed ({SOURCE}):\n{_error_lines(proc.stderr)}")
+            tmp.rename(out)
+    return out

@@ -5,7 +5,8 @@
  * One SSH exec per operation is far too slow to hit a race window, so each
  * role runs here, inside the guest, starts at a shared barrier, stops at a
  * deadline or an operation count, and prints one JSON object: per operation
- * the count, successes, failures by errno name and latency percentiles.
+ * the count, successes, failures by errno name, latency percentiles and the
+ * log-linear latency histogram (so that the host can merge roles exactly).
  *
  * Roles: unloader looker mounter fsmounter holder loader (see usage()).
  * Built static on the host; no libc wrappers exist for the module syscalls.
@@ -14,6 +15,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,32 +30,58 @@
 #include <time.h>
 #include <unistd.h>
 
+typedef uint64_t u64;
+
 #define MAX_OPS		4
+
+/* errno slots: real errnos below MAX_ERRNO, then pseudo-errnos */
 #define MAX_ERRNO	256
-#define MAX_SAMPLES	(4u << 20)
+#define EWRONGRESULT	(MAX_ERRNO + 0)	/* op succeeded, --check-result differs */
+#define EMODPROBE	(MAX_ERRNO + 1)	/* /sbin/modprobe exited non-zero */
+#define ESHORTWRITE	(MAX_ERRNO + 2)	/* write() returned less than the length */
+#define EUNKNOWN	(MAX_ERRNO + 3)	/* errno out of range */
+#define ERR_SLOTS	(MAX_ERRNO + 4)
+
+/*
+ * Log-linear latency histogram in ns: values below 2^SUB_BITS have a bucket
+ * each; above, every power of two is split into 2^SUB_BITS buckets, so a
+ * bucket is at most 1/128 (0.8 %) of its values wide.  harness/racer.py
+ * mirrors hist_index()/hist_value() exactly.
+ */
+#define SUB_BITS	7
+#define SUB_COUNT	(1u << SUB_BITS)
+#define HIST_BUCKETS	(SUB_COUNT * 40)	/* up to 2^46 ns, about 19 h */
+
+#define BARRIER_TIMEOUT_NS	30000000000ull
 
 struct shared {
-	int arrived;		/* barrier: roles that have arrived */
+	int arrived;		/* barrier: roles that have arrived (futex word) */
 	int unloading;		/* the unloader is between delete and reload */
-	uint64_t generation;	/* completed unload/reload cycles */
+	u64 generation;	/* completed unload/reload cycles */
+	unsigned int seq;	/* odd while unloading; bumped at set and clear */
 };
 
 struct op_stats {
 	const char *name;
-	uint64_t total, ok, during_unload;
-	uint64_t errs[MAX_ERRNO + 1];
-	uint64_t *samples;	/* latencies in ns, up to MAX_SAMPLES */
-	uint64_t nsamples, cap, max_ns;
-	uint64_t first_failure_ns;	/* since the start, 0 = none */
+	u64 total, ok, during_unload;
+	u64 errs[ERR_SLOTS];
+	u64 hist[HIST_BUCKETS];
+	u64 max_ns;
+	u64 first_failure_ns;	/* since the start, 0 = none */
+};
+
+struct op_tok {
+	u64 t0;
+	unsigned int seq;
 };
 
 static struct {
 	const char *role, *name, *ctl, *dir, *fstype, *data, *ko, *params;
 	const char *barrier, *load;
 	long duration_ms, count, pause_us, jitter_us, hold_us, parties;
-	long check_result, bus, progress;
+	long check_result, bus;
 	unsigned int seed;
-	int unload;
+	int unload, progress;
 } opt = {
 	.params = "", .load = "finit", .duration_ms = 10000, .count = -1,
 	.check_result = -1, .bus = -1, .parties = 1, .seed = 1,
@@ -63,33 +92,35 @@ static struct shared *shm;
 static struct shared local_shm;
 static struct op_stats ops[MAX_OPS];
 static int nops;
-static uint64_t iterations;
-static uint64_t start_ns;
+static u64 iterations;
+static u64 start_ns;
 
-static const char *const errno_names[MAX_ERRNO + 1] = {
+static const char *const errno_names[MAX_ERRNO] = {
 	[EPERM] = "EPERM", [ENOENT] = "ENOENT", [ESRCH] = "ESRCH", [EINTR] = "EINTR",
 	[EIO] = "EIO", [ENXIO] = "ENXIO", [E2BIG] = "E2BIG", [ENOEXEC] = "ENOEXEC",
 	[EBADF] = "EBADF", [ECHILD] = "ECHILD", [EAGAIN] = "EAGAIN", [ENOMEM] = "ENOMEM",
 	[EACCES] = "EACCES", [EFAULT] = "EFAULT", [ENOTBLK] = "ENOTBLK", [EBUSY] = "EBUSY",
 	[EEXIST] = "EEXIST", [EXDEV] = "EXDEV", [ENODEV] = "ENODEV", [ENOTDIR] = "ENOTDIR",
 	[EISDIR] = "EISDIR", [EINVAL] = "EINVAL", [ENFILE] = "ENFILE", [EMFILE] = "EMFILE",
-	[ENOTTY] = "ENOTTY", [EFBIG] = "EFBIG", [ENOSPC] = "ENOSPC", [EROFS] = "EROFS",
-	[ERANGE] = "ERANGE", [EDEADLK] = "EDEADLK", [ENAMETOOLONG] = "ENAMETOOLONG",
-	[ENOSYS] = "ENOSYS", [ENOTEMPTY] = "ENOTEMPTY", [ELOOP] = "ELOOP",
-	[ENODATA] = "ENODATA", [ETIMEDOUT] = "ETIMEDOUT", [ECANCELED] = "ECANCELED",
-	[ENOKEY] = "ENOKEY", [EKEYREJECTED] = "EKEYREJECTED", [ENOTCONN] = "ENOTCONN",
+	[ENOTTY] = "ENOTTY", [EFBIG] = "EFBIG", [ENOSPC] = "ENOSPC", [ESPIPE] = "ESPIPE",
+	[EROFS] = "EROFS", [ERANGE] = "ERANGE", [EDEADLK] = "EDEADLK",
+	[ENAMETOOLONG] = "ENAMETOOLONG", [ENOSYS] = "ENOSYS", [ENOTEMPTY] = "ENOTEMPTY",
+	[ELOOP] = "ELOOP", [ENODATA] = "ENODATA", [EOVERFLOW] = "EOVERFLOW",
+	[ETIMEDOUT] = "ETIMEDOUT", [ECANCELED] = "ECANCELED", [ENOKEY] = "ENOKEY",
+	[EKEYREJECTED] = "EKEYREJECTED", [ENOTCONN] = "ENOTCONN",
 	[EOPNOTSUPP] = "EOPNOTSUPP",
 };
 
-/* Pseudo-errno for an op that "succeeded" with the wrong result. */
-#define EWRONGRESULT	MAX_ERRNO
+static const char *const pseudo_names[ERR_SLOTS - MAX_ERRNO] = {
+	"EWRONGRESULT", "EMODPROBE", "ESHORTWRITE", "EUNKNOWN",
+};
 
-static uint64_t now_ns(void)
+static u64 now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+	return (u64)ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
 static void die_usage(const char *msg)
@@ -105,6 +136,54 @@ static void die_usage(const char *msg)
 	exit(2);
 }
 
+/* --- histogram --- */
+
+static unsigned int hist_index(u64 v)
+{
+	unsigned int shift, idx;
+
+	if (v < SUB_COUNT)
+		return v;
+	shift = 63 - __builtin_clzll(v) - SUB_BITS;
+	idx = (shift + 1) * SUB_COUNT + (unsigned int)((v >> shift) - SUB_COUNT);
+	return idx < HIST_BUCKETS ? idx : HIST_BUCKETS - 1;
+}
+
+/* The value a bucket stands for: its middle (exact for 1-ns buckets). */
+static u64 hist_value(unsigned int idx)
+{
+	unsigned int shift;
+	u64 lo;
+
+	if (idx < SUB_COUNT)
+		return idx;
+	shift = idx / SUB_COUNT - 1;
+	lo = (u64)(SUB_COUNT + idx % SUB_COUNT) << shift;
+	return lo + ((1ull << shift) >> 1);
+}
+
+/* Nearest rank: the smallest value with at least ceil(n * permille / 1000) below. */
+static u64 hist_pct_ns(const struct op_stats *op, u64 permille)
+{
+	u64 n = op->total, rank, seen = 0, v;
+	unsigned int i;
+
+	if (!n)
+		return 0;
+	rank = (n * permille + 999) / 1000;
+	if (rank < 1)
+		rank = 1;
+	for (i = 0; i < HIST_BUCKETS; i++) {
+		seen += op->hist[i];
+		if (seen >= rank)
+			break;
+	}
+	v = hist_value(i < HIST_BUCKETS ? i : HIST_BUCKETS - 1);
+	return v < op->max_ns ? v : op->max_ns;
+}
+
+/* --- operations --- */
+
 static struct op_stats *op_new(const char *name)
 {
 	struct op_stats *op = &ops[nops++];
@@ -113,98 +192,130 @@ static struct op_stats *op_new(const char *name)
 	return op;
 }
 
-static void op_record(struct op_stats *op, uint64_t t0, int err)
+static void op_begin(struct op_tok *tok)
 {
-	uint64_t dt = now_ns() - t0;
+	tok->seq = __atomic_load_n(&shm->seq, __ATOMIC_SEQ_CST);
+	tok->t0 = now_ns();
+}
 
+/* An op overlapped an unload if the flag was up at its start or moved during it. */
+static void op_end(struct op_stats *op, const struct op_tok *tok, int err)
+{
+	u64 t1 = now_ns(), dt = t1 - tok->t0;
+
+	if (err == EINTR && stop)	/* our own SIGTERM, not an outcome */
+		return;
 	op->total++;
-	if (!err) {
-		op->ok++;
-	} else {
-		if (!op->first_failure_ns)
-			op->first_failure_ns = now_ns() - start_ns;
-		op->errs[err > 0 && err <= MAX_ERRNO ? err : 0]++;
-		if (__atomic_load_n(&shm->unloading, __ATOMIC_RELAXED))
-			op->during_unload++;
-	}
+	op->hist[hist_index(dt)]++;
 	if (dt > op->max_ns)
 		op->max_ns = dt;
-	if (op->nsamples == op->cap && op->cap < MAX_SAMPLES) {
-		uint64_t cap = op->cap ? op->cap * 2 : 4096;
-		uint64_t *s = realloc(op->samples, cap * sizeof(*s));
-
-		if (s) {
-			op->samples = s;
-			op->cap = cap;
-		}
+	if (!err) {
+		op->ok++;
+		return;
 	}
-	if (op->nsamples < op->cap)
-		op->samples[op->nsamples++] = dt;
+	if (!op->first_failure_ns)
+		op->first_failure_ns = t1 - start_ns;
+	if (err < 0 || err >= ERR_SLOTS)
+		err = EUNKNOWN;
+	op->errs[err]++;
+	if ((tok->seq & 1) || __atomic_load_n(&shm->seq, __ATOMIC_SEQ_CST) != tok->seq)
+		op->during_unload++;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+/* --- JSON --- */
 
-	return x < y ? -1 : x > y;
+static void json_str(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char c = *s;
+
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
 }
 
-/* Nearest-rank percentile in microseconds over the sorted samples. */
-static double pct_us(const struct op_stats *op, double p)
+static void print_errors(const struct op_stats *op)
 {
-	uint64_t rank;
+	int e, first = 1;
 
-	if (!op->nsamples)
-		return 0;
-	rank = (uint64_t)(p / 100.0 * op->nsamples + 0.999999);
-	if (rank < 1)
-		rank = 1;
-	if (rank > op->nsamples)
-		rank = op->nsamples;
-	return op->samples[rank - 1] / 1000.0;
+	printf("\"errors\":{");
+	for (e = 0; e < ERR_SLOTS; e++) {
+		if (!op->errs[e])
+			continue;
+		printf("%s", first ? "" : ",");
+		first = 0;
+		if (e >= MAX_ERRNO)
+			printf("\"%s\"", pseudo_names[e - MAX_ERRNO]);
+		else if (errno_names[e])
+			printf("\"%s\"", errno_names[e]);
+		else
+			printf("\"E%d\"", e);
+		printf(":%llu", (unsigned long long)op->errs[e]);
+	}
+	printf("}");
+}
+
+static void print_hist(const struct op_stats *op)
+{
+	unsigned int i;
+	int first = 1;
+
+	printf("\"hist\":{\"sub_bits\":%d,\"buckets\":[", SUB_BITS);
+	for (i = 0; i < HIST_BUCKETS; i++) {
+		if (!op->hist[i])
+			continue;
+		printf("%s[%u,%llu]", first ? "" : ",", i, (unsigned long long)op->hist[i]);
+		first = 0;
+	}
+	printf("]}");
+}
+
+static void print_op(const struct op_stats *op)
+{
+	json_str(op->name);
+	printf(":{\"total\":%llu,\"ok\":%llu,", (unsigned long long)op->total,
+	       (unsigned long long)op->ok);
+	print_errors(op);
+	printf(",\"failed_during_unload\":%llu,\"latency_us\":{\"p50\":%.3f,\"p90\":%.3f,"
+	       "\"p99\":%.3f,\"max\":%.3f},\"first_failure_ms\":",
+	       (unsigned long long)op->during_unload, hist_pct_ns(op, 500) / 1000.0,
+	       hist_pct_ns(op, 900) / 1000.0, hist_pct_ns(op, 990) / 1000.0,
+	       op->max_ns / 1000.0);
+	if (op->first_failure_ns)
+		printf("%.3f,", op->first_failure_ns / 1e6);
+	else
+		printf("null,");
+	print_hist(op);
+	printf("}");
 }
 
 static void print_json(long elapsed_ms, const char *error)
 {
-	int i, e;
+	int i;
 
-	printf("{\"role\":\"%s\",\"name\":\"%s\",\"duration_ms\":%ld,\"iterations\":%llu,"
-	       "\"unload_generation\":%llu,\"ops\":{",
-	       opt.role, opt.name ? opt.name : "", elapsed_ms, (unsigned long long)iterations,
+	printf("{\"role\":");
+	json_str(opt.role);
+	printf(",\"name\":");
+	json_str(opt.name ? opt.name : "");
+	printf(",\"duration_ms\":%ld,\"iterations\":%llu,\"unload_generation\":%llu,\"ops\":{",
+	       elapsed_ms, (unsigned long long)iterations,
 	       (unsigned long long)__atomic_load_n(&shm->generation, __ATOMIC_RELAXED));
 	for (i = 0; i < nops; i++) {
-		struct op_stats *op = &ops[i];
-		int first = 1;
-
-		qsort(op->samples, op->nsamples, sizeof(*op->samples), cmp_u64);
-		printf("%s\"%s\":{\"total\":%llu,\"ok\":%llu,\"errors\":{", i ? "," : "", op->name,
-		       (unsigned long long)op->total, (unsigned long long)op->ok);
-		for (e = 0; e <= MAX_ERRNO; e++) {
-			if (!op->errs[e])
-				continue;
-			if (e == EWRONGRESULT)
-				printf("%s\"EWRONGRESULT\":%llu", first ? "" : ",",
-				       (unsigned long long)op->errs[e]);
-			else if (e < MAX_ERRNO && errno_names[e])
-				printf("%s\"%s\":%llu", first ? "" : ",", errno_names[e],
-				       (unsigned long long)op->errs[e]);
-			else
-				printf("%s\"E%d\":%llu", first ? "" : ",", e,
-				       (unsigned long long)op->errs[e]);
-			first = 0;
-		}
-		printf("},\"failed_during_unload\":%llu,\"latency_us\":{\"p50\":%.1f,\"p90\":%.1f,"
-		       "\"p99\":%.1f,\"max\":%.1f},\"samples\":%llu,\"first_failure_ms\":",
-		       (unsigned long long)op->during_unload, pct_us(op, 50), pct_us(op, 90),
-		       pct_us(op, 99), op->max_ns / 1000.0, (unsigned long long)op->nsamples);
-		if (op->first_failure_ns)
-			printf("%.1f}", op->first_failure_ns / 1e6);
-		else
-			printf("null}");
+		if (i)
+			putchar(',');
+		print_op(&ops[i]);
 	}
 	printf("}");
-	if (error)
-		printf(",\"error\":\"%s\"", error);
+	if (error) {
+		printf(",\"error\":");
+		json_str(error);
+	}
 	printf("}\n");
 	fflush(stdout);
 }
@@ -215,33 +326,74 @@ static void on_signal(int sig)
 	stop = 1;
 }
 
-/* All roles start together: arrive, then wait for the others (30 s at most). */
-static int barrier_wait(void)
-{
-	uint64_t deadline = now_ns() + 30000000000ull;
-	int fd;
+/* --- barrier --- */
 
-	if (!opt.barrier) {
-		shm = &local_shm;
-		return 0;
-	}
-	fd = open(opt.barrier, O_RDWR | O_CREAT, 0600);
-	if (fd < 0 || ftruncate(fd, 4096) < 0)
-		return -1;
-	shm = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	close(fd);
-	if (shm == MAP_FAILED) {
-		shm = &local_shm;
-		return -1;
-	}
-	__atomic_add_fetch(&shm->arrived, 1, __ATOMIC_SEQ_CST);
-	while (__atomic_load_n(&shm->arrived, __ATOMIC_SEQ_CST) < opt.parties) {
-		if (now_ns() > deadline || stop)
-			return -2;
-		usleep(100);
-	}
-	return 0;
+static long futex(int *addr, int op, int val, const struct timespec *ts)
+{
+	return syscall(SYS_futex, addr, op, val, ts, NULL, 0);
 }
+
+static const char *barrier_map(void)
+{
+	int fd;
+	void *p;
+
+	fd = open(opt.barrier, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, 4096) < 0)
+		return "cannot open the barrier file";
+	p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED)
+		return "cannot map the barrier file";
+	shm = p;
+	return NULL;
+}
+
+/* Take our arrival back (so the file can be reused) unless the barrier opened. */
+static int barrier_leave(int n)
+{
+	return __atomic_compare_exchange_n(&shm->arrived, &n, n - 1, 0, __ATOMIC_SEQ_CST,
+					   __ATOMIC_SEQ_CST);
+}
+
+/*
+ * All roles start together: arrive, then sleep on the counter (a shared
+ * futex) until the last one wakes everybody; 30 s at most (a role that
+ * gives up takes its arrival back).  The file must be fresh (absent or
+ * empty) after a completed start: more arrivals than parties means stale.
+ */
+static const char *barrier_wait(void)
+{
+	u64 deadline = now_ns() + BARRIER_TIMEOUT_NS;
+	struct timespec ts = { 0, 1000000 };
+	const char *err;
+	int n;
+
+	shm = &local_shm;
+	if (!opt.barrier)
+		return NULL;
+	err = barrier_map();
+	if (err)
+		return err;
+	n = __atomic_add_fetch(&shm->arrived, 1, __ATOMIC_SEQ_CST);
+	if (n > opt.parties)
+		return "stale barrier file (more arrivals than parties)";
+	if (n == opt.parties) {
+		futex(&shm->arrived, FUTEX_WAKE, INT_MAX, NULL);
+		return NULL;
+	}
+	while ((n = __atomic_load_n(&shm->arrived, __ATOMIC_SEQ_CST)) < opt.parties) {
+		if (stop || now_ns() > deadline) {
+			if (barrier_leave(n))
+				return stop ? "interrupted at the barrier" : "barrier timeout";
+			continue;	/* the last one arrived meanwhile: go */
+		}
+		futex(&shm->arrived, FUTEX_WAIT, n, &ts);
+	}
+	return NULL;
+}
+
+/* --- module loading --- */
 
 static long sys_finit_module(int fd, const char *params)
 {
@@ -253,21 +405,24 @@ static long sys_delete_module(const char *name)
 	return syscall(SYS_delete_module, name, O_NONBLOCK);
 }
 
+/* kmod's modprobe gives no errno: any failure is the pseudo-errno EMODPROBE. */
 static int run_modprobe(const char *name)
 {
+	char *argv[] = { "/sbin/modprobe", "-q", (char *)name, NULL };
+	char *envp[] = { "PATH=/sbin:/bin", NULL };
 	int status;
 	pid_t pid = fork();
 
 	if (pid == 0) {
-		char *argv[] = { "/sbin/modprobe", "-q", (char *)name, NULL };
-		char *envp[] = { "PATH=/sbin:/bin", NULL };
-
 		execve(argv[0], argv, envp);
 		_exit(127);
 	}
-	if (pid < 0 || waitpid(pid, &status, 0) < 0)
+	if (pid < 0)
 		return errno;
-	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : EBUSY;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return errno;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : EMODPROBE;
 }
 
 static int load_once(int ko_fd)
@@ -297,17 +452,23 @@ static int open_ko(void)
 		die_usage("--ko is needed to load with finit_module");
 	fd = open(opt.ko, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		perror(opt.ko);
+		fprintf(stderr, "racer: %s: %s\n", opt.ko, strerror(errno));
 		exit(2);
 	}
 	return fd;
 }
 
-/* --- roles: each does one iteration per call --- */
+/* --- roles: each does one iteration per call; 1 = a full cycle --- */
 
 static struct op_stats *op_a, *op_b;
 static int role_fd = -1;
-static char cmd[256], cmd2[256];
+static char cmd[256];
+
+static void unload_flag(int up)
+{
+	__atomic_store_n(&shm->unloading, up, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&shm->seq, 1, __ATOMIC_SEQ_CST);
+}
 
 /*
  * Unload, then load again.  An unload refused because the module is in use
@@ -317,18 +478,18 @@ static char cmd[256], cmd2[256];
  */
 static int unloader_step(void)
 {
-	uint64_t t0;
+	struct op_tok tok;
 	int err;
 
-	__atomic_store_n(&shm->unloading, 1, __ATOMIC_SEQ_CST);
-	t0 = now_ns();
+	unload_flag(1);
+	op_begin(&tok);
 	err = sys_delete_module(opt.name) ? errno : 0;
-	op_record(op_a, t0, err);
+	op_end(op_a, &tok, err);
 	if (!err || err == ENOENT) {
-		t0 = now_ns();
-		op_record(op_b, t0, load_once(role_fd));
+		op_begin(&tok);
+		op_end(op_b, &tok, load_once(role_fd));
 	}
-	__atomic_store_n(&shm->unloading, 0, __ATOMIC_SEQ_CST);
+	unload_flag(0);
 	if (err == EAGAIN || err == EBUSY)
 		return 0;
 	__atomic_add_fetch(&shm->generation, 1, __ATOMIC_SEQ_CST);
@@ -338,10 +499,13 @@ static int unloader_step(void)
 static int looker_step(void)
 {
 	size_t len = strlen(cmd);
-	uint64_t t0 = now_ns();
-	ssize_t n = write(role_fd, cmd, len);
-	int err = n == (ssize_t)len ? 0 : (n < 0 ? errno : EIO);
+	struct op_tok tok;
+	ssize_t n;
+	int err;
 
+	op_begin(&tok);
+	n = write(role_fd, cmd, len);
+	err = n == (ssize_t)len ? 0 : (n < 0 ? errno : ESHORTWRITE);
 	if (!err && opt.check_result >= 0) {
 		char buf[32] = "";
 
@@ -349,37 +513,41 @@ static int looker_step(void)
 		    strtol(buf, NULL, 10) != opt.check_result)
 			err = EWRONGRESULT;
 	}
-	op_record(op_a, t0, err);
+	op_end(op_a, &tok, err);
 	return 1;
 }
 
 static int mounter_step(void)
 {
-	uint64_t t0 = now_ns();
-	int err = mount("none", opt.dir, opt.fstype, 0, opt.data) ? errno : 0;
+	struct op_tok tok;
+	int err;
 
-	op_record(op_a, t0, err);
+	op_begin(&tok);
+	err = mount("none", opt.dir, opt.fstype, 0, opt.data) ? errno : 0;
+	op_end(op_a, &tok, err);
 	if (!err) {
-		t0 = now_ns();
-		op_record(op_b, t0, umount2(opt.dir, 0) ? errno : 0);
+		op_begin(&tok);
+		op_end(op_b, &tok, umount2(opt.dir, 0) ? errno : 0);
 	}
 	return 1;
 }
 
 static int holder_step(void)
 {
-	uint64_t t0 = now_ns();
-	int fd = open(opt.ctl, O_RDWR | O_CLOEXEC);
-	int err = fd < 0 ? errno : 0;
+	struct op_tok tok;
+	int fd, err;
 
+	op_begin(&tok);
+	fd = open(opt.ctl, O_RDWR | O_CLOEXEC);
+	err = fd < 0 ? errno : 0;
 	if (!err && write(fd, cmd, strlen(cmd)) < 0)
 		err = errno;
-	op_record(op_a, t0, err);
+	op_end(op_a, &tok, err);
 	if (!err) {
 		if (opt.hold_us > 0)
 			usleep(opt.hold_us);
-		t0 = now_ns();
-		op_record(op_b, t0, write(fd, cmd2, strlen(cmd2)) < 0 ? errno : 0);
+		op_begin(&tok);
+		op_end(op_b, &tok, write(fd, "release", 7) < 0 ? errno : 0);
 	}
 	if (fd >= 0)
 		close(fd);
@@ -388,76 +556,103 @@ static int holder_step(void)
 
 static int loader_step(void)
 {
-	uint64_t t0 = now_ns();
-	int err = load_once(role_fd);
+	struct op_tok tok;
+	int err;
 
-	op_record(op_a, t0, err);
+	op_begin(&tok);
+	err = load_once(role_fd);
+	op_end(op_a, &tok, err);
 	if (!err && opt.unload) {
-		t0 = now_ns();
-		op_record(op_b, t0, sys_delete_module(opt.name) ? errno : 0);
+		op_begin(&tok);
+		op_end(op_b, &tok, sys_delete_module(opt.name) ? errno : 0);
 	}
 	return 1;
 }
 
-static int (*setup_role(void))(void)
+/* --- setup --- */
+
+typedef int (*step_fn)(void);
+
+static step_fn setup_loading(int unloader)
+{
+	role_fd = open_ko();
+	if (unloader) {
+		op_a = op_new("delete_module");
+		op_b = op_new("load");
+		return unloader_step;
+	}
+	op_a = op_new("load");
+	op_b = op_new("delete_module");
+	return loader_step;
+}
+
+static step_fn setup_ctl(int looker)
+{
+	const char *verb = looker ? "lookup-call" : "hold";
+
+	if (!opt.ctl)
+		die_usage("--ctl is required");
+	if (opt.bus >= 0)
+		snprintf(cmd, sizeof(cmd), "%s %s %ld", verb, opt.name, opt.bus);
+	else
+		snprintf(cmd, sizeof(cmd), "%s %s", verb, opt.name);
+	if (!looker) {
+		op_a = op_new("hold");
+		op_b = op_new("release");
+		return holder_step;
+	}
+	op_a = op_new("lookup");
+	role_fd = open(opt.ctl, O_RDWR | O_CLOEXEC);
+	if (role_fd < 0) {
+		shm = &local_shm;
+		fprintf(stderr, "racer: %s: %s\n", opt.ctl, strerror(errno));
+		print_json(0, "cannot open the control device");
+		exit(1);
+	}
+	return looker_step;
+}
+
+static step_fn setup_mount(int fsmounter)
+{
+	static char data[300];
+
+	if (!opt.dir || !opt.fstype)
+		die_usage("--dir and --fstype are required");
+	if (!opt.data && !fsmounter) {
+		snprintf(data, sizeof(data), "backend=%s", opt.name);
+		opt.data = data;
+	}
+	op_a = op_new("mount");
+	op_b = op_new("umount");
+	return mounter_step;
+}
+
+static step_fn setup_role(void)
 {
 	const char *r = opt.role;
 
 	if (!opt.name)
 		die_usage("--name is required");
-	if (strcmp(r, "unloader") == 0) {
-		op_a = op_new("delete_module");
-		op_b = op_new("load");
-		role_fd = open_ko();
-		return unloader_step;
-	}
-	if (strcmp(r, "loader") == 0) {
-		op_a = op_new("load");
-		op_b = op_new("delete_module");
-		role_fd = open_ko();
-		return loader_step;
-	}
-	if (strcmp(r, "looker") == 0 || strcmp(r, "holder") == 0) {
-		int is_looker = r[0] == 'l';
-
-		if (!opt.ctl)
-			die_usage("--ctl is required");
-		if (opt.bus >= 0)
-			snprintf(cmd, sizeof(cmd), "%s %s %ld", is_looker ? "lookup-call" : "hold",
-				 opt.name, opt.bus);
-		else
-			snprintf(cmd, sizeof(cmd), "%s %s", is_looker ? "lookup-call" : "hold",
-				 opt.name);
-		snprintf(cmd2, sizeof(cmd2), "release");
-		if (!is_looker) {
-			op_a = op_new("hold");
-			op_b = op_new("release");
-			return holder_step;
-		}
-		op_a = op_new("lookup");
-		role_fd = open(opt.ctl, O_RDWR | O_CLOEXEC);
-		if (role_fd < 0) {
-			shm = &local_shm;
-			print_json(0, "cannot open the control device");
-			exit(1);
-		}
-		return looker_step;
-	}
-	if (strcmp(r, "mounter") == 0 || strcmp(r, "fsmounter") == 0) {
-		static char data[300];
-
-		if (!opt.dir || !opt.fstype)
-			die_usage("--dir and --fstype are required");
-		if (!opt.data && strcmp(r, "mounter") == 0) {
-			snprintf(data, sizeof(data), "backend=%s", opt.name);
-			opt.data = data;
-		}
-		op_a = op_new("mount");
-		op_b = op_new("umount");
-		return mounter_step;
-	}
+	if (!strcmp(r, "unloader") || !strcmp(r, "loader"))
+		return setup_loading(r[0] == 'u');
+	if (!strcmp(r, "looker") || !strcmp(r, "holder"))
+		return setup_ctl(r[0] == 'l');
+	if (!strcmp(r, "mounter") || !strcmp(r, "fsmounter"))
+		return setup_mount(r[0] == 'f');
 	die_usage("unknown role");
 	return NULL;
+}
+
+static long parse_num(const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (!*s || *end || errno || v < -1)
+		die_usage("a numeric option has a bad value");
+	return v;
 }
 
 static void parse_args(int argc, char **argv)
@@ -473,7 +668,6 @@ static void parse_args(int argc, char **argv)
 		{ "parties", 1, 0, 'a' }, { "seed", 1, 0, 's' }, { "progress", 0, 0, 'g' },
 		{ 0, 0, 0, 0 }
 	};
-	char *end;
 	int c;
 
 	if (argc < 2 || argv[1][0] == '-')
@@ -482,65 +676,86 @@ static void parse_args(int argc, char **argv)
 	opterr = 0;
 	optind = 2;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		long v = optarg ? strtol(optarg, &end, 10) : 0;
-		int numeric = strchr("bDNpjharsr", c) != NULL;
-
-		if (numeric && (!*optarg || *end || v < -1))
-			die_usage("a numeric option has a bad value");
 		switch (c) {
-		case 'n': opt.name = optarg; break;
-		case 'c': opt.ctl = optarg; break;
-		case 'd': opt.dir = optarg; break;
-		case 't': opt.fstype = optarg; break;
-		case 'o': opt.data = optarg; break;
-		case 'k': opt.ko = optarg; break;
-		case 'P': opt.params = optarg; break;
-		case 'l': opt.load = optarg; break;
-		case 'u': opt.unload = 1; break;
-		case 'b': opt.bus = v; break;
-		case 'r': opt.check_result = v; break;
-		case 'D': opt.duration_ms = v; break;
-		case 'N': opt.count = v; break;
-		case 'p': opt.pause_us = v; break;
-		case 'j': opt.jitter_us = v; break;
-		case 'h': opt.hold_us = v; break;
-		case 'B': opt.barrier = optarg; break;
-		case 'a': opt.parties = v; break;
-		case 's': opt.seed = (unsigned int)v; break;
-		case 'g': opt.progress = 1; break;
-		default: die_usage("unknown option");
+		case 'n':
+			opt.name = optarg;
+			break;
+		case 'c':
+			opt.ctl = optarg;
+			break;
+		case 'd':
+			opt.dir = optarg;
+			break;
+		case 't':
+			opt.fstype = optarg;
+			break;
+		case 'o':
+			opt.data = optarg;
+			break;
+		case 'k':
+			opt.ko = optarg;
+			break;
+		case 'P':
+			opt.params = optarg;
+			break;
+		case 'l':
+			opt.load = optarg;
+			break;
+		case 'u':
+			opt.unload = 1;
+			break;
+		case 'b':
+			opt.bus = parse_num(optarg);
+			break;
+		case 'r':
+			opt.check_result = parse_num(optarg);
+			break;
+		case 'D':
+			opt.duration_ms = parse_num(optarg);
+			break;
+		case 'N':
+			opt.count = parse_num(optarg);
+			break;
+		case 'p':
+			opt.pause_us = parse_num(optarg);
+			break;
+		case 'j':
+			opt.jitter_us = parse_num(optarg);
+			break;
+		case 'h':
+			opt.hold_us = parse_num(optarg);
+			break;
+		case 'B':
+			opt.barrier = optarg;
+			break;
+		case 'a':
+			opt.parties = parse_num(optarg);
+			break;
+		case 's':
+			opt.seed = (unsigned int)parse_num(optarg);
+			break;
+		case 'g':
+			opt.progress = 1;
+			break;
+		default:
+			die_usage("unknown option or missing value");
 		}
 	}
 	if (optind != argc)
 		die_usage("unexpected argument");
 	if (strcmp(opt.load, "finit") && strcmp(opt.load, "modprobe"))
 		die_usage("--load is finit or modprobe");
+	if (opt.duration_ms < 0 || opt.parties < 1)
+		die_usage("--duration-ms must be >= 0 and --parties >= 1");
 }
 
-int main(int argc, char **argv)
+static void run_loop(step_fn step)
 {
-	struct sigaction sa = { .sa_handler = on_signal };
-	int (*step)(void);
-	uint64_t start, deadline, next_progress;
-	int rc;
+	u64 deadline = start_ns + (u64)opt.duration_ms * 1000000ull;
+	u64 next_progress = start_ns + 1000000000ull;
 
-	parse_args(argc, argv);
-	step = setup_role();
-	srandom(opt.seed);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	rc = barrier_wait();
-	if (rc) {
-		print_json(0, rc == -2 ? "barrier timeout" : "cannot map the barrier file");
-		return 3;
-	}
-	start = now_ns();
-	start_ns = start;
-	deadline = start + (uint64_t)opt.duration_ms * 1000000ull;
-	next_progress = start + 1000000000ull;
 	while (!stop && now_ns() < deadline &&
-	       (opt.count < 0 || iterations < (uint64_t)opt.count)) {
+	       (opt.count < 0 || iterations < (u64)opt.count)) {
 		int full = step();
 
 		iterations++;
@@ -551,6 +766,27 @@ int main(int argc, char **argv)
 		if (full)
 			pause_between();
 	}
-	print_json((long)((now_ns() - start) / 1000000), NULL);
+}
+
+int main(int argc, char **argv)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+	const char *err;
+	step_fn step;
+
+	parse_args(argc, argv);
+	step = setup_role();
+	srandom(opt.seed);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	err = barrier_wait();
+	if (err) {
+		print_json(0, err);
+		return 3;
+	}
+	start_ns = now_ns();
+	run_loop(step);
+	print_json((long)((now_ns() - start_ns) / 1000000), NULL);
 	return 0;
 }
