@@ -112,11 +112,22 @@ def prepare_guest(vm: Vm, mods: BuiltModules, spec: RaceSpec) -> None:
 
 def run_one(vm: Vm, mods: BuiltModules, spec: RaceSpec, scheme: str, workload: str) -> RunResult:
     """One workload in a booted guest; the guest may die doing it."""
+    argvs = roles_for(workload, mods, spec, vm.image.kernel.release)
+    offset = vm.console_size()
+    results, note, seconds = run_roles(vm, argvs, spec.duration_s, label=f"{scheme}/{workload}")
+    time.sleep(0.5)  # let the console catch up with a late oops
+    splats = new_splats(vm.console_text(), offset)
+    return summarise_run(scheme, workload, results, splats, note, spec.repro(scheme, workload),
+                         seconds)
+
+
+def run_roles(vm: Vm, argvs: list[list[str]], duration_s: float, label: str = "",
+              slack_s: float = 60) -> tuple[list, str, float]:
+    """Start racer roles together on parallel SSH channels and collect them:
+    (RoleResults in argv order, a note if the guest died or hung, seconds).
+    A role still running `slack_s` after `duration_s` counts as a hang."""
     from .racer import RoleResult, parse_role_output
 
-    release = vm.image.kernel.release
-    argvs = roles_for(workload, mods, spec, release)
-    offset = vm.console_size()
     vm.ssh.run(f"rm -f {BARRIER}", check=True)
     t0 = time.monotonic()
     counts = [0] * len(argvs)
@@ -132,7 +143,7 @@ def run_one(vm: Vm, mods: BuiltModules, spec: RaceSpec, scheme: str, workload: s
                for i, argv in enumerate(argvs)]
     results: list = []
     note = ""
-    deadline = t0 + spec.duration_s + 60
+    deadline = t0 + duration_s + slack_s
     last_report = 0.0
     while not all([r.done() for r in running]):  # a list: drain every channel
         now = time.monotonic()
@@ -143,12 +154,12 @@ def run_one(vm: Vm, mods: BuiltModules, spec: RaceSpec, scheme: str, workload: s
             note = "SSH connection lost during the race"
             break
         if now > deadline:
-            note = f"roles still running {spec.duration_s + 60:.0f}s after start: hang"
+            note = f"roles still running {duration_s + slack_s:.0f}s after start: hang"
             break
-        if now - last_report >= 5:
-            left = max(0.0, spec.duration_s - (now - t0))
+        if label and now - last_report >= 5:
+            left = max(0.0, duration_s - (now - t0))
             ops = ", ".join(f"{a[1]} {c}" for a, c in zip(argvs, counts))
-            progress(f"race {scheme}/{workload}: {left:4.0f}s left; iterations: {ops}")
+            progress(f"race {label}: {left:4.0f}s left; iterations: {ops}")
             last_report = now
         time.sleep(0.1)
     if not note:  # every channel closed: maybe because the guest went away
@@ -164,10 +175,7 @@ def run_one(vm: Vm, mods: BuiltModules, spec: RaceSpec, scheme: str, workload: s
         res = r.wait(5)
         results.append(parse_role_output(res.stdout, role=argv[1], exit_status=res.exit_status,
                                          stderr=res.stderr))
-    time.sleep(0.5)  # let the console catch up with a late oops
-    splats = new_splats(vm.console_text(), offset)
-    return summarise_run(scheme, workload, results, splats, note, spec.repro(scheme, workload),
-                         time.monotonic() - t0)
+    return results, note, time.monotonic() - t0
 
 
 def race(spec: RaceSpec, keep: bool = False) -> tuple[RaceReport, Vm | None]:
@@ -238,7 +246,7 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=15.0, metavar="S", help="seconds per run")
     p.add_argument("--seed", type=int, default=None, help="default: random, printed in the report")
     p.add_argument("--knob", action="append", default=None, metavar="NAME=VALUE",
-                   help="provider parameter (exit_delay_ms, call_delay_us, init_delay_ms); default "
+                   help="provider parameter (exit_delay_ms, call_delay_us, init_delay_ms, exit_tail_ms); default "
                         + " ".join(f"{k}={v}" for k, v in DEFAULT_KNOBS))
     p.add_argument("--unload-pause", type=int, default=100, metavar="MS",
                    help="how long the unloader leaves the reloaded module live (default 100)")
