@@ -34,7 +34,7 @@ SCHEME_DIR: dict[str, str] = {
     "rwsem-deferred": "rwsem",
     "unsafe": "unsafe",
 }
-KNOBS: tuple[str, ...] = ("exit_delay_ms", "call_delay_us", "init_delay_ms")
+KNOBS: tuple[str, ...] = ("exit_delay_ms", "call_delay_us", "init_delay_ms", "exit_tail_ms")
 MAX_PROVIDERS = 16
 BUS_COUNTS = (1, 2)
 MAKE_JOBS = 2
