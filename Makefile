@@ -2,6 +2,8 @@
 PY := .venv/bin/python
 KERNEL ?= 6.1
 PYTEST_ARGS ?=
+KERNELS ?= 6.1,6.12,6.1-rt,6.12-rt
+JOBS ?= 2
 
 .PHONY: setup race test unit vm-test bench matrix clean
 
@@ -16,6 +18,10 @@ test: setup
 
 unit: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not vm" tests
+
+# The seed's claims (tests/claims) on every kernel: build/matrix/matrix.{md,json}.
+matrix: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests/claims --kernel $(KERNELS) -n $(JOBS) --matrix-out build/matrix
 
 bench: setup
 	$(PY) bench/bench.py --kernel $(KERNEL)

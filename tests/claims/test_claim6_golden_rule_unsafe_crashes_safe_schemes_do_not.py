@@ -1,0 +1,36 @@
+"""Claim 6 (Rusty's Golden Rule): calling through a function pointer into
+another module without holding a reference risks running in the module while
+it is unloaded; holding one (refcount, or the rwsem scheme's __module_get under
+the bus lock) does not."""
+
+import pytest
+
+from claimlib import race, run_summary, scheme_for
+
+CRASH_KINDS = {"oops", "bug", "gpf", "panic", "invalid_opcode", "kasan", "kfence"}
+
+
+@pytest.mark.expect_splat  # checks the splats itself
+@pytest.mark.parametrize("claimed", ["unsafe", "refcount", "rwsem"])
+def test_claim6_golden_rule_unsafe_crashes_safe_schemes_do_not(claimed, claim_guest, record_property):
+    """The unsafe scheme (no reference) crashes under the lookup race
+    (call_delay_us=1000, exit_delay_ms=200, 10 s); refcount and rwsem under
+    the identical race produce no splat.  Measures the race's verdict, splat
+    titles, lookups and unloads."""
+    scheme = scheme_for("claim6", claimed)
+    g = claim_guest(scheme)
+    run = race(g, scheme, "lookup", duration_s=10)
+    splats = g.splats()
+    kinds = sorted({s.kind for s in splats})
+    record_property("measured", {
+        "scheme": scheme, "verdict": run.verdict, "splats": [f"{s.kind}: {s.title}" for s in splats][:3],
+        "lookups": run.ops.get("lookup", {}).get("total", 0),
+        "lookup_errors": run.ops.get("lookup", {}).get("errors", {}),
+        "unloads": run.ops.get("delete_module", {}).get("ok", 0), "detail": run_summary(run)})
+    if claimed == "unsafe":
+        assert set(kinds) & CRASH_KINDS, (
+            f"{scheme}: no crash under the race (verdict {run.verdict}, splats {kinds})")
+    else:
+        assert splats == [], f"{scheme}: splats {[s.title for s in splats]}"
+        assert run.verdict in ("clean", "spurious"), f"{scheme}: verdict {run.verdict} {run.note}"
+        assert run.ops.get("delete_module", {}).get("ok", 0) > 0, "no unload happened"

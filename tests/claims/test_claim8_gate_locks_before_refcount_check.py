@@ -1,0 +1,54 @@
+"""Claim 8 (Adam Richter): "sys_delete_module take[s] an exclusive lock ...
+before checking the reference count, and it would remain held in the
+module_exit routine"."""
+
+from harness.racer import parse_role_output
+
+from claimlib import op_dict, racer, scheme_for
+
+EXIT_DELAY_MS = 2000
+CALL_DELAY_US = 2000000
+MIN_WAIT_US = 1000000
+
+
+def test_claim8_gate_locks_before_refcount_check(claim_guest, record_property):
+    """(a) While `rmmod P_prov0` sleeps exit_delay_ms=2000 in exit, a
+    lookup-call of P_prov1 on the same bus waits for the write lock (>= 1 s);
+    (b) a lookup-call of P_prov0 that started before the unload (op sleeping
+    call_delay_us=2000000) keeps the module: delete_module, which checks the
+    refcount only after taking the lock, fails with EAGAIN and the lookup
+    succeeds.  Measures the waiting lookup's latency, the rmmod result and
+    the concurrent lookup's outcome."""
+    scheme = scheme_for("claim8", "rwsem")
+    g = claim_guest(scheme, knobs=(("exit_delay_ms", EXIT_DELAY_MS),))
+    m = g.m(scheme)
+    p0, p1 = m.spec.provider_names
+    ctl = m.spec.ctl_device
+    g.sh(f"/sbin/modprobe {p1}")
+    # (a) the reader waits while delete_module holds the bus for writing
+    rm = g.vm.ssh.start(f"/sbin/rmmod {p0}")
+    g.sh("sleep 0.3")
+    wait = racer(g, "looker", "--name", p1, "--ctl", ctl, "--check-result", "1", count=1,
+                 duration_ms=20000)
+    rm_res = rm.wait(30)
+    a = {"lookup": op_dict(wait, "lookup"), "rmmod_exit": rm_res.exit_status}
+    # (b) a get taken before the unload keeps the module
+    g.sh(f"/sbin/modprobe {p0} exit_delay_ms=0 call_delay_us={CALL_DELAY_US}")
+    bg = g.vm.ssh.start(f"/bin/racer looker --name {p0} --ctl {ctl} --check-result 0 "
+                        f"--count 1 --duration-ms 20000")
+    g.sh("sleep 0.5")
+    un = racer(g, "unloader", "--name", p0, "--ko", g.ko(scheme, 0), count=1, duration_ms=20000)
+    bg_res = bg.wait(30)
+    look = parse_role_output(bg_res.stdout, role="looker")
+    b = {"delete_module": op_dict(un, "delete_module"), "lookup": op_dict(look, "lookup")}
+    b["delete_module"].pop("latency_us", None)
+    measured = {"scheme": scheme, "a_wait_us": a["lookup"].get("latency_us", {}).get("max"),
+                "a": a, "b": b}
+    record_property("measured", measured)
+    assert a["rmmod_exit"] == 0, f"(a) rmmod {p0}: {rm_res.stderr}"
+    assert a["lookup"]["ok"] == 1, f"(a) lookup-call {p1} during the unload: {a['lookup']}"
+    assert measured["a_wait_us"] >= MIN_WAIT_US, (
+        f"(a) {scheme}: lookup-call {p1} did not wait for the write-locked bus: {measured['a_wait_us']} us")
+    assert b["delete_module"]["errors"] == {"EAGAIN": 1}, (
+        f"(b) {scheme}: delete_module during an in-flight call: {b['delete_module']}")
+    assert b["lookup"]["ok"] == 1, f"(b) the in-flight lookup-call: {b['lookup']}"
