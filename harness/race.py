@@ -82,23 +82,21 @@ class RaceSpec:
 
 def roles_for(workload: str, mods: BuiltModules, spec: RaceSpec, release: str) -> list[list[str]]:
     """Racer argv per role: the unloader against the callers of one workload."""
+    from .racer import RoleSpec
+
     target = mods.spec.provider_names[0]
-    params = " ".join(f"{k}={v}" for k, v in spec.knobs)
-    common = ["--duration-ms", str(int(spec.duration_s * 1000)), "--seed", str(spec.seed),
-              "--barrier", BARRIER, "--progress"]
-    ko = f"/lib/modules/{release}/extra/{target}.ko"
-    unloader = ["unloader", "--name", target, "--ko", ko, "--params", params, "--load", spec.reload,
-                "--pause-us", str(spec.unload_pause_ms * 1000)]
+    chosen = ("lookup", "mount", "fsmount") if workload == "all" else (workload,)
+    common = dict(name=target, duration_ms=int(spec.duration_s * 1000), seed=spec.seed,
+                  barrier=BARRIER, parties=1 + len(chosen), progress=True)
     callers = {
-        "lookup": [["looker", "--name", target, "--ctl", mods.spec.ctl_device]],
-        "mount": [["mounter", "--name", target, "--fstype", mods.spec.fs_name, "--dir", "/mnt/bus"]],
-        "fsmount": [["fsmounter", "--name", target, "--fstype", f"{target}fs", "--dir", "/mnt/own"]],
+        "lookup": RoleSpec("looker", ctl=mods.spec.ctl_device, **common),
+        "mount": RoleSpec("mounter", fstype=mods.spec.fs_name, dir="/mnt/bus", **common),
+        "fsmount": RoleSpec("fsmounter", fstype=f"{target}fs", dir="/mnt/own", **common),
     }
-    chosen = [r for w in (("lookup", "mount", "fsmount") if workload == "all" else (workload,))
-              for r in callers[w]]
-    roles = [unloader, *chosen]
-    parties = str(len(roles))
-    return [[RACER, *r, *common, "--parties", parties] for r in roles]
+    unloader = RoleSpec("unloader", ko=f"/lib/modules/{release}/extra/{target}.ko",
+                        params=" ".join(f"{k}={v}" for k, v in spec.knobs), load=spec.reload,
+                        pause_us=spec.unload_pause_ms * 1000, **common)
+    return [r.argv(RACER) for r in (unloader, *(callers[w] for w in chosen))]
 
 
 def prepare_guest(vm: Vm, mods: BuiltModules, spec: RaceSpec) -> None:
