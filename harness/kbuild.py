@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from . import schemes
 from .errors import HarnessError
 from .paths import REPO, cache_dir
 from .progress import progress
@@ -25,15 +26,7 @@ from .util import file_lock, hash_inputs, need_tool
 
 KMODS_DIR = REPO / "kmods"
 
-SCHEMES: tuple[str, ...] = ("refcount", "rwsem", "rwsem-deferred", "unsafe")
-PREFIX: dict[str, str] = {"refcount": "rc", "rwsem": "rw", "rwsem-deferred": "rwd", "unsafe": "un"}
-# Template folder holding each scheme's bus (the core's get/put).
-SCHEME_DIR: dict[str, str] = {
-    "refcount": "refcount",
-    "rwsem": "rwsem",
-    "rwsem-deferred": "rwsem",
-    "unsafe": "unsafe",
-}
+SCHEMES: tuple[str, ...] = tuple(schemes.SCHEMES)
 KNOBS: tuple[str, ...] = ("exit_delay_ms", "call_delay_us", "init_delay_ms", "exit_tail_ms")
 MAX_PROVIDERS = 16
 BUS_COUNTS = (1, 2)
@@ -49,8 +42,7 @@ class ModuleSetSpec:
     buses: int = 1
 
     def __post_init__(self) -> None:
-        if self.scheme not in SCHEMES:
-            raise HarnessError(f"unknown scheme {self.scheme!r}; valid: {', '.join(SCHEMES)}")
+        schemes.get_scheme(self.scheme)
         for attr in ("providers", "buses"):
             val = getattr(self, attr)
             if not isinstance(val, int) or isinstance(val, bool):
@@ -61,8 +53,12 @@ class ModuleSetSpec:
             raise HarnessError(f"buses must be 1 or 2, got {self.buses}")
 
     @property
+    def row(self) -> schemes.Scheme:
+        return schemes.SCHEMES[self.scheme]
+
+    @property
     def prefix(self) -> str:
-        return PREFIX[self.scheme]
+        return self.row.prefix
 
     @property
     def core(self) -> str:
@@ -113,7 +109,7 @@ def knob_args(knobs: Mapping[str, object]) -> list[str]:
 def template_files(spec: ModuleSetSpec) -> list[Path]:
     """Every template a module set is rendered from (for hashing)."""
     files = sorted((KMODS_DIR / "common").glob("*.j2"))
-    files += sorted((KMODS_DIR / SCHEME_DIR[spec.scheme]).glob("*.j2"))
+    files += sorted((KMODS_DIR / spec.row.template).glob("*.j2"))
     return files
 
 
@@ -146,8 +142,8 @@ def render(spec: ModuleSetSpec, outdir: Path) -> list[Path]:
         "P": p,
         "PU": p.upper(),
         "scheme": spec.scheme,
-        "rwsem": SCHEME_DIR[spec.scheme] == "rwsem",
-        "deferred": spec.scheme == "rwsem-deferred",
+        "rwsem": spec.row.uses_rwsem,
+        "deferred": spec.row.gate is schemes.Gate.AFTER_DELETE,
         "buses": spec.buses,
         "providers": spec.providers,
         "provider_names": spec.provider_names,
@@ -158,7 +154,7 @@ def render(spec: ModuleSetSpec, outdir: Path) -> list[Path]:
         ("common/Kbuild.j2", "Kbuild", {}),
         ("common/bus.h.j2", f"{p}_bus.h", {}),
         ("common/core.c.j2", f"{p}_core_main.c", {}),
-        (f"{SCHEME_DIR[spec.scheme]}/bus.c.j2", f"{p}_core_bus.c", {}),
+        (f"{spec.row.template}/bus.c.j2", f"{p}_core_bus.c", {}),
     ]
     for i, name in enumerate(spec.provider_names):
         jobs.append((

@@ -8,7 +8,8 @@ import pytest
 
 from harness import kbuild
 from harness.errors import HarnessError
-from harness.kbuild import PREFIX, SCHEMES, ModuleSetSpec, render, validate_knobs
+from harness.kbuild import SCHEMES, ModuleSetSpec, render, validate_knobs
+from harness.schemes import SCHEME_ROWS
 
 ALL_SPECS = [
     ModuleSetSpec(scheme, providers=n, buses=b)
@@ -30,9 +31,10 @@ def _ids(spec: ModuleSetSpec) -> str:
 
 def test_prefixes_match_readme():
     readme = (kbuild.KMODS_DIR / "README.md").read_text()
-    assert set(PREFIX) == set(SCHEMES)
-    for scheme, p in PREFIX.items():
-        assert re.search(rf"`{re.escape(scheme)}`\s*\|\s*`{p}`", readme), scheme
+    prefixes = [row.prefix for row in SCHEME_ROWS]
+    assert len(set(prefixes)) == len(prefixes), "two schemes share a prefix"
+    for row in SCHEME_ROWS:
+        assert re.search(rf"`{re.escape(row.name)}`\s*\|\s*`{row.prefix}`", readme), row.name
 
 
 @pytest.mark.parametrize("spec", ALL_SPECS, ids=_ids)
