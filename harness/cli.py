@@ -1,16 +1,20 @@
 """Command line: `python -m harness kernels|fetch|run|shell|race`.
 
 Every user error ends as one line on stderr and a non-zero exit, never a
-traceback; Ctrl-C tears the guest down like any other exit.
+traceback; Ctrl-C and SIGTERM tear the guest down like any other exit.  The
+exit statuses are harness.exitcodes.ExitStatus.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import select
+import signal
 import sys
 import termios
+import threading
 import time
 import tty
 from dataclasses import dataclass, field
@@ -18,9 +22,28 @@ from pathlib import Path
 
 from . import kernels
 from .errors import HarnessError
+from .exitcodes import ExitStatus
 from .image import GuestExtra, build_image
+from .modcheck import check_module
 from .progress import progress
+from .splat import parse as parse_splats
+from .ssh import CommandTimeout, command_line
 from .vm import ACCELS, Vm, VmConfig, _qemu
+
+MIN_MEMORY_MB = 128  # the kernel plus the unpacked initramfs (about 15 MB) in tmpfs
+MAX_CPUS = 255  # QEMU's limit for the pc machine
+
+
+class GuestDied(HarnessError):
+    exit_code = ExitStatus.GUEST_DIED
+
+
+class RunTimedOut(HarnessError):
+    exit_code = ExitStatus.TIMEOUT
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every `with Vm` tears its guest down."""
 
 
 @dataclass
@@ -41,32 +64,75 @@ class Timings:
         return "timings:\n" + "\n".join(rows) + f"\n  {'total':<18} {total:7.2f}s"
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line, like every other error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(ExitStatus.BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _int_in(low: int, high: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({bounds})")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def _guest_file(text: str) -> GuestExtra:
+    src, sep, dest = text.partition(":")
+    if not sep or not src or not dest.startswith("/"):
+        raise argparse.ArgumentTypeError(f"wants SRC:/ABSOLUTE/DEST, got {text!r}")
+    return GuestExtra(Path(src), dest)
+
+
 def _add_guest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", default=kernels.DEFAULT_KERNEL, help=f"one of {', '.join(kernels.SPECS)}")
     p.add_argument("--accel", default="auto", choices=ACCELS)
-    p.add_argument("--module", action="append", default=[], metavar="PATH.ko",
-                   help="extra module, installed under /lib/modules/$(uname -r)/extra")
-    p.add_argument("--file", action="append", default=[], metavar="SRC:DEST",
+    p.add_argument("--module", action="append", default=[], type=Path, metavar="PATH.ko",
+                   help="extra module, installed under /lib/modules/$(uname -r)/extra; "
+                        "checked before boot to be a module built for this kernel")
+    p.add_argument("--file", action="append", default=[], type=_guest_file, metavar="SRC:/DEST",
                    help="extra host file to place in the guest")
-    p.add_argument("--cpus", type=int, default=2)
-    p.add_argument("--memory", type=int, default=1024, metavar="MIB")
+    p.add_argument("--cpus", type=_int_in(1, MAX_CPUS), default=2)
+    p.add_argument("--memory", type=_int_in(MIN_MEMORY_MB), default=1024, metavar="MIB")
     p.add_argument("--rcu-expedited", action="store_true",
                    help="set /sys/kernel/rcu_expedited=1 after boot (narrows race windows)")
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m harness", description=__doc__.split("\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = _Parser(prog="python -m harness", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
     sub.add_parser("kernels", help="list kernel specs, the versions they resolve to, and the cache")
     f = sub.add_parser("fetch", help="download and unpack a kernel into the cache")
     f.add_argument("--kernel", default=kernels.DEFAULT_KERNEL, help="spec, comma list or 'all'")
     r = sub.add_parser("run", help="boot a guest, run a command over SSH, tear down")
     _add_guest_args(r)
     r.add_argument("--timings", action="store_true", help="print where the time went")
-    r.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ...")
+    r.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                   help="tear the guest down and exit 124 if the command runs longer (default: no limit)")
+    r.add_argument("command", nargs=argparse.REMAINDER,
+                   help="-- 'SHELL LINE' (one argument) or -- PROG ARG... (several: an exact argv)")
     s = sub.add_parser("shell", help="interactive shell in a fresh guest (or --attach to a kept one)")
     _add_guest_args(s)
-    s.add_argument("--attach", type=int, metavar="PORT", help="SSH port of a guest kept by race --keep")
+    s.add_argument("--attach", type=_int_in(1, 65535), metavar="PORT",
+                   help="SSH port of a guest kept by race --keep")
     from .race import add_race_args  # the race engine owns its options
 
     add_race_args(sub.add_parser("race", help="race unload against lookups/mounts and compare schemes"))
@@ -74,18 +140,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _guest(args: argparse.Namespace, timings: Timings | None = None) -> Vm:
+    """Everything checked, then the image built; the returned Vm boots on `with`."""
     _qemu()  # fail early and clearly when QEMU is missing
     spec = kernels.get_spec(args.kernel)
+    for extra in args.file:
+        if not extra.src.is_file():
+            raise HarnessError(f"--file {extra.src}:{extra.dest}: {extra.src} is not a file")
+    for module in args.module:
+        if not module.is_file():
+            raise HarnessError(f"--module {module}: no such file")
     kfiles = kernels.fetch(spec, quiet=True)
+    for module in args.module:
+        check_module(module, kfiles.release)
     if timings:
         timings.mark("fetch")
-    extras = []
-    for item in args.file:
-        src, sep, dest = item.partition(":")
-        if not sep or not dest.startswith("/"):
-            raise HarnessError(f"--file wants SRC:/ABSOLUTE/DEST, got {item!r}")
-        extras.append(GuestExtra(Path(src), dest))
-    image = build_image(kfiles, tuple(Path(m) for m in args.module), tuple(extras))
+    image = build_image(kfiles, tuple(args.module), tuple(args.file))
     if timings:
         timings.mark("image")
     return Vm(image, VmConfig(accel=args.accel, cpus=args.cpus, memory_mb=args.memory,
@@ -111,9 +180,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
+    argv = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not argv:
         raise HarnessError("no command given: python -m harness run [options] -- CMD")
+    line = command_line(argv)
     timings = Timings()
     with _guest(args, timings) as vm:
         ssh = vm.ssh
@@ -126,22 +196,33 @@ def cmd_run(args: argparse.Namespace) -> int:
                 stream.flush()
             return write
 
-        res = ssh.start(" ".join(command), on_stdout=emit(out), on_stderr=emit(err)).wait(None)
+        try:
+            res = ssh.start(line, on_stdout=emit(out), on_stderr=emit(err)).wait(args.timeout)
+        except CommandTimeout:
+            raise RunTimedOut(f"the command did not finish within {args.timeout:g} s; guest torn down") from None
         timings.mark("command")
+        if res.exit_status < 0:
+            raise GuestDied(f"the guest died during the command ({_death_cause(vm)}); console log: {vm.log_path}")
         _report_splats(vm)
     if args.timings:
         print(timings.render(), file=sys.stderr)
-    if res.exit_status < 0:
-        raise HarnessError(f"the guest went away during the command; console log: {vm.log_path}")
     return res.exit_status
 
 
+def _death_cause(vm: Vm) -> str:
+    """What the console says killed the guest, for the one-line error."""
+    deadline = time.monotonic() + 2  # QEMU exits a moment after the connection drops
+    while vm.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    splats = parse_splats(vm.console_text())
+    fatal = [s for s in splats if s.panicked] or splats
+    if fatal:
+        return f"{fatal[-1].kind}: {fatal[-1].title}"
+    return "SSH connection lost, QEMU still running" if vm.alive() else "QEMU exited"
+
+
 def _report_splats(vm: Vm) -> None:
-    try:
-        from .splat import parse
-    except ImportError:
-        return
-    splats = parse(vm.console_text())
+    splats = parse_splats(vm.console_text())
     for s in splats:
         print(f"console: {s.kind}: {s.title}", file=sys.stderr)
     if splats:
@@ -199,10 +280,18 @@ def cmd_shell(args: argparse.Namespace) -> int:
     return status
 
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends us at once
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    # Installed here, before any guest boots, so vm.py keeps it rather than its own.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     handlers = {"kernels": cmd_kernels, "fetch": cmd_fetch, "run": cmd_run, "shell": cmd_shell}
     try:
+        args = parser().parse_args(argv)
         if args.cmd == "race":
             from .race import cmd_race
 
@@ -210,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.cmd](args)
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
+        return int(e.exit_code)
+    except KeyboardInterrupt as e:
         print("interrupted; guest torn down", file=sys.stderr)
-        return 130
+        return ExitStatus.TERMINATED if isinstance(e, Terminated) else ExitStatus.INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

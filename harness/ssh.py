@@ -40,6 +40,22 @@ class CommandFailed(HarnessError):
         self.result = result
 
 
+class CommandTimeout(HarnessError):
+    def __init__(self, command: str, timeout: float) -> None:
+        super().__init__(f"guest command timed out after {timeout:.0f}s: {command}")
+        self.command = command
+        self.timeout = timeout
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """What an SSH exec request carries: one argument is a shell command line
+    as typed; several are an exact argv, quoted so the guest's shell splits
+    them back into the same words."""
+    if not argv:
+        raise HarnessError("no command given")
+    return argv[0] if len(argv) == 1 else shlex.join(argv)
+
+
 class Running:
     """A command started on its own channel; wait() collects it."""
 
@@ -75,7 +91,7 @@ class Running:
         while not self.done():
             if deadline is not None and time.monotonic() > deadline:
                 self.chan.close()
-                raise HarnessError(f"guest command timed out after {timeout:.0f}s: {self.command}")
+                raise CommandTimeout(self.command, timeout)
             if not self.chan.get_transport() or not self.chan.get_transport().is_active():
                 break
             time.sleep(0.005)

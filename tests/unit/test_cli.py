@@ -1,10 +1,19 @@
 """Front-end errors are one clear line and a non-zero exit, never a traceback."""
 
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
 
+import pytest
+
+from harness import cli
+from harness.errors import HarnessError
+from harness.exitcodes import ExitStatus
 from harness.paths import REPO
+from harness.ssh import command_line
 
 
 def _run(*args, env=None):
@@ -35,3 +44,55 @@ def test_run_without_a_command():
 def test_bad_option_is_usage_error():
     res = _run("run", "--accel", "warp", "--", "true")
     assert res.returncode == 2 and "invalid choice" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_usage_errors_are_one_line():
+    res = _run("run", "--cpus", "0", "--", "true")
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == [
+        "error: argument --cpus: 0 is out of range (from 1 to 255) (see python -m harness run --help)"]
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["echo c > /proc/sysrq-trigger"], "echo c > /proc/sysrq-trigger"),
+    (["sh", "-c", "exit 7"], "sh -c 'exit 7'"),
+    (["echo", "a;uname"], "echo 'a;uname'"),
+    (["printf", "%s\\n", "", "$HOME", "it's"], "printf '%s\\n' '' '$HOME' 'it'\"'\"'s'"),
+])
+def test_command_line_one_argument_is_shell_several_are_argv(argv, line):
+    assert command_line(argv) == line
+    if len(argv) > 1:
+        assert shlex.split(command_line(argv)) == argv
+
+
+def test_command_line_needs_a_command():
+    with pytest.raises(HarnessError):
+        command_line([])
+
+
+def test_exit_statuses_are_distinct_and_follow_conventions():
+    assert [int(s) for s in ExitStatus] == [0, 1, 2, 124, 130, 143, 255]
+    assert HarnessError.exit_code == ExitStatus.BAD_INPUT
+    assert ExitStatus.INTERRUPTED == 128 + signal.SIGINT and ExitStatus.TERMINATED == 128 + signal.SIGTERM
+
+
+def test_sigterm_is_reported_like_ctrl_c(monkeypatch, capsys):
+    def handler(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not interrupt")
+
+    monkeypatch.setattr(cli, "cmd_kernels", handler)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["kernels"]) == ExitStatus.TERMINATED == 143
+    assert capsys.readouterr().err.splitlines() == ["interrupted; guest torn down"]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_ctrl_c_exits_130(monkeypatch, capsys):
+    def handler(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_kernels", handler)
+    assert cli.main(["kernels"]) == ExitStatus.INTERRUPTED == 130
+    assert capsys.readouterr().err.splitlines() == ["interrupted; guest torn down"]
