@@ -1,36 +1,47 @@
 """The race engine: one fresh guest per scheme, roles started together over
 SSH channels, their JSON joined with the console's splats of the same interval.
 
-A crashed or hung guest is a result, not a harness failure.
+A crashed or hung guest is a result, not a harness failure: `run_roles` says
+how the roles ended (`RunEnd`), `report.fold_verdict` what that means.  The
+engine reaches the guest only through the small `RaceGuest` surface, so unit
+tests drive it with a fake guest that completes, dies, hangs or splats.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import random
 import shlex
+import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator, Protocol, Sequence
 
 from . import kernels
 from .errors import HarnessError
-from .image import GuestExtra, build_image
-from .kbuild import SCHEMES, BuiltModules, ModuleSetSpec, build, validate_knobs
+from .kbuild import BuiltModules, ModuleSetSpec, validate_knobs
 from .paths import build_dir
 from .progress import progress
-from .report import RaceReport, RunResult, render_table, summarise_run
+from .racer import GUEST_PATH, RoleResult, RoleSpec, parse_role_output
+from .report import RaceReport, RunEnd, RunResult, exit_status, render_table, summarise_run
+from .schemes import SCHEMES, WORKLOADS, get_scheme, get_workload
 from .splat import new_splats
-from .vm import ACCELS, Vm, VmConfig
+from .ssh import Running
+from .vm import ACCELS
 
-WORKLOADS = ("lookup", "mount", "fsmount", "all")
 # exit_delay_ms widens the "being removed" window; call_delay_us makes a caller
 # sleep inside the provider, which is what the unsafe scheme cannot survive.
 DEFAULT_KNOBS = (("call_delay_us", 1000), ("exit_delay_ms", 200))
-RACER = "/bin/racer"
 BARRIER = "/dev/shm/harness-race.barrier"
+MAX_CONTENTION = 16
+HANG_SLACK_S = 60.0  # a role still running this long after its deadline is hung
+CONSOLE_SETTLE_S = 0.5  # after the roles: time for a late oops to reach the console
+POLL_S = 0.1  # how often the engine looks at the roles, the guest and the clock
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,7 @@ class RaceSpec:
     """Everything that defines a run; `repro()` turns it back into a command."""
 
     kernel: str = kernels.DEFAULT_KERNEL
-    schemes: tuple[str, ...] = ("refcount", "rwsem", "rwsem-deferred", "unsafe")
+    schemes: tuple[str, ...] = tuple(SCHEMES)
     workloads: tuple[str, ...] = ("lookup", "mount")
     duration_s: float = 15.0
     seed: int = 1
@@ -48,23 +59,30 @@ class RaceSpec:
     providers: int = 2
     reload: str = "finit"  # how the unloader reloads: finit_module or modprobe
     unload_pause_ms: int = 100  # the reloaded module stays live this long
+    contention: int = 0  # host CPU hogs spinning while the roles run
 
     def __post_init__(self) -> None:
         kernels.get_spec(self.kernel)
-        for s in self.schemes:
-            if s not in SCHEMES:
-                raise HarnessError(f"unknown scheme {s!r}; valid: {', '.join(SCHEMES)}")
-        for w in self.workloads:
-            if w not in WORKLOADS:
-                raise HarnessError(f"unknown workload {w!r}; valid: {', '.join(WORKLOADS)}")
         if not self.schemes or not self.workloads:
             raise HarnessError("at least one scheme and one workload are needed")
+        for kind, names in (("scheme", self.schemes), ("workload", self.workloads)):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise HarnessError(f"{kind} {', '.join(dup)} given twice; name each once")
+        for s in self.schemes:
+            get_scheme(s)
+        for w in self.workloads:
+            get_workload(w)
         if not 0 < self.duration_s <= 3600:
-            raise HarnessError(f"--duration must be in (0, 3600] seconds, got {self.duration_s}")
+            raise HarnessError(f"--duration must be in (0, 3600] seconds, got {self.duration_s:g}")
         if not 0 <= self.unload_pause_ms <= 60000:
-            raise HarnessError("--unload-pause must be 0..60000 ms")
+            raise HarnessError(f"--unload-pause must be 0..60000 ms, got {self.unload_pause_ms}")
         if self.reload not in ("finit", "modprobe"):
             raise HarnessError("--reload is finit or modprobe")
+        if not 1 <= self.providers <= 16:
+            raise HarnessError(f"--providers must be 1..16, got {self.providers}")
+        if not 0 <= self.contention <= MAX_CONTENTION:
+            raise HarnessError(f"--contention must be 0..{MAX_CONTENTION} host CPU hogs, got {self.contention}")
         validate_knobs(dict(self.knobs))
 
     def repro(self, scheme: str | None = None, workload: str | None = None) -> str:
@@ -77,29 +95,60 @@ class RaceSpec:
         argv += [a for k, v in self.knobs for a in ("--knob", f"{k}={v}")]
         if self.rcu_expedited:
             argv.append("--rcu-expedited")
+        if self.contention:
+            argv += ["--contention", str(self.contention)]
         return " ".join(shlex.quote(a) for a in argv)
 
 
-def roles_for(workload: str, mods: BuiltModules, spec: RaceSpec, release: str) -> list[list[str]]:
-    """Racer argv per role: the unloader against the callers of one workload."""
-    from .racer import RoleSpec
+# ---------------------------------------------------------------- what the engine needs of a guest
 
+
+class RaceSsh(Protocol):
+    def run(self, command: str, timeout: float | None = 300, check: bool = False,
+            stdin: bytes | None = None): ...
+    def start(self, command: str, stdin: bytes | None = None, pty: bool = False,
+              on_stdout: Callable[[bytes], None] | None = None,
+              on_stderr: Callable[[bytes], None] | None = None) -> Running: ...
+    def upload(self, local: Path | bytes, remote: str, mode: int = 0o644) -> None: ...
+    def alive(self) -> bool: ...
+
+
+class RaceGuest(Protocol):
+    """The part of `vm.Vm` the engine uses."""
+
+    accel: str
+    port: int
+    log_path: Path
+
+    @property
+    def ssh(self) -> RaceSsh: ...
+    def alive(self) -> bool: ...
+    def kill(self) -> None: ...
+    def console_text(self) -> str: ...
+    def console_size(self) -> int: ...
+
+
+# ---------------------------------------------------------------- roles
+
+
+def roles_for(workload: str, mods: BuiltModules, spec: RaceSpec, release: str) -> list[RoleSpec]:
+    """The unloader against the callers of one workload, meeting at one barrier."""
     target = mods.spec.provider_names[0]
-    chosen = ("lookup", "mount", "fsmount") if workload == "all" else (workload,)
+    callers = get_workload(workload).callers
     common = dict(name=target, duration_ms=int(spec.duration_s * 1000), seed=spec.seed,
-                  barrier=BARRIER, parties=1 + len(chosen), progress=True)
-    callers = {
-        "lookup": RoleSpec("looker", ctl=mods.spec.ctl_device, **common),
-        "mount": RoleSpec("mounter", fstype=mods.spec.fs_name, dir="/mnt/bus", **common),
-        "fsmount": RoleSpec("fsmounter", fstype=f"{target}fs", dir="/mnt/own", **common),
+                  barrier=BARRIER, parties=1 + len(callers), progress=True)
+    by_role = {
+        "looker": RoleSpec("looker", ctl=mods.spec.ctl_device, **common),
+        "mounter": RoleSpec("mounter", fstype=mods.spec.fs_name, dir="/mnt/bus", **common),
+        "fsmounter": RoleSpec("fsmounter", fstype=f"{target}fs", dir="/mnt/own", **common),
     }
     unloader = RoleSpec("unloader", ko=f"/lib/modules/{release}/extra/{target}.ko",
                         params=" ".join(f"{k}={v}" for k, v in spec.knobs), load=spec.reload,
                         pause_us=spec.unload_pause_ms * 1000, **common)
-    return [r.argv(RACER) for r in (unloader, *(callers[w] for w in chosen))]
+    return [unloader, *(by_role[c] for c in callers)]
 
 
-def prepare_guest(vm: Vm, mods: BuiltModules, spec: RaceSpec) -> None:
+def prepare_guest(vm: RaceGuest, mods: BuiltModules, spec: RaceSpec) -> None:
     """Knobs for request_module loads, the core loaded, the target loaded."""
     options = "".join(f"options {p} " + " ".join(f"{k}={v}" for k, v in spec.knobs) + "\n"
                       for p in mods.spec.provider_names if spec.knobs)
@@ -108,115 +157,189 @@ def prepare_guest(vm: Vm, mods: BuiltModules, spec: RaceSpec) -> None:
                f"/sbin/modprobe {mods.spec.provider_names[0]}", check=True)
 
 
-def run_one(vm: Vm, mods: BuiltModules, spec: RaceSpec, scheme: str, workload: str) -> RunResult:
-    """One workload in a booted guest; the guest may die doing it."""
-    argvs = roles_for(workload, mods, spec, vm.image.kernel.release)
-    offset = vm.console_size()
-    results, note, seconds = run_roles(vm, argvs, spec.duration_s, label=f"{scheme}/{workload}")
-    time.sleep(0.5)  # let the console catch up with a late oops
-    splats = new_splats(vm.console_text(), offset)
-    return summarise_run(scheme, workload, results, splats, note, spec.repro(scheme, workload),
-                         seconds)
+@dataclass
+class RolesOutcome:
+    """What `run_roles` saw: per-role results in order, how they ended, how long."""
+
+    results: list[RoleResult]
+    end: RunEnd
+    detail: str = ""
+    seconds: float = 0.0
 
 
-def run_roles(vm: Vm, argvs: list[list[str]], duration_s: float, label: str = "",
-              slack_s: float = 60) -> tuple[list, str, float]:
-    """Start racer roles together on parallel SSH channels and collect them:
-    (RoleResults in argv order, a note if the guest died or hung, seconds).
+def _guest_gone(vm: RaceGuest) -> RunEnd | None:
+    if not vm.alive():
+        return RunEnd.GUEST_DIED
+    if not vm.ssh.alive():
+        return RunEnd.SSH_LOST
+    return None
+
+
+def run_roles(vm: RaceGuest, roles: Sequence[RoleSpec], duration_s: float, label: str = "",
+              slack_s: float = HANG_SLACK_S, poll_s: float = POLL_S) -> RolesOutcome:
+    """Start racer roles together on parallel SSH channels and collect them.
     A role still running `slack_s` after `duration_s` counts as a hang."""
-    from .racer import RoleResult, parse_role_output
-
     vm.ssh.run(f"rm -f {BARRIER}", check=True)
     t0 = time.monotonic()
-    counts = [0] * len(argvs)
+    counts = [0] * len(roles)
 
-    def counter(i: int):
+    def counter(i: int) -> Callable[[bytes], None]:
         def on_stderr(data: bytes) -> None:
             for line in data.decode(errors="replace").splitlines():
                 if line.startswith("progress "):
                     counts[i] = int(line.split()[1])
         return on_stderr
 
-    running = [vm.ssh.start(" ".join(shlex.quote(a) for a in argv), on_stderr=counter(i))
-               for i, argv in enumerate(argvs)]
-    results: list = []
-    note = ""
+    running = [vm.ssh.start(r.command(), on_stderr=counter(i)) for i, r in enumerate(roles)]
+    end: RunEnd | None = None
+    detail = ""
     deadline = t0 + duration_s + slack_s
     last_report = 0.0
     while not all([r.done() for r in running]):  # a list: drain every channel
         now = time.monotonic()
-        if not vm.alive():
-            note = "guest died during the race"
-            break
-        if not vm.ssh.alive():
-            note = "SSH connection lost during the race"
+        end = _guest_gone(vm)
+        if end is not None:
             break
         if now > deadline:
-            note = f"roles still running {duration_s + slack_s:.0f}s after start: hang"
+            end = RunEnd.HUNG
+            detail = f"roles still running {duration_s + slack_s:.0f}s after the start"
             break
         if label and now - last_report >= 5:
             left = max(0.0, duration_s - (now - t0))
-            ops = ", ".join(f"{a[1]} {c}" for a, c in zip(argvs, counts))
+            ops = ", ".join(f"{r.role} {c}" for r, c in zip(roles, counts))
             progress(f"race {label}: {left:4.0f}s left; iterations: {ops}")
             last_report = now
-        time.sleep(0.1)
-    if not note:  # every channel closed: maybe because the guest went away
-        time.sleep(0.5)
-        if not vm.alive():
-            note = "guest died during the race"
-        elif not vm.ssh.alive():
-            note = "SSH connection lost during the race"
-    for r, argv in zip(running, argvs):
-        if note and not r.done():
-            results.append(RoleResult.failed(argv[1], note))
+        time.sleep(poll_s)
+    if end is None:  # every channel closed: maybe because the guest went away
+        time.sleep(5 * poll_s)
+        end = _guest_gone(vm) or RunEnd.COMPLETED
+    if end in (RunEnd.GUEST_DIED, RunEnd.SSH_LOST):
+        detail = f"{end.value} during the race"
+    results: list[RoleResult] = []
+    for r, role in zip(running, roles):
+        if end is not RunEnd.COMPLETED and not r.done():
+            results.append(RoleResult.failed(role.role, f"no result ({end.value})"))
             continue
         res = r.wait(5)
-        results.append(parse_role_output(res.stdout, role=argv[1], exit_status=res.exit_status,
+        results.append(parse_role_output(res.stdout, role=role.role, exit_status=res.exit_status,
                                          stderr=res.stderr))
-    return results, note, time.monotonic() - t0
+    return RolesOutcome(results, end, detail, time.monotonic() - t0)
 
 
-def race(spec: RaceSpec, keep: bool = False) -> tuple[RaceReport, Vm | None]:
-    """Run every scheme x workload, one fresh guest per scheme.  With `keep`,
-    the last guest is returned still running (the caller must kill it)."""
-    from .racer import build_racer
+@contextlib.contextmanager
+def host_contention(hogs: int) -> Iterator[None]:
+    """`hogs` host processes spinning on a CPU each, for as long as the block
+    runs: the load a busy CI runner puts next to the guest's vCPU threads."""
+    procs: list[subprocess.Popen] = []
+    try:
+        for _ in range(hogs):
+            procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                                          stdin=subprocess.DEVNULL, start_new_session=True))
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
 
-    kfiles = kernels.fetch(kernels.get_spec(spec.kernel), quiet=True)
-    racer = build_racer()
-    report = RaceReport(kernel=kfiles.release, kernel_spec=spec.kernel, accel="", seed=spec.seed,
-                        duration_s=spec.duration_s, rcu_expedited=spec.rcu_expedited,
-                        knobs=dict(spec.knobs), reload=spec.reload)
-    for i, scheme in enumerate(spec.schemes):
-        mods = build(kfiles, ModuleSetSpec(scheme, providers=spec.providers))
-        img = build_image(kfiles, tuple(mods.ko_files), (GuestExtra(racer, RACER),))
-        vm = Vm(img, VmConfig(accel=spec.accel, rcu_expedited=spec.rcu_expedited), name=f"race-{scheme}")
+
+def run_one(vm: RaceGuest, mods: BuiltModules, spec: RaceSpec, scheme: str, workload: str,
+            release: str) -> RunResult:
+    """One workload in a booted guest; the guest may die doing it."""
+    roles = roles_for(workload, mods, spec, release)
+    offset = vm.console_size()
+    with host_contention(spec.contention):
+        outcome = run_roles(vm, roles, spec.duration_s, label=f"{scheme}/{workload}",
+                            slack_s=HANG_SLACK_S, poll_s=POLL_S)
+    time.sleep(CONSOLE_SETTLE_S)
+    splats = new_splats(vm.console_text(), offset)
+    run = summarise_run(scheme, workload, outcome.results, splats, outcome.end, outcome.detail,
+                        spec.repro(scheme, workload), outcome.seconds)
+    run.console_log = str(vm.log_path)
+    return run
+
+
+# ---------------------------------------------------------------- the pipeline stages a race needs
+
+
+class RaceStages(Protocol):
+    """Kernel, modules and guests for `race()`; `PipelineStages` is the real one."""
+
+    release: str
+
+    def modules(self, scheme: str) -> BuiltModules: ...
+    def boot(self, scheme: str, mods: BuiltModules) -> RaceGuest: ...
+
+
+class PipelineStages:
+    """kernel -> modules -> image -> VM, as everywhere else."""
+
+    def __init__(self, spec: RaceSpec) -> None:
+        from .racer import build_racer
+
+        self.spec = spec
+        self.kfiles = kernels.fetch(kernels.get_spec(spec.kernel), quiet=True)
+        self.release = self.kfiles.release
+        self.racer = build_racer()
+
+    def modules(self, scheme: str) -> BuiltModules:
+        from .kbuild import build
+
+        return build(self.kfiles, ModuleSetSpec(scheme, providers=self.spec.providers))
+
+    def boot(self, scheme: str, mods: BuiltModules) -> RaceGuest:
+        from .image import GuestExtra, build_image
+        from .vm import Vm, VmConfig
+
+        img = build_image(self.kfiles, tuple(mods.ko_files), (GuestExtra(self.racer, GUEST_PATH),))
+        vm = Vm(img, VmConfig(accel=self.spec.accel, rcu_expedited=self.spec.rcu_expedited),
+                name=f"race-{scheme}")
         try:
-            vm.boot()
-            report.accel = vm.accel
-            prepare_guest(vm, mods, spec)
-            for workload in spec.workloads:
-                spoiled = report.runs and report.runs[-1].scheme == scheme and report.runs[-1].splats
-                if spoiled or not vm.alive() or not vm.ssh.alive():
-                    vm.kill()
-                    vm = Vm(img, vm.config, name=f"race-{scheme}")
-                    vm.boot()
-                    prepare_guest(vm, mods, spec)
-                run = run_one(vm, mods, spec, scheme, workload)
-                run.console_log = str(vm.log_path)
-                report.runs.append(run)
-                progress(f"race {scheme}/{workload}: {run.verdict}")
+            return vm.boot()
         except BaseException:
             vm.kill()
             raise
-        if keep and i == len(spec.schemes) - 1 and vm.alive():
+
+
+def race(spec: RaceSpec, keep: bool = False,
+         stages: RaceStages | None = None) -> tuple[RaceReport, RaceGuest | None]:
+    """Run every scheme x workload, one fresh guest per scheme (and a new one
+    after a splat or a dead guest).  With `keep`, the last guest is returned
+    still running (the caller must kill it)."""
+    stages = stages or PipelineStages(spec)
+    report = RaceReport(kernel=stages.release, kernel_spec=spec.kernel, accel="", seed=spec.seed,
+                        duration_s=spec.duration_s, rcu_expedited=spec.rcu_expedited,
+                        knobs=dict(spec.knobs), reload=spec.reload, contention=spec.contention)
+    for i, scheme in enumerate(spec.schemes):
+        mods = stages.modules(scheme)
+        vm: RaceGuest | None = None
+        try:
+            for workload in spec.workloads:
+                last = report.runs[-1] if report.runs else None
+                spoiled = last is not None and last.scheme == scheme and bool(last.splats)
+                if vm is None or spoiled or _guest_gone(vm) is not None:
+                    if vm is not None:
+                        vm.kill()
+                    vm = stages.boot(scheme, mods)
+                    report.accel = vm.accel
+                    prepare_guest(vm, mods, spec)
+                run = run_one(vm, mods, spec, scheme, workload, stages.release)
+                report.runs.append(run)
+                progress(f"race {scheme}/{workload}: {run.verdict.value}")
+        except BaseException:
+            if vm is not None:
+                vm.kill()
+            raise
+        if keep and i == len(spec.schemes) - 1 and vm is not None and vm.alive():
             return report, vm
-        vm.kill()
+        if vm is not None:
+            vm.kill()
     return report, None
 
 
-def _hold(vm: Vm) -> None:
+def _hold(vm: RaceGuest) -> None:
     """--keep: leave the last guest up for a human until Ctrl-C."""
-    print(f"\nguest kept: {vm.image.kernel.release} at 127.0.0.1:{vm.port}\n"
+    print(f"\nguest kept at 127.0.0.1:{vm.port}\n"
           f"  shell:   python -m harness shell --attach {vm.port}\n"
           f"  console: {vm.log_path}\n"
           "press Ctrl-C here to tear it down", file=sys.stderr)
@@ -232,8 +355,12 @@ def _hold(vm: Vm) -> None:
 # ---------------------------------------------------------------- CLI
 
 
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
+def csv(text: str, what: str) -> tuple[str, ...]:
+    """A comma list with no empty element ('6.1,' is a mistake, not 6.1)."""
+    items = tuple(x.strip() for x in text.split(","))
+    if not text.strip() or any(not x for x in items):
+        raise HarnessError(f"--{what} {text!r} has an empty element; give a comma list without blanks")
+    return items
 
 
 def add_race_args(p: argparse.ArgumentParser) -> None:
@@ -243,8 +370,9 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workload", default="lookup,mount", help=f"comma list of {', '.join(WORKLOADS)}")
     p.add_argument("--duration", type=float, default=15.0, metavar="S", help="seconds per run")
     p.add_argument("--seed", type=int, default=None, help="default: random, printed in the report")
-    p.add_argument("--knob", action="append", default=None, metavar="NAME=VALUE",
-                   help="provider parameter (exit_delay_ms, call_delay_us, init_delay_ms, exit_tail_ms); default "
+    p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                   help="provider parameter (exit_delay_ms, call_delay_us, init_delay_ms, exit_tail_ms); "
+                        "overrides that knob only; defaults "
                         + " ".join(f"{k}={v}" for k, v in DEFAULT_KNOBS))
     p.add_argument("--unload-pause", type=int, default=100, metavar="MS",
                    help="how long the unloader leaves the reloaded module live (default 100)")
@@ -252,45 +380,72 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reload", default="finit", choices=("finit", "modprobe"))
     p.add_argument("--accel", default="auto", choices=ACCELS)
     p.add_argument("--rcu-expedited", action="store_true")
+    p.add_argument("--contention", type=int, default=0, metavar="N",
+                   help="N host processes spin on the CPUs while the roles run (a loaded CI runner)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON report here")
     p.add_argument("--keep", action="store_true", help="leave the last guest up for a shell")
 
 
-def parse_knobs(items: list[str] | None) -> tuple[tuple[str, int], ...]:
-    if items is None:
-        return DEFAULT_KNOBS
-    knobs = {}
-    for item in items:
+def parse_knobs(items: Sequence[str] | None) -> tuple[tuple[str, int], ...]:
+    """The defaults, each `NAME=VALUE` overriding that knob only."""
+    given: dict[str, object] = {}
+    for item in items or ():
         name, sep, value = item.partition("=")
         if not sep:
             raise HarnessError(f"--knob wants NAME=VALUE, got {item!r}")
-        knobs[name.strip()] = value.strip()
-    return tuple(sorted(validate_knobs(knobs).items()))
+        given[name.strip()] = value.strip()
+    return tuple(sorted({**dict(DEFAULT_KNOBS), **validate_knobs(given)}.items()))
 
 
-def cmd_race(args: argparse.Namespace) -> int:
+def check_output(path: Path) -> None:
+    """Refuse an output file that cannot be written, before anything boots."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise HarnessError(f"--json {path} is a folder; give a file name")
+    if not parent.is_dir():
+        raise HarnessError(f"--json {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise HarnessError(f"--json {path}: not writable")
+
+
+def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
-    specs = [RaceSpec(kernel=k.name, schemes=_csv(args.scheme), workloads=_csv(args.workload),
-                      duration_s=args.duration, seed=seed, knobs=parse_knobs(args.knob),
-                      accel=args.accel, rcu_expedited=args.rcu_expedited,
-                      providers=args.providers, reload=args.reload,
-                      unload_pause_ms=args.unload_pause)
-             for k in kernels.parse_specs(args.kernel)]
-    reports = []
+    kernel_names = [k.name for k in kernels.parse_specs(",".join(csv(args.kernel, "kernel")))]
+    return [RaceSpec(kernel=k, schemes=csv(args.scheme, "scheme"), workloads=csv(args.workload, "workload"),
+                     duration_s=args.duration, seed=seed, knobs=parse_knobs(args.knob),
+                     accel=args.accel, rcu_expedited=args.rcu_expedited, providers=args.providers,
+                     reload=args.reload, unload_pause_ms=args.unload_pause, contention=args.contention)
+            for k in kernel_names]
+
+
+def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] | None = None) -> int:
+    specs = specs_from_args(args)
+    out = build_dir() / "reports" / f"race-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output(out)
+    if args.json:
+        check_output(args.json)
+    reports: list[RaceReport] = []
+    kept: RaceGuest | None = None
     for spec in specs:
         progress(f"race on {spec.kernel}: schemes {','.join(spec.schemes)}, workloads "
-                 f"{','.join(spec.workloads)}, {spec.duration_s:g}s each, seed {spec.seed}")
-        report, kept = race(spec, keep=args.keep and spec is specs[-1])
+                 f"{','.join(spec.workloads)}, {spec.duration_s:g}s each, seed {spec.seed}"
+                 + (f", {spec.contention} host CPU hogs" if spec.contention else ""))
+        report, kept = race(spec, keep=args.keep and spec is specs[-1],
+                            stages=stages(spec) if stages else None)
         reports.append(report)
         print(render_table(report), flush=True)
-    out = build_dir() / "reports" / f"race-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    doc = [asdict(r) for r in reports]
+    doc = [r.to_json() for r in reports]
     text = json.dumps(doc[0] if len(doc) == 1 else doc, indent=1)
     out.write_text(text)
     if args.json:
         args.json.write_text(text)
     print(f"report: {args.json or out}", file=sys.stderr)
+    status = exit_status(reports)
+    for r in reports:
+        for line in r.problems():
+            print(f"FAIL {r.kernel_spec}: {line}", file=sys.stderr)
     if kept is not None:
         _hold(kept)
-    return 1 if any(r.unexpected_splats() for r in reports) else 0
+    return int(status)
+

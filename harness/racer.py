@@ -27,6 +27,7 @@ from .progress import progress
 from .util import file_lock, hash_inputs, need_tool
 
 SOURCE = REPO / "kmods" / "racer" / "racer.c"
+GUEST_PATH = "/bin/racer"  # where every guest image carries the racer
 CFLAGS = ("-O2", "-static", "-Wall", "-Wextra")
 PERCENTILES = ("p50", "p90", "p99", "max")
 PERMILLE = {"p50": 500, "p90": 900, "p99": 990}
@@ -275,7 +276,7 @@ class RoleSpec:
         if self.barrier is not None and self.parties is None:
             raise HarnessError("racer --barrier needs --parties")
 
-    def argv(self, racer_path: str | Path) -> list[str]:
+    def argv(self, racer_path: str | Path = GUEST_PATH) -> list[str]:
         out = [str(racer_path), self.role]
         for f in fields(self):
             if f.name == "role":
@@ -290,7 +291,7 @@ class RoleSpec:
                 out += [flag, str(value)]
         return out
 
-    def command(self, racer_path: str | Path) -> str:
+    def command(self, racer_path: str | Path = GUEST_PATH) -> str:
         """The argv as one shell-quoted string (for SSH)."""
         return " ".join(shlex.quote(a) for a in self.argv(racer_path))
 

@@ -1,6 +1,7 @@
-"""Race results: the maths from role records to a run, the table and the JSON.
+"""Race results: typed outcomes, the verdict, the exit status, the table and the JSON.
 
-Pure functions, no guest: what a number in the report means is decided here.
+Pure functions, no guest: what a number in the report means is decided here,
+and so is what a run ended as.  Nothing here looks at English text.
 
 A *spurious failure* is a lookup, mount or fsmount that returned an error
 although its provider was installed in the guest the whole time and loadable
@@ -12,17 +13,103 @@ the failures of those operations, by errno.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
+from typing import Any, Sequence
 
-from typing import TYPE_CHECKING
-
+from .exitcodes import ExitStatus
+from .racer import OpStats, RoleResult, merge_ops
+from .schemes import SCHEMES, WORKLOADS, control_must_fire
 from .splat import Splat
 
-if TYPE_CHECKING:
-    from .racer import RoleResult
-
 CALLER_OPS = ("lookup", "mount", "fsmount")
-CRASH_KINDS = {"oops", "bug", "gpf", "panic", "invalid_opcode", "kasan", "kfence"}
+CRASH_KINDS = frozenset({"oops", "bug", "gpf", "panic", "invalid_opcode", "kasan", "kfence"})
+
+
+class RunEnd(enum.Enum):
+    """How the roles of one run ended, as the engine saw it."""
+
+    COMPLETED = "completed"  # every role's channel closed with the guest still up
+    GUEST_DIED = "guest died"  # the QEMU process exited
+    SSH_LOST = "SSH lost"  # QEMU runs but the connection is gone
+    HUNG = "hung"  # roles still running long after their deadline
+
+
+class Verdict(enum.Enum):
+    """One run's verdict.  Precedence: the first member whose condition holds
+    (see `fold_verdict`), so a crash outranks a warning outranks a hang."""
+
+    CRASHED = "crashed"  # crash splat (oops, BUG, GPF, panic, KASAN), or the guest/SSH died
+    WARNED = "warned"  # any other splat: WARNING, lockdep, hung task, RCU stall
+    HUNG = "hung"  # roles did not finish
+    ERROR = "error"  # a role produced no result, or an unusable one
+    NO_RACE = "no-race"  # the unloader never unloaded: nothing was raced
+    SPURIOUS = "spurious"  # callers failed although the provider could be loaded
+    CLEAN = "clean"
+
+
+class Control(enum.Enum):
+    """What a negative-control run showed (NONE for the schemes that claim safety)."""
+
+    NONE = "-"
+    FIRED = "fired"  # it crashed, as it must
+    MISSED = "missed"  # it must crash here and did not: the run proved nothing
+    BY_DESIGN = "clean by design"  # this workload never calls through ops
+
+
+def fold_verdict(end: RunEnd, splats: Sequence[Splat], role_errors: Sequence[str], unloads: int,
+                 spurious: int) -> Verdict:
+    """The verdict's precedence, in one place."""
+    kinds = {s.kind for s in splats}
+    if kinds & CRASH_KINDS or end in (RunEnd.GUEST_DIED, RunEnd.SSH_LOST):
+        return Verdict.CRASHED
+    if splats:
+        return Verdict.WARNED
+    if end is RunEnd.HUNG:
+        return Verdict.HUNG
+    if role_errors:
+        return Verdict.ERROR
+    if unloads == 0:
+        return Verdict.NO_RACE
+    if spurious:
+        return Verdict.SPURIOUS
+    return Verdict.CLEAN
+
+
+def fold_control(scheme: str, workload: str, verdict: Verdict) -> Control:
+    row = SCHEMES[scheme]
+    if not row.negative_control:
+        return Control.NONE
+    if not control_must_fire(row, WORKLOADS[workload]):
+        return Control.BY_DESIGN
+    return Control.FIRED if verdict is Verdict.CRASHED else Control.MISSED
+
+
+# Verdicts that fail a run of a scheme that claims to be safe.
+_SAFE_SCHEME_FAILS = frozenset({Verdict.CRASHED, Verdict.WARNED, Verdict.HUNG, Verdict.ERROR,
+                                Verdict.NO_RACE})
+# A negative control may crash, warn or hang anywhere; it must still have raced.
+_CONTROL_FAILS = frozenset({Verdict.ERROR, Verdict.NO_RACE})
+
+
+def problem(run: "RunResult") -> str | None:
+    """Why this run fails the race (exit status 1), or None when it does not."""
+    where = f"{run.scheme}/{run.workload}"
+    if run.control is Control.MISSED:
+        return (f"{where}: negative control missed: no crash (verdict {run.verdict.value}), so this "
+                "run did not show that the harness can see one")
+    if run.control is not Control.NONE:
+        fails = run.verdict in _CONTROL_FAILS
+    else:
+        fails = run.verdict in _SAFE_SCHEME_FAILS
+    if not fails:
+        return None
+    why = {Verdict.NO_RACE: "the unloader never unloaded the provider: nothing was raced",
+           Verdict.ERROR: "; ".join(run.role_errors)}.get(run.verdict, "")
+    if run.end is not RunEnd.COMPLETED:
+        why = "; ".join(x for x in (f"{run.end.value}: {run.end_detail}", why) if x)
+    titles = "; ".join(s.title for s in run.splats[:3])
+    return f"{where}: {run.verdict.value}" + "".join(f" ({x})" for x in (why, titles) if x)
 
 
 @dataclass
@@ -31,18 +118,53 @@ class RunResult:
 
     scheme: str
     workload: str
-    ops: dict[str, dict] = field(default_factory=dict)  # {op: {total, ok, errors}}
-    latency_us: dict[str, dict] = field(default_factory=dict)  # {op: {p50, p90, p99, max}}
+    end: RunEnd = RunEnd.COMPLETED
+    end_detail: str = ""
+    ops: dict[str, OpStats] = field(default_factory=dict)
     spurious_failures: int = 0
     first_spurious_s: float | None = None  # seconds after the start
     failed_during_unload: int = 0
-    splats: list[dict] = field(default_factory=list)  # [{kind, title}]
-    verdict: str = ""
-    note: str = ""
+    splats: list[Splat] = field(default_factory=list)
+    role_errors: list[str] = field(default_factory=list)
+    verdict: Verdict = Verdict.CLEAN
+    control: Control = Control.NONE
     seconds: float = 0.0
     repro: str = ""
     console_log: str = ""
-    role_errors: list[str] = field(default_factory=list)
+
+    def op(self, name: str) -> OpStats:
+        """Counts of one operation; all zero when it never ran."""
+        return self.ops.get(name, OpStats())
+
+    @property
+    def unloads(self) -> int:
+        return self.op("delete_module").ok
+
+    @property
+    def callers(self) -> OpStats:
+        """Every caller operation (lookup, mount, fsmount) together."""
+        merged = merge_ops({"calls": self.ops[o]} for o in CALLER_OPS if o in self.ops)
+        return merged.get("calls", OpStats())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scheme": self.scheme, "workload": self.workload,
+            "end": self.end.value, "end_detail": self.end_detail,
+            "verdict": self.verdict.value, "control": self.control.value,
+            "problem": problem(self),
+            "ops": {k: op_json(v) for k, v in sorted(self.ops.items())},
+            "spurious_failures": self.spurious_failures, "first_spurious_s": self.first_spurious_s,
+            "failed_during_unload": self.failed_during_unload,
+            "splats": [{"kind": s.kind, "title": s.title, "lines": list(s.lines)} for s in self.splats],
+            "role_errors": self.role_errors, "seconds": self.seconds, "repro": self.repro,
+            "console_log": self.console_log,
+        }
+
+
+def op_json(st: OpStats) -> dict[str, Any]:
+    return {"total": st.total, "ok": st.ok, "errors": dict(sorted(st.errors.items())),
+            "failed_during_unload": st.failed_during_unload, "latency_us": st.latency_us,
+            "first_failure_ms": st.first_failure_ms, "hist": [list(b) for b in st.hist]}
 
 
 @dataclass
@@ -55,11 +177,23 @@ class RaceReport:
     rcu_expedited: bool
     knobs: dict[str, int]
     reload: str
+    contention: int = 0  # host CPU hogs running during every run
     runs: list[RunResult] = field(default_factory=list)
 
-    def unexpected_splats(self) -> list[RunResult]:
-        """Runs whose guest splatted although the scheme claims to be safe."""
-        return [r for r in self.runs if r.splats and r.scheme != "unsafe"]
+    def problems(self) -> list[str]:
+        return [p for p in map(problem, self.runs) if p]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kernel": self.kernel, "kernel_spec": self.kernel_spec, "accel": self.accel,
+                "seed": self.seed, "duration_s": self.duration_s, "rcu_expedited": self.rcu_expedited,
+                "knobs": self.knobs, "reload": self.reload, "contention": self.contention,
+                "exit_status": int(exit_status([self])), "problems": self.problems(),
+                "runs": [r.to_json() for r in self.runs]}
+
+
+def exit_status(reports: Sequence[RaceReport]) -> ExitStatus:
+    """OK only when every run raced and showed what its scheme claims."""
+    return ExitStatus.FINDINGS if any(r.problems() for r in reports) else ExitStatus.OK
 
 
 def _op_name(role: str, op: str) -> str:
@@ -69,83 +203,63 @@ def _op_name(role: str, op: str) -> str:
     return op
 
 
-def verdict(run: RunResult) -> str:
-    kinds = {s["kind"] for s in run.splats}
-    if kinds & CRASH_KINDS or "died" in run.note or "lost" in run.note:
-        return "crashed"
-    if run.splats:
-        return "warned"
-    if "hang" in run.note:
-        return "hung"
-    if run.role_errors:
-        return "error"
-    unloads = run.ops.get("delete_module", {}).get("ok", 0)
-    if unloads == 0:
-        return "no-race"
-    if run.spurious_failures:
-        return "spurious"
-    return "clean"
-
-
-def summarise_run(scheme: str, workload: str, roles: list[RoleResult], splats: list[Splat],
-                  note: str, repro: str, seconds: float) -> RunResult:
-    from .racer import merge_ops
-
-    renamed = [
-        {_op_name(r.role, op): st for op, st in r.ops.items()} for r in roles]
-    merged = merge_ops(renamed)
-    run = RunResult(scheme=scheme, workload=workload, note=note, repro=repro, seconds=round(seconds, 2))
-    for op, st in sorted(merged.items()):
-        run.ops[op] = {"total": st.total, "ok": st.ok, "errors": dict(sorted(st.errors.items()))}
-        run.latency_us[op] = {k: round(v, 1) for k, v in st.latency_us.items()}
-        if op in CALLER_OPS:
-            run.spurious_failures += st.total - st.ok
-            run.failed_during_unload += st.failed_during_unload
-            if st.first_failure_ms is not None:
-                first = round(st.first_failure_ms / 1000, 3)
-                run.first_spurious_s = min(first, run.first_spurious_s or first)
-    run.role_errors = [f"{r.role}: {r.error}" for r in roles if r.error]
-    run.splats = [{"kind": s.kind, "title": s.title} for s in splats]
-    run.verdict = verdict(run)
+def summarise_run(scheme: str, workload: str, roles: Sequence[RoleResult], splats: Sequence[Splat],
+                  end: RunEnd, end_detail: str, repro: str, seconds: float) -> RunResult:
+    merged = merge_ops({_op_name(r.role, op): st for op, st in r.ops.items()} for r in roles)
+    run = RunResult(scheme=scheme, workload=workload, end=end, end_detail=end_detail,
+                    ops=dict(sorted(merged.items())), repro=repro, seconds=round(seconds, 2),
+                    splats=list(splats), role_errors=[f"{r.role}: {r.error}" for r in roles if r.error])
+    for op in CALLER_OPS:
+        st = run.ops.get(op)
+        if st is None:
+            continue
+        run.spurious_failures += st.failed
+        run.failed_during_unload += st.failed_during_unload
+        if st.first_failure_ms is not None:
+            first = round(st.first_failure_ms / 1000, 3)
+            run.first_spurious_s = min(first, run.first_spurious_s or first)
+    run.verdict = fold_verdict(end, run.splats, run.role_errors, run.unloads, run.spurious_failures)
+    run.control = fold_control(scheme, workload, run.verdict)
     return run
 
 
-def _errors(d: dict) -> str:
-    return " ".join(f"{k}:{v}" for k, v in d.get("errors", {}).items()) or "-"
+def _errors(errors: dict[str, int]) -> str:
+    return " ".join(f"{k}:{v}" for k, v in sorted(errors.items())) or "-"
+
+
+def header(report: RaceReport) -> str:
+    knobs = " ".join(f"{k}={v}" for k, v in sorted(report.knobs.items())) or "-"
+    return (f"kernel {report.kernel} ({report.kernel_spec}), accel {report.accel}, seed {report.seed}, "
+            f"{report.duration_s:g}s per run, knobs {knobs}, rcu_expedited={int(report.rcu_expedited)}, "
+            f"reload={report.reload}, contention={report.contention}")
 
 
 def render_table(report: RaceReport) -> str:
     """Side by side: per scheme and workload, ops, errnos, spurious, latency, splats."""
-    head = (f"kernel {report.kernel} ({report.kernel_spec}), accel {report.accel}, seed {report.seed}, "
-            f"{report.duration_s:g}s per run, knobs "
-            f"{' '.join(f'{k}={v}' for k, v in report.knobs.items()) or '-'}, "
-            f"rcu_expedited={int(report.rcu_expedited)}, reload={report.reload}")
     cols = ["scheme", "workload", "calls ok/total", "caller errors", "spurious", "rmmod ok/total",
             "rmmod errors", "call p50/p99/max us", "splats", "verdict"]
     rows = [cols]
     for r in report.runs:
-        callers = [r.ops[o] for o in CALLER_OPS if o in r.ops]
-        ok = sum(c["ok"] for c in callers)
-        total = sum(c["total"] for c in callers)
-        errs: dict[str, int] = {}
-        for c in callers:
-            for k, v in c["errors"].items():
-                errs[k] = errs.get(k, 0) + v
-        lat = next((r.latency_us[o] for o in CALLER_OPS if o in r.latency_us), {})
-        dm = r.ops.get("delete_module", {"ok": 0, "total": 0})
+        calls = r.callers
+        lat = next((r.ops[o].latency_us for o in CALLER_OPS if o in r.ops), {})
+        dm = r.op("delete_module")
+        verdict = r.verdict.value
+        if r.control is not Control.NONE:
+            verdict += f" (control {r.control.value})"
         rows.append([
-            r.scheme, r.workload, f"{ok}/{total}", _errors({"errors": errs}), str(r.spurious_failures),
-            f"{dm['ok']}/{dm['total']}", _errors(dm),
+            r.scheme, r.workload, f"{calls.ok}/{calls.total}", _errors(calls.errors), str(r.spurious_failures),
+            f"{dm.ok}/{dm.total}", _errors(dm.errors),
             "/".join(f"{lat.get(k, 0):.0f}" for k in ("p50", "p99", "max")) if lat else "-",
-            "; ".join(s["title"] for s in r.splats)[:60] or "-", r.verdict,
+            "; ".join(s.title for s in r.splats)[:60] or "-", verdict,
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
-    lines = [head, ""]
+    lines = [header(report), ""]
     for n, row in enumerate(rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
-    notes = [f"{r.scheme}/{r.workload}: {r.note}" for r in report.runs if r.note]
+    notes = [f"{r.scheme}/{r.workload}: {r.end.value}: {r.end_detail}"
+             for r in report.runs if r.end is not RunEnd.COMPLETED]
     notes += [f"{r.scheme}/{r.workload}: {e}" for r in report.runs for e in r.role_errors]
     if notes:
         lines += ["", *notes]

@@ -12,17 +12,15 @@ from harness.kbuild import ModuleSetSpec
 
 
 def _spec_from_argv(argv):
-    args = parser().parse_args(argv)
-    return race.RaceSpec(kernel=args.kernel, schemes=race._csv(args.scheme), workloads=race._csv(args.workload),
-                         duration_s=args.duration, seed=args.seed, knobs=race.parse_knobs(args.knob),
-                         accel=args.accel, rcu_expedited=args.rcu_expedited, providers=args.providers,
-                         reload=args.reload, unload_pause_ms=args.unload_pause)
+    (spec,) = race.specs_from_args(parser().parse_args(argv))
+    return spec
 
 
 def test_repro_reruns_exactly_this_run():
     spec = race.RaceSpec(kernel="6.12", schemes=("refcount", "rwsem"), workloads=("mount",), duration_s=7.5,
-                         seed=42, knobs=(("exit_delay_ms", 50),), rcu_expedited=True, reload="modprobe",
-                         unload_pause_ms=20)
+                         seed=42, knobs=(("call_delay_us", 1000), ("exit_delay_ms", 50)), rcu_expedited=True,
+                         reload="modprobe",
+                         unload_pause_ms=20, contention=2)
     argv = shlex.split(spec.repro("rwsem", "mount"))
     assert argv[:4] == ["python", "-m", "harness", "race"]
     again = _spec_from_argv(argv[3:])
@@ -45,6 +43,10 @@ def test_bad_specs_are_refused_before_anything_runs(kwargs, msg):
 def test_knob_parsing():
     assert race.parse_knobs(None) == race.DEFAULT_KNOBS
     assert race.parse_knobs(["exit_delay_ms=10", "call_delay_us=0"]) == (("call_delay_us", 0), ("exit_delay_ms", 10))
+    # one knob given: the other defaults stay (a lost call_delay_us silences the negative control)
+    assert race.parse_knobs(["exit_delay_ms=50"]) == (("call_delay_us", 1000), ("exit_delay_ms", 50))
+    assert race.parse_knobs(["exit_tail_ms=5"]) == (("call_delay_us", 1000), ("exit_delay_ms", 200),
+                                                    ("exit_tail_ms", 5))
     with pytest.raises(HarnessError, match="NAME=VALUE"):
         race.parse_knobs(["exit_delay_ms"])
 
@@ -56,7 +58,7 @@ class _Mods:
 def test_roles_pit_the_unloader_against_the_workloads_callers():
     spec = race.RaceSpec(schemes=("rwsem-deferred",), workloads=("all",), duration_s=3, seed=9,
                          knobs=(("exit_delay_ms", 200),))
-    roles = race.roles_for("all", _Mods, spec, "6.1.0-56-amd64")
+    roles = [r.argv() for r in race.roles_for("all", _Mods, spec, "6.1.0-56-amd64")]
     assert [r[1] for r in roles] == ["unloader", "looker", "mounter", "fsmounter"]
     unloader = roles[0]
     assert unloader[unloader.index("--ko") + 1] == "/lib/modules/6.1.0-56-amd64/extra/rwd_prov0.ko"

@@ -1,7 +1,7 @@
 """Report maths: spurious failures, verdicts and the table, from role records."""
 
 from harness.racer import OpStats, RoleResult
-from harness.report import RaceReport, render_table, summarise_run
+from harness.report import RaceReport, RunEnd, Verdict, exit_status, render_table, summarise_run
 from harness.splat import Splat
 
 LAT = {"p50": 10.0, "p90": 20.0, "p99": 30.0, "max": 40.0}
@@ -16,35 +16,38 @@ def test_spurious_counts_caller_failures_only():
     looker = RoleResult("looker", ops={"lookup": OpStats(100, 90, {"ENODEV": 7, "ENOENT": 3}, 6, LAT, 2500.0)})
     fsm = RoleResult("fsmounter", ops={"mount": OpStats(20, 18, {"ENODEV": 2}, 2, LAT, 1200.0),
                                        "umount": OpStats(18, 17, {"EBUSY": 1}, 0, LAT)})
-    run = summarise_run("refcount", "all", [_unloader(), looker, fsm], [], "", "repro", 1.0)
+    run = summarise_run("refcount", "all", [_unloader(), looker, fsm], [], RunEnd.COMPLETED, "", "repro", 1.0)
     assert set(run.ops) == {"delete_module", "load", "lookup", "fsmount", "fsumount"}
     assert run.spurious_failures == 12  # 10 lookups + 2 fsmounts; umount and rmmod do not count
     assert run.failed_during_unload == 8
     assert run.first_spurious_s == 1.2
-    assert run.verdict == "spurious"
+    assert run.verdict is Verdict.SPURIOUS
+
+
+def _run(scheme, roles, splats=(), end=RunEnd.COMPLETED):
+    return summarise_run(scheme, "lookup", roles, list(splats), end, "", "", 1)
 
 
 def test_verdicts():
     clean = RoleResult("looker", ops={"lookup": OpStats(5, 5, {}, 0, LAT)})
-    assert summarise_run("rwsem", "lookup", [_unloader(), clean], [], "", "", 1).verdict == "clean"
-    assert summarise_run("rwsem", "lookup", [_unloader(0, 8), clean], [], "", "", 1).verdict == "no-race"
+    assert _run("rwsem", [_unloader(), clean]).verdict is Verdict.CLEAN
+    assert _run("rwsem", [_unloader(0, 8), clean]).verdict is Verdict.NO_RACE
     oops = Splat("bug", "BUG: kernel NULL pointer dereference in un_prov0_call", ("x",), (), None, 0)
-    crashed = summarise_run("unsafe", "lookup", [_unloader(), RoleResult.failed("looker", "killed")],
-                            [oops], "", "", 1)
-    assert crashed.verdict == "crashed" and crashed.splats == [{"kind": "bug", "title": oops.title}]
+    crashed = _run("unsafe", [_unloader(), RoleResult.failed("looker", "killed")], [oops])
+    assert crashed.verdict is Verdict.CRASHED and crashed.splats == [oops]
     warn = Splat("warning", "WARNING in foo", ("x",), (), None, 0)
-    assert summarise_run("rwsem", "lookup", [_unloader(), clean], [warn], "", "", 1).verdict == "warned"
-    assert summarise_run("rwsem", "lookup", [_unloader(), clean], [], "roles still running: hang", "",
-                         1).verdict == "hung"
+    assert _run("rwsem", [_unloader(), clean], [warn]).verdict is Verdict.WARNED
+    assert _run("rwsem", [_unloader(), clean], end=RunEnd.HUNG).verdict is Verdict.HUNG
+    assert _run("rwsem", [_unloader(), clean], end=RunEnd.GUEST_DIED).verdict is Verdict.CRASHED
 
 
-def test_only_safe_schemes_make_splats_unexpected_and_table_renders():
+def test_only_safe_schemes_fail_on_a_splat_and_table_renders():
     oops = Splat("oops", "Oops in x", ("x",), (), None, 0)
     rep = RaceReport("6.1.0-56-amd64", "6.1", "tcg", 7, 10.0, False, {"exit_delay_ms": 200}, "finit")
-    rep.runs.append(summarise_run("unsafe", "lookup", [_unloader()], [oops], "", "", 1))
-    assert rep.unexpected_splats() == []
-    rep.runs.append(summarise_run("refcount", "lookup", [_unloader()], [oops], "", "", 1))
-    assert [r.scheme for r in rep.unexpected_splats()] == ["refcount"]
+    rep.runs.append(_run("unsafe", [_unloader()], [oops]))
+    assert rep.problems() == [] and exit_status([rep]) == 0
+    rep.runs.append(_run("refcount", [_unloader()], [oops]))
+    assert rep.problems() == ["refcount/lookup: crashed (Oops in x)"] and exit_status([rep]) == 1
     table = render_table(rep)
     assert "seed 7" in table and "exit_delay_ms=200" in table
     assert table.count("crashed") == 2 and "Oops in x" in table

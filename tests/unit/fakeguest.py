@@ -1,0 +1,166 @@
+"""A fake guest for the race engine: racer roles that complete, a guest that
+dies, hangs, drops SSH or splats, with no QEMU.  Scripted per scheme by a
+`Behaviour`; everything the engine sends is recorded for the tests to check."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.kbuild import BuiltModules, ModuleSetSpec
+from harness.ssh import CommandResult
+
+RELEASE = "6.1.0-99-fake"
+OOPS = ("[   12.000000] BUG: kernel NULL pointer dereference, address: 0000000000000008\n"
+        "[   12.000001] RIP: 0010:un_prov0_call+0x10/0x30 [un_prov0]\n"
+        "[   12.000002] ---[ end trace 0000000000000000 ]---\n")
+WARNING = ("[   12.000000] WARNING: CPU: 0 PID: 1 at drivers/fake/fake.c:42 fake_probe+0x10/0x20 [fake]\n"
+           "[   12.000001] ---[ end trace 0000000000000000 ]---\n")
+
+
+@dataclass
+class Behaviour:
+    """What the fake guest does once the roles start (times in seconds)."""
+
+    role_s: float = 0.05  # roles finish after this long...
+    finish: bool = True  # ...or never (a hang, or a death before they finish)
+    die_after: float | None = None  # QEMU exits
+    ssh_lost_after: float | None = None  # the connection drops, QEMU stays
+    console: str = ""  # appended to the console when the roles start
+    unloads: int = 5  # delete_module successes the unloader reports
+    lookups: tuple[int, int] = (100, 100)  # (total, ok) per caller role
+    errno: str = "ENODEV"  # what the failed calls returned
+    killed_roles: tuple[str, ...] = ()  # roles that print no JSON (killed by an oops)
+
+
+def role_json(role: str, b: Behaviour) -> str:
+    total, ok = b.lookups
+    lat = {"p50": 10.0, "p90": 20.0, "p99": 30.0, "max": 40.0}
+    caller = {"total": total, "ok": ok, "errors": {b.errno: total - ok} if total > ok else {},
+              "failed_during_unload": total - ok, "latency_us": lat,
+              "first_failure_ms": 12.5 if total > ok else None}
+    ops = {
+        "unloader": {"delete_module": {"total": b.unloads + 3, "ok": b.unloads, "errors": {"EAGAIN": 3},
+                                       "latency_us": lat},
+                     "load": {"total": b.unloads, "ok": b.unloads, "errors": {}, "latency_us": lat}},
+        "looker": {"lookup": caller},
+        "mounter": {"mount": caller, "umount": {"total": ok, "ok": ok, "errors": {}, "latency_us": lat}},
+        "fsmounter": {"mount": caller, "umount": {"total": ok, "ok": ok, "errors": {}, "latency_us": lat}},
+    }[role]
+    return json.dumps({"role": role, "name": "x_prov0", "duration_ms": 1000, "iterations": 10, "ops": ops})
+
+
+class FakeRunning:
+    def __init__(self, guest: "FakeGuest", command: str, on_stderr) -> None:
+        self.guest = guest
+        self.command = command
+        argv = shlex.split(command)
+        self.argv = argv
+        self.role = argv[1] if len(argv) > 1 and argv[0].endswith("racer") else ""
+        self.t0 = time.monotonic()
+        if on_stderr:
+            on_stderr(b"progress 7\n")
+
+    def _finished(self) -> bool:
+        b = self.guest.behaviour
+        if not self.role:
+            return True
+        if not self.guest.alive() or not self.guest.ssh.alive():
+            return False  # a dead connection's channels may never report
+        return b.finish and time.monotonic() - self.t0 >= b.role_s
+
+    def done(self) -> bool:
+        return self._finished()
+
+    def wait(self, timeout: float | None = None) -> CommandResult:
+        end = time.monotonic() + (timeout or 0)
+        while not self._finished() and time.monotonic() < end:
+            time.sleep(0.01)
+        if not self._finished():
+            return CommandResult(self.command, -1, "", "", 0.0)
+        if self.role in self.guest.behaviour.killed_roles:
+            return CommandResult(self.command, -1, "", "", 0.0)
+        out = role_json(self.role, self.guest.behaviour) + "\n" if self.role else ""
+        return CommandResult(self.command, 0, out, "", 0.0)
+
+
+class FakeSsh:
+    def __init__(self, guest: "FakeGuest") -> None:
+        self.guest = guest
+
+    def alive(self) -> bool:
+        after = self.guest.behaviour.ssh_lost_after
+        return self.guest.alive() and not self.guest._past(after)
+
+    def run(self, command: str, timeout: float | None = 300, check: bool = False,
+            stdin: bytes | None = None) -> CommandResult:
+        self.guest.commands.append(command)
+        return CommandResult(command, 0, "", "", 0.0)
+
+    def start(self, command: str, stdin=None, pty=False, on_stdout=None, on_stderr=None) -> FakeRunning:
+        self.guest.commands.append(command)
+        if self.guest.started is None:
+            self.guest.started = time.monotonic()
+            self.guest.console += self.guest.behaviour.console
+        return FakeRunning(self.guest, command, on_stderr)
+
+    def upload(self, local, remote: str, mode: int = 0o644) -> None:
+        self.guest.uploads[remote] = local if isinstance(local, bytes) else Path(local).read_bytes()
+
+
+@dataclass
+class FakeGuest:
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    accel: str = "tcg"
+    port: int = 2222
+    log_path: Path = Path("/nonexistent/fake-console.log")
+    console: str = "[    0.000000] Linux version 6.1.0-99-fake\n"
+    commands: list[str] = field(default_factory=list)
+    uploads: dict[str, bytes] = field(default_factory=dict)
+    started: float | None = None
+    killed: bool = False
+
+    def __post_init__(self) -> None:
+        self._ssh = FakeSsh(self)
+
+    def _past(self, after: float | None) -> bool:
+        return after is not None and self.started is not None and time.monotonic() - self.started >= after
+
+    @property
+    def ssh(self) -> FakeSsh:
+        return self._ssh
+
+    def alive(self) -> bool:
+        return not self.killed and not self._past(self.behaviour.die_after)
+
+    def kill(self) -> None:
+        self.killed = True
+
+    def console_text(self) -> str:
+        return self.console
+
+    def console_size(self) -> int:
+        return len(self.console.encode())
+
+
+class FakeStages:
+    """`race()`'s stages with fake guests: one `Behaviour` per scheme."""
+
+    release = RELEASE
+
+    def __init__(self, behaviours: dict[str, Behaviour]) -> None:
+        self.behaviours = behaviours
+        self.guests: list[tuple[str, FakeGuest]] = []
+
+    def modules(self, scheme: str) -> BuiltModules:
+        spec = ModuleSetSpec(scheme)
+        return BuiltModules(spec=spec, release=RELEASE, ko_files=[], core=spec.core,
+                            providers=spec.provider_names, prefix=spec.prefix, build_dir=Path("/nonexistent"))
+
+    def boot(self, scheme: str, mods: BuiltModules) -> FakeGuest:
+        guest = FakeGuest(behaviour=self.behaviours.get(scheme, Behaviour()))
+        self.guests.append((scheme, guest))
+        return guest
