@@ -25,6 +25,7 @@ from .errors import HarnessError
 from .exitcodes import ExitStatus
 from .image import GuestExtra, build_image
 from .modcheck import check_module
+from .paths import build_dir, cache_dir
 from .progress import progress
 from .splat import parse as parse_splats
 from .ssh import CommandTimeout, command_line
@@ -143,6 +144,7 @@ def _guest(args: argparse.Namespace, timings: Timings | None = None) -> Vm:
     """Everything checked, then the image built; the returned Vm boots on `with`."""
     _qemu()  # fail early and clearly when QEMU is missing
     spec = kernels.get_spec(args.kernel)
+    cache_dir(), build_dir()  # unusable folders are bad input, found before the image is built
     for extra in args.file:
         if not extra.src.is_file():
             raise HarnessError(f"--file {extra.src}:{extra.dest}: {extra.src} is not a file")
