@@ -1,27 +1,76 @@
-"""Small helpers shared by every stage: locks, tool checks, hashing."""
+"""Small helpers shared by every stage: locks, host tools, hashing, cached artifacts."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
+import os
 import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping, Sequence
 
 from .errors import HarnessError
+from .progress import progress
+
+# How long a busy lock is retried quietly before the wait is reported.
+LOCK_QUIET_S = 1.0
+_LOCK_POLL_S = 0.05
+
+
+# ---------------------------------------------------------------- locks
+
+
+def _lock_holder(fd: int) -> int | None:
+    """The pid the current holder wrote into the lock file, if any."""
+    try:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """Serialise cache writers across processes (pytest-xdist workers, CI jobs)."""
+    """Serialise cache writers across processes (pytest-xdist workers, CI jobs).
+
+    The holder writes its pid into the lock file, so a waiter can say whom it
+    waits for; a wait longer than LOCK_QUIET_S is reported once."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + LOCK_QUIET_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(_LOCK_POLL_S)
+                    continue
+                holder = _lock_holder(fd)
+                who = f"pid {holder}" if holder is not None else "another process"
+                progress(f"waiting for the lock on {path} held by {who}")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                break
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # the pid is only a courtesy to waiters
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- host tools
 
 
 def need_tool(tool: str, package: str) -> str:
@@ -30,6 +79,43 @@ def need_tool(tool: str, package: str) -> str:
     if not found:
         raise HarnessError(f"{tool} not found; install it with: apt-get install {package}")
     return found
+
+
+def last_line(output: str | bytes | None) -> str:
+    """The last non-blank line of a tool's output, for a one-line error."""
+    if output is None:
+        return ""
+    if isinstance(output, bytes):
+        output = output.decode(errors="replace")
+    lines = [ln.strip() for ln in output.replace("\r", "\n").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def run_tool(argv: Sequence[str], *, what: str | None = None, fix: str | None = None,
+             cwd: Path | None = None, input: str | bytes | None = None, text: bool = True,
+             env: Mapping[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a host tool, capturing its output; a failure is one HarnessError line
+    naming the tool (or `what`), its last stderr line and, if given, the fix.
+    check=False leaves the exit status to the caller (a tool that cannot be
+    started is still an error)."""
+    argv = [str(a) for a in argv]
+    what = what or os.path.basename(argv[0])
+    try:
+        proc = subprocess.run(argv, cwd=cwd, input=input, capture_output=True, text=text,
+                              env=dict(env) if env is not None else None)
+    except OSError as exc:
+        raise HarnessError(_tool_message(what, f"cannot run {argv[0]}: {exc.strerror}", fix)) from None
+    if check and proc.returncode != 0:
+        detail = last_line(proc.stderr) or last_line(proc.stdout) or f"exit status {proc.returncode}"
+        raise HarnessError(_tool_message(what, detail, fix))
+    return proc
+
+
+def _tool_message(what: str, detail: str, fix: str | None) -> str:
+    return f"{what} failed: {detail}" + (f" (try: {fix})" if fix else "")
+
+
+# ---------------------------------------------------------------- hashing
 
 
 def hash_inputs(*parts: object) -> str:
@@ -43,3 +129,129 @@ def hash_inputs(*parts: object) -> str:
             h.update(repr(part).encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- cached artifacts
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What a cached file looked like when it was written: kept in its manifest."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+
+    @classmethod
+    def of(cls, path: Path) -> "Stamp":
+        st = path.stat()
+        stamp = cls(st.st_size, st.st_mtime_ns, file_sha256(path))
+        _HASHED[path] = stamp
+        return stamp
+
+    @classmethod
+    def from_json(cls, data: object) -> "Stamp | None":
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(int(data["size"]), int(data["mtime_ns"]), str(data["sha256"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+# Files whose full hash this process already checked, with the stat it had then.
+_HASHED: dict[Path, Stamp] = {}
+
+
+def damage(path: Path, expected: Stamp | None) -> str | None:
+    """Why a cached file cannot be trusted, or None if it matches its stamp.
+
+    Cheap on every use: a size or mtime change is caught by stat(); the full
+    hash is read once per process per file (and again if its stat changes)."""
+    if expected is None:
+        return f"{path.name} has no recorded size and hash (cached by an older harness)"
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return f"{path.name} is missing"
+    if st.st_size != expected.size:
+        return f"{path.name} is damaged (size {st.st_size}, expected {expected.size})"
+    seen = _HASHED.get(path)
+    if seen == Stamp(st.st_size, st.st_mtime_ns, expected.sha256):
+        return None
+    actual = file_sha256(path)
+    if actual != expected.sha256:
+        return f"{path.name} is damaged (sha256 {actual[:12]}, expected {expected.sha256[:12]})"
+    _HASHED[path] = Stamp(st.st_size, st.st_mtime_ns, actual)
+    return None
+
+
+def stamps_of(root: Path, rels: Sequence[str]) -> dict[str, dict[str, object]]:
+    """{relative path: stamp} for a manifest."""
+    return {rel: Stamp.of(root / rel).to_json() for rel in rels}
+
+
+def damage_of(root: Path, recorded: object, rels: Sequence[str]) -> str | None:
+    """The first reason one of `rels` under root differs from its recorded stamp."""
+    table = recorded if isinstance(recorded, dict) else {}
+    for rel in rels:
+        reason = damage(root / rel, Stamp.from_json(table.get(rel)))
+        if reason:
+            return reason
+    return None
+
+
+# ---------------------------------------------------------------- private files
+
+
+def private_dir(path: Path) -> Path:
+    """A folder only the owner can read (it holds private keys); fixes older caches."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Make an existing file owner-only (older caches were world-readable)."""
+    if path.exists() and path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return path
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file atomically, readable by the owner only from its first byte."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.rename(path)
+
+
+def usable_dir(path: Path, env_var: str, role: str) -> Path:
+    """Create a folder the harness writes into, or one line naming the fix."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as exc:
+        where = f"{env_var}={os.environ[env_var]}" if env_var in os.environ else str(path)
+        raise HarnessError(f"cannot use {where} as the {role} folder: {exc.strerror}; "
+                           f"point {env_var} at a writable folder") from None
+    return path
