@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,8 @@ from .errors import HarnessError
 from .kernels import KernelFiles
 from .paths import REPO, cache_dir
 from .progress import progress
-from .util import file_lock, hash_inputs, need_tool
+from .util import (Stamp, damage, file_lock, hash_inputs, need_tool, private_dir, private_file,
+                   run_tool, write_private)
 
 IMAGES = REPO / "images"
 READY_MARKER = "HARNESS-GUEST-READY"
@@ -58,6 +58,11 @@ class Image:
     ssh_key: Path
     host_key_pub: str  # "ecdsa-sha2-nistp256 AAAA..." pinned by the client
     modules: tuple[str, ...] = field(default=())  # names of the extra modules
+    initrd_stamp: Stamp | None = None  # as written; checked again at boot
+
+    def damage(self) -> str | None:
+        """Why the initramfs on disk is not the one built, or None."""
+        return damage(self.initrd, self.initrd_stamp)
 
 
 # ---------------------------------------------------------------- user space
@@ -77,19 +82,16 @@ def guest_userland() -> Path:
         shutil.rmtree(root, ignore_errors=True)
         debs.mkdir(parents=True)
         progress(f"guest user space: downloading {' '.join(GUEST_PACKAGES)}")
-        proc = subprocess.run(["apt-get", "download", "-q", *GUEST_PACKAGES], cwd=debs,
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise HarnessError(f"apt-get download of the guest packages failed: "
-                               f"{proc.stderr.strip().splitlines()[-1:]} (try: apt-get update)")
+        run_tool(["apt-get", "download", "-q", *GUEST_PACKAGES], cwd=debs,
+                 what="apt-get download of the guest packages", fix="apt-get update")
         for deb in sorted(debs.glob("*.deb")):
-            subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+            run_tool(["dpkg", "-x", deb, root], what=f"dpkg -x {deb.name}")
         marker.write_text("\n".join(sorted(p.name for p in debs.glob("*.deb"))))
         return root
 
 
 def _needed(elf: Path) -> list[str]:
-    out = subprocess.run(["readelf", "-d", str(elf)], capture_output=True, text=True, check=True).stdout
+    out = run_tool(["readelf", "-d", elf], what=f"readelf -d {elf.name}").stdout
     return [line.split("[", 1)[1].rstrip("]") for line in out.splitlines() if "(NEEDED)" in line]
 
 
@@ -123,26 +125,27 @@ def client_key() -> tuple[Path, str]:
     """The per-cache key pair the harness logs in with (generated on first use)."""
     import paramiko
 
-    d = cache_dir() / "ssh"
+    d = private_dir(cache_dir() / "ssh")
     key_path = d / "id_ecdsa"
     with file_lock(d / ".lock"):
         if not key_path.exists():
             key = paramiko.ECDSAKey.generate(bits=256)
-            tmp = key_path.with_suffix(".tmp")
-            key.write_private_key_file(str(tmp))
-            os.chmod(tmp, 0o600)
-            tmp.rename(key_path)
+            text = io.StringIO()
+            key.write_private_key(text)
+            write_private(key_path, text.getvalue().encode())
+        private_file(key_path)
         key = paramiko.ECDSAKey.from_private_key_file(str(key_path))
     return key_path, f"{key.get_name()} {key.get_base64()} harness"
 
 
 def host_key(userland: Path) -> tuple[Path, str]:
     """Dropbear's host key, made once with the unpacked dropbearkey, and its public line."""
-    d = cache_dir() / "ssh"
+    d = private_dir(cache_dir() / "ssh")
     key = d / "dropbear_ecdsa_host_key"
     with file_lock(d / ".lock"):
         if not key.exists():
             _run_unpacked(userland, "usr/bin/dropbearkey", "-t", "ecdsa", "-s", "256", "-f", str(key))
+        private_file(key)
         out = _run_unpacked(userland, "usr/bin/dropbearkey", "-y", "-f", str(key))
     pub = next(line for line in out.splitlines() if line.startswith("ecdsa-"))
     return key, " ".join(pub.split()[:2])
@@ -151,10 +154,8 @@ def host_key(userland: Path) -> tuple[Path, str]:
 def _run_unpacked(root: Path, binary: str, *args: str) -> str:
     """Run a binary from the unpacked packages with their own loader and libraries."""
     libpath = ":".join(str(root / d) for d in ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"))
-    proc = subprocess.run([str(root / "lib64/ld-linux-x86-64.so.2"), "--library-path", libpath,
-                           str(root / binary), *args], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise HarnessError(f"{binary} failed: {proc.stderr.strip()}")
+    proc = run_tool([root / "lib64/ld-linux-x86-64.so.2", "--library-path", libpath, root / binary, *args],
+                    what=Path(binary).name)
     return proc.stdout
 
 
@@ -234,9 +235,7 @@ def _depmod(kernel: KernelFiles, modules: tuple[Path, ...]) -> dict[str, bytes]:
             (mdir / "extra" / ko.name).symlink_to(ko.resolve())
         for meta in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
             shutil.copy(kernel.modules_dir / meta, mdir / meta)
-        proc = subprocess.run(["depmod", "-b", tmp, kernel.release], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise HarnessError(f"depmod failed for the guest's modules: {proc.stderr.strip()}")
+        run_tool(["depmod", "-b", tmp, kernel.release], what="depmod for the guest's modules")
         return {p.name: p.read_bytes() for p in sorted(mdir.glob("modules.*"))}
 
 
@@ -266,18 +265,37 @@ def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
     digest = hash_inputs(kernel.release, kernel.version, (userland.parent / ".unpacked").read_text(),
                          client_pub, hpub, *templates, *modules,
                          *[(e.dest, e.mode) for e in extras], *[e.src for e in extras])
-    out = cache_dir() / "images" / digest
+    # The initramfs holds the guest's private host key: owner-only folders and files.
+    out = private_dir(private_dir(cache_dir() / "images") / digest)
     initrd = out / "initramfs.cpio"
+    meta_path = out / "image.json"
     with file_lock(out / ".lock"):
-        if not initrd.exists():
+        stamp = None
+        if initrd.exists():
+            stamp = Stamp.from_json(_read_json(meta_path).get("initrd"))
+            reason = damage(initrd, stamp)
+            if reason is None:
+                private_file(initrd)
+            else:
+                progress(f"image: cached {reason} in {out}; rebuilding")
+                stamp = None
+        if stamp is None:
             progress(f"image: building initramfs for {kernel.release} ({len(modules)} extra modules)")
             data = _assemble(kernel, userland, modules, extras, client_pub, hkey)
-            tmp = initrd.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.rename(initrd)
-            (out / "image.json").write_text(json.dumps({"kernel": kernel.release, "modules": mod_names}))
-            progress(f"image: {initrd.stat().st_size // 1024} KiB")
-    return Image(kernel, initrd, key_path, hpub, mod_names)
+            write_private(initrd, data)
+            stamp = Stamp.of(initrd)
+            meta_path.write_text(json.dumps({"kernel": kernel.release, "modules": mod_names,
+                                             "initrd": stamp.to_json()}))
+            progress(f"image: {stamp.size // 1024} KiB")
+    return Image(kernel, initrd, key_path, hpub, mod_names, stamp)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _assemble(kernel: KernelFiles, userland: Path, modules: tuple[Path, ...],

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 import lzma
+import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import HarnessError
 from .paths import cache_dir
 from .progress import progress
-from .util import file_lock, need_tool
+from .util import damage_of, file_lock, last_line, need_tool, run_tool, stamps_of
 
 
 @dataclass(frozen=True)
@@ -96,9 +96,11 @@ class KernelFiles:
 
 def parse_specs(text: str) -> list[KernelSpec]:
     """`6.1,6.12` or `all` -> specs; unknown names are a clear error."""
-    names = list(SPECS) if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
+    names = list(SPECS) if text.strip() == "all" else [n.strip() for n in text.split(",")]
+    if not any(names):
         raise HarnessError(f"no kernel given; valid: {', '.join(SPECS)}, all")
+    if not all(names):
+        raise HarnessError(f"empty kernel name in {text!r} (stray comma?); valid: {', '.join(SPECS)}, all")
     for n in names:
         if n not in SPECS:
             raise HarnessError(f"unknown kernel spec {n!r}; valid: {', '.join(SPECS)}, all")
@@ -115,11 +117,11 @@ def get_spec(name: str) -> KernelSpec:
 def _apt_show(package: str) -> dict[str, str]:
     """Fields of the candidate version of a package, from the apt lists."""
     need_tool("apt-cache", "apt")
-    proc = subprocess.run(
-        ["apt-cache", "show", "--no-all-versions", package],
-        capture_output=True, text=True,
-    )
-    if proc.returncode != 0 or not proc.stdout.strip():
+    try:
+        proc = run_tool(["apt-cache", "show", "--no-all-versions", package])
+    except HarnessError:
+        proc = None
+    if proc is None or not proc.stdout.strip():
         raise HarnessError(
             f"apt does not know {package}; run 'apt-get update' (as root) and check that "
             "Debian bookworm, bookworm-updates and bookworm-security are in the sources"
@@ -216,46 +218,110 @@ def files_of(res: Resolved) -> KernelFiles:
     return KernelFiles(res.spec.name, res.abi, res.version, res.root / "root")
 
 
+def _checked_files(release: str) -> tuple[str, ...]:
+    """What booting and building an image read from the unpacked kernel (paths
+    under its root); their stamps are kept in the marker."""
+    mods = f"lib/modules/{release}"
+    return (f"boot/vmlinux-{release}", f"boot/vmlinuz-{release}", f"boot/config-{release}",
+            f"{mods}/modules.dep", f"{mods}/modules.order", f"{mods}/modules.builtin",
+            f"{mods}/modules.builtin.modinfo")
+
+
+def _read_marker(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def damage_of_kernel(files: KernelFiles) -> str | None:
+    """Why an unpacked kernel cannot be trusted (missing marker, a file whose
+    size or hash changed), or None.  Cheap after the first call in a process."""
+    marker = files.root.parent / ".unpacked.json"
+    if not marker.is_file():
+        return "it is not unpacked"
+    return damage_of(files.root, _read_marker(marker).get("files"), _checked_files(files.release))
+
+
+def _write_marker(res: Resolved) -> None:
+    data = {"abi": res.abi, "version": res.version, "packages": res.packages,
+            "files": stamps_of(res.root / "root", _checked_files(res.abi))}
+    tmp = _marker(res).with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.rename(_marker(res))
+
+
+def _repair(res: Resolved, files: KernelFiles) -> bool:
+    """Fix a damaged unpacked kernel in place if only its vmlinux is bad
+    (it is made from vmlinuz here); False if it needs unpacking again."""
+    recorded = _read_marker(_marker(res)).get("files")
+    if not isinstance(recorded, dict):
+        # An older harness recorded nothing: trust the package files, remake vmlinux.
+        if not files.vmlinuz.is_file():
+            return False
+        extract_vmlinux(files.vmlinuz, files.vmlinux)
+        _write_marker(res)
+        return True
+    vmlinux = f"boot/vmlinux-{res.abi}"
+    others = [rel for rel in _checked_files(res.abi) if rel != vmlinux]
+    if damage_of(files.root, recorded, others) is not None:
+        return False
+    extract_vmlinux(files.vmlinuz, files.vmlinux)
+    _write_marker(res)
+    return True
+
+
 def fetch(spec: KernelSpec, quiet: bool = False) -> KernelFiles:
-    """Download and unpack a kernel once; later calls return the cached copy."""
+    """Download and unpack a kernel once; later calls check and return the cached copy."""
     res = resolve(spec)
     res.root.mkdir(parents=True, exist_ok=True)
     with file_lock(res.root / ".lock"):
-        if cached(res):
-            if not quiet:
-                progress(f"kernel {spec.name}: {res.abi} ({res.version}) already cached")
-            return files_of(res)
-        need_tool("apt-get", "apt")
-        need_tool("dpkg", "dpkg")
-        need_tool("depmod", "kmod")
-        debs = cache_dir() / "debs"
-        debs.mkdir(exist_ok=True)
-        progress(f"kernel {spec.name}: downloading {' '.join(res.packages)}")
-        proc = subprocess.run(
-            ["apt-get", "download", "-q", *res.packages], cwd=debs, capture_output=True, text=True
-        )
-        if proc.returncode != 0:
-            raise HarnessError(f"apt-get download failed: {proc.stderr.strip().splitlines()[-1:]}")
-        root = res.root / "root"
-        shutil.rmtree(root, ignore_errors=True)
-        for pkg in res.packages:
-            name, _, ver = pkg.partition("=")
-            matches = sorted(debs.glob(f"{name}_*.deb"))
-            if ver:
-                epochless = ver.split(":")[-1]
-                matches = [m for m in matches if m.name.startswith(f"{name}_{epochless}_")]
-            if not matches:
-                raise HarnessError(f"downloaded package {pkg} not found in {debs}")
-            progress(f"kernel {spec.name}: unpacking {matches[-1].name}")
-            subprocess.run(["dpkg", "-x", str(matches[-1]), str(root)], check=True)
         files = files_of(res)
-        _fix_headers(files)
-        # The package has no modules.dep (depmod runs at install time): make it.
-        subprocess.run(["depmod", "-b", str(root), res.abi], check=True)
-        extract_vmlinux(files.vmlinuz, files.vmlinux)
-        _marker(res).write_text(json.dumps({"abi": res.abi, "version": res.version, "packages": res.packages}))
-        progress(f"kernel {spec.name}: {res.abi} ready")
-        return files
+        if cached(res):
+            reason = damage_of_kernel(files)
+            if reason is None:
+                if not quiet:
+                    progress(f"kernel {spec.name}: {res.abi} ({res.version}) already cached")
+                return files
+            progress(f"kernel {spec.name}: cached {res.abi} cannot be used: {reason}; repairing")
+            if _repair(res, files):
+                progress(f"kernel {spec.name}: {res.abi} repaired (vmlinux extracted again)")
+                return files
+            _marker(res).unlink()
+        return _unpack(spec, res)
+
+
+def _unpack(spec: KernelSpec, res: Resolved) -> KernelFiles:
+    need_tool("apt-get", "apt")
+    need_tool("dpkg", "dpkg")
+    need_tool("depmod", "kmod")
+    debs = cache_dir() / "debs"
+    debs.mkdir(exist_ok=True)
+    progress(f"kernel {spec.name}: downloading {' '.join(res.packages)}")
+    run_tool(["apt-get", "download", "-q", *res.packages], cwd=debs,
+             what="apt-get download", fix="apt-get update")
+    root = res.root / "root"
+    shutil.rmtree(root, ignore_errors=True)
+    for pkg in res.packages:
+        name, _, ver = pkg.partition("=")
+        matches = sorted(debs.glob(f"{name}_*.deb"))
+        if ver:
+            epochless = ver.split(":")[-1]
+            matches = [m for m in matches if m.name.startswith(f"{name}_{epochless}_")]
+        if not matches:
+            raise HarnessError(f"downloaded package {pkg} not found in {debs}")
+        progress(f"kernel {spec.name}: unpacking {matches[-1].name}")
+        run_tool(["dpkg", "-x", matches[-1], root], what=f"dpkg -x {matches[-1].name}",
+                 fix=f"delete {matches[-1]} and fetch again")
+    files = files_of(res)
+    _fix_headers(files)
+    # The package has no modules.dep (depmod runs at install time): make it.
+    run_tool(["depmod", "-b", root, res.abi], what="depmod")
+    extract_vmlinux(files.vmlinuz, files.vmlinux)
+    _write_marker(res)
+    progress(f"kernel {spec.name}: {res.abi} ready")
+    return files
 
 
 def extract_vmlinux(vmlinuz: Path, out: Path) -> None:
@@ -268,10 +334,18 @@ def extract_vmlinux(vmlinuz: Path, out: Path) -> None:
         payload = lzma.LZMADecompressor().decompress(data[xz_at:])
     elif zstd_at >= 0:
         need_tool("zstd", "zstd")
-        payload = subprocess.run(["zstd", "-dcq"], input=data[zstd_at:], capture_output=True).stdout
+        # zstd exits non-zero on the bzImage's trailer after the frame, after
+        # writing the whole payload: the ELF check below is the real test.
+        proc = run_tool(["zstd", "-dcq"], input=data[zstd_at:], text=False, check=False)
+        payload = proc.stdout
+        if not payload.startswith(b"\x7fELF"):
+            raise HarnessError(f"could not extract an ELF kernel from {vmlinuz}: "
+                               f"zstd: {last_line(proc.stderr) or f'exit status {proc.returncode}'}")
     if not payload.startswith(b"\x7fELF"):
         raise HarnessError(f"could not extract an ELF kernel from {vmlinuz}")
-    out.write_bytes(payload)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, out)
 
 
 def _fix_headers(files: KernelFiles) -> None:
@@ -294,11 +368,14 @@ def _fix_headers(files: KernelFiles) -> None:
 
 def status() -> list[tuple[KernelSpec, Resolved | None, str]]:
     """Every spec with its resolution (or the reason it failed) for `kernels`."""
+    cache_dir()  # an unusable cache folder is one error, not one per row
     out = []
     for spec in SPECS.values():
         try:
             res = resolve(spec)
-            out.append((spec, res, "cached" if cached(res) else "not cached"))
+            reason = damage_of_kernel(files_of(res)) if cached(res) else None
+            state = "not cached" if not cached(res) else f"damaged ({reason})" if reason else "cached"
+            out.append((spec, res, state))
         except HarnessError as e:
             out.append((spec, None, str(e)))
     return out
