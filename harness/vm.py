@@ -3,6 +3,8 @@
 The serial console is driven by pexpect and written whole to a log per boot.
 QEMU dies with us: it gets SIGKILL when the harness exits by any path
 (context manager, atexit, signal, or PR_SET_PDEATHSIG if we are killed).
+The atexit and SIGTERM hooks are installed when the first guest starts, not
+on import, so importing the pytest plugin changes nothing in other projects.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pexpect
 
 from .errors import HarnessError
 from .image import READY_MARKER, Image
-from .kernels import KernelFiles
+from .kernels import KernelFiles, damage_of_kernel
 from .paths import build_dir, cache_dir
 from .progress import progress
 from .util import file_lock, need_tool
@@ -33,6 +35,8 @@ from .util import file_lock, need_tool
 QEMU = "qemu-system-x86_64"
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 ACCELS = ("auto", "kvm", "tcg")
+# A working KVM prints the banner well under a second; TCG-like hangs never do.
+KVM_PROBE_TIMEOUT_S = 3.0
 _LIVE: "weakref.WeakSet[Vm]" = weakref.WeakSet()
 
 
@@ -96,12 +100,13 @@ def kvm_works(kernel: KernelFiles) -> bool:
 
 def _probe_kvm(kernel: KernelFiles) -> bool:
     """Boot the kernel with no initrd under KVM: it works if the kernel prints
-    its banner within seconds (it then panics for lack of a root fs)."""
+    its banner within KVM_PROBE_TIMEOUT_S (it then panics for lack of a root
+    fs).  A QEMU that aborts on MSR setup exits at once; one that hangs is a no."""
     cmd = [_qemu(), "-nodefaults", "-no-user-config", "-display", "none", "-accel", "kvm",
            "-cpu", "host", "-m", "256", "-kernel", str(kernel.vmlinux), "-append",
            "console=ttyS0 panic=-1", "-no-reboot", "-serial", "stdio"]
     try:
-        child = pexpect.spawn(cmd[0], cmd[1:], timeout=15, preexec_fn=_die_with_parent)
+        child = pexpect.spawn(cmd[0], cmd[1:], timeout=KVM_PROBE_TIMEOUT_S, preexec_fn=_die_with_parent)
     except pexpect.ExceptionPexpect:
         return False
     try:
@@ -139,19 +144,39 @@ def _kill_all_live() -> None:
         vm.kill()
 
 
-atexit.register(_kill_all_live)
-
-
 def _on_sigterm(signum: int, frame: object) -> None:
+    """Kill the guests, then leave like an uncaught SIGTERM would (status 143)."""
     _kill_all_live()
     raise SystemExit(128 + signum)
 
 
-if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-    try:
+_teardown_installed = False
+
+
+def _install_teardown() -> None:
+    """Once, when the first guest starts: kill guests at exit and on SIGTERM.
+    A SIGTERM handler someone else installed is left alone, as is a SIGTERM
+    from a non-main thread (signal handlers can only be set from there)."""
+    global _teardown_installed
+    if _teardown_installed:
+        return
+    _teardown_installed = True
+    atexit.register(_kill_all_live)
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not in the main thread
-        pass
+
+
+def whole_lines_tail(text: str, lines: int) -> str:
+    """The last complete lines of a console log; a last line the guest had not
+    finished when the log was read is kept but marked as cut."""
+    text = text.replace("\r", "")
+    body, sep, partial = text.rpartition("\n")
+    tail = body.splitlines()[-lines:] if sep else []
+    if partial.strip():
+        tail = tail[-(lines - 1):] if lines > 1 else []
+        tail.append(partial + " [incomplete line]")
+    return "\n".join(tail)
 
 
 # ---------------------------------------------------------------- the guest
@@ -213,8 +238,14 @@ class Vm:
     def boot(self) -> "Vm":
         """Start QEMU and wait for the guest's ready marker."""
         kernel = self.image.kernel
-        if not kernel.vmlinux.is_file():
-            raise HarnessError(f"kernel {kernel.name} is not unpacked; run: python -m harness fetch --kernel {kernel.name}")
+        damaged = damage_of_kernel(kernel)
+        if damaged:
+            raise HarnessError(f"kernel {kernel.name} in the cache cannot be booted: {damaged}; "
+                               f"run: python -m harness fetch --kernel {kernel.name}")
+        damaged = self.image.damage()
+        if damaged:
+            raise HarnessError(f"the guest's initramfs changed after it was built: {damaged}; "
+                               "build the image again")
         self.accel = choose_accel(self.config.accel, kernel)
         logs = build_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -240,6 +271,7 @@ class Vm:
         raise HarnessError("could not find a free port for the guest's SSH forward")
 
     def _spawn(self) -> None:
+        _install_teardown()
         argv = self.qemu_argv()
         log = open(self.log_path, "ab")
         log.write(("# " + " ".join(argv) + "\n").encode())
@@ -257,6 +289,10 @@ class Vm:
         if idx == 0:
             self.child.expect(r"\n", timeout=5)
             return "ready"
+        if idx == 1:
+            # panic=-1 and -no-reboot: QEMU exits right after the panic message;
+            # read it whole so the console tail does not end mid-line.
+            self.child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=3)
         return ["", "kernel panic", "port-taken", "QEMU exited early",
                 f"no ready marker within {self.config.boot_timeout_s:.0f}s (hang?)"][idx]
 
@@ -302,7 +338,7 @@ class Vm:
         return self.log_path.stat().st_size if self.log_path.is_file() else 0
 
     def console_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.console_text().replace("\r", "").splitlines()[-lines:])
+        return whole_lines_tail(self.console_text(), lines)
 
     def kill(self) -> None:
         """Tear down: close SSH, SIGKILL QEMU, reap it, close the log."""
