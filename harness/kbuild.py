@@ -22,7 +22,7 @@ from . import schemes
 from .errors import HarnessError
 from .paths import REPO, cache_dir
 from .progress import progress
-from .util import file_lock, hash_inputs, need_tool
+from .util import damage_of, file_lock, hash_inputs, need_tool, stamps_of
 
 KMODS_DIR = REPO / "kmods"
 
@@ -229,11 +229,15 @@ def build(kernel_files, spec: ModuleSetSpec, *, jobs: int = MAKE_JOBS) -> BuiltM
     manifest = root / "manifest.json"
     names = [spec.core, *spec.provider_names]
     label = f"{spec.scheme} x{spec.providers} buses={spec.buses} for {release}"
+    ko_names = [f"{n}.ko" for n in names]
     with file_lock(cache_dir() / "kmods" / f"{key}.lock"):
         if manifest.is_file():
             data = json.loads(manifest.read_text())
-            kos = [root / "src" / f"{n}.ko" for n in names]
-            if data.get("release") == release and all(k.is_file() for k in kos):
+            kos = [root / "src" / k for k in ko_names]
+            damaged = damage_of(root / "src", data.get("files"), ko_names)
+            if damaged:
+                progress(f"modules {label}: cached {damaged}; rebuilding")
+            elif data.get("release") == release:
                 progress(f"modules {label}: cached ({key})")
                 return BuiltModules(
                     spec=spec, release=release, ko_files=kos, core=spec.core,
@@ -262,7 +266,8 @@ def build(kernel_files, spec: ModuleSetSpec, *, jobs: int = MAKE_JOBS) -> BuiltM
         missing = [k.name for k in kos if not k.is_file()]
         if missing:
             raise HarnessError(f"module build produced no {', '.join(missing)}; log: {root / 'build.log'}")
-        manifest.write_text(json.dumps({"release": release, "modules": names}))
+        manifest.write_text(json.dumps({"release": release, "modules": names,
+                                        "files": stamps_of(src, ko_names)}))
         built = BuiltModules(
             spec=spec, release=release, ko_files=kos, core=spec.core,
             providers=spec.provider_names, prefix=spec.prefix, build_dir=root, log=log,

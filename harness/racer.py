@@ -24,7 +24,7 @@ from typing import Iterable, Mapping, Sequence
 from .errors import HarnessError
 from .paths import REPO, cache_dir
 from .progress import progress
-from .util import file_lock, hash_inputs, need_tool
+from .util import Stamp, damage, file_lock, hash_inputs, need_tool
 
 SOURCE = REPO / "kmods" / "racer" / "racer.c"
 GUEST_PATH = "/bin/racer"  # where every guest image carries the racer
@@ -315,8 +315,19 @@ def build_racer() -> Path:
     cached binary `cache_dir()/racer/<hash>/racer`."""
     gcc = need_tool("gcc", "gcc")
     out = cache_dir() / "racer" / hash_inputs(SOURCE, _gcc_version(gcc), CFLAGS) / "racer"
+    stamp_path = out.with_name("racer.json")
     with file_lock(out.parent / ".lock"):
-        if not out.exists():
+        stamp = None
+        if out.exists():
+            try:
+                stamp = Stamp.from_json(json.loads(stamp_path.read_text()))
+            except (OSError, ValueError):
+                pass
+            damaged = damage(out, stamp)
+            if damaged:
+                progress(f"racer: cached {damaged}; rebuilding")
+                stamp = None
+        if stamp is None:
             progress("racer: building (static)")
             tmp = out.with_name("racer.tmp")
             proc = subprocess.run([gcc, *CFLAGS, "-o", str(tmp), str(SOURCE)],
@@ -325,4 +336,5 @@ def build_racer() -> Path:
                 tmp.unlink(missing_ok=True)
                 raise HarnessError(f"racer build failed ({SOURCE}):\n{_error_lines(proc.stderr)}")
             tmp.rename(out)
+            stamp_path.write_text(json.dumps(Stamp.of(out).to_json()))
     return out
