@@ -1,0 +1,99 @@
+"""The KVM probe decides within seconds; importing the harness installs no
+signal handler; console tails end on whole lines.  QEMU is a fake script."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness import vm
+from harness.kernels import KernelFiles
+from harness.paths import REPO
+
+
+def _fake_qemu(tmp_path, monkeypatch, body: str) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    qemu = bindir / vm.QEMU
+    qemu.write_text("#!/bin/sh\n" + body + "\n")
+    qemu.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+
+
+KERNEL = KernelFiles("6.1", "r", "v", REPO / "no-such-kernel")
+
+
+def _timed_probe() -> tuple[bool, float]:
+    t0 = time.monotonic()
+    verdict = vm._probe_kvm(KERNEL)
+    return verdict, time.monotonic() - t0
+
+
+def test_a_hanging_kvm_is_a_no_within_three_and_a_half_seconds(tmp_path, monkeypatch):
+    _fake_qemu(tmp_path, monkeypatch, "exec sleep 60")
+    verdict, took = _timed_probe()
+    assert verdict is False and took < 3.5
+
+
+def test_a_kernel_banner_is_a_yes_at_once(tmp_path, monkeypatch):
+    _fake_qemu(tmp_path, monkeypatch, "echo 'Linux version 6.1.0-99-amd64 (debian-kernel@lists.debian.org)'; exec sleep 60")
+    verdict, took = _timed_probe()
+    assert verdict is True and took < 1.5
+
+
+def test_a_qemu_aborting_on_msr_is_a_no_at_once(tmp_path, monkeypatch):
+    _fake_qemu(tmp_path, monkeypatch, "echo 'qemu: error: failed to set MSR 0x48b to 0x0' >&2; exit 1")
+    verdict, took = _timed_probe()
+    assert verdict is False and took < 1.5
+
+
+PROBE_SIGNALS = """
+import signal, sys
+import harness.vm, harness.pytest_plugin
+print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, harness.vm._teardown_installed)
+harness.vm._install_teardown()
+print(signal.getsignal(signal.SIGTERM) is harness.vm._on_sigterm)
+sys.stdout.flush()
+import os
+os.kill(os.getpid(), signal.SIGTERM)
+print("not reached")
+"""
+
+
+def test_importing_installs_no_handler_and_the_first_guest_does():
+    res = subprocess.run([sys.executable, "-c", PROBE_SIGNALS], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert res.stdout.split() == ["True", "False", "True"], res.stderr
+    assert res.returncode == 128 + signal.SIGTERM
+
+
+KEEP_HANDLER = """
+import signal
+def mine(signum, frame): pass
+signal.signal(signal.SIGTERM, mine)
+import harness.vm
+harness.vm._install_teardown()
+print(signal.getsignal(signal.SIGTERM) is mine)
+"""
+
+
+def test_someone_elses_sigterm_handler_is_left_alone():
+    res = subprocess.run([sys.executable, "-c", KEEP_HANDLER], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert res.stdout.strip() == "True", res.stderr
+
+
+@pytest.mark.parametrize("text, lines, tail", [
+    ("a\r\nb\nc\n", 2, "b\nc"),
+    ("a\nb\nKernel panic - not syncing: VFS: Unable to mount ro", 2,
+     "b\nKernel panic - not syncing: VFS: Unable to mount ro [incomplete line]"),
+    ("a\nb\n\n", 5, "a\nb"),
+    ("", 3, ""),
+])
+def test_console_tails_end_on_whole_lines(text, lines, tail):
+    assert vm.whole_lines_tail(text, lines) == tail

@@ -1,0 +1,237 @@
+"""Cached artifacts carry their size and hash, are checked where used, and are
+rebuilt (with a progress line saying why) when damaged; private keys and the
+images that carry them are owner-only.  No VM, no download: the expensive
+steps are replaced by small fakes."""
+
+from __future__ import annotations
+
+import json
+import lzma
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from harness import image, kernels, util
+from harness.kernels import KernelFiles, KernelSpec, Resolved
+from harness.util import Stamp, damage
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(util, "_HASHED", {})
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def said(monkeypatch):
+    lines: list[str] = []
+    for mod in (image, kernels, util):
+        monkeypatch.setattr(mod, "progress", lines.append)
+    return lines
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# ---------------------------------------------------------------- stamps
+
+
+def test_a_stamp_catches_truncation_at_once_and_same_size_edits_in_a_new_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(util, "_HASHED", {})
+    f = tmp_path / "blob"
+    f.write_bytes(b"a" * 1000)
+    stamp = Stamp.of(f)
+    assert damage(f, stamp) is None
+    st = f.stat()
+    f.write_bytes(b"b" * 1000)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime
+    util._HASHED.clear()  # as in the next process
+    assert "sha256" in damage(f, stamp)
+    f.write_bytes(b"a" * 10)
+    assert damage(f, stamp) == "blob is damaged (size 10, expected 1000)"
+    assert damage(f, None).endswith("(cached by an older harness)")
+    f.unlink()
+    assert damage(f, stamp) == "blob is missing"
+
+
+def test_a_touched_but_intact_file_is_still_trusted(tmp_path, monkeypatch):
+    monkeypatch.setattr(util, "_HASHED", {})
+    f = tmp_path / "blob"
+    f.write_bytes(b"x" * 100)
+    stamp = Stamp.of(f)
+    os.utime(f, ns=(1, 1))
+    assert damage(f, stamp) is None
+
+
+# ---------------------------------------------------------------- initramfs
+
+
+@pytest.fixture
+def fake_image_inputs(cache, monkeypatch, tmp_path):
+    userland = tmp_path / "userland" / "root"
+    userland.mkdir(parents=True)
+    (userland.parent / ".unpacked").write_text("pkgs")
+    hkey = tmp_path / "hostkey"
+    hkey.write_text("private")
+    monkeypatch.setattr(image, "guest_userland", lambda: userland)
+    monkeypatch.setattr(image, "host_key", lambda u: (hkey, "ecdsa-sha2-nistp256 AAAA"))
+    built: list[int] = []
+
+    def assemble(*args):
+        built.append(1)
+        return b"070701" + b"\0" * 5000
+
+    monkeypatch.setattr(image, "_assemble", assemble)
+    return KernelFiles("6.1", "6.1.0-1-amd64", "6.1.1-1", tmp_path / "kernel"), built
+
+
+def test_a_truncated_initramfs_is_rebuilt_with_the_reason(fake_image_inputs, said):
+    kernel, built = fake_image_inputs
+    img = image.build_image(kernel)
+    assert built == [1] and img.damage() is None
+    assert image.build_image(kernel).initrd == img.initrd and built == [1]  # cached
+    os.truncate(img.initrd, 100)
+    assert img.damage() == f"initramfs.cpio is damaged (size 100, expected {img.initrd_stamp.size})"
+    said.clear()
+    again = image.build_image(kernel)
+    assert built == [1, 1] and again.damage() is None and again.initrd.stat().st_size == img.initrd_stamp.size
+    assert any("is damaged (size 100, expected" in s and "rebuilding" in s for s in said), said
+
+
+def test_an_initramfs_without_a_recorded_hash_is_rebuilt(fake_image_inputs, said):
+    kernel, built = fake_image_inputs
+    img = image.build_image(kernel)
+    meta = img.initrd.parent / "image.json"
+    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "initrd"}))
+    image.build_image(kernel)
+    assert built == [1, 1] and any("older harness" in s for s in said)
+
+
+def test_images_and_keys_are_owner_only_and_old_caches_are_fixed(fake_image_inputs, cache):
+    kernel, _ = fake_image_inputs
+    img = image.build_image(kernel)
+    assert _mode(cache / "images") == 0o700 and _mode(img.initrd.parent) == 0o700 and _mode(img.initrd) == 0o600
+    assert _mode(img.ssh_key) == 0o600 and _mode(img.ssh_key.parent) == 0o700
+    for path, mode in ((cache / "images", 0o755), (img.initrd.parent, 0o755), (img.initrd, 0o644),
+                       (img.ssh_key, 0o644), (img.ssh_key.parent, 0o755)):
+        path.chmod(mode)
+    image.build_image(kernel)
+    assert _mode(cache / "images") == 0o700 and _mode(img.initrd.parent) == 0o700 and _mode(img.initrd) == 0o600
+    assert _mode(img.ssh_key) == 0o600 and _mode(img.ssh_key.parent) == 0o700
+
+
+# ---------------------------------------------------------------- kernel
+
+
+RELEASE = "6.1.0-99-amd64"
+ELF = b"\x7fELF" + bytes(range(256)) * 64
+
+
+@pytest.fixture
+def unpacked(cache, monkeypatch):
+    """A fake unpacked kernel as fetch() leaves it (the download replaced by files)."""
+    spec = KernelSpec("6.1", "6.1", "linux-image-amd64", "linux-headers-amd64")
+    res = Resolved(spec, RELEASE, "6.1.99-1", ("linux-image-6.1.0-99-amd64=6.1.99-1",))
+    monkeypatch.setattr(kernels, "resolve", lambda s: res)
+    unpacks: list[str] = []
+
+    def unpack(spec, res):
+        unpacks.append(spec.name)
+        files = kernels.files_of(res)
+        boot = files.root / "boot"
+        boot.mkdir(parents=True, exist_ok=True)
+        files.vmlinuz.write_bytes(b"MZ-bzImage-header" + lzma.compress(ELF, format=lzma.FORMAT_XZ))
+        (boot / f"config-{RELEASE}").write_text("CONFIG_X=y\n")
+        files.modules_dir.mkdir(parents=True, exist_ok=True)
+        for meta in ("modules.dep", "modules.order", "modules.builtin", "modules.builtin.modinfo"):
+            (files.modules_dir / meta).write_text(meta)
+        kernels.extract_vmlinux(files.vmlinuz, files.vmlinux)
+        kernels._write_marker(res)
+        return files
+
+    monkeypatch.setattr(kernels, "_unpack", unpack)
+    files = kernels.fetch(spec)
+    return spec, files, unpacks
+
+
+def test_fetch_says_cached_only_for_an_intact_kernel(unpacked, said):
+    spec, files, unpacks = unpacked
+    said.clear()
+    kernels.fetch(spec)
+    assert unpacks == ["6.1"] and said == [f"kernel 6.1: {RELEASE} (6.1.99-1) already cached"]
+
+
+def test_a_truncated_vmlinux_is_extracted_again(unpacked, said):
+    spec, files, unpacks = unpacked
+    os.truncate(files.vmlinux, 1000)
+    assert "vmlinux-6.1.0-99-amd64 is damaged (size 1000" in kernels.damage_of_kernel(files)
+    assert [s for _, _, s in kernels.status() if s.startswith("damaged")]
+    said.clear()
+    kernels.fetch(spec)
+    assert files.vmlinux.read_bytes() == ELF and unpacks == ["6.1"]
+    assert "is damaged (size 1000" in said[0] and "repairing" in said[0]
+    assert kernels.damage_of_kernel(files) is None
+
+
+def test_other_damage_unpacks_the_kernel_again(unpacked, said):
+    spec, files, unpacks = unpacked
+    (files.modules_dir / "modules.dep").write_text("")
+    kernels.fetch(spec)
+    assert unpacks == ["6.1", "6.1"] and any("modules.dep is damaged" in s for s in said)
+    assert kernels.damage_of_kernel(files) is None
+
+
+def test_a_kernel_cached_by_an_older_harness_gets_a_fresh_vmlinux_and_stamps(unpacked, said):
+    spec, files, unpacks = unpacked
+    marker = files.root.parent / ".unpacked.json"
+    marker.write_text(json.dumps({"abi": RELEASE, "version": "6.1.99-1", "packages": []}))
+    os.truncate(files.vmlinux, 10)
+    kernels.fetch(spec)
+    assert files.vmlinux.read_bytes() == ELF and unpacks == ["6.1"]
+    assert "files" in json.loads(marker.read_text()) and kernels.damage_of_kernel(files) is None
+
+
+# ---------------------------------------------------------------- racer and modules
+
+
+def test_a_damaged_racer_binary_is_rebuilt(cache, monkeypatch):
+    from harness import racer as racer_mod
+
+    racer = racer_mod.build_racer()
+    size = racer.stat().st_size
+    os.truncate(racer, 100)
+    lines: list[str] = []
+    monkeypatch.setattr(racer_mod, "progress", lines.append)
+    again = racer_mod.build_racer()
+    assert again == racer and again.stat().st_size == size
+    assert lines[0] == f"racer: cached racer is damaged (size 100, expected {size}); rebuilding"
+
+
+FAKE_KBUILD = """modules:
+\tcd $(M) && for f in *_prov*.c; do echo ko > $${f%.c}.ko; done
+\tcd $(M) && for f in *_core_main.c; do echo ko > $${f%_main.c}.ko; done
+"""
+
+
+def test_a_damaged_module_is_rebuilt(cache, tmp_path, monkeypatch):
+    from harness import kbuild
+
+    headers = tmp_path / "headers"
+    headers.mkdir()
+    (headers / "Makefile").write_text(FAKE_KBUILD)
+    kernel = KernelFiles("6.1", "6.1.0-99-amd64", "v", tmp_path / "root")
+    monkeypatch.setattr(KernelFiles, "headers_dir", property(lambda self: headers))
+    lines: list[str] = []
+    monkeypatch.setattr(kbuild, "progress", lines.append)
+    spec = kbuild.ModuleSetSpec("refcount", providers=1)
+    first = kbuild.build(kernel, spec)
+    assert not first.cached and kbuild.build(kernel, spec).cached
+    first.ko_files[-1].write_bytes(b"k")
+    lines.clear()
+    again = kbuild.build(kernel, spec)
+    assert not again.cached and again.ko_files[-1].read_bytes() == b"ko\n"
+    assert lines[0].endswith(f"cached {first.ko_files[-1].name} is damaged (size 1, expected 3); rebuilding")
