@@ -433,8 +433,10 @@ class Package:
 
     @classmethod
     def from_json(cls, d: Mapping[str, object]) -> "Package":
-        return cls(Role(d["role"]), str(d["name"]), str(d["version"]), str(d["arch"]),
-                   int(d["size"]), str(d["sha256"]))  # type: ignore[call-overload]
+        size = d["size"]
+        if not isinstance(size, int):
+            raise TypeError("size")
+        return cls(Role(d["role"]), str(d["name"]), str(d["version"]), str(d["arch"]), size, str(d["sha256"]))
 
 
 @dataclass(frozen=True)
@@ -463,15 +465,17 @@ class ResolvedKernel:
 
     @classmethod
     def from_json(cls, row: KernelRow, d: Mapping[str, object]) -> "ResolvedKernel":
-        return cls(row, str(d["abi"]), str(d["version"]),
-                   tuple(Package.from_json(p) for p in d["packages"]))  # type: ignore[union-attr]
+        packages = d["packages"]
+        if not isinstance(packages, list):
+            raise TypeError("packages")
+        return cls(row, str(d["abi"]), str(d["version"]), tuple(Package.from_json(p) for p in packages))
 
 
 class Lookup(Protocol):
     """What the dependency walk asks of a package catalogue."""
 
-    def newest(self, names: Sequence[str], suites: Sequence[str]) -> dict[str, str]:
-        """{name: newest version found in any of `suites`}; unknown names left out."""
+    def versions(self, names: Sequence[str], suites: Sequence[str]) -> dict[str, list[str]]:
+        """{name: its versions in any of `suites`, newest first}; unknown names left out."""
 
     def stanzas(self, pins: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Fields]:
         """{(name, version): control fields}; unknown pins left out."""
@@ -481,19 +485,34 @@ def _abi_of(image_pkg: str) -> str:
     return image_pkg.removeprefix("linux-image-").removesuffix("-unsigned")
 
 
-def walk(row: KernelRow, lookup: Lookup) -> ResolvedKernel:
+def walk(row: KernelRow, lookup: Lookup, skip: frozenset[str] = frozenset()) -> ResolvedKernel:
     """Meta-packages -> the exact image, headers, headers-common, kbuild (and
-    for split images the binary and modules) packages of one ABI."""
+    for split images the binary, modules and base) packages of one ABI: the
+    newest version of the release none of whose packages is in `skip`
+    ("name=version" pins the archive failed to serve)."""
     suites = suites_of(row.release)
-    metas = lookup.newest([row.image_meta, row.headers_meta], suites)
+    metas = lookup.versions([row.image_meta, row.headers_meta], suites)
     for meta in (row.image_meta, row.headers_meta):
         if meta not in metas:
             raise HarnessError(f"kernel {row.name}: no {meta} in Debian {row.release} in the catalogue; "
                                "try: harness kernels --refresh")
-    meta_fields = _show(lookup, row, [(m, metas[m]) for m in (row.image_meta, row.headers_meta)])
+    for image_meta_ver in metas[row.image_meta]:
+        headers_meta_ver = (image_meta_ver if image_meta_ver in metas[row.headers_meta]
+                            else metas[row.headers_meta][0])
+        res = _walk_from(row, lookup, suites, image_meta_ver, headers_meta_ver)
+        if not skip.intersection(res.pins):
+            return res
+    raise HarnessError(f"kernel {row.name}: the archive serves no version of {row.image_meta} in "
+                       f"{row.release} whole (failed: {', '.join(sorted(skip))}); "
+                       "try: harness kernels --refresh")
+
+
+def _walk_from(row: KernelRow, lookup: Lookup, suites: Sequence[str], image_meta_ver: str,
+               headers_meta_ver: str) -> ResolvedKernel:
+    meta_fields = _show(lookup, row, [(row.image_meta, image_meta_ver), (row.headers_meta, headers_meta_ver)])
     image = _one_dep(meta_fields[0], r"linux-image-.*")
     headers = _one_dep(meta_fields[1], r"linux-headers-.*")
-    pinned = _pin(lookup, suites, [image, headers])
+    pinned = _pin(lookup, suites, [image, headers], image_meta_ver)
     (image_pkg, image_ver), (headers_pkg, headers_ver) = pinned
     abi = _abi_of(image_pkg)
     if headers_pkg.removeprefix("linux-headers-") != abi or image_ver != headers_ver:
@@ -513,7 +532,7 @@ def walk(row: KernelRow, lookup: Lookup) -> ResolvedKernel:
         (Role.HEADERS_COMMON, _one_dep(headers_fields, r"linux-headers-.*-common(-rt)?")),
         (Role.KBUILD, _one_dep(headers_fields, r"linux-kbuild-.*")),
     ]
-    pins = _pin(lookup, suites, [d for _, d in wanted])
+    pins = _pin(lookup, suites, [d for _, d in wanted], headers_ver)
     fields = _show(lookup, row, pins)
     packages = tuple(
         Package(role, name, ver, f.get("Architecture", ARCH), int(f.get("Size", "0") or 0), f.get("SHA256", ""))
@@ -522,13 +541,15 @@ def walk(row: KernelRow, lookup: Lookup) -> ResolvedKernel:
     return ResolvedKernel(row, abi, image_ver, packages)
 
 
-def _pin(lookup: Lookup, suites: Sequence[str], deps: Sequence[Dep]) -> list[tuple[str, str]]:
-    """Exact versions: the one a dependency names, else the newest in the suites."""
+def _pin(lookup: Lookup, suites: Sequence[str], deps: Sequence[Dep], prefer: str) -> list[tuple[str, str]]:
+    """Exact versions: the one a dependency names, else `prefer` (the version of
+    the package asking: one source upload) if the suites have it, else the newest."""
     loose = [d.name for d in deps if d.version is None]
-    newest = lookup.newest(loose, suites) if loose else {}
+    found = lookup.versions(loose, suites) if loose else {}
     out = []
     for d in deps:
-        version = d.version or newest.get(d.name)
+        have = found.get(d.name, [])
+        version = d.version or (prefer if prefer in have else have[0] if have else None)
         if version is None:
             raise HarnessError(f"no {d.name} in Debian {' '.join(suites)} in the catalogue; "
                                "try: harness kernels --refresh")
@@ -672,10 +693,10 @@ class Catalogue:
 
     # -------- Lookup
 
-    def newest(self, names: Sequence[str], suites: Sequence[str]) -> dict[str, str]:
+    def versions(self, names: Sequence[str], suites: Sequence[str]) -> dict[str, list[str]]:
         proc = run_tool(self.argv("apt-cache", "madison", *names), check=False,
                         what="apt-cache madison", fix="harness kernels --refresh")
-        return newest_from_madison(proc.stdout, suites)
+        return versions_from_madison(proc.stdout, suites)
 
     def stanzas(self, pins: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Fields]:
         # Unknown pins make apt-cache exit non-zero; the known ones are still printed.
@@ -708,10 +729,10 @@ def _apt_error(proc) -> str:
     return errors[0] if errors else (last_line(proc.stderr) or f"exit status {proc.returncode}")
 
 
-def newest_from_madison(text: str, suites: Sequence[str]) -> dict[str, str]:
-    """{package: first version listed from one of `suites`}.  apt lists each
-    package's versions newest first, so the first match is the newest."""
-    out: dict[str, str] = {}
+def versions_from_madison(text: str, suites: Sequence[str]) -> dict[str, list[str]]:
+    """{package: its versions from one of `suites`, newest first}.  apt lists
+    each package's versions newest first."""
+    out: dict[str, list[str]] = {}
     wanted = set(suites)
     for line in text.splitlines():
         cols = [c.strip() for c in line.split("|")]
@@ -719,11 +740,10 @@ def newest_from_madison(text: str, suites: Sequence[str]) -> dict[str, str]:
             continue
         name, version, where = cols
         parts = where.split()
-        if len(parts) < 2 or not parts[-1] == "Packages":
+        if len(parts) < 2 or parts[-1] != "Packages":
             continue
-        dist = parts[1].split("/")[0]
-        if dist in wanted and name not in out:
-            out[name] = version
+        if parts[1].split("/")[0] in wanted and version not in out.get(name, []):
+            out.setdefault(name, []).append(version)
     return out
 
 
@@ -746,51 +766,121 @@ def update(refresh: bool = False) -> Catalogue:
 def resolve(row: KernelRow, refresh: bool = False, catalogue: Catalogue | None = None) -> ResolvedKernel:
     """A row's exact packages, remembered per lists generation."""
     cat = catalogue or update(refresh)
-    memo = cat.root / "resolved.json"
-    generation = os.readlink(cat.lists)
     with file_lock(cat.root / "resolved.lock"):
-        try:
-            known = json.loads(memo.read_text())
-        except (OSError, ValueError):
-            known = {}
-        if not isinstance(known, dict) or known.get("lists") != generation:
-            known = {"lists": generation}
-        if row.name in known:
+        memo = _Memo.load(cat)
+        known = memo.rows.get(row.name)
+        if known is not None:
             try:
-                return ResolvedKernel.from_json(row, known[row.name])
+                return ResolvedKernel.from_json(row, known)
             except (KeyError, TypeError, ValueError):
                 pass
-        res = walk(row, cat)
-        known[row.name] = res.to_json()
-        _write_if_changed(memo, json.dumps(known, indent=1))
+        res = walk(row, cat, memo.unavailable)
+        memo.rows[row.name] = res.to_json()
+        memo.save(cat)
     return res
+
+
+@dataclass
+class _Memo:
+    """resolved.json: rows resolved in one lists generation, and the pins the
+    archive failed to serve while an older version of the same row downloaded."""
+
+    lists: str
+    rows: dict[str, dict[str, object]]
+    unavailable: frozenset[str]
+
+    @classmethod
+    def load(cls, cat: Catalogue) -> "_Memo":
+        generation = os.readlink(cat.lists)
+        try:
+            data = json.loads((cat.root / "resolved.json").read_text())
+        except (OSError, ValueError):
+            data = None
+        if not isinstance(data, dict) or data.get("lists") != generation:
+            return cls(generation, {}, frozenset())
+        rows = data.get("rows")
+        skip = data.get("unavailable")
+        return cls(generation, rows if isinstance(rows, dict) else {},
+                   frozenset(str(p) for p in skip) if isinstance(skip, list) else frozenset())
+
+    def save(self, cat: Catalogue) -> None:
+        _write_if_changed(cat.root / "resolved.json", json.dumps(
+            {"lists": self.lists, "unavailable": sorted(self.unavailable), "rows": self.rows}, indent=1))
+
+
+def fetch(row: KernelRow, dest: Path | None = None, refresh: bool = False,
+          catalogue: Catalogue | None = None) -> tuple[ResolvedKernel, dict[Role, tuple[Path, ...]]]:
+    """Resolve a row and download its .debs.  If the archive does not serve one
+    of the newest packages (a mirror behind its own index), an older version
+    of the same release is used and remembered for this lists generation."""
+    cat = catalogue or update(refresh)
+    res = resolve(row, catalogue=cat)
+    failed: set[str] = set()
+    first_error: HarnessError | None = None
+    while True:
+        missing, error = _download(res, dest, cat)
+        if error is None:
+            break
+        first_error = first_error or error
+        failed |= {p.pin for p in missing}
+        try:
+            older = walk(row, cat, frozenset(failed))
+        except HarnessError:
+            raise first_error from None
+        progress(f"kernel {row.name}: the archive does not serve {', '.join(p.pin for p in missing)}; "
+                 f"trying {older.abi} ({older.version})")
+        res = older
+    if failed:
+        # Remembered only now: had the archive been unreachable, nothing would have downloaded.
+        with file_lock(cat.root / "resolved.lock"):
+            memo = _Memo.load(cat)
+            memo.unavailable |= failed
+            memo.rows[row.name] = res.to_json()
+            memo.save(cat)
+    return res, debs_of(res, dest)
 
 
 def download(res: ResolvedKernel, dest: Path | None = None, catalogue: Catalogue | None = None,
              ) -> dict[Role, tuple[Path, ...]]:
     """The kernel's .debs in the cache (fetched with the catalogue's apt once,
-    checked against the catalogue's SHA256 every time)."""
+    checked against the catalogue's size and SHA256 every time)."""
+    _, error = _download(res, dest, catalogue)
+    if error is not None:
+        raise error
+    return debs_of(res, dest)
+
+
+def debs_of(res: ResolvedKernel, dest: Path | None = None) -> dict[Role, tuple[Path, ...]]:
     dest = dest or cache_dir() / "debs"
-    dest.mkdir(parents=True, exist_ok=True)
-    with file_lock(dest / ".lock"):
-        todo = [p for p in res.packages if not _deb_ok(dest / p.deb_name, p)]
-        if todo:
-            cat = catalogue or update()
-            progress(f"kernel {res.row.name}: downloading {' '.join(p.pin for p in todo)}")
-            proc = run_tool(cat.argv("apt-get", "download", "-q", *[p.pin for p in todo]), cwd=dest,
-                            check=False)
-            if proc.returncode != 0:
-                raise HarnessError(f"apt-get download for kernel {res.row.name} failed: {_apt_error(proc)} "
-                                   f"(try: harness kernels --refresh; archive {cat.mirrors.main})")
-            for p in todo:
-                if not _deb_ok(dest / p.deb_name, p):
-                    (dest / p.deb_name).unlink(missing_ok=True)
-                    raise HarnessError(f"downloaded {p.deb_name} does not match the catalogue's size and "
-                                       "SHA256; try again")
     out: dict[Role, tuple[Path, ...]] = {}
     for p in res.packages:
         out[p.role] = out.get(p.role, ()) + (dest / p.deb_name,)
     return out
+
+
+def _download(res: ResolvedKernel, dest: Path | None, catalogue: Catalogue | None,
+              ) -> tuple[list[Package], HarnessError | None]:
+    """Fetch what is missing: (packages still missing, the error) or ([], None)."""
+    dest = dest or cache_dir() / "debs"
+    dest.mkdir(parents=True, exist_ok=True)
+    with file_lock(dest / ".lock"):
+        todo = [p for p in res.packages if not _deb_ok(dest / p.deb_name, p)]
+        if not todo:
+            return [], None
+        cat = catalogue or update()
+        progress(f"kernel {res.row.name}: downloading {' '.join(p.pin for p in todo)}")
+        proc = run_tool(cat.argv("apt-get", "download", "-q", *[p.pin for p in todo]), cwd=dest, check=False)
+        bad = [p for p in todo if not _deb_ok(dest / p.deb_name, p)]
+        for p in bad:
+            (dest / p.deb_name).unlink(missing_ok=True)
+        if proc.returncode != 0:
+            return bad, HarnessError(f"apt-get download for kernel {res.row.name} failed: {_apt_error(proc)} "
+                                     f"(archives {cat.mirrors.main} and {cat.mirrors.security}; check they "
+                                     f"are reachable or set {MIRROR_ENV} / {SECURITY_ENV})")
+        if bad:
+            return bad, HarnessError(f"downloaded {bad[0].deb_name} does not match the catalogue's size and "
+                                     "SHA256; try: harness kernels --refresh")
+        return [], None
 
 
 _CHECKED: dict[Path, tuple[int, int]] = {}
