@@ -7,6 +7,8 @@ comparison is meant, because these machines are noisy.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shlex
 import statistics
 import subprocess
 import sys
@@ -55,11 +57,11 @@ def _race_guest(kernel: str, scheme: str):
     from harness.image import GuestExtra
     from harness.kbuild import ModuleSetSpec, build
     from harness.race import RaceSpec, prepare_guest
-    from harness.racer import build_racer
+    from harness.racer import GUEST_PATH, build_racer
 
     kf = kernels.fetch(kernels.get_spec(kernel), quiet=True)
     mods = build(kf, ModuleSetSpec(scheme))
-    img = build_image(kf, tuple(mods.ko_files), (GuestExtra(build_racer(), "/bin/racer"),))
+    img = build_image(kf, tuple(mods.ko_files), (GuestExtra(build_racer(), GUEST_PATH),))
     vm = Vm(img, VmConfig(), name=f"bench-{scheme}")
     vm.boot()
     spec = RaceSpec(kernel=kernel, schemes=(scheme,), workloads=("lookup",))
@@ -71,17 +73,20 @@ def bench_looker(kernel: str, runs: int) -> None:
     """Looker ops/s started the harness's way (SSH channel, barrier, progress)
     vs the same racer loop started by hand in the guest; plus one SSH exec per
     lookup, to show why the loop lives in the guest."""
-    from harness.racer import parse_role_output
+    from harness.racer import RoleSpec, parse_role_output
 
     vm, mods, _ = _race_guest(kernel, "refcount")
-    base = f"/bin/racer looker --name {mods.spec.provider_names[0]} --ctl {mods.spec.ctl_device} --duration-ms 3000"
+    looker = RoleSpec("looker", name=mods.spec.provider_names[0], ctl=mods.spec.ctl_device, duration_ms=3000)
+    base = looker.command()
+    raced = dataclasses.replace(looker, barrier="/dev/shm/b", parties=1, progress=True).command()
     ratios = []
     with vm:
         for _ in range(runs):
             vm.ssh.run("rm -f /dev/shm/b", check=True)
-            chan = vm.ssh.start(base + " --barrier /dev/shm/b --parties 1 --progress", on_stderr=lambda d: None)
+            chan = vm.ssh.start(raced, on_stderr=lambda d: None)
             harness_res = parse_role_output(chan.wait(60).stdout)
-            direct = vm.ssh.run(f"sh -c '{base} > /tmp/direct.json'; cat /tmp/direct.json", check=True)
+            direct = vm.ssh.run(f"sh -c {shlex.quote(base + ' > /tmp/direct.json')}; cat /tmp/direct.json",
+                                check=True)
             direct_res = parse_role_output(direct.stdout)
             h = harness_res.iterations / (harness_res.duration_ms / 1000)
             d = direct_res.iterations / (direct_res.duration_ms / 1000)
@@ -105,7 +110,7 @@ def bench_first_spurious(kernel: str, runs: int) -> None:
     firsts = []
     with vm:
         for _ in range(2 * runs):
-            run = run_one(vm, mods, spec, "refcount", "mount")
+            run = run_one(vm, mods, spec, "refcount", "mount", vm.image.kernel.release)
             firsts.append(run.first_spurious_s if run.first_spurious_s is not None else float("inf"))
     within = sum(f <= 10 for f in firsts)
     print(summary("first spurious refcount failure", firsts))

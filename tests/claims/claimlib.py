@@ -3,14 +3,15 @@ holds the fixtures and the matrix hooks).  See conftest.py's docstring."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import shlex
 from dataclasses import dataclass, field
 
 from harness import kbuild
-from harness.race import BARRIER, RACER, RaceSpec, run_one
+from harness.race import BARRIER, RaceSpec, RolesOutcome, run_one
 from harness.race import run_roles as race_roles
-from harness.racer import RoleResult, parse_role_output
+from harness.racer import RoleResult, RoleSpec, parse_role_output
+from harness.report import RunResult, op_json
 from harness.splat import new_splats
 
 OVERRIDE_ENV = "CLAIMS_SCHEME_OVERRIDE"
@@ -66,52 +67,45 @@ class ClaimGuest:
 # ---------------------------------------------------------------- racer helpers
 
 
-def racer_argv(role: str, *args: str, count: int | None = None, duration_ms: int = 15000) -> str:
-    argv = [RACER, role, *args, "--duration-ms", str(duration_ms)]
-    if count is not None:
-        argv += ["--count", str(count)]
-    return " ".join(shlex.quote(a) for a in argv)
-
-
-def racer(g: ClaimGuest, role: str, *args: str, count: int | None = None,
-          duration_ms: int = 15000, timeout: float = 120) -> RoleResult:
+def racer(g: ClaimGuest, spec: RoleSpec, timeout: float = 120) -> RoleResult:
     """One racer role to completion; its JSON parsed."""
-    res = g.vm.ssh.run(racer_argv(role, *args, count=count, duration_ms=duration_ms), timeout=timeout)
-    return parse_role_output(res.stdout, role=role, exit_status=res.exit_status, stderr=res.stderr)
+    res = g.vm.ssh.run(spec.command(), timeout=timeout)
+    return parse_role_output(res.stdout, role=spec.role, exit_status=res.exit_status, stderr=res.stderr)
 
 
 def op_dict(r: RoleResult, op: str) -> dict:
+    """One operation's counts as recorded in the matrix (no histogram)."""
     st = r.ops.get(op)
     if st is None:
         return {"total": 0, "ok": 0, "errors": {}, "error": r.error}
-    return {"total": st.total, "ok": st.ok, "errors": dict(st.errors),
-            "latency_us": dict(st.latency_us)}
+    doc = op_json(st)
+    doc.pop("hist")
+    return doc
 
 
 def race(g: ClaimGuest, scheme: str, workload: str, duration_s: float = 10, seed: int = 1,
-         unload_pause_ms: int = 100):
-    """One RaceSpec workload (unloader vs callers) in the guest: RunResult."""
+         unload_pause_ms: int = 100, contention: int = 0) -> RunResult:
+    """One RaceSpec workload (unloader vs callers) in the guest."""
     spec = RaceSpec(kernel=g.kernel_spec, schemes=(scheme,), workloads=(workload,),
                     duration_s=duration_s, seed=seed, knobs=g.knobs,
-                    unload_pause_ms=unload_pause_ms)
-    return run_one(g.vm, g.mods[scheme], spec, scheme, workload)
+                    unload_pause_ms=unload_pause_ms, contention=contention)
+    return run_one(g.vm, g.mods[scheme], spec, scheme, workload, g.release)
 
 
-def run_roles(g: ClaimGuest, argvs: list[list[str]], duration_ms: int,
-              slack_s: float = 45) -> tuple[list[RoleResult], str, float]:
-    """Hand-made roles started together at the barrier: (results, note, seconds).
-    A role still running `slack_s` after the deadline is a hang (note says so)."""
-    parties = len(argvs)
-    full = [[RACER, *a, "--duration-ms", str(duration_ms), "--barrier", BARRIER,
-             "--parties", str(parties)] for a in argvs]
-    return race_roles(g.vm, full, duration_ms / 1000, slack_s=slack_s)
+def run_roles(g: ClaimGuest, roles: list[RoleSpec], duration_ms: int, slack_s: float = 45) -> RolesOutcome:
+    """Hand-made roles started together at the barrier, each for duration_ms.
+    A role still running `slack_s` after the deadline is a hang (RunEnd.HUNG)."""
+    timed = [dataclasses.replace(r, duration_ms=duration_ms, barrier=BARRIER, parties=len(roles))
+             for r in roles]
+    return race_roles(g.vm, timed, duration_ms / 1000, slack_s=slack_s)
 
 
-def run_summary(run) -> dict:
-    """The JSON-able part of a RunResult worth recording."""
-    return {"ops": run.ops, "latency_us": run.latency_us, "spurious": run.spurious_failures,
-            "failed_during_unload": run.failed_during_unload, "verdict": run.verdict,
-            "splats": [s["title"] for s in run.splats], "note": run.note,
-            "role_errors": run.role_errors, "seconds": run.seconds}
+def run_summary(run: RunResult) -> dict:
+    """The JSON-able part of a RunResult worth recording (no histograms or console lines)."""
+    doc = run.to_json()
+    for op in doc["ops"].values():
+        op.pop("hist")
+    doc["splats"] = [f"{s['kind']}: {s['title']}" for s in doc["splats"]]
+    return doc
 
 

@@ -25,8 +25,8 @@ import pytest
 
 from harness import kbuild
 from harness.image import GuestExtra
-from harness.race import RACER, RaceSpec, prepare_guest
-from harness.racer import build_racer
+from harness.race import DEFAULT_KNOBS, RaceSpec, prepare_guest
+from harness.racer import GUEST_PATH, build_racer
 from harness.vm import VmConfig
 
 from claimlib import OVERRIDE_ENV, ClaimGuest
@@ -37,12 +37,12 @@ def claim_guest(kernel, kernel_spec, vm_factory):
     racer_bin = build_racer()
 
     def make(*schemes: str, providers: int = 2, buses: int = 1,
-             knobs: tuple[tuple[str, int], ...] = (("call_delay_us", 1000), ("exit_delay_ms", 200)),
+             knobs: tuple[tuple[str, int], ...] = DEFAULT_KNOBS,
              config: VmConfig | None = None) -> ClaimGuest:
         mods = {s: kbuild.build(kernel, kbuild.ModuleSetSpec(s, providers=providers, buses=buses))
                 for s in schemes}
         kos = tuple(ko for m in mods.values() for ko in m.ko_files)
-        vm = vm_factory(modules=kos, extras=(GuestExtra(racer_bin, RACER),), config=config)
+        vm = vm_factory(modules=kos, extras=(GuestExtra(racer_bin, GUEST_PATH),), config=config)
         spec = RaceSpec(kernel=kernel_spec.name, schemes=tuple(schemes), workloads=("lookup",),
                         knobs=tuple(sorted(knobs)))
         for m in mods.values():

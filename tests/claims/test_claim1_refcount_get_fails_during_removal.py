@@ -2,6 +2,8 @@
 module is being removed, so a caller racing an unload fails although the
 module could be loaded again."""
 
+from harness.report import RunEnd
+
 from claimlib import race, run_summary, scheme_for
 
 EXIT_DELAY_MS = 200
@@ -22,18 +24,17 @@ def test_claim1_refcount_get_fails_during_removal(claim_guest, record_property):
         run = race(g, scheme, workload, duration_s=10)
         runs[workload] = run
         op = "lookup" if workload == "lookup" else "mount"
-        measured[workload] = {"spurious": run.spurious_failures,
-                              "calls": run.ops.get(op, {}).get("total", 0),
-                              "errors": run.ops.get(op, {}).get("errors", {}),
-                              "unloads": run.ops.get("delete_module", {}).get("ok", 0),
-                              "p99_us": run.latency_us.get(op, {}).get("p99")}
+        measured[workload] = {"spurious": run.spurious_failures, "calls": run.op(op).total,
+                              "errors": run.op(op).errors, "unloads": run.unloads,
+                              "p99_us": run.op(op).latency_us.get("p99")}
     measured["detail"] = {w: run_summary(r) for w, r in runs.items()}
     record_property("measured", measured)
     for workload, run in runs.items():
-        assert not run.role_errors and not run.note, f"{workload}: {run.role_errors} {run.note}"
-        assert run.ops.get("delete_module", {}).get("ok", 0) > 0, f"{workload}: no unload happened"
+        assert run.end is RunEnd.COMPLETED and not run.role_errors, (
+            f"{workload}: {run.end.value} {run.end_detail} {run.role_errors}")
+        assert run.unloads > 0, f"{workload}: no unload happened"
         op = "lookup" if workload == "lookup" else "mount"
-        errors = run.ops.get(op, {}).get("errors", {})
+        errors = run.op(op).errors
         assert run.spurious_failures > 0, (
             f"{scheme}/{workload}: no spurious failure: every {op} survived the unloads")
         assert "ENODEV" in errors, f"{scheme}/{workload}: errnos {errors}, no ENODEV"

@@ -2,6 +2,8 @@
 to be entered, i.e. still in init_module.  Measured false on every kernel of
 the matrix; this test asserts what was measured."""
 
+from harness.racer import RoleSpec
+
 from claimlib import op_dict, racer, scheme_for
 
 INIT_DELAY_MS = 3000
@@ -17,8 +19,8 @@ def _lookup_during_init(g, scheme: str) -> dict:
     g.sh(f"for i in $(seq 50); do grep -q coming /sys/module/{name}/initstate 2>/dev/null && break; "
          f"sleep 0.1; done; sleep 0.3")
     state = g.sh(f"cat /sys/module/{name}/initstate", check=False).stdout.strip()
-    r = racer(g, "looker", "--name", name, "--ctl", m.spec.ctl_device, "--check-result", "0",
-              count=1, duration_ms=10000)
+    r = racer(g, RoleSpec("looker", name=name, ctl=m.spec.ctl_device, check_result=0, count=1,
+                          duration_ms=10000))
     ins = bg.wait(30)
     return {"initstate_at_lookup": state, "lookup": op_dict(r, "lookup"),
             "insmod_exit": ins.exit_status, "role_error": r.error, "prefix": p}

@@ -1,7 +1,7 @@
 """Claim 3 (Adam Richter): under the rwsem scheme there is no failure path for
 the get; a module with a holder cannot be removed."""
 
-from harness.racer import parse_role_output
+from harness.racer import RoleSpec, parse_role_output
 
 from claimlib import op_dict, racer, scheme_for
 
@@ -18,15 +18,14 @@ def test_claim3_rwsem_get_never_fails_while_registered(claim_guest, record_prope
     g = claim_guest(scheme, knobs=())
     m = g.m(scheme)
     name, ctl = m.spec.provider_names[0], m.spec.ctl_device
-    look = racer(g, "looker", "--name", name, "--ctl", ctl, "--check-result", "0",
-                 count=N, duration_ms=60000)
+    look = racer(g, RoleSpec("looker", name=name, ctl=ctl, check_result=0, count=N, duration_ms=60000))
+    unloader = RoleSpec("unloader", name=name, ko=g.ko(scheme), count=1, duration_ms=10000)
     res = g.sh(f"exec 4<>{ctl} && echo -n 'hold {name}' >&4 || exit 90; "
-               f"{RACER_UNLOAD.format(name=name, ko=g.ko(scheme))}; "
+               f"{unloader.command()}; "
                f"grep -c '^{name} ' /proc/modules", check=False)
     unload = parse_role_output(res.stdout, role="unloader")
     still_loaded = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
-    after = racer(g, "looker", "--name", name, "--ctl", ctl, "--check-result", "0",
-                  count=200, duration_ms=30000)
+    after = racer(g, RoleSpec("looker", name=name, ctl=ctl, check_result=0, count=200, duration_ms=30000))
     measured = {"scheme": scheme, "lookups": op_dict(look, "lookup"),
                 "held_delete_module": op_dict(unload, "delete_module"),
                 "loaded_after_held_unload": still_loaded == "1",
@@ -40,5 +39,3 @@ def test_claim3_rwsem_get_never_fails_while_registered(claim_guest, record_prope
     assert measured["loaded_after_held_unload"], f"{name} vanished while held"
     assert measured["lookups_after"]["ok"] == 200, measured["lookups_after"]
 
-
-RACER_UNLOAD = "/bin/racer unloader --name {name} --ko {ko} --count 1 --duration-ms 10000"

@@ -6,6 +6,8 @@ holds for `rwsem-deferred`, not for `rwsem` as proposed."""
 
 import pytest
 
+from harness.report import RunEnd
+
 from claimlib import race, run_summary, scheme_for
 
 EXIT_DELAY_MS = 200
@@ -44,15 +46,16 @@ def test_claim4_rwsem_lookup_waits_and_finds_reloaded_module(variant, claim_gues
             for i in range(RUNS)]
     failures = sum(r.spurious_failures for r in runs)
     measured = {"scheme": scheme, "failures": failures,
-                "lookups": [r.ops.get("lookup", {}).get("total", 0) for r in runs],
-                "unloads": [r.ops.get("delete_module", {}).get("ok", 0) for r in runs],
-                "lookup_errors": [r.ops.get("lookup", {}).get("errors", {}) for r in runs],
-                "lookup_max_us": [r.latency_us.get("lookup", {}).get("max") for r in runs],
+                "lookups": [r.op("lookup").total for r in runs],
+                "unloads": [r.unloads for r in runs],
+                "lookup_errors": [r.op("lookup").errors for r in runs],
+                "lookup_max_us": [r.op("lookup").latency_us.get("max") for r in runs],
                 "detail": [run_summary(r) for r in runs]}
     record_property("measured", measured)
     record_property("claim_holds", failures == 0)
     for i, r in enumerate(runs):
-        assert not r.role_errors and not r.note and not r.splats, f"run {i}: {r.role_errors} {r.note} {r.splats}"
+        assert r.end is RunEnd.COMPLETED and not r.role_errors and not r.splats, (
+            f"run {i}: {r.end.value} {r.role_errors} {[s.title for s in r.splats]}")
         assert measured["unloads"][i] > 0, f"run {i}: no unload happened"
         errs = measured["lookup_errors"][i]
         assert "ENODEV" not in errs, f"{scheme} run {i}: a get was refused (ENODEV): {errs}"

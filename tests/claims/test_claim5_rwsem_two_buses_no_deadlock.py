@@ -4,6 +4,8 @@ these locks normally not be held simultaneously for any other reason")."""
 
 import pytest
 
+from harness.racer import RoleSpec
+from harness.report import RunEnd
 from harness.vm import VmConfig
 
 from claimlib import op_dict, run_roles, scheme_for
@@ -29,14 +31,15 @@ def test_claim5_rwsem_two_buses_no_deadlock(variant, claim_guest, record_propert
     g.sh(f"/sbin/modprobe {p1}")
     params = " ".join(f"{k}={v}" for k, v in g.knobs)  # reloads keep the knobs
     roles = [
-        ["unloader", "--name", p0, "--ko", g.ko(scheme, 0), "--params", params, "--pause-us", "20000"],
-        ["unloader", "--name", p1, "--ko", g.ko(scheme, 1), "--params", params, "--pause-us", "20000"],
-        ["looker", "--name", p0, "--ctl", ctl, "--bus", "1"],
-        ["looker", "--name", p1, "--ctl", ctl, "--bus", "0"],
+        RoleSpec("unloader", name=p0, ko=g.ko(scheme, 0), params=params, pause_us=20000),
+        RoleSpec("unloader", name=p1, ko=g.ko(scheme, 1), params=params, pause_us=20000),
+        RoleSpec("looker", name=p0, ctl=ctl, bus=1),
+        RoleSpec("looker", name=p1, ctl=ctl, bus=0),
     ]
-    results, note, seconds = run_roles(g, roles, DURATION_MS)
+    outcome = run_roles(g, roles, DURATION_MS)
+    results = outcome.results
     splats = g.splats()
-    measured = {"scheme": scheme, "seconds": round(seconds, 1), "note": note,
+    measured = {"scheme": scheme, "seconds": round(outcome.seconds, 1), "end": outcome.end.value,
                 "splats": [f"{s.kind}: {s.title}" for s in splats],
                 "unload_prov0": op_dict(results[0], "delete_module"),
                 "unload_prov1": op_dict(results[1], "delete_module"),
@@ -46,7 +49,7 @@ def test_claim5_rwsem_two_buses_no_deadlock(variant, claim_guest, record_propert
     for k in ("unload_prov0", "unload_prov1"):
         measured[k].pop("latency_us", None)
     record_property("measured", measured)
-    assert not note, f"{scheme}: {note}"
+    assert outcome.end is RunEnd.COMPLETED, f"{scheme}: {outcome.end.value} {outcome.detail}"
     assert not measured["role_errors"], f"{scheme}: {measured['role_errors']}"
     assert splats == [], f"{scheme}: {measured['splats']}"
     assert measured["unload_prov0"]["ok"] > 0 and measured["unload_prov1"]["ok"] > 0, measured

@@ -1,11 +1,9 @@
 """Claim 7 (Adam Richter): a higher-level facility's reference, such as an
 open file descriptor, keeps the module; the module needs no try_module_get."""
 
-from harness.racer import parse_role_output
+from harness.racer import RoleSpec, parse_role_output
 
 from claimlib import op_dict, scheme_for
-
-UNLOAD = "/bin/racer unloader --name {name} --ko {ko} --count 1 --duration-ms 10000"
 
 
 def test_claim7_facility_reference_keeps_module(claim_guest, record_property):
@@ -16,7 +14,7 @@ def test_claim7_facility_reference_keeps_module(claim_guest, record_property):
     scheme = scheme_for("claim7", "rwsem")
     g = claim_guest(scheme, knobs=())
     name = g.m(scheme).spec.provider_names[0]
-    unload = UNLOAD.format(name=name, ko=g.ko(scheme))
+    unload = RoleSpec("unloader", name=name, ko=g.ko(scheme), count=1, duration_ms=10000).command()
     res = g.sh(f"exec 5</dev/{name} || exit 90; {unload}; echo '--'; "
                f"dd bs=16 count=1 <&5 2>/dev/null; echo '--'; exec 5<&-; {unload}", check=False)
     parts = res.stdout.split("--\n")

@@ -2,7 +2,7 @@
 before checking the reference count, and it would remain held in the
 module_exit routine"."""
 
-from harness.racer import parse_role_output
+from harness.racer import RoleSpec, parse_role_output
 
 from claimlib import op_dict, racer, scheme_for
 
@@ -28,16 +28,15 @@ def test_claim8_gate_locks_before_refcount_check(claim_guest, record_property):
     # (a) the reader waits while delete_module holds the bus for writing
     rm = g.vm.ssh.start(f"/sbin/rmmod {p0}")
     g.sh("sleep 0.3")
-    wait = racer(g, "looker", "--name", p1, "--ctl", ctl, "--check-result", "1", count=1,
-                 duration_ms=20000)
+    wait = racer(g, RoleSpec("looker", name=p1, ctl=ctl, check_result=1, count=1, duration_ms=20000))
     rm_res = rm.wait(30)
     a = {"lookup": op_dict(wait, "lookup"), "rmmod_exit": rm_res.exit_status}
     # (b) a get taken before the unload keeps the module
     g.sh(f"/sbin/modprobe {p0} exit_delay_ms=0 call_delay_us={CALL_DELAY_US}")
-    bg = g.vm.ssh.start(f"/bin/racer looker --name {p0} --ctl {ctl} --check-result 0 "
-                        f"--count 1 --duration-ms 20000")
+    bg = g.vm.ssh.start(RoleSpec("looker", name=p0, ctl=ctl, check_result=0, count=1,
+                                 duration_ms=20000).command())
     g.sh("sleep 0.5")
-    un = racer(g, "unloader", "--name", p0, "--ko", g.ko(scheme, 0), count=1, duration_ms=20000)
+    un = racer(g, RoleSpec("unloader", name=p0, ko=g.ko(scheme, 0), count=1, duration_ms=20000))
     bg_res = bg.wait(30)
     look = parse_role_output(bg_res.stdout, role="looker")
     b = {"delete_module": op_dict(un, "delete_module"), "lookup": op_dict(look, "lookup")}

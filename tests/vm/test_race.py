@@ -12,69 +12,75 @@ import pytest
 from harness.image import GuestExtra
 from harness.kbuild import ModuleSetSpec, build
 from harness.race import RaceSpec, prepare_guest, run_one
-from harness.racer import build_racer, parse_role_output
+from harness.racer import GUEST_PATH, RoleSpec, build_racer, parse_role_output
+from harness.report import RunEnd, Verdict
 from harness.vm import VmConfig
 
 
 @pytest.fixture
 def rc_guest(kernel, vm_factory):
     mods = build(kernel, ModuleSetSpec("refcount"))
-    vm = vm_factory(modules=tuple(mods.ko_files), extras=(GuestExtra(build_racer(), "/bin/racer"),))
+    vm = vm_factory(modules=tuple(mods.ko_files), extras=(GuestExtra(build_racer(), GUEST_PATH),))
     prepare_guest(vm, mods, RaceSpec(schemes=("refcount",), knobs=()))
     return vm, mods
 
 
-def _racer(vm, *args: str):
-    res = vm.ssh.run("/bin/racer " + " ".join(args), timeout=120)
+def _racer(vm, spec: RoleSpec):
+    res = vm.ssh.run(spec.command(), timeout=120)
     return res, parse_role_output(res.stdout, exit_status=res.exit_status, stderr=res.stderr)
+
+
+def _looker(name: str, **kw) -> RoleSpec:
+    return RoleSpec("looker", name=name, ctl="/dev/rc_ctl", **kw)
 
 
 def test_racer_counts_known_outcomes(rc_guest):
     vm, _ = rc_guest
-    _, ok = _racer(vm, "looker --name rc_prov0 --ctl /dev/rc_ctl --count 300 --check-result 0")
+    _, ok = _racer(vm, _looker("rc_prov0", count=300, check_result=0))
     assert (ok.ops["lookup"].total, ok.ops["lookup"].ok) == (300, 300)
-    _, wrong = _racer(vm, "looker --name rc_prov1 --ctl /dev/rc_ctl --count 5 --check-result 0")
+    _, wrong = _racer(vm, _looker("rc_prov1", count=5, check_result=0))
     assert wrong.ops["lookup"].errors == {"EWRONGRESULT": 5}, "provider 1 answers 1, not 0"
-    _, miss = _racer(vm, "looker --name rc_nosuch --ctl /dev/rc_ctl --count 10")
+    _, miss = _racer(vm, _looker("rc_nosuch", count=10))
     assert miss.ops["lookup"].errors == {"ENOENT": 10}
-    _, mnt = _racer(vm, "mounter --name rc_prov0 --fstype rcfs --dir /mnt/bus --count 50")
+    _, mnt = _racer(vm, RoleSpec("mounter", name="rc_prov0", fstype="rcfs", dir="/mnt/bus", count=50))
     assert mnt.ops["mount"].ok == 50 and mnt.ops["umount"].ok == 50
 
 
 def test_unloader_counts_in_use_refusals(rc_guest):
     vm, _ = rc_guest
-    holder = vm.ssh.start("/bin/racer holder --name rc_prov0 --ctl /dev/rc_ctl --count 1 --hold-us 3000000")
+    holder = vm.ssh.start(RoleSpec("holder", name="rc_prov0", ctl="/dev/rc_ctl", count=1,
+                                   hold_us=3000000).command())
     time.sleep(1.0)
-    _, unl = _racer(vm, "unloader --name rc_prov0 --load modprobe --count 3")
+    _, unl = _racer(vm, RoleSpec("unloader", name="rc_prov0", load="modprobe", count=3))
     assert unl.ops["delete_module"].errors == {"EAGAIN": 3}
     assert unl.ops["load"].total == 0, "nothing to reload after a refused unload"
     held = parse_role_output(holder.wait(30).stdout)
     assert held.ops["hold"].ok == 1 and held.ops["release"].ok == 1
-    _, unl = _racer(vm, "unloader --name rc_prov0 --load modprobe --count 2")
+    _, unl = _racer(vm, RoleSpec("unloader", name="rc_prov0", load="modprobe", count=2))
     assert unl.ops["delete_module"].ok == 2 and unl.ops["load"].ok == 2
 
 
 def test_barrier_and_deadline(rc_guest):
     vm, _ = rc_guest
-    args = "looker --name rc_prov0 --ctl /dev/rc_ctl --duration-ms 1500 --barrier /dev/shm/t.bar --parties 2"
+    both = _looker("rc_prov0", duration_ms=1500, barrier="/dev/shm/t.bar", parties=2).command()
     vm.ssh.run("rm -f /dev/shm/t.bar", check=True)
-    first = vm.ssh.start("/bin/racer " + args)
+    first = vm.ssh.start(both)
     time.sleep(2.0)
-    second = vm.ssh.run("/bin/racer " + args, timeout=60)
+    second = vm.ssh.run(both, timeout=60)
     a = parse_role_output(first.wait(60).stdout)
     b = parse_role_output(second.stdout)
     assert a.error is None and b.error is None
     for r in (a, b):
         assert 1500 <= r.duration_ms < 2500, "the deadline counts from the barrier"
-    lone = vm.ssh.run("/bin/racer looker --name rc_prov0 --ctl /dev/rc_ctl --duration-ms 100 "
-                      "--barrier /dev/shm/lonely --parties 2", timeout=60)
+    lone = vm.ssh.run(_looker("rc_prov0", duration_ms=100, barrier="/dev/shm/lonely", parties=2).command(),
+                      timeout=60)
     assert lone.exit_status == 3 and json.loads(lone.stdout)["error"] == "barrier timeout"
 
 
 @pytest.mark.expect_splat
 def test_guest_dying_mid_race_is_a_result(kernel, vm_factory):
     mods = build(kernel, ModuleSetSpec("refcount"))
-    vm = vm_factory(modules=tuple(mods.ko_files), extras=(GuestExtra(build_racer(), "/bin/racer"),),
+    vm = vm_factory(modules=tuple(mods.ko_files), extras=(GuestExtra(build_racer(), GUEST_PATH),),
                     config=VmConfig(accel="tcg"))
     spec = RaceSpec(schemes=("refcount",), workloads=("lookup",), duration_s=20, knobs=())
     prepare_guest(vm, mods, spec)
@@ -89,8 +95,8 @@ def test_guest_dying_mid_race_is_a_result(kernel, vm_factory):
 
     threading.Thread(target=crash, daemon=True).start()
     t0 = time.monotonic()
-    run = run_one(vm, mods, spec, "refcount", "lookup")
+    run = run_one(vm, mods, spec, "refcount", "lookup", vm.image.kernel.release)
     assert time.monotonic() - t0 < 20, "a dead guest must end the run early"
-    assert run.verdict == "crashed"
-    assert "died" in run.note or "lost" in run.note
-    assert any("sysrq" in s["title"].lower() or s["kind"] in ("panic", "oops", "bug") for s in run.splats)
+    assert run.verdict is Verdict.CRASHED
+    assert run.end in (RunEnd.GUEST_DIED, RunEnd.SSH_LOST)
+    assert any("sysrq" in s.title.lower() or s.kind in ("panic", "oops", "bug") for s in run.splats)

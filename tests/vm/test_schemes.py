@@ -31,6 +31,7 @@ from __future__ import annotations
 import pytest
 
 from harness import kbuild
+from harness.schemes import SCHEMES
 from harness.splat import new_splats
 
 EXIT_DELAY_MS = 2000
@@ -179,7 +180,7 @@ def test_scheme(scheme, kernel, vm_factory, record_property):
     start = vm.console_size()
 
     _check_load_call_mount_unload(vm, p, fs, providers)
-    if scheme == "unsafe":
+    if SCHEMES[scheme].negative_control:
         _check_unsafe_hold_does_not_pin(vm, p, providers)
     else:
         _check_held_refuses_rmmod(vm, p, fs, providers, record_property)
