@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from . import kernels
 from .errors import HarnessError
@@ -135,16 +135,19 @@ def roles_for(workload: str, mods: BuiltModules, spec: RaceSpec, release: str) -
     """The unloader against the callers of one workload, meeting at one barrier."""
     target = mods.spec.provider_names[0]
     callers = get_workload(workload).callers
-    common = dict(name=target, duration_ms=int(spec.duration_s * 1000), seed=spec.seed,
-                  barrier=BARRIER, parties=1 + len(callers), progress=True)
+
+    def role(name: str, **kw: Any) -> RoleSpec:
+        return RoleSpec(name, name=target, duration_ms=int(spec.duration_s * 1000), seed=spec.seed,
+                        barrier=BARRIER, parties=1 + len(callers), progress=True, **kw)
+
     by_role = {
-        "looker": RoleSpec("looker", ctl=mods.spec.ctl_device, **common),
-        "mounter": RoleSpec("mounter", fstype=mods.spec.fs_name, dir="/mnt/bus", **common),
-        "fsmounter": RoleSpec("fsmounter", fstype=f"{target}fs", dir="/mnt/own", **common),
+        "looker": role("looker", ctl=mods.spec.ctl_device),
+        "mounter": role("mounter", fstype=mods.spec.fs_name, dir="/mnt/bus"),
+        "fsmounter": role("fsmounter", fstype=f"{target}fs", dir="/mnt/own"),
     }
-    unloader = RoleSpec("unloader", ko=f"/lib/modules/{release}/extra/{target}.ko",
-                        params=" ".join(f"{k}={v}" for k, v in spec.knobs), load=spec.reload,
-                        pause_us=spec.unload_pause_ms * 1000, **common)
+    unloader = role("unloader", ko=f"/lib/modules/{release}/extra/{target}.ko",
+                    params=" ".join(f"{k}={v}" for k, v in spec.knobs), load=spec.reload,
+                    pause_us=spec.unload_pause_ms * 1000)
     return [unloader, *(by_role[c] for c in callers)]
 
 
