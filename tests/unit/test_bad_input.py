@@ -126,9 +126,9 @@ def test_bad_input_is_refused_before_boot(sandbox, name):
     assert not reached_qemu, f"reached QEMU: {res.stderr}"
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
     assert res.returncode == 2, res.stderr
-    assert seconds < 10
-    assert sorted(p.name for p in sandbox.iterdir()) == cwd_before
-    assert _tree() - tree_before == set()
+    assert seconds < 20, f"took {seconds:.1f}s: refused too late?"  # slack for a busy host
+    assert sorted(p.name for p in sandbox.iterdir()) == cwd_before, "wrote into the working folder"
+    assert _tree() - tree_before == set(), "wrote into the repository outside .cache/ and build/"
 
 
 def test_there_are_at_least_30():
