@@ -5,8 +5,9 @@
  * One SSH exec per operation is far too slow to hit a race window, so each
  * role runs here, inside the guest, starts at a shared barrier, stops at a
  * deadline or an operation count, and prints one JSON object: per operation
- * the count, successes, failures by errno name, latency percentiles and the
- * log-linear latency histogram (so that the host can merge roles exactly).
+ * the count, successes, failures by errno name and by how many unloads they
+ * overlapped (0, 1, 2 or more), latency percentiles and the log-linear
+ * latency histogram (so that the host can merge roles exactly).
  *
  * Roles: unloader looker mounter fsmounter holder loader (see usage()).
  * Built static on the host; no libc wrappers exist for the module syscalls.
@@ -59,11 +60,21 @@ struct shared {
 	int unloading;		/* the unloader is between delete and reload */
 	u64 generation;	/* completed unload/reload cycles */
 	unsigned int seq;	/* odd while unloading; bumped at set and clear */
+	u64 unloads;		/* UNLOADS_BEGUN per unload begun + unloads in progress */
 };
+
+/*
+ * shared.unloads packs both counts in one word, so that one load tells how
+ * many unloads an operation overlapped: those in progress at its start plus
+ * those begun before its end.  A refused delete_module is taken back.
+ */
+#define UNLOADS_BEGUN	256ull
+#define MET_SLOTS	3	/* failures that overlapped 0, 1, 2 or more unloads */
 
 struct op_stats {
 	const char *name;
 	u64 total, ok, during_unload;
+	u64 met_unloads[MET_SLOTS];
 	u64 errs[ERR_SLOTS];
 	u64 hist[HIST_BUCKETS];
 	u64 max_ns;
@@ -72,6 +83,7 @@ struct op_stats {
 
 struct op_tok {
 	u64 t0;
+	u64 unloads;
 	unsigned int seq;
 };
 
@@ -195,7 +207,17 @@ static struct op_stats *op_new(const char *name)
 static void op_begin(struct op_tok *tok)
 {
 	tok->seq = __atomic_load_n(&shm->seq, __ATOMIC_SEQ_CST);
+	tok->unloads = __atomic_load_n(&shm->unloads, __ATOMIC_SEQ_CST);
 	tok->t0 = now_ns();
+}
+
+static unsigned int unloads_met(const struct op_tok *tok)
+{
+	u64 end = __atomic_load_n(&shm->unloads, __ATOMIC_SEQ_CST);
+	u64 met = end / UNLOADS_BEGUN - tok->unloads / UNLOADS_BEGUN +
+		  tok->unloads % UNLOADS_BEGUN;
+
+	return met < MET_SLOTS ? met : MET_SLOTS - 1;
 }
 
 /* An op overlapped an unload if the flag was up at its start or moved during it. */
@@ -218,6 +240,7 @@ static void op_end(struct op_stats *op, const struct op_tok *tok, int err)
 	if (err < 0 || err >= ERR_SLOTS)
 		err = EUNKNOWN;
 	op->errs[err]++;
+	op->met_unloads[unloads_met(tok)]++;
 	if ((tok->seq & 1) || __atomic_load_n(&shm->seq, __ATOMIC_SEQ_CST) != tok->seq)
 		op->during_unload++;
 }
@@ -283,10 +306,13 @@ static void print_op(const struct op_stats *op)
 	       (unsigned long long)op->ok);
 	print_errors(op);
 	printf(",\"failed_during_unload\":%llu,\"latency_us\":{\"p50\":%.3f,\"p90\":%.3f,"
-	       "\"p99\":%.3f,\"max\":%.3f},\"first_failure_ms\":",
+	       "\"p99\":%.3f,\"max\":%.3f},",
 	       (unsigned long long)op->during_unload, hist_pct_ns(op, 500) / 1000.0,
 	       hist_pct_ns(op, 900) / 1000.0, hist_pct_ns(op, 990) / 1000.0,
 	       op->max_ns / 1000.0);
+	printf("\"failed_by_unloads_met\":[%llu,%llu,%llu],\"first_failure_ms\":",
+	       (unsigned long long)op->met_unloads[0], (unsigned long long)op->met_unloads[1],
+	       (unsigned long long)op->met_unloads[2]);
 	if (op->first_failure_ns)
 		printf("%.3f,", op->first_failure_ns / 1e6);
 	else
@@ -482,13 +508,17 @@ static int unloader_step(void)
 	int err;
 
 	unload_flag(1);
+	__atomic_add_fetch(&shm->unloads, UNLOADS_BEGUN + 1, __ATOMIC_SEQ_CST);
 	op_begin(&tok);
 	err = sys_delete_module(opt.name) ? errno : 0;
 	op_end(op_a, &tok, err);
+	if (err)
+		__atomic_sub_fetch(&shm->unloads, UNLOADS_BEGUN, __ATOMIC_SEQ_CST);
 	if (!err || err == ENOENT) {
 		op_begin(&tok);
 		op_end(op_b, &tok, load_once(role_fd));
 	}
+	__atomic_sub_fetch(&shm->unloads, 1, __ATOMIC_SEQ_CST);
 	unload_flag(0);
 	if (err == EAGAIN || err == EBUSY)
 		return 0;
