@@ -636,6 +636,7 @@ class Catalogue:
         """apt-get update into a new folder; it becomes current only once complete,
         so an interrupted update is never used and is redone next time."""
         progress(f"catalogue: updating Debian package lists ({reason.value})")
+        self._drop_old_lists(keep=self.lists.resolve() if self.lists.exists() else None)
         new = self.root / f"lists.{time.time_ns()}"
         if self.lists.exists():
             # Hard links: apt replaces files by rename, so the current lists stay
@@ -648,8 +649,8 @@ class Catalogue:
         if proc.returncode != 0:
             shutil.rmtree(new, ignore_errors=True)
             raise HarnessError(f"apt-get update of the kernel catalogue failed: {_apt_error(proc)} "
-                               f"(archives {self.mirrors.main} and {self.mirrors.security}; check they are "
-                               f"reachable or set {MIRROR_ENV} / {SECURITY_ENV})")
+                               f"(check that {self.mirrors.main} and {self.mirrors.security} are reachable "
+                               f"Debian archives signed by {self.keyring}, or set {MIRROR_ENV} / {SECURITY_ENV})")
         missing = [s.name for s in SUITES if not list(new.glob(f"*_dists_{s.name}_InRelease"))]
         if missing:
             shutil.rmtree(new, ignore_errors=True)
@@ -665,11 +666,19 @@ class Catalogue:
         self._drop_old_lists(keep=new)
         progress(f"catalogue: lists updated in {time.monotonic() - t0:.1f} s")
 
-    def _drop_old_lists(self, keep: Path) -> None:
-        """Keep the current folder and the one before it (a reader may still use it)."""
-        gens = sorted((p for p in self.root.glob("lists.*") if p.is_dir() and p != keep),
-                      key=lambda p: p.stat().st_mtime_ns)
-        for old in gens[:-1]:
+    def _drop_old_lists(self, keep: Path | None) -> None:
+        """Remove unfinished folders (interrupted updates) and finished ones but
+        `keep` and the newest other (a reader may still be using it)."""
+        finished = []
+        for path in self.root.glob("lists.*"):
+            if path.is_symlink():
+                path.unlink(missing_ok=True)  # a link made by an update killed before its swap
+            elif path != keep and (path / ".complete.json").is_file():
+                finished.append(path)
+            elif path != keep:
+                shutil.rmtree(path, ignore_errors=True)
+        finished.sort(key=lambda p: p.stat().st_mtime_ns)
+        for old in finished[:-1]:
             shutil.rmtree(old, ignore_errors=True)
 
     def expired(self, now: datetime | None = None) -> list[tuple[str, datetime]]:

@@ -627,3 +627,18 @@ def test_download_fetches_once_and_refuses_a_corrupt_deb(catalogue, monkeypatch,
     cat.download(res, dest, catalogue)
     assert len(calls) == 2
     assert "linux-image-x=1" in calls[-1] and "-c" in calls[-1]
+
+
+def test_an_update_clears_abandoned_folders_and_keeps_one_previous_generation(catalogue, monkeypatch):
+    monkeypatch.setattr(cat, "run_tool", FakeApt())
+    catalogue.update()
+    first = catalogue.lists.resolve()
+    abandoned = catalogue.root / "lists.0"
+    abandoned.mkdir()
+    (catalogue.root / "lists.link.99").symlink_to(abandoned.name)
+    catalogue.update(refresh=True)
+    second = catalogue.lists.resolve()
+    assert not abandoned.exists() and not (catalogue.root / "lists.link.99").is_symlink()
+    catalogue.update(refresh=True)
+    left = {p.name for p in catalogue.root.glob("lists.*")}
+    assert left == {second.name, catalogue.lists.resolve().name} and first.name not in left
