@@ -202,7 +202,8 @@ def apt_config(root: Path) -> str:
         f'Dir::Cache "{root}/cache";',
         'Dir::Cache::Archives "archives";',
         'Dir::Cache::pkgcache "pkgcache.bin";',
-        'Dir::Cache::srcpkgcache "srcpkgcache.bin";',
+        # One 110 MB binary cache is enough: the status file never changes.
+        'Dir::Cache::srcpkgcache "";',
         f'APT::Architecture "{ARCH}";',
         "#clear APT::Architectures;",
         f'APT::Architectures {{ "{ARCH}"; }};',
@@ -664,6 +665,8 @@ class Catalogue:
         for cached in ("pkgcache.bin", "srcpkgcache.bin"):
             (self.root / "cache" / cached).unlink(missing_ok=True)
         self._drop_old_lists(keep=new)
+        # Parsing the lists takes seconds: once here rather than in the first lookup.
+        run_tool(self.argv("apt-cache", "gencaches"), what="apt-cache gencaches", fix="harness kernels --refresh")
         progress(f"catalogue: lists updated in {time.monotonic() - t0:.1f} s")
 
     def _drop_old_lists(self, keep: Path | None) -> None:
