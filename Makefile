@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 KERNELS ?= 6.1,6.12,6.1-rt,6.12-rt
 JOBS ?= 2
 
-.PHONY: setup race test unit vm-test bench matrix clean
+.PHONY: setup race test typecheck unit vm-test bench matrix clean
 
 setup:
 	@sh scripts/setup.sh
@@ -13,10 +13,13 @@ setup:
 race: setup
 	$(PY) -m harness race --kernel $(KERNEL)
 
-test: setup
+test: setup typecheck
 	$(PY) -m pytest -q -p no:cacheprovider --kernel $(KERNEL) $(PYTEST_ARGS) tests
 
-unit: setup
+typecheck: setup
+	$(PY) -m mypy
+
+unit: setup typecheck
 	$(PY) -m pytest -q -p no:cacheprovider -m "not vm" tests
 
 # The seed's claims (tests/claims) on every kernel: build/matrix/matrix.{md,json}.

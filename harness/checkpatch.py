@@ -86,7 +86,9 @@ def _extract(deb: Path, root: Path) -> None:
                     for member in src:
                         rel = member.name.split("/", 1)[-1]
                         if rel in MEMBERS and member.isfile():
-                            data = src.extractfile(member).read()
+                            extracted = src.extractfile(member)
+                            assert extracted is not None  # a regular file, checked above
+                            data = extracted.read()
                             dest = root / rel
                             dest.parent.mkdir(parents=True, exist_ok=True)
                             dest.write_bytes(data)
@@ -103,13 +105,13 @@ def run_checkpatch(files: Iterable[Path], *, ignore: Sequence[str] = tuple(IGNOR
     """checkpatch's findings for files: one terse line each, ignored types dropped."""
     script = ensure_checkpatch()
     perl = need_tool("perl", "perl")
-    files = [str(Path(f)) for f in files]
-    if not files:
+    names = [str(Path(f)) for f in files]
+    if not names:
         return []
     cmd = [perl, str(script), "--no-tree", "-f", "--terse", "--show-types", "--no-summary", "--strict"]
     if ignore:
         cmd.append(f"--ignore={','.join(ignore)}")
-    cmd += files
+    cmd += names
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=script.parent.parent)
     # Exit status is 1 whenever anything was found; a crash prints no findings.
     out = [ln for ln in proc.stdout.splitlines() if _LINE.match(ln)]

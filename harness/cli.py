@@ -19,6 +19,7 @@ import time
 import tty
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from . import kernels
 from .errors import HarnessError
@@ -68,7 +69,7 @@ class Timings:
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes are one line, like every other error."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(ExitStatus.BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
 
 
@@ -164,8 +165,9 @@ def _guest(args: argparse.Namespace, timings: Timings | None = None) -> Vm:
 
 
 def cmd_kernels(args: argparse.Namespace) -> int:
+    rows = kernels.status()  # before the header: an unusable cache is one error line, nothing else
     print(f"{'spec':<9} {'release':<26} {'debian version':<22} state")
-    for spec, res, state in kernels.status():
+    for spec, res, state in rows:
         default = " (default)" if spec.name == kernels.DEFAULT_KERNEL else ""
         if res is None:
             print(f"{spec.name:<9} {'?':<26} {'?':<22} {state}")

@@ -3,8 +3,10 @@
 Front ends print it as a single line and exit non-zero; anything else is a bug.
 """
 
+from .exitcodes import ExitStatus
+
 
 class HarnessError(Exception):
     """A clear, user-facing failure (bad input, missing tool, failed boot)."""
 
-    exit_code = 2
+    exit_code = ExitStatus.BAD_INPUT

@@ -369,7 +369,7 @@ def _fix_headers(files: KernelFiles) -> None:
 def status() -> list[tuple[KernelSpec, Resolved | None, str]]:
     """Every spec with its resolution (or the reason it failed) for `kernels`."""
     cache_dir()  # an unusable cache folder is one error, not one per row
-    out = []
+    out: list[tuple[KernelSpec, Resolved | None, str]] = []
     for spec in SPECS.values():
         try:
             res = resolve(spec)

@@ -9,7 +9,7 @@ unless it is marked `expect_splat` and looks at them itself.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -109,14 +109,14 @@ def vm(request: pytest.FixtureRequest, image: Image, vm_config: VmConfig,
         _drop_log_if_passed(request.node, guest)
         return
     key = image.kernel.release
-    guest = _session_vms.get(key)
-    if guest is None or not guest.alive():
-        guest = Vm(image, vm_config, name="session")
-        _or_fail(guest.boot)
-        _session_vms[key] = guest
-    _watch(request.node, guest)
-    yield guest
-    if not guest.alive():  # a test that kills the guest spoils it for nobody else
+    shared: Vm | None = _session_vms.get(key)
+    if shared is None or not shared.alive():
+        shared = Vm(image, vm_config, name="session")
+        _or_fail(shared.boot)
+        _session_vms[key] = shared
+    _watch(request.node, shared)
+    yield shared
+    if not shared.alive():  # a test that kills the guest spoils it for nobody else
         _session_vms.pop(key, None)
 
 
@@ -134,7 +134,7 @@ def _watch(item: pytest.Item, vm: Vm) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    outcome = yield
+    outcome: Any = yield
     report = outcome.get_result()
     if call.when != "call":
         return

@@ -356,6 +356,7 @@ def _scan(text: str) -> list[tuple[Splat, int]]:
                 or (header.kind == "panic" and rec.since_end_trace is not None
                     and rec.since_end_trace <= PANIC_FOLD_WINDOW))
             if foldable:
+                assert rec is not None
                 rec.closed = False
                 rec.since_end_trace = None
                 rec.idx.append(i)

@@ -89,7 +89,7 @@ class Running:
     def wait(self, timeout: float | None = None) -> CommandResult:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.done():
-            if deadline is not None and time.monotonic() > deadline:
+            if timeout is not None and deadline is not None and time.monotonic() > deadline:
                 self.chan.close()
                 raise CommandTimeout(self.command, timeout)
             if not self.chan.get_transport() or not self.chan.get_transport().is_active():
@@ -129,7 +129,10 @@ class Guest:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 client.connect(host, port, username="root", pkey=key, sock=sock, timeout=10,
                                allow_agent=False, look_for_keys=False, banner_timeout=10, auth_timeout=10)
-                client.get_transport().set_keepalive(5)
+                transport = client.get_transport()
+                if transport is None:
+                    raise paramiko.SSHException("no transport after connect")
+                transport.set_keepalive(5)
                 return cls(client)
             except paramiko.BadHostKeyException as e:
                 raise HarnessError(f"guest host key does not match the image's: {e}") from e

@@ -91,7 +91,7 @@ def last_line(output: str | bytes | None) -> str:
     return lines[-1] if lines else ""
 
 
-def run_tool(argv: Sequence[str], *, what: str | None = None, fix: str | None = None,
+def run_tool(argv: Sequence[str | os.PathLike[str]], *, what: str | None = None, fix: str | None = None,
              cwd: Path | None = None, input: str | bytes | None = None, text: bool = True,
              env: Mapping[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run a host tool, capturing its output; a failure is one HarnessError line

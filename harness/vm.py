@@ -283,7 +283,7 @@ class Vm:
 
     def _wait_ready(self) -> str:
         assert self.child is not None
-        patterns = [READY_MARKER, r"Kernel panic - not syncing", r"Could not set up host forwarding rule",
+        patterns: list = [READY_MARKER, r"Kernel panic - not syncing", r"Could not set up host forwarding rule",
                     pexpect.EOF, pexpect.TIMEOUT]
         idx = self.child.expect(patterns, timeout=self.config.boot_timeout_s)
         if idx == 0:
@@ -353,7 +353,8 @@ class Vm:
         if child is None:
             return
         try:
-            os.killpg(child.pid, signal.SIGKILL)
+            if child.pid is not None:
+                os.killpg(child.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         if self._pump is not None:
@@ -363,8 +364,9 @@ class Vm:
             child.close(force=True)
         except Exception:
             pass
-        if child.logfile_read:
-            child.logfile_read.close()
+        log = child.logfile_read
+        if log is not None and hasattr(log, "close"):
+            log.close()
 
     # -- SSH
 

@@ -31,6 +31,6 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt .venv/.installed ]; then
 	echo "setup: creating .venv with the harness and its Python packages" >&2
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip >&2
-	.venv/bin/pip install -q -e . >&2
+	.venv/bin/pip install -q -e ".[dev]" >&2
 	touch .venv/.installed
 fi
