@@ -216,8 +216,6 @@ def run_roles(vm: RaceGuest, roles: Sequence[RoleSpec], duration_s: float, label
     if end is None:  # every channel closed: maybe because the guest went away
         time.sleep(5 * poll_s)
         end = _guest_gone(vm) or RunEnd.COMPLETED
-    if end in (RunEnd.GUEST_DIED, RunEnd.SSH_LOST):
-        detail = f"{end.value} during the race"
     results: list[RoleResult] = []
     for r, role in zip(running, roles):
         if end is not RunEnd.COMPLETED and not r.done():

@@ -92,6 +92,10 @@ _SAFE_SCHEME_FAILS = frozenset({Verdict.CRASHED, Verdict.WARNED, Verdict.HUNG, V
 _CONTROL_FAILS = frozenset({Verdict.ERROR, Verdict.NO_RACE})
 
 
+def _end_text(run: "RunResult") -> str:
+    return run.end.value + (f": {run.end_detail}" if run.end_detail else "")
+
+
 def problem(run: "RunResult") -> str | None:
     """Why this run fails the race (exit status 1), or None when it does not."""
     where = f"{run.scheme}/{run.workload}"
@@ -107,7 +111,7 @@ def problem(run: "RunResult") -> str | None:
     why = {Verdict.NO_RACE: "the unloader never unloaded the provider: nothing was raced",
            Verdict.ERROR: "; ".join(run.role_errors)}.get(run.verdict, "")
     if run.end is not RunEnd.COMPLETED:
-        why = "; ".join(x for x in (f"{run.end.value}: {run.end_detail}", why) if x)
+        why = "; ".join(x for x in (_end_text(run), why) if x)
     titles = "; ".join(s.title for s in run.splats[:3])
     return f"{where}: {run.verdict.value}" + "".join(f" ({x})" for x in (why, titles) if x)
 
@@ -258,8 +262,7 @@ def render_table(report: RaceReport) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
-    notes = [f"{r.scheme}/{r.workload}: {r.end.value}: {r.end_detail}"
-             for r in report.runs if r.end is not RunEnd.COMPLETED]
+    notes = [f"{r.scheme}/{r.workload}: {_end_text(r)}" for r in report.runs if r.end is not RunEnd.COMPLETED]
     notes += [f"{r.scheme}/{r.workload}: {e}" for r in report.runs for e in r.role_errors]
     if notes:
         lines += ["", *notes]
