@@ -2,14 +2,14 @@
 
 One scheme gives one module set: a bus core `P_core` and providers
 `P_prov0..N-1` (names and protocol: kmods/README.md).  `render()` is pure
-(Jinja2 only); `build()` runs kbuild against an unpacked kernel's headers and
-caches the .ko files by content (templates + parameters + kernel release).
+(Jinja2 only); `build()` runs kbuild in the kernel's build root
+(buildroot.py) and caches the .ko files by content (templates + parameters +
+kernel release + build root).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from . import schemes
+from . import buildroot, catalogue, schemes
 from .errors import HarnessError
 from .paths import REPO, cache_dir
 from .progress import progress
-from .util import damage_of, file_lock, hash_inputs, need_tool, stamps_of
+from .util import damage_of, file_lock, hash_inputs, stamps_of
 
 KMODS_DIR = REPO / "kmods"
 
@@ -211,19 +211,28 @@ def _error_lines(log: str, limit: int = 30) -> str:
     return "\n".join(lines[:limit])
 
 
+def _compile(kernel_files, root: "buildroot.RootSpec", src: Path, jobs: int) -> subprocess.CompletedProcess:
+    """kbuild of `src` inside the kernel's build root (its release's compiler
+    and kbuild tools), with that kernel's headers installed there."""
+    kroot = buildroot.for_kernel(catalogue.get_row(kernel_files.name), kernel_files.release)
+    if kroot.spec != root:
+        raise HarnessError(f"build root changed while building ({root.identity} -> {kroot.spec.identity})")
+    # No BTF for our modules: it buys nothing here.
+    return kroot.make_modules(src, jobs, ["CONFIG_DEBUG_INFO_BTF_MODULES="])
+
+
 def build(kernel_files, spec: ModuleSetSpec, *, jobs: int = MAKE_JOBS) -> BuiltModules:
-    """Build (or fetch from the cache) the module set for an unpacked kernel."""
+    """Build (or fetch from the cache) the module set for a kernel, in the
+    build root of the kernel's Debian release."""
     if not isinstance(spec, ModuleSetSpec):
         raise HarnessError(f"build() needs a ModuleSetSpec, got {type(spec).__name__}")
-    headers = Path(kernel_files.headers_dir)
     release = kernel_files.release
-    if not (headers / "Makefile").is_file():
-        raise HarnessError(f"kernel headers missing at {headers}; fetch the kernel first")
+    root_spec = buildroot.spec_for(getattr(kernel_files, "suite", "bookworm"))
     key = hash_inputs(
         Path(__file__),
         *[str(t.relative_to(KMODS_DIR)) for t in template_files(spec)],
         *template_files(spec),
-        spec.scheme, spec.providers, spec.buses, release,
+        spec.scheme, spec.providers, spec.buses, release, root_spec.identity,
     )
     root = cache_dir() / "kmods" / key
     manifest = root / "manifest.json"
@@ -237,25 +246,19 @@ def build(kernel_files, spec: ModuleSetSpec, *, jobs: int = MAKE_JOBS) -> BuiltM
             damaged = damage_of(root / "src", data.get("files"), ko_names)
             if damaged:
                 progress(f"modules {label}: cached {damaged}; rebuilding")
-            elif data.get("release") == release:
+            elif data.get("release") == release and data.get("build_root") == root_spec.identity:
                 progress(f"modules {label}: cached ({key})")
                 return BuiltModules(
                     spec=spec, release=release, ko_files=kos, core=spec.core,
                     providers=spec.provider_names, prefix=spec.prefix, build_dir=root,
                     log=(root / "build.log").read_text(), cached=True,
                 )
-        make = need_tool("make", "make")
         if root.exists():
             shutil.rmtree(root)
         src = root / "src"
         render(spec, src)
-        progress(f"modules {label}: building")
-        env = dict(os.environ, LC_ALL="C")
-        proc = subprocess.run(
-            # No BTF for our modules: it needs pahole on the host and buys nothing.
-            [make, f"-j{jobs}", "-C", str(headers), f"M={src}", "CONFIG_DEBUG_INFO_BTF_MODULES=", "modules"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        )
+        progress(f"modules {label}: building in {root_spec.identity}")
+        proc = _compile(kernel_files, root_spec, src, jobs)
         log = proc.stdout
         (root / "build.log").write_text(log)
         if proc.returncode != 0:
@@ -266,7 +269,7 @@ def build(kernel_files, spec: ModuleSetSpec, *, jobs: int = MAKE_JOBS) -> BuiltM
         missing = [k.name for k in kos if not k.is_file()]
         if missing:
             raise HarnessError(f"module build produced no {', '.join(missing)}; log: {root / 'build.log'}")
-        manifest.write_text(json.dumps({"release": release, "modules": names,
+        manifest.write_text(json.dumps({"release": release, "build_root": root_spec.identity, "modules": names,
                                         "files": stamps_of(src, ko_names)}))
         built = BuiltModules(
             spec=spec, release=release, ko_files=kos, core=spec.core,
