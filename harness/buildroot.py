@@ -303,7 +303,10 @@ def install_headers(spec: RootSpec, abi: str, debs: Sequence[Path], stamp: Mappi
             except OSError:
                 shutil.copy2(deb, inbox / deb.name)
         (path / HEADERS_MARKERS / f"{abi}.json").unlink(missing_ok=True)
-        argv = ["dpkg", "--unpack", "--force-depends", *[f"/var/cache/harness-debs/{d.name}" for d in debs]]
+        # No fsync per file (32 s -> 5 s for one kernel): an interrupted
+        # unpack leaves no marker and is redone.
+        argv = ["dpkg", "--unpack", "--force-depends", "--force-unsafe-io",
+                *[f"/var/cache/harness-debs/{d.name}" for d in debs]]
         proc = run_tool(in_root_argv(path, argv), check=False)
         shutil.rmtree(inbox, ignore_errors=True)
         if proc.returncode != 0:
