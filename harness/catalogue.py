@@ -398,6 +398,7 @@ ROWS: dict[str, KernelRow] = {
     )
 }
 DEFAULT_KERNEL = "6.1"
+DEFAULT_RELEASE = ROWS[DEFAULT_KERNEL].release  # also where the guest's user space comes from
 
 
 class Role(Enum):
@@ -631,7 +632,6 @@ class Catalogue:
             reason = refresh_reason(self.lists.exists(), self.marker(), self.config, time.time(), refresh)
             if reason is not None:
                 self._fetch_lists(reason)
-        self._warn_stale()
 
     def _fetch_lists(self, reason: Refresh) -> None:
         """apt-get update into a new folder; it becomes current only once complete,
@@ -778,6 +778,9 @@ def update(refresh: bool = False) -> Catalogue:
 def resolve(row: KernelRow, refresh: bool = False, catalogue: Catalogue | None = None) -> ResolvedKernel:
     """A row's exact packages, remembered per lists generation."""
     cat = catalogue or update(refresh)
+    stale = {s.name for s in SUITES if s.stale_ok}
+    if stale & set(suites_of(row.release)):
+        cat._warn_stale()  # only where a kernel from such a suite is asked for
     with file_lock(cat.root / "resolved.lock"):
         memo = _Memo.load(cat)
         known = memo.rows.get(row.name)
@@ -850,6 +853,24 @@ def fetch(row: KernelRow, dest: Path | None = None, refresh: bool = False,
             memo.rows[row.name] = res.to_json()
             memo.save(cat)
     return res, debs_of(res, dest)
+
+
+def download_newest(names: Sequence[str], release: str, dest: Path,
+                    catalogue: Catalogue | None = None) -> list[Path]:
+    """The newest version of each package in a release's suites, downloaded
+    into `dest` (the guest's user space: the same for every kernel and host)."""
+    cat = catalogue or update()
+    versions = cat.versions(names, suites_of(release))
+    missing = [n for n in names if not versions.get(n)]
+    if missing:
+        raise HarnessError(f"Debian {release} has no {', '.join(missing)} in the kernel catalogue; "
+                           "try: harness kernels --refresh")
+    pins = [f"{n}={versions[n][0]}" for n in names]
+    progress(f"catalogue: downloading {' '.join(pins)}")
+    dest.mkdir(parents=True, exist_ok=True)
+    run_tool(cat.argv("apt-get", "download", "-q", *pins), cwd=dest,
+             what=f"apt-get download of {release} packages", fix="harness kernels --refresh")
+    return sorted(dest.glob("*.deb"))
 
 
 def download(res: ResolvedKernel, dest: Path | None = None, catalogue: Catalogue | None = None,

@@ -121,7 +121,9 @@ def _add_guest_args(p: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m harness", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
-    sub.add_parser("kernels", help="list kernel specs, the versions they resolve to, and the cache")
+    k = sub.add_parser("kernels", help="list kernel specs, the versions they resolve to, and the cache")
+    k.add_argument("--refresh", action="store_true",
+                   help="update the catalogue's Debian package lists now (otherwise at most daily)")
     f = sub.add_parser("fetch", help="download and unpack a kernel into the cache")
     f.add_argument("--kernel", default=kernels.DEFAULT_KERNEL, help="spec, comma list or 'all'")
     r = sub.add_parser("run", help="boot a guest, run a command over SSH, tear down")
@@ -165,14 +167,14 @@ def _guest(args: argparse.Namespace, timings: Timings | None = None) -> Vm:
 
 
 def cmd_kernels(args: argparse.Namespace) -> int:
-    rows = kernels.status()  # before the header: an unusable cache is one error line, nothing else
-    print(f"{'spec':<9} {'release':<26} {'debian version':<22} state")
+    rows = kernels.status(refresh=args.refresh)  # before the header: an unusable cache is one error line, nothing else
+    print(f"{'spec':<9} {'suite':<13} {'release':<26} {'debian version':<22} state")
     for spec, res, state in rows:
         default = " (default)" if spec.name == kernels.DEFAULT_KERNEL else ""
         if res is None:
-            print(f"{spec.name:<9} {'?':<26} {'?':<22} {state}")
+            print(f"{spec.name:<9} {spec.release:<13} {'?':<26} {'?':<22} {state}")
         else:
-            print(f"{spec.name:<9} {res.abi:<26} {res.version:<22} {state}{default}")
+            print(f"{spec.name:<9} {spec.release:<13} {res.abi:<26} {res.version:<22} {state}{default}")
     return 0
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from . import catalogue
 from .errors import HarnessError
 from .kernels import KernelFiles
 from .paths import REPO, cache_dir
@@ -69,21 +70,20 @@ class Image:
 
 
 def guest_userland() -> Path:
-    """Debian's busybox, dropbear and kmod with their libraries, unpacked once."""
-    base = cache_dir() / "guest-userland"
+    """Debian's busybox, dropbear and kmod with their libraries, unpacked once:
+    from the default kernel's release through the harness's own catalogue, so
+    every kernel and every host gets the same guest."""
+    base = cache_dir() / "guest-userland" / catalogue.DEFAULT_RELEASE
     root = base / "root"
     marker = base / ".unpacked"
     with file_lock(base / ".lock"):
         if marker.is_file():
             return root
-        need_tool("apt-get", "apt")
         debs = base / "debs"
         shutil.rmtree(base / "debs", ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
-        debs.mkdir(parents=True)
-        progress(f"guest user space: downloading {' '.join(GUEST_PACKAGES)}")
-        run_tool(["apt-get", "download", "-q", *GUEST_PACKAGES], cwd=debs,
-                 what="apt-get download of the guest packages", fix="apt-get update")
+        progress(f"guest user space: {' '.join(GUEST_PACKAGES)} from Debian {catalogue.DEFAULT_RELEASE}")
+        catalogue.download_newest(GUEST_PACKAGES, catalogue.DEFAULT_RELEASE, debs)
         for deb in sorted(debs.glob("*.deb")):
             run_tool(["dpkg", "-x", deb, root], what=f"dpkg -x {deb.name}")
         marker.write_text("\n".join(sorted(p.name for p in debs.glob("*.deb"))))

@@ -1,8 +1,9 @@
 """Real Debian kernels, fetched as packages and unpacked into the cache.
 
-Nothing is installed into the system: `apt-get download` + `dpkg -x` into a
-private folder per ABI, so several kernels live side by side.  The exact ABI is
-resolved through the meta-packages so that image and headers always match.
+Nothing is installed into the system: the harness's own catalogue
+(catalogue.py) resolves a spec to exact packages and downloads them, and
+`dpkg -x` unpacks them into a private folder per ABI, so several kernels live
+side by side whatever the host's distribution.
 """
 
 from __future__ import annotations
@@ -15,32 +16,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import catalogue
 from .errors import HarnessError
 from .paths import cache_dir
 from .progress import progress
 from .util import damage_of, file_lock, last_line, need_tool, run_tool, stamps_of
 
 
-@dataclass(frozen=True)
-class KernelSpec:
-    """A user-facing kernel name and the meta-packages behind it."""
-
-    name: str
-    series: str  # "6.1", "6.12": the resolved version must start with it
-    image_meta: str
-    headers_meta: str
-
-
-SPECS: dict[str, KernelSpec] = {
-    s.name: s
-    for s in (
-        KernelSpec("6.1", "6.1", "linux-image-amd64", "linux-headers-amd64"),
-        KernelSpec("6.1-rt", "6.1", "linux-image-rt-amd64", "linux-headers-rt-amd64"),
-        KernelSpec("6.12", "6.12", "linux-image-6.12-amd64", "linux-headers-6.12-amd64"),
-        KernelSpec("6.12-rt", "6.12", "linux-image-6.12-rt-amd64", "linux-headers-6.12-rt-amd64"),
-    )
-}
-DEFAULT_KERNEL = "6.1"
+# A kernel spec is a row of the harness's own catalogue (suite, flavour, series).
+KernelSpec = catalogue.KernelRow
+SPECS: dict[str, KernelSpec] = catalogue.ROWS
+DEFAULT_KERNEL = catalogue.DEFAULT_KERNEL
 
 
 @dataclass(frozen=True)
@@ -48,13 +34,17 @@ class Resolved:
     """The exact packages a spec stands for today."""
 
     spec: KernelSpec
-    abi: str  # "6.1.0-56-amd64": the kernel release (uname -r)
-    version: str  # Debian version of the image package, "6.1.192-2"
-    packages: tuple[str, ...]  # "name=version" for apt-get download
+    abi: str  # "6.1.0-57-amd64": the kernel release (uname -r)
+    version: str  # Debian version of the image package, "6.1.192-3"
+    packages: tuple[str, ...]  # "name=version"
 
     @property
     def root(self) -> Path:
         return cache_dir() / "kernels" / self.abi
+
+    @classmethod
+    def of(cls, res: catalogue.ResolvedKernel) -> "Resolved":
+        return cls(res.row, res.abi, res.version, res.pins)
 
 
 @dataclass(frozen=True)
@@ -65,6 +55,7 @@ class KernelFiles:
     release: str
     version: str
     root: Path
+    suite: str = catalogue.DEFAULT_RELEASE  # the Debian release whose compiler builds its modules
 
     @property
     def vmlinuz(self) -> Path:
@@ -114,96 +105,9 @@ def get_spec(name: str) -> KernelSpec:
     return specs[0]
 
 
-def _apt_show(package: str) -> dict[str, str]:
-    """Fields of the candidate version of a package, from the apt lists."""
-    need_tool("apt-cache", "apt")
-    try:
-        proc = run_tool(["apt-cache", "show", "--no-all-versions", package])
-    except HarnessError:
-        proc = None
-    if proc is None or not proc.stdout.strip():
-        raise HarnessError(
-            f"apt does not know {package}; run 'apt-get update' (as root) and check that "
-            "Debian bookworm, bookworm-updates and bookworm-security are in the sources"
-        )
-    return parse_control(proc.stdout)
-
-
-def parse_control(text: str) -> dict[str, str]:
-    """Parse one Debian control stanza (continuation lines folded)."""
-    fields: dict[str, str] = {}
-    key = None
-    for line in text.splitlines():
-        if not line.strip():
-            if fields:
-                break
-            continue
-        if line[0] in " \t" and key:
-            fields[key] += " " + line.strip()
-        else:
-            key, _, val = line.partition(":")
-            fields[key] = val.strip()
-    return fields
-
-
-def depends_on(fields: dict[str, str], pattern: str) -> tuple[str, str | None]:
-    """The first dependency whose name matches `pattern`: (name, pinned version)."""
-    for alt in fields.get("Depends", "").split(","):
-        dep = alt.split("|")[0].strip()
-        m = re.match(r"([a-z0-9.+-]+)\s*(?:\((=|>=)\s*([^)]+)\))?", dep)
-        if m and re.fullmatch(pattern, m.group(1)):
-            return m.group(1), (m.group(3) if m.group(2) == "=" else None)
-    raise HarnessError(f"{fields.get('Package')} has no dependency matching {pattern}")
-
-
-def _apt_lists_stamp() -> str:
-    lists = Path("/var/lib/apt/lists")
-    stamps = [p.stat().st_mtime_ns for p in lists.glob("*_Packages*")] if lists.is_dir() else []
-    return str(max(stamps, default=0))
-
-
-def resolve(spec: KernelSpec) -> Resolved:
-    """Meta-packages -> exact packages, remembered until the apt lists change
-    (asking apt-cache costs about half a second per package)."""
-    memo = cache_dir() / "resolved.json"
-    stamp = _apt_lists_stamp()
-    with file_lock(cache_dir() / "resolved.lock"):
-        known = json.loads(memo.read_text()) if memo.is_file() else {}
-        if known.get("stamp") != stamp:
-            known = {"stamp": stamp}
-        if spec.name not in known:
-            res = _resolve(spec)
-            known[spec.name] = [res.abi, res.version, list(res.packages)]
-            memo.write_text(json.dumps(known, indent=1))
-    abi, version, packages = known[spec.name]
-    return Resolved(spec, abi, version, tuple(packages))
-
-
-def _resolve(spec: KernelSpec) -> Resolved:
-    """Meta-packages -> exact image/headers/common/kbuild packages of one ABI."""
-    image_meta = _apt_show(spec.image_meta)
-    headers_meta = _apt_show(spec.headers_meta)
-    image_pkg, image_ver = depends_on(image_meta, r"linux-image-.*")
-    headers_pkg, headers_ver = depends_on(headers_meta, r"linux-headers-.*")
-    abi = image_pkg.removeprefix("linux-image-").removesuffix("-unsigned")
-    headers_abi = headers_pkg.removeprefix("linux-headers-")
-    if abi != headers_abi or image_ver != headers_ver:
-        raise HarnessError(
-            f"kernel {spec.name}: image {image_pkg} {image_ver} and headers "
-            f"{headers_pkg} {headers_ver} differ; refusing a mismatched pair (apt lists mid-update?)"
-        )
-    if not abi.startswith(spec.series + ".") and not abi.startswith(spec.series + "-"):
-        raise HarnessError(f"kernel {spec.name}: {spec.image_meta} now points at {abi}, not {spec.series}")
-    headers = _apt_show(f"{headers_pkg}={headers_ver}" if headers_ver else headers_pkg)
-    common, common_ver = depends_on(headers, r"linux-headers-.*-common(-rt)?")
-    kbuild, _ = depends_on(headers, r"linux-kbuild-.*")
-    packages = (
-        f"{image_pkg}={image_ver}",
-        f"{headers_pkg}={headers_ver}",
-        f"{common}={common_ver}" if common_ver else common,
-        kbuild,
-    )
-    return Resolved(spec, abi, image_ver or "", packages)
+def resolve(spec: KernelSpec, refresh: bool = False) -> Resolved:
+    """A spec's exact packages in the catalogue's lists (never the host's)."""
+    return Resolved.of(catalogue.resolve(spec, refresh=refresh))
 
 
 def _marker(res: Resolved) -> Path:
@@ -215,7 +119,7 @@ def cached(res: Resolved) -> bool:
 
 
 def files_of(res: Resolved) -> KernelFiles:
-    return KernelFiles(res.spec.name, res.abi, res.version, res.root / "root")
+    return KernelFiles(res.spec.name, res.abi, res.version, res.root / "root", res.spec.release)
 
 
 def _checked_files(release: str) -> tuple[str, ...]:
@@ -293,28 +197,18 @@ def fetch(spec: KernelSpec, quiet: bool = False) -> KernelFiles:
 
 
 def _unpack(spec: KernelSpec, res: Resolved) -> KernelFiles:
-    need_tool("apt-get", "apt")
     need_tool("dpkg", "dpkg")
     need_tool("depmod", "kmod")
-    debs = cache_dir() / "debs"
-    debs.mkdir(exist_ok=True)
-    progress(f"kernel {spec.name}: downloading {' '.join(res.packages)}")
-    run_tool(["apt-get", "download", "-q", *res.packages], cwd=debs,
-             what="apt-get download", fix="apt-get update")
+    got, debs = catalogue.fetch(spec)
+    if got.abi != res.abi:  # the archive did not serve the newest: an older ABI, its own folder
+        return fetch(spec, quiet=True)
     root = res.root / "root"
     shutil.rmtree(root, ignore_errors=True)
-    for pkg in res.packages:
-        name, _, ver = pkg.partition("=")
-        matches = sorted(debs.glob(f"{name}_*.deb"))
-        if ver:
-            epochless = ver.split(":")[-1]
-            matches = [m for m in matches if m.name.startswith(f"{name}_{epochless}_")]
-        if not matches:
-            raise HarnessError(f"downloaded package {pkg} not found in {debs}")
-        progress(f"kernel {spec.name}: unpacking {matches[-1].name}")
-        run_tool(["dpkg", "-x", matches[-1], root], what=f"dpkg -x {matches[-1].name}",
-                 fix=f"delete {matches[-1]} and fetch again")
+    for deb in (d for paths in debs.values() for d in paths):
+        progress(f"kernel {spec.name}: unpacking {deb.name}")
+        run_tool(["dpkg", "-x", deb, root], what=f"dpkg -x {deb.name}", fix=f"delete {deb} and fetch again")
     files = files_of(res)
+    merge_usr_layout(root, res.abi)
     _fix_headers(files)
     # The package has no modules.dep (depmod runs at install time): make it.
     run_tool(["depmod", "-b", root, res.abi], what="depmod")
@@ -322,6 +216,20 @@ def _unpack(spec: KernelSpec, res: Resolved) -> KernelFiles:
     _write_marker(res)
     progress(f"kernel {spec.name}: {res.abi} ready")
     return files
+
+
+def merge_usr_layout(root: Path, abi: str) -> None:
+    """One layout for every suite: modules under lib/modules, the kernel and
+    its config in boot/.  trixie and later install modules to /usr/lib/modules;
+    sid and experimental also keep vmlinuz and config there (split packages)."""
+    usr_mods = root / "usr" / "lib" / "modules" / abi
+    if usr_mods.is_dir() and not (root / "lib").exists():
+        (root / "lib").symlink_to("usr/lib")
+    boot = root / "boot"
+    boot.mkdir(exist_ok=True)
+    for name in ("vmlinuz", "config", "System.map"):
+        if (usr_mods / name).is_file() and not (boot / f"{name}-{abi}").exists():
+            (boot / f"{name}-{abi}").symlink_to(Path("..", "usr", "lib", "modules", abi, name))
 
 
 def extract_vmlinux(vmlinuz: Path, out: Path) -> None:
@@ -366,9 +274,11 @@ def _fix_headers(files: KernelFiles) -> None:
             link.symlink_to(Path(*([".."] * (len(link.relative_to(files.root).parts) - 1))) / target.relative_to(files.root))
 
 
-def status() -> list[tuple[KernelSpec, Resolved | None, str]]:
+def status(refresh: bool = False) -> list[tuple[KernelSpec, Resolved | None, str]]:
     """Every spec with its resolution (or the reason it failed) for `kernels`."""
     cache_dir()  # an unusable cache folder is one error, not one per row
+    if refresh:
+        catalogue.update(refresh=True)
     out: list[tuple[KernelSpec, Resolved | None, str]] = []
     for spec in SPECS.values():
         try:
