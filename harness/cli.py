@@ -112,6 +112,9 @@ def _add_guest_args(p: argparse.ArgumentParser) -> None:
                         "checked before boot to be a module built for this kernel")
     p.add_argument("--file", action="append", default=[], type=_guest_file, metavar="SRC:/DEST",
                    help="extra host file to place in the guest")
+    p.add_argument("--kmod", action="append", default=[], metavar="NAME",
+                   help="one of the kernel's own modules (with its dependencies) to put in the guest: "
+                        "--kmod minix --kmod loop")
     p.add_argument("--cpus", type=_int_in(1, MAX_CPUS), default=2)
     p.add_argument("--memory", type=_int_in(MIN_MEMORY_MB), default=1024, metavar="MIB")
     p.add_argument("--rcu-expedited", action="store_true",
@@ -159,7 +162,7 @@ def _guest(args: argparse.Namespace, timings: Timings | None = None) -> Vm:
         check_module(module, kfiles.release)
     if timings:
         timings.mark("fetch")
-    image = build_image(kfiles, tuple(args.module), tuple(args.file))
+    image = build_image(kfiles, tuple(args.module), tuple(args.file), tuple(args.kmod))
     if timings:
         timings.mark("image")
     return Vm(image, VmConfig(accel=args.accel, cpus=args.cpus, memory_mb=args.memory,

@@ -203,13 +203,43 @@ class Cpio:
 # ---------------------------------------------------------------- modules
 
 
-def module_closure(kernel: KernelFiles, names: tuple[str, ...]) -> list[str]:
-    """Paths (relative to the modules dir) of the modules and all their deps."""
+def _module_name(path: str) -> str:
+    return Path(path).name.split(".ko")[0].replace("-", "_")
+
+
+def _modules_dep(kernel: KernelFiles) -> dict[str, list[str]]:
     deps: dict[str, list[str]] = {}
     for line in (kernel.modules_dir / "modules.dep").read_text().splitlines():
         mod, _, rest = line.partition(":")
         deps[mod] = rest.split()
-    by_name = {Path(p).name.split(".ko")[0].replace("-", "_"): p for p in deps}
+    return deps
+
+
+def check_kmods(kernel: KernelFiles, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The kernel's own modules asked for by name (`--kmod minix`), normalised;
+    a name the kernel has neither as a module nor built in is bad input."""
+    if not names:
+        return ()
+    loadable = {_module_name(p) for p in _modules_dep(kernel)}
+    builtin_file = kernel.modules_dir / "modules.builtin"
+    builtin = {_module_name(p) for p in builtin_file.read_text().split()} if builtin_file.is_file() else set()
+    out = []
+    for raw in names:
+        name = raw.strip().replace("-", "_")
+        if name.endswith((".ko", ".ko.xz", ".ko.zst")) or "/" in name:
+            raise HarnessError(f"--kmod takes a module name (minix), not a file: {raw!r}; "
+                               "use --module for .ko files")
+        if name not in loadable and name not in builtin:
+            raise HarnessError(f"kernel {kernel.name} ({kernel.release}) has no module {raw!r}")
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def module_closure(kernel: KernelFiles, names: tuple[str, ...]) -> list[str]:
+    """Paths (relative to the modules dir) of the modules and all their deps."""
+    deps = _modules_dep(kernel)
+    by_name = {_module_name(p): p for p in deps}
     out: list[str] = []
     for name in names:
         path = by_name.get(name)
@@ -221,13 +251,13 @@ def module_closure(kernel: KernelFiles, names: tuple[str, ...]) -> list[str]:
     return out
 
 
-def _depmod(kernel: KernelFiles, modules: tuple[Path, ...]) -> dict[str, bytes]:
+def _depmod(kernel: KernelFiles, modules: tuple[Path, ...], in_tree: list[str]) -> dict[str, bytes]:
     """modules.dep & co. for the guest's module set, made on the host (host
     and guest run the same kmod), which saves the guest a depmod at boot."""
     need_tool("depmod", "kmod")
     with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
         mdir = Path(tmp) / "lib" / "modules" / kernel.release
-        for rel in module_closure(kernel, BOOT_MODULES):
+        for rel in in_tree:
             (mdir / rel).parent.mkdir(parents=True, exist_ok=True)
             (mdir / rel).symlink_to(kernel.modules_dir / rel)
         (mdir / "extra").mkdir(parents=True, exist_ok=True)
@@ -249,14 +279,16 @@ def _render(name: str, **ctx: object) -> str:
 
 
 def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
-                extras: tuple[GuestExtra, ...] = ()) -> Image:
-    """Build (or reuse) the initramfs for one kernel with extra modules and files."""
+                extras: tuple[GuestExtra, ...] = (), kmods: tuple[str, ...] = ()) -> Image:
+    """Build (or reuse) the initramfs for one kernel with extra modules and
+    files, and `kmods`: the kernel's own modules by name, with their deps."""
     for ko in modules:
         if not ko.is_file() or not ko.name.endswith(".ko"):
             raise HarnessError(f"module {ko} is not a .ko file")
     for extra in extras:
         if not extra.src.is_file():
             raise HarnessError(f"guest file {extra.src} does not exist")
+    kmods = check_kmods(kernel, kmods)
     userland = guest_userland()
     key_path, client_pub = client_key()
     hkey, hpub = host_key(userland)
@@ -264,7 +296,7 @@ def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
     templates = tuple(sorted(IMAGES.glob("*.j2")))
     digest = hash_inputs(kernel.release, kernel.version, (userland.parent / ".unpacked").read_text(),
                          client_pub, hpub, *templates, *modules,
-                         *[(e.dest, e.mode) for e in extras], *[e.src for e in extras])
+                         *[(e.dest, e.mode) for e in extras], *[e.src for e in extras], kmods)
     # The initramfs holds the guest's private host key: owner-only folders and files.
     out = private_dir(private_dir(cache_dir() / "images") / digest)
     initrd = out / "initramfs.cpio"
@@ -281,7 +313,7 @@ def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
                 stamp = None
         if stamp is None:
             progress(f"image: building initramfs for {kernel.release} ({len(modules)} extra modules)")
-            data = _assemble(kernel, userland, modules, extras, client_pub, hkey)
+            data = _assemble(kernel, userland, modules, extras, client_pub, hkey, kmods)
             write_private(initrd, data)
             stamp = Stamp.of(initrd)
             meta_path.write_text(json.dumps({"kernel": kernel.release, "modules": mod_names,
@@ -299,7 +331,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _assemble(kernel: KernelFiles, userland: Path, modules: tuple[Path, ...],
-              extras: tuple[GuestExtra, ...], client_pub: str, hkey: Path) -> bytes:
+              extras: tuple[GuestExtra, ...], client_pub: str, hkey: Path, kmods: tuple[str, ...]) -> bytes:
     cpio = Cpio()
     for d in ("proc", "sys", "dev", "tmp", "run", "root/.ssh", "etc/dropbear", "etc/modprobe.d",
               "var/log", "mnt", "usr/bin", "usr/sbin", "sbin"):
@@ -323,13 +355,15 @@ def _assemble(kernel: KernelFiles, userland: Path, modules: tuple[Path, ...],
     cpio.file("etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o600)
     cpio.file("etc/shells", b"/bin/sh\n")
     cpio.file("etc/profile", b"export PATH=/sbin:/usr/sbin:/bin:/usr/bin\n")
-    # Kernel modules: the boot set with its deps, plus ours under extra/.
+    # Kernel modules: the boot set and the asked-for in-tree ones with their
+    # deps, plus ours under extra/.
     mdir = f"lib/modules/{kernel.release}"
-    for rel in module_closure(kernel, BOOT_MODULES):
+    in_tree = module_closure(kernel, BOOT_MODULES + kmods)
+    for rel in in_tree:
         cpio.file(f"{mdir}/{rel}", (kernel.modules_dir / rel).read_bytes())
     for ko in modules:
         cpio.file(f"{mdir}/extra/{ko.name}", ko.read_bytes())
-    for name, data in _depmod(kernel, modules).items():
+    for name, data in _depmod(kernel, modules, in_tree).items():
         cpio.file(f"{mdir}/{name}", data)
     for extra in extras:
         cpio.file(extra.dest, extra.src.read_bytes(), extra.mode)

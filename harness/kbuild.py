@@ -227,7 +227,7 @@ def build(kernel_files, spec: ModuleSetSpec, *, jobs: int = MAKE_JOBS) -> BuiltM
     if not isinstance(spec, ModuleSetSpec):
         raise HarnessError(f"build() needs a ModuleSetSpec, got {type(spec).__name__}")
     release = kernel_files.release
-    root_spec = buildroot.spec_for(getattr(kernel_files, "suite", "bookworm"))
+    root_spec = buildroot.spec_for(kernel_files.suite)
     key = hash_inputs(
         Path(__file__),
         *[str(t.relative_to(KMODS_DIR)) for t in template_files(spec)],

@@ -82,8 +82,8 @@ def vm_factory(request: pytest.FixtureRequest, kernel: kernels.KernelFiles,
     booted: list[Vm] = []
 
     def make(modules: tuple[Path, ...] = (), extras: tuple[GuestExtra, ...] = (),
-             config: VmConfig | None = None, name: str | None = None) -> Vm:
-        img = _or_fail(lambda: build_image(kernel, tuple(modules), tuple(extras)))
+             config: VmConfig | None = None, name: str | None = None, kmods: tuple[str, ...] = ()) -> Vm:
+        img = _or_fail(lambda: build_image(kernel, tuple(modules), tuple(extras), tuple(kmods)))
         vm = Vm(img, config or vm_config, name=name or request.node.name.replace("/", "_")[:40])
         booted.append(vm)
         _or_fail(vm.boot)

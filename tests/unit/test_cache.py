@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import subprocess
 import stat
 from pathlib import Path
 
@@ -225,6 +226,12 @@ def test_a_damaged_module_is_rebuilt(cache, tmp_path, monkeypatch):
     (headers / "Makefile").write_text(FAKE_KBUILD)
     kernel = KernelFiles("6.1", "6.1.0-99-amd64", "v", tmp_path / "root")
     monkeypatch.setattr(KernelFiles, "headers_dir", property(lambda self: headers))
+
+    def host_make(kernel_files, root, src, jobs):  # the fake kbuild, not a build root
+        return subprocess.run(["make", "-C", str(headers), f"M={src}", "modules"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    monkeypatch.setattr(kbuild, "_compile", host_make)
     lines: list[str] = []
     monkeypatch.setattr(kbuild, "progress", lines.append)
     spec = kbuild.ModuleSetSpec("refcount", providers=1)

@@ -6,6 +6,7 @@ import subprocess
 import pytest
 
 from harness import image
+from harness.errors import HarnessError
 from harness.kernels import KernelFiles
 
 
@@ -34,3 +35,36 @@ def test_module_closure_follows_modules_dep(tmp_path):
     got = image.module_closure(kf, ("virtio_pci", "virtio_net", "builtin_thing"))
     assert got == ["kernel/drivers/virtio/virtio_pci.ko", "kernel/virtio.ko",
                    "kernel/drivers/net/virtio_net.ko", "kernel/drivers/net/net_failover.ko"]
+
+
+def _fake_kernel(tmp_path):
+    from harness.kernels import KernelFiles
+
+    k = KernelFiles("6.1", "6.1.0-1-amd64", "1", tmp_path)
+    k.modules_dir.mkdir(parents=True)
+    (k.modules_dir / "modules.dep").write_text(
+        "kernel/fs/minix/minix.ko:\n"
+        "kernel/drivers/block/loop.ko:\n"
+        "kernel/fs/nls/nls-cp437.ko.xz: kernel/fs/nls/nls_base.ko.xz\n"
+        "kernel/fs/nls/nls_base.ko.xz:\n")
+    (k.modules_dir / "modules.builtin").write_text("kernel/fs/ext4/ext4.ko\n")
+    return k
+
+
+def test_kmods_by_name_with_their_dependencies(tmp_path):
+    from harness.image import check_kmods, module_closure
+
+    k = _fake_kernel(tmp_path)
+    names = check_kmods(k, ("minix", "nls-cp437", "ext4", "minix"))
+    assert names == ("minix", "nls_cp437", "ext4"), "normalised, once each; built-ins are fine"
+    assert module_closure(k, names) == ["kernel/fs/minix/minix.ko", "kernel/fs/nls/nls-cp437.ko.xz",
+                                        "kernel/fs/nls/nls_base.ko.xz"]
+
+
+@pytest.mark.parametrize("bad, msg", [("nosuch", "has no module 'nosuch'"),
+                                      ("minix.ko", "not a file"), ("fs/minix", "not a file")])
+def test_unknown_kmods_are_bad_input(tmp_path, bad, msg):
+    from harness.image import check_kmods
+
+    with pytest.raises(HarnessError, match=msg):
+        check_kmods(_fake_kernel(tmp_path), (bad,))
