@@ -122,6 +122,8 @@ class OpStats:
     latency_us: dict[str, float] = field(default_factory=dict)  # p50 p90 p99 max
     first_failure_ms: float | None = None  # since the barrier
     hist: Hist = ()  # sparse log-linear latency histogram (ns buckets), () if unknown
+    # Failures by how many unloads they overlapped: 0, 1, 2 or more (older racers: zeros).
+    failed_by_unloads_met: tuple[int, int, int] = (0, 0, 0)
 
     @property
     def failed(self) -> int:
@@ -147,6 +149,13 @@ class RoleResult:
         return cls(role=role, error=error)
 
 
+def _met(value: object) -> tuple[int, int, int]:
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        return (0, 0, 0)
+    a, b, c = (int(v) for v in value)
+    return (a, b, c)
+
+
 def _op(d: Mapping) -> OpStats:
     lat = d.get("latency_us") or {}
     hist_doc = d.get("hist") or {}
@@ -157,6 +166,7 @@ def _op(d: Mapping) -> OpStats:
     return OpStats(total=int(d.get("total", 0)), ok=int(d.get("ok", 0)),
                    errors={str(k): int(v) for k, v in (d.get("errors") or {}).items()},
                    failed_during_unload=int(d.get("failed_during_unload", 0)),
+                   failed_by_unloads_met=_met(d.get("failed_by_unloads_met")),
                    latency_us={k: float(lat.get(k, 0.0)) for k in PERCENTILES},
                    first_failure_ms=None if ff is None else float(ff), hist=hist)
 
@@ -172,6 +182,7 @@ def parse_role_output(text: str, role: str = "?", exit_status: int = 0, stderr: 
         {"role", "name", "duration_ms" (since the barrier), "iterations",
          "unload_generation", "ops": {OP: {"total", "ok",
            "errors": {"ENODEV": n, ...}, "failed_during_unload",
+           "failed_by_unloads_met": [n0, n1, n2_or_more],
            "latency_us": {"p50", "p90", "p99", "max"}, "first_failure_ms",
            "hist": {"sub_bits": 7, "buckets": [[index, count], ...]}}},
          "error" (only on failure: "barrier timeout", ...)}
@@ -215,6 +226,8 @@ def _merge_two(cur: OpStats, st: OpStats) -> OpStats:
         latency = {k: max(cur.latency_us.get(k, 0.0), st.latency_us.get(k, 0.0)) for k in PERCENTILES}
     return OpStats(total=cur.total + st.total, ok=cur.ok + st.ok, errors=errors,
                    failed_during_unload=cur.failed_during_unload + st.failed_during_unload,
+                   failed_by_unloads_met=_met([a + b for a, b in zip(cur.failed_by_unloads_met,
+                                                                     st.failed_by_unloads_met)]),
                    latency_us=latency, first_failure_ms=min(firsts, default=None), hist=hist)
 
 

@@ -128,6 +128,10 @@ class RunResult:
     spurious_failures: int = 0
     first_spurious_s: float | None = None  # seconds after the start
     failed_during_unload: int = 0
+    # Spurious failures by the unloads they overlapped: 0, 1, 2 or more.  A
+    # lookup that meets a second unload within one request_module round trip
+    # fails even under rwsem-deferred (the seed's lookup retries once).
+    failed_by_unloads_met: tuple[int, int, int] = (0, 0, 0)
     splats: list[Splat] = field(default_factory=list)
     role_errors: list[str] = field(default_factory=list)
     verdict: Verdict = Verdict.CLEAN
@@ -159,6 +163,7 @@ class RunResult:
             "ops": {k: op_json(v) for k, v in sorted(self.ops.items())},
             "spurious_failures": self.spurious_failures, "first_spurious_s": self.first_spurious_s,
             "failed_during_unload": self.failed_during_unload,
+            "failed_by_unloads_met": list(self.failed_by_unloads_met),
             "splats": [{"kind": s.kind, "title": s.title, "lines": list(s.lines)} for s in self.splats],
             "role_errors": self.role_errors, "seconds": self.seconds, "repro": self.repro,
             "console_log": self.console_log,
@@ -167,7 +172,8 @@ class RunResult:
 
 def op_json(st: OpStats) -> dict[str, Any]:
     return {"total": st.total, "ok": st.ok, "errors": dict(sorted(st.errors.items())),
-            "failed_during_unload": st.failed_during_unload, "latency_us": st.latency_us,
+            "failed_during_unload": st.failed_during_unload,
+            "failed_by_unloads_met": list(st.failed_by_unloads_met), "latency_us": st.latency_us,
             "first_failure_ms": st.first_failure_ms, "hist": [list(b) for b in st.hist]}
 
 
@@ -219,6 +225,8 @@ def summarise_run(scheme: str, workload: str, roles: Sequence[RoleResult], splat
             continue
         run.spurious_failures += st.failed
         run.failed_during_unload += st.failed_during_unload
+        a, b, c = (x + y for x, y in zip(run.failed_by_unloads_met, st.failed_by_unloads_met))
+        run.failed_by_unloads_met = (a, b, c)
         if st.first_failure_ms is not None:
             first = round(st.first_failure_ms / 1000, 3)
             run.first_spurious_s = min(first, run.first_spurious_s or first)

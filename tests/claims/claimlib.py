@@ -15,6 +15,14 @@ from harness.report import RunResult, op_json
 from harness.splat import new_splats
 
 OVERRIDE_ENV = "CLAIMS_SCHEME_OVERRIDE"
+CONTENTION_ENV = "CLAIMS_CONTENTION"  # host CPU hogs during the claims' races (race --contention)
+
+
+def contention() -> int:
+    raw = os.environ.get(CONTENTION_ENV, "0").strip() or "0"
+    if not raw.isdigit():
+        raise ValueError(f"{CONTENTION_ENV} must be a number of host CPU hogs, got {raw!r}")
+    return int(raw)
 
 # ---------------------------------------------------------------- scheme override
 
@@ -84,11 +92,12 @@ def op_dict(r: RoleResult, op: str) -> dict:
 
 
 def race(g: ClaimGuest, scheme: str, workload: str, duration_s: float = 10, seed: int = 1,
-         unload_pause_ms: int = 100, contention: int = 0) -> RunResult:
-    """One RaceSpec workload (unloader vs callers) in the guest."""
+         unload_pause_ms: int = 100, hogs: int | None = None) -> RunResult:
+    """One RaceSpec workload (unloader vs callers) in the guest; host CPU
+    contention from CLAIMS_CONTENTION unless given."""
     spec = RaceSpec(kernel=g.kernel_spec, schemes=(scheme,), workloads=(workload,),
-                    duration_s=duration_s, seed=seed, knobs=g.knobs,
-                    unload_pause_ms=unload_pause_ms, contention=contention)
+                    duration_s=duration_s, seed=seed, knobs=g.knobs, unload_pause_ms=unload_pause_ms,
+                    contention=contention() if hogs is None else hogs)
     return run_one(g.vm, g.mods[scheme], spec, scheme, workload, g.release)
 
 

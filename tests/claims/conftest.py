@@ -29,7 +29,7 @@ from harness.race import DEFAULT_KNOBS, RaceSpec, prepare_guest
 from harness.racer import GUEST_PATH, build_racer
 from harness.vm import VmConfig
 
-from claimlib import OVERRIDE_ENV, ClaimGuest
+from claimlib import OVERRIDE_ENV, ClaimGuest, contention
 
 @pytest.fixture
 def claim_guest(kernel, kernel_spec, vm_factory):
@@ -101,3 +101,5 @@ def _claim_identity(request, kernel_spec, record_property):
     record_property("kernel", kernel_spec.name)
     if os.environ.get(OVERRIDE_ENV):
         record_property("scheme_override", os.environ[OVERRIDE_ENV])
+    if contention():
+        record_property("contention", contention())

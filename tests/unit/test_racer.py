@@ -289,3 +289,14 @@ def test_jitter_and_pause_slow_the_loop(racer):
                "--jitter-us", "5000", "--seed", "3")
     doc = parse_role_output(res.stdout)
     assert doc.iterations == 20 and 100 <= doc.duration_ms < 1500
+
+
+def test_failures_by_unloads_met_parse_and_merge():
+    doc = json.loads(json.dumps(SAMPLE))
+    doc["ops"]["lookup"]["failed_by_unloads_met"] = [0, 1, 2]
+    one = parse_role_output(json.dumps(doc)).ops["lookup"]
+    assert one.failed_by_unloads_met == (0, 1, 2)
+    assert parse_role_output(json.dumps(SAMPLE)).ops["lookup"].failed_by_unloads_met == (0, 0, 0), (
+        "an older racer's output has none")
+    merged = merge_ops([{"lookup": one}, {"lookup": one}])["lookup"]
+    assert merged.failed_by_unloads_met == (0, 2, 4)

@@ -51,3 +51,13 @@ def test_only_safe_schemes_fail_on_a_splat_and_table_renders():
     table = render_table(rep)
     assert "seed 7" in table and "exit_delay_ms=200" in table
     assert table.count("crashed") == 2 and "Oops in x" in table
+
+
+def test_failures_by_unloads_met_are_summed_over_callers():
+    look = RoleResult("looker", ops={"lookup": OpStats(10, 7, {"ENOENT": 3}, 3, LAT,
+                                                       failed_by_unloads_met=(0, 1, 2))})
+    mnt = RoleResult("mounter", ops={"mount": OpStats(5, 4, {"ENOENT": 1}, 1, LAT,
+                                                      failed_by_unloads_met=(0, 0, 1))})
+    run = _run("rwsem-deferred", [_unloader(), look, mnt])
+    assert run.failed_by_unloads_met == (0, 1, 3)
+    assert run.to_json()["failed_by_unloads_met"] == [0, 1, 3]
