@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 KERNEL ?= 6.1
 PYTEST_ARGS ?=
-KERNELS ?= 6.1,6.12,6.1-rt,6.12-rt
+KERNELS ?= all
 JOBS ?= 2
 
 .PHONY: setup race test typecheck unit vm-test bench matrix clean
