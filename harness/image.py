@@ -25,7 +25,7 @@ from .errors import HarnessError
 from .kernels import KernelFiles
 from .paths import REPO, cache_dir
 from .progress import progress
-from .util import (Stamp, damage, file_lock, hash_inputs, need_tool, private_dir, private_file,
+from .util import (Stamp, damage, file_lock, hash_inputs, need_tool, private_dir, private_file, read_json_object,
                    run_tool, write_private)
 
 IMAGES = REPO / "images"
@@ -304,7 +304,7 @@ def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
     with file_lock(out / ".lock"):
         stamp = None
         if initrd.exists():
-            stamp = Stamp.from_json(_read_json(meta_path).get("initrd"))
+            stamp = Stamp.from_json(read_json_object(meta_path).get("initrd"))
             reason = damage(initrd, stamp)
             if reason is None:
                 private_file(initrd)
@@ -320,14 +320,6 @@ def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
                                              "initrd": stamp.to_json()}))
             progress(f"image: {stamp.size // 1024} KiB")
     return Image(kernel, initrd, key_path, hpub, mod_names, stamp)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _assemble(kernel: KernelFiles, userland: Path, modules: tuple[Path, ...],

@@ -20,7 +20,7 @@ from . import catalogue
 from .errors import HarnessError
 from .paths import cache_dir
 from .progress import progress
-from .util import damage_of, file_lock, last_line, need_tool, run_tool, stamps_of
+from .util import damage_of, file_lock, last_line, need_tool, read_json_object, run_tool, stamps_of
 
 
 # A kernel spec is a row of the harness's own catalogue (suite, flavour, series).
@@ -131,21 +131,13 @@ def _checked_files(release: str) -> tuple[str, ...]:
             f"{mods}/modules.builtin.modinfo")
 
 
-def _read_marker(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def damage_of_kernel(files: KernelFiles) -> str | None:
     """Why an unpacked kernel cannot be trusted (missing marker, a file whose
     size or hash changed), or None.  Cheap after the first call in a process."""
     marker = files.root.parent / ".unpacked.json"
     if not marker.is_file():
         return "it is not unpacked"
-    return damage_of(files.root, _read_marker(marker).get("files"), _checked_files(files.release))
+    return damage_of(files.root, read_json_object(marker).get("files"), _checked_files(files.release))
 
 
 def _write_marker(res: Resolved) -> None:
@@ -159,7 +151,7 @@ def _write_marker(res: Resolved) -> None:
 def _repair(res: Resolved, files: KernelFiles) -> bool:
     """Fix a damaged unpacked kernel in place if only its vmlinux is bad
     (it is made from vmlinuz here); False if it needs unpacking again."""
-    recorded = _read_marker(_marker(res)).get("files")
+    recorded = read_json_object(_marker(res)).get("files")
     if not isinstance(recorded, dict):
         # An older harness recorded nothing: trust the package files, remake vmlinux.
         if not files.vmlinuz.is_file():

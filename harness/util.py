@@ -6,6 +6,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -255,3 +256,13 @@ def usable_dir(path: Path, env_var: str, role: str) -> Path:
         raise HarnessError(f"cannot use {where} as the {role} folder: {exc.strerror}; "
                            f"point {env_var} at a writable folder") from None
     return path
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON object from a cache file; {} when it is missing or garbled (the
+    caller then rebuilds what the file described)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
