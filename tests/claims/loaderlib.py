@@ -1,0 +1,43 @@
+"""Helpers for the loader tests (test_loader_*.py): the outcome of a racer
+loader that made one load, and latency summaries in milliseconds."""
+
+from __future__ import annotations
+
+from harness.racer import RoleResult, percentile
+
+SCHEME = "refcount"  # any scheme's provider is a plain module; this one's is the simplest
+OK = "0"
+# What each load path can report: raw finit_module returns an errno; kmod's
+# modprobe only an exit status (the racer's pseudo-errno EMODPROBE).
+DOCUMENTED = {"finit": frozenset({OK, "EEXIST", "EBUSY"}), "modprobe": frozenset({OK, "EMODPROBE"})}
+LOAD_PATHS = tuple(DOCUMENTED)
+
+
+def single_load(r: RoleResult) -> tuple[str, float]:
+    """(outcome, latency in ms) of a loader role that ran `--count 1`:
+    the outcome is "0" or the errno name; "none" if no load was counted."""
+    st = r.ops.get("load")
+    if st is None or st.total != 1:
+        return "none", 0.0
+    outcome = OK if st.ok == 1 else next(iter(st.errors), "none")
+    return outcome, round(st.latency_us.get("max", 0.0) / 1000, 1)
+
+
+def ms_summary(values: list[float]) -> dict[str, float]:
+    """min/p50/max of latencies in ms (empty: {})."""
+    if not values:
+        return {}
+    return {"min": min(values), "p50": percentile(values, 50), "max": max(values)}
+
+
+def counts(outcomes: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for o in sorted(outcomes):
+        out[o] = out.get(o, 0) + 1
+    return out
+
+
+def finit_params(knobs: tuple[tuple[str, int], ...]) -> str:
+    """The provider parameters for a raw finit_module (modprobe reads them
+    from /etc/modprobe.d, written by prepare_guest)."""
+    return " ".join(f"{k}={v}" for k, v in knobs)
