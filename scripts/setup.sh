@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PKGS="qemu-system-x86 kmod binutils gcc gcc-12 make zstd xz-utils python3-venv apt-utils mmdebstrap debian-archive-keyring"
+PKGS="qemu-system-x86 kmod binutils gcc gcc-12 libc6-dev make zstd xz-utils python3-venv apt-utils mmdebstrap debian-archive-keyring"
 missing=""
 for pkg in $PKGS; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
