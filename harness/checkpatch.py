@@ -1,7 +1,7 @@
 """The kernel's scripts/checkpatch.pl, run over our rendered module sources.
 
 checkpatch.pl is not packaged on its own: `ensure_checkpatch()` downloads
-Debian's `linux-source-6.1` (about 140 MB, once) with `apt-get download` into
+Debian's `linux-source-6.1` (about 140 MB, once) from the harness's catalogue into
 the cache and extracts only the three files checkpatch needs
 (``scripts/checkpatch.pl``, ``scripts/spelling.txt``,
 ``scripts/const_structs.checkpatch``); the .deb is deleted afterwards.
@@ -18,12 +18,14 @@ import tarfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from . import catalogue
 from .errors import HarnessError
 from .paths import cache_dir
 from .progress import progress
 from .util import file_lock, need_tool
 
 PACKAGE = "linux-source-6.1"
+RELEASE = "bookworm"
 MEMBERS = ("scripts/checkpatch.pl", "scripts/spelling.txt", "scripts/const_structs.checkpatch")
 
 # checkpatch types we switch off, each with the reason it cannot apply to our
@@ -54,11 +56,11 @@ def ensure_checkpatch() -> Path:
         progress(f"checkpatch: downloading {PACKAGE} (about 140 MB, once)")
         for old in root.glob(f"{PACKAGE}_*.deb"):
             old.unlink()
-        proc = subprocess.run(["apt-get", "download", "-q", PACKAGE], cwd=root, capture_output=True, text=True)
+        # From the harness's own catalogue: the host's apt (trixie's, say) may not carry it.
+        catalogue.download_newest((PACKAGE,), RELEASE, root)
         debs = sorted(root.glob(f"{PACKAGE}_*.deb"))
-        if proc.returncode != 0 or not debs:
-            tail = (proc.stderr.strip().splitlines() or ["no .deb"])[-1]
-            raise HarnessError(f"apt-get download {PACKAGE} failed: {tail}; run 'apt-get update' (as root)?")
+        if not debs:
+            raise HarnessError(f"apt-get download {PACKAGE} left no .deb in {root}")
         progress(f"checkpatch: extracting {', '.join(MEMBERS)}")
         _extract(debs[-1], root)
         for deb in debs:
