@@ -3,6 +3,8 @@ loader that made one load, and latency summaries in milliseconds."""
 
 from __future__ import annotations
 
+import re
+
 from harness.racer import RoleResult, percentile
 
 SCHEME = "refcount"  # any scheme's provider is a plain module; this one's is the simplest
@@ -41,3 +43,21 @@ def finit_params(knobs: tuple[tuple[str, int], ...]) -> str:
     """The provider parameters for a raw finit_module (modprobe reads them
     from /etc/modprobe.d, written by prepare_guest)."""
     return " ".join(f"{k}={v}" for k, v in knobs)
+
+
+def kernel_version(release: str) -> tuple[int, int]:
+    """(major, minor) of a `uname -r` release: 6.12.118+deb13-amd64 -> (6, 12)."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    if not m:
+        raise ValueError(f"not a kernel release: {release!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+# 6.5 made concurrent finit_module of one inode idempotent (the others get the
+# first one's result).  Measured: EEXIST for the others on 5.10 and 6.1, 0 on
+# 6.12 and 7.2.
+IDEMPOTENT_FINIT_SINCE = (6, 5)
+
+
+def idempotent_finit(release: str) -> bool:
+    return kernel_version(release) >= IDEMPOTENT_FINIT_SINCE

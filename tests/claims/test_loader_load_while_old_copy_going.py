@@ -61,7 +61,10 @@ def test_loader_load_while_old_copy_going(load, claim_guest, record_property):
     it returned while the old copy was still GOING.  Asserts on every kernel:
     the load started during GOING; its outcome is in the documented set; it
     never returned 0 while the old copy was still GOING (two copies at
-    once); the rmmod completed; a load after the old copy is gone gives 0."""
+    once); the rmmod completed; a load after the old copy is gone gives 0;
+    and (kernel history, measured on 5.10, 6.1, 6.12, 7.2) the load does not
+    wait for the old copy: it fails while it is still GOING, raw
+    finit_module with EBUSY."""
     g = claim_guest(SCHEME, knobs=KNOBS)
     name = g.m(SCHEME).spec.provider_names[0]
     rounds = [_round(g, load, name) for _ in range(ROUNDS)]
@@ -82,3 +85,7 @@ def test_loader_load_while_old_copy_going(load, claim_guest, record_property):
         assert not (r["outcome"] == OK and r["state_after"] == "going"), f"loaded while GOING: {where}"
         assert r["rmmod_status"] == "0", where
         assert r["reload_after_gone"][0] == OK, f"no load after the old copy went: {where}"
+        # 6.2 "Don't wait for GOING modules", in every kernel measured (5.10, 6.1, 6.12, 7.2).
+        assert r["state_after"] == "going", f"the load waited for the old copy to go: {where}"
+        if load == "finit":
+            assert r["outcome"] == "EBUSY", where
