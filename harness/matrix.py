@@ -28,12 +28,13 @@ class Cell:
     measured: dict | None = None
     message: str = ""  # the end of the failure report
     claim_holds: bool | None = None  # from the test; None: the outcome says it
+    fact: bool = False  # a measured fact of the kernel (loader behaviour), no claim to hold
 
     def holds(self) -> bool | None:
         """Does the seed's claim hold here?  A test that asserts a measured
         contradiction records claim_holds=False and passes; any other passing
         test holds its claim; a failed one says nothing certain."""
-        if self.outcome != "passed":
+        if self.outcome != "passed" or self.fact:
             return None
         return True if self.claim_holds is None else self.claim_holds
 
@@ -114,6 +115,8 @@ def build_matrix(records: Iterable[dict], known_kernels: Iterable[str] = ()) -> 
             cell.measured = props["measured"]
         if "claim_holds" in props:
             cell.claim_holds = bool(props["claim_holds"])
+        if props.get("kind") == "fact":
+            cell.fact = True
         if when == "call":
             cell.seconds = round(float(rec.get("duration", 0.0)), 1)
             cell.outcome = outcome or ""

@@ -99,6 +99,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def _claim_identity(request, kernel_spec, record_property):
     """Every claim test records its kernel and scheme override, for the matrix."""
     record_property("kernel", kernel_spec.name)
+    if request.node.get_closest_marker("fact"):
+        record_property("kind", "fact")
     if os.environ.get(OVERRIDE_ENV):
         record_property("scheme_override", os.environ[OVERRIDE_ENV])
     if contention():

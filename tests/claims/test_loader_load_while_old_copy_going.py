@@ -18,6 +18,8 @@ from harness.racer import GUEST_PATH, RoleSpec, parse_role_output
 from claimlib import racer
 from loaderlib import DOCUMENTED, LOAD_PATHS, OK, SCHEME, counts, finit_params, ms_summary, single_load
 
+pytestmark = pytest.mark.fact  # the matrix shows these as facts, not claims
+
 ROUNDS = 3
 EXIT_DELAY_MS = 1000  # the old copy stays GOING this long
 KNOBS = (("exit_delay_ms", EXIT_DELAY_MS),)

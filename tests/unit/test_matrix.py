@@ -104,3 +104,9 @@ def test_claim_holds_property():
     md = render_markdown(mx)
     assert "| `test_claim1_x` | PASS, does not hold (12.3s) | PASS, holds (12.3s) | FAIL (12.3s) |" in md
     assert mx.to_json()["cells"]["test_claim1_x"]["6.1"]["claim_holds"] is False
+
+
+def test_a_fact_passes_without_holding_anything():
+    recs = phases(F1 + "[6.1]", props=[("kernel", "6.1"), ("kind", "fact")])
+    md = render_markdown(build_matrix(recs, known_kernels=KERNELS))
+    assert "| PASS (12.3s) |" in md and "holds" not in md.split("## Measured")[0].split("|---|")[-1]
