@@ -95,9 +95,21 @@ def _needed(elf: Path) -> list[str]:
     return [line.split("[", 1)[1].rstrip("]") for line in out.splitlines() if "(NEEDED)" in line]
 
 
+def resolve_in(root: Path, path: Path) -> Path:
+    """`path` with its symlinks followed inside `root`: an absolute target
+    (libc6's lib64/ld-linux-x86-64.so.2 -> /lib/...) names a file of the
+    unpacked packages, never the host's own (another glibc on a newer host)."""
+    for _ in range(40):
+        if not path.is_symlink():
+            return path
+        target = Path(os.readlink(path))
+        path = root / target.relative_to("/") if target.is_absolute() else path.parent / target
+    raise HarnessError(f"symlink loop at {path}")
+
+
 def _find_lib(root: Path, name: str) -> Path:
     for d in ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "lib", "usr/lib"):
-        if (root / d / name).exists():
+        if resolve_in(root, root / d / name).exists():
             return root / d / name
     raise HarnessError(f"guest library {name} not found in the unpacked packages")
 
@@ -113,7 +125,7 @@ def library_closure(root: Path, binaries: tuple[str, ...]) -> set[Path]:
             path = _find_lib(root, lib)
             if path not in seen:
                 seen.add(path)
-                todo.append(path.resolve())
+                todo.append(resolve_in(root, path))
     seen.add(root / "lib64" / "ld-linux-x86-64.so.2")
     return seen
 
@@ -154,7 +166,7 @@ def host_key(userland: Path) -> tuple[Path, str]:
 def _run_unpacked(root: Path, binary: str, *args: str) -> str:
     """Run a binary from the unpacked packages with their own loader and libraries."""
     libpath = ":".join(str(root / d) for d in ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"))
-    proc = run_tool([root / "lib64/ld-linux-x86-64.so.2", "--library-path", libpath, root / binary, *args],
+    proc = run_tool([resolve_in(root, root / "lib64/ld-linux-x86-64.so.2"), "--library-path", libpath, root / binary, *args],
                     what=Path(binary).name)
     return proc.stdout
 
@@ -332,7 +344,7 @@ def _assemble(kernel: KernelFiles, userland: Path, modules: tuple[Path, ...],
         cpio.file(binary, (userland / binary).read_bytes(), 0o755)
     for lib in sorted(library_closure(userland, GUEST_BINARIES)):
         rel = str(lib.relative_to(userland))
-        cpio.file(rel, lib.resolve().read_bytes(), 0o755)
+        cpio.file(rel, resolve_in(userland, lib).read_bytes(), 0o755)
     applets = _run_unpacked(userland, "bin/busybox", "--list").split()
     for applet in applets:
         if applet in KMOD_TOOLS or applet == "busybox":
