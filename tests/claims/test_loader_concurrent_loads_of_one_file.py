@@ -17,9 +17,9 @@ from harness.racer import RoleSpec
 
 from claimlib import run_roles
 from loaderlib import (DOCUMENTED, LOAD_PATHS, OK, SCHEME, counts, finit_params, idempotent_finit,
+                       ms_summary, single_load)
 
 pytestmark = pytest.mark.fact  # the matrix shows these as facts, not claims
-                       ms_summary, single_load)
 
 LOADERS = 4
 ROUNDS = 3

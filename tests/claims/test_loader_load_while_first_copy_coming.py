@@ -16,9 +16,9 @@ import pytest
 from harness.racer import GUEST_PATH, RoleSpec, parse_role_output
 
 from loaderlib import (DOCUMENTED, LOAD_PATHS, OK, SCHEME, counts, finit_params, idempotent_finit,
+                       ms_summary, single_load)
 
 pytestmark = pytest.mark.fact  # the matrix shows these as facts, not claims
-                       ms_summary, single_load)
 
 ROUNDS = 3
 INIT_DELAY_MS = 1000  # the first copy stays COMING this long
