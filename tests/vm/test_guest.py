@@ -80,9 +80,16 @@ def test_boot_timeout_is_a_clear_error_and_kills_qemu(image):
     assert not _qemu_on_port(guest.port)
 
 
+def _default_sigint() -> None:
+    # Like a shell starting a foreground job: a test run launched in the
+    # background (`make test &`, a CI runner) would otherwise hand the CLI an
+    # ignored SIGINT, and Python keeps it ignored.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint, **kw)
 
 
 def _port_from(stderr_line: str) -> int:
