@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import enum
 import json
 import os
 import re
@@ -57,6 +58,16 @@ class VmConfig:
             raise HarnessError(f"unknown accel {self.accel!r}; valid: {', '.join(ACCELS)}")
         if self.cpus < 1 or self.memory_mb < 256:
             raise HarnessError("a guest needs at least 1 CPU and 256 MiB")
+
+
+class BootOutcome(enum.Enum):
+    """How a boot ended; the value is the reason a failed boot gives."""
+
+    READY = "ready"
+    PANIC = "kernel panic"
+    PORT_TAKEN = "the SSH forward's port was taken"
+    QEMU_EXITED = "QEMU exited early"
+    HUNG = "no ready marker within {timeout}s (hang?)"
 
 
 class BootError(HarnessError):
@@ -251,19 +262,30 @@ class Vm:
         logs.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_path = logs / f"{stamp}-{kernel.name}-{self.name}-{os.getpid()}-{id(self) % 10000}.log"
+        silent_retried = False
         for attempt in range(5):
             self.port = _free_port()
             progress(f"vm: booting {kernel.release} ({self.accel}, {self.config.cpus} CPUs), ssh on 127.0.0.1:{self.port}")
             t0 = time.monotonic()
+            start = self.console_size()
             self._spawn()
             outcome = self._wait_ready()
-            if outcome == "port-taken" and attempt < 4:
+            if outcome is BootOutcome.PORT_TAKEN and attempt < 4:
                 self.kill()
                 continue
-            if outcome != "ready":
+            silent = self.console_text()[start:].count("\n") <= 1  # only our "# qemu ..." line
+            if outcome is BootOutcome.HUNG and silent and not silent_retried:
+                # Seen about once in a hundred TCG boots: not one byte from the
+                # guest.  One more try; a kernel that really hangs fails again.
+                progress(f"vm: the guest printed nothing in {self.config.boot_timeout_s:.0f}s; booting it once more")
+                self.kill()
+                silent_retried = True
+                continue
+            if outcome is not BootOutcome.READY:
                 tail = self.console_tail()
                 self.kill()
-                raise BootError(f"guest {kernel.name} failed to boot: {outcome}", self.log_path, tail)
+                why = outcome.value.format(timeout=f"{self.config.boot_timeout_s:.0f}")
+                raise BootError(f"guest {kernel.name} failed to boot: {why}", self.log_path, tail)
             self.boot_seconds = time.monotonic() - t0
             progress(f"vm: ready in {self.boot_seconds:.2f}s")
             self._start_pump()
@@ -281,20 +303,20 @@ class Vm:
         self.child.logfile_read = log
         _LIVE.add(self)
 
-    def _wait_ready(self) -> str:
+    def _wait_ready(self) -> "BootOutcome":
         assert self.child is not None
         patterns: list = [READY_MARKER, r"Kernel panic - not syncing", r"Could not set up host forwarding rule",
-                    pexpect.EOF, pexpect.TIMEOUT]
+                          pexpect.EOF, pexpect.TIMEOUT]
+        outcomes = [BootOutcome.READY, BootOutcome.PANIC, BootOutcome.PORT_TAKEN, BootOutcome.QEMU_EXITED,
+                    BootOutcome.HUNG]
         idx = self.child.expect(patterns, timeout=self.config.boot_timeout_s)
         if idx == 0:
             self.child.expect(r"\n", timeout=5)
-            return "ready"
-        if idx == 1:
+        elif idx == 1:
             # panic=-1 and -no-reboot: QEMU exits right after the panic message;
             # read it whole so the console tail does not end mid-line.
             self.child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=3)
-        return ["", "kernel panic", "port-taken", "QEMU exited early",
-                f"no ready marker within {self.config.boot_timeout_s:.0f}s (hang?)"][idx]
+        return outcomes[idx]
 
     def _start_pump(self) -> None:
         """Keep reading the console after boot: a full pty would stall the
