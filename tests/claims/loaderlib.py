@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from harness.racer import RoleResult, percentile
+from harness.racer import RoleResult, RoleSpec, percentile
 
 SCHEME = "refcount"  # any scheme's provider is a plain module; this one's is the simplest
 OK = "0"
@@ -61,3 +61,11 @@ IDEMPOTENT_FINIT_SINCE = (6, 5)
 
 def idempotent_finit(release: str) -> bool:
     return kernel_version(release) >= IDEMPOTENT_FINIT_SINCE
+
+
+def one_load(g, load: str, name: str, knobs: tuple[tuple[str, int], ...]) -> RoleSpec:
+    """One load of provider `name` through `load`: finit_module of its .ko with
+    the knobs as parameters, or kmod's modprobe (knobs from modprobe.d)."""
+    return RoleSpec("loader", name=name, load=load, count=1, duration_ms=20000,
+                    ko=g.ko(SCHEME) if load == "finit" else None,
+                    params=finit_params(knobs) if load == "finit" else None)

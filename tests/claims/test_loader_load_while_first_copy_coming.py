@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.racer import GUEST_PATH, RoleSpec, parse_role_output
+from harness.racer import GUEST_PATH, parse_role_output
 
-from loaderlib import (DOCUMENTED, LOAD_PATHS, OK, SCHEME, counts, finit_params, idempotent_finit,
-                       ms_summary, single_load)
+from loaderlib import (DOCUMENTED, LOAD_PATHS, OK, SCHEME, counts, idempotent_finit, ms_summary, one_load,
+                       single_load)
 
 pytestmark = pytest.mark.fact  # the matrix shows these as facts, not claims
 
@@ -26,11 +26,6 @@ KNOBS = (("init_delay_ms", INIT_DELAY_MS),)
 POLLS = 200000  # reads of initstate while waiting for `coming` (no fork per read)
 
 
-def _loader(g, load: str, name: str) -> RoleSpec:
-    return RoleSpec("loader", name=name, load=load, count=1, duration_ms=20000,
-                    ko=g.ko(SCHEME) if load == "finit" else None,
-                    params=finit_params(KNOBS) if load == "finit" else None)
-
 
 def _round(g, load: str, name: str) -> dict:
     """First load in the background (raw finit_module, always); as soon as
@@ -38,12 +33,12 @@ def _round(g, load: str, name: str) -> dict:
     it returned."""
     g.sh(f"/sbin/rmmod {name}")
     state = f"/sys/module/{name}/initstate"
-    first = _loader(g, "finit", name).command(GUEST_PATH)
+    first = one_load(g, "finit", name, KNOBS).command(GUEST_PATH)
     script = (f"{first} >/tmp/first.json & pid=$!; s=; i=0; "
               f"while [ \"$s\" != coming ] && [ $i -lt {POLLS} ]; do "
               f"read s 2>/dev/null <{state}; i=$((i+1)); done; "
               f"echo \"STATE before $s\"; "
-              f"{_loader(g, load, name).command(GUEST_PATH)}; "
+              f"{one_load(g, load, name, KNOBS).command(GUEST_PATH)}; "
               f"read s 2>/dev/null <{state} || s=gone; echo \"STATE after $s\"; "
               f"wait $pid; echo \"FIRST $(tail -n 1 /tmp/first.json)\"")
     res = g.vm.ssh.run(script, timeout=60)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.racer import GUEST_PATH, RoleSpec, parse_role_output
+from harness.racer import GUEST_PATH, parse_role_output
 
 from claimlib import racer
-from loaderlib import DOCUMENTED, LOAD_PATHS, OK, SCHEME, counts, finit_params, ms_summary, single_load
+from loaderlib import DOCUMENTED, LOAD_PATHS, OK, SCHEME, counts, ms_summary, one_load, single_load
 
 pytestmark = pytest.mark.fact  # the matrix shows these as facts, not claims
 
@@ -25,11 +25,6 @@ EXIT_DELAY_MS = 1000  # the old copy stays GOING this long
 KNOBS = (("exit_delay_ms", EXIT_DELAY_MS),)
 POLLS = 200000  # reads of initstate while waiting for `going` (no fork per read)
 
-
-def _loader(g, load: str, name: str) -> RoleSpec:
-    return RoleSpec("loader", name=name, load=load, count=1, duration_ms=20000,
-                    ko=g.ko(SCHEME) if load == "finit" else None,
-                    params=finit_params(KNOBS) if load == "finit" else None)
 
 
 def _round(g, load: str, name: str) -> dict:
@@ -40,7 +35,7 @@ def _round(g, load: str, name: str) -> dict:
               f"while [ \"$s\" != going ] && [ $i -lt {POLLS} ]; do "
               f"read s 2>/dev/null <{state}; i=$((i+1)); done; "
               f"echo \"STATE before $s\"; "
-              f"{_loader(g, load, name).command(GUEST_PATH)}; "
+              f"{one_load(g, load, name, KNOBS).command(GUEST_PATH)}; "
               f"read s 2>/dev/null <{state} || s=gone; echo \"STATE after $s\"; "
               f"wait $pid; echo \"STATE rmmod $?\"")
     res = g.vm.ssh.run(script, timeout=60)
@@ -48,7 +43,7 @@ def _round(g, load: str, name: str) -> dict:
                   if line.startswith("STATE ") and len(line.split()) == 3)
     during = parse_role_output(res.stdout, role="loader", exit_status=res.exit_status, stderr=res.stderr)
     outcome, ms = single_load(during)
-    again = racer(g, _loader(g, load, name))  # also the loaded copy for the next round
+    again = racer(g, one_load(g, load, name, KNOBS))  # also the loaded copy for the next round
     outcome_after, ms_after = single_load(again)
     return {"outcome": outcome, "ms": ms, "state_before": states.get("before", "?"),
             "state_after": states.get("after", "?"), "rmmod_status": states.get("rmmod", "?"),
