@@ -248,7 +248,7 @@ def header(report: RaceReport) -> str:
 
 def render_table(report: RaceReport) -> str:
     """Side by side: per scheme and workload, ops, errnos, spurious, latency, splats."""
-    cols = ["scheme", "workload", "calls ok/total", "caller errors", "spurious", "rmmod ok/total",
+    cols = ["scheme", "workload", "calls ok/total", "caller errors", "spurious", "met 1/2+ unloads", "rmmod ok/total",
             "rmmod errors", "call p50/p99/max us", "splats", "verdict"]
     rows = [cols]
     for r in report.runs:
@@ -260,6 +260,7 @@ def render_table(report: RaceReport) -> str:
             verdict += f" (control {r.control.value})"
         rows.append([
             r.scheme, r.workload, f"{calls.ok}/{calls.total}", _errors(calls.errors), str(r.spurious_failures),
+            f"{r.failed_by_unloads_met[1]}/{r.failed_by_unloads_met[2]}",
             f"{dm.ok}/{dm.total}", _errors(dm.errors),
             "/".join(f"{lat.get(k, 0):.0f}" for k in ("p50", "p99", "max")) if lat else "-",
             "; ".join(s.title for s in r.splats)[:60] or "-", verdict,

@@ -61,3 +61,9 @@ def test_failures_by_unloads_met_are_summed_over_callers():
     run = _run("rwsem-deferred", [_unloader(), look, mnt])
     assert run.failed_by_unloads_met == (0, 1, 3)
     assert run.to_json()["failed_by_unloads_met"] == [0, 1, 3]
+    rep = RaceReport("6.1.0-57-amd64", "6.1", "tcg", 7, 10.0, False, {}, "finit", runs=[run])
+    lines = render_table(rep).splitlines()
+    header = next(ln for ln in lines if ln.startswith("scheme"))
+    row = next(ln for ln in lines if ln.startswith("rwsem-deferred"))
+    at = header.index("met 1/2+ unloads")
+    assert row[at:].split()[0] == "1/3", row
