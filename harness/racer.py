@@ -9,10 +9,17 @@ histograms and recomputes the percentiles with the racer's own arithmetic
 (`hist_index`, `hist_value`, `percentile_ns` mirror the C code).  Without
 histograms (hand-made `OpStats`) the merge falls back to the worst value of
 each percentile, an upper bound.
+
+Since output format 2 a role also reports timeline events (`RoleEvents`):
+the unloader's unload windows, a caller's failed calls (the first 20 000; the
+count stays exact) and its calls completed per 100 ms, in microseconds since
+the role's start, with that start on the guest's CLOCK_MONOTONIC so that the
+host can put every role on one axis (`report.Timeline`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import shlex
@@ -124,6 +131,7 @@ class OpStats:
     hist: Hist = ()  # sparse log-linear latency histogram (ns buckets), () if unknown
     # Failures by how many unloads they overlapped: 0, 1, 2 or more (older racers: zeros).
     failed_by_unloads_met: tuple[int, int, int] = (0, 0, 0)
+    hist_failed: Hist = ()  # the failed calls' latencies alone (format 2), () if unknown
 
     @property
     def failed(self) -> int:
@@ -132,6 +140,63 @@ class OpStats:
     @property
     def has_hist(self) -> bool:
         return sum(c for _, c in self.hist) == self.total
+
+    @property
+    def has_failed_hist(self) -> bool:
+        return self.has_hist and sum(c for _, c in self.hist_failed) == self.failed
+
+    @property
+    def hist_ok(self) -> Hist:
+        """The successful calls' latencies: every call's less the failed ones'."""
+        failed = dict(self.hist_failed)
+        return tuple((i, c - failed.get(i, 0)) for i, c in self.hist if c > failed.get(i, 0))
+
+
+@dataclass(frozen=True)
+class UnloadWindow:
+    """One unload: delete_module begun, returned, and the reload done (ms)."""
+
+    begin_ms: float
+    deleted_ms: float
+    reloaded_ms: float
+    # ENOENT: the module was already gone (an earlier reload had failed).
+    delete_error: str | None = None
+    load_error: str | None = None  # the reload failed: the module stays absent
+
+    def shifted(self, ms: float) -> "UnloadWindow":
+        return dataclasses.replace(self, begin_ms=round(self.begin_ms + ms, 3),
+                                   deleted_ms=round(self.deleted_ms + ms, 3),
+                                   reloaded_ms=round(self.reloaded_ms + ms, 3))
+
+
+@dataclass(frozen=True)
+class CallFailure:
+    start_ms: float
+    end_ms: float
+    errno: str
+
+    def shifted(self, ms: float) -> "CallFailure":
+        return CallFailure(round(self.start_ms + ms, 3), round(self.end_ms + ms, 3), self.errno)
+
+
+@dataclass(frozen=True)
+class CallEvents:
+    """A caller's one call operation over time."""
+
+    op: str
+    failures: tuple[CallFailure, ...] = ()  # the first MAX_FAILURES, in order
+    failures_total: int = 0  # exact
+    bin_ms: int = 100
+    done: tuple[int, ...] = ()  # calls completed (any outcome) per bin
+    ok: tuple[int, ...] = ()  # of which succeeded
+
+
+@dataclass(frozen=True)
+class RoleEvents:
+    start_ns: int  # the role's start on the guest's CLOCK_MONOTONIC
+    windows: tuple[UnloadWindow, ...] = ()  # the unloader's, the first MAX_WINDOWS
+    windows_total: int = 0
+    calls: CallEvents | None = None  # a caller's (looker, mounter, fsmounter, holder)
 
 
 @dataclass(frozen=True)
@@ -143,6 +208,7 @@ class RoleResult:
     ops: dict[str, OpStats] = field(default_factory=dict)
     error: str | None = None
     unload_generation: int = 0  # unload/reload cycles the barrier file saw
+    events: RoleEvents | None = None  # None: an older racer, or no result
 
     @classmethod
     def failed(cls, role: str, error: str) -> "RoleResult":
@@ -156,19 +222,46 @@ def _met(value: object) -> tuple[int, int, int]:
     return (a, b, c)
 
 
-def _op(d: Mapping) -> OpStats:
-    lat = d.get("latency_us") or {}
-    hist_doc = d.get("hist") or {}
+def _hist(hist_doc: Mapping) -> Hist:
     if hist_doc and int(hist_doc.get("sub_bits", SUB_BITS)) != SUB_BITS:
         raise HarnessError(f"racer histogram with sub_bits {hist_doc.get('sub_bits')}, expected {SUB_BITS}")
-    hist = tuple(sorted((int(i), int(c)) for i, c in hist_doc.get("buckets", [])))
+    return tuple(sorted((int(i), int(c)) for i, c in hist_doc.get("buckets", [])))
+
+
+def _op(d: Mapping) -> OpStats:
+    lat = d.get("latency_us") or {}
+    hist = _hist(d.get("hist") or {})
     ff = d.get("first_failure_ms")
     return OpStats(total=int(d.get("total", 0)), ok=int(d.get("ok", 0)),
                    errors={str(k): int(v) for k, v in (d.get("errors") or {}).items()},
                    failed_during_unload=int(d.get("failed_during_unload", 0)),
                    failed_by_unloads_met=_met(d.get("failed_by_unloads_met")),
                    latency_us={k: float(lat.get(k, 0.0)) for k in PERCENTILES},
-                   first_failure_ms=None if ff is None else float(ff), hist=hist)
+                   first_failure_ms=None if ff is None else float(ff), hist=hist,
+                   hist_failed=_hist(d.get("hist_failed") or {}))
+
+
+def _name(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _events(d: Mapping | None) -> RoleEvents | None:
+    """The racer's "events" object (times in us) with times in ms."""
+    if not d:
+        return None
+    unloads = d.get("unloads") or {}
+    windows = tuple(UnloadWindow(int(b) / 1000, int(e) / 1000, int(r) / 1000, _name(de), _name(le))
+                    for b, e, r, de, le in unloads.get("windows", []))
+    calls = None
+    if d.get("calls"):
+        c = d["calls"]
+        calls = CallEvents(op=str(c["op"]), failures_total=int(c.get("failures_total", 0)),
+                           failures=tuple(CallFailure(int(t0) / 1000, int(t1) / 1000, str(e))
+                                          for t0, t1, e in c.get("failures", [])),
+                           bin_ms=int(c.get("bin_ms", 100)), done=tuple(int(n) for n in c.get("done", [])),
+                           ok=tuple(int(n) for n in c.get("ok", [])))
+    return RoleEvents(start_ns=int(d.get("start_ns", 0)), windows=windows,
+                      windows_total=int(unloads.get("total", len(windows))), calls=calls)
 
 
 def parse_role_output(text: str, role: str = "?", exit_status: int = 0, stderr: str = "") -> RoleResult:
@@ -184,8 +277,16 @@ def parse_role_output(text: str, role: str = "?", exit_status: int = 0, stderr: 
            "errors": {"ENODEV": n, ...}, "failed_during_unload",
            "failed_by_unloads_met": [n0, n1, n2_or_more],
            "latency_us": {"p50", "p90", "p99", "max"}, "first_failure_ms",
-           "hist": {"sub_bits": 7, "buckets": [[index, count], ...]}}},
+           "hist": {"sub_bits": 7, "buckets": [[index, count], ...]},
+           "hist_failed": (the same, failed calls only)}},
+         "events": {"start_ns",
+           "unloads": {"total", "windows": [[begin_us, deleted_us, reloaded_us,
+                                             delete_errno|null, load_errno|null], ...]},
+           "calls": {"op", "failures_total", "failures": [[start_us, end_us, errno], ...],
+                     "bin_ms": 100, "done": [n, ...], "ok": [n, ...]}},
          "error" (only on failure: "barrier timeout", ...)}
+
+    Format 1 (no "format" key) has no "events" and no "hist_failed".
     """
     for line in reversed(text.strip().splitlines()):
         line = line.strip()
@@ -203,8 +304,9 @@ def parse_role_output(text: str, role: str = "?", exit_status: int = 0, stderr: 
                               iterations=int(doc.get("iterations", 0)),
                               ops={str(k): _op(v) for k, v in (doc.get("ops") or {}).items()},
                               error=doc.get("error"),
-                              unload_generation=int(doc.get("unload_generation", 0)))
-        except (TypeError, ValueError, AttributeError, HarnessError) as e:
+                              unload_generation=int(doc.get("unload_generation", 0)),
+                              events=_events(doc.get("events")))
+        except (TypeError, ValueError, AttributeError, KeyError, HarnessError) as e:
             return RoleResult.failed(role, f"malformed racer output: {e}")
     why = f"exit status {exit_status}" if exit_status >= 0 else "killed (oops or guest death)"
     lines = [ln for ln in stderr.strip().splitlines() if not ln.startswith("progress ")]
@@ -224,11 +326,14 @@ def _merge_two(cur: OpStats, st: OpStats) -> OpStats:
     else:
         hist = ()
         latency = {k: max(cur.latency_us.get(k, 0.0), st.latency_us.get(k, 0.0)) for k in PERCENTILES}
+    both_failed = cur.has_failed_hist and st.has_failed_hist
+    hist_failed = merge_hists((cur.hist_failed, st.hist_failed)) if both_failed else ()
     return OpStats(total=cur.total + st.total, ok=cur.ok + st.ok, errors=errors,
                    failed_during_unload=cur.failed_during_unload + st.failed_during_unload,
                    failed_by_unloads_met=_met([a + b for a, b in zip(cur.failed_by_unloads_met,
                                                                      st.failed_by_unloads_met)]),
-                   latency_us=latency, first_failure_ms=min(firsts, default=None), hist=hist)
+                   latency_us=latency, first_failure_ms=min(firsts, default=None), hist=hist,
+                   hist_failed=hist_failed)
 
 
 def merge_ops(per_role: Iterable[Mapping[str, OpStats]]) -> dict[str, OpStats]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .exitcodes import ExitStatus
-from .racer import OpStats, RoleResult, merge_ops
+from .racer import CallEvents, OpStats, RoleResult, UnloadWindow, merge_ops
 from .schemes import SCHEMES, WORKLOADS, control_must_fire
 from .splat import Splat
 
@@ -116,6 +116,64 @@ def problem(run: "RunResult") -> str | None:
     return f"{where}: {run.verdict.value}" + "".join(f" ({x})" for x in (why, titles) if x)
 
 
+@dataclass(frozen=True)
+class Timeline:
+    """A run's events on one axis: ms since the first role started (the roles
+    leave the barrier within microseconds of each other)."""
+
+    windows: tuple[UnloadWindow, ...] = ()  # the unloader's, the first 20 000
+    windows_total: int = 0
+    calls: dict[str, CallEvents] = field(default_factory=dict)  # by caller op (lookup, mount, fsmount)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "time_origin": "the first role's start, ms",
+            "unloads": {"total": self.windows_total,
+                        "windows": [[w.begin_ms, w.deleted_ms, w.reloaded_ms, w.delete_error, w.load_error]
+                                    for w in self.windows]},
+            "calls": {op: {"failures_total": c.failures_total,
+                           "failures": [[f.start_ms, f.end_ms, f.errno] for f in c.failures],
+                           "bin_ms": c.bin_ms, "done": list(c.done), "ok": list(c.ok)}
+                      for op, c in sorted(self.calls.items())},
+        }
+
+
+def _sum_bins(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    n = max(len(a), len(b))
+    return tuple((a[i] if i < len(a) else 0) + (b[i] if i < len(b) else 0) for i in range(n))
+
+
+def timeline(roles: Sequence[RoleResult]) -> Timeline | None:
+    """The roles' events shifted onto the earliest start; None when no role
+    reported any (an older racer, or every role died)."""
+    with_events = [(r.role, r.events) for r in roles if r.events is not None]
+    if not with_events:
+        return None
+    origin = min(ev.start_ns for _, ev in with_events)
+    windows: list[UnloadWindow] = []
+    total = 0
+    calls: dict[str, CallEvents] = {}
+    for role, ev in with_events:
+        shift = (ev.start_ns - origin) / 1e6
+        windows += [w.shifted(shift) for w in ev.windows]
+        total += ev.windows_total
+        if ev.calls is None:
+            continue
+        op = _op_name(role, ev.calls.op)
+        mine = CallEvents(op=op, failures=tuple(f.shifted(shift) for f in ev.calls.failures),
+                          failures_total=ev.calls.failures_total, bin_ms=ev.calls.bin_ms,
+                          done=ev.calls.done, ok=ev.calls.ok)
+        if op in calls:  # two roles of one op: their bins start within microseconds
+            cur = calls[op]
+            mine = CallEvents(op=op, failures=tuple(sorted(cur.failures + mine.failures,
+                                                           key=lambda f: f.end_ms)),
+                              failures_total=cur.failures_total + mine.failures_total, bin_ms=cur.bin_ms,
+                              done=_sum_bins(cur.done, mine.done), ok=_sum_bins(cur.ok, mine.ok))
+        calls[op] = mine
+    return Timeline(windows=tuple(sorted(windows, key=lambda w: w.begin_ms)), windows_total=total,
+                    calls=dict(sorted(calls.items())))
+
+
 @dataclass
 class RunResult:
     """One scheme x workload in one guest."""
@@ -139,6 +197,7 @@ class RunResult:
     seconds: float = 0.0
     repro: str = ""
     console_log: str = ""
+    timeline: Timeline | None = None  # unload windows, failed calls, call rate
 
     def op(self, name: str) -> OpStats:
         """Counts of one operation; all zero when it never ran."""
@@ -167,6 +226,7 @@ class RunResult:
             "splats": [{"kind": s.kind, "title": s.title, "lines": list(s.lines)} for s in self.splats],
             "role_errors": self.role_errors, "seconds": self.seconds, "repro": self.repro,
             "console_log": self.console_log,
+            "events": self.timeline.to_json() if self.timeline else None,
         }
 
 
@@ -174,7 +234,8 @@ def op_json(st: OpStats) -> dict[str, Any]:
     return {"total": st.total, "ok": st.ok, "errors": dict(sorted(st.errors.items())),
             "failed_during_unload": st.failed_during_unload,
             "failed_by_unloads_met": list(st.failed_by_unloads_met), "latency_us": st.latency_us,
-            "first_failure_ms": st.first_failure_ms, "hist": [list(b) for b in st.hist]}
+            "first_failure_ms": st.first_failure_ms, "hist": [list(b) for b in st.hist],
+            "hist_failed": [list(b) for b in st.hist_failed]}
 
 
 @dataclass
@@ -218,7 +279,8 @@ def summarise_run(scheme: str, workload: str, roles: Sequence[RoleResult], splat
     merged = merge_ops({_op_name(r.role, op): st for op, st in r.ops.items()} for r in roles)
     run = RunResult(scheme=scheme, workload=workload, end=end, end_detail=end_detail,
                     ops=dict(sorted(merged.items())), repro=repro, seconds=round(seconds, 2),
-                    splats=list(splats), role_errors=[f"{r.role}: {r.error}" for r in roles if r.error])
+                    splats=list(splats), role_errors=[f"{r.role}: {r.error}" for r in roles if r.error],
+                    timeline=timeline(roles))
     for op in CALLER_OPS:
         st = run.ops.get(op)
         if st is None:

@@ -9,6 +9,13 @@
  * overlapped (0, 1, 2 or more), latency percentiles and the log-linear
  * latency histogram (so that the host can merge roles exactly).
  *
+ * Events for a timeline, bounded and preallocated so that recording them
+ * costs a store and no syscall: the unloader's unload windows (delete_module
+ * begun, returned, reload done), a caller's failed calls (the first
+ * MAX_FAILURES; the count stays exact) and its calls completed per 100 ms.
+ * Times are microseconds since the role's start; start_ns (CLOCK_MONOTONIC,
+ * one clock for the whole guest) lets the host put roles on one axis.
+ *
  * Roles: unloader looker mounter fsmounter holder loader (see usage()).
  * Built static on the host; no libc wrappers exist for the module syscalls.
  */
@@ -55,6 +62,12 @@ typedef uint64_t u64;
 
 #define BARRIER_TIMEOUT_NS	30000000000ull
 
+#define OUTPUT_FORMAT	2	/* 2: "events" and "hist_failed" */
+#define MAX_WINDOWS	20000	/* unload windows kept (a cycle takes >= 2 ms) */
+#define MAX_FAILURES	20000	/* failed calls kept */
+#define RATE_BIN_NS	100000000ull	/* calls completed per 100 ms */
+#define RATE_BINS	36000	/* an hour of them */
+
 struct shared {
 	int arrived;		/* barrier: roles that have arrived (futex word) */
 	int unloading;		/* the unloader is between delete and reload */
@@ -77,6 +90,7 @@ struct op_stats {
 	u64 met_unloads[MET_SLOTS];
 	u64 errs[ERR_SLOTS];
 	u64 hist[HIST_BUCKETS];
+	u64 hist_failed[HIST_BUCKETS];	/* the failed calls alone */
 	u64 max_ns;
 	u64 first_failure_ns;	/* since the start, 0 = none */
 };
@@ -106,6 +120,24 @@ static struct op_stats ops[MAX_OPS];
 static int nops;
 static u64 iterations;
 static u64 start_ns;
+
+/* The unloader's unload windows, in ns since start_ns. */
+static struct unload_window {
+	u64 begin, deleted, reloaded;
+	int delete_err, load_err;	/* 0 or ENOENT; 0 or the reload's errno */
+} windows[MAX_WINDOWS];
+static u64 nwindows;		/* exact; only the first MAX_WINDOWS are kept */
+
+/* A caller's one call operation (lookup, mount, hold): failures and rate. */
+static struct {
+	struct op_stats *op;	/* NULL: this role records no calls */
+	struct call_failure {
+		u64 t0, t1;	/* ns since start_ns */
+		int err;
+	} failures[MAX_FAILURES];
+	unsigned int done[RATE_BINS], ok[RATE_BINS];
+	unsigned int bins;	/* bins up to the last one touched */
+} calls;
 
 static const char *const errno_names[MAX_ERRNO] = {
 	[EPERM] = "EPERM", [ENOENT] = "ENOENT", [ESRCH] = "ESRCH", [EINTR] = "EINTR",
@@ -220,29 +252,58 @@ static unsigned int unloads_met(const struct op_tok *tok)
 	return met < MET_SLOTS ? met : MET_SLOTS - 1;
 }
 
-/* An op overlapped an unload if the flag was up at its start or moved during it. */
-static void op_end(struct op_stats *op, const struct op_tok *tok, int err)
+/* Stores into preallocated arrays only: recording must not change the timing. */
+static void call_event(const struct op_tok *tok, u64 t1, int err)
+{
+	u64 bin = (t1 - start_ns) / RATE_BIN_NS;
+
+	if (bin < RATE_BINS) {
+		calls.done[bin]++;
+		calls.ok[bin] += !err;
+		if (bin >= calls.bins)
+			calls.bins = bin + 1;
+	}
+	/* op_end() has counted this call: it is failure number total - ok */
+	if (err && calls.op->total - calls.op->ok <= MAX_FAILURES) {
+		struct call_failure *f = &calls.failures[calls.op->total - calls.op->ok - 1];
+
+		f->t0 = tok->t0 - start_ns;
+		f->t1 = t1 - start_ns;
+		f->err = err;
+	}
+}
+
+/*
+ * An op overlapped an unload if the flag was up at its start or moved during
+ * it.  Returns the time it ended.
+ */
+static u64 op_end(struct op_stats *op, const struct op_tok *tok, int err)
 {
 	u64 t1 = now_ns(), dt = t1 - tok->t0;
+	unsigned int idx = hist_index(dt);
 
 	if (err == EINTR && stop)	/* our own SIGTERM, not an outcome */
-		return;
-	op->total++;
-	op->hist[hist_index(dt)]++;
-	if (dt > op->max_ns)
-		op->max_ns = dt;
-	if (!err) {
-		op->ok++;
-		return;
-	}
-	if (!op->first_failure_ns)
-		op->first_failure_ns = t1 - start_ns;
+		return t1;
 	if (err < 0 || err >= ERR_SLOTS)
 		err = EUNKNOWN;
+	op->total++;
+	op->hist[idx]++;
+	if (dt > op->max_ns)
+		op->max_ns = dt;
+	if (!err)
+		op->ok++;
+	if (op == calls.op)
+		call_event(tok, t1, err);
+	if (!err)
+		return t1;
+	op->hist_failed[idx]++;
+	if (!op->first_failure_ns)
+		op->first_failure_ns = t1 - start_ns;
 	op->errs[err]++;
 	op->met_unloads[unloads_met(tok)]++;
 	if ((tok->seq & 1) || __atomic_load_n(&shm->seq, __ATOMIC_SEQ_CST) != tok->seq)
 		op->during_unload++;
+	return t1;
 }
 
 /* --- JSON --- */
@@ -263,6 +324,17 @@ static void json_str(const char *s)
 	putchar('"');
 }
 
+/* An errno slot as a JSON string: its name, or E<n> for an unnamed errno. */
+static void print_err_name(int e)
+{
+	if (e >= MAX_ERRNO)
+		printf("\"%s\"", pseudo_names[e - MAX_ERRNO]);
+	else if (errno_names[e])
+		printf("\"%s\"", errno_names[e]);
+	else
+		printf("\"E%d\"", e);
+}
+
 static void print_errors(const struct op_stats *op)
 {
 	int e, first = 1;
@@ -273,27 +345,22 @@ static void print_errors(const struct op_stats *op)
 			continue;
 		printf("%s", first ? "" : ",");
 		first = 0;
-		if (e >= MAX_ERRNO)
-			printf("\"%s\"", pseudo_names[e - MAX_ERRNO]);
-		else if (errno_names[e])
-			printf("\"%s\"", errno_names[e]);
-		else
-			printf("\"E%d\"", e);
+		print_err_name(e);
 		printf(":%llu", (unsigned long long)op->errs[e]);
 	}
 	printf("}");
 }
 
-static void print_hist(const struct op_stats *op)
+static void print_hist(const char *key, const u64 *hist)
 {
 	unsigned int i;
 	int first = 1;
 
-	printf("\"hist\":{\"sub_bits\":%d,\"buckets\":[", SUB_BITS);
+	printf("\"%s\":{\"sub_bits\":%d,\"buckets\":[", key, SUB_BITS);
 	for (i = 0; i < HIST_BUCKETS; i++) {
-		if (!op->hist[i])
+		if (!hist[i])
 			continue;
-		printf("%s[%u,%llu]", first ? "" : ",", i, (unsigned long long)op->hist[i]);
+		printf("%s[%u,%llu]", first ? "" : ",", i, (unsigned long long)hist[i]);
 		first = 0;
 	}
 	printf("]}");
@@ -317,7 +384,80 @@ static void print_op(const struct op_stats *op)
 		printf("%.3f,", op->first_failure_ns / 1e6);
 	else
 		printf("null,");
-	print_hist(op);
+	print_hist("hist", op->hist);
+	putchar(',');
+	print_hist("hist_failed", op->hist_failed);
+	printf("}");
+}
+
+static unsigned long long us(u64 ns)
+{
+	return ns / 1000;
+}
+
+static void print_err_or_null(int e)
+{
+	if (e)
+		print_err_name(e);
+	else
+		printf("null");
+}
+
+static void print_windows(void)
+{
+	u64 i, kept = nwindows < MAX_WINDOWS ? nwindows : MAX_WINDOWS;
+
+	printf(",\"unloads\":{\"total\":%llu,\"windows\":[", (unsigned long long)nwindows);
+	for (i = 0; i < kept; i++) {
+		const struct unload_window *w = &windows[i];
+
+		printf("%s[%llu,%llu,%llu,", i ? "," : "", us(w->begin), us(w->deleted),
+		       us(w->reloaded));
+		print_err_or_null(w->delete_err);
+		putchar(',');
+		print_err_or_null(w->load_err);
+		putchar(']');
+	}
+	printf("]}");
+}
+
+static void print_rate(const unsigned int *bins)
+{
+	unsigned int i;
+
+	for (i = 0; i < calls.bins; i++)
+		printf("%s%u", i ? "," : "", bins[i]);
+}
+
+static void print_calls(void)
+{
+	u64 i, failed = calls.op->total - calls.op->ok;
+	u64 kept = failed < MAX_FAILURES ? failed : MAX_FAILURES;
+
+	printf(",\"calls\":{\"op\":");
+	json_str(calls.op->name);
+	printf(",\"failures_total\":%llu,\"failures\":[", (unsigned long long)failed);
+	for (i = 0; i < kept; i++) {
+		const struct call_failure *f = &calls.failures[i];
+
+		printf("%s[%llu,%llu,", i ? "," : "", us(f->t0), us(f->t1));
+		print_err_name(f->err);
+		putchar(']');
+	}
+	printf("],\"bin_ms\":%llu,\"done\":[", RATE_BIN_NS / 1000000);
+	print_rate(calls.done);
+	printf("],\"ok\":[");
+	print_rate(calls.ok);
+	printf("]}");
+}
+
+static void print_events(void)
+{
+	printf(",\"events\":{\"start_ns\":%llu", (unsigned long long)start_ns);
+	if (!strcmp(opt.role, "unloader"))
+		print_windows();
+	if (calls.op)
+		print_calls();
 	printf("}");
 }
 
@@ -325,7 +465,7 @@ static void print_json(long elapsed_ms, const char *error)
 {
 	int i;
 
-	printf("{\"role\":");
+	printf("{\"format\":%d,\"role\":", OUTPUT_FORMAT);
 	json_str(opt.role);
 	printf(",\"name\":");
 	json_str(opt.name ? opt.name : "");
@@ -338,6 +478,7 @@ static void print_json(long elapsed_ms, const char *error)
 		print_op(&ops[i]);
 	}
 	printf("}");
+	print_events();
 	if (error) {
 		printf(",\"error\":");
 		json_str(error);
@@ -502,21 +643,38 @@ static void unload_flag(int up)
  * completed cycle, so the reloaded module stays live for a while, like an
  * idle module that gets unloaded automatically.
  */
+static void window_record(u64 begin, u64 deleted, u64 reloaded, int delete_err, int load_err)
+{
+	struct unload_window *w;
+
+	if (nwindows++ >= MAX_WINDOWS)
+		return;
+	w = &windows[nwindows - 1];
+	w->begin = begin - start_ns;
+	w->deleted = deleted - start_ns;
+	w->reloaded = reloaded - start_ns;
+	w->delete_err = delete_err;
+	w->load_err = load_err;
+}
+
 static int unloader_step(void)
 {
-	struct op_tok tok;
-	int err;
+	struct op_tok tok, load_tok;
+	u64 deleted;
+	int err, load_err;
 
 	unload_flag(1);
 	__atomic_add_fetch(&shm->unloads, UNLOADS_BEGUN + 1, __ATOMIC_SEQ_CST);
 	op_begin(&tok);
 	err = sys_delete_module(opt.name) ? errno : 0;
-	op_end(op_a, &tok, err);
+	deleted = op_end(op_a, &tok, err);
 	if (err)
 		__atomic_sub_fetch(&shm->unloads, UNLOADS_BEGUN, __ATOMIC_SEQ_CST);
+	/* ENOENT: an earlier reload failed and the module was absent since */
 	if (!err || err == ENOENT) {
-		op_begin(&tok);
-		op_end(op_b, &tok, load_once(role_fd));
+		op_begin(&load_tok);
+		load_err = load_once(role_fd);
+		window_record(tok.t0, deleted, op_end(op_b, &load_tok, load_err), err, load_err);
 	}
 	__atomic_sub_fetch(&shm->unloads, 1, __ATOMIC_SEQ_CST);
 	unload_flag(0);
@@ -629,9 +787,11 @@ static step_fn setup_ctl(int looker)
 	if (!looker) {
 		op_a = op_new("hold");
 		op_b = op_new("release");
+		calls.op = op_a;
 		return holder_step;
 	}
 	op_a = op_new("lookup");
+	calls.op = op_a;
 	role_fd = open(opt.ctl, O_RDWR | O_CLOEXEC);
 	if (role_fd < 0) {
 		shm = &local_shm;
@@ -654,6 +814,7 @@ static step_fn setup_mount(int fsmounter)
 	}
 	op_a = op_new("mount");
 	op_b = op_new("umount");
+	calls.op = op_a;
 	return mounter_step;
 }
 
