@@ -48,6 +48,11 @@ PACKAGES: Mapping[str, tuple[str, ...]] = {
     "trixie": ("gcc-14", "make", "libelf1t64", "libssl3t64", "zlib1g", "pahole"),
     "sid": ("gcc-16", "make", "libelf1t64", "libssl3t64", "zlib1g", "pahole"),
 }
+# A kernel built here from source (debugkernel.py) needs more than a module
+# build: its root is the release's root plus these (its own identity).  "gcc"
+# is the release's default compiler (trixie: gcc-14, what Debian builds 6.12
+# with) under the name the kernel's Makefile calls.
+KERNEL_BUILD_PACKAGES = ("gcc", "bc", "bison", "flex", "libelf-dev", "libssl-dev", "kmod", "cpio", "xz-utils")
 # Packages a root takes from the kernel's .debs (the rest of their Depends,
 # like the image package or linux-base, is not needed to build modules).
 HEADER_ROLES = (catalogue.Role.HEADERS_COMMON, catalogue.Role.KBUILD, catalogue.Role.HEADERS)
@@ -94,6 +99,15 @@ def spec_for(suite: str, mirrors: catalogue.Mirrors | None = None) -> RootSpec:
     base = root_suite(suite)
     mirrors = mirrors or catalogue.host_mirrors()
     return RootSpec(base, PACKAGES[base], mirrors.main)
+
+
+def spec_for_row(row: catalogue.KernelRow, mirrors: catalogue.Mirrors | None = None) -> RootSpec:
+    """The root a row's modules build in: a kernel built from source builds
+    in (and is built in) its release's root with the kernel build packages."""
+    spec = spec_for(row.release, mirrors)
+    if row.source is None:
+        return spec
+    return RootSpec(spec.suite, spec.packages + KERNEL_BUILD_PACKAGES, spec.mirror, spec.keyring)
 
 
 # ---------------------------------------------------------------- command lines
@@ -337,7 +351,15 @@ class KernelRoot:
 
 def for_kernel(row: catalogue.KernelRow, abi: str, mirrors: catalogue.Mirrors | None = None) -> KernelRoot:
     """The root of a row's release with that kernel's headers installed (the
-    .debs downloaded through the catalogue if needed)."""
+    .debs downloaded through the catalogue if needed).  A kernel built here
+    has its object tree there already (debugkernel.py)."""
+    if row.source is not None:
+        spec = spec_for_row(row, mirrors)
+        path = spec.path()
+        if not (root_ready(path, spec) and (path / "usr/src" / f"linux-headers-{abi}" / "Makefile").is_file()):
+            raise HarnessError(f"kernel {row.name}: its build tree for {abi} is gone from the build root; "
+                               f"build it again: harness fetch --kernel {row.name}")
+        return KernelRoot(spec, path, abi)
     spec = spec_for(row.release, mirrors)
     res, debs = catalogue.fetch(row)
     if res.abi != abi:

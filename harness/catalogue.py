@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Iterable, Mapping, Protocol, Sequence
 
 from .errors import HarnessError
-from .paths import cache_dir
+from .paths import REPO, cache_dir
 from .progress import progress
-from .util import file_lock, file_sha256, last_line, need_tool, run_tool
+from .util import file_lock, file_sha256, hash_inputs, last_line, need_tool, run_tool
 
 ARCH = "amd64"
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -367,12 +367,19 @@ def _one_dep(fields: Fields, pattern: str) -> Dep:
 
 @dataclass(frozen=True)
 class KernelRow:
-    """One kernel spec: which meta-packages of which release stand for it."""
+    """One kernel spec: which meta-packages of which release stand for it, or
+    (``source`` set) which source package and config fragment the harness
+    builds it from."""
 
     name: str
     release: str  # "bookworm"; its suites are suites_of(release)
-    flavour: str  # "amd64", "rt-amd64"
+    flavour: str  # "amd64", "rt-amd64"; "debug" for a kernel built here
     series: str | None  # the ABI must start with it; None for moving targets
+    source: str | None = None  # "linux-source-6.12": built from Debian's source
+    fragment: str | None = None  # its config fragment, under kconfigs/
+    # Guest slowdown against a stock kernel (lockdep and KASAN under TCG):
+    # boot timeouts, race durations and latency bounds are multiplied by it.
+    time_factor: float = 1.0
 
     @property
     def image_meta(self) -> str:
@@ -382,6 +389,15 @@ class KernelRow:
     def headers_meta(self) -> str:
         return f"linux-headers-{self.flavour}"
 
+    @property
+    def fragment_path(self) -> Path | None:
+        return KCONFIGS / self.fragment if self.fragment else None
+
+
+KCONFIGS = REPO / "kconfigs"
+# The build steps of a kernel built from source: part of its release string,
+# so a changed recipe is a new kernel (and new module builds).
+SOURCE_RECIPE = REPO / "harness" / "debugkernel.py"
 
 ROWS: dict[str, KernelRow] = {
     r.name: r
@@ -395,8 +411,13 @@ ROWS: dict[str, KernelRow] = {
         KernelRow("sid", "sid", "amd64", None),
         KernelRow("sid-rt", "sid", "rt-amd64", None),
         KernelRow("rc", "experimental", "amd64", None),
+        KernelRow("6.12-debug", "trixie", "debug", "6.12", source="linux-source-6.12",
+                  fragment="debug.config", time_factor=4.0),
     )
 }
+# `--kernel all`: every spec that comes as packages; kernels built here are
+# asked for by name (a cold build takes many minutes).
+PACKAGED = tuple(r.name for r in ROWS.values() if r.source is None)
 DEFAULT_KERNEL = "6.1"
 DEFAULT_RELEASE = ROWS[DEFAULT_KERNEL].release  # also where the guest's user space comes from
 
@@ -409,6 +430,7 @@ class Role(Enum):
     HEADERS = "headers"
     HEADERS_COMMON = "headers-common"
     KBUILD = "kbuild"
+    SOURCE = "source"  # kernels built here: linux-source-X.Y
 
 
 @dataclass(frozen=True)
@@ -487,11 +509,40 @@ def _abi_of(image_pkg: str) -> str:
     return image_pkg.removeprefix("linux-image-").removesuffix("-unsigned")
 
 
+def source_release(row: KernelRow, upstream: str, source_sha256: str) -> str:
+    """uname -r of a kernel built here: its upstream version, its flavour and a
+    hash of what it is built from (source, config fragment, build recipe)."""
+    assert row.fragment_path is not None
+    key = hash_inputs(source_sha256, row.fragment_path, SOURCE_RECIPE)[:8]
+    return f"{upstream}-{row.flavour}-{key}"
+
+
+def walk_source(row: KernelRow, lookup: Lookup, skip: frozenset[str] = frozenset()) -> ResolvedKernel:
+    """A row built from source: the newest version of its source package."""
+    assert row.source is not None
+    suites = suites_of(row.release)
+    versions = [v for v in lookup.versions([row.source], suites).get(row.source, [])
+                if f"{row.source}={v}" not in skip]
+    if not versions:
+        raise HarnessError(f"kernel {row.name}: no {row.source} in Debian {row.release} in the catalogue; "
+                           "try: harness kernels --refresh")
+    version = versions[0]
+    (fields,) = _show(lookup, row, [(row.source, version)])
+    upstream = version.split("-")[0].split("+")[0]
+    if row.series is not None and not re.match(re.escape(row.series) + r"[.-]", upstream):
+        raise HarnessError(f"kernel {row.name}: {row.source} in {row.release} is {upstream}, not {row.series}")
+    pkg = Package(Role.SOURCE, row.source, version, fields.get("Architecture", "all"),
+                  int(fields.get("Size", "0") or 0), fields.get("SHA256", ""))
+    return ResolvedKernel(row, source_release(row, upstream, pkg.sha256), version, (pkg,))
+
+
 def walk(row: KernelRow, lookup: Lookup, skip: frozenset[str] = frozenset()) -> ResolvedKernel:
     """Meta-packages -> the exact image, headers, headers-common, kbuild (and
     for split images the binary, modules and base) packages of one ABI: the
     newest version of the release none of whose packages is in `skip`
     ("name=version" pins the archive failed to serve)."""
+    if row.source is not None:
+        return walk_source(row, lookup, skip)
     suites = suites_of(row.release)
     metas = lookup.versions([row.image_meta, row.headers_meta], suites)
     for meta in (row.image_meta, row.headers_meta):
@@ -783,7 +834,8 @@ def resolve(row: KernelRow, refresh: bool = False, catalogue: Catalogue | None =
         cat._warn_stale()  # only where a kernel from such a suite is asked for
     with file_lock(cat.root / "resolved.lock"):
         memo = _Memo.load(cat)
-        known = memo.rows.get(row.name)
+        # A source row's release hashes files of this tree: always worked out anew.
+        known = memo.rows.get(row.name) if row.source is None else None
         if known is not None:
             try:
                 return ResolvedKernel.from_json(row, known)
@@ -936,7 +988,7 @@ def _deb_ok(path: Path, pkg: Package) -> bool:
 
 def rows_from(text: str) -> list[KernelRow]:
     """`6.1,sid` or `all` -> rows; unknown names are one error with the valid list."""
-    names = list(ROWS) if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    names = list(PACKAGED) if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise HarnessError(f"no kernel given; valid: {', '.join(ROWS)}, all")
     return [get_row(n) for n in names]

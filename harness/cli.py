@@ -171,13 +171,15 @@ def _guest(args: argparse.Namespace, timings: Timings | None = None) -> Vm:
 
 def cmd_kernels(args: argparse.Namespace) -> int:
     rows = kernels.status(refresh=args.refresh)  # before the header: an unusable cache is one error line, nothing else
-    print(f"{'spec':<9} {'suite':<13} {'release':<26} {'debian version':<22} state")
+    print(f"{'spec':<11} {'suite':<13} {'release':<26} {'debian version':<22} state")
     for spec, res, state in rows:
         default = " (default)" if spec.name == kernels.DEFAULT_KERNEL else ""
+        # Kernels built here are named, never part of `all`: a cold build takes minutes.
+        made = f" (built here from {spec.source}; not in 'all')" if spec.source else ""
         if res is None:
-            print(f"{spec.name:<9} {spec.release:<13} {'?':<26} {'?':<22} {state}")
+            print(f"{spec.name:<11} {spec.release:<13} {'?':<26} {'?':<22} {state}")
         else:
-            print(f"{spec.name:<9} {spec.release:<13} {res.abi:<26} {res.version:<22} {state}{default}")
+            print(f"{spec.name:<11} {spec.release:<13} {res.abi:<26} {res.version:<22} {state}{default}{made}")
     return 0
 
 

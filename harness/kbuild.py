@@ -78,8 +78,7 @@ class ModuleSetSpec:
 
     def bus_order(self, index: int) -> list[int]:
         """Provider i registers on buses (0, 1) if i is even, (1, 0) if odd."""
-        order = list(range(self.buses))
-        return order if index % 2 == 0 else order[::-1]
+        return schemes.bus_order(index, self.buses)
 
 
 def validate_knobs(knobs: Mapping[str, object]) -> dict[str, int]:
@@ -144,6 +143,7 @@ def render(spec: ModuleSetSpec, outdir: Path) -> list[Path]:
         "scheme": spec.scheme,
         "rwsem": spec.row.uses_rwsem,
         "deferred": spec.row.gate is schemes.Gate.AFTER_DELETE,
+        "sorted": spec.row.lock_order is schemes.LockOrder.SORTED,
         "buses": spec.buses,
         "providers": spec.providers,
         "provider_names": spec.provider_names,
@@ -227,7 +227,7 @@ def build(kernel_files, spec: ModuleSetSpec, *, jobs: int = MAKE_JOBS) -> BuiltM
     if not isinstance(spec, ModuleSetSpec):
         raise HarnessError(f"build() needs a ModuleSetSpec, got {type(spec).__name__}")
     release = kernel_files.release
-    root_spec = buildroot.spec_for(kernel_files.suite)
+    root_spec = buildroot.spec_for_row(catalogue.get_row(kernel_files.name))
     key = hash_inputs(
         Path(__file__),
         *[str(t.relative_to(KMODS_DIR)) for t in template_files(spec)],

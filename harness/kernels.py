@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import catalogue
+from . import catalogue, debugkernel
 from .errors import HarnessError
 from .paths import cache_dir
 from .progress import progress
@@ -58,6 +58,12 @@ class KernelFiles:
     suite: str = catalogue.DEFAULT_RELEASE  # the Debian release whose compiler builds its modules
 
     @property
+    def time_factor(self) -> float:
+        """How much slower this kernel's guest runs than a stock one (its row's factor)."""
+        row = SPECS.get(self.name)
+        return row.time_factor if row is not None else 1.0
+
+    @property
     def vmlinuz(self) -> Path:
         return self.root / "boot" / f"vmlinuz-{self.release}"
 
@@ -87,7 +93,7 @@ class KernelFiles:
 
 def parse_specs(text: str) -> list[KernelSpec]:
     """`6.1,6.12` or `all` -> specs; unknown names are a clear error."""
-    names = list(SPECS) if text.strip() == "all" else [n.strip() for n in text.split(",")]
+    names = list(catalogue.PACKAGED) if text.strip() == "all" else [n.strip() for n in text.split(",")]
     if not any(names):
         raise HarnessError(f"no kernel given; valid: {', '.join(SPECS)}, all")
     if not all(names):
@@ -174,6 +180,9 @@ def fetch(spec: KernelSpec, quiet: bool = False) -> KernelFiles:
     res.root.mkdir(parents=True, exist_ok=True)
     with file_lock(res.root / ".lock"):
         files = files_of(res)
+        if cached(res) and spec.source is not None and not debugkernel.tree_ready(spec, _catalogued(res)):
+            progress(f"kernel {spec.name}: its build tree is gone from the build root; building it again")
+            _marker(res).unlink()
         if cached(res):
             reason = damage_of_kernel(files)
             if reason is None:
@@ -181,14 +190,31 @@ def fetch(spec: KernelSpec, quiet: bool = False) -> KernelFiles:
                     progress(f"kernel {spec.name}: {res.abi} ({res.version}) already cached")
                 return files
             progress(f"kernel {spec.name}: cached {res.abi} cannot be used: {reason}; repairing")
-            if _repair(res, files):
+            if spec.source is None and _repair(res, files):
                 progress(f"kernel {spec.name}: {res.abi} repaired (vmlinux extracted again)")
                 return files
             _marker(res).unlink()
         return _unpack(spec, res)
 
 
+def _catalogued(res: Resolved) -> catalogue.ResolvedKernel:
+    return catalogue.resolve(res.spec)
+
+
+def _build(spec: KernelSpec, res: Resolved) -> KernelFiles:
+    """A kernel built here from Debian's source (debugkernel.py)."""
+    need_tool("depmod", "kmod")
+    debugkernel.build(spec, _catalogued(res), res.root / "root")
+    files = files_of(res)
+    run_tool(["depmod", "-b", files.root, res.abi], what="depmod")
+    _write_marker(res)
+    progress(f"kernel {spec.name}: {res.abi} ready")
+    return files
+
+
 def _unpack(spec: KernelSpec, res: Resolved) -> KernelFiles:
+    if spec.source is not None:
+        return _build(spec, res)
     need_tool("dpkg", "dpkg")
     need_tool("depmod", "kmod")
     got, debs = catalogue.fetch(spec)

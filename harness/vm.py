@@ -246,6 +246,11 @@ class Vm:
             argv += ["-accel", "tcg,thread=multi", "-cpu", "max"]
         return argv
 
+    @property
+    def boot_timeout_s(self) -> float:
+        """The configured timeout scaled by the kernel's slowdown (debug kernels)."""
+        return self.config.boot_timeout_s * self.image.kernel.time_factor
+
     def boot(self) -> "Vm":
         """Start QEMU and wait for the guest's ready marker."""
         kernel = self.image.kernel
@@ -277,14 +282,14 @@ class Vm:
             if outcome is BootOutcome.HUNG and silent and not silent_retried:
                 # Seen about once in a hundred TCG boots: not one byte from the
                 # guest.  One more try; a kernel that really hangs fails again.
-                progress(f"vm: the guest printed nothing in {self.config.boot_timeout_s:.0f}s; booting it once more")
+                progress(f"vm: the guest printed nothing in {self.boot_timeout_s:.0f}s; booting it once more")
                 self.kill()
                 silent_retried = True
                 continue
             if outcome is not BootOutcome.READY:
                 tail = self.console_tail()
                 self.kill()
-                why = outcome.value.format(timeout=f"{self.config.boot_timeout_s:.0f}")
+                why = outcome.value.format(timeout=f"{self.boot_timeout_s:.0f}")
                 raise BootError(f"guest {kernel.name} failed to boot: {why}", self.log_path, tail)
             self.boot_seconds = time.monotonic() - t0
             progress(f"vm: ready in {self.boot_seconds:.2f}s")
@@ -309,7 +314,7 @@ class Vm:
                           pexpect.EOF, pexpect.TIMEOUT]
         outcomes = [BootOutcome.READY, BootOutcome.PANIC, BootOutcome.PORT_TAKEN, BootOutcome.QEMU_EXITED,
                     BootOutcome.HUNG]
-        idx = self.child.expect(patterns, timeout=self.config.boot_timeout_s)
+        idx = self.child.expect(patterns, timeout=self.boot_timeout_s)
         if idx == 0:
             self.child.expect(r"\n", timeout=5)
         elif idx == 1:

@@ -256,6 +256,7 @@ class Kernel:
 
     def __init__(self, suite: str):
         self.suite = suite
+        self.name = {"bookworm": "6.1", "trixie": "6.12"}[suite]
 
 
 def test_modules_built_in_another_root_are_not_reused(tmp_path, monkeypatch):

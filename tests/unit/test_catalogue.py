@@ -580,7 +580,8 @@ def test_madison_versions_are_filtered_by_suite_newest_first():
 
 
 def test_rows_and_names():
-    assert list(cat.ROWS) == ["5.10", "5.10-rt", "6.1", "6.1-rt", "6.12", "6.12-rt", "sid", "sid-rt", "rc"]
+    assert list(cat.ROWS) == ["5.10", "5.10-rt", "6.1", "6.1-rt", "6.12", "6.12-rt", "sid", "sid-rt", "rc",
+                              "6.12-debug"]
     assert cat.ROWS[cat.DEFAULT_KERNEL].release == "bookworm"
     assert cat.ROWS["6.12"].release == "trixie" and cat.ROWS["rc"].release == "experimental"
     assert [r.name for r in cat.rows_from("sid, 5.10")] == ["sid", "5.10"]
