@@ -53,6 +53,9 @@ class ClaimGuest:
     release: str
     start: int = 0  # console offset after prepare
     notes: list[str] = field(default_factory=list)
+    # The kernel's slowdown (catalogue row): race durations and timeouts are
+    # multiplied by it, so a debug kernel's races reach the same iterations.
+    factor: float = 1.0
 
     def m(self, scheme: str) -> kbuild.BuiltModules:
         return self.mods[scheme]
@@ -62,7 +65,7 @@ class ClaimGuest:
         return f"/lib/modules/{self.release}/extra/{name}.ko"
 
     def sh(self, cmd: str, timeout: float = 60, check: bool = True):
-        res = self.vm.ssh.run(cmd, timeout=timeout)
+        res = self.vm.ssh.run(cmd, timeout=timeout * self.factor)
         if check:
             assert res.exit_status == 0, (
                 f"exit {res.exit_status}\n$ {cmd}\n--- stdout\n{res.stdout}--- stderr\n{res.stderr}")
@@ -77,7 +80,8 @@ class ClaimGuest:
 
 def racer(g: ClaimGuest, spec: RoleSpec, timeout: float = 120) -> RoleResult:
     """One racer role to completion; its JSON parsed."""
-    res = g.vm.ssh.run(spec.command(), timeout=timeout)
+    spec = dataclasses.replace(spec, duration_ms=int(spec.duration_ms * g.factor))
+    res = g.vm.ssh.run(spec.command(), timeout=timeout * g.factor)
     return parse_role_output(res.stdout, role=spec.role, exit_status=res.exit_status, stderr=res.stderr)
 
 
@@ -96,7 +100,7 @@ def race(g: ClaimGuest, scheme: str, workload: str, duration_s: float = 10, seed
     """One RaceSpec workload (unloader vs callers) in the guest; host CPU
     contention from CLAIMS_CONTENTION unless given."""
     spec = RaceSpec(kernel=g.kernel_spec, schemes=(scheme,), workloads=(workload,),
-                    duration_s=duration_s, seed=seed, knobs=g.knobs, unload_pause_ms=unload_pause_ms,
+                    duration_s=duration_s * g.factor, seed=seed, knobs=g.knobs, unload_pause_ms=unload_pause_ms,
                     contention=contention() if hogs is None else hogs)
     return run_one(g.vm, g.mods[scheme], spec, scheme, workload, g.release)
 
@@ -104,9 +108,10 @@ def race(g: ClaimGuest, scheme: str, workload: str, duration_s: float = 10, seed
 def run_roles(g: ClaimGuest, roles: list[RoleSpec], duration_ms: int, slack_s: float = 45) -> RolesOutcome:
     """Hand-made roles started together at the barrier, each for duration_ms.
     A role still running `slack_s` after the deadline is a hang (RunEnd.HUNG)."""
+    duration_ms = int(duration_ms * g.factor)
     timed = [dataclasses.replace(r, duration_ms=duration_ms, barrier=BARRIER, parties=len(roles))
              for r in roles]
-    return race_roles(g.vm, timed, duration_ms / 1000, slack_s=slack_s)
+    return race_roles(g.vm, timed, duration_ms / 1000, slack_s=slack_s * g.factor)
 
 
 def run_summary(run: RunResult) -> dict:

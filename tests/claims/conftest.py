@@ -48,7 +48,7 @@ def claim_guest(kernel, kernel_spec, vm_factory):
         for m in mods.values():
             prepare_guest(vm, m, spec)
         g = ClaimGuest(vm=vm, mods=mods, kernel_spec=kernel_spec.name, knobs=tuple(sorted(knobs)),
-                       release=vm.image.kernel.release)
+                       release=vm.image.kernel.release, factor=kernel.time_factor)
         g.start = vm.console_size()
         return g
 
