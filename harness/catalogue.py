@@ -395,9 +395,10 @@ class KernelRow:
 
 
 KCONFIGS = REPO / "kconfigs"
-# The build steps of a kernel built from source: part of its release string,
-# so a changed recipe is a new kernel (and new module builds).
-SOURCE_RECIPE = REPO / "harness" / "debugkernel.py"
+# What debugkernel.py makes of a source row, in words: part of the release
+# string, so a change here is a new kernel (and new module builds).  Change it
+# whenever a change there changes the kernel it builds; not for plumbing.
+SOURCE_RECIPE = "x86_64_defconfig + kvm_guest.config + fragment, olddefconfig; make all; modules_install strip"
 
 ROWS: dict[str, KernelRow] = {
     r.name: r
