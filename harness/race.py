@@ -29,7 +29,7 @@ from .paths import build_dir
 from .progress import progress
 from .racer import GUEST_PATH, RoleResult, RoleSpec, parse_role_output
 from .report import RaceReport, RunEnd, RunResult, exit_status, render_table, summarise_run
-from .schemes import SCHEMES, WORKLOADS, get_scheme, get_workload
+from .schemes import DEFAULT_SCHEMES, SCHEMES, WORKLOADS, Caller, get_scheme, get_workload
 from .splat import new_splats
 from .ssh import Running
 from .vm import ACCELS
@@ -49,7 +49,7 @@ class RaceSpec:
     """Everything that defines a run; `repro()` turns it back into a command."""
 
     kernel: str = kernels.DEFAULT_KERNEL
-    schemes: tuple[str, ...] = tuple(SCHEMES)
+    schemes: tuple[str, ...] = DEFAULT_SCHEMES
     workloads: tuple[str, ...] = ("lookup", "mount")
     duration_s: float = 15.0
     seed: int = 1
@@ -71,8 +71,14 @@ class RaceSpec:
                 raise HarnessError(f"{kind} {', '.join(dup)} given twice; name each once")
         for s in self.schemes:
             get_scheme(s)
-        for w in self.workloads:
-            get_workload(w)
+        rows = [get_workload(w) for w in self.workloads]
+        if len({w.buses for w in rows}) > 1:
+            raise HarnessError("workloads " + ", ".join(f"{w.name} ({w.buses} bus{'es' * (w.buses > 1)})"
+                                                         for w in rows)
+                               + " need different module builds; race them separately")
+        need = max(w.providers for w in rows)
+        if self.providers < need:
+            raise HarnessError(f"--workload {','.join(self.workloads)} needs --providers {need} or more")
         if not 0 < self.duration_s <= 3600:
             raise HarnessError(f"--duration must be in (0, 3600] seconds, got {self.duration_s:g}")
         if not 0 <= self.unload_pause_ms <= 60000:
@@ -84,6 +90,16 @@ class RaceSpec:
         if not 0 <= self.contention <= MAX_CONTENTION:
             raise HarnessError(f"--contention must be 0..{MAX_CONTENTION} host CPU hogs, got {self.contention}")
         validate_knobs(dict(self.knobs))
+
+    @property
+    def buses(self) -> int:
+        """The bus count every scheme's modules are built with (the workloads agree on it)."""
+        return get_workload(self.workloads[0]).buses
+
+    @property
+    def hung_task_timeout_s(self) -> int:
+        """The shortest hung-task timeout a workload asks for; 0 keeps the kernel's."""
+        return min((t for w in self.workloads if (t := get_workload(w).hung_task_timeout_s)), default=0)
 
     def repro(self, scheme: str | None = None, workload: str | None = None) -> str:
         argv = ["python", "-m", "harness", "race", "--kernel", self.kernel,
@@ -131,33 +147,50 @@ class RaceGuest(Protocol):
 # ---------------------------------------------------------------- roles
 
 
+def mount_dir(c: Caller) -> str:
+    """Where a mounting caller mounts: one folder per provider and kind."""
+    kind = "bus" if c.role == "mounter" else "own"
+    return f"/mnt/{kind}{c.provider or ''}"
+
+
 def roles_for(workload: str, mods: BuiltModules, spec: RaceSpec, release: str) -> list[RoleSpec]:
-    """The unloader against the callers of one workload, meeting at one barrier."""
-    target = mods.spec.provider_names[0]
-    callers = get_workload(workload).callers
+    """The workload's unloaders (one per unloaded provider), then its callers,
+    meeting at one barrier."""
+    row = get_workload(workload)
+    names = mods.spec.provider_names
+    parties = len(row.unloaded) + len(row.callers)
 
-    def role(name: str, **kw: Any) -> RoleSpec:
+    def role(name: str, target: str, **kw: Any) -> RoleSpec:
         return RoleSpec(name, name=target, duration_ms=int(spec.duration_s * 1000), seed=spec.seed,
-                        barrier=BARRIER, parties=1 + len(callers), progress=True, **kw)
+                        barrier=BARRIER, parties=parties, progress=True, **kw)
 
-    by_role = {
-        "looker": role("looker", ctl=mods.spec.ctl_device),
-        "mounter": role("mounter", fstype=mods.spec.fs_name, dir="/mnt/bus"),
-        "fsmounter": role("fsmounter", fstype=f"{target}fs", dir="/mnt/own"),
-    }
-    unloader = role("unloader", ko=f"/lib/modules/{release}/extra/{target}.ko",
-                    params=" ".join(f"{k}={v}" for k, v in spec.knobs), load=spec.reload,
-                    pause_us=spec.unload_pause_ms * 1000)
-    return [unloader, *(by_role[c] for c in callers)]
+    def caller(c: Caller) -> RoleSpec:
+        target = names[c.provider]
+        if c.role == "looker":
+            return role("looker", target, ctl=mods.spec.ctl_device, bus=c.bus)
+        if c.role == "mounter":
+            data = None if c.bus is None else f"backend={target},bus={c.bus}"
+            return role("mounter", target, fstype=mods.spec.fs_name, dir=mount_dir(c), data=data)
+        return role("fsmounter", target, fstype=f"{target}fs", dir=mount_dir(c))
+
+    unloaders = [role("unloader", names[i], ko=f"/lib/modules/{release}/extra/{names[i]}.ko",
+                      params=" ".join(f"{k}={v}" for k, v in spec.knobs), load=spec.reload,
+                      pause_us=spec.unload_pause_ms * 1000)
+                 for i in row.unloaded]
+    return [*unloaders, *(caller(c) for c in row.callers)]
 
 
 def prepare_guest(vm: RaceGuest, mods: BuiltModules, spec: RaceSpec) -> None:
-    """Knobs for request_module loads, the core loaded, the target loaded."""
+    """Knobs for request_module loads, the core loaded, the workloads' providers loaded."""
     options = "".join(f"options {p} " + " ".join(f"{k}={v}" for k, v in spec.knobs) + "\n"
                       for p in mods.spec.provider_names if spec.knobs)
     vm.ssh.upload(options.encode(), "/etc/modprobe.d/harness.conf")
-    vm.ssh.run(f"mkdir -p /mnt/bus /mnt/own && /sbin/modprobe {mods.spec.core} && "
-               f"/sbin/modprobe {mods.spec.provider_names[0]}", check=True)
+    rows = [get_workload(w) for w in spec.workloads]
+    dirs = sorted({"/mnt/bus", "/mnt/own"} | {mount_dir(c) for w in rows for c in w.callers
+                                            if c.role != "looker"})
+    used = sorted({0} | {i for w in rows for i in w.unloaded})
+    vm.ssh.run(f"mkdir -p {' '.join(dirs)} && /sbin/modprobe {mods.spec.core} && "
+               + " && ".join(f"/sbin/modprobe {mods.spec.provider_names[i]}" for i in used), check=True)
 
 
 @dataclass
@@ -245,8 +278,9 @@ def host_contention(hogs: int) -> Iterator[None]:
 
 
 def run_one(vm: RaceGuest, mods: BuiltModules, spec: RaceSpec, scheme: str, workload: str,
-            release: str) -> RunResult:
-    """One workload in a booted guest; the guest may die doing it."""
+            release: str, lockdep: bool = False) -> RunResult:
+    """One workload in a booted guest; the guest may die doing it.  `lockdep`:
+    the kernel has CONFIG_PROVE_LOCKING (what a lock-order control must show)."""
     roles = roles_for(workload, mods, spec, release)
     offset = vm.console_size()
     with host_contention(spec.contention):
@@ -255,7 +289,7 @@ def run_one(vm: RaceGuest, mods: BuiltModules, spec: RaceSpec, scheme: str, work
     time.sleep(CONSOLE_SETTLE_S)
     splats = new_splats(vm.console_text(), offset)
     run = summarise_run(scheme, workload, outcome.results, splats, outcome.end, outcome.detail,
-                        spec.repro(scheme, workload), outcome.seconds)
+                        spec.repro(scheme, workload), outcome.seconds, lockdep=lockdep)
     run.console_log = str(vm.log_path)
     return run
 
@@ -267,9 +301,15 @@ class RaceStages(Protocol):
     """Kernel, modules and guests for `race()`; `PipelineStages` is the real one."""
 
     release: str
+    lockdep: bool  # the kernel has CONFIG_PROVE_LOCKING
 
     def modules(self, scheme: str) -> BuiltModules: ...
     def boot(self, scheme: str, mods: BuiltModules) -> RaceGuest: ...
+
+
+def proves_locking(kfiles: kernels.KernelFiles) -> bool:
+    """Whether the kernel's lockdep checks lock order (CONFIG_PROVE_LOCKING)."""
+    return kfiles.config.get("CONFIG_PROVE_LOCKING") == "y"
 
 
 class PipelineStages:
@@ -281,19 +321,21 @@ class PipelineStages:
         self.spec = spec
         self.kfiles = kernels.fetch(kernels.get_spec(spec.kernel), quiet=True)
         self.release = self.kfiles.release
+        self.lockdep = proves_locking(self.kfiles)
         self.racer = build_racer()
 
     def modules(self, scheme: str) -> BuiltModules:
         from .kbuild import build
 
-        return build(self.kfiles, ModuleSetSpec(scheme, providers=self.spec.providers))
+        return build(self.kfiles, ModuleSetSpec(scheme, providers=self.spec.providers, buses=self.spec.buses))
 
     def boot(self, scheme: str, mods: BuiltModules) -> RaceGuest:
         from .image import GuestExtra, build_image
         from .vm import Vm, VmConfig
 
         img = build_image(self.kfiles, tuple(mods.ko_files), (GuestExtra(self.racer, GUEST_PATH),))
-        vm = Vm(img, VmConfig(accel=self.spec.accel, rcu_expedited=self.spec.rcu_expedited),
+        vm = Vm(img, VmConfig(accel=self.spec.accel, rcu_expedited=self.spec.rcu_expedited,
+                              hung_task_timeout_s=self.spec.hung_task_timeout_s),
                 name=f"race-{scheme}")
         try:
             return vm.boot()
@@ -310,7 +352,8 @@ def race(spec: RaceSpec, keep: bool = False,
     stages = stages or PipelineStages(spec)
     report = RaceReport(kernel=stages.release, kernel_spec=spec.kernel, accel="", seed=spec.seed,
                         duration_s=spec.duration_s, rcu_expedited=spec.rcu_expedited,
-                        knobs=dict(spec.knobs), reload=spec.reload, contention=spec.contention)
+                        knobs=dict(spec.knobs), reload=spec.reload, contention=spec.contention,
+                        lockdep=stages.lockdep)
     for i, scheme in enumerate(spec.schemes):
         mods = stages.modules(scheme)
         vm: RaceGuest | None = None
@@ -324,7 +367,7 @@ def race(spec: RaceSpec, keep: bool = False,
                     vm = stages.boot(scheme, mods)
                     report.accel = vm.accel
                     prepare_guest(vm, mods, spec)
-                run = run_one(vm, mods, spec, scheme, workload, stages.release)
+                run = run_one(vm, mods, spec, scheme, workload, stages.release, stages.lockdep)
                 report.runs.append(run)
                 progress(f"race {scheme}/{workload}: {run.verdict.value}")
         except BaseException:
@@ -367,7 +410,8 @@ def csv(text: str, what: str) -> tuple[str, ...]:
 def add_race_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", default=kernels.DEFAULT_KERNEL,
                    help="spec, comma list or 'all' (one report per kernel)")
-    p.add_argument("--scheme", default=",".join(SCHEMES), help=f"comma list of {', '.join(SCHEMES)}")
+    p.add_argument("--scheme", default=",".join(DEFAULT_SCHEMES),
+                   help=f"comma list of {', '.join(SCHEMES)} (default {','.join(DEFAULT_SCHEMES)})")
     p.add_argument("--workload", default="lookup,mount", help=f"comma list of {', '.join(WORKLOADS)}")
     p.add_argument("--duration", type=float, default=15.0, metavar="S", help="seconds per run")
     p.add_argument("--seed", type=int, default=None, help="default: random, printed in the report")
@@ -384,6 +428,8 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--contention", type=int, default=0, metavar="N",
                    help="N host processes spin on the CPUs while the roles run (a loaded CI runner)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON report here")
+    p.add_argument("--html", type=Path, metavar="FILE",
+                   help="also write the HTML report here (index.html beside the JSON report is always written)")
     p.add_argument("--keep", action="store_true", help="leave the last guest up for a shell")
 
 
@@ -398,15 +444,15 @@ def parse_knobs(items: Sequence[str] | None) -> tuple[tuple[str, int], ...]:
     return tuple(sorted({**dict(DEFAULT_KNOBS), **validate_knobs(given)}.items()))
 
 
-def check_output(path: Path) -> None:
+def check_output(path: Path, flag: str = "--json") -> None:
     """Refuse an output file that cannot be written, before anything boots."""
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise HarnessError(f"--json {path} is a folder; give a file name")
+        raise HarnessError(f"{flag} {path} is a folder; give a file name")
     if not parent.is_dir():
-        raise HarnessError(f"--json {path}: folder {parent} does not exist")
+        raise HarnessError(f"{flag} {path}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise HarnessError(f"--json {path}: not writable")
+        raise HarnessError(f"{flag} {path}: not writable")
 
 
 def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
@@ -421,11 +467,17 @@ def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
 
 def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] | None = None) -> int:
     specs = specs_from_args(args)
-    out = build_dir() / "reports" / f"race-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.json"
+    # One folder per race: the JSON report and its page (index.html) side by side.
+    out = build_dir() / "reports" / f"race-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}" / "report.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     check_output(out)
     if args.json:
         check_output(args.json)
+    if args.html:
+        from .html_report import require_plotting
+
+        check_output(args.html, "--html")
+        require_plotting()
     reports: list[RaceReport] = []
     kept: RaceGuest | None = None
     for spec in specs:
@@ -441,7 +493,10 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
     out.write_text(text)
     if args.json:
         args.json.write_text(text)
-    print(f"report: {args.json or out}", file=sys.stderr)
+    from .html_report import write_race_pages
+
+    pages = write_race_pages(reports, [out.with_name("index.html"), *([args.html] if args.html else [])])
+    print(f"report: {args.json or out}\npage: {pages[-1]}", file=sys.stderr)
     status = exit_status(reports)
     for r in reports:
         for line in r.problems():

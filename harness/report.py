@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from .exitcodes import ExitStatus
 from .racer import CallEvents, OpStats, RoleResult, UnloadWindow, merge_ops
-from .schemes import SCHEMES, WORKLOADS, control_must_fire
+from .schemes import SCHEMES, WORKLOADS, bus_lock_class, control_must_fire, lock_order_control
 from .splat import Splat
 
 CALLER_OPS = ("lookup", "mount", "fsmount")
@@ -49,12 +49,20 @@ class Verdict(enum.Enum):
 
 
 class Control(enum.Enum):
-    """What a negative-control run showed (NONE for the schemes that claim safety)."""
+    """What a control run showed (NONE for the schemes that claim safety).
+
+    The negative control (`unsafe`) must crash.  The lock-order control
+    (`rwsem-unsorted` in a workload whose providers registered on two buses in
+    opposite orders) must make lockdep report the bus rwsems; without lockdep
+    it fires only if the ABBA really deadlocks (a hung task, or roles that
+    never finish), and a run that missed the window proves nothing either way.
+    """
 
     NONE = "-"
-    FIRED = "fired"  # it crashed, as it must
-    MISSED = "missed"  # it must crash here and did not: the run proved nothing
+    FIRED = "fired"  # it crashed / lockdep named the bus rwsems / it deadlocked, as it may
+    MISSED = "missed"  # it must fire here and did not: the run proved nothing
     BY_DESIGN = "clean by design"  # this workload never calls through ops
+    NOT_HIT = "not hit, no lockdep"  # no lockdep and no deadlock this time: possible, not a failure
 
 
 def fold_verdict(end: RunEnd, splats: Sequence[Splat], role_errors: Sequence[str], unloads: int,
@@ -76,13 +84,29 @@ def fold_verdict(end: RunEnd, splats: Sequence[Splat], role_errors: Sequence[str
     return Verdict.CLEAN
 
 
-def fold_control(scheme: str, workload: str, verdict: Verdict) -> Control:
-    row = SCHEMES[scheme]
+def fold_control(scheme: str, workload: str, verdict: Verdict, splats: Sequence[Splat] = (),
+                 end: RunEnd = RunEnd.COMPLETED, lockdep: bool = False) -> Control:
+    """`lockdep`: the kernel has CONFIG_PROVE_LOCKING."""
+    row, wl = SCHEMES[scheme], WORKLOADS[workload]
+    if lock_order_control(row, wl):
+        names = [bus_lock_class(row.prefix, b) for b in range(wl.buses)]
+        if any(s.kind == "lockdep" and all(n in "\n".join(s.lines) for n in names) for s in splats):
+            return Control.FIRED
+        if lockdep:
+            return Control.MISSED
+        deadlocked = end is RunEnd.HUNG or any(s.kind == "hung_task" for s in splats)
+        return Control.FIRED if deadlocked else Control.NOT_HIT
     if not row.negative_control:
         return Control.NONE
-    if not control_must_fire(row, WORKLOADS[workload]):
+    if not control_must_fire(row, wl):
         return Control.BY_DESIGN
     return Control.FIRED if verdict is Verdict.CRASHED else Control.MISSED
+
+
+def control_label(run: "RunResult") -> str:
+    """Which control a run is, in words for the table."""
+    row, wl = SCHEMES[run.scheme], WORKLOADS[run.workload]
+    return "lock-order control" if lock_order_control(row, wl) else "control"
 
 
 # Verdicts that fail a run of a scheme that claims to be safe.
@@ -90,6 +114,8 @@ _SAFE_SCHEME_FAILS = frozenset({Verdict.CRASHED, Verdict.WARNED, Verdict.HUNG, V
                                 Verdict.NO_RACE})
 # A negative control may crash, warn or hang anywhere; it must still have raced.
 _CONTROL_FAILS = frozenset({Verdict.ERROR, Verdict.NO_RACE})
+# A lock-order control may warn or hang only by firing (lockdep, a deadlock); a crash is a finding.
+_LOCK_ORDER_FAILS = frozenset({Verdict.CRASHED, Verdict.ERROR, Verdict.NO_RACE})
 
 
 def _end_text(run: "RunResult") -> str:
@@ -99,10 +125,17 @@ def _end_text(run: "RunResult") -> str:
 def problem(run: "RunResult") -> str | None:
     """Why this run fails the race (exit status 1), or None when it does not."""
     where = f"{run.scheme}/{run.workload}"
+    lock_order = lock_order_control(SCHEMES[run.scheme], WORKLOADS[run.workload])
+    if run.control is Control.MISSED and lock_order:
+        return (f"{where}: lock-order control missed: the kernel has lockdep and no lockdep report "
+                f"named the bus rwsems (verdict {run.verdict.value})")
     if run.control is Control.MISSED:
         return (f"{where}: negative control missed: no crash (verdict {run.verdict.value}), so this "
                 "run did not show that the harness can see one")
-    if run.control is not Control.NONE:
+    if lock_order:
+        fails = run.verdict in _LOCK_ORDER_FAILS or (
+            run.verdict in (Verdict.WARNED, Verdict.HUNG) and run.control is not Control.FIRED)
+    elif run.control is not Control.NONE:
         fails = run.verdict in _CONTROL_FAILS
     else:
         fails = run.verdict in _SAFE_SCHEME_FAILS
@@ -249,6 +282,7 @@ class RaceReport:
     knobs: dict[str, int]
     reload: str
     contention: int = 0  # host CPU hogs running during every run
+    lockdep: bool = False  # the kernel has CONFIG_PROVE_LOCKING
     runs: list[RunResult] = field(default_factory=list)
 
     def problems(self) -> list[str]:
@@ -258,6 +292,7 @@ class RaceReport:
         return {"kernel": self.kernel, "kernel_spec": self.kernel_spec, "accel": self.accel,
                 "seed": self.seed, "duration_s": self.duration_s, "rcu_expedited": self.rcu_expedited,
                 "knobs": self.knobs, "reload": self.reload, "contention": self.contention,
+                "lockdep": self.lockdep,
                 "exit_status": int(exit_status([self])), "problems": self.problems(),
                 "runs": [r.to_json() for r in self.runs]}
 
@@ -275,7 +310,7 @@ def _op_name(role: str, op: str) -> str:
 
 
 def summarise_run(scheme: str, workload: str, roles: Sequence[RoleResult], splats: Sequence[Splat],
-                  end: RunEnd, end_detail: str, repro: str, seconds: float) -> RunResult:
+                  end: RunEnd, end_detail: str, repro: str, seconds: float, lockdep: bool = False) -> RunResult:
     merged = merge_ops({_op_name(r.role, op): st for op, st in r.ops.items()} for r in roles)
     run = RunResult(scheme=scheme, workload=workload, end=end, end_detail=end_detail,
                     ops=dict(sorted(merged.items())), repro=repro, seconds=round(seconds, 2),
@@ -293,7 +328,7 @@ def summarise_run(scheme: str, workload: str, roles: Sequence[RoleResult], splat
             first = round(st.first_failure_ms / 1000, 3)
             run.first_spurious_s = min(first, run.first_spurious_s or first)
     run.verdict = fold_verdict(end, run.splats, run.role_errors, run.unloads, run.spurious_failures)
-    run.control = fold_control(scheme, workload, run.verdict)
+    run.control = fold_control(scheme, workload, run.verdict, run.splats, end, lockdep)
     return run
 
 
@@ -305,7 +340,7 @@ def header(report: RaceReport) -> str:
     knobs = " ".join(f"{k}={v}" for k, v in sorted(report.knobs.items())) or "-"
     return (f"kernel {report.kernel} ({report.kernel_spec}), accel {report.accel}, seed {report.seed}, "
             f"{report.duration_s:g}s per run, knobs {knobs}, rcu_expedited={int(report.rcu_expedited)}, "
-            f"reload={report.reload}, contention={report.contention}")
+            f"reload={report.reload}, contention={report.contention}, lockdep={int(report.lockdep)}")
 
 
 def render_table(report: RaceReport) -> str:
@@ -319,7 +354,7 @@ def render_table(report: RaceReport) -> str:
         dm = r.op("delete_module")
         verdict = r.verdict.value
         if r.control is not Control.NONE:
-            verdict += f" (control {r.control.value})"
+            verdict += f" ({control_label(r)} {r.control.value})"
         rows.append([
             r.scheme, r.workload, f"{calls.ok}/{calls.total}", _errors(calls.errors), str(r.spurious_failures),
             f"{r.failed_by_unloads_met[1]}/{r.failed_by_unloads_met[2]}",

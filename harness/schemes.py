@@ -20,6 +20,15 @@ class Gate(enum.Enum):
     AFTER_DELETE = "after-delete"  # only once delete_module has returned
 
 
+class LockOrder(enum.Enum):
+    """The order in which the gate takes a module's bus rwsems."""
+
+    SORTED = "sorted"  # by address (rwsems_add_sorted), as the seed proposes
+    # As the provider registered: two providers registered on two buses in
+    # opposite orders make two gates lock ABBA, what sorting exists to prevent.
+    REGISTRATION = "registration"
+
+
 @dataclass(frozen=True)
 class Scheme:
     name: str
@@ -29,6 +38,10 @@ class Scheme:
     # The negative control: takes no reference at all.  A race that calls
     # through the ops pointer must crash it, or the run showed nothing.
     negative_control: bool = False
+    lock_order: LockOrder = LockOrder.SORTED  # only means something with a gate
+    # In `race`'s default scheme list: a variant that behaves like another one
+    # in the default workloads only costs time there.
+    race_by_default: bool = True
     summary: str = ""
 
     @property
@@ -45,27 +58,79 @@ SCHEME_ROWS: tuple[Scheme, ...] = (
            summary="as rwsem, released only after delete_module returned"),
     Scheme("unsafe", "un", "unsafe", Gate.NONE, negative_control=True,
            summary="no reference at all: must crash when a call meets an unload"),
+    Scheme("rwsem-unsorted", "rwu", "rwsem", Gate.IN_EXIT, lock_order=LockOrder.REGISTRATION,
+           race_by_default=False,
+           summary="as rwsem, but the gate locks the buses in registration order: ABBA across two buses"),
 )
 SCHEMES: dict[str, Scheme] = {s.name: s for s in SCHEME_ROWS}
+DEFAULT_SCHEMES: tuple[str, ...] = tuple(s.name for s in SCHEME_ROWS if s.race_by_default)
+
+CALLER_ROLES = ("looker", "mounter", "fsmounter")
+
+
+def bus_order(provider: int, buses: int) -> list[int]:
+    """The order in which provider i registers on the buses: (0, 1) if i is
+    even, (1, 0) if odd."""
+    order = list(range(buses))
+    return order if provider % 2 == 0 else order[::-1]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """One caller role of a workload: the provider it gets, on which bus
+    (None: the role's default, bus 0)."""
+
+    role: str
+    provider: int = 0
+    bus: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in CALLER_ROLES:
+            raise HarnessError(f"caller role {self.role!r}; valid: {', '.join(CALLER_ROLES)}")
+        if self.bus is not None and self.role == "fsmounter":
+            raise HarnessError("fsmounter goes through get_fs_type, which knows no bus")
 
 
 @dataclass(frozen=True)
 class Workload:
     name: str
-    callers: tuple[str, ...]  # racer roles raced against the unloader
+    callers: tuple[Caller, ...]  # racer roles raced against the unloaders
     # Whether a caller runs provider code through the ops pointer while
     # holding its "reference": the only way the negative control can crash.
     calls_through_ops: bool
     summary: str = ""
+    buses: int = 1  # the module set is built with this many buses
+    unloaded: tuple[int, ...] = (0,)  # providers that get an unloader each
+    hung_task_timeout_s: int = 0  # the guest's hung-task timeout; 0 keeps the kernel's
+
+    def __post_init__(self) -> None:
+        if any(c.bus is not None and not 0 <= c.bus < self.buses for c in self.callers):
+            raise HarnessError(f"workload {self.name}: a caller's bus is not one of its {self.buses}")
+
+    @property
+    def providers(self) -> int:
+        """How many providers the module set needs (P_prov0 .. P_prov<n-1>)."""
+        return 1 + max((*self.unloaded, *(c.provider for c in self.callers)))
+
+    @property
+    def opposite_orders(self) -> bool:
+        """Two of the unloaded providers registered on the buses in opposite orders."""
+        orders = {tuple(bus_order(i, self.buses)) for i in self.unloaded}
+        return len(orders) > 1
 
 
 WORKLOAD_ROWS: tuple[Workload, ...] = (
-    Workload("lookup", ("looker",), True, "lookup-call on /dev/P_ctl: get, call through ops, put"),
-    Workload("mount", ("mounter",), False,
+    Workload("lookup", (Caller("looker"),), True, "lookup-call on /dev/P_ctl: get, call through ops, put"),
+    Workload("mount", (Caller("mounter"),), False,
              "mount -t Pfs -o backend=P_prov0: the get held for the superblock's life, ops never called"),
-    Workload("fsmount", ("fsmounter",), False,
+    Workload("fsmount", (Caller("fsmounter"),), False,
              "mount -t P_prov0fs: the kernel's get_fs_type, try_module_get, request_module"),
-    Workload("all", ("looker", "mounter", "fsmounter"), True, "the three together"),
+    Workload("all", (Caller("looker"), Caller("mounter"), Caller("fsmounter")), True, "the three together"),
+    # Claim 5's race: a deadlock must show within the run, hence the 5 s.
+    Workload("twobus", (Caller("looker", provider=0, bus=1), Caller("looker", provider=1, bus=0)), True,
+             "two buses; P_prov0 (buses 0,1) and P_prov1 (1,0) each unloaded and reloaded, "
+             "lookup-call of each on its second bus",
+             buses=2, unloaded=(0, 1), hung_task_timeout_s=5),
 )
 WORKLOADS: dict[str, Workload] = {w.name: w for w in WORKLOAD_ROWS}
 
@@ -87,3 +152,15 @@ def get_workload(name: str) -> Workload:
 def control_must_fire(scheme: Scheme, workload: Workload) -> bool:
     """Whether this run is a negative control that must crash the guest."""
     return scheme.negative_control and workload.calls_through_ops
+
+
+def bus_lock_class(prefix: str, bus: int) -> str:
+    """The lockdep name of a bus rwsem, as kmods/common/bus_list.c.j2 gives it."""
+    return f"{prefix}_bus{bus}_rwsem"
+
+
+def lock_order_control(scheme: Scheme, workload: Workload) -> bool:
+    """Whether this run takes bus rwsems ABBA: a kernel with lockdep must
+    report it; without lockdep it may deadlock, or the race may miss it."""
+    return (scheme.uses_rwsem and scheme.lock_order is LockOrder.REGISTRATION
+            and workload.opposite_orders)

@@ -151,8 +151,9 @@ class FakeStages:
 
     release = RELEASE
 
-    def __init__(self, behaviours: dict[str, Behaviour]) -> None:
+    def __init__(self, behaviours: dict[str, Behaviour], lockdep: bool = False) -> None:
         self.behaviours = behaviours
+        self.lockdep = lockdep
         self.guests: list[tuple[str, FakeGuest]] = []
 
     def modules(self, scheme: str) -> BuiltModules:

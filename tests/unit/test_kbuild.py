@@ -9,7 +9,7 @@ import pytest
 from harness import kbuild
 from harness.errors import HarnessError
 from harness.kbuild import SCHEMES, ModuleSetSpec, render, validate_knobs
-from harness.schemes import SCHEME_ROWS
+from harness.schemes import SCHEME_ROWS, Gate, LockOrder
 
 ALL_SPECS = [
     ModuleSetSpec(scheme, providers=n, buses=b)
@@ -94,16 +94,21 @@ def test_scheme_get_rule(scheme, tmp_path):
     else:
         assert "__module_get(drv->owner)" in code
         assert "try_module_get(drv->owner)" not in code
-        for fn in ("rwsems_add_sorted", "rwsems_wlock", "get_driver_by_name_modprobe",
+        for fn in ("rwsems_wlock", "get_driver_by_name_modprobe",
                    "__x64_sys_delete_module", "__ia32_sys_delete_module",
                    "FTRACE_OPS_FL_IPMODIFY", "within_module(parent_ip, THIS_MODULE)",
                    "register_kprobe", "struct rwsem_chain"):
             assert fn in bus or fn in (tmp_path / f"{spec.prefix}_bus.h").read_text(), fn
-        if scheme == "rwsem":
+        if spec.row.gate is Gate.IN_EXIT:
             assert "rwsems_element_release(&mc->rwsems, el)" in code
             assert "WARN_ONCE" in code
         else:
             assert "rwsems_element_release" not in code
+        if spec.row.lock_order is LockOrder.SORTED:
+            assert "rwsems_add_sorted(&mc->rwsems, el);" in code
+        else:
+            assert "rwsems_add_sorted" not in code
+            assert "list_add_tail(&el->list, &mc->rwsems);" in code
 
 
 def test_render_is_deterministic(tmp_path):
