@@ -5,26 +5,32 @@ PYTEST_ARGS ?=
 KERNELS ?= all
 JOBS ?= 2
 
-.PHONY: setup race test typecheck unit vm-test bench matrix clean host-check
+.PHONY: setup setup-browser race test typecheck unit vm-test bench matrix clean host-check
 
 setup:
 	@sh scripts/setup.sh
 
+# Also headless Chromium, for the HTML report's browser test.
+setup-browser:
+	@sh scripts/setup.sh --browser
+
 race: setup
 	$(PY) -m harness race --kernel $(KERNEL)
 
-test: setup typecheck
+test: setup-browser typecheck
 	$(PY) -m pytest -q -p no:cacheprovider --kernel $(KERNEL) $(PYTEST_ARGS) tests
 
 typecheck: setup
 	$(PY) -m mypy
 
-unit: setup typecheck
+unit: setup-browser typecheck
 	$(PY) -m pytest -q -p no:cacheprovider -m "not vm" tests
 
-# The seed's claims (tests/claims) on every kernel: build/matrix/matrix.{md,json}.
+# The seed's claims (tests/claims) on every kernel: build/matrix/matrix.{md,json}
+# and the page build/matrix/index.html, whose cells link the guests' console logs.
 matrix: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests/claims --kernel $(KERNELS) -n $(JOBS) --matrix-out build/matrix
+	$(PY) -m pytest -q -p no:cacheprovider tests/claims --kernel $(KERNELS) -n $(JOBS) --matrix-out build/matrix \
+		--keep-console-logs
 
 bench: setup
 	$(PY) bench/bench.py --kernel $(KERNEL)

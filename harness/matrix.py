@@ -7,14 +7,19 @@ them in `pytest_runtest_logreport` (also in the xdist controller):
 (`test_claim4_x[rwsem]`); its column is the kernel, from the `kernel` user
 property or else from the test id's parameters.  A cell holds the outcome
 (passed, failed, error = setup/teardown failed, skipped), the seconds of the
-call and the `measured` property (a JSON-serialisable dict).
+call, the `measured` property (a JSON-serialisable dict) and the
+`console_logs` property (the guests' console logs, which the pytest plugin
+records).  `write_matrix` writes matrix.json, matrix.md and index.html (the
+coloured grid, harness/html_report.py); `python -m harness.matrix DIR` writes
+the page again from DIR/matrix.json.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+import sys
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterable
 
@@ -29,6 +34,7 @@ class Cell:
     message: str = ""  # the end of the failure report
     claim_holds: bool | None = None  # from the test; None: the outcome says it
     fact: bool = False  # a measured fact of the kernel (loader behaviour), no claim to hold
+    console_logs: list[str] = field(default_factory=list)  # the test's guests' console logs
 
     def holds(self) -> bool | None:
         """Does the seed's claim hold here?  A test that asserts a measured
@@ -59,6 +65,14 @@ class Matrix:
         return {"kernels": self.kernels, "claims": self.claims, "totals": self.totals(),
                 "cells": {claim: {k: asdict(c) for k, c in row.items()}
                           for claim, row in self.cells.items()}}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "Matrix":
+        known = {f.name for f in fields(Cell)}
+        return cls(kernels=list(doc["kernels"]), claims=list(doc["claims"]),
+                   cells={claim: {k: Cell(**{n: v for n, v in c.items() if n in known})
+                                  for k, c in row.items()}
+                          for claim, row in doc["cells"].items()})
 
 
 def split_nodeid(nodeid: str, known_kernels: Iterable[str] = ()) -> tuple[str, str | None, str]:
@@ -117,6 +131,9 @@ def build_matrix(records: Iterable[dict], known_kernels: Iterable[str] = ()) -> 
             cell.claim_holds = bool(props["claim_holds"])
         if props.get("kind") == "fact":
             cell.fact = True
+        for log in props.get("console_logs") or ():
+            if log not in cell.console_logs:
+                cell.console_logs.append(str(log))
         if when == "call":
             cell.seconds = round(float(rec.get("duration", 0.0)), 1)
             cell.outcome = outcome or ""
@@ -195,8 +212,34 @@ def render_markdown(mx: Matrix, detail_limit: int = 300) -> str:
 
 
 def write_matrix(mx: Matrix, out_dir: Path) -> tuple[Path, Path]:
+    """matrix.json and matrix.md (returned), and the page index.html beside them."""
+    from .html_report import write_matrix_html
+
     out_dir.mkdir(parents=True, exist_ok=True)
     j, m = out_dir / "matrix.json", out_dir / "matrix.md"
     j.write_text(json.dumps(mx.to_json(), indent=1, default=str) + "\n")
     m.write_text(render_markdown(mx))
+    write_matrix_html(mx, out_dir / "index.html")
     return j, m
+
+
+def main(argv: list[str]) -> int:
+    """`python -m harness.matrix DIR`: DIR/index.html again from DIR/matrix.json."""
+    from .html_report import write_matrix_html
+
+    if len(argv) != 1:
+        print("usage: python -m harness.matrix DIR  (writes DIR/index.html from DIR/matrix.json)",
+              file=sys.stderr)
+        return 2
+    src = Path(argv[0]) / "matrix.json"
+    try:
+        mx = Matrix.from_json(json.loads(src.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"error: {src}: {e}", file=sys.stderr)
+        return 2
+    print(write_matrix_html(mx, src.with_name("index.html")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

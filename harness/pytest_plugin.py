@@ -26,6 +26,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--kernel", default=kernels.DEFAULT_KERNEL,
                     help=f"kernel spec(s) for VM tests: comma list of {', '.join(kernels.SPECS)}, or all")
     group.addoption("--accel", default="auto", choices=ACCELS, help="QEMU accelerator (auto checks KVM)")
+    group.addoption("--keep-console-logs", action="store_true",
+                    help="keep the console logs of passing tests too (the claims matrix page links them)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -134,6 +136,10 @@ def _watch(item: pytest.Item, vm: Vm) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    if call.when == "call" and item.stash.get(_VM_KEY, []):
+        # A report's user properties travel to the xdist controller: the claims matrix links the logs.
+        logs = [str(vm.log_path) for vm, _ in item.stash[_VM_KEY]]
+        item.user_properties.append(("console_logs", logs))
     outcome: Any = yield
     report = outcome.get_result()
     if call.when != "call":
@@ -158,5 +164,7 @@ _LAST_KEY = pytest.StashKey[pytest.TestReport]()
 def _drop_log_if_passed(item: pytest.Item, vm: Vm) -> None:
     """Console logs are kept for failing tests only (fresh guests)."""
     report = item.stash.get(_LAST_KEY, None)
+    if item.config.getoption("--keep-console-logs"):
+        return
     if report is not None and report.passed and vm.log_path.is_file():
         vm.log_path.unlink()

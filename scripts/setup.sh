@@ -1,11 +1,16 @@
 #!/bin/sh
 # Install what the harness needs on a Debian/Ubuntu host: system packages via
 # apt-get when root (otherwise print the exact command), Python packages into
-# .venv from pyproject.toml.  Idempotent and quick when nothing is missing.
+# .venv from pyproject.toml (with the extras dev and report).  Idempotent and
+# quick when nothing is missing.  --browser: also Debian's headless Chromium,
+# which the HTML report's browser test uses (make test).
 set -eu
 cd "$(dirname "$0")/.."
 
 PKGS="qemu-system-x86 kmod binutils gcc gcc-12 libc6-dev make zstd xz-utils python3-venv apt-utils mmdebstrap debian-archive-keyring"
+if [ "${1:-}" = "--browser" ]; then
+	PKGS="$PKGS chromium fonts-dejavu-core"
+fi
 missing=""
 for pkg in $PKGS; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
@@ -31,6 +36,6 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt .venv/.installed ]; then
 	echo "setup: creating .venv with the harness and its Python packages" >&2
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip >&2
-	.venv/bin/pip install -q -e ".[dev]" >&2
+	.venv/bin/pip install -q -e ".[dev,report]" >&2
 	touch .venv/.installed
 fi
