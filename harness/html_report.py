@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from .errors import HarnessError
+from .matrix import OUTCOME_MARK, VERBOSE_KEYS, Cell, Matrix
 from .progress import progress
 from .racer import Hist, hist_value
 from .report import CALLER_OPS, Control, RaceReport, RunResult, Timeline, problem
@@ -38,9 +39,6 @@ from .schemes import SCHEMES, WORKLOADS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-
-    from .matrix import Cell, Matrix
-
 INSTALL = "pip install -e '.[report]'"
 PLOTS_MISSING = f"plots need matplotlib, the optional extra 'report': {INSTALL}"
 
@@ -192,10 +190,13 @@ def _png(fig: Any) -> bytes:
 
 
 def _shade(ax: "Axes", spans: Iterable[Span], lo: float, hi: float) -> None:
-    for s in spans:
-        if s.end_s >= lo and s.start_s <= hi:
-            st = SPAN_STYLE[s.kind]
-            ax.axvspan(s.start_s, s.end_s, color=st.colour, alpha=st.alpha, hatch=st.hatch, lw=0)
+    """One collection per kind of span, over the axes' full height."""
+    shown = [s for s in spans if s.end_s >= lo and s.start_s <= hi]
+    for kind, st in SPAN_STYLE.items():
+        ranges = [(s.start_s, s.end_s - s.start_s) for s in shown if s.kind is kind]
+        if ranges:
+            ax.broken_barh(ranges, (0, 1), transform=ax.get_xaxis_transform(), facecolors=st.colour,
+                           alpha=st.alpha, hatch=st.hatch, lw=0)
 
 
 def _draw_view(ax_rate: "Axes", ax_fail: "Axes", data: TimelineData, lo: float, hi: float, title: str) -> None:
@@ -361,7 +362,9 @@ td.cell a { display: block; color: inherit; text-decoration: none; }
 td.cell a:hover { text-decoration: underline; }
 .legend span { padding: 2px 8px; margin-right: 6px; border: 1px solid #bbb; }
 div.detail:target { outline: 3px solid #457b9d; }
-div.detail { margin: 8px 0 16px; padding: 4px 10px; }
+div.detail { margin: 8px 0 16px; padding: 4px 10px; border-left: 4px solid #ccc; }
+.badge { padding: 1px 6px; border: 1px solid #bbb; }
+summary { cursor: pointer; color: #1d3557; }
 """
 
 
@@ -560,9 +563,20 @@ def screenshot(page: Path, png: Path, scratch: Path, width: int = 1400, height: 
 # ---------------------------------------------------------------- the matrix page
 
 
-def _cell_class(c: "Cell") -> tuple[str, str]:
-    from .matrix import OUTCOME_MARK
+def compact_json(value: Any, width: int = 110, indent: str = "") -> str:
+    """JSON that keeps a value on one line when it fits in `width`, so long
+    records stay readable (lists of numbers do not take a line per number)."""
+    flat = json.dumps(value, default=str, ensure_ascii=False)
+    if len(indent) + len(flat) <= width or not isinstance(value, (dict, list)) or not value:
+        return flat
+    inner = indent + "  "
+    if isinstance(value, dict):
+        items = [f"{inner}{json.dumps(str(k))}: {compact_json(v, width, inner).lstrip()}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    return "[\n" + ",\n".join(inner + compact_json(v, width, inner).lstrip() for v in value) + "\n" + indent + "]"
 
+
+def _cell_class(c: Cell) -> tuple[str, str]:
     mark = OUTCOME_MARK.get(c.outcome, c.outcome or "?")
     if c.outcome in ("failed", "error"):
         return "m-fail", mark
@@ -574,7 +588,7 @@ def _cell_class(c: "Cell") -> tuple[str, str]:
     return ("m-holds", f"{mark}, holds") if holds else ("m-not", f"{mark}, does not hold")
 
 
-def matrix_html(mx: "Matrix", page_dir: Path) -> str:
+def matrix_html(mx: Matrix, page_dir: Path) -> str:
     """The claim x kernel grid, coloured; each cell links to its measured values and logs below."""
     totals = ", ".join(f"{k} {v}" for k, v in mx.totals().items()) or "no results"
     body = ["<h1>The seed's claims, per kernel</h1>",
@@ -611,16 +625,21 @@ def matrix_html(mx: "Matrix", page_dir: Path) -> str:
             logs = ", ".join(_link(p, page_dir) for p in c.console_logs) or (
                 '<span class="note">not recorded (only logs of failed tests are kept unless pytest runs with '
                 "--keep-console-logs, as make matrix does)</span>")
-            body.append(f'<div class="detail {cls}" id="{ids[(claim, kernel)]}"><b>{_e(kernel)}</b>: '
-                        f"{_e(text)} in {c.seconds:g} s. Console log: {logs}")
+            body.append(f'<div class="detail" id="{ids[(claim, kernel)]}"><b>{_e(kernel)}</b>: '
+                        f'<span class="badge {cls}">{_e(text)}</span> in {c.seconds:g} s. Console log: {logs}')
             if c.measured:
-                body.append(f"<pre>{_e(json.dumps(c.measured, indent=1, default=str))}</pre>")
+                short = {k: v for k, v in c.measured.items() if k not in VERBOSE_KEYS}
+                body.append(f"<pre>{_e(compact_json(short))}</pre>")
+                for key in (k for k in VERBOSE_KEYS if k in c.measured):
+                    record = compact_json(c.measured[key])
+                    body.append(f"<details><summary>{_e(key)} ({record.count(chr(10)) + 1} lines)</summary>"
+                                f"<pre>{_e(record)}</pre></details>")
             if c.message:
                 body.append(f"<pre>{_e(c.message)}</pre>")
             body.append("</div>")
     return _page("Claims x kernels", body)
 
 
-def write_matrix_html(mx: "Matrix", out: Path) -> Path:
+def write_matrix_html(mx: Matrix, out: Path) -> Path:
     out.write_text(matrix_html(mx, out.parent))
     return out
