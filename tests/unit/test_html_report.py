@@ -208,3 +208,16 @@ def test_matrix_page_again_from_its_json(tmp_path, capsys):
     assert matrix_main([str(tmp_path)]) == 0 and (tmp_path / "index.html").is_file()
     assert matrix_main([str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_compact_json_keeps_short_values_on_one_line_and_stays_json():
+    from harness.html_report import compact_json
+
+    doc = {"loads": [[0, 596.5], ["EEXIST", 653.1]], "wait_ms": {"0": {"min": 540.9, "max": 596.5}},
+           "detail": [{"end": "completed", "role_errors": [], "text": "x" * 120}]}
+    text = compact_json(doc, width=60)
+    assert json.loads(text) == doc
+    lines = text.splitlines()
+    assert '  "loads": [[0, 596.5], ["EEXIST", 653.1]],' in lines
+    assert max(len(ln) for ln in lines if "xxx" not in ln) <= 60
+    assert compact_json([1, 2, 3]) == "[1, 2, 3]"
