@@ -664,7 +664,7 @@ class Catalogue:
         parts = self.root / "sources.list.d"
         for stray in parts.iterdir():
             if stray.name not in wanted:
-                stray.unlink()
+                stray.unlink(missing_ok=True)
         for name, text in wanted.items():
             _write_if_changed(parts / name, text)
         _write_if_changed(self.conf, apt_config(self.root))
@@ -679,8 +679,11 @@ class Catalogue:
 
     def update(self, refresh: bool = False) -> None:
         """Fetch the lists if asked, missing, unfinished, changed or a day old."""
-        self.prepare()
+        self.root.mkdir(parents=True, exist_ok=True)
+        # Under the lock: a second process (pytest -n 2 on a cold cache) would
+        # otherwise remove the first one's half-written sources as strays.
         with file_lock(self.root / "update.lock"):
+            self.prepare()
             reason = refresh_reason(self.lists.exists(), self.marker(), self.config, time.time(), refresh)
             if reason is not None:
                 self._fetch_lists(reason)

@@ -1,5 +1,6 @@
 """The harness's own apt catalogue, without network: sources, refresh, staleness, the dependency walk."""
 
+import contextlib
 import hashlib
 import subprocess
 from datetime import datetime, timezone
@@ -645,3 +646,43 @@ def test_an_update_clears_abandoned_folders_and_keeps_one_previous_generation(ca
     catalogue.update(refresh=True)
     left = {p.name for p in catalogue.root.glob("lists.*")}
     assert left == {second.name, catalogue.lists.resolve().name} and first.name not in left
+
+
+def test_update_writes_the_sources_under_its_lock(tmp_path, monkeypatch):
+    """Cold cache, pytest -n 2: two processes preparing at once removed each
+    other's half-written sources as strays (FileNotFoundError in one)."""
+    held: list[bool] = []
+    state = {"locked": False}
+
+    @contextlib.contextmanager
+    def fake_lock(path):
+        state["locked"] = True
+        try:
+            yield
+        finally:
+            state["locked"] = False
+
+    monkeypatch.setattr(cat, "file_lock", fake_lock)
+    monkeypatch.setattr(cat.Catalogue, "prepare", lambda self: held.append(state["locked"]))
+    monkeypatch.setattr(cat, "refresh_reason", lambda *a: None)
+    monkeypatch.setattr(cat.Catalogue, "config", property(lambda self: "x"))
+    cat.Catalogue(tmp_path / "apt", cat.Mirrors("http://m/debian", "http://m/debian-security")).update()
+    assert held == [True]
+
+
+def test_prepare_survives_a_stray_that_another_process_removed(catalogue, monkeypatch):
+    parts = catalogue.root / "sources.list.d"
+    parts.mkdir(parents=True, exist_ok=True)
+    ghost = parts / ".bookworm.sources.999.tmp"
+    ghost.write_text("")
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):
+        items = list(real_iterdir(self))
+        if self == parts and ghost.exists():
+            ghost.unlink()  # the other process renamed it away meanwhile
+        return iter(items)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    catalogue.prepare()
+    assert sorted(p.name for p in real_iterdir(parts)) == sorted(f"{s.name}.sources" for s in cat.SUITES)
