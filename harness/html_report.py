@@ -358,6 +358,8 @@ img { max-width: 100%; height: auto; display: block; margin: 8px 0; }
 section.run { border-top: 2px solid #ccc; margin-top: 28px; }
 .m-holds { background: #b7e4c7; } .m-not { background: #ffd6a5; } .m-fail { background: #ff8fa3; }
 .m-fact { background: #cde2ff; } .m-skip { background: #e9e9e9; }
+td.cell { white-space: nowrap; }
+table.matrix td:first-child { min-width: 260px; max-width: 420px; overflow-wrap: anywhere; }
 td.cell a { display: block; color: inherit; text-decoration: none; }
 td.cell a:hover { text-decoration: underline; }
 .legend span { padding: 2px 8px; margin-right: 6px; border: 1px solid #bbb; }
@@ -576,16 +578,17 @@ def compact_json(value: Any, width: int = 110, indent: str = "") -> str:
     return "[\n" + ",\n".join(inner + compact_json(v, width, inner).lstrip() for v in value) + "\n" + indent + "]"
 
 
-def _cell_class(c: Cell) -> tuple[str, str]:
+def _cell_class(c: Cell) -> tuple[str, str, str]:
+    """(CSS class, outcome mark, what it says of the claim)."""
     mark = OUTCOME_MARK.get(c.outcome, c.outcome or "?")
     if c.outcome in ("failed", "error"):
-        return "m-fail", mark
+        return "m-fail", mark, "test failed" if c.outcome == "failed" else "setup/teardown"
     if c.outcome == "skipped" or not c.outcome:
-        return "m-skip", mark
+        return "m-skip", mark, ""
     holds = c.holds()
     if holds is None:
-        return "m-fact", f"{mark}, fact"
-    return ("m-holds", f"{mark}, holds") if holds else ("m-not", f"{mark}, does not hold")
+        return "m-fact", mark, "fact"
+    return ("m-holds", mark, "holds") if holds else ("m-not", mark, "does not hold")
 
 
 def matrix_html(mx: Matrix, page_dir: Path) -> str:
@@ -609,8 +612,8 @@ def matrix_html(mx: Matrix, page_dir: Path) -> str:
                 row.append('<td class="m-skip">–</td>')
                 continue
             ids[(claim, kernel)] = f"c{r}-{k}"
-            cls, text = _cell_class(c)
-            row.append(f'<td class="cell {cls}"><a href="#c{r}-{k}">{_e(text)}<br>'
+            cls, mark, says = _cell_class(c)
+            row.append(f'<td class="cell {cls}"><a href="#c{r}-{k}"><b>{_e(mark)}</b><br>{_e(says)}<br>'
                        f'<small>{c.seconds:g} s</small></a></td>')
         body.append("<tr>" + "".join(row) + "</tr>")
     body.append("</table>")
@@ -621,7 +624,8 @@ def matrix_html(mx: Matrix, page_dir: Path) -> str:
             c = mx.cell(claim, kernel)
             if c is None:
                 continue
-            cls, text = _cell_class(c)
+            cls, mark, says = _cell_class(c)
+            text = f"{mark}, {says}" if says else mark
             logs = ", ".join(_link(p, page_dir) for p in c.console_logs) or (
                 '<span class="note">not recorded (only logs of failed tests are kept unless pytest runs with '
                 "--keep-console-logs, as make matrix does)</span>")

@@ -189,10 +189,10 @@ def test_matrix_page_colours_cells_and_opens_their_measurements(tmp_path):
     assert mx.cell("test_claim1_x", "6.1").console_logs == [str(kept)]
     write_matrix(mx, tmp_path / "m")
     page = (tmp_path / "m" / "index.html").read_text()
-    cells = re.findall(r'<td class="cell (m-\w+)"><a href="#(c\d+-\d+)">([^<]+)<', page)
-    assert [(c, t) for c, _, t in cells] == [("m-holds", "PASS, holds"), ("m-not", "PASS, does not hold"),
-                                             ("m-fail", "FAIL"), ("m-fact", "PASS, fact")]
-    for _, anchor, _ in cells:
+    cells = re.findall(r'<td class="cell (m-\w+)"><a href="#(c\d+-\d+)"><b>(\w+)</b><br>([^<]*)<', page)
+    assert [(c, m, t) for c, _, m, t in cells] == [("m-holds", "PASS", "holds"), ("m-not", "PASS", "does not hold"),
+                                                   ("m-fail", "FAIL", "test failed"), ("m-fact", "PASS", "fact")]
+    for _, anchor, _, _ in cells:
         assert f'id="{anchor}"' in page, "every cell opens its details"
     detail = page[page.index('id="c0-0"'):]
     assert "&quot;spurious&quot;: 48" in detail[:600] and 'href="../logs/kept.log"' in detail[:600]
