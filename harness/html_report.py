@@ -117,7 +117,8 @@ def timeline_data(tl: Timeline, duration_s: float) -> TimelineData:
         spans.append(Span(w.begin_ms / 1000, w.deleted_ms / 1000, SpanKind.DELETING))
         spans.append(Span(w.deleted_ms / 1000, w.reloaded_ms / 1000, SpanKind.GONE))
         if w.load_error is not None:
-            until = windows[i + 1].begin_ms / 1000 if i + 1 < len(windows) else duration_s
+            later = [n.begin_ms for n in windows[i + 1:] if n.module == w.module]
+            until = later[0] / 1000 if later else duration_s
             spans.append(Span(w.reloaded_ms / 1000, until, SpanKind.ABSENT))
     failures: dict[tuple[str, str], list[float]] = {}
     for op, calls in tl.calls.items():

@@ -162,11 +162,12 @@ class UnloadWindow:
     # ENOENT: the module was already gone (an earlier reload had failed).
     delete_error: str | None = None
     load_error: str | None = None  # the reload failed: the module stays absent
+    module: str = ""  # which module (workloads with two unloaders)
 
-    def shifted(self, ms: float) -> "UnloadWindow":
+    def shifted(self, ms: float, module: str) -> "UnloadWindow":
         return dataclasses.replace(self, begin_ms=round(self.begin_ms + ms, 3),
                                    deleted_ms=round(self.deleted_ms + ms, 3),
-                                   reloaded_ms=round(self.reloaded_ms + ms, 3))
+                                   reloaded_ms=round(self.reloaded_ms + ms, 3), module=module)
 
 
 @dataclass(frozen=True)

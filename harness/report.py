@@ -162,8 +162,8 @@ class Timeline:
         return {
             "time_origin": "the first role's start, ms",
             "unloads": {"total": self.windows_total,
-                        "windows": [[w.begin_ms, w.deleted_ms, w.reloaded_ms, w.delete_error, w.load_error]
-                                    for w in self.windows]},
+                        "windows": [[w.begin_ms, w.deleted_ms, w.reloaded_ms, w.delete_error, w.load_error,
+                                     w.module] for w in self.windows]},
             "calls": {op: {"failures_total": c.failures_total,
                            "failures": [[f.start_ms, f.end_ms, f.errno] for f in c.failures],
                            "bin_ms": c.bin_ms, "done": list(c.done), "ok": list(c.ok)}
@@ -179,16 +179,16 @@ def _sum_bins(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
 def timeline(roles: Sequence[RoleResult]) -> Timeline | None:
     """The roles' events shifted onto the earliest start; None when no role
     reported any (an older racer, or every role died)."""
-    with_events = [(r.role, r.events) for r in roles if r.events is not None]
+    with_events = [(r.role, r.name, r.events) for r in roles if r.events is not None]
     if not with_events:
         return None
-    origin = min(ev.start_ns for _, ev in with_events)
+    origin = min(ev.start_ns for _, _, ev in with_events)
     windows: list[UnloadWindow] = []
     total = 0
     calls: dict[str, CallEvents] = {}
-    for role, ev in with_events:
+    for role, module, ev in with_events:
         shift = (ev.start_ns - origin) / 1e6
-        windows += [w.shifted(shift) for w in ev.windows]
+        windows += [w.shifted(shift, module) for w in ev.windows]
         total += ev.windows_total
         if ev.calls is None:
             continue

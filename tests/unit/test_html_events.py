@@ -109,7 +109,8 @@ def synthetic_run(scheme: str = "refcount"):
 def test_timeline_puts_every_role_on_the_first_roles_clock():
     run = synthetic_run()
     tl = run.timeline
-    assert tl.windows == tuple(UnloadWindow(b / 1000, d / 1000, r / 1000) for b, d, r in WINDOWS_US)
+    assert tl.windows == tuple(UnloadWindow(b / 1000, d / 1000, r / 1000, module="rc_prov0")
+                               for b, d, r in WINDOWS_US)
     assert tl.windows_total == 3
     lookups = tl.calls["lookup"]
     late = LOOKER_LATE_US / 1000
@@ -125,7 +126,7 @@ def test_the_json_report_carries_the_events():
     doc = json.loads(json.dumps(synthetic_run().to_json()))
     ev = doc["events"]
     assert ev["unloads"]["total"] == 3
-    assert ev["unloads"]["windows"][1] == [2000.0, 2210.0, 2260.0, None, None]
+    assert ev["unloads"]["windows"][1] == [2000.0, 2210.0, 2260.0, None, None, "rc_prov0"]
     assert ev["calls"]["lookup"]["failures"][2] == [2230.5, 2231.0, "ENOENT"]
     assert ev["calls"]["lookup"]["failures_total"] == 3 and len(ev["calls"]["lookup"]["done"]) == 40
     assert doc["ops"]["lookup"]["hist_failed"], "the failed calls' latencies, for the CDF"

@@ -57,7 +57,11 @@ def test_a_failed_reload_leaves_the_module_absent_until_the_next_unload():
 
     run = synthetic_run()
     first, *rest = run.timeline.windows
-    tl = dataclasses.replace(run.timeline, windows=(dataclasses.replace(first, load_error="EBUSY"), *rest))
+    # another module's unload in between (two unloaders) does not end the absence
+    other = dataclasses.replace(first, begin_ms=first.reloaded_ms + 10, deleted_ms=first.reloaded_ms + 20,
+                                reloaded_ms=first.reloaded_ms + 30, module="rc_prov1")
+    tl = dataclasses.replace(run.timeline,
+                             windows=(dataclasses.replace(first, load_error="EBUSY"), other, *rest))
     absent = [s for s in timeline_data(tl, 4.0).spans if s.kind is SpanKind.ABSENT]
     assert [(s.start_s, s.end_s) for s in absent] == [(first.reloaded_ms / 1000, rest[0].begin_ms / 1000)]
 
