@@ -11,6 +11,9 @@ it the text and JSON reports still work, the race page is written with its
 tables and without plots, and `race --html` refuses in one line saying what to
 install.  The matrix page has no plots and needs nothing.
 
+`python -m harness.html_report REPORT.json [PAGE.html]` draws the page of a
+JSON report again (a nightly run's, say).
+
 What a plot shows is computed by plain functions (`timeline_data`,
 `cdf_points`) that the unit tests check against synthetic races; the drawing
 functions only draw what those return.
@@ -26,6 +29,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
@@ -33,12 +37,14 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from .errors import HarnessError
 from .matrix import OUTCOME_MARK, VERBOSE_KEYS, Cell, Matrix
 from .progress import progress
-from .racer import Hist, hist_value
-from .report import CALLER_OPS, Control, RaceReport, RunResult, Timeline, problem
+from .racer import CallEvents, CallFailure, Hist, OpStats, UnloadWindow, hist_value
+from .report import CALLER_OPS, Control, RaceReport, RunEnd, RunResult, Timeline, Verdict, problem
 from .schemes import SCHEMES, WORKLOADS
+from .splat import Splat
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+
 INSTALL = "pip install -e '.[report]'"
 PLOTS_MISSING = f"plots need matplotlib, the optional extra 'report': {INSTALL}"
 
@@ -116,7 +122,8 @@ def timeline_data(tl: Timeline, duration_s: float) -> TimelineData:
     for i, w in enumerate(windows):
         spans.append(Span(w.begin_ms / 1000, w.deleted_ms / 1000, SpanKind.DELETING))
         spans.append(Span(w.deleted_ms / 1000, w.reloaded_ms / 1000, SpanKind.GONE))
-        if w.load_error is not None:
+        # EEXIST: a caller's request_module had loaded it again first; the module is back
+        if w.load_error not in (None, "EEXIST"):
             later = [n.begin_ms for n in windows[i + 1:] if n.module == w.module]
             until = later[0] / 1000 if later else duration_s
             spans.append(Span(w.reloaded_ms / 1000, until, SpanKind.ABSENT))
@@ -523,6 +530,84 @@ def write_race_pages(reports: Sequence[RaceReport], outs: Sequence[Path]) -> lis
     return list(outs)
 
 
+# ---------------------------------------------------------------- a page again from a JSON report
+
+
+def _hist_json(buckets: Sequence[Sequence[int]] | None) -> Hist:
+    return tuple(sorted((int(i), int(c)) for i, c in buckets or ()))
+
+
+def _op_stats(d: Mapping[str, Any]) -> OpStats:
+    met = d.get("failed_by_unloads_met") or (0, 0, 0)
+    ff = d.get("first_failure_ms")
+    return OpStats(total=int(d["total"]), ok=int(d["ok"]), errors={str(k): int(v) for k, v in d["errors"].items()},
+                   failed_during_unload=int(d.get("failed_during_unload", 0)),
+                   latency_us={str(k): float(v) for k, v in (d.get("latency_us") or {}).items()},
+                   first_failure_ms=None if ff is None else float(ff), hist=_hist_json(d.get("hist")),
+                   failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
+                   hist_failed=_hist_json(d.get("hist_failed")))
+
+
+def _timeline(d: Mapping[str, Any] | None) -> Timeline | None:
+    if not d:
+        return None
+    unloads = d.get("unloads") or {}
+    windows = tuple(UnloadWindow(float(w[0]), float(w[1]), float(w[2]), w[3], w[4], str(w[5]) if len(w) > 5 else "")
+                    for w in unloads.get("windows", []))
+    calls = {str(op): CallEvents(op=str(op), failures_total=int(c["failures_total"]),
+                                 failures=tuple(CallFailure(float(a), float(b), str(e)) for a, b, e in c["failures"]),
+                                 bin_ms=int(c["bin_ms"]), done=tuple(c["done"]), ok=tuple(c["ok"]))
+             for op, c in (d.get("calls") or {}).items()}
+    return Timeline(windows=windows, windows_total=int(unloads.get("total", len(windows))), calls=calls)
+
+
+def _run(d: Mapping[str, Any]) -> RunResult:
+    met = d.get("failed_by_unloads_met") or (0, 0, 0)
+    return RunResult(
+        scheme=d["scheme"], workload=d["workload"], end=RunEnd(d["end"]), end_detail=d.get("end_detail", ""),
+        ops={str(k): _op_stats(v) for k, v in d["ops"].items()}, spurious_failures=int(d["spurious_failures"]),
+        first_spurious_s=d.get("first_spurious_s"), failed_during_unload=int(d.get("failed_during_unload", 0)),
+        failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
+        splats=[Splat(s["kind"], s["title"], tuple(s["lines"]), (), None, 0) for s in d.get("splats", [])],
+        role_errors=list(d.get("role_errors", [])), verdict=Verdict(d["verdict"]), control=Control(d["control"]),
+        seconds=float(d.get("seconds", 0.0)), repro=d.get("repro", ""), console_log=d.get("console_log", ""),
+        timeline=_timeline(d.get("events")))
+
+
+def reports_from_json(doc: Any) -> list[RaceReport]:
+    """The RaceReports of a JSON report (one object, or a list for several
+    kernels), to draw its page again; a bad document is a HarnessError."""
+    try:
+        return [RaceReport(kernel=r["kernel"], kernel_spec=r["kernel_spec"], accel=r["accel"], seed=int(r["seed"]),
+                           duration_s=float(r["duration_s"]), rcu_expedited=bool(r["rcu_expedited"]),
+                           knobs={str(k): int(v) for k, v in r["knobs"].items()}, reload=r["reload"],
+                           contention=int(r.get("contention", 0)), runs=[_run(x) for x in r["runs"]])
+                for r in (doc if isinstance(doc, list) else [doc])]
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise HarnessError(f"not a race JSON report: {type(e).__name__}: {e}") from None
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m harness.html_report REPORT.json [PAGE.html]`: the page of a
+    JSON report again (default: index.html beside it)."""
+    if len(argv) not in (1, 2):
+        print("usage: python -m harness.html_report REPORT.json [PAGE.html]", file=sys.stderr)
+        return 2
+    src = Path(argv[0])
+    out = Path(argv[1]) if len(argv) == 2 else src.with_name("index.html")
+    try:
+        try:
+            doc = json.loads(src.read_text())
+        except (OSError, ValueError) as e:
+            raise HarnessError(f"{src}: {e}") from None
+        write_race_pages(reports_from_json(doc), [out])
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return int(e.exit_code)
+    print(out)
+    return 0
+
+
 # ---------------------------------------------------------------- looking at a page
 
 # Headless Chromium that loads the local page and nothing else: no DNS, no
@@ -648,3 +733,7 @@ def matrix_html(mx: Matrix, page_dir: Path) -> str:
 def write_matrix_html(mx: Matrix, out: Path) -> Path:
     out.write_text(matrix_html(mx, out.parent))
     return out
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -225,3 +225,31 @@ def test_compact_json_keeps_short_values_on_one_line_and_stays_json():
     assert '  "loads": [[0, 596.5], ["EEXIST", 653.1]],' in lines
     assert max(len(ln) for ln in lines if "xxx" not in ln) <= 60
     assert compact_json([1, 2, 3]) == "[1, 2, 3]"
+
+
+def test_eexist_on_reload_means_the_module_is_back_not_absent():
+    import dataclasses
+
+    run = synthetic_run()
+    first, *rest = run.timeline.windows
+    tl = dataclasses.replace(run.timeline, windows=(dataclasses.replace(first, load_error="EEXIST"), *rest))
+    assert not [s for s in timeline_data(tl, 4.0).spans if s.kind is SpanKind.ABSENT]
+
+
+def test_a_json_report_draws_the_same_page_again(tmp_path, capsys):
+    from harness.html_report import main as page_main
+    from harness.html_report import reports_from_json
+
+    rep = htmlsim.report()
+    doc = json.loads(json.dumps(rep.to_json()))
+    (back,) = reports_from_json(doc)
+    assert back.to_json() == rep.to_json()
+    for a, b in zip(rep.runs, back.runs):
+        assert a.timeline is None or timeline_data(a.timeline, 6.0) == timeline_data(b.timeline, 6.0)
+    assert race_html([back], tmp_path, None) == race_html([rep], tmp_path, None)
+    src = tmp_path / "report.json"
+    src.write_text(json.dumps([doc]))
+    assert page_main([str(src)]) == 0 and "refcount / lookup" in (tmp_path / "index.html").read_text()
+    src.write_text('{"kernel": "x"}')
+    assert page_main([str(src)]) == 2
+    assert capsys.readouterr().err.startswith("error: not a race JSON report")
