@@ -64,6 +64,13 @@ class KernelFiles:
         return row.time_factor if row is not None else 1.0
 
     @property
+    def boot_image(self) -> Path:
+        """What QEMU's -kernel loads: the ELF vmlinux, or the bzImage where
+        the kernel's row says its PVH entry does not boot."""
+        row = SPECS.get(self.name)
+        return self.vmlinuz if row is not None and not row.boot_elf else self.vmlinux
+
+    @property
     def vmlinuz(self) -> Path:
         return self.root / "boot" / f"vmlinuz-{self.release}"
 

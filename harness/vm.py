@@ -114,7 +114,7 @@ def _probe_kvm(kernel: KernelFiles) -> bool:
     its banner within KVM_PROBE_TIMEOUT_S (it then panics for lack of a root
     fs).  A QEMU that aborts on MSR setup exits at once; one that hangs is a no."""
     cmd = [_qemu(), "-nodefaults", "-no-user-config", "-display", "none", "-accel", "kvm",
-           "-cpu", "host", "-m", "256", "-kernel", str(kernel.vmlinux), "-append",
+           "-cpu", "host", "-m", "256", "-kernel", str(kernel.boot_image), "-append",
            "console=ttyS0 panic=-1", "-no-reboot", "-serial", "stdio"]
     try:
         child = pexpect.spawn(cmd[0], cmd[1:], timeout=KVM_PROBE_TIMEOUT_S, preexec_fn=_die_with_parent)
@@ -233,7 +233,7 @@ class Vm:
                    *self.config.cmdline_extra]
         argv = [_qemu(), "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
                 "-m", str(self.config.memory_mb), "-smp", str(self.config.cpus),
-                "-kernel", str(kernel.vmlinux), "-initrd", str(self.image.initrd),
+                "-kernel", str(kernel.boot_image), "-initrd", str(self.image.initrd),
                 "-append", " ".join(cmdline), "-serial", "stdio", "-monitor", "none",
                 # restrict=on: the guest reaches nothing; only our forward reaches it.
                 "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",

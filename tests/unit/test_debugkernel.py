@@ -122,3 +122,11 @@ def test_first_error_prefers_the_compiler_line_over_makes_summary():
     assert dk.first_error(log) == "/bin/sh: 1: gcc: not found"
     assert dk.first_error("make: *** [Makefile:236: __sub-make] Error 2\nleaving\n").startswith("make: ***")
     assert dk.first_error("") is None
+
+
+def test_the_debug_kernel_boots_its_bzimage_and_stock_kernels_their_elf(tmp_path):
+    from harness.kernels import KernelFiles
+    debug = KernelFiles("6.12-debug", "6.12.118-debug-x", "6.12.118-1", tmp_path)
+    stock = KernelFiles("6.1", "6.1.0-57-amd64", "6.1.192-3", tmp_path)
+    assert debug.boot_image == debug.vmlinuz and stock.boot_image == stock.vmlinux
+    assert debug.time_factor == DEBUG.time_factor and stock.time_factor == 1.0
