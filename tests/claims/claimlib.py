@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 
 from harness import kbuild
@@ -92,6 +93,7 @@ def op_dict(r: RoleResult, op: str) -> dict:
         return {"total": 0, "ok": 0, "errors": {}, "error": r.error}
     doc = op_json(st)
     doc.pop("hist")
+    doc.pop("hist_failed", None)
     return doc
 
 
@@ -112,6 +114,17 @@ def run_roles(g: ClaimGuest, roles: list[RoleSpec], duration_ms: int, slack_s: f
     timed = [dataclasses.replace(r, duration_ms=duration_ms, barrier=BARRIER, parties=len(roles))
              for r in roles]
     return race_roles(g.vm, timed, duration_ms / 1000, slack_s=slack_s * g.factor)
+
+
+def guest_uptime(g: ClaimGuest) -> float:
+    """Seconds since the guest booted: the clock of its console's timestamps."""
+    return float(g.sh("cat /proc/uptime").stdout.split()[0])
+
+
+def printk_seconds(line: str) -> float | None:
+    """The timestamp of a console line (`[   24.000000] ...`), if it has one."""
+    m = re.match(r"\s*\[\s*(\d+\.\d+)\]", line)
+    return float(m.group(1)) if m else None
 
 
 def run_summary(run: RunResult) -> dict:
