@@ -96,6 +96,18 @@ CASES: dict[str, list[tuple]] = {
          ("un_core", "virtio_net", "net_failover", "failover", "virtio_pci", "virtio", "virtio_ring",
           "virtio_pci_legacy_dev", "virtio_pci_modern_dev"), "un_prov0", False),
     ],
+    # The harness's debug kernel (6.12.118 + lockdep + KASAN, TCG): the
+    # unsafe scheme's lookup race (KASAN sees the NULL ops first, then the
+    # oops), and rwsem-unsorted's ABBA in the two-bus race (lockdep names the
+    # bus rwsems' classes; the real deadlock follows as hung tasks).
+    "own612debug_unsafe_kasan_null_deref.log": [
+        ("kasan", "KASAN: null-ptr-deref Write in un_prov0_call", (), None, False),
+        ("bug", "BUG: kernel NULL pointer dereference in un_prov0_call", ("un_prov0", "un_core"), None, False),
+    ],
+    "own612debug_unsorted_lockdep_circular_then_hung.log": [
+        ("lockdep", "possible circular locking dependency detected in rwu_gate_run", (), None, False),
+        ("hung_task", "INFO: task hung in rwu_gate_run", (), None, False),
+    ],
     "own61_warning_in_module_init.log": [
         ("warning", "WARNING in warn_init",
          ("warn", "virtio_net", "net_failover", "failover", "virtio_pci", "virtio", "virtio_ring",
@@ -206,3 +218,11 @@ def test_prompt_ends_record():
     log = "[  5.0] INFO: task modprobe:88 blocked for more than 120 seconds.\n[  5.1] Call Trace:\nroot@debian:~# \n[  9.0] Call Trace:\n"
     (s,) = parse(log)
     assert len(s.lines) == 2
+
+
+def test_debug_kernel_lockdep_report_keeps_the_lock_names():
+    """The lock-order control is judged on the classes lockdep names: the
+    report's lines (not only its title) must carry both bus rwsems."""
+    lockdep, *_ = parse_file(DATA / "own612debug_unsorted_lockdep_circular_then_hung.log")
+    text = "\n".join(lockdep.lines)
+    assert "(rwu_bus0_rwsem)" in text and "(rwu_bus1_rwsem)" in text and "*** DEADLOCK ***" in text
