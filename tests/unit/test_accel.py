@@ -34,10 +34,12 @@ def _timed_probe() -> tuple[bool, float]:
     return verdict, time.monotonic() - t0
 
 
-def test_a_hanging_kvm_is_a_no_within_three_and_a_half_seconds(tmp_path, monkeypatch):
+def test_a_hanging_kvm_is_a_no_within_seconds(tmp_path, monkeypatch):
     _fake_qemu(tmp_path, monkeypatch, "exec sleep 60")
     verdict, took = _timed_probe()
-    assert verdict is False and took < 3.5
+    # The probe's own timeout plus teardown; a loaded CI machine once took
+    # 3.52 s, and what this guards against is waiting for QEMU (60 s here).
+    assert verdict is False and took < vm.KVM_PROBE_TIMEOUT_S + 2
 
 
 def test_a_kernel_banner_is_a_yes_at_once(tmp_path, monkeypatch):
