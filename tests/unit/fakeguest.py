@@ -10,6 +10,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
+from harness import race
 from harness.kbuild import BuiltModules, ModuleSetSpec
 from harness.ssh import CommandResult
 
@@ -165,3 +168,12 @@ class FakeStages:
         guest = FakeGuest(behaviour=self.behaviours.get(scheme, Behaviour()))
         self.guests.append((scheme, guest))
         return guest
+
+
+@pytest.fixture(autouse=True)
+def fast_engine(monkeypatch, tmp_path):
+    """Engine timings for a fake guest (imported by the engine tests: autouse there)."""
+    monkeypatch.setattr(race, "HANG_SLACK_S", 0.5)
+    monkeypatch.setattr(race, "CONSOLE_SETTLE_S", 0.0)
+    monkeypatch.setattr(race, "POLL_S", 0.01)
+    monkeypatch.setenv("HARNESS_BUILD", str(tmp_path / "build"))

@@ -15,15 +15,7 @@ from harness.exitcodes import ExitStatus
 from harness.racer import GUEST_PATH
 from harness.report import Control, RunEnd, Verdict
 
-from fakeguest import OOPS, RELEASE, WARNING, Behaviour, FakeGuest, FakeStages
-
-
-@pytest.fixture(autouse=True)
-def _fast(monkeypatch, tmp_path):
-    monkeypatch.setattr(race, "HANG_SLACK_S", 0.5)
-    monkeypatch.setattr(race, "CONSOLE_SETTLE_S", 0.0)
-    monkeypatch.setattr(race, "POLL_S", 0.01)
-    monkeypatch.setenv("HARNESS_BUILD", str(tmp_path / "build"))
+from fakeguest import OOPS, RELEASE, WARNING, Behaviour, FakeGuest, FakeStages, fast_engine  # noqa: F401 (autouse)
 
 
 def _spec(**kw) -> race.RaceSpec:

@@ -20,7 +20,7 @@ from harness.report import Control, Verdict
 from harness.schemes import (DEFAULT_SCHEMES, SCHEMES, WORKLOADS, Caller, LockOrder, Workload, bus_lock_class,
                              lock_order_control)
 
-from fakeguest import OOPS, RELEASE, WARNING, Behaviour, FakeGuest, FakeStages
+from fakeguest import OOPS, RELEASE, WARNING, Behaviour, FakeGuest, FakeStages, fast_engine  # noqa: F401 (autouse)
 
 # What a PROVE_LOCKING kernel prints when the two gates lock ABBA (6.12 format).
 LOCKDEP_ABBA = """\
@@ -90,14 +90,6 @@ HUNG_TASK = """\
 [   24.000011]  rwu_gate_run+0x6c/0x160 [rwu_core]
 [   24.000012]  </TASK>
 """
-
-
-@pytest.fixture(autouse=True)
-def _fast(monkeypatch, tmp_path):
-    monkeypatch.setattr(race, "HANG_SLACK_S", 0.5)
-    monkeypatch.setattr(race, "CONSOLE_SETTLE_S", 0.0)
-    monkeypatch.setattr(race, "POLL_S", 0.01)
-    monkeypatch.setenv("HARNESS_BUILD", str(tmp_path / "build"))
 
 
 # ---------------------------------------------------------------- templates: one lock class per bus
