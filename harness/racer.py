@@ -429,12 +429,12 @@ def _error_lines(stderr: str) -> str:
     return "\n".join(lines or stderr.strip().splitlines()[-20:])
 
 
-def build_racer() -> Path:
-    """Compile the racer statically, once per source and compiler; returns the
-    cached binary `cache_dir()/racer/<hash>/racer`."""
+def build_static(source: Path, name: str) -> Path:
+    """Compile a guest program statically, once per source and compiler;
+    returns the cached binary `cache_dir()/<name>/<hash>/<name>`."""
     gcc = need_tool("gcc", "gcc")
-    out = cache_dir() / "racer" / hash_inputs(SOURCE, _gcc_version(gcc), CFLAGS) / "racer"
-    stamp_path = out.with_name("racer.json")
+    out = cache_dir() / name / hash_inputs(source, _gcc_version(gcc), CFLAGS) / name
+    stamp_path = out.with_name(f"{name}.json")
     with file_lock(out.parent / ".lock"):
         stamp = None
         if out.exists():
@@ -444,16 +444,21 @@ def build_racer() -> Path:
                 pass
             damaged = damage(out, stamp)
             if damaged:
-                progress(f"racer: cached {damaged}; rebuilding")
+                progress(f"{name}: cached {damaged}; rebuilding")
                 stamp = None
         if stamp is None:
-            progress("racer: building (static)")
-            tmp = out.with_name("racer.tmp")
-            proc = subprocess.run([gcc, *CFLAGS, "-o", str(tmp), str(SOURCE)],
+            progress(f"{name}: building (static)")
+            tmp = out.with_name(f"{name}.tmp")
+            proc = subprocess.run([gcc, *CFLAGS, "-o", str(tmp), str(source)],
                                   capture_output=True, text=True)
             if proc.returncode != 0:
                 tmp.unlink(missing_ok=True)
-                raise HarnessError(f"racer build failed ({SOURCE}):\n{_error_lines(proc.stderr)}")
+                raise HarnessError(f"{name} build failed ({source}):\n{_error_lines(proc.stderr)}")
             tmp.rename(out)
             stamp_path.write_text(json.dumps(Stamp.of(out).to_json()))
     return out
+
+
+def build_racer() -> Path:
+    """The racer, built static (`build_static`)."""
+    return build_static(SOURCE, "racer")
