@@ -54,14 +54,12 @@ def bench_run(kernel: str, runs: int) -> None:
 
 
 def _race_guest(kernel: str, scheme: str):
-    from harness.image import GuestExtra
     from harness.kbuild import ModuleSetSpec, build
     from harness.race import RaceSpec, prepare_guest
-    from harness.racer import GUEST_PATH, build_racer
 
     kf = kernels.fetch(kernels.get_spec(kernel), quiet=True)
     mods = build(kf, ModuleSetSpec(scheme))
-    img = build_image(kf, tuple(mods.ko_files), (GuestExtra(build_racer(), GUEST_PATH),))
+    img = build_image(kf, tuple(mods.ko_files))
     vm = Vm(img, VmConfig(), name=f"bench-{scheme}")
     vm.boot()
     spec = RaceSpec(kernel=kernel, schemes=(scheme,), workloads=("lookup",))

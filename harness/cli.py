@@ -119,6 +119,7 @@ def _add_guest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory", type=_int_in(MIN_MEMORY_MB), default=1024, metavar="MIB")
     p.add_argument("--rcu-expedited", action="store_true",
                    help="set /sys/kernel/rcu_expedited=1 after boot (narrows race windows)")
+    p.add_argument("--cold-boot", action="store_true", help="boot every guest instead of restoring its kernel's saved base guest (and save none)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -166,7 +167,7 @@ def _guest(args: argparse.Namespace, timings: Timings | None = None) -> Vm:
     if timings:
         timings.mark("image")
     return Vm(image, VmConfig(accel=args.accel, cpus=args.cpus, memory_mb=args.memory,
-                              rcu_expedited=args.rcu_expedited))
+                              rcu_expedited=args.rcu_expedited, cold_boot=args.cold_boot))
 
 
 def cmd_kernels(args: argparse.Namespace) -> int:

@@ -1,4 +1,10 @@
-"""The guest: a single initramfs with busybox, dropbear, kmod and our modules.
+"""The guest: a base initramfs (busybox, dropbear, kmod) and a payload.
+
+The base initramfs holds no test modules, so that one booted guest, saved as a
+snapshot (`harness/snapshot.py`), serves every module set.  The payload (our
+modules, the kernel's modules asked for by name with their deps, modules.dep
+for the lot, extra files such as the racer) is one tar that the guest
+unpacks over SSH once it is up, on a cold boot and a restore alike.
 
 The guest's user space comes from Debian packages unpacked into the cache (not
 from whatever the host has installed), so every host builds the same image.
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
 import os
 import shutil
 import stat
@@ -30,6 +37,13 @@ from .util import (Stamp, damage, file_lock, hash_inputs, need_tool, private_dir
 
 IMAGES = REPO / "images"
 READY_MARKER = "HARNESS-GUEST-READY"
+# init prints this when the base guest is up, then waits for its start line
+# (`start_line`) on the console: the point a snapshot is saved at.
+WAIT_MARKER = "HARNESS-GUEST-WAITING"
+START_FAILED_MARKER = "HARNESS-GUEST-START-FAILED"  # a bad start line, or the reseed failed
+SEED_SOURCE = IMAGES / "seed.c"
+SEED_PATH = "/bin/harness-seed"
+SEED_BYTES = 64
 GUEST_PACKAGES = (
     "busybox", "dropbear-bin", "kmod",
     "libc6", "libtomcrypt1", "libtommath1", "libgmp10", "zlib1g", "libcrypt1",
@@ -52,7 +66,8 @@ class GuestExtra:
 
 @dataclass(frozen=True)
 class Image:
-    """A built initramfs and what a client needs to log into its guest."""
+    """A built base initramfs, the payload for its guest, and what a client
+    needs to log in."""
 
     kernel: KernelFiles
     initrd: Path
@@ -60,10 +75,30 @@ class Image:
     host_key_pub: str  # "ecdsa-sha2-nistp256 AAAA..." pinned by the client
     modules: tuple[str, ...] = field(default=())  # names of the extra modules
     initrd_stamp: Stamp | None = None  # as written; checked again at boot
+    payload: Path | None = None  # tar unpacked at / in the guest once it is up
+    payload_stamp: Stamp | None = None
 
     def damage(self) -> str | None:
-        """Why the initramfs on disk is not the one built, or None."""
-        return damage(self.initrd, self.initrd_stamp)
+        """Why the initramfs or the payload on disk is not the one built, or None."""
+        why = damage(self.initrd, self.initrd_stamp)
+        if why is None and self.payload is not None:
+            why = damage(self.payload, self.payload_stamp)
+        return why
+
+    @property
+    def base_id(self) -> str:
+        """The base initramfs's content key (its cache folder's name)."""
+        return self.initrd.parent.name
+
+
+def start_line(seed: bytes, wall_ns: int, rcu_expedited: bool, hung_task_timeout_s: int) -> str:
+    """What the host types on the guest's console to let init go on: fresh
+    randomness and the wall clock (a restored guest has the saved ones) and
+    the run's settings (so that one snapshot serves them all)."""
+    if not SEED_BYTES <= len(seed) <= 512:
+        raise HarnessError(f"a guest seed is {SEED_BYTES} to 512 bytes, not {len(seed)}")
+    sec, nsec = divmod(wall_ns, 1_000_000_000)
+    return f"start {seed.hex()} {sec} {nsec} {int(rcu_expedited)} {int(hung_task_timeout_s)}"
 
 
 # ---------------------------------------------------------------- user space
@@ -290,10 +325,58 @@ def _render(name: str, **ctx: object) -> str:
     return env.get_template(name).render(**ctx)
 
 
+def _guest_programs() -> dict[str, Path]:
+    """Our own static guest programs, by their path in the guest: the seed
+    helper, and the racer (every race needs it; in the base it costs no
+    upload)."""
+    from .racer import GUEST_PATH, build_racer, build_static
+
+    return {SEED_PATH: build_static(SEED_SOURCE, "harness-seed"), GUEST_PATH: build_racer()}
+
+
+def _check_cached(path: Path, meta_path: Path, key: str, out: Path) -> Stamp | None:
+    """The recorded stamp of a cached file if it is intact, else None (said why)."""
+    if not path.exists():
+        return None
+    stamp = Stamp.from_json(read_json_object(meta_path).get(key))
+    reason = damage(path, stamp)
+    if reason is None:
+        private_file(path)
+        return stamp
+    progress(f"image: cached {reason} in {out}; rebuilding")
+    return None
+
+
+def base_image(kernel: KernelFiles) -> tuple[Path, Stamp]:
+    """The base initramfs of a kernel: user space, keys, init, the boot modules."""
+    userland = guest_userland()
+    _, client_pub = client_key()
+    hkey, hpub = host_key(userland)
+    programs = _guest_programs()
+    templates = tuple(sorted(IMAGES.glob("*.j2")))
+    digest = hash_inputs("base", kernel.release, kernel.version, (userland.parent / ".unpacked").read_text(),
+                         client_pub, hpub, *templates,
+                         *[part for item in sorted(programs.items()) for part in item])
+    # The initramfs holds the guest's private host key: owner-only folders and files.
+    out = private_dir(private_dir(cache_dir() / "images") / f"base-{digest}")
+    initrd = out / "initramfs.cpio"
+    meta_path = out / "image.json"
+    with file_lock(out / ".lock"):
+        stamp = _check_cached(initrd, meta_path, "initrd", out)
+        if stamp is None:
+            progress(f"image: building the base initramfs for {kernel.release}")
+            write_private(initrd, _assemble(kernel, userland, client_pub, hkey, programs))
+            stamp = Stamp.of(initrd)
+            meta_path.write_text(json.dumps({"kernel": kernel.release, "initrd": stamp.to_json()}))
+            progress(f"image: {stamp.size // 1024} KiB")
+    return initrd, stamp
+
+
 def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
                 extras: tuple[GuestExtra, ...] = (), kmods: tuple[str, ...] = ()) -> Image:
-    """Build (or reuse) the initramfs for one kernel with extra modules and
-    files, and `kmods`: the kernel's own modules by name, with their deps."""
+    """Build (or reuse) the base initramfs of a kernel and the payload with
+    extra modules and files, and `kmods`: the kernel's own modules by name,
+    with their deps."""
     for ko in modules:
         if not ko.is_file() or not ko.name.endswith(".ko"):
             raise HarnessError(f"module {ko} is not a .ko file")
@@ -301,41 +384,78 @@ def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
         if not extra.src.is_file():
             raise HarnessError(f"guest file {extra.src} does not exist")
     kmods = check_kmods(kernel, kmods)
-    userland = guest_userland()
-    key_path, client_pub = client_key()
-    hkey, hpub = host_key(userland)
+    initrd, initrd_stamp = base_image(kernel)
+    key_path, _ = client_key()
+    _, hpub = host_key(guest_userland())
     mod_names = tuple(ko.name[:-3].replace("-", "_") for ko in modules)
-    templates = tuple(sorted(IMAGES.glob("*.j2")))
-    digest = hash_inputs(kernel.release, kernel.version, (userland.parent / ".unpacked").read_text(),
-                         client_pub, hpub, *templates, *modules,
+    if not (modules or extras or kmods):
+        return Image(kernel, initrd, key_path, hpub, (), initrd_stamp)
+    digest = hash_inputs("payload", kernel.release, kernel.version, *modules,
                          *[(e.dest, e.mode) for e in extras], *[e.src for e in extras], kmods)
-    # The initramfs holds the guest's private host key: owner-only folders and files.
     out = private_dir(private_dir(cache_dir() / "images") / digest)
-    initrd = out / "initramfs.cpio"
+    tar = out / "payload.tar"
     meta_path = out / "image.json"
     with file_lock(out / ".lock"):
-        stamp = None
-        if initrd.exists():
-            stamp = Stamp.from_json(read_json_object(meta_path).get("initrd"))
-            reason = damage(initrd, stamp)
-            if reason is None:
-                private_file(initrd)
-            else:
-                progress(f"image: cached {reason} in {out}; rebuilding")
-                stamp = None
+        stamp = _check_cached(tar, meta_path, "payload", out)
         if stamp is None:
-            progress(f"image: building initramfs for {kernel.release} ({len(modules)} extra modules)")
-            data = _assemble(kernel, userland, modules, extras, client_pub, hkey, kmods)
-            write_private(initrd, data)
-            stamp = Stamp.of(initrd)
+            progress(f"image: packing {len(modules)} modules and {len(extras) + len(kmods)} more files "
+                     f"for {kernel.release}")
+            write_private(tar, _payload(kernel, modules, extras, kmods))
+            stamp = Stamp.of(tar)
             meta_path.write_text(json.dumps({"kernel": kernel.release, "modules": mod_names,
-                                             "initrd": stamp.to_json()}))
-            progress(f"image: {stamp.size // 1024} KiB")
-    return Image(kernel, initrd, key_path, hpub, mod_names, stamp)
+                                             "payload": stamp.to_json()}))
+    return Image(kernel, initrd, key_path, hpub, mod_names, initrd_stamp, tar, stamp)
 
 
-def _assemble(kernel: KernelFiles, userland: Path, modules: tuple[Path, ...],
-              extras: tuple[GuestExtra, ...], client_pub: str, hkey: Path, kmods: tuple[str, ...]) -> bytes:
+class _Tar:
+    """A deterministic tar in memory: root-owned, fixed times, parents first."""
+
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.tar = tarfile.open(fileobj=self.buf, mode="w", format=tarfile.USTAR_FORMAT)
+        self.dirs: set[str] = set()
+
+    def _dir(self, path: str) -> None:
+        if not path or path in self.dirs:
+            return
+        self._dir(os.path.dirname(path))
+        self.dirs.add(path)
+        info = tarfile.TarInfo(path)
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        self.tar.addfile(info)
+
+    def file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        path = path.strip("/")
+        self._dir(os.path.dirname(path))
+        info = tarfile.TarInfo(path)
+        info.size, info.mode = len(data), mode
+        self.tar.addfile(info, io.BytesIO(data))
+
+    def finish(self) -> bytes:
+        self.tar.close()
+        return self.buf.getvalue()
+
+
+def _payload(kernel: KernelFiles, modules: tuple[Path, ...], extras: tuple[GuestExtra, ...],
+             kmods: tuple[str, ...]) -> bytes:
+    tar = _Tar()
+    mdir = f"lib/modules/{kernel.release}"
+    # modules.dep & co. for the boot set, the asked-for in-tree modules and ours:
+    # they replace the base's, so the guest needs no depmod of its own.
+    in_tree = module_closure(kernel, BOOT_MODULES + kmods)
+    for rel in module_closure(kernel, kmods):
+        tar.file(f"{mdir}/{rel}", (kernel.modules_dir / rel).read_bytes())
+    for ko in modules:
+        tar.file(f"{mdir}/extra/{ko.name}", ko.read_bytes())
+    for name, data in _depmod(kernel, modules, in_tree).items():
+        tar.file(f"{mdir}/{name}", data)
+    for extra in extras:
+        tar.file(extra.dest, extra.src.read_bytes(), extra.mode)
+    return tar.finish()
+
+
+def _assemble(kernel: KernelFiles, userland: Path, client_pub: str, hkey: Path,
+              programs: dict[str, Path]) -> bytes:
     cpio = Cpio()
     for d in ("proc", "sys", "dev", "tmp", "run", "root/.ssh", "etc/dropbear", "etc/modprobe.d",
               "var/log", "mnt", "usr/bin", "usr/sbin", "sbin"):
@@ -352,6 +472,8 @@ def _assemble(kernel: KernelFiles, userland: Path, modules: tuple[Path, ...],
         cpio.symlink(f"bin/{applet}", "busybox")
     for tool in KMOD_TOOLS:
         cpio.symlink(f"sbin/{tool}", "/bin/kmod")
+    for dest, program in sorted(programs.items()):
+        cpio.file(dest, program.read_bytes(), 0o755)
     cpio.file("etc/dropbear/dropbear_ecdsa_host_key", hkey.read_bytes(), 0o600)
     cpio.file("root/.ssh/authorized_keys", (client_pub + "\n").encode(), 0o600)
     cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
@@ -359,18 +481,14 @@ def _assemble(kernel: KernelFiles, userland: Path, modules: tuple[Path, ...],
     cpio.file("etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o600)
     cpio.file("etc/shells", b"/bin/sh\n")
     cpio.file("etc/profile", b"export PATH=/sbin:/usr/sbin:/bin:/usr/bin\n")
-    # Kernel modules: the boot set and the asked-for in-tree ones with their
-    # deps, plus ours under extra/.
+    # The boot modules (virtio); everything else comes with a payload.
     mdir = f"lib/modules/{kernel.release}"
-    in_tree = module_closure(kernel, BOOT_MODULES + kmods)
+    in_tree = module_closure(kernel, BOOT_MODULES)
     for rel in in_tree:
         cpio.file(f"{mdir}/{rel}", (kernel.modules_dir / rel).read_bytes())
-    for ko in modules:
-        cpio.file(f"{mdir}/extra/{ko.name}", ko.read_bytes())
-    for name, data in _depmod(kernel, modules, in_tree).items():
+    for name, data in _depmod(kernel, (), in_tree).items():
         cpio.file(f"{mdir}/{name}", data)
-    for extra in extras:
-        cpio.file(extra.dest, extra.src.read_bytes(), extra.mode)
-    init = _render("init.sh.j2", ready_marker=READY_MARKER, boot_modules=BOOT_MODULES)
+    init = _render("init.sh.j2", ready_marker=READY_MARKER, wait_marker=WAIT_MARKER, fail_marker=START_FAILED_MARKER,
+                   boot_modules=BOOT_MODULES, seed=SEED_PATH)
     cpio.file("init", init.encode(), 0o755)
     return cpio.finish()

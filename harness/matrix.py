@@ -35,6 +35,7 @@ class Cell:
     claim_holds: bool | None = None  # from the test; None: the outcome says it
     fact: bool = False  # a measured fact of the kernel (loader behaviour), no claim to hold
     console_logs: list[str] = field(default_factory=list)  # the test's guests' console logs
+    guest_starts: list[str] = field(default_factory=list)  # per guest: "restored" or "cold"
 
     def holds(self) -> bool | None:
         """Does the seed's claim hold here?  A test that asserts a measured
@@ -135,6 +136,8 @@ def build_matrix(records: Iterable[dict], known_kernels: Iterable[str] = ()) -> 
             if log not in cell.console_logs:
                 cell.console_logs.append(str(log))
         if when == "call":
+            cell.guest_starts = [str(st.get("path")) for st in props.get("guest_starts") or () if st]
+        if when == "call":
             cell.seconds = round(float(rec.get("duration", 0.0)), 1)
             cell.outcome = outcome or ""
             if outcome == "failed":
@@ -179,6 +182,9 @@ def render_markdown(mx: Matrix, detail_limit: int = 300) -> str:
     lines = ["# Claims x kernels", ""]
     totals = mx.totals()
     lines.append("Totals: " + (", ".join(f"{k} {v}" for k, v in totals.items()) or "no results"))
+    starts = [p for row in mx.cells.values() for c in row.values() for p in c.guest_starts]
+    if starts:
+        lines.append("Guests: " + ", ".join(f"{starts.count(p)} {p}" for p in sorted(set(starts))))
     lines.append("")
     lines.append("A cell is the test's outcome and what it says of the seed's claim: a test")
     lines.append("passes when the kernel behaves as measured; `does not hold` marks a claim")

@@ -8,6 +8,7 @@ unless it is marked `expect_splat` and looks at them itself.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -26,6 +27,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--kernel", default=kernels.DEFAULT_KERNEL,
                     help=f"kernel spec(s) for VM tests: comma list of {', '.join(kernels.SPECS)}, or all")
     group.addoption("--accel", default="auto", choices=ACCELS, help="QEMU accelerator (auto checks KVM)")
+    group.addoption("--cold-boot", action="store_true", help="boot every guest instead of restoring its kernel's saved base guest (and save none)")
     group.addoption("--keep-console-logs", action="store_true",
                     help="keep the console logs of passing tests too (the claims matrix page links them)")
 
@@ -66,7 +68,7 @@ def image(kernel: kernels.KernelFiles) -> Image:
 
 @pytest.fixture(scope="session")
 def vm_config(pytestconfig: pytest.Config) -> VmConfig:
-    return VmConfig(accel=pytestconfig.getoption("--accel"))
+    return VmConfig(accel=pytestconfig.getoption("--accel"), cold_boot=pytestconfig.getoption("--cold-boot"))
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +88,9 @@ def vm_factory(request: pytest.FixtureRequest, kernel: kernels.KernelFiles,
     def make(modules: tuple[Path, ...] = (), extras: tuple[GuestExtra, ...] = (),
              config: VmConfig | None = None, name: str | None = None, kmods: tuple[str, ...] = ()) -> Vm:
         img = _or_fail(lambda: build_image(kernel, tuple(modules), tuple(extras), tuple(kmods)))
-        vm = Vm(img, config or vm_config, name=name or request.node.name.replace("/", "_")[:40])
+        # A test's own config keeps the session's --cold-boot.
+        config = replace(config, cold_boot=config.cold_boot or vm_config.cold_boot) if config else vm_config
+        vm = Vm(img, config, name=name or request.node.name.replace("/", "_")[:40])
         booted.append(vm)
         _or_fail(vm.boot)
         _watch(request.node, vm)
@@ -140,6 +144,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         # A report's user properties travel to the xdist controller: the claims matrix links the logs.
         logs = [str(vm.log_path) for vm, _ in item.stash[_VM_KEY]]
         item.user_properties.append(("console_logs", logs))
+        item.user_properties.append(("guest_starts", [vm.start.to_json() if vm.start else None
+                                                      for vm, _ in item.stash[_VM_KEY]]))
     outcome: Any = yield
     report = outcome.get_result()
     if call.when != "call":

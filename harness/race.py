@@ -27,7 +27,7 @@ from .errors import HarnessError
 from .kbuild import BuiltModules, ModuleSetSpec, validate_knobs
 from .paths import build_dir
 from .progress import progress
-from .racer import GUEST_PATH, RoleResult, RoleSpec, parse_role_output
+from .racer import RoleResult, RoleSpec, parse_role_output
 from .report import RaceReport, RunEnd, RunResult, exit_status, render_table, summarise_run
 from .schemes import DEFAULT_SCHEMES, SCHEMES, WORKLOADS, Caller, get_scheme, get_workload
 from .splat import new_splats
@@ -60,6 +60,7 @@ class RaceSpec:
     reload: str = "finit"  # how the unloader reloads: finit_module or modprobe
     unload_pause_ms: int = 100  # the reloaded module stays live this long
     contention: int = 0  # host CPU hogs spinning while the roles run
+    cold_boot: bool = False  # boot every guest; never restore a snapshot
 
     def __post_init__(self) -> None:
         kernels.get_spec(self.kernel)
@@ -113,6 +114,8 @@ class RaceSpec:
             argv.append("--rcu-expedited")
         if self.contention:
             argv += ["--contention", str(self.contention)]
+        if self.cold_boot:
+            argv.append("--cold-boot")
         return " ".join(shlex.quote(a) for a in argv)
 
 
@@ -135,6 +138,7 @@ class RaceGuest(Protocol):
     accel: str
     port: int
     log_path: Path
+    start: Any  # vm.GuestStart, or None
 
     @property
     def ssh(self) -> RaceSsh: ...
@@ -291,6 +295,8 @@ def run_one(vm: RaceGuest, mods: BuiltModules, spec: RaceSpec, scheme: str, work
     run = summarise_run(scheme, workload, outcome.results, splats, outcome.end, outcome.detail,
                         spec.repro(scheme, workload), outcome.seconds, lockdep=lockdep)
     run.console_log = str(vm.log_path)
+    start = getattr(vm, "start", None)
+    run.guest_start = start.to_json() if start is not None else None
     return run
 
 
@@ -316,13 +322,10 @@ class PipelineStages:
     """kernel -> modules -> image -> VM, as everywhere else."""
 
     def __init__(self, spec: RaceSpec) -> None:
-        from .racer import build_racer
-
         self.spec = spec
         self.kfiles = kernels.fetch(kernels.get_spec(spec.kernel), quiet=True)
         self.release = self.kfiles.release
         self.lockdep = proves_locking(self.kfiles)
-        self.racer = build_racer()
 
     def modules(self, scheme: str) -> BuiltModules:
         from .kbuild import build
@@ -330,12 +333,13 @@ class PipelineStages:
         return build(self.kfiles, ModuleSetSpec(scheme, providers=self.spec.providers, buses=self.spec.buses))
 
     def boot(self, scheme: str, mods: BuiltModules) -> RaceGuest:
-        from .image import GuestExtra, build_image
+        from .image import build_image
         from .vm import Vm, VmConfig
 
-        img = build_image(self.kfiles, tuple(mods.ko_files), (GuestExtra(self.racer, GUEST_PATH),))
+        img = build_image(self.kfiles, tuple(mods.ko_files))  # the racer is in every base image
         vm = Vm(img, VmConfig(accel=self.spec.accel, rcu_expedited=self.spec.rcu_expedited,
-                              hung_task_timeout_s=self.spec.hung_task_timeout_s),
+                              hung_task_timeout_s=self.spec.hung_task_timeout_s,
+                              cold_boot=self.spec.cold_boot),
                 name=f"race-{scheme}")
         try:
             return vm.boot()
@@ -425,6 +429,7 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reload", default="finit", choices=("finit", "modprobe"))
     p.add_argument("--accel", default="auto", choices=ACCELS)
     p.add_argument("--rcu-expedited", action="store_true")
+    p.add_argument("--cold-boot", action="store_true", help="boot every guest instead of restoring its kernel's saved base guest (and save none)")
     p.add_argument("--contention", type=int, default=0, metavar="N",
                    help="N host processes spin on the CPUs while the roles run (a loaded CI runner)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON report here")
@@ -461,7 +466,8 @@ def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
     return [RaceSpec(kernel=k, schemes=csv(args.scheme, "scheme"), workloads=csv(args.workload, "workload"),
                      duration_s=args.duration, seed=seed, knobs=parse_knobs(args.knob),
                      accel=args.accel, rcu_expedited=args.rcu_expedited, providers=args.providers,
-                     reload=args.reload, unload_pause_ms=args.unload_pause, contention=args.contention)
+                     reload=args.reload, unload_pause_ms=args.unload_pause, contention=args.contention,
+                     cold_boot=args.cold_boot)
             for k in kernel_names]
 
 

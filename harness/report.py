@@ -231,6 +231,7 @@ class RunResult:
     repro: str = ""
     console_log: str = ""
     timeline: Timeline | None = None  # unload windows, failed calls, call rate
+    guest_start: dict[str, Any] | None = None  # GuestStart.to_json(): restored or cold, and why
 
     def op(self, name: str) -> OpStats:
         """Counts of one operation; all zero when it never ran."""
@@ -258,7 +259,7 @@ class RunResult:
             "failed_by_unloads_met": list(self.failed_by_unloads_met),
             "splats": [{"kind": s.kind, "title": s.title, "lines": list(s.lines)} for s in self.splats],
             "role_errors": self.role_errors, "seconds": self.seconds, "repro": self.repro,
-            "console_log": self.console_log,
+            "console_log": self.console_log, "guest_start": self.guest_start,
             "events": self.timeline.to_json() if self.timeline else None,
         }
 
@@ -340,7 +341,19 @@ def header(report: RaceReport) -> str:
     knobs = " ".join(f"{k}={v}" for k, v in sorted(report.knobs.items())) or "-"
     return (f"kernel {report.kernel} ({report.kernel_spec}), accel {report.accel}, seed {report.seed}, "
             f"{report.duration_s:g}s per run, knobs {knobs}, rcu_expedited={int(report.rcu_expedited)}, "
-            f"reload={report.reload}, contention={report.contention}, lockdep={int(report.lockdep)}")
+            f"reload={report.reload}, contention={report.contention}, lockdep={int(report.lockdep)}"
+            + _starts(report))
+
+
+def _starts(report: RaceReport) -> str:
+    """How the runs' guests started: `guests restored` / `guests cold` / a mix."""
+    paths = [r.guest_start["path"] for r in report.runs if r.guest_start]
+    if not paths:
+        return ""
+    if len(set(paths)) == 1:
+        return f", guests {paths[0]}"
+    return ", guests " + " ".join(f"{r.scheme}/{r.workload}:{r.guest_start['path']}"
+                                  for r in report.runs if r.guest_start)
 
 
 def render_table(report: RaceReport) -> str:

@@ -1,4 +1,10 @@
-"""One QEMU guest: boot, console capture, teardown.  Owns the QEMU process.
+"""One QEMU guest: boot or restore, console capture, teardown.  Owns the QEMU process.
+
+A guest starts from a snapshot of its kernel's base guest when there is one
+(`harness/snapshot.py`), else it boots cold and saves that snapshot on the way.
+Either way init then waits for the host's start line (fresh randomness, the
+clock, the run's settings), starts the SSH server and prints the ready
+marker; then the image's payload (modules, racer) is unpacked over SSH.
 
 The serial console is driven by pexpect and written whole to a log per boot.
 QEMU dies with us: it gets SIGKILL when the harness exits by any path
@@ -12,9 +18,11 @@ from __future__ import annotations
 import atexit
 import ctypes
 import enum
+import functools
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,21 +31,29 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pexpect
+import ptyprocess  # type: ignore[import-untyped]
 
+from . import snapshot
 from .errors import HarnessError
-from .image import READY_MARKER, Image
+from .image import READY_MARKER, SEED_BYTES, START_FAILED_MARKER, WAIT_MARKER, Image, start_line
 from .kernels import KernelFiles, damage_of_kernel
 from .paths import build_dir, cache_dir
 from .progress import progress
-from .util import file_lock, need_tool
+from .qmp import Qmp, QmpError
+from .snapshot import ColdReason, GuestStart, Snapshot, StartPath
+from .util import file_lock, need_tool, try_file_lock
 
 QEMU = "qemu-system-x86_64"
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 ACCELS = ("auto", "kvm", "tcg")
 # A working KVM prints the banner well under a second; TCG-like hangs never do.
 KVM_PROBE_TIMEOUT_S = 3.0
+# A restored guest is ready in about a second; more than this is a broken snapshot.
+RESTORE_TIMEOUT_S = 20.0
+SAVE_TIMEOUT_S = 120.0
 _LIVE: "weakref.WeakSet[Vm]" = weakref.WeakSet()
 
 
@@ -52,6 +68,7 @@ class VmConfig:
     rcu_expedited: bool = False  # after boot; recorded in every report
     hung_task_timeout_s: int = 0  # 0 keeps the kernel's default
     cmdline_extra: tuple[str, ...] = ()
+    cold_boot: bool = False  # never restore a snapshot (nor save one)
 
     def __post_init__(self) -> None:
         if self.accel not in ACCELS:
@@ -64,6 +81,8 @@ class BootOutcome(enum.Enum):
     """How a boot ended; the value is the reason a failed boot gives."""
 
     READY = "ready"
+    WAITING = "waiting for its start line"
+    START_FAILED = "the guest refused its start line (a bad line, or the reseed failed)"
     PANIC = "kernel panic"
     PORT_TAKEN = "the SSH forward's port was taken"
     QEMU_EXITED = "QEMU exited early"
@@ -90,14 +109,18 @@ def _kvm_verdict_path() -> Path:
     return cache_dir() / "accel.json"
 
 
+@functools.lru_cache(maxsize=None)
+def _qemu_version() -> str:
+    return subprocess.run([_qemu(), "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+
+
 def kvm_works(kernel: KernelFiles) -> bool:
     """Whether KVM really boots a kernel here (some hosts have /dev/kvm but
     QEMU aborts on MSR setup or hangs).  The verdict is remembered per host
     kernel and QEMU version."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
-    qemu_version = subprocess.run([_qemu(), "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    key = f"{os.uname().release}|{qemu_version}"
+    key = f"{os.uname().release}|{_qemu_version()}"
     path = _kvm_verdict_path()
     with file_lock(path.with_suffix(".lock")):
         verdicts = json.loads(path.read_text()) if path.exists() else {}
@@ -190,6 +213,21 @@ def whole_lines_tail(text: str, lines: int) -> str:
     return "\n".join(tail)
 
 
+class _RestoreFailed(HarnessError):
+    """A snapshot did not give a ready guest; the caller boots cold instead."""
+
+
+class _Spawn(pexpect.spawn):
+    """pexpect's spawn, handing QEMU its end of the control socket."""
+
+    def __init__(self, *args: Any, pass_fds: tuple[int, ...] = (), **kwargs: Any) -> None:
+        self._pass_fds = pass_fds
+        super().__init__(*args, **kwargs)
+
+    def _spawnpty(self, args: list, **kwargs: Any) -> Any:
+        return ptyprocess.PtyProcess.spawn(args, pass_fds=self._pass_fds, **kwargs)
+
+
 # ---------------------------------------------------------------- the guest
 
 
@@ -204,7 +242,9 @@ class Vm:
     port: int = 0
     log_path: Path = Path()
     boot_seconds: float = 0.0
+    start: GuestStart | None = None  # how it started: cold or restored, and why
     child: pexpect.spawn | None = None
+    qmp: Qmp | None = None
     _ssh: object | None = None
     _pump: threading.Thread | None = None
 
@@ -221,22 +261,24 @@ class Vm:
     def __hash__(self) -> int:
         return id(self)
 
-    def qemu_argv(self) -> list[str]:
+    def qemu_argv(self, port: int | None = None) -> list[str]:
+        """The guest's QEMU command line; `port` defaults to the guest's own.
+        The run's settings (rcu_expedited, hung task timeout) are not on it:
+        they come with the start line, so that one snapshot serves them all."""
         kernel = self.image.kernel
+        port = self.port if port is None else port
         cmdline = ["console=ttyS0", "panic=-1", "quiet", "tsc=reliable", "no_timer_check",
                    # Boot-time savings under TCG: expedited RCU during boot only (init
                    # sets the run's value), and no crypto self-tests (about 0.3 s).
                    "rcupdate.rcu_expedited=1", "cryptomgr.notests",
                    "initcall_blacklist=crypto_kdf108_init,init_encrypted",
-                   f"harness.rcu_expedited={int(self.config.rcu_expedited)}",
-                   f"harness.hung_task_timeout={self.config.hung_task_timeout_s}",
                    *self.config.cmdline_extra]
         argv = [_qemu(), "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
                 "-m", str(self.config.memory_mb), "-smp", str(self.config.cpus),
                 "-kernel", str(kernel.boot_image), "-initrd", str(self.image.initrd),
                 "-append", " ".join(cmdline), "-serial", "stdio", "-monitor", "none",
                 # restrict=on: the guest reaches nothing; only our forward reaches it.
-                "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
+                "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
                 "-device", "virtio-net-pci,netdev=n0"]
         if QBOOT.is_file():
             argv += ["-bios", str(QBOOT)]
@@ -251,8 +293,18 @@ class Vm:
         """The configured timeout scaled by the kernel's slowdown (debug kernels)."""
         return self.config.boot_timeout_s * self.image.kernel.time_factor
 
+    def snapshot(self) -> Snapshot:
+        """The snapshot this guest would start from (or save): keyed by its
+        QEMU command line without the port, the files it loads, QEMU's version."""
+        qemu = _qemu()
+        argv = self.qemu_argv(port=0)
+        files = [Path(shutil.which(qemu) or qemu), self.image.kernel.boot_image, self.image.initrd]
+        if QBOOT.is_file():
+            files.append(QBOOT)
+        return Snapshot.for_key(snapshot.snapshot_key(argv, files, _qemu_version()))
+
     def boot(self) -> "Vm":
-        """Start QEMU and wait for the guest's ready marker."""
+        """Start the guest (restored, or cold) and install the payload."""
         kernel = self.image.kernel
         damaged = damage_of_kernel(kernel)
         if damaged:
@@ -260,13 +312,66 @@ class Vm:
                                f"run: python -m harness fetch --kernel {kernel.name}")
         damaged = self.image.damage()
         if damaged:
-            raise HarnessError(f"the guest's initramfs changed after it was built: {damaged}; "
+            raise HarnessError(f"the guest's image changed after it was built: {damaged}; "
                                "build the image again")
         self.accel = choose_accel(self.config.accel, kernel)
         logs = build_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_path = logs / f"{stamp}-{kernel.name}-{self.name}-{os.getpid()}-{id(self) % 10000}.log"
+        t0 = time.monotonic()
+        self.start = None
+        snap: Snapshot | None = None
+        reason, detail = ColdReason.ASKED, ""
+        if not self.config.cold_boot:
+            snap = self.snapshot()
+            gen, detail = snap.current()
+            reason = ColdReason.STALE if detail else ColdReason.MISSING
+            if gen is not None:
+                try:
+                    self._restore(snap, gen)
+                except _RestoreFailed as e:
+                    self.kill()
+                    reason, detail = ColdReason.FAILED, str(e)
+        if self.start is None:
+            progress(f"vm: cold boot: {reason.value.format(detail=detail)}")
+            self._cold_boot(snap, reason, detail)
+        try:
+            self._install_payload()
+        except BaseException:
+            self.kill()
+            raise
+        self.boot_seconds = time.monotonic() - t0
+        assert self.start is not None
+        progress(f"vm: ready in {self.boot_seconds:.2f}s ({self.start.describe()})")
+        return self
+
+    def _restore(self, snap: Snapshot, gen: Path) -> None:
+        kernel = self.image.kernel
+        self.port = _free_port()
+        progress(f"vm: restoring {kernel.release} ({self.accel}) from snapshot {snap.key}, "
+                 f"ssh on 127.0.0.1:{self.port}")
+        self._spawn(snapshot.restore_args(gen / "ram", self.config.memory_mb, share=False),
+                    note=f"restored from snapshot {gen}; the base guest's boot: {gen / 'base-console.log'}")
+        assert self.qmp is not None
+        timeout = RESTORE_TIMEOUT_S * kernel.time_factor
+        try:
+            self.qmp.cmd("migrate-set-capabilities", capabilities=snapshot.IGNORE_SHARED)
+            self.qmp.cmd("migrate-incoming", uri=snapshot.load_uri(gen / "state"))
+            status = self.qmp.wait_status(("inmigrate",), timeout)
+            if status != "paused":
+                raise _RestoreFailed(f"QEMU left the restore in state {status!r}")
+            self.qmp.cmd("cont")
+        except QmpError as e:
+            raise _RestoreFailed(f"{e}; console log: {self.log_path}") from e
+        outcome = self._send_start(timeout)
+        if outcome is not BootOutcome.READY:
+            raise _RestoreFailed(f"{outcome.value.format(timeout=f'{timeout:.0f}')}; console log: {self.log_path}")
+        self.start = GuestStart(StartPath.RESTORED, snapshot=snap.key)
+        self._start_pump()
+
+    def _cold_boot(self, snap: Snapshot | None, reason: ColdReason, detail: str) -> None:
+        kernel = self.image.kernel
         silent_retried = False
         for attempt in range(5):
             self.port = _free_port()
@@ -274,7 +379,7 @@ class Vm:
             t0 = time.monotonic()
             start = self.console_size()
             self._spawn()
-            outcome = self._wait_ready()
+            outcome = self._wait_boot()
             if outcome is BootOutcome.PORT_TAKEN and attempt < 4:
                 self.kill()
                 continue
@@ -286,42 +391,145 @@ class Vm:
                 self.kill()
                 silent_retried = True
                 continue
+            saved = False
+            if outcome is BootOutcome.WAITING:
+                if snap is not None:
+                    saved = self._save(snap, start)
+                left = max(10.0, self.boot_timeout_s - (time.monotonic() - t0))
+                outcome = self._send_start(left)
             if outcome is not BootOutcome.READY:
                 tail = self.console_tail()
                 self.kill()
                 why = outcome.value.format(timeout=f"{self.boot_timeout_s:.0f}")
                 raise BootError(f"guest {kernel.name} failed to boot: {why}", self.log_path, tail)
-            self.boot_seconds = time.monotonic() - t0
-            progress(f"vm: ready in {self.boot_seconds:.2f}s")
+            self.start = GuestStart(StartPath.COLD, reason, detail, snap.key if snap else "", saved)
             self._start_pump()
-            return self
+            return
         raise HarnessError("could not find a free port for the guest's SSH forward")
 
-    def _spawn(self) -> None:
+    def _save(self, snap: Snapshot, console_start: int) -> bool:
+        """Save the waiting guest as the snapshot (unless another process is
+        at it), then let it go on.  A failure costs the snapshot, not the guest."""
+        assert self.qmp is not None
+        gen: Path | None = None
+        with try_file_lock(snap.lock) as mine:
+            if not mine:
+                progress("snapshot: another process is saving this one; not waiting for it")
+                return False
+            if snap.current()[0] is not None:
+                return False  # saved by another process since we looked
+            t0 = time.monotonic()
+            progress(f"snapshot: saving the booted guest as {snap.key}")
+            try:
+                gen = snap.new_gen()
+                stream = gen / "stream"
+                self.qmp.cmd("stop")
+                self.qmp.cmd("migrate", uri=snapshot.save_uri(stream))
+                self.qmp.wait_migration(SAVE_TIMEOUT_S)
+                self._convert(stream, gen)
+                stream.unlink()
+                (gen / "base-console.log").write_bytes(self.log_path.read_bytes()[console_start:])
+                snap.commit(gen, {"kernel": self.image.kernel.release, "accel": self.accel,
+                                  "memory_mb": self.config.memory_mb, "cpus": self.config.cpus,
+                                  "base_log": str(self.log_path)})
+            except (HarnessError, OSError) as e:
+                progress(f"snapshot: could not save the guest ({e}); going on without one")
+                if gen is not None:
+                    shutil.rmtree(gen, ignore_errors=True)
+                return False
+            finally:
+                try:
+                    if self.qmp.status() != "running":
+                        self.qmp.cmd("cont")
+                except QmpError:
+                    pass  # the guest is gone: the caller sees it next
+            allocated = (gen / "ram").stat().st_blocks * 512 >> 20
+            progress(f"snapshot: saved in {time.monotonic() - t0:.1f}s ({allocated} MiB of RAM)")
+            return True
+
+    def _convert(self, stream: Path, gen: Path) -> None:
+        """Load the migration stream into a QEMU whose RAM is the file `ram`
+        (shared), then save its device state alone (`state`)."""
+        qmp, fd = Qmp.pair()
+        argv = self.qemu_argv(port=_free_port()) + snapshot.restore_args(gen / "ram", self.config.memory_mb,
+                                                                         share=True)
+        try:
+            proc = subprocess.Popen(argv + Qmp.argv(fd), pass_fds=(fd,), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    preexec_fn=_die_with_parent)
+        finally:
+            qmp.child_started()
+        try:
+            qmp.cmd("migrate-incoming", timeout=30, uri=snapshot.load_uri(stream))
+            status = qmp.wait_status(("inmigrate",), SAVE_TIMEOUT_S)
+            if status != "paused":
+                raise QmpError(f"the converter QEMU left the load in state {status!r}")
+            qmp.cmd("migrate-set-capabilities", capabilities=snapshot.IGNORE_SHARED)
+            qmp.cmd("migrate", uri=snapshot.save_uri(gen / "state"))
+            qmp.wait_migration(SAVE_TIMEOUT_S)
+        except QmpError as e:
+            proc.kill()
+            err = proc.communicate(timeout=10)[1].decode(errors="replace").strip()
+            raise QmpError(f"{e}{': ' + err.splitlines()[-1] if err else ''}") from e
+        finally:
+            qmp.close()
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+
+    def _send_start(self, timeout: float) -> "BootOutcome":
+        """Type the start line on the waiting guest's console; wait for ready."""
+        assert self.child is not None
+        line = start_line(os.urandom(SEED_BYTES), time.time_ns(), self.config.rcu_expedited,
+                          self.config.hung_task_timeout_s)
+        self.child.send(line + "\n")
+        return self._expect([(READY_MARKER, BootOutcome.READY), (START_FAILED_MARKER, BootOutcome.START_FAILED)],
+                            timeout)
+
+    def _install_payload(self) -> None:
+        """Unpack the image's payload (modules, modules.dep, racer) at / in the guest."""
+        if self.image.payload is None:
+            return
+        data = self.image.payload.read_bytes()
+        result = self.ssh.run("tar -xf - -C /", stdin=data, timeout=60 * self.image.kernel.time_factor)
+        if not result.ok:
+            raise HarnessError(f"could not unpack the guest's payload ({result.exit_status}): "
+                               f"{result.stderr.strip() or result.stdout.strip()}; console log: {self.log_path}")
+
+    def _spawn(self, extra: list[str] | None = None, note: str = "") -> None:
         _install_teardown()
-        argv = self.qemu_argv()
+        self.qmp, fd = Qmp.pair()
+        argv = self.qemu_argv() + (extra or []) + Qmp.argv(fd)
         log = open(self.log_path, "ab")
         log.write(("# " + " ".join(argv) + "\n").encode())
+        if note:
+            log.write(f"# {note}\n".encode())
         log.flush()
-        self.child = pexpect.spawn(argv[0], argv[1:], timeout=None, preexec_fn=_die_with_parent,
-                                   maxread=65536, searchwindowsize=8192)
+        try:
+            self.child = _Spawn(argv[0], argv[1:], timeout=None, preexec_fn=_die_with_parent,
+                                maxread=65536, searchwindowsize=8192, pass_fds=(fd,))
+        finally:
+            self.qmp.child_started()
         self.child.logfile_read = log
         _LIVE.add(self)
 
-    def _wait_ready(self) -> "BootOutcome":
+    def _expect(self, wanted: list[tuple[str, "BootOutcome"]], timeout: float) -> "BootOutcome":
         assert self.child is not None
-        patterns: list = [READY_MARKER, r"Kernel panic - not syncing", r"Could not set up host forwarding rule",
-                          pexpect.EOF, pexpect.TIMEOUT]
-        outcomes = [BootOutcome.READY, BootOutcome.PANIC, BootOutcome.PORT_TAKEN, BootOutcome.QEMU_EXITED,
-                    BootOutcome.HUNG]
-        idx = self.child.expect(patterns, timeout=self.boot_timeout_s)
-        if idx == 0:
+        pairs: list[tuple[Any, BootOutcome]] = [*wanted, (r"Kernel panic - not syncing", BootOutcome.PANIC),
+                 (r"Could not set up host forwarding rule", BootOutcome.PORT_TAKEN),
+                 (pexpect.EOF, BootOutcome.QEMU_EXITED), (pexpect.TIMEOUT, BootOutcome.HUNG)]
+        idx = self.child.expect([p for p, _ in pairs], timeout=timeout)
+        outcome = pairs[idx][1]
+        if outcome in (BootOutcome.READY, BootOutcome.WAITING):
             self.child.expect(r"\n", timeout=5)
-        elif idx == 1:
+        elif outcome is BootOutcome.PANIC:
             # panic=-1 and -no-reboot: QEMU exits right after the panic message;
             # read it whole so the console tail does not end mid-line.
             self.child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=3)
-        return outcomes[idx]
+        return outcome
+
+    def _wait_boot(self) -> "BootOutcome":
+        return self._expect([(WAIT_MARKER, BootOutcome.WAITING)], self.boot_timeout_s)
 
     def _start_pump(self) -> None:
         """Keep reading the console after boot: a full pty would stall the
@@ -375,6 +583,9 @@ class Vm:
             except Exception:
                 pass
             self._ssh = None
+        if self.qmp is not None:
+            self.qmp.close()
+            self.qmp = None
         child, self.child = self.child, None
         _LIVE.discard(self)
         if child is None:

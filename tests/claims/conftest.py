@@ -24,17 +24,15 @@ from pathlib import Path
 import pytest
 
 from harness import kbuild
-from harness.image import GuestExtra
 from harness.race import DEFAULT_KNOBS, RaceSpec, prepare_guest
-from harness.racer import GUEST_PATH, build_racer
 from harness.vm import VmConfig
 
 from claimlib import OVERRIDE_ENV, ClaimGuest, contention
 
 @pytest.fixture
 def claim_guest(kernel, kernel_spec, vm_factory):
-    """Factory: a prepared guest with one or more schemes' modules + racer."""
-    racer_bin = build_racer()
+    """Factory: a prepared guest with one or more schemes' modules (the racer
+    is in every guest)."""
 
     def make(*schemes: str, providers: int = 2, buses: int = 1,
              knobs: tuple[tuple[str, int], ...] = DEFAULT_KNOBS,
@@ -42,7 +40,7 @@ def claim_guest(kernel, kernel_spec, vm_factory):
         mods = {s: kbuild.build(kernel, kbuild.ModuleSetSpec(s, providers=providers, buses=buses))
                 for s in schemes}
         kos = tuple(ko for m in mods.values() for ko in m.ko_files)
-        vm = vm_factory(modules=kos, extras=(GuestExtra(racer_bin, GUEST_PATH),), config=config)
+        vm = vm_factory(modules=kos, config=config)
         spec = RaceSpec(kernel=kernel_spec.name, schemes=tuple(schemes), workloads=("lookup",),
                         knobs=tuple(sorted(knobs)))
         for m in mods.values():

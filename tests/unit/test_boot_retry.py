@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from harness import vm as vm_mod
-from harness.vm import BootError, BootOutcome, Vm
+from harness.vm import BootError, BootOutcome, Vm, VmConfig
 
 
 @pytest.fixture
@@ -19,14 +19,14 @@ def fake_boot(monkeypatch, tmp_path):
     lines: list[str] = []
     monkeypatch.setattr(vm_mod, "progress", lines.append)
     kernel = SimpleNamespace(name="6.1", release="6.1.0-1-amd64", time_factor=1.0)
-    image = SimpleNamespace(kernel=kernel, damage=lambda: None)
+    image = SimpleNamespace(kernel=kernel, damage=lambda: None, payload=None)
 
     def make(script: list[tuple[BootOutcome, str]]) -> tuple[Vm, list[str], list[int]]:
-        guest = Vm(image)  # type: ignore[arg-type]
+        guest = Vm(image, VmConfig(cold_boot=True))  # type: ignore[arg-type]
         spawns: list[int] = []
         steps = iter(script)
 
-        def spawn() -> None:
+        def spawn(extra: object = None, note: str = "") -> None:
             spawns.append(1)
             with open(guest.log_path, "a") as log:
                 log.write("# qemu-system-x86_64 ...\n")
@@ -38,7 +38,8 @@ def fake_boot(monkeypatch, tmp_path):
             return outcome
 
         monkeypatch.setattr(guest, "_spawn", spawn)
-        monkeypatch.setattr(guest, "_wait_ready", wait_ready)
+        monkeypatch.setattr(guest, "_wait_boot", wait_ready)
+        monkeypatch.setattr(guest, "_send_start", lambda timeout: BootOutcome.READY)
         monkeypatch.setattr(guest, "_start_pump", lambda: None)
         monkeypatch.setattr(guest, "kill", lambda: None)
         return guest, lines, spawns
@@ -47,7 +48,7 @@ def fake_boot(monkeypatch, tmp_path):
 
 
 def test_a_silent_hang_is_booted_once_more(fake_boot):
-    guest, lines, spawns = fake_boot([(BootOutcome.HUNG, ""), (BootOutcome.READY, "HARNESS-GUEST-READY\n")])
+    guest, lines, spawns = fake_boot([(BootOutcome.HUNG, ""), (BootOutcome.WAITING, "HARNESS-GUEST-WAITING\n")])
     guest.boot()
     assert len(spawns) == 2
     assert any("printed nothing" in ln for ln in lines)
@@ -65,7 +66,7 @@ def test_two_silent_hangs_fail(fake_boot):
     (BootOutcome.PANIC, "Kernel panic - not syncing: VFS\n"),
 ])
 def test_a_hang_after_output_or_a_panic_is_not_retried(fake_boot, outcome, console):
-    guest, _, spawns = fake_boot([(outcome, console), (BootOutcome.READY, "")])
+    guest, _, spawns = fake_boot([(outcome, console), (BootOutcome.WAITING, "")])
     with pytest.raises(BootError):
         guest.boot()
     assert len(spawns) == 1

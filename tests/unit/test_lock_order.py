@@ -237,7 +237,6 @@ def test_pipeline_builds_two_buses_and_reads_lockdep_from_the_config(monkeypatch
                "6.12": {"CONFIG_PROVE_LOCKING": "y", "CONFIG_LOCKDEP": "y"}}
     monkeypatch.setattr(race.kernels, "fetch", lambda spec, quiet=False: SimpleNamespace(
         name=spec.name, release=f"{spec.name}-fake", config=configs[spec.name]))
-    monkeypatch.setattr(harness.racer, "build_racer", lambda: tmp_path / "racer")
     monkeypatch.setattr(kbuild, "build", lambda kfiles, spec: built.append(spec))
     for kernel, lockdep in (("6.1", False), ("6.12", True)):
         stages = race.PipelineStages(race.RaceSpec(kernel=kernel, schemes=("rwsem-unsorted",),

@@ -74,7 +74,7 @@ def test_failed_boot_raises_with_console_and_leaves_no_qemu(image):
 
 
 def test_boot_timeout_is_a_clear_error_and_kills_qemu(image):
-    guest = Vm(image, VmConfig(accel="tcg", boot_timeout_s=1.0))
+    guest = Vm(image, VmConfig(accel="tcg", boot_timeout_s=1.0, cold_boot=True))
     with pytest.raises(BootError, match="no ready marker within"):
         guest.boot()
     assert not _qemu_on_port(guest.port)

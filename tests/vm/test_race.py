@@ -9,10 +9,9 @@ import time
 
 import pytest
 
-from harness.image import GuestExtra
 from harness.kbuild import ModuleSetSpec, build
 from harness.race import RaceSpec, prepare_guest, run_one
-from harness.racer import GUEST_PATH, RoleSpec, build_racer, parse_role_output
+from harness.racer import RoleSpec, parse_role_output
 from harness.report import RunEnd, Verdict
 from harness.vm import VmConfig
 
@@ -20,7 +19,7 @@ from harness.vm import VmConfig
 @pytest.fixture
 def rc_guest(kernel, vm_factory):
     mods = build(kernel, ModuleSetSpec("refcount"))
-    vm = vm_factory(modules=tuple(mods.ko_files), extras=(GuestExtra(build_racer(), GUEST_PATH),))
+    vm = vm_factory(modules=tuple(mods.ko_files))
     prepare_guest(vm, mods, RaceSpec(schemes=("refcount",), knobs=()))
     return vm, mods
 
@@ -80,8 +79,7 @@ def test_barrier_and_deadline(rc_guest):
 @pytest.mark.expect_splat
 def test_guest_dying_mid_race_is_a_result(kernel, vm_factory):
     mods = build(kernel, ModuleSetSpec("refcount"))
-    vm = vm_factory(modules=tuple(mods.ko_files), extras=(GuestExtra(build_racer(), GUEST_PATH),),
-                    config=VmConfig(accel="tcg"))
+    vm = vm_factory(modules=tuple(mods.ko_files), config=VmConfig(accel="tcg"))
     spec = RaceSpec(schemes=("refcount",), workloads=("lookup",), duration_s=20, knobs=())
     prepare_guest(vm, mods, spec)
     vm.ssh.run("echo 1 > /proc/sys/kernel/sysrq", check=True)

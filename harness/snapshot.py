@@ -1,0 +1,179 @@
+"""Saved base guests: a guest restored from one instead of booted.
+
+A cold guest stops at init's wait marker (user space up, networking set, no
+test modules, no SSH server yet).  There QEMU saves it once per key: the
+kernel, the base initramfs, QEMU itself, the firmware and every machine
+option (the QEMU command line with the SSH port left out).
+
+A snapshot is two files.  `ram` is the guest's memory as a sparse file;
+`state` is the device state, saved with `x-ignore-shared` so it carries no
+RAM.  A restore maps `ram` privately (`share=off`): the guest's writes go to
+its own copy-on-write pages, the file is never written, and pages come in on
+first touch, so a restore reads about 0.5 MB instead of the 100 MB a plain
+migration stream holds.  To get there the cold guest's migration stream is
+loaded once into a converter QEMU whose RAM is that file, shared, which then
+saves its device state alone.
+
+Each save goes to a folder of its own (`gen-*`); `snapshot.json`, written
+last and renamed into place, names the current one, so a restore never pairs
+one save's RAM with another's state.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import shlex
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .paths import cache_dir
+from .util import hash_inputs
+
+FORMAT = 1
+META = "snapshot.json"
+
+
+class StartPath(enum.Enum):
+    """Which path started a guest."""
+
+    COLD = "cold boot"
+    RESTORED = "restored from a snapshot"
+
+
+class ColdReason(enum.Enum):
+    """Why a guest was cold-booted; the value is the progress line's text."""
+
+    ASKED = "--cold-boot"
+    MISSING = "no snapshot for this kernel and machine yet"
+    STALE = "the snapshot is stale: {detail}"
+    FAILED = "restoring the snapshot failed: {detail}"
+    UNSAVABLE = "this guest's machine cannot be snapshotted: {detail}"
+
+
+@dataclass(frozen=True)
+class GuestStart:
+    """How a guest started, for reports: the path, and for a cold boot why."""
+
+    path: StartPath
+    reason: ColdReason | None = None
+    detail: str = ""
+    snapshot: str = ""  # the key of the snapshot used or made
+    saved: bool = False  # a cold boot that saved a new snapshot
+
+    @property
+    def why(self) -> str:
+        return self.reason.value.format(detail=self.detail) if self.reason else ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path.name.lower(), "reason": self.reason.name.lower() if self.reason else None,
+                "detail": self.detail, "snapshot": self.snapshot, "saved": self.saved}
+
+    def describe(self) -> str:
+        if self.path is StartPath.RESTORED:
+            return f"restored from snapshot {self.snapshot}"
+        return f"cold boot ({self.why})" + (", snapshot saved" if self.saved else "")
+
+
+def _file_identity(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return (str(path), st.st_size, st.st_mtime_ns)
+
+
+def snapshot_key(argv: list[str], files: list[Path], qemu_version: str) -> str:
+    """The key of a cold guest's snapshot: its QEMU command line with the
+    per-guest parts already left out by the caller, the identity of every
+    file that line loads (a re-fetched kernel or firmware has a new mtime),
+    and QEMU's version."""
+    return hash_inputs(FORMAT, qemu_version, tuple(argv), tuple(_file_identity(f) for f in files))
+
+
+def stamp_of(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The snapshot folder of one key; it may not hold a usable save yet."""
+
+    key: str
+    root: Path
+
+    @classmethod
+    def for_key(cls, key: str) -> "Snapshot":
+        return cls(key, cache_dir() / "snapshots" / key)
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    def meta(self) -> Mapping[str, Any] | None:
+        try:
+            data = json.loads((self.root / META).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def current(self) -> tuple[Path | None, str]:
+        """The current save's folder, or None with what is wrong ("" = none yet)."""
+        meta = self.meta()
+        if meta is None:
+            return None, ""
+        if meta.get("format") != FORMAT or meta.get("key") != self.key:
+            return None, "its record is from another harness version"
+        gen = self.root / str(meta.get("gen", ""))
+        for name in ("ram", "state"):
+            want = meta.get(name)
+            try:
+                have = stamp_of(gen / name)
+            except FileNotFoundError:
+                return None, f"its {name} file is missing"
+            if have != want:
+                return None, f"its {name} file changed after it was saved ({have} vs {want})"
+        return gen, ""
+
+    def new_gen(self) -> Path:
+        gen = self.root / f"gen-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        gen.mkdir(parents=True, exist_ok=False)
+        return gen
+
+    def commit(self, gen: Path, info: Mapping[str, Any]) -> None:
+        """Make `gen` the current save, then drop the older ones."""
+        meta = {"format": FORMAT, "key": self.key, "gen": gen.name, "ram": stamp_of(gen / "ram"),
+                "state": stamp_of(gen / "state"), "saved_at": time.strftime("%Y-%m-%d %H:%M:%S"), **info}
+        tmp = self.root / f".{META}.{os.getpid()}"
+        tmp.write_text(json.dumps(meta, indent=1))
+        tmp.rename(self.root / META)
+        for old in self.root.glob("gen-*"):
+            if old != gen:
+                # A guest restored from it keeps its mapping: the inode outlives the name.
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def save_uri(path: Path) -> str:
+    """A migration target QEMU 7.2 understands (no `file:` before 8.2)."""
+    return "exec:cat > " + shlex.quote(str(path))
+
+
+def load_uri(path: Path) -> str:
+    return "exec:cat " + shlex.quote(str(path))
+
+
+def restore_args(ram: Path, memory_mb: int, share: bool) -> list[str]:
+    """QEMU options that put the guest's RAM on `ram` and wait for a state."""
+    path = str(ram).replace(",", ",,")  # QEMU's option syntax escapes a comma by doubling it
+    return ["-object", f"memory-backend-file,id=pc.ram,size={memory_mb}M,mem-path={path},"
+                       f"share={'on' if share else 'off'}",
+            # The default RAM is a backend named pc.ram too, so the state's
+            # RAM block matches; defer: capabilities must be set first.
+            "-machine", "memory-backend=pc.ram", "-incoming", "defer"]
+
+
+IGNORE_SHARED = [{"capability": "x-ignore-shared", "state": True}]
