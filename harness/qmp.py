@@ -89,7 +89,10 @@ class Qmp:
         self._call("qmp_capabilities", {}, deadline)
 
     def _call(self, name: str, args: dict[str, Any], deadline: float) -> Any:
-        self.sock.sendall(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
+        try:
+            self.sock.sendall(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
+        except OSError as e:
+            raise QmpError(f"QEMU exited (its control socket: {e.strerror or e})") from e
         while True:
             msg = self._message(deadline)
             if "event" in msg:
