@@ -38,7 +38,7 @@ from .errors import HarnessError
 from .matrix import OUTCOME_MARK, VERBOSE_KEYS, Cell, Matrix
 from .progress import progress
 from .racer import CallEvents, CallFailure, Hist, OpStats, UnloadWindow, hist_value
-from .report import CALLER_OPS, Control, RaceReport, RunEnd, RunResult, Timeline, Verdict, problem
+from .report import CALLER_OPS, Control, RaceReport, RunEnd, RunResult, Timeline, Verdict, problem, starts
 from .schemes import SCHEMES, WORKLOADS
 from .splat import Splat
 
@@ -499,7 +499,7 @@ def race_html(reports: Sequence[RaceReport], page_dir: Path,
         body += [f"<h1>Unload race on {_e(rep.kernel)} ({_e(rep.kernel_spec)})</h1>",
                  f'<p class="meta">accel <b>{_e(rep.accel)}</b>, seed <b>{rep.seed}</b>, '
                  f"{rep.duration_s:g} s per run, knobs <b>{_e(knobs)}</b>, rcu_expedited={int(rep.rcu_expedited)}, "
-                 f"reload={_e(rep.reload)}, host CPU hogs {rep.contention}</p>"]
+                 f"reload={_e(rep.reload)}, host CPU hogs {rep.contention}{_e(starts(rep))}</p>"]
         problems = rep.problems()
         body.append(f'<p class="problem">{len(problems)} run(s) fail: exit status 1</p>' if problems else
                     '<p class="meta">Every run showed what its scheme claims (exit status 0).</p>')
@@ -571,7 +571,7 @@ def _run(d: Mapping[str, Any]) -> RunResult:
         splats=[Splat(s["kind"], s["title"], tuple(s["lines"]), (), None, 0) for s in d.get("splats", [])],
         role_errors=list(d.get("role_errors", [])), verdict=Verdict(d["verdict"]), control=Control(d["control"]),
         seconds=float(d.get("seconds", 0.0)), repro=d.get("repro", ""), console_log=d.get("console_log", ""),
-        timeline=_timeline(d.get("events")))
+        timeline=_timeline(d.get("events")), guest_start=d.get("guest_start"))
 
 
 def reports_from_json(doc: Any) -> list[RaceReport]:

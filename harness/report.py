@@ -342,10 +342,10 @@ def header(report: RaceReport) -> str:
     return (f"kernel {report.kernel} ({report.kernel_spec}), accel {report.accel}, seed {report.seed}, "
             f"{report.duration_s:g}s per run, knobs {knobs}, rcu_expedited={int(report.rcu_expedited)}, "
             f"reload={report.reload}, contention={report.contention}, lockdep={int(report.lockdep)}"
-            + _starts(report))
+            + starts(report))
 
 
-def _starts(report: RaceReport) -> str:
+def starts(report: RaceReport) -> str:
     """How the runs' guests started: `guests restored` / `guests cold` / a mix."""
     paths = [r.guest_start["path"] for r in report.runs if r.guest_start]
     if not paths:

@@ -67,3 +67,15 @@ def test_failures_by_unloads_met_are_summed_over_callers():
     row = next(ln for ln in lines if ln.startswith("rwsem-deferred"))
     at = header.index("met 1/2+ unloads")
     assert row[at:].split()[0] == "1/3", row
+
+
+def test_the_header_says_how_the_guests_started():
+    clean = RoleResult("looker", ops={"lookup": OpStats(5, 5, {}, 0, LAT)})
+    a, b = _run("refcount", [_unloader(), clean]), _run("rwsem", [_unloader(), clean])
+    rep = RaceReport("6.1.0-57-amd64", "6.1", "tcg", 7, 10.0, False, {}, "finit", runs=[a, b])
+    assert "guests" not in render_table(rep).splitlines()[0]  # not recorded: nothing claimed
+    a.guest_start = b.guest_start = {"path": "restored", "reason": None}
+    assert render_table(rep).splitlines()[0].endswith(", guests restored")
+    b.guest_start = {"path": "cold", "reason": "failed"}
+    assert render_table(rep).splitlines()[0].endswith(", guests refcount/lookup:restored rwsem/lookup:cold")
+    assert rep.to_json()["runs"][1]["guest_start"] == {"path": "cold", "reason": "failed"}
