@@ -139,6 +139,13 @@ class Snapshot:
                 return None, f"its {name} file changed after it was saved ({have} vs {want})"
         return gen, ""
 
+    def forget(self, gen: Path) -> None:
+        """`gen` failed to restore: stop calling it current, unless a newer
+        save has taken its place meanwhile."""
+        meta = self.meta()
+        if meta and meta.get("gen") == gen.name:
+            (self.root / META).unlink(missing_ok=True)
+
     def new_gen(self) -> Path:
         gen = self.root / f"gen-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         gen.mkdir(parents=True, exist_ok=False)

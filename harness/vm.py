@@ -332,6 +332,7 @@ class Vm:
                     self._restore(snap, gen)
                 except _RestoreFailed as e:
                     self.kill()
+                    snap.forget(gen)  # so that the cold boot saves a new one
                     reason, detail = ColdReason.FAILED, str(e)
         if self.start is None:
             progress(f"vm: cold boot: {reason.value.format(detail=detail)}")
@@ -363,12 +364,22 @@ class Vm:
                 raise _RestoreFailed(f"QEMU left the restore in state {status!r}")
             self.qmp.cmd("cont")
         except QmpError as e:
-            raise _RestoreFailed(f"{e}; console log: {self.log_path}") from e
+            raise _RestoreFailed(f"{self._qemu_said() or e}; console log: {self.log_path}") from e
         outcome = self._send_start(timeout)
         if outcome is not BootOutcome.READY:
             raise _RestoreFailed(f"{outcome.value.format(timeout=f'{timeout:.0f}')}; console log: {self.log_path}")
         self.start = GuestStart(StartPath.RESTORED, snapshot=snap.key)
         self._start_pump()
+
+    def _qemu_said(self) -> str:
+        """QEMU's own last error line on the console (a state it cannot load)."""
+        if self.child is not None:
+            try:
+                self.child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=2)  # read what it printed as it died
+            except (OSError, ValueError):
+                pass
+        lines = [ln for ln in self.console_text().splitlines() if f"{QEMU}:" in ln and not ln.startswith("# ")]
+        return lines[-1].strip() if lines else ""
 
     def _cold_boot(self, snap: Snapshot | None, reason: ColdReason, detail: str) -> None:
         kernel = self.image.kernel

@@ -216,6 +216,7 @@ def test_a_failed_restore_falls_back_to_a_cold_boot_that_saves_again(boots):
     assert calls[1:] == [("kill",), ("cold", True, ColdReason.FAILED, "QEMU left the restore in state 'inmigrate'"),
                          ("payload",)]
     assert any("restoring the snapshot failed: QEMU left the restore" in s for s in boots.said)
+    assert g.snapshot().current() == (None, "")  # forgotten, so that the cold boot saves a new one
 
 
 def test_a_stale_snapshot_is_not_restored(boots):
