@@ -85,11 +85,6 @@ class Image:
             why = damage(self.payload, self.payload_stamp)
         return why
 
-    @property
-    def base_id(self) -> str:
-        """The base initramfs's content key (its cache folder's name)."""
-        return self.initrd.parent.name
-
 
 def start_line(seed: bytes, wall_ns: int, rcu_expedited: bool, hung_task_timeout_s: int) -> str:
     """What the host types on the guest's console to let init go on: fresh

@@ -87,6 +87,11 @@ def fake_image_inputs(cache, monkeypatch, tmp_path):
         return b"070701" + b"\0" * 5000
 
     monkeypatch.setattr(image, "_assemble", assemble)
+    programs = {}
+    for dest in (image.SEED_PATH, "/bin/racer"):
+        programs[dest] = tmp_path / Path(dest).name
+        programs[dest].write_bytes(b"\x7fELF " + dest.encode())
+    monkeypatch.setattr(image, "_guest_programs", lambda: programs)
     return KernelFiles("6.1", "6.1.0-1-amd64", "6.1.1-1", tmp_path / "kernel"), built
 
 
@@ -123,6 +128,38 @@ def test_images_and_keys_are_owner_only_and_old_caches_are_fixed(fake_image_inpu
     image.build_image(kernel)
     assert _mode(cache / "images") == 0o700 and _mode(img.initrd.parent) == 0o700 and _mode(img.initrd) == 0o600
     assert _mode(img.ssh_key) == 0o600 and _mode(img.ssh_key.parent) == 0o700
+
+
+def test_module_sets_share_the_base_and_differ_in_their_payload(fake_image_inputs, tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    kernel, built = fake_image_inputs
+    monkeypatch.setattr(image, "check_kmods", lambda k, names: tuple(names))
+    monkeypatch.setattr(image, "module_closure", lambda k, names: [])
+    monkeypatch.setattr(image, "_depmod", lambda k, mods, in_tree: {
+        "modules.dep": "".join(f"extra/{m.name}:\n" for m in mods).encode()})
+    kos = []
+    for name in ("a.ko", "b.ko"):
+        kos.append(tmp_path / name)
+        kos[-1].write_bytes(b"\x7fELF " + name.encode())
+    racer = tmp_path / "extra-file"
+    racer.write_bytes(b"data")
+    plain = image.build_image(kernel)
+    one = image.build_image(kernel, (kos[0],), (image.GuestExtra(racer, "/opt/x", 0o700),))
+    two = image.build_image(kernel, (kos[1],))
+    assert plain.initrd == one.initrd == two.initrd and built == [1]  # one base, built once
+    assert plain.payload is None and one.payload != two.payload
+    with tarfile.open(fileobj=io.BytesIO(one.payload.read_bytes())) as tar:
+        files = {m.name: (m.mode, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()}
+        dirs = [m.name for m in tar.getmembers() if m.isdir()]
+    mdir = f"lib/modules/{kernel.release}"
+    assert files == {f"{mdir}/extra/a.ko": (0o644, b"\x7fELF a.ko"), f"{mdir}/modules.dep": (0o644, b"extra/a.ko:\n"),
+                     "opt/x": (0o700, b"data")}
+    assert dirs.index(f"{mdir}/extra") > dirs.index(mdir)  # parents first, for busybox tar
+    assert one.modules == ("a",) and one.damage() is None
+    one.payload.write_bytes(b"x")
+    assert "payload.tar is damaged" in one.damage()
 
 
 # ---------------------------------------------------------------- kernel
