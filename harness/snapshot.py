@@ -36,6 +36,10 @@ from .util import hash_inputs
 
 FORMAT = 1
 META = "snapshot.json"
+# Snapshots kept in the cache, the least recently used dropped first: every
+# change of kernel, image or QEMU makes new keys, and each save holds about
+# 120 MiB (300 MiB for a KASAN kernel).
+KEEP = 16
 
 
 class StartPath(enum.Enum):
@@ -139,6 +143,13 @@ class Snapshot:
                 return None, f"its {name} file changed after it was saved ({have} vs {want})"
         return gen, ""
 
+    def used(self) -> None:
+        """Record a restore (for `prune`: the least recently used go first)."""
+        try:
+            os.utime(self.root / META)
+        except OSError:
+            pass
+
     def forget(self, gen: Path) -> None:
         """`gen` failed to restore: stop calling it current, unless a newer
         save has taken its place meanwhile."""
@@ -162,6 +173,23 @@ class Snapshot:
             if old != gen:
                 # A guest restored from it keeps its mapping: the inode outlives the name.
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def prune(keep: int = KEEP) -> list[Path]:
+    """Drop all but the `keep` most recently saved or restored snapshots; the
+    folders removed.  A guest running from one keeps its mapping."""
+    root = cache_dir() / "snapshots"
+
+    def last_use(d: Path) -> float:
+        try:
+            return (d / META).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    folders = sorted((d for d in root.iterdir() if d.is_dir()), key=last_use, reverse=True) if root.is_dir() else []
+    for old in folders[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folders[keep:]
 
 
 def save_uri(path: Path) -> str:

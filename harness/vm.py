@@ -369,6 +369,7 @@ class Vm:
         if outcome is not BootOutcome.READY:
             raise _RestoreFailed(f"{outcome.value.format(timeout=f'{timeout:.0f}')}; console log: {self.log_path}")
         self.start = GuestStart(StartPath.RESTORED, snapshot=snap.key)
+        snap.used()
         self._start_pump()
 
     def _qemu_said(self) -> str:
@@ -454,6 +455,8 @@ class Vm:
                         self.qmp.cmd("cont")
                 except QmpError:
                     pass  # the guest is gone: the caller sees it next
+            for old in snapshot.prune():
+                progress(f"snapshot: dropped the least recently used {old.name}")
             allocated = (gen / "ram").stat().st_blocks * 512 >> 20
             progress(f"snapshot: saved in {time.monotonic() - t0:.1f}s ({allocated} MiB of RAM)")
             return True

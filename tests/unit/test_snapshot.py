@@ -300,3 +300,14 @@ def test_qmp_gives_up_on_a_silent_qemu():
     with pytest.raises(QmpError, match="did not answer"):
         Qmp(ours).cmd("query-status", timeout=0.2)
     theirs.close()
+
+
+def test_only_the_most_recently_used_snapshots_are_kept(cache):
+    snaps = [Snapshot.for_key(f"k{i}") for i in range(4)]
+    for i, snap in enumerate(snaps):
+        _save(snap)
+        os.utime(snap.root / snapshot.META, (1000 + i, 1000 + i))
+    snaps[0].used()  # restored just now: the newest
+    dropped = snapshot.prune(keep=2)
+    assert sorted(d.name for d in dropped) == ["k1", "k2"]
+    assert snaps[0].current()[0] is not None and snaps[3].current()[0] is not None
