@@ -26,6 +26,7 @@ import json
 import os
 import shlex
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ from .util import hash_inputs
 
 FORMAT = 1
 META = "snapshot.json"
+FAILED = "restore-failed"  # the last restore of this key failed (removed by a good one)
+UNRESTORABLE = "unrestorable"  # two in a row failed: boot cold, save no more
 # Snapshots kept in the cache, the least recently used dropped first: every
 # change of kernel, image or QEMU makes new keys, and each save holds about
 # 120 MiB (300 MiB for a KASAN kernel).
@@ -56,7 +59,7 @@ class ColdReason(enum.Enum):
     MISSING = "no snapshot for this kernel and machine yet"
     STALE = "the snapshot is stale: {detail}"
     FAILED = "restoring the snapshot failed: {detail}"
-    UNSAVABLE = "this guest's machine cannot be snapshotted: {detail}"
+    UNSAVABLE = "snapshots do not work for this kernel and machine: {detail}"
 
 
 @dataclass(frozen=True)
@@ -149,18 +152,30 @@ class Snapshot:
             os.utime(self.root / META)
         except OSError:
             pass
+        (self.root / FAILED).unlink(missing_ok=True)
 
-    def forget(self, gen: Path) -> None:
-        """`gen` failed to restore: stop calling it current, unless a newer
-        save has taken its place meanwhile."""
+    def failed(self, gen: Path, why: str) -> None:
+        """`gen` failed to restore: stop calling it current (unless a newer
+        save has taken its place meanwhile), and remember it.  A key whose
+        saves fail twice in a row is `unrestorable`."""
         meta = self.meta()
         if meta and meta.get("gen") == gen.name:
             (self.root / META).unlink(missing_ok=True)
+        failures = self.root / FAILED
+        if failures.exists():
+            (self.root / UNRESTORABLE).write_text(why + "\n")
+        failures.write_text(why + "\n")
+
+    def unrestorable(self) -> str:
+        """Why this key is not restored any more ("" if it is)."""
+        try:
+            return "two saves in a row failed to restore; the last: " + (self.root / UNRESTORABLE).read_text().strip()
+        except FileNotFoundError:
+            return ""
 
     def new_gen(self) -> Path:
-        gen = self.root / f"gen-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        gen.mkdir(parents=True, exist_ok=False)
-        return gen
+        self.root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"gen-{time.strftime('%Y%m%d-%H%M%S')}-", dir=self.root))
 
     def commit(self, gen: Path, info: Mapping[str, Any]) -> None:
         """Make `gen` the current save, then drop the older ones."""

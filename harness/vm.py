@@ -327,12 +327,16 @@ class Vm:
             snap = self.snapshot()
             gen, detail = snap.current()
             reason = ColdReason.STALE if detail else ColdReason.MISSING
-            if gen is not None:
+            if snap.unrestorable():
+                # Saved anew and failed again: this QEMU cannot restore what it
+                # saves.  Boot cold without saving rather than pay twice each time.
+                reason, detail, snap = ColdReason.UNSAVABLE, snap.unrestorable(), None
+            elif gen is not None:
                 try:
                     self._restore(snap, gen)
                 except _RestoreFailed as e:
                     self.kill()
-                    snap.forget(gen)  # so that the cold boot saves a new one
+                    snap.failed(gen, str(e))  # forgotten, so that the cold boot saves a new one
                     reason, detail = ColdReason.FAILED, str(e)
         if self.start is None:
             progress(f"vm: cold boot: {reason.value.format(detail=detail)}")

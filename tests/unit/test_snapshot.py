@@ -98,9 +98,6 @@ def test_a_committed_save_is_current_and_replaces_the_older(cache):
     assert snap.current() == (None, "")  # none yet: missing, not stale
     first = _save(snap)
     assert snap.current() == (first, "")
-    os.rename(first, first.with_name("gen-0-old"))  # the next save needs a new name (same second, same pid)
-    (snap.root / snapshot.META).write_text(
-        (snap.root / snapshot.META).read_text().replace(first.name, "gen-0-old"))
     second = _save(snap)
     assert snap.current() == (second, "") and sorted(p.name for p in snap.root.glob("gen-*")) == [second.name]
 
@@ -217,6 +214,30 @@ def test_a_failed_restore_falls_back_to_a_cold_boot_that_saves_again(boots):
                          ("payload",)]
     assert any("restoring the snapshot failed: QEMU left the restore" in s for s in boots.said)
     assert g.snapshot().current() == (None, "")  # forgotten, so that the cold boot saves a new one
+
+
+def test_a_key_whose_saves_fail_twice_in_a_row_is_booted_cold_without_saving(boots):
+    g, _ = boots.make()
+    snap = g.snapshot()
+    _save(snap)
+    boots.make(restore_error="first")[0].boot()
+    _save(snap)  # the cold boot saved again
+    boots.make(restore_error="second")[0].boot()
+    g, calls = boots.make()
+    g.boot()
+    assert calls[0][:3] == ("cold", False, ColdReason.UNSAVABLE) and "the last: second" in calls[0][3]
+
+
+def test_a_good_restore_clears_a_failure(boots):
+    g, _ = boots.make()
+    snap = g.snapshot()
+    _save(snap)
+    boots.make(restore_error="first")[0].boot()
+    _save(snap)
+    snap.used()  # what a good restore does
+    _save(snap)
+    boots.make(restore_error="again")[0].boot()
+    assert snap.unrestorable() == ""
 
 
 def test_a_stale_snapshot_is_not_restored(boots):
