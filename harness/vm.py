@@ -353,13 +353,32 @@ class Vm:
 
     def _restore(self, snap: Snapshot, gen: Path) -> None:
         kernel = self.image.kernel
-        self.port = _free_port()
-        progress(f"vm: restoring {kernel.release} ({self.accel}) from snapshot {snap.key}, "
-                 f"ssh on 127.0.0.1:{self.port}")
-        self._spawn(snapshot.restore_args(gen / "ram", self.config.memory_mb, share=False),
-                    note=f"restored from snapshot {gen}; the base guest's boot: {gen / 'base-console.log'}")
+        for attempt in range(5):
+            self.port = _free_port()
+            progress(f"vm: restoring {kernel.release} ({self.accel}) from snapshot {snap.key}, "
+                     f"ssh on 127.0.0.1:{self.port}")
+            self._spawn(snapshot.restore_args(gen / "ram", self.config.memory_mb, share=False),
+                        note=f"restored from snapshot {gen}; the base guest's boot: {gen / 'base-console.log'}")
+            try:
+                self._restore_state(gen)
+                break
+            except _RestoreFailed:
+                # Someone took the port between our probe and QEMU's bind: not the snapshot's fault.
+                if "Could not set up host forwarding rule" not in self.console_text() or attempt == 4:
+                    raise
+                self.kill()
+        outcome = self._send_start(RESTORE_TIMEOUT_S * kernel.time_factor)
+        if outcome is not BootOutcome.READY:
+            why = outcome.value.format(timeout=f"{RESTORE_TIMEOUT_S * kernel.time_factor:.0f}")
+            raise _RestoreFailed(f"{why}; console log: {self.log_path}")
+        self.start = GuestStart(StartPath.RESTORED, snapshot=snap.key)
+        snap.used()
+        self._start_pump()
+
+    def _restore_state(self, gen: Path) -> None:
+        """Load the device state into the paused QEMU and let it run."""
         assert self.qmp is not None
-        timeout = RESTORE_TIMEOUT_S * kernel.time_factor
+        timeout = RESTORE_TIMEOUT_S * self.image.kernel.time_factor
         try:
             self.qmp.cmd("migrate-set-capabilities", capabilities=snapshot.IGNORE_SHARED)
             self.qmp.cmd("migrate-incoming", uri=snapshot.load_uri(gen / "state"))
@@ -369,12 +388,6 @@ class Vm:
             self.qmp.cmd("cont")
         except QmpError as e:
             raise _RestoreFailed(f"{self._qemu_said() or e}; console log: {self.log_path}") from e
-        outcome = self._send_start(timeout)
-        if outcome is not BootOutcome.READY:
-            raise _RestoreFailed(f"{outcome.value.format(timeout=f'{timeout:.0f}')}; console log: {self.log_path}")
-        self.start = GuestStart(StartPath.RESTORED, snapshot=snap.key)
-        snap.used()
-        self._start_pump()
 
     def _qemu_said(self) -> str:
         """QEMU's own last error line on the console (a state it cannot load)."""

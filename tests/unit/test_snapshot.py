@@ -332,3 +332,29 @@ def test_only_the_most_recently_used_snapshots_are_kept(cache):
     dropped = snapshot.prune(keep=2)
     assert sorted(d.name for d in dropped) == ["k1", "k2"]
     assert snaps[0].current()[0] is not None and snaps[3].current()[0] is not None
+
+
+def test_a_restore_whose_port_was_taken_is_tried_again_and_is_no_snapshot_failure(cache, guest_files, monkeypatch):
+    monkeypatch.setattr(vm_mod, "progress", lambda s: None)
+    g = guest_files.make()
+    g.log_path = cache.parent / "console.log"
+    snap = g.snapshot()
+    gen = _save(snap)
+    consoles = iter(["qemu-system-x86_64: Could not set up host forwarding rule 'tcp:127.0.0.1:5-:22'\n", ""])
+    ports: list[int] = []
+
+    def spawn(extra=None, note=""):
+        ports.append(g.port)
+        g.log_path.write_text(next(consoles))
+
+    def load(gen_):
+        if "forwarding" in g.log_path.read_text():
+            raise vm_mod._RestoreFailed("QEMU exited")
+
+    monkeypatch.setattr(g, "_spawn", spawn)
+    monkeypatch.setattr(g, "_restore_state", load)
+    monkeypatch.setattr(g, "_send_start", lambda timeout: BootOutcome.READY)
+    monkeypatch.setattr(g, "_start_pump", lambda: None)
+    monkeypatch.setattr(g, "kill", lambda: None)
+    g._restore(snap, gen)
+    assert len(ports) == 2 and g.start.path is StartPath.RESTORED
