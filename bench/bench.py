@@ -27,30 +27,46 @@ def summary(name: str, values: list[float], unit: str = "s") -> str:
             f"min {min(values):7.2f}{unit}  max {max(values):7.2f}{unit}  (n={len(values)})")
 
 
+def _time_guest(img, config: VmConfig) -> tuple[float, float, str]:
+    """(seconds to the ready marker, to SSH-ready = first command answered, start path)."""
+    t0 = time.monotonic()
+    with Vm(img, config) as vm:
+        ready = time.monotonic() - t0
+        vm.ssh.run("true", check=True)
+        return ready, time.monotonic() - t0, vm.start.path.name.lower() if vm.start else "?"
+
+
 def bench_boot(kernel: str, runs: int) -> None:
-    """Boot to SSH-ready: QEMU start until the first command has answered."""
+    """Cold boot vs restore from the kernel's snapshot, to the ready marker and
+    to SSH-ready (QEMU start until the first command has answered)."""
     img = build_image(kernels.fetch(kernels.get_spec(kernel), quiet=True))
-    ready, ssh_ready = [], []
-    for _ in range(runs):
-        t0 = time.monotonic()
-        with Vm(img, VmConfig()) as vm:
-            ready.append(vm.boot_seconds)
-            vm.ssh.run("true", check=True)
-            ssh_ready.append(time.monotonic() - t0)
-    print(summary("boot to ready marker", ready))
-    print(summary("boot to SSH-ready (first command)", ssh_ready))
+    _time_guest(img, VmConfig())  # makes the snapshot if the cache has none
+    figures: dict[str, list[float]] = {}
+    for _ in range(runs):  # interleaved, so that machine noise hits both alike
+        for label, config in (("cold", VmConfig(cold_boot=True)), ("restored", VmConfig())):
+            ready, ssh_ready, path = _time_guest(img, config)
+            assert path == label, f"a {label} guest started {path}"
+            figures.setdefault(f"{label}: to ready marker", []).append(ready)
+            figures.setdefault(f"{label}: to SSH-ready", []).append(ssh_ready)
+    for name, values in figures.items():
+        print(summary(name, values))
+    cold, restored = figures["cold: to SSH-ready"], figures["restored: to SSH-ready"]
+    print(summary("SSH-ready cold/restored ratio", [c / r for c, r in zip(cold, restored)], unit="x"))
 
 
 def bench_run(kernel: str, runs: int) -> None:
-    """Warm `python -m harness run -- true`: everything cached, whole CLI."""
+    """Warm `python -m harness run -- true`: everything cached, whole CLI,
+    restored (the default) and with --cold-boot."""
     cmd = [sys.executable, "-m", "harness", "run", "--kernel", kernel, "--", "true"]
     subprocess.run(cmd, check=True, capture_output=True)  # warm the caches
-    times = []
+    times: dict[str, list[float]] = {}
     for _ in range(runs):
-        t0 = time.monotonic()
-        subprocess.run(cmd, check=True, capture_output=True)
-        times.append(time.monotonic() - t0)
-    print(summary("warm `run -- true`", times))
+        for label, extra in (("restored", []), ("cold", ["--cold-boot"])):
+            t0 = time.monotonic()
+            subprocess.run(cmd[:-2] + extra + cmd[-2:], check=True, capture_output=True)
+            times.setdefault(label, []).append(time.monotonic() - t0)
+    for label, values in times.items():
+        print(summary(f"warm `run -- true` ({label})", values))
 
 
 def _race_guest(kernel: str, scheme: str):
