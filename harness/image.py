@@ -15,6 +15,7 @@ must run kmod's real modprobe.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -163,13 +164,32 @@ def library_closure(root: Path, binaries: tuple[str, ...]) -> set[Path]:
 # ---------------------------------------------------------------- keys
 
 
+def _known_public(key: Path) -> str | None:
+    """The public line recorded for this exact private key, if any: deriving
+    it costs paramiko's import or a dropbearkey run on every guest."""
+    try:
+        digest, pub = (key.parent / f"{key.name}.pub-for").read_text().split(" ", 1)
+    except (OSError, ValueError):
+        return None
+    return pub.strip() if digest == hashlib.sha256(key.read_bytes()).hexdigest() else None
+
+
+def _record_public(key: Path, pub: str) -> None:
+    (key.parent / f"{key.name}.pub-for").write_text(f"{hashlib.sha256(key.read_bytes()).hexdigest()} {pub}\n")
+
+
 def client_key() -> tuple[Path, str]:
     """The per-cache key pair the harness logs in with (generated on first use)."""
-    import paramiko
-
     d = private_dir(cache_dir() / "ssh")
     key_path = d / "id_ecdsa"
     with file_lock(d / ".lock"):
+        if key_path.exists():
+            private_file(key_path)
+            pub = _known_public(key_path)
+            if pub is not None:
+                return key_path, pub
+        import paramiko
+
         if not key_path.exists():
             key = paramiko.ECDSAKey.generate(bits=256)
             text = io.StringIO()
@@ -177,7 +197,9 @@ def client_key() -> tuple[Path, str]:
             write_private(key_path, text.getvalue().encode())
         private_file(key_path)
         key = paramiko.ECDSAKey.from_private_key_file(str(key_path))
-    return key_path, f"{key.get_name()} {key.get_base64()} harness"
+        pub = f"{key.get_name()} {key.get_base64()} harness"
+        _record_public(key_path, pub)
+    return key_path, pub
 
 
 def host_key(userland: Path) -> tuple[Path, str]:
@@ -188,9 +210,12 @@ def host_key(userland: Path) -> tuple[Path, str]:
         if not key.exists():
             _run_unpacked(userland, "usr/bin/dropbearkey", "-t", "ecdsa", "-s", "256", "-f", str(key))
         private_file(key)
-        out = _run_unpacked(userland, "usr/bin/dropbearkey", "-y", "-f", str(key))
-    pub = next(line for line in out.splitlines() if line.startswith("ecdsa-"))
-    return key, " ".join(pub.split()[:2])
+        pub = _known_public(key)
+        if pub is None:
+            out = _run_unpacked(userland, "usr/bin/dropbearkey", "-y", "-f", str(key))
+            pub = " ".join(next(line for line in out.splitlines() if line.startswith("ecdsa-")).split()[:2])
+            _record_public(key, pub)
+    return key, pub
 
 
 def _run_unpacked(root: Path, binary: str, *args: str) -> str:

@@ -13,11 +13,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
-
-import paramiko
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .errors import HarnessError
+
+if TYPE_CHECKING:
+    import paramiko  # imported where used: Vm.boot loads it while the guest starts
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,8 @@ class Guest:
     @classmethod
     def connect(cls, host: str, port: int, key_path: Path, host_key_pub: str,
                 timeout: float = 30.0) -> "Guest":
+        import paramiko
+
         key = paramiko.ECDSAKey.from_private_key_file(str(key_path))
         kind, b64 = host_key_pub.split()[:2]
         client = paramiko.SSHClient()
@@ -186,5 +189,7 @@ class Guest:
 
 def _pkey(kind: str, b64: str) -> paramiko.PKey:
     import base64
+
+    import paramiko
 
     return paramiko.ECDSAKey(data=base64.b64decode(b64))

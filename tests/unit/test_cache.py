@@ -279,3 +279,10 @@ def test_a_damaged_module_is_rebuilt(cache, tmp_path, monkeypatch):
     again = kbuild.build(kernel, spec)
     assert not again.cached and again.ko_files[-1].read_bytes() == b"ko\n"
     assert lines[0].endswith(f"cached {first.ko_files[-1].name} is damaged (size 1, expected 3); rebuilding")
+
+
+def test_a_public_key_line_is_reused_only_for_the_same_private_key(cache):
+    key, pub = image.client_key()
+    assert image._known_public(key) == pub and image.client_key() == (key, pub)
+    key.write_bytes(key.read_bytes() + b"\n")  # another key now: derive its line again
+    assert image._known_public(key) is None
