@@ -26,7 +26,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from . import catalogue
 from .errors import HarnessError
@@ -340,6 +339,8 @@ def _depmod(kernel: KernelFiles, modules: tuple[Path, ...], in_tree: list[str]) 
 
 
 def _render(name: str, **ctx: object) -> str:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined  # only when an image is built
+
     env = Environment(loader=FileSystemLoader(str(IMAGES)), undefined=StrictUndefined,
                       keep_trailing_newline=True)
     return env.get_template(name).render(**ctx)
