@@ -15,6 +15,7 @@ must run kmod's real modprobe.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -368,10 +369,11 @@ def _check_cached(path: Path, meta_path: Path, key: str, out: Path) -> Stamp | N
     return None
 
 
-def base_image(kernel: KernelFiles) -> tuple[Path, Stamp]:
-    """The base initramfs of a kernel: user space, keys, init, the boot modules."""
+def base_image(kernel: KernelFiles) -> Image:
+    """The plain image of a kernel: the base initramfs (user space, keys,
+    init, the boot modules) and no payload."""
     userland = guest_userland()
-    _, client_pub = client_key()
+    key_path, client_pub = client_key()
     hkey, hpub = host_key(userland)
     programs = _guest_programs()
     templates = tuple(sorted(IMAGES.glob("*.j2")))
@@ -390,7 +392,7 @@ def base_image(kernel: KernelFiles) -> tuple[Path, Stamp]:
             stamp = Stamp.of(initrd)
             meta_path.write_text(json.dumps({"kernel": kernel.release, "initrd": stamp.to_json()}))
             progress(f"image: {stamp.size // 1024} KiB")
-    return initrd, stamp
+    return Image(kernel, initrd, key_path, hpub, (), stamp)
 
 
 def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
@@ -405,12 +407,10 @@ def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
         if not extra.src.is_file():
             raise HarnessError(f"guest file {extra.src} does not exist")
     kmods = check_kmods(kernel, kmods)
-    initrd, initrd_stamp = base_image(kernel)
-    key_path, _ = client_key()
-    _, hpub = host_key(guest_userland())
+    base = base_image(kernel)
     mod_names = tuple(ko.name[:-3].replace("-", "_") for ko in modules)
     if not (modules or extras or kmods):
-        return Image(kernel, initrd, key_path, hpub, (), initrd_stamp)
+        return base
     digest = hash_inputs("payload", kernel.release, kernel.version, *modules,
                          *[(e.dest, e.mode) for e in extras], *[e.src for e in extras], kmods)
     out = private_dir(private_dir(cache_dir() / "images") / digest)
@@ -425,7 +425,7 @@ def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
             stamp = Stamp.of(tar)
             meta_path.write_text(json.dumps({"kernel": kernel.release, "modules": mod_names,
                                              "payload": stamp.to_json()}))
-    return Image(kernel, initrd, key_path, hpub, mod_names, initrd_stamp, tar, stamp)
+    return dataclasses.replace(base, modules=mod_names, payload=tar, payload_stamp=stamp)
 
 
 class _Tar:

@@ -61,6 +61,9 @@ class ColdReason(enum.Enum):
     FAILED = "restoring the snapshot failed: {detail}"
     UNSAVABLE = "snapshots do not work for this kernel and machine: {detail}"
 
+    def say(self, detail: str) -> str:
+        return self.value.format(detail=detail)
+
 
 @dataclass(frozen=True)
 class GuestStart:
@@ -74,7 +77,7 @@ class GuestStart:
 
     @property
     def why(self) -> str:
-        return self.reason.value.format(detail=self.detail) if self.reason else ""
+        return self.reason.say(self.detail) if self.reason else ""
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path.name.lower(), "reason": self.reason.name.lower() if self.reason else None,
@@ -100,6 +103,7 @@ def snapshot_key(argv: list[str], files: list[Path], qemu_version: str) -> str:
 
 
 def stamp_of(path: Path) -> dict[str, int]:
+    """Size and mtime only: util.Stamp's sha256 would read a 1 GiB RAM file on every restore."""
     st = path.stat()
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 

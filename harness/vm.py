@@ -55,6 +55,7 @@ ACCELS = ("auto", "kvm", "tcg")
 KVM_PROBE_TIMEOUT_S = 3.0
 # A restored guest is ready in about a second; more than this is a broken snapshot.
 RESTORE_TIMEOUT_S = 20.0
+PORT_TAKEN_TEXT = "Could not set up host forwarding rule"  # QEMU's words when the forward's port is in use
 SAVE_TIMEOUT_S = 120.0
 _LIVE: "weakref.WeakSet[Vm]" = weakref.WeakSet()
 
@@ -302,6 +303,10 @@ class Vm:
         """The configured timeout scaled by the kernel's slowdown (debug kernels)."""
         return self.config.boot_timeout_s * self.image.kernel.time_factor
 
+    @property
+    def restore_timeout_s(self) -> float:
+        return RESTORE_TIMEOUT_S * self.image.kernel.time_factor
+
     def snapshot(self) -> Snapshot:
         """The snapshot this guest would start from (or save): keyed by its
         QEMU command line without the port, the files it loads, QEMU's version."""
@@ -337,10 +342,11 @@ class Vm:
             snap = self.snapshot()
             gen, detail = snap.current()
             reason = ColdReason.STALE if detail else ColdReason.MISSING
-            if snap.unrestorable():
+            unrestorable = snap.unrestorable()
+            if unrestorable:
                 # Saved anew and failed again: this QEMU cannot restore what it
                 # saves.  Boot cold without saving rather than pay twice each time.
-                reason, detail, snap = ColdReason.UNSAVABLE, snap.unrestorable(), None
+                reason, detail, snap = ColdReason.UNSAVABLE, unrestorable, None
             elif gen is not None:
                 try:
                     self._restore(snap, gen)
@@ -349,7 +355,7 @@ class Vm:
                     snap.failed(gen, str(e))  # forgotten, so that the cold boot saves a new one
                     reason, detail = ColdReason.FAILED, str(e)
         if self.start is None:
-            progress(f"vm: cold boot: {reason.value.format(detail=detail)}")
+            progress(f"vm: cold boot: {reason.say(detail)}")
             self._cold_boot(snap, reason, detail)
         try:
             self._install_payload()
@@ -374,12 +380,12 @@ class Vm:
                 break
             except _RestoreFailed:
                 # Someone took the port between our probe and QEMU's bind: not the snapshot's fault.
-                if "Could not set up host forwarding rule" not in self.console_text() or attempt == 4:
+                if PORT_TAKEN_TEXT not in self.console_text() or attempt == 4:
                     raise
                 self.kill()
-        outcome = self._send_start(RESTORE_TIMEOUT_S * kernel.time_factor)
+        outcome = self._send_start(self.restore_timeout_s)
         if outcome is not BootOutcome.READY:
-            why = outcome.value.format(timeout=f"{RESTORE_TIMEOUT_S * kernel.time_factor:.0f}")
+            why = outcome.value.format(timeout=f"{self.restore_timeout_s:.0f}")
             raise _RestoreFailed(f"{why}; console log: {self.log_path}")
         self.start = GuestStart(StartPath.RESTORED, snapshot=snap.key)
         snap.used()
@@ -388,11 +394,10 @@ class Vm:
     def _restore_state(self, gen: Path) -> None:
         """Load the device state into the paused QEMU and let it run."""
         assert self.qmp is not None
-        timeout = RESTORE_TIMEOUT_S * self.image.kernel.time_factor
         try:
             self.qmp.cmd("migrate-set-capabilities", capabilities=snapshot.IGNORE_SHARED)
             self.qmp.cmd("migrate-incoming", uri=snapshot.load_uri(gen / "state"))
-            status = self.qmp.wait_status(("inmigrate",), timeout)
+            status = self.qmp.wait_status(("inmigrate",), self.restore_timeout_s)
             if status != "paused":
                 raise _RestoreFailed(f"QEMU left the restore in state {status!r}")
             self.qmp.cmd("cont")
@@ -562,7 +567,7 @@ class Vm:
     def _expect(self, wanted: list[tuple[str, "BootOutcome"]], timeout: float) -> "BootOutcome":
         assert self.child is not None
         pairs: list[tuple[Any, BootOutcome]] = [*wanted, (r"Kernel panic - not syncing", BootOutcome.PANIC),
-                 (r"Could not set up host forwarding rule", BootOutcome.PORT_TAKEN),
+                 (PORT_TAKEN_TEXT, BootOutcome.PORT_TAKEN),
                  (pexpect.EOF, BootOutcome.QEMU_EXITED), (pexpect.TIMEOUT, BootOutcome.HUNG)]
         idx = self.child.expect([p for p, _ in pairs], timeout=timeout)
         outcome = pairs[idx][1]
