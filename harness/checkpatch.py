@@ -18,7 +18,7 @@ import tarfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from . import catalogue
+from .kernels import catalogue
 from .errors import HarnessError
 from .paths import cache_dir
 from .progress import progress

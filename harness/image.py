@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from . import catalogue
+from .kernels import catalogue
 from .errors import HarnessError
 from .kernels import KernelFiles
 from .paths import REPO, cache_dir

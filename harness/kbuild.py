@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from . import buildroot, catalogue, schemes
+from .kernels import buildroot, catalogue
+from . import schemes
 from .errors import HarnessError
 from .paths import REPO, cache_dir
 from .progress import progress

@@ -46,7 +46,7 @@ done
 # The archive the host's apt sources name, read exactly as the harness reads it.
 mirrors=$("$PY" - <<'EOF'
 import sys
-from harness.catalogue import host_mirrors
+from harness.kernels.catalogue import host_mirrors
 from harness.errors import HarnessError
 try:
     m = host_mirrors()

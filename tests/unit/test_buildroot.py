@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import buildroot, catalogue, kbuild
-from harness.buildroot import RootSpec
+from harness.kernels import buildroot, catalogue
+from harness import kbuild
+from harness.kernels.buildroot import RootSpec
 from harness.errors import HarnessError
 
 MIRRORS = catalogue.Mirrors("http://mirror.invalid/debian", "http://mirror.invalid/debian-security")

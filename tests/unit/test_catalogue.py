@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import catalogue as cat
-from harness.catalogue import Archive, Catalogue, ListsMarker, Mirrors, Refresh, Role
+from harness.kernels import catalogue as cat
+from harness.kernels.catalogue import Archive, Catalogue, ListsMarker, Mirrors, Refresh, Role
 from harness.errors import HarnessError
 
 MIRRORS = Mirrors("http://mirror.example/debian", "http://mirror.example/debian-security")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import buildroot, catalogue as cat, debugkernel as dk
-from harness.catalogue import Role
+from harness.kernels import buildroot, catalogue as cat, debugkernel as dk
+from harness.kernels.catalogue import Role
 from harness.errors import HarnessError
 
 DEBUG = cat.ROWS["6.12-debug"]

@@ -3,7 +3,7 @@
 import json
 import re
 
-from harness import catalogue
+from harness.kernels import catalogue
 from harness.paths import REPO
 
 

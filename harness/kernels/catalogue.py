@@ -24,10 +24,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Iterable, Mapping, Protocol, Sequence
 
-from .errors import HarnessError
-from .paths import REPO, cache_dir
-from .progress import progress
-from .util import file_lock, file_sha256, hash_inputs, last_line, need_tool, run_tool
+from ..errors import HarnessError
+from ..paths import REPO, cache_dir
+from ..progress import progress
+from ..util import file_lock, file_sha256, hash_inputs, last_line, need_tool, run_tool
 
 ARCH = "amd64"
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")

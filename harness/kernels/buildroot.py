@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from . import catalogue
-from .errors import HarnessError
-from .paths import cache_dir
-from .progress import progress
-from .util import file_lock, last_line, need_tool, run_tool
+from ..errors import HarnessError
+from ..paths import cache_dir
+from ..progress import progress
+from ..util import file_lock, last_line, need_tool, run_tool
 
 # Where the module source is bind-mounted inside a root.
 SRC_MOUNT = "/harness/src"

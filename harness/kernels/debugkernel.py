@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Mapping
 
 from . import buildroot, catalogue
-from .errors import HarnessError
-from .progress import progress
-from .util import need_tool, run_tool
+from ..errors import HarnessError
+from ..progress import progress
+from ..util import need_tool, run_tool
 
 # Written last into the object tree: the tree is whole and built from this source.
 TREE_MARKER = ".harness-built.json"

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import catalogue, debugkernel
-from .errors import HarnessError
-from .paths import cache_dir
-from .progress import progress
-from .util import damage_of, file_lock, last_line, need_tool, read_json_object, run_tool, stamps_of
+from ..errors import HarnessError
+from ..paths import cache_dir
+from ..progress import progress
+from ..util import damage_of, file_lock, last_line, need_tool, read_json_object, run_tool, stamps_of
 
 
 # A kernel spec is a row of the harness's own catalogue (suite, flavour, series).
