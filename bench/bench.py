@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import kernels  # noqa: E402
-from harness.image import build_image  # noqa: E402
-from harness.vm import Vm, VmConfig  # noqa: E402
+from harness.guest.image import build_image  # noqa: E402
+from harness.guest.vm import Vm, VmConfig  # noqa: E402
 
 
 def summary(name: str, values: list[float], unit: str = "s") -> str:

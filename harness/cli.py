@@ -24,13 +24,13 @@ from typing import NoReturn
 from . import kernels
 from .errors import HarnessError
 from .exitcodes import ExitStatus
-from .image import GuestExtra, build_image
-from .modcheck import check_module
+from .guest.image import GuestExtra, build_image
+from .guest.modcheck import check_module
 from .paths import build_dir, cache_dir
 from .progress import progress
-from .splat import parse as parse_splats
-from .ssh import CommandTimeout, command_line
-from .vm import ACCELS, Vm, VmConfig, _qemu
+from .guest.splat import parse as parse_splats
+from .guest.ssh import CommandTimeout, command_line
+from .guest.vm import ACCELS, Vm, VmConfig, _qemu
 
 MIN_MEMORY_MB = 128  # the kernel plus the unpacked initramfs (about 15 MB) in tmpfs
 MAX_CPUS = 255  # QEMU's limit for the pc machine
@@ -278,8 +278,8 @@ def interactive(guest) -> int:
 
 def cmd_shell(args: argparse.Namespace) -> int:
     if args.attach:
-        from .image import client_key, guest_userland, host_key
-        from .ssh import Guest
+        from .guest.image import client_key, guest_userland, host_key
+        from .guest.ssh import Guest
 
         key, _ = client_key()
         _, hpub = host_key(guest_userland())

@@ -40,7 +40,7 @@ from .progress import progress
 from .racer import CallEvents, CallFailure, Hist, OpStats, UnloadWindow, hist_value
 from .report import CALLER_OPS, Control, RaceReport, RunEnd, RunResult, Timeline, Verdict, problem, starts
 from .schemes import SCHEMES, WORKLOADS
-from .splat import Splat
+from .guest.splat import Splat
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -16,8 +16,8 @@ import pytest
 
 from . import kernels
 from .errors import HarnessError
-from .image import GuestExtra, Image, build_image
-from .vm import ACCELS, Vm, VmConfig
+from .guest.image import GuestExtra, Image, build_image
+from .guest.vm import ACCELS, Vm, VmConfig
 
 _VM_KEY = pytest.StashKey[list]()
 
@@ -151,7 +151,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     if call.when != "call":
         return
     item.stash[_LAST_KEY] = report
-    from .splat import new_splats
+    from .guest.splat import new_splats
 
     for vm, offset in item.stash.get(_VM_KEY, []):
         report.sections.append((f"console log ({vm.name})", str(vm.log_path)))

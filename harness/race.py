@@ -30,9 +30,9 @@ from .progress import progress
 from .racer import RoleResult, RoleSpec, parse_role_output
 from .report import RaceReport, RunEnd, RunResult, exit_status, render_table, summarise_run
 from .schemes import DEFAULT_SCHEMES, SCHEMES, WORKLOADS, Caller, get_scheme, get_workload
-from .splat import new_splats
-from .ssh import Running
-from .vm import ACCELS
+from .guest.splat import new_splats
+from .guest.ssh import Running
+from .guest.vm import ACCELS
 
 # exit_delay_ms widens the "being removed" window; call_delay_us makes a caller
 # sleep inside the provider, which is what the unsafe scheme cannot survive.
@@ -333,8 +333,8 @@ class PipelineStages:
         return build(self.kfiles, ModuleSetSpec(scheme, providers=self.spec.providers, buses=self.spec.buses))
 
     def boot(self, scheme: str, mods: BuiltModules) -> RaceGuest:
-        from .image import build_image
-        from .vm import Vm, VmConfig
+        from .guest.image import build_image
+        from .guest.vm import Vm, VmConfig
 
         img = build_image(self.kfiles, tuple(mods.ko_files))  # the racer is in every base image
         vm = Vm(img, VmConfig(accel=self.spec.accel, rcu_expedited=self.spec.rcu_expedited,

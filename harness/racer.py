@@ -1,7 +1,7 @@
 """The guest-side racer: its static build, its command lines, and its JSON
 turned into dataclasses.
 
-The C source is `kmods/racer/racer.c`; one process runs one role and prints
+The C source is `images/racer.c` (built by `guest.programs`); one process runs one role and prints
 one JSON object on stdout (schema in `parse_role_output`).  Latencies are kept
 in a log-linear histogram (buckets at most 1/128 wide) that the racer prints
 too, so roles that share an operation merge exactly here: `merge_ops` adds the
@@ -20,22 +20,15 @@ host can put every role on one axis (`report.Timeline`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import shlex
-import subprocess
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from .errors import HarnessError
-from .paths import REPO, cache_dir
-from .progress import progress
-from .util import Stamp, damage, file_lock, hash_inputs, need_tool
+from .guest.programs import RACER_PATH
 
-SOURCE = REPO / "kmods" / "racer" / "racer.c"
-GUEST_PATH = "/bin/racer"  # where every guest image carries the racer
-CFLAGS = ("-O2", "-static", "-Wall", "-Wextra")
 PERCENTILES = ("p50", "p90", "p99", "max")
 PERMILLE = {"p50": 500, "p90": 900, "p99": 990}
 ROLES = ("unloader", "looker", "mounter", "fsmounter", "holder", "loader")
@@ -395,7 +388,7 @@ class RoleSpec:
         if self.barrier is not None and self.parties is None:
             raise HarnessError("racer --barrier needs --parties")
 
-    def argv(self, racer_path: str | Path = GUEST_PATH) -> list[str]:
+    def argv(self, racer_path: str | Path = RACER_PATH) -> list[str]:
         out = [str(racer_path), self.role]
         for f in fields(self):
             if f.name == "role":
@@ -410,55 +403,6 @@ class RoleSpec:
                 out += [flag, str(value)]
         return out
 
-    def command(self, racer_path: str | Path = GUEST_PATH) -> str:
+    def command(self, racer_path: str | Path = RACER_PATH) -> str:
         """The argv as one shell-quoted string (for SSH)."""
         return " ".join(shlex.quote(a) for a in self.argv(racer_path))
-
-
-# ---------------------------------------------------------------- build
-
-
-@functools.lru_cache(maxsize=None)
-def _gcc_version(gcc: str) -> str:
-    proc = subprocess.run([gcc, "--version"], capture_output=True, text=True)
-    return proc.stdout.split("\n")[0]
-
-
-def _error_lines(stderr: str) -> str:
-    lines = [ln for ln in stderr.splitlines() if "error" in ln.lower()]
-    return "\n".join(lines or stderr.strip().splitlines()[-20:])
-
-
-def build_static(source: Path, name: str) -> Path:
-    """Compile a guest program statically, once per source and compiler;
-    returns the cached binary `cache_dir()/<name>/<hash>/<name>`."""
-    gcc = need_tool("gcc", "gcc")
-    out = cache_dir() / name / hash_inputs(source, _gcc_version(gcc), CFLAGS) / name
-    stamp_path = out.with_name(f"{name}.json")
-    with file_lock(out.parent / ".lock"):
-        stamp = None
-        if out.exists():
-            try:
-                stamp = Stamp.from_json(json.loads(stamp_path.read_text()))
-            except (OSError, ValueError):
-                pass
-            damaged = damage(out, stamp)
-            if damaged:
-                progress(f"{name}: cached {damaged}; rebuilding")
-                stamp = None
-        if stamp is None:
-            progress(f"{name}: building (static)")
-            tmp = out.with_name(f"{name}.tmp")
-            proc = subprocess.run([gcc, *CFLAGS, "-o", str(tmp), str(source)],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                tmp.unlink(missing_ok=True)
-                raise HarnessError(f"{name} build failed ({source}):\n{_error_lines(proc.stderr)}")
-            tmp.rename(out)
-            stamp_path.write_text(json.dumps(Stamp.of(out).to_json()))
-    return out
-
-
-def build_racer() -> Path:
-    """The racer, built static (`build_static`)."""
-    return build_static(SOURCE, "racer")

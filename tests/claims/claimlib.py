@@ -13,7 +13,7 @@ from harness.race import BARRIER, RaceSpec, RolesOutcome, run_one
 from harness.race import run_roles as race_roles
 from harness.racer import RoleResult, RoleSpec, parse_role_output
 from harness.report import RunResult, op_json
-from harness.splat import new_splats
+from harness.guest.splat import new_splats
 
 OVERRIDE_ENV = "CLAIMS_SCHEME_OVERRIDE"
 CONTENTION_ENV = "CLAIMS_CONTENTION"  # host CPU hogs during the claims' races (race --contention)

@@ -25,7 +25,7 @@ import pytest
 
 from harness import kbuild
 from harness.race import DEFAULT_KNOBS, RaceSpec, prepare_guest
-from harness.vm import VmConfig
+from harness.guest.vm import VmConfig
 
 from claimlib import OVERRIDE_ENV, ClaimGuest, contention
 

@@ -13,7 +13,7 @@ import pytest
 from harness.race import RaceSpec, proves_locking, roles_for
 from harness.report import CRASH_KINDS, Control, RunEnd, Verdict, problem, summarise_run
 from harness.schemes import SCHEMES, WORKLOADS, LockOrder
-from harness.vm import VmConfig
+from harness.guest.vm import VmConfig
 
 from claimlib import guest_uptime, op_dict, printk_seconds, run_roles, scheme_for
 

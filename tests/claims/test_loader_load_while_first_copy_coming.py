@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.racer import GUEST_PATH, parse_role_output
+from harness.guest.programs import RACER_PATH
+from harness.racer import parse_role_output
 
 from loaderlib import (DOCUMENTED, LOAD_PATHS, OK, SCHEME, counts, idempotent_finit, ms_summary, one_load,
                        single_load)
@@ -33,12 +34,12 @@ def _round(g, load: str, name: str) -> dict:
     it returned."""
     g.sh(f"/sbin/rmmod {name}")
     state = f"/sys/module/{name}/initstate"
-    first = one_load(g, "finit", name, KNOBS).command(GUEST_PATH)
+    first = one_load(g, "finit", name, KNOBS).command(RACER_PATH)
     script = (f"{first} >/tmp/first.json & pid=$!; s=; i=0; "
               f"while [ \"$s\" != coming ] && [ $i -lt {POLLS} ]; do "
               f"read s 2>/dev/null <{state}; i=$((i+1)); done; "
               f"echo \"STATE before $s\"; "
-              f"{one_load(g, load, name, KNOBS).command(GUEST_PATH)}; "
+              f"{one_load(g, load, name, KNOBS).command(RACER_PATH)}; "
               f"read s 2>/dev/null <{state} || s=gone; echo \"STATE after $s\"; "
               f"wait $pid; echo \"FIRST $(tail -n 1 /tmp/first.json)\"")
     res = g.vm.ssh.run(script, timeout=60)

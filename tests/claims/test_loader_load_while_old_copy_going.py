@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.racer import GUEST_PATH, parse_role_output
+from harness.guest.programs import RACER_PATH
+from harness.racer import parse_role_output
 
 from claimlib import racer
 from loaderlib import DOCUMENTED, LOAD_PATHS, OK, SCHEME, counts, ms_summary, one_load, single_load
@@ -35,7 +36,7 @@ def _round(g, load: str, name: str) -> dict:
               f"while [ \"$s\" != going ] && [ $i -lt {POLLS} ]; do "
               f"read s 2>/dev/null <{state}; i=$((i+1)); done; "
               f"echo \"STATE before $s\"; "
-              f"{one_load(g, load, name, KNOBS).command(GUEST_PATH)}; "
+              f"{one_load(g, load, name, KNOBS).command(RACER_PATH)}; "
               f"read s 2>/dev/null <{state} || s=gone; echo \"STATE after $s\"; "
               f"wait $pid; echo \"STATE rmmod $?\"")
     res = g.vm.ssh.run(script, timeout=60)

@@ -14,7 +14,7 @@ import pytest
 
 from harness import race
 from harness.kbuild import BuiltModules, ModuleSetSpec
-from harness.ssh import CommandResult
+from harness.guest.ssh import CommandResult
 
 RELEASE = "6.1.0-99-fake"
 OOPS = ("[   12.000000] BUG: kernel NULL pointer dereference, address: 0000000000000008\n"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from harness.racer import RoleResult, hist_of, latency_from_hist, parse_role_output
 from harness.report import RaceReport, RunEnd, RunResult, summarise_run
-from harness.splat import Splat
+from harness.guest.splat import Splat
 
 START_NS = 7_000_000_000
 CALL_US = 1400  # a lookup outside the windows

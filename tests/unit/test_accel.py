@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from harness import vm
+from harness.guest import vm
 from harness.kernels import KernelFiles
 from harness.paths import REPO
 
@@ -56,10 +56,10 @@ def test_a_qemu_aborting_on_msr_is_a_no_at_once(tmp_path, monkeypatch):
 
 PROBE_SIGNALS = """
 import signal, sys
-import harness.vm, harness.pytest_plugin
-print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, harness.vm._teardown_installed)
-harness.vm._install_teardown()
-print(signal.getsignal(signal.SIGTERM) is harness.vm._on_sigterm)
+import harness.guest.vm, harness.pytest_plugin
+print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, harness.guest.vm._teardown_installed)
+harness.guest.vm._install_teardown()
+print(signal.getsignal(signal.SIGTERM) is harness.guest.vm._on_sigterm)
 sys.stdout.flush()
 import os
 os.kill(os.getpid(), signal.SIGTERM)
@@ -78,8 +78,8 @@ KEEP_HANDLER = """
 import signal
 def mine(signum, frame): pass
 signal.signal(signal.SIGTERM, mine)
-import harness.vm
-harness.vm._install_teardown()
+import harness.guest.vm
+harness.guest.vm._install_teardown()
 print(signal.getsignal(signal.SIGTERM) is mine)
 """
 

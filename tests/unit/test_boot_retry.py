@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import vm as vm_mod
-from harness.vm import BootError, BootOutcome, Vm, VmConfig
+from harness.guest import vm as vm_mod
+from harness.guest.vm import BootError, BootOutcome, Vm, VmConfig
 
 
 @pytest.fixture

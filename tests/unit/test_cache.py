@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import image, kernels, util
+from harness import kernels, util
+from harness.guest import image
 from harness.kernels import KernelFiles, KernelSpec, Resolved
 from harness.util import Stamp, damage
 
@@ -237,14 +238,14 @@ def test_a_kernel_cached_by_an_older_harness_gets_a_fresh_vmlinux_and_stamps(unp
 
 
 def test_a_damaged_racer_binary_is_rebuilt(cache, monkeypatch):
-    from harness import racer as racer_mod
+    from harness.guest import programs
 
-    racer = racer_mod.build_racer()
+    racer = programs.build_racer()
     size = racer.stat().st_size
     os.truncate(racer, 100)
     lines: list[str] = []
-    monkeypatch.setattr(racer_mod, "progress", lines.append)
-    again = racer_mod.build_racer()
+    monkeypatch.setattr(programs, "progress", lines.append)
+    again = programs.build_racer()
     assert again == racer and again.stat().st_size == size
     assert lines[0] == f"racer: cached racer is damaged (size 100, expected {size}); rebuilding"
 

@@ -13,7 +13,7 @@ from harness import cli
 from harness.errors import HarnessError
 from harness.exitcodes import ExitStatus
 from harness.paths import REPO
-from harness.ssh import command_line
+from harness.guest.ssh import command_line
 
 
 def _run(*args, env=None):

@@ -12,7 +12,7 @@ import pytest
 from harness import race
 from harness.cli import main, parser
 from harness.exitcodes import ExitStatus
-from harness.racer import GUEST_PATH
+from harness.guest.programs import RACER_PATH as GUEST_PATH
 from harness.report import Control, RunEnd, Verdict
 
 from fakeguest import OOPS, RELEASE, WARNING, Behaviour, FakeGuest, FakeStages, fast_engine  # noqa: F401 (autouse)

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from harness import image
+from harness.guest import image
 from harness.errors import HarnessError
 from harness.kernels import KernelFiles
 
@@ -52,7 +52,7 @@ def _fake_kernel(tmp_path):
 
 
 def test_kmods_by_name_with_their_dependencies(tmp_path):
-    from harness.image import check_kmods, module_closure
+    from harness.guest.image import check_kmods, module_closure
 
     k = _fake_kernel(tmp_path)
     names = check_kmods(k, ("minix", "nls-cp437", "ext4", "minix"))
@@ -64,7 +64,7 @@ def test_kmods_by_name_with_their_dependencies(tmp_path):
 @pytest.mark.parametrize("bad, msg", [("nosuch", "has no module 'nosuch'"),
                                       ("minix.ko", "not a file"), ("fs/minix", "not a file")])
 def test_unknown_kmods_are_bad_input(tmp_path, bad, msg):
-    from harness.image import check_kmods
+    from harness.guest.image import check_kmods
 
     with pytest.raises(HarnessError, match=msg):
         check_kmods(_fake_kernel(tmp_path), (bad,))

@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from harness.image import resolve_in
+from harness.guest.image import resolve_in
 
 
 def test_absolute_loader_symlink_names_the_unpacked_file(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ import pytest
 from elfdata import RELEASE, elf_object, fake_module
 
 from harness.errors import HarnessError
-from harness.modcheck import check_module, sections
+from harness.guest.modcheck import check_module, sections
 
 
 def _write(tmp_path, data: bytes, name: str = "fake.ko"):

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from harness import racer as racer_mod
 from harness.errors import HarnessError
-from harness.racer import (HIST_BUCKETS, OpStats, RoleResult, RoleSpec, build_racer, hist_index, hist_of,
-                           hist_value, latency_from_hist, merge_ops, parse_role_output, percentile,
-                           percentile_ns)
+from harness.guest import programs
+from harness.guest.programs import build_racer
+from harness.racer import (HIST_BUCKETS, OpStats, RoleResult, RoleSpec, hist_index, hist_of, hist_value,
+                           latency_from_hist, merge_ops, parse_role_output, percentile, percentile_ns)
 
 SAMPLE = {"role": "looker", "name": "rc_prov0", "duration_ms": 1000, "iterations": 10,
           "ops": {"lookup": {"total": 10, "ok": 7, "errors": {"ENODEV": 3}, "failed_during_unload": 2,
@@ -169,19 +169,19 @@ def _run(racer, *args, timeout=20):
 
 
 def test_build_is_warning_free_and_cached(racer, monkeypatch, tmp_path):
-    proc = subprocess.run(["gcc", *racer_mod.CFLAGS, "-o", str(tmp_path / "r"), str(racer_mod.SOURCE)],
+    proc = subprocess.run(["gcc", *programs.CFLAGS, "-o", str(tmp_path / "r"), str(programs.RACER_SOURCE)],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stderr == ""
     calls = []
     real = subprocess.run
-    monkeypatch.setattr(racer_mod.subprocess, "run", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(programs.subprocess, "run", lambda *a, **k: calls.append(a) or real(*a, **k))
     assert str(build_racer()) == racer and calls == []
 
 
 def test_build_failure_names_the_compiler_errors(monkeypatch, tmp_path):
     bad = tmp_path / "racer.c"
     bad.write_text("int main(void) { return undeclared_thing; }\n")
-    monkeypatch.setattr(racer_mod, "SOURCE", bad)
+    monkeypatch.setattr(programs, "RACER_SOURCE", bad)
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     with pytest.raises(HarnessError, match="undeclared_thing"):
         build_racer()

@@ -2,7 +2,7 @@
 
 from harness.racer import OpStats, RoleResult
 from harness.report import RaceReport, RunEnd, Verdict, exit_status, render_table, summarise_run
-from harness.splat import Splat
+from harness.guest.splat import Splat
 
 LAT = {"p50": 10.0, "p90": 20.0, "p99": 30.0, "max": 40.0}
 

@@ -13,13 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import image as image_mod
-from harness import snapshot
-from harness import vm as vm_mod
-from harness.qmp import Qmp, QmpError
-from harness.snapshot import ColdReason, GuestStart, Snapshot, StartPath
+from harness.guest import image as image_mod
+from harness.guest import snapshot
+from harness.guest import vm as vm_mod
+from harness.guest.qmp import Qmp, QmpError
+from harness.guest.snapshot import ColdReason, GuestStart, Snapshot, StartPath
 from harness.util import try_file_lock
-from harness.vm import BootOutcome, Vm, VmConfig
+from harness.guest.vm import BootOutcome, Vm, VmConfig
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Table-driven tests for harness.splat on real console excerpts.
+"""Table-driven tests for harness.guest.splat on real console excerpts.
 
 Each file in data/splats/ is one case; CASES says what parse() must find in it.
 To add a case (e.g. a capture from our own guest): drop the log in
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.splat import KINDS, Splat, new_splats, parse, parse_file
+from harness.guest.splat import KINDS, Splat, new_splats, parse, parse_file
 
 DATA = Path(__file__).parent / "data" / "splats"
 

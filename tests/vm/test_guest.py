@@ -11,7 +11,7 @@ import time
 import pytest
 
 from harness.paths import REPO
-from harness.vm import BootError, Vm, VmConfig
+from harness.guest.vm import BootError, Vm, VmConfig
 
 
 def _qemu_on_port(port: int) -> list[str]:

@@ -13,7 +13,7 @@ from harness.kbuild import ModuleSetSpec, build
 from harness.race import RaceSpec, prepare_guest, run_one
 from harness.racer import RoleSpec, parse_role_output
 from harness.report import RunEnd, Verdict
-from harness.vm import VmConfig
+from harness.guest.vm import VmConfig
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from harness.image import READY_MARKER, WAIT_MARKER
-from harness.snapshot import ColdReason, StartPath
-from harness.vm import Vm, VmConfig
+from harness.guest.image import READY_MARKER, WAIT_MARKER
+from harness.guest.snapshot import ColdReason, StartPath
+from harness.guest.vm import Vm, VmConfig
 
 PROBE = ("head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; cat /proc/sys/kernel/random/boot_id; "
          "cat /proc/sys/kernel/random/uuid; date +%s")

@@ -34,7 +34,7 @@ import pytest
 
 from harness import kbuild
 from harness.schemes import SCHEMES
-from harness.splat import new_splats
+from harness.guest.splat import new_splats
 
 EXIT_DELAY_MS = 2000
 GATE_MIN_S = 1.0  # a gated lookup waits for most of EXIT_DELAY_MS

@@ -1,7 +1,7 @@
 """The guest: a base initramfs (busybox, dropbear, kmod) and a payload.
 
 The base initramfs holds no test modules, so that one booted guest, saved as a
-snapshot (`harness/snapshot.py`), serves every module set.  The payload (our
+snapshot (`harness/guest/snapshot.py`), serves every module set.  The payload (our
 modules, the kernel's modules asked for by name with their deps, modules.dep
 for the lot, extra files such as the racer) is one tar that the guest
 unpacks over SSH once it is up, on a cold boot and a restore alike.
@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from .kernels import catalogue
-from .errors import HarnessError
-from .kernels import KernelFiles
-from .paths import REPO, cache_dir
-from .progress import progress
-from .util import (Stamp, damage, file_lock, hash_inputs, need_tool, private_dir, private_file, read_json_object,
-                   run_tool, write_private)
+from ..kernels import catalogue
+from ..errors import HarnessError
+from ..kernels import KernelFiles
+from ..paths import REPO, cache_dir
+from ..progress import progress
+from ..util import (Stamp, damage, file_lock, hash_inputs, need_tool, private_dir, private_file, read_json_object,
+                    run_tool, write_private)
 
 IMAGES = REPO / "images"
 READY_MARKER = "HARNESS-GUEST-READY"
@@ -351,7 +351,7 @@ def _guest_programs() -> dict[str, Path]:
     """Our own static guest programs, by their path in the guest: the seed
     helper, and the racer (every race needs it; in the base it costs no
     upload)."""
-    from .racer import GUEST_PATH, build_racer, build_static
+    from .programs import RACER_PATH as GUEST_PATH, build_racer, build_static
 
     return {SEED_PATH: build_static(SEED_SOURCE, "harness-seed"), GUEST_PATH: build_racer()}
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from .errors import HarnessError
+from ..errors import HarnessError
 
 if TYPE_CHECKING:
     import paramiko  # imported where used: Vm.boot loads it while the guest starts

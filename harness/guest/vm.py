@@ -1,7 +1,7 @@
 """One QEMU guest: boot or restore, console capture, teardown.  Owns the QEMU process.
 
 A guest starts from a snapshot of its kernel's base guest when there is one
-(`harness/snapshot.py`), else it boots cold and saves that snapshot on the way.
+(`harness/guest/snapshot.py`), else it boots cold and saves that snapshot on the way.
 Either way init then waits for the host's start line (fresh randomness, the
 clock, the run's settings), starts the SSH server and prints the ready
 marker; then the image's payload (modules, racer) is unpacked over SSH.
@@ -39,14 +39,14 @@ import pexpect
 import ptyprocess  # type: ignore[import-untyped]
 
 from . import snapshot
-from .errors import HarnessError
+from ..errors import HarnessError
 from .image import READY_MARKER, SEED_BYTES, START_FAILED_MARKER, WAIT_MARKER, Image, start_line
-from .kernels import KernelFiles, damage_of_kernel
-from .paths import build_dir, cache_dir
-from .progress import progress
+from ..kernels import KernelFiles, damage_of_kernel
+from ..paths import build_dir, cache_dir
+from ..progress import progress
 from .qmp import Qmp, QmpError
 from .snapshot import ColdReason, GuestStart, Snapshot, StartPath
-from .util import file_lock, need_tool, try_file_lock
+from ..util import file_lock, need_tool, try_file_lock
 
 QEMU = "qemu-system-x86_64"
 QBOOT = Path("/usr/share/qemu/qboot.rom")

@@ -13,7 +13,7 @@ import socket
 import time
 from typing import Any
 
-from .errors import HarnessError
+from ..errors import HarnessError
 
 
 class QmpError(HarnessError):

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .paths import cache_dir
-from .util import hash_inputs
+from ..paths import cache_dir
+from ..util import hash_inputs
 
 FORMAT = 1
 META = "snapshot.json"

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import HarnessError
+from ..errors import HarnessError
 
 _ELF_MAGIC = b"\x7fELF"
 _ELFCLASS64 = 2
