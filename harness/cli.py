@@ -30,7 +30,7 @@ from .paths import build_dir, cache_dir
 from .progress import progress
 from .guest.splat import parse as parse_splats
 from .guest.ssh import CommandTimeout, command_line
-from .guest.vm import ACCELS, Vm, VmConfig, _qemu
+from .guest.vm import ACCELS, Vm, VmConfig, qemu_binary
 
 MIN_MEMORY_MB = 128  # the kernel plus the unpacked initramfs (about 15 MB) in tmpfs
 MAX_CPUS = 255  # QEMU's limit for the pc machine
@@ -149,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _guest(args: argparse.Namespace, timings: Timings | None = None) -> Vm:
     """Everything checked, then the image built; the returned Vm boots on `with`."""
-    _qemu()  # fail early and clearly when QEMU is missing
+    qemu_binary()  # fail early and clearly when QEMU is missing
     spec = kernels.get_spec(args.kernel)
     cache_dir(), build_dir()  # unusable folders are bad input, found before the image is built
     for extra in args.file:

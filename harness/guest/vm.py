@@ -104,7 +104,8 @@ class BootError(HarnessError):
 # ---------------------------------------------------------------- accel
 
 
-def _qemu() -> str:
+def qemu_binary() -> str:
+    """QEMU's path; a HarnessError naming the package when it is missing."""
     return need_tool(QEMU, "qemu-system-x86")
 
 
@@ -114,7 +115,7 @@ def _kvm_verdict_path() -> Path:
 
 @functools.lru_cache(maxsize=None)
 def _qemu_version() -> str:
-    return subprocess.run([_qemu(), "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    return subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True).stdout.split("\n")[0]
 
 
 def kvm_works(kernel: KernelFiles) -> bool:
@@ -139,7 +140,7 @@ def _probe_kvm(kernel: KernelFiles) -> bool:
     """Boot the kernel with no initrd under KVM: it works if the kernel prints
     its banner within KVM_PROBE_TIMEOUT_S (it then panics for lack of a root
     fs).  A QEMU that aborts on MSR setup exits at once; one that hangs is a no."""
-    cmd = [_qemu(), "-nodefaults", "-no-user-config", "-display", "none", "-accel", "kvm",
+    cmd = [qemu_binary(), "-nodefaults", "-no-user-config", "-display", "none", "-accel", "kvm",
            "-cpu", "host", "-m", "256", "-kernel", str(kernel.boot_image), "-append",
            "console=ttyS0 panic=-1", "-no-reboot", "-serial", "stdio"]
     try:
@@ -277,24 +278,47 @@ class Vm:
         they come with the start line, so that one snapshot serves them all."""
         kernel = self.image.kernel
         port = self.port if port is None else port
+        # console=ttyS0: the serial port is the console log, where splats are read.
+        # panic=-1: a panic reboots at once, and -no-reboot makes that QEMU's exit,
+        #   so a crashed guest ends its run now rather than at a timeout.
+        # quiet: every console line costs boot time under TCG; init turns all
+        #   messages back on once the guest is up.
+        # tsc=reliable, no_timer_check: a busy host stalls vCPUs, which would make
+        #   the clocksource watchdog drop the TSC for a slow clock and the boot-time
+        #   timer IRQ check fail; neither check means anything in a VM.
         cmdline = ["console=ttyS0", "panic=-1", "quiet", "tsc=reliable", "no_timer_check",
                    # Boot-time savings under TCG: expedited RCU during boot only (init
                    # sets the run's value), and no crypto self-tests (about 0.3 s).
                    "rcupdate.rcu_expedited=1", "cryptomgr.notests",
                    "initcall_blacklist=crypto_kdf108_init,init_encrypted",
                    *self.config.cmdline_extra]
-        argv = [_qemu(), "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        # -nodefaults, -no-user-config: only the devices named here and no host
+        #   config file, so every host builds the same machine (the snapshot key
+        #   hashes this line) and the kernel probes nothing it does not need.
+        # -display none: hosts and CI runners have no screen.
+        # -no-reboot: a guest that reboots (panic=-1, a triple fault) is over.
+        argv = [qemu_binary(), "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+                # Memory and CPUs are the config's: part of the key, one snapshot per size.
                 "-m", str(self.config.memory_mb), "-smp", str(self.config.cpus),
+                # Direct kernel boot: no bootloader and no disk, the initramfs is the root.
                 "-kernel", str(kernel.boot_image), "-initrd", str(self.image.initrd),
+                # -serial stdio: the console reaches the harness through QEMU's pty.
+                # -monitor none: keep QEMU's monitor off that stdio; the harness uses QMP.
                 "-append", " ".join(cmdline), "-serial", "stdio", "-monitor", "none",
                 # restrict=on: the guest reaches nothing; only our forward reaches it.
                 "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
+                # virtio: the NIC of the image's boot modules, the cheapest to emulate.
                 "-device", "virtio-net-pci,netdev=n0"]
         if QBOOT.is_file():
+            # qboot instead of SeaBIOS: a firmware that only boots Linux, in a
+            # fraction of SeaBIOS's time.
             argv += ["-bios", str(QBOOT)]
         if self.accel == "kvm":
+            # KVM hands the guest the host's own CPU model at full speed.
             argv += ["-accel", "kvm", "-cpu", "host"]
         else:
+            # thread=multi: one host thread per vCPU, so -smp N uses N host cores;
+            # -cpu max: every feature TCG emulates, the closest to a real CPU.
             argv += ["-accel", "tcg,thread=multi", "-cpu", "max"]
         return argv
 
@@ -310,7 +334,7 @@ class Vm:
     def snapshot(self) -> Snapshot:
         """The snapshot this guest would start from (or save): keyed by its
         QEMU command line without the port, the files it loads, QEMU's version."""
-        qemu = _qemu()
+        qemu = qemu_binary()
         argv = self.qemu_argv(port=0)
         files = [Path(shutil.which(qemu) or qemu), self.image.kernel.boot_image, self.image.initrd]
         if QBOOT.is_file():

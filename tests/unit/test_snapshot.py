@@ -37,7 +37,7 @@ def guest_files(tmp_path, monkeypatch):
     initrd = tmp_path / "base-0123" / "initramfs.cpio"
     initrd.parent.mkdir()
     initrd.write_bytes(b"i" * 100)
-    monkeypatch.setattr(vm_mod, "_qemu", lambda: str(kernel_file))  # any file stands for the binary
+    monkeypatch.setattr(vm_mod, "qemu_binary", lambda: str(kernel_file))  # any file stands for the binary
     monkeypatch.setattr(vm_mod, "_qemu_version", lambda: "QEMU emulator version 7.2.22")
     monkeypatch.setattr(vm_mod, "QBOOT", tmp_path / "no-qboot.rom")
     kernel = SimpleNamespace(name="6.1", release="6.1.0-1-amd64", time_factor=1.0, boot_image=kernel_file)
