@@ -70,8 +70,8 @@ def bench_run(kernel: str, runs: int) -> None:
 
 
 def _race_guest(kernel: str, scheme: str):
-    from harness.kbuild import ModuleSetSpec, build
-    from harness.race import RaceSpec, prepare_guest
+    from harness.race.kbuild import ModuleSetSpec, build
+    from harness.race.engine import RaceSpec, prepare_guest
 
     kf = kernels.fetch(kernels.get_spec(kernel), quiet=True)
     mods = build(kf, ModuleSetSpec(scheme))
@@ -87,7 +87,7 @@ def bench_looker(kernel: str, runs: int) -> None:
     """Looker ops/s started the harness's way (SSH channel, barrier, progress)
     vs the same racer loop started by hand in the guest; plus one SSH exec per
     lookup, to show why the loop lives in the guest."""
-    from harness.racer import RoleSpec, parse_role_output
+    from harness.race.racer import RoleSpec, parse_role_output
 
     vm, mods, _ = _race_guest(kernel, "refcount")
     looker = RoleSpec("looker", name=mods.spec.provider_names[0], ctl=mods.spec.ctl_device, duration_ms=3000)
@@ -117,7 +117,7 @@ def bench_looker(kernel: str, runs: int) -> None:
 def bench_first_spurious(kernel: str, runs: int) -> None:
     """Seconds until the first spurious refcount failure (mount race, default
     knobs), over `2 * runs` races in one guest (goal: <= 10 s in every run)."""
-    from harness.race import run_one
+    from harness.race.engine import run_one
 
     vm, mods, spec = _race_guest(kernel, "refcount")
     spec = type(spec)(kernel=kernel, schemes=("refcount",), workloads=("mount",), duration_s=15)

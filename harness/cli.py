@@ -8,8 +8,10 @@ exit statuses are harness.exitcodes.ExitStatus.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import random
 import select
 import signal
 import sys
@@ -19,18 +21,22 @@ import time
 import tty
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Callable, NoReturn, Sequence
 
 from . import kernels
 from .errors import HarnessError
 from .exitcodes import ExitStatus
 from .guest.image import GuestExtra, build_image
 from .guest.modcheck import check_module
-from .paths import build_dir, cache_dir
-from .progress import progress
 from .guest.splat import parse as parse_splats
 from .guest.ssh import CommandTimeout, command_line
 from .guest.vm import ACCELS, Vm, VmConfig, qemu_binary
+from .paths import build_dir, cache_dir
+from .progress import progress
+from .race.engine import DEFAULT_KNOBS, RaceGuest, RaceSpec, RaceStages, race
+from .race.kbuild import validate_knobs
+from .race.outcomes import RaceReport, exit_status, render_table
+from .race.schemes import DEFAULT_SCHEMES, SCHEMES, WORKLOADS
 
 MIN_MEMORY_MB = 128  # the kernel plus the unpacked initramfs (about 15 MB) in tmpfs
 MAX_CPUS = 255  # QEMU's limit for the pc machine
@@ -141,8 +147,6 @@ def parser() -> argparse.ArgumentParser:
     _add_guest_args(s)
     s.add_argument("--attach", type=_int_in(1, 65535), metavar="PORT",
                    help="SSH port of a guest kept by race --keep")
-    from .race import add_race_args  # the race engine owns its options
-
     add_race_args(sub.add_parser("race", help="race unload against lookups/mounts and compare schemes"))
     return ap
 
@@ -292,6 +296,133 @@ def cmd_shell(args: argparse.Namespace) -> int:
     return status
 
 
+# ---------------------------------------------------------------- race
+
+
+def csv(text: str, what: str) -> tuple[str, ...]:
+    """A comma list with no empty element ('6.1,' is a mistake, not 6.1)."""
+    items = tuple(x.strip() for x in text.split(","))
+    if not text.strip() or any(not x for x in items):
+        raise HarnessError(f"--{what} {text!r} has an empty element; give a comma list without blanks")
+    return items
+
+
+def add_race_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel", default=kernels.DEFAULT_KERNEL,
+                   help="spec, comma list or 'all' (one report per kernel)")
+    p.add_argument("--scheme", default=",".join(DEFAULT_SCHEMES),
+                   help=f"comma list of {', '.join(SCHEMES)} (default {','.join(DEFAULT_SCHEMES)})")
+    p.add_argument("--workload", default="lookup,mount", help=f"comma list of {', '.join(WORKLOADS)}")
+    p.add_argument("--duration", type=float, default=15.0, metavar="S", help="seconds per run")
+    p.add_argument("--seed", type=int, default=None, help="default: random, printed in the report")
+    p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                   help="provider parameter (exit_delay_ms, call_delay_us, init_delay_ms, exit_tail_ms); "
+                        "overrides that knob only; defaults "
+                        + " ".join(f"{k}={v}" for k, v in DEFAULT_KNOBS))
+    p.add_argument("--unload-pause", type=int, default=100, metavar="MS",
+                   help="how long the unloader leaves the reloaded module live (default 100)")
+    p.add_argument("--providers", type=int, default=2)
+    p.add_argument("--reload", default="finit", choices=("finit", "modprobe"))
+    p.add_argument("--accel", default="auto", choices=ACCELS)
+    p.add_argument("--rcu-expedited", action="store_true")
+    p.add_argument("--cold-boot", action="store_true", help="boot every guest instead of restoring its kernel's saved base guest (and save none)")
+    p.add_argument("--contention", type=int, default=0, metavar="N",
+                   help="N host processes spin on the CPUs while the roles run (a loaded CI runner)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON report here")
+    p.add_argument("--html", type=Path, metavar="FILE",
+                   help="also write the HTML report here (index.html beside the JSON report is always written)")
+    p.add_argument("--keep", action="store_true", help="leave the last guest up for a shell")
+
+
+def parse_knobs(items: Sequence[str] | None) -> tuple[tuple[str, int], ...]:
+    """The defaults, each `NAME=VALUE` overriding that knob only."""
+    given: dict[str, object] = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise HarnessError(f"--knob wants NAME=VALUE, got {item!r}")
+        given[name.strip()] = value.strip()
+    return tuple(sorted({**dict(DEFAULT_KNOBS), **validate_knobs(given)}.items()))
+
+
+def check_output(path: Path, flag: str = "--json") -> None:
+    """Refuse an output file that cannot be written, before anything boots."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise HarnessError(f"{flag} {path} is a folder; give a file name")
+    if not parent.is_dir():
+        raise HarnessError(f"{flag} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise HarnessError(f"{flag} {path}: not writable")
+
+
+def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
+    seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
+    kernel_names = [k.name for k in kernels.parse_specs(",".join(csv(args.kernel, "kernel")))]
+    return [RaceSpec(kernel=k, schemes=csv(args.scheme, "scheme"), workloads=csv(args.workload, "workload"),
+                     duration_s=args.duration, seed=seed, knobs=parse_knobs(args.knob),
+                     accel=args.accel, rcu_expedited=args.rcu_expedited, providers=args.providers,
+                     reload=args.reload, unload_pause_ms=args.unload_pause, contention=args.contention,
+                     cold_boot=args.cold_boot)
+            for k in kernel_names]
+
+
+def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] | None = None) -> int:
+    specs = specs_from_args(args)
+    # One folder per race: the JSON report and its page (index.html) side by side.
+    out = build_dir() / "reports" / f"race-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}" / "report.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output(out)
+    if args.json:
+        check_output(args.json)
+    if args.html:
+        from .html_report import require_plotting
+
+        check_output(args.html, "--html")
+        require_plotting()
+    reports: list[RaceReport] = []
+    kept: RaceGuest | None = None
+    for spec in specs:
+        progress(f"race on {spec.kernel}: schemes {','.join(spec.schemes)}, workloads "
+                 f"{','.join(spec.workloads)}, {spec.duration_s:g}s each, seed {spec.seed}"
+                 + (f", {spec.contention} host CPU hogs" if spec.contention else ""))
+        report, kept = race(spec, keep=args.keep and spec is specs[-1],
+                            stages=stages(spec) if stages else None)
+        reports.append(report)
+        print(render_table(report), flush=True)
+    doc = [r.to_json() for r in reports]
+    text = json.dumps(doc[0] if len(doc) == 1 else doc, indent=1)
+    out.write_text(text)
+    if args.json:
+        args.json.write_text(text)
+    from .html_report import write_race_pages
+
+    pages = write_race_pages(reports, [out.with_name("index.html"), *([args.html] if args.html else [])])
+    print(f"report: {args.json or out}\npage: {pages[-1]}", file=sys.stderr)
+    status = exit_status(reports)
+    for r in reports:
+        for line in r.problems():
+            print(f"FAIL {r.kernel_spec}: {line}", file=sys.stderr)
+    if kept is not None:
+        _hold(kept)
+    return int(status)
+
+
+def _hold(vm: RaceGuest) -> None:
+    """--keep: leave the last guest up for a human until Ctrl-C."""
+    print(f"\nguest kept at 127.0.0.1:{vm.port}\n"
+          f"  shell:   python -m harness shell --attach {vm.port}\n"
+          f"  console: {vm.log_path}\n"
+          "press Ctrl-C here to tear it down", file=sys.stderr)
+    try:
+        while vm.alive():
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        vm.kill()
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends us at once
     raise Terminated()
@@ -305,8 +436,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
         if args.cmd == "race":
-            from .race import cmd_race
-
             return cmd_race(args)
         return handlers[args.cmd](args)
     except HarnessError as e:

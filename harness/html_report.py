@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from .errors import HarnessError
 from .matrix import OUTCOME_MARK, VERBOSE_KEYS, Cell, Matrix
 from .progress import progress
-from .racer import CallEvents, CallFailure, Hist, OpStats, UnloadWindow, hist_value
-from .report import CALLER_OPS, Control, RaceReport, RunEnd, RunResult, Timeline, Verdict, problem, starts
-from .schemes import SCHEMES, WORKLOADS
+from .race.racer import CallEvents, CallFailure, Hist, OpStats, UnloadWindow, hist_value
+from .race.outcomes import CALLER_OPS, Control, RaceReport, RunEnd, RunResult, Timeline, Verdict, problem, starts
+from .race.schemes import SCHEMES, WORKLOADS
 from .guest.splat import Splat
 
 if TYPE_CHECKING:

@@ -53,7 +53,7 @@ typedef uint64_t u64;
 /*
  * Log-linear latency histogram in ns: values below 2^SUB_BITS have a bucket
  * each; above, every power of two is split into 2^SUB_BITS buckets, so a
- * bucket is at most 1/128 (0.8 %) of its values wide.  harness/racer.py
+ * bucket is at most 1/128 (0.8 %) of its values wide.  harness/race/racer.py
  * mirrors hist_index()/hist_value() exactly.
  */
 #define SUB_BITS	7

@@ -8,11 +8,11 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from harness import kbuild
-from harness.race import BARRIER, RaceSpec, RolesOutcome, run_one
-from harness.race import run_roles as race_roles
-from harness.racer import RoleResult, RoleSpec, parse_role_output
-from harness.report import RunResult, op_json
+from harness.race import kbuild
+from harness.race.engine import BARRIER, RaceSpec, RolesOutcome, run_one
+from harness.race.engine import run_roles as race_roles
+from harness.race.racer import RoleResult, RoleSpec, parse_role_output
+from harness.race.outcomes import RunResult, op_json
 from harness.guest.splat import new_splats
 
 OVERRIDE_ENV = "CLAIMS_SCHEME_OVERRIDE"

@@ -2,11 +2,11 @@
 
 - `claim_guest(*schemes, providers=2, buses=1, knobs=..., config=None)` boots a
   guest with those schemes' modules and the racer (`/bin/racer`) and prepares
-  it with `harness.race.prepare_guest` (knobs in /etc/modprobe.d, the core and
+  it with `harness.race.engine.prepare_guest` (knobs in /etc/modprobe.d, the core and
   `P_prov0` loaded).  Several schemes can share a guest (prefixes differ).
 - `racer(vm, role, ...)` runs one racer role with `--count`/`--duration-ms`
   and returns the parsed `RoleResult`; `race(...)` runs one RaceSpec workload
-  through `harness.race.run_one`; `run_roles(...)` runs hand-made roles
+  through `harness.race.engine.run_one`; `run_roles(...)` runs hand-made roles
   together at a barrier.
 - `scheme_for(claim, default)`: the scheme under test, swapped by the env var
   `CLAIMS_SCHEME_OVERRIDE` (`SCHEME` for every claim, or
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import kbuild
-from harness.race import DEFAULT_KNOBS, RaceSpec, prepare_guest
+from harness.race import kbuild
+from harness.race.engine import DEFAULT_KNOBS, RaceSpec, prepare_guest
 from harness.guest.vm import VmConfig
 
 from claimlib import OVERRIDE_ENV, ClaimGuest, contention

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from harness.racer import RoleResult, RoleSpec, percentile
+from harness.race.racer import RoleResult, RoleSpec, percentile
 
 SCHEME = "refcount"  # any scheme's provider is a plain module; this one's is the simplest
 OK = "0"

@@ -2,7 +2,7 @@
 module is being removed, so a caller racing an unload fails although the
 module could be loaded again."""
 
-from harness.report import RunEnd
+from harness.race.outcomes import RunEnd
 
 from claimlib import race, run_summary, scheme_for
 

@@ -2,7 +2,7 @@
 to be entered, i.e. still in init_module.  Measured false on every kernel of
 the matrix; this test asserts what was measured."""
 
-from harness.racer import RoleSpec
+from harness.race.racer import RoleSpec
 
 from claimlib import op_dict, racer, scheme_for
 

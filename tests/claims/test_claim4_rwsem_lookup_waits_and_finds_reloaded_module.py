@@ -6,7 +6,7 @@ holds for `rwsem-deferred`, not for `rwsem` as proposed."""
 
 import pytest
 
-from harness.report import RunEnd
+from harness.race.outcomes import RunEnd
 
 from claimlib import contention, race, run_summary, scheme_for
 

@@ -10,14 +10,14 @@ what it does there is recorded as a fact of that kernel."""
 
 import pytest
 
-from harness.race import RaceSpec, proves_locking, roles_for
-from harness.report import CRASH_KINDS, Control, RunEnd, Verdict, problem, summarise_run
-from harness.schemes import SCHEMES, WORKLOADS, LockOrder
+from harness.race.engine import RaceSpec, proves_locking, roles_for
+from harness.race.outcomes import CRASH_KINDS, Control, RunEnd, Verdict, problem, summarise_run
+from harness.race.schemes import SCHEMES, WORKLOADS, LockOrder
 from harness.guest.vm import VmConfig
 
 from claimlib import guest_uptime, op_dict, printk_seconds, run_roles, scheme_for
 
-WORKLOAD = "twobus"  # harness/schemes.py: `harness race --workload twobus` runs the same roles
+WORKLOAD = "twobus"  # harness/race/schemes.py: `harness race --workload twobus` runs the same roles
 DURATION_S = 15
 SLACK_S = 45  # a role still running this long after the deadline is a hang
 

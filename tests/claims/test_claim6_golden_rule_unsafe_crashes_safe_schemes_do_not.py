@@ -5,8 +5,8 @@ the bus lock) does not."""
 
 import pytest
 
-from harness.report import CRASH_KINDS, Control, Verdict
-from harness.schemes import SCHEMES
+from harness.race.outcomes import CRASH_KINDS, Control, Verdict
+from harness.race.schemes import SCHEMES
 
 from claimlib import race, run_summary, scheme_for
 

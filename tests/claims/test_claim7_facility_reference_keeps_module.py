@@ -1,7 +1,7 @@
 """Claim 7 (Adam Richter): a higher-level facility's reference, such as an
 open file descriptor, keeps the module; the module needs no try_module_get."""
 
-from harness.racer import RoleSpec, parse_role_output
+from harness.race.racer import RoleSpec, parse_role_output
 
 from claimlib import op_dict, scheme_for
 

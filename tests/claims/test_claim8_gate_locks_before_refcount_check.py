@@ -2,7 +2,7 @@
 before checking the reference count, and it would remain held in the
 module_exit routine"."""
 
-from harness.racer import RoleSpec, parse_role_output
+from harness.race.racer import RoleSpec, parse_role_output
 
 from claimlib import op_dict, racer, scheme_for
 

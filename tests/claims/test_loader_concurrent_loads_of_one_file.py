@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.report import RunEnd
-from harness.racer import RoleSpec
+from harness.race.outcomes import RunEnd
+from harness.race.racer import RoleSpec
 
 from claimlib import run_roles
 from loaderlib import (DOCUMENTED, LOAD_PATHS, OK, SCHEME, counts, finit_params, idempotent_finit,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from harness.guest.programs import RACER_PATH
-from harness.racer import parse_role_output
+from harness.race.racer import parse_role_output
 
 from loaderlib import (DOCUMENTED, LOAD_PATHS, OK, SCHEME, counts, idempotent_finit, ms_summary, one_load,
                        single_load)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import race
-from harness.kbuild import BuiltModules, ModuleSetSpec
+from harness.race import engine as race
+from harness.race.kbuild import BuiltModules, ModuleSetSpec
 from harness.guest.ssh import CommandResult
 
 RELEASE = "6.1.0-99-fake"

@@ -8,8 +8,8 @@ import json
 import random
 from dataclasses import dataclass
 
-from harness.racer import RoleResult, hist_of, latency_from_hist, parse_role_output
-from harness.report import RaceReport, RunEnd, RunResult, summarise_run
+from harness.race.racer import RoleResult, hist_of, latency_from_hist, parse_role_output
+from harness.race.outcomes import RaceReport, RunEnd, RunResult, summarise_run
 from harness.guest.splat import Splat
 
 START_NS = 7_000_000_000

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.kernels import buildroot, catalogue
-from harness import kbuild
+from harness.race import kbuild
 from harness.kernels.buildroot import RootSpec
 from harness.errors import HarnessError
 

@@ -257,7 +257,7 @@ FAKE_KBUILD = """modules:
 
 
 def test_a_damaged_module_is_rebuilt(cache, tmp_path, monkeypatch):
-    from harness import kbuild
+    from harness.race import kbuild
 
     headers = tmp_path / "headers"
     headers.mkdir()

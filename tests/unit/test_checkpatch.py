@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import kbuild
+from harness.race import kbuild
 from harness.checkpatch import IGNORED, levels, run_checkpatch
 
 SETS = [(s, b) for s in kbuild.SCHEMES for b in kbuild.BUS_COUNTS]

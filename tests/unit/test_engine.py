@@ -9,11 +9,12 @@ import time
 
 import pytest
 
-from harness import race
+from harness import cli
 from harness.cli import main, parser
+from harness.race import engine as race
 from harness.exitcodes import ExitStatus
 from harness.guest.programs import RACER_PATH as GUEST_PATH
-from harness.report import Control, RunEnd, Verdict
+from harness.race.outcomes import Control, RunEnd, Verdict
 
 from fakeguest import OOPS, RELEASE, WARNING, Behaviour, FakeGuest, FakeStages, fast_engine  # noqa: F401 (autouse)
 
@@ -126,7 +127,7 @@ def _cmd(argv: list[str], behaviours: dict[str, Behaviour]) -> tuple[int, list[F
         return made[-1]
 
     args = parser().parse_args(["race", "--duration", "0.2", *argv])
-    return race.cmd_race(args, stages=stages), made
+    return cli.cmd_race(args, stages=stages), made
 
 
 FIRES = Behaviour(console=OOPS, killed_roles=("looker",))

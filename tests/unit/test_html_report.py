@@ -11,14 +11,15 @@ import re
 
 import pytest
 
-from harness import html_report, race
+from harness import cli, html_report
 from harness.cli import main
+from harness.race import engine as race
 from harness.exitcodes import ExitStatus
 from harness.html_report import (PLOTS_MISSING, SpanKind, cdf_points, race_figures, race_html, timeline_data,
                                  write_race_pages, zoom_range)
 from harness.matrix import Matrix, build_matrix, write_matrix
 from harness.matrix import main as matrix_main
-from harness.racer import hist_of
+from harness.race.racer import hist_of
 
 import htmlsim
 from fakeguest import FakeStages
@@ -136,7 +137,7 @@ def _cmd(argv, tmp_path, monkeypatch):
     monkeypatch.setattr(race, "POLL_S", 0.01)
     monkeypatch.setenv("HARNESS_BUILD", str(tmp_path / "build"))
     args = race_args(["--scheme", "refcount", "--workload", "lookup", "--duration", "0.2", *argv])
-    return race.cmd_race(args, stages=lambda spec: FakeStages({}))
+    return cli.cmd_race(args, stages=lambda spec: FakeStages({}))
 
 
 def race_args(argv):

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from harness import kbuild
+from harness.race import kbuild
 from harness.errors import HarnessError
-from harness.kbuild import SCHEMES, ModuleSetSpec, render, validate_knobs
-from harness.schemes import SCHEME_ROWS, Gate, LockOrder
+from harness.race.kbuild import SCHEMES, ModuleSetSpec, render, validate_knobs
+from harness.race.schemes import SCHEME_ROWS, Gate, LockOrder
 
 ALL_SPECS = [
     ModuleSetSpec(scheme, providers=n, buses=b)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import kbuild
-from harness.kbuild import SCHEMES, ModuleSetSpec
+from harness.race import kbuild
+from harness.race.kbuild import SCHEMES, ModuleSetSpec
 
 
 @pytest.fixture(scope="module", params=["6.1", "6.12"])

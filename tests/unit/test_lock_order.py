@@ -11,14 +11,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import kbuild, race
+from harness import cli
 from harness.cli import parser
 from harness.errors import HarnessError
 from harness.exitcodes import ExitStatus
-from harness.kbuild import ModuleSetSpec, render
-from harness.report import Control, Verdict
-from harness.schemes import (DEFAULT_SCHEMES, SCHEMES, WORKLOADS, Caller, LockOrder, Workload, bus_lock_class,
-                             lock_order_control)
+from harness.race import engine as race, kbuild
+from harness.race.kbuild import ModuleSetSpec, render
+from harness.race.outcomes import Control, Verdict
+from harness.race.schemes import (DEFAULT_SCHEMES, SCHEMES, WORKLOADS, Caller, LockOrder, Workload,
+                                  bus_lock_class, lock_order_control)
 
 from fakeguest import OOPS, RELEASE, WARNING, Behaviour, FakeGuest, FakeStages, fast_engine  # noqa: F401 (autouse)
 
@@ -167,7 +168,7 @@ def test_bad_rows_are_refused(make, msg):
 
 
 def _spec_from_argv(argv):
-    (spec,) = race.specs_from_args(parser().parse_args(argv))
+    (spec,) = cli.specs_from_args(parser().parse_args(argv))
     return spec
 
 
@@ -230,7 +231,7 @@ def test_prepare_loads_every_provider_a_workload_unloads():
 
 
 def test_pipeline_builds_two_buses_and_reads_lockdep_from_the_config(monkeypatch, tmp_path):
-    import harness.racer
+    import harness.race.racer
 
     built = []
     configs = {"6.1": {"CONFIG_LOCKDEP": "y", "CONFIG_DEBUG_LOCK_ALLOC": "y"},  # no lock-order checks
@@ -308,7 +309,7 @@ def test_cli_twobus_table_json_and_exit_status(capsys, tmp_path):
     def run(lockdep, behaviours):
         args = parser().parse_args(["race", "--duration", "0.2", "--scheme", "rwsem-unsorted,rwsem",
                                     "--workload", "twobus", "--json", str(out_json)])
-        return race.cmd_race(args, stages=lambda spec: FakeStages(behaviours, lockdep=lockdep))
+        return cli.cmd_race(args, stages=lambda spec: FakeStages(behaviours, lockdep=lockdep))
 
     assert run(False, {}) == ExitStatus.OK
     out = capsys.readouterr().out

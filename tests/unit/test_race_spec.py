@@ -5,14 +5,15 @@ import shlex
 
 import pytest
 
-from harness import race
+from harness import cli
 from harness.cli import parser
 from harness.errors import HarnessError
-from harness.kbuild import ModuleSetSpec
+from harness.race import engine as race
+from harness.race.kbuild import ModuleSetSpec
 
 
 def _spec_from_argv(argv):
-    (spec,) = race.specs_from_args(parser().parse_args(argv))
+    (spec,) = cli.specs_from_args(parser().parse_args(argv))
     return spec
 
 
@@ -41,14 +42,14 @@ def test_bad_specs_are_refused_before_anything_runs(kwargs, msg):
 
 
 def test_knob_parsing():
-    assert race.parse_knobs(None) == race.DEFAULT_KNOBS
-    assert race.parse_knobs(["exit_delay_ms=10", "call_delay_us=0"]) == (("call_delay_us", 0), ("exit_delay_ms", 10))
+    assert cli.parse_knobs(None) == race.DEFAULT_KNOBS
+    assert cli.parse_knobs(["exit_delay_ms=10", "call_delay_us=0"]) == (("call_delay_us", 0), ("exit_delay_ms", 10))
     # one knob given: the other defaults stay (a lost call_delay_us silences the negative control)
-    assert race.parse_knobs(["exit_delay_ms=50"]) == (("call_delay_us", 1000), ("exit_delay_ms", 50))
-    assert race.parse_knobs(["exit_tail_ms=5"]) == (("call_delay_us", 1000), ("exit_delay_ms", 200),
+    assert cli.parse_knobs(["exit_delay_ms=50"]) == (("call_delay_us", 1000), ("exit_delay_ms", 50))
+    assert cli.parse_knobs(["exit_tail_ms=5"]) == (("call_delay_us", 1000), ("exit_delay_ms", 200),
                                                     ("exit_tail_ms", 5))
     with pytest.raises(HarnessError, match="NAME=VALUE"):
-        race.parse_knobs(["exit_delay_ms"])
+        cli.parse_knobs(["exit_delay_ms"])
 
 
 class _Mods:

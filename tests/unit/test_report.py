@@ -1,7 +1,7 @@
 """Report maths: spurious failures, verdicts and the table, from role records."""
 
-from harness.racer import OpStats, RoleResult
-from harness.report import RaceReport, RunEnd, Verdict, exit_status, render_table, summarise_run
+from harness.race.racer import OpStats, RoleResult
+from harness.race.outcomes import RaceReport, RunEnd, Verdict, exit_status, render_table, summarise_run
 from harness.guest.splat import Splat
 
 LAT = {"p50": 10.0, "p90": 20.0, "p99": 30.0, "max": 40.0}

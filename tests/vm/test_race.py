@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from harness.kbuild import ModuleSetSpec, build
-from harness.race import RaceSpec, prepare_guest, run_one
-from harness.racer import RoleSpec, parse_role_output
-from harness.report import RunEnd, Verdict
+from harness.race.kbuild import ModuleSetSpec, build
+from harness.race.engine import RaceSpec, prepare_guest, run_one
+from harness.race.racer import RoleSpec, parse_role_output
+from harness.race.outcomes import RunEnd, Verdict
 from harness.guest.vm import VmConfig
 
 

@@ -32,8 +32,8 @@ import re
 
 import pytest
 
-from harness import kbuild
-from harness.schemes import SCHEMES
+from harness.race import kbuild
+from harness.race.schemes import SCHEMES
 from harness.guest.splat import new_splats
 
 EXIT_DELAY_MS = 2000

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .errors import HarnessError
+from ..errors import HarnessError
 
 
 class Gate(enum.Enum):

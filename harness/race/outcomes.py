@@ -17,10 +17,10 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .exitcodes import ExitStatus
+from ..exitcodes import ExitStatus
 from .racer import CallEvents, OpStats, RoleResult, UnloadWindow, merge_ops
 from .schemes import SCHEMES, WORKLOADS, bus_lock_class, control_must_fire, lock_order_control
-from .guest.splat import Splat
+from ..guest.splat import Splat
 
 CALLER_OPS = ("lookup", "mount", "fsmount")
 CRASH_KINDS = frozenset({"oops", "bug", "gpf", "panic", "invalid_opcode", "kasan", "kfence"})

@@ -2,18 +2,14 @@
 SSH channels, their JSON joined with the console's splats of the same interval.
 
 A crashed or hung guest is a result, not a harness failure: `run_roles` says
-how the roles ended (`RunEnd`), `report.fold_verdict` what that means.  The
+how the roles ended (`RunEnd`), `outcomes.fold_verdict` what that means.  The
 engine reaches the guest only through the small `RaceGuest` surface, so unit
 tests drive it with a fake guest that completes, dies, hangs or splats.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
-import os
-import random
 import shlex
 import subprocess
 import sys
@@ -22,17 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from . import kernels
-from .errors import HarnessError
+from .. import kernels
+from ..errors import HarnessError
 from .kbuild import BuiltModules, ModuleSetSpec, validate_knobs
-from .paths import build_dir
-from .progress import progress
+from ..progress import progress
 from .racer import RoleResult, RoleSpec, parse_role_output
-from .report import RaceReport, RunEnd, RunResult, exit_status, render_table, summarise_run
-from .schemes import DEFAULT_SCHEMES, SCHEMES, WORKLOADS, Caller, get_scheme, get_workload
-from .guest.splat import new_splats
-from .guest.ssh import Running
-from .guest.vm import ACCELS
+from .outcomes import RaceReport, RunEnd, RunResult, summarise_run
+from .schemes import DEFAULT_SCHEMES, Caller, get_scheme, get_workload
+from ..guest.splat import new_splats
+from ..guest.ssh import Running
 
 # exit_delay_ms widens the "being removed" window; call_delay_us makes a caller
 # sleep inside the provider, which is what the unsafe scheme cannot survive.
@@ -333,8 +327,8 @@ class PipelineStages:
         return build(self.kfiles, ModuleSetSpec(scheme, providers=self.spec.providers, buses=self.spec.buses))
 
     def boot(self, scheme: str, mods: BuiltModules) -> RaceGuest:
-        from .guest.image import build_image
-        from .guest.vm import Vm, VmConfig
+        from ..guest.image import build_image
+        from ..guest.vm import Vm, VmConfig
 
         img = build_image(self.kfiles, tuple(mods.ko_files))  # the racer is in every base image
         vm = Vm(img, VmConfig(accel=self.spec.accel, rcu_expedited=self.spec.rcu_expedited,
@@ -383,131 +377,3 @@ def race(spec: RaceSpec, keep: bool = False,
         if vm is not None:
             vm.kill()
     return report, None
-
-
-def _hold(vm: RaceGuest) -> None:
-    """--keep: leave the last guest up for a human until Ctrl-C."""
-    print(f"\nguest kept at 127.0.0.1:{vm.port}\n"
-          f"  shell:   python -m harness shell --attach {vm.port}\n"
-          f"  console: {vm.log_path}\n"
-          "press Ctrl-C here to tear it down", file=sys.stderr)
-    try:
-        while vm.alive():
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        vm.kill()
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def csv(text: str, what: str) -> tuple[str, ...]:
-    """A comma list with no empty element ('6.1,' is a mistake, not 6.1)."""
-    items = tuple(x.strip() for x in text.split(","))
-    if not text.strip() or any(not x for x in items):
-        raise HarnessError(f"--{what} {text!r} has an empty element; give a comma list without blanks")
-    return items
-
-
-def add_race_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kernel", default=kernels.DEFAULT_KERNEL,
-                   help="spec, comma list or 'all' (one report per kernel)")
-    p.add_argument("--scheme", default=",".join(DEFAULT_SCHEMES),
-                   help=f"comma list of {', '.join(SCHEMES)} (default {','.join(DEFAULT_SCHEMES)})")
-    p.add_argument("--workload", default="lookup,mount", help=f"comma list of {', '.join(WORKLOADS)}")
-    p.add_argument("--duration", type=float, default=15.0, metavar="S", help="seconds per run")
-    p.add_argument("--seed", type=int, default=None, help="default: random, printed in the report")
-    p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
-                   help="provider parameter (exit_delay_ms, call_delay_us, init_delay_ms, exit_tail_ms); "
-                        "overrides that knob only; defaults "
-                        + " ".join(f"{k}={v}" for k, v in DEFAULT_KNOBS))
-    p.add_argument("--unload-pause", type=int, default=100, metavar="MS",
-                   help="how long the unloader leaves the reloaded module live (default 100)")
-    p.add_argument("--providers", type=int, default=2)
-    p.add_argument("--reload", default="finit", choices=("finit", "modprobe"))
-    p.add_argument("--accel", default="auto", choices=ACCELS)
-    p.add_argument("--rcu-expedited", action="store_true")
-    p.add_argument("--cold-boot", action="store_true", help="boot every guest instead of restoring its kernel's saved base guest (and save none)")
-    p.add_argument("--contention", type=int, default=0, metavar="N",
-                   help="N host processes spin on the CPUs while the roles run (a loaded CI runner)")
-    p.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON report here")
-    p.add_argument("--html", type=Path, metavar="FILE",
-                   help="also write the HTML report here (index.html beside the JSON report is always written)")
-    p.add_argument("--keep", action="store_true", help="leave the last guest up for a shell")
-
-
-def parse_knobs(items: Sequence[str] | None) -> tuple[tuple[str, int], ...]:
-    """The defaults, each `NAME=VALUE` overriding that knob only."""
-    given: dict[str, object] = {}
-    for item in items or ():
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise HarnessError(f"--knob wants NAME=VALUE, got {item!r}")
-        given[name.strip()] = value.strip()
-    return tuple(sorted({**dict(DEFAULT_KNOBS), **validate_knobs(given)}.items()))
-
-
-def check_output(path: Path, flag: str = "--json") -> None:
-    """Refuse an output file that cannot be written, before anything boots."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise HarnessError(f"{flag} {path} is a folder; give a file name")
-    if not parent.is_dir():
-        raise HarnessError(f"{flag} {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise HarnessError(f"{flag} {path}: not writable")
-
-
-def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
-    seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
-    kernel_names = [k.name for k in kernels.parse_specs(",".join(csv(args.kernel, "kernel")))]
-    return [RaceSpec(kernel=k, schemes=csv(args.scheme, "scheme"), workloads=csv(args.workload, "workload"),
-                     duration_s=args.duration, seed=seed, knobs=parse_knobs(args.knob),
-                     accel=args.accel, rcu_expedited=args.rcu_expedited, providers=args.providers,
-                     reload=args.reload, unload_pause_ms=args.unload_pause, contention=args.contention,
-                     cold_boot=args.cold_boot)
-            for k in kernel_names]
-
-
-def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] | None = None) -> int:
-    specs = specs_from_args(args)
-    # One folder per race: the JSON report and its page (index.html) side by side.
-    out = build_dir() / "reports" / f"race-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}" / "report.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    check_output(out)
-    if args.json:
-        check_output(args.json)
-    if args.html:
-        from .html_report import require_plotting
-
-        check_output(args.html, "--html")
-        require_plotting()
-    reports: list[RaceReport] = []
-    kept: RaceGuest | None = None
-    for spec in specs:
-        progress(f"race on {spec.kernel}: schemes {','.join(spec.schemes)}, workloads "
-                 f"{','.join(spec.workloads)}, {spec.duration_s:g}s each, seed {spec.seed}"
-                 + (f", {spec.contention} host CPU hogs" if spec.contention else ""))
-        report, kept = race(spec, keep=args.keep and spec is specs[-1],
-                            stages=stages(spec) if stages else None)
-        reports.append(report)
-        print(render_table(report), flush=True)
-    doc = [r.to_json() for r in reports]
-    text = json.dumps(doc[0] if len(doc) == 1 else doc, indent=1)
-    out.write_text(text)
-    if args.json:
-        args.json.write_text(text)
-    from .html_report import write_race_pages
-
-    pages = write_race_pages(reports, [out.with_name("index.html"), *([args.html] if args.html else [])])
-    print(f"report: {args.json or out}\npage: {pages[-1]}", file=sys.stderr)
-    status = exit_status(reports)
-    for r in reports:
-        for line in r.problems():
-            print(f"FAIL {r.kernel_spec}: {line}", file=sys.stderr)
-    if kept is not None:
-        _hold(kept)
-    return int(status)
-

@@ -14,7 +14,7 @@ Since output format 2 a role also reports timeline events (`RoleEvents`):
 the unloader's unload windows, a caller's failed calls (the first 20 000; the
 count stays exact) and its calls completed per 100 ms, in microseconds since
 the role's start, with that start on the guest's CLOCK_MONOTONIC so that the
-host can put every role on one axis (`report.Timeline`).
+host can put every role on one axis (`outcomes.Timeline`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from .errors import HarnessError
-from .guest.programs import RACER_PATH
+from ..errors import HarnessError
+from ..guest.programs import RACER_PATH
 
 PERCENTILES = ("p50", "p90", "p99", "max")
 PERMILLE = {"p50": 500, "p90": 900, "p99": 990}

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from .kernels import buildroot, catalogue
+from ..kernels import buildroot, catalogue
 from . import schemes
-from .errors import HarnessError
-from .paths import REPO, cache_dir
-from .progress import progress
-from .util import damage_of, file_lock, hash_inputs, stamps_of
+from ..errors import HarnessError
+from ..paths import REPO, cache_dir
+from ..progress import progress
+from ..util import damage_of, file_lock, hash_inputs, stamps_of
 
 KMODS_DIR = REPO / "kmods"
 
