@@ -376,7 +376,7 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
     if args.json:
         check_output(args.json)
     if args.html:
-        from .html_report import require_plotting
+        from .reports.plots import require_plotting
 
         check_output(args.html, "--html")
         require_plotting()
@@ -395,7 +395,7 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
     out.write_text(text)
     if args.json:
         args.json.write_text(text)
-    from .html_report import write_race_pages
+    from .reports.race_page import write_race_pages
 
     pages = write_race_pages(reports, [out.with_name("index.html"), *([args.html] if args.html else [])])
     print(f"report: {args.json or out}\npage: {pages[-1]}", file=sys.stderr)

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
+from ..errors import HarnessError
 from ..exitcodes import ExitStatus
-from .racer import CallEvents, OpStats, RoleResult, UnloadWindow, merge_ops
+from .racer import CallEvents, CallFailure, Hist, OpStats, RoleResult, UnloadWindow, merge_ops
 from .schemes import SCHEMES, WORKLOADS, bus_lock_class, control_must_fire, lock_order_control
 from ..guest.splat import Splat
 
@@ -386,3 +387,60 @@ def render_table(report: RaceReport) -> str:
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- JSON back into reports (to_json's inverse)
+
+
+def _hist_json(buckets: Sequence[Sequence[int]] | None) -> Hist:
+    return tuple(sorted((int(i), int(c)) for i, c in buckets or ()))
+
+
+def _op_stats(d: Mapping[str, Any]) -> OpStats:
+    met = d.get("failed_by_unloads_met") or (0, 0, 0)
+    ff = d.get("first_failure_ms")
+    return OpStats(total=int(d["total"]), ok=int(d["ok"]), errors={str(k): int(v) for k, v in d["errors"].items()},
+                   failed_during_unload=int(d.get("failed_during_unload", 0)),
+                   latency_us={str(k): float(v) for k, v in (d.get("latency_us") or {}).items()},
+                   first_failure_ms=None if ff is None else float(ff), hist=_hist_json(d.get("hist")),
+                   failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
+                   hist_failed=_hist_json(d.get("hist_failed")))
+
+
+def _timeline(d: Mapping[str, Any] | None) -> Timeline | None:
+    if not d:
+        return None
+    unloads = d.get("unloads") or {}
+    windows = tuple(UnloadWindow(float(w[0]), float(w[1]), float(w[2]), w[3], w[4], str(w[5]) if len(w) > 5 else "")
+                    for w in unloads.get("windows", []))
+    calls = {str(op): CallEvents(op=str(op), failures_total=int(c["failures_total"]),
+                                 failures=tuple(CallFailure(float(a), float(b), str(e)) for a, b, e in c["failures"]),
+                                 bin_ms=int(c["bin_ms"]), done=tuple(c["done"]), ok=tuple(c["ok"]))
+             for op, c in (d.get("calls") or {}).items()}
+    return Timeline(windows=windows, windows_total=int(unloads.get("total", len(windows))), calls=calls)
+
+
+def _run(d: Mapping[str, Any]) -> RunResult:
+    met = d.get("failed_by_unloads_met") or (0, 0, 0)
+    return RunResult(
+        scheme=d["scheme"], workload=d["workload"], end=RunEnd(d["end"]), end_detail=d.get("end_detail", ""),
+        ops={str(k): _op_stats(v) for k, v in d["ops"].items()}, spurious_failures=int(d["spurious_failures"]),
+        first_spurious_s=d.get("first_spurious_s"), failed_during_unload=int(d.get("failed_during_unload", 0)),
+        failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
+        splats=[Splat(s["kind"], s["title"], tuple(s["lines"]), (), None, 0) for s in d.get("splats", [])],
+        role_errors=list(d.get("role_errors", [])), verdict=Verdict(d["verdict"]), control=Control(d["control"]),
+        seconds=float(d.get("seconds", 0.0)), repro=d.get("repro", ""), console_log=d.get("console_log", ""),
+        timeline=_timeline(d.get("events")), guest_start=d.get("guest_start"))
+
+
+def reports_from_json(doc: Any) -> list[RaceReport]:
+    """The RaceReports of a JSON report (one object, or a list for several
+    kernels), to draw its page again; a bad document is a HarnessError."""
+    try:
+        return [RaceReport(kernel=r["kernel"], kernel_spec=r["kernel_spec"], accel=r["accel"], seed=int(r["seed"]),
+                           duration_s=float(r["duration_s"]), rcu_expedited=bool(r["rcu_expedited"]),
+                           knobs={str(k): int(v) for k, v in r["knobs"].items()}, reload=r["reload"],
+                           contention=int(r.get("contention", 0)), runs=[_run(x) for x in r["runs"]])
+                for r in (doc if isinstance(doc, list) else [doc])]
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise HarnessError(f"not a race JSON report: {type(e).__name__}: {e}") from None

@@ -13,7 +13,7 @@
   `claim1=rwsem-deferred,claim6=unsafe`) to show that a claim test fails when
   its claim is broken.  Off by default.
 - `--matrix-out DIR`: at session end (in the xdist controller, or the only
-  process) write DIR/matrix.json and DIR/matrix.md (harness/matrix.py).
+  process) write DIR/matrix.json and DIR/matrix.md (harness/reports/matrix_page.py).
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not out or hasattr(session.config, "workerinput"):
         return
     from harness import kernels
-    from harness.matrix import build_matrix, write_matrix
+    from harness.reports.matrix import build_matrix
+    from harness.reports.matrix_page import write_matrix
 
     matrix = build_matrix(_RECORDS, known_kernels=tuple(kernels.SPECS))
     write_matrix(matrix, Path(out))

@@ -2,7 +2,7 @@
 and no WARNING (CHECK-level items are reported, not failed).
 
 First use downloads Debian's linux-source-6.1 (about 140 MB) for checkpatch.pl
-(harness/checkpatch.py); later runs use the cache.  One checkpatch run covers
+(tests/tools/checkpatch.py); later runs use the cache.  One checkpatch run covers
 every scheme with 1 and 2 buses (about 8 s).
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.race import kbuild
-from harness.checkpatch import IGNORED, levels, run_checkpatch
+from tests.tools.checkpatch import IGNORED, levels, run_checkpatch
 
 SETS = [(s, b) for s in kbuild.SCHEMES for b in kbuild.BUS_COUNTS]
 

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import pytest
 
-from harness import html_report
-from harness.html_report import race_figures, race_html, screenshot
+from harness.reports import plots
+from harness.reports.plots import race_figures
+from harness.reports.race_page import race_html
 
 import htmlsim
+from tests.tools import browser
+from tests.tools.browser import screenshot
 
 pytestmark = [
-    pytest.mark.skipif(html_report.chromium() is None,
+    pytest.mark.skipif(browser.chromium() is None,
                        reason="chromium is not installed (make test's setup installs it: "
                               "sh scripts/setup.sh --browser, as root)"),
-    pytest.mark.skipif(html_report.plotting_missing() is not None,
+    pytest.mark.skipif(plots.plotting_missing() is not None,
                        reason="matplotlib missing: the optional extra 'report' (make test installs it)"),
 ]
 

@@ -11,21 +11,23 @@ import re
 
 import pytest
 
-from harness import cli, html_report
+from harness import cli
 from harness.cli import main
-from harness.race import engine as race
 from harness.exitcodes import ExitStatus
-from harness.html_report import (PLOTS_MISSING, SpanKind, cdf_points, race_figures, race_html, timeline_data,
-                                 write_race_pages, zoom_range)
-from harness.matrix import Matrix, build_matrix, write_matrix
-from harness.matrix import main as matrix_main
+from harness.race import engine as race
 from harness.race.racer import hist_of
+from harness.reports import plots
+from harness.reports.matrix import Matrix, build_matrix
+from harness.reports.matrix_page import main as matrix_main
+from harness.reports.matrix_page import write_matrix
+from harness.reports.plots import PLOTS_MISSING, SpanKind, cdf_points, race_figures, timeline_data, zoom_range
+from harness.reports.race_page import race_html, write_race_pages
 
 import htmlsim
 from fakeguest import FakeStages
 from test_html_events import FAILURES_US, LOOKER_LATE_US, WINDOWS_US, synthetic_run
 
-needs_matplotlib = pytest.mark.skipif(html_report.plotting_missing() is not None,
+needs_matplotlib = pytest.mark.skipif(plots.plotting_missing() is not None,
                                       reason="matplotlib missing: the optional extra 'report' (make test installs it)")
 
 
@@ -123,7 +125,7 @@ def test_the_page_is_self_contained_and_says_what_was_run(tmp_path):
 
 
 def test_without_matplotlib_the_page_has_tables_and_says_what_to_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(html_report, "plotting_missing", lambda: PLOTS_MISSING)
+    monkeypatch.setattr(plots, "plotting_missing", lambda: PLOTS_MISSING)
     rep = htmlsim.report()
     assert race_figures([rep]) is None
     page = race_html([rep], tmp_path, None)
@@ -158,7 +160,7 @@ def test_race_writes_index_html_beside_its_json_and_at_html(tmp_path, monkeypatc
 
 
 def test_race_html_without_matplotlib_refuses_in_one_line_before_booting(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(html_report, "plotting_missing", lambda: PLOTS_MISSING)
+    monkeypatch.setattr(plots, "plotting_missing", lambda: PLOTS_MISSING)
     booted = []
     monkeypatch.setattr(race, "PipelineStages", lambda spec: booted.append(spec))
     code = main(["race", "--html", str(tmp_path / "x.html")])
@@ -216,7 +218,7 @@ def test_matrix_page_again_from_its_json(tmp_path, capsys):
 
 
 def test_compact_json_keeps_short_values_on_one_line_and_stays_json():
-    from harness.html_report import compact_json
+    from harness.reports.matrix_page import compact_json
 
     doc = {"loads": [[0, 596.5], ["EEXIST", 653.1]], "wait_ms": {"0": {"min": 540.9, "max": 596.5}},
            "detail": [{"end": "completed", "role_errors": [], "text": "x" * 120}]}
@@ -238,8 +240,8 @@ def test_eexist_on_reload_means_the_module_is_back_not_absent():
 
 
 def test_a_json_report_draws_the_same_page_again(tmp_path, capsys):
-    from harness.html_report import main as page_main
-    from harness.html_report import reports_from_json
+    from harness.race.outcomes import reports_from_json
+    from harness.reports.race_page import main as page_main
 
     rep = htmlsim.report()
     doc = json.loads(json.dumps(rep.to_json()))

@@ -1,8 +1,9 @@
-"""harness.matrix: claim x kernel table from test report records (no VM)."""
+"""harness.reports.matrix: claim x kernel table from test report records (no VM)."""
 
 import json
 
-from harness.matrix import build_matrix, render_markdown, split_nodeid, write_matrix
+from harness.reports.matrix import build_matrix, render_markdown, split_nodeid
+from harness.reports.matrix_page import write_matrix
 
 KERNELS = ("6.1", "6.12", "6.1-rt", "6.12-rt")
 F1 = "tests/claims/test_claim1_x.py::test_claim1_x"

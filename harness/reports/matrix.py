@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Iterable
 
 OUTCOME_MARK = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "skip"}
@@ -215,37 +213,3 @@ def render_markdown(mx: Matrix, detail_limit: int = 300) -> str:
                 lines.append(f"  - {last[0].strip()[:200]}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
-
-
-def write_matrix(mx: Matrix, out_dir: Path) -> tuple[Path, Path]:
-    """matrix.json and matrix.md (returned), and the page index.html beside them."""
-    from .html_report import write_matrix_html
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    j, m = out_dir / "matrix.json", out_dir / "matrix.md"
-    j.write_text(json.dumps(mx.to_json(), indent=1, default=str) + "\n")
-    m.write_text(render_markdown(mx))
-    write_matrix_html(mx, out_dir / "index.html")
-    return j, m
-
-
-def main(argv: list[str]) -> int:
-    """`python -m harness.matrix DIR`: DIR/index.html again from DIR/matrix.json."""
-    from .html_report import write_matrix_html
-
-    if len(argv) != 1:
-        print("usage: python -m harness.matrix DIR  (writes DIR/index.html from DIR/matrix.json)",
-              file=sys.stderr)
-        return 2
-    src = Path(argv[0]) / "matrix.json"
-    try:
-        mx = Matrix.from_json(json.loads(src.read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        print(f"error: {src}: {e}", file=sys.stderr)
-        return 2
-    print(write_matrix_html(mx, src.with_name("index.html")))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

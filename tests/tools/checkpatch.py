@@ -18,11 +18,11 @@ import tarfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .kernels import catalogue
-from .errors import HarnessError
-from .paths import cache_dir
-from .progress import progress
-from .util import file_lock, need_tool
+from harness.errors import HarnessError
+from harness.kernels import catalogue
+from harness.paths import cache_dir
+from harness.progress import progress
+from harness.util import file_lock, need_tool
 
 PACKAGE = "linux-source-6.1"
 RELEASE = "bookworm"
