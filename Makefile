@@ -20,8 +20,10 @@ race: setup
 test: setup-browser typecheck
 	$(PY) -m pytest -q -p no:cacheprovider --kernel $(KERNEL) $(PYTEST_ARGS) tests
 
+# Types, and the stages' import layering (pyproject.toml's importlinter contracts).
 typecheck: setup
 	$(PY) -m mypy
+	.venv/bin/lint-imports --no-logo --cache-dir .cache/import-linter  # the project writes only under .cache and build
 
 unit: setup-browser typecheck
 	$(PY) -m pytest -q -p no:cacheprovider -m "not vm" tests
