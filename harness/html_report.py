@@ -38,7 +38,8 @@ from .errors import HarnessError
 from .matrix import OUTCOME_MARK, VERBOSE_KEYS, Cell, Matrix
 from .progress import progress
 from .racer import CallEvents, CallFailure, Hist, OpStats, UnloadWindow, hist_value
-from .report import CALLER_OPS, Control, RaceReport, RunEnd, RunResult, Timeline, Verdict, problem, starts
+from .report import (CALLER_OPS, Control, GuestState, RaceReport, RunEnd, RunResult, Timeline, Verdict, problem,
+                     starts)
 from .schemes import SCHEMES, WORKLOADS
 from .splat import Splat
 
@@ -568,10 +569,21 @@ def _run(d: Mapping[str, Any]) -> RunResult:
         ops={str(k): _op_stats(v) for k, v in d["ops"].items()}, spurious_failures=int(d["spurious_failures"]),
         first_spurious_s=d.get("first_spurious_s"), failed_during_unload=int(d.get("failed_during_unload", 0)),
         failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
-        splats=[Splat(s["kind"], s["title"], tuple(s["lines"]), (), None, 0) for s in d.get("splats", [])],
+        splats=_splats(d.get("splats", [])),
         role_errors=list(d.get("role_errors", [])), verdict=Verdict(d["verdict"]), control=Control(d["control"]),
         seconds=float(d.get("seconds", 0.0)), repro=d.get("repro", ""), console_log=d.get("console_log", ""),
-        timeline=_timeline(d.get("events")), guest_start=d.get("guest_start"))
+        timeline=_timeline(d.get("events")), guest_start=d.get("guest_start"), guest=_guest(d.get("guest")))
+
+
+def _splats(items: Sequence[Mapping[str, Any]]) -> list[Splat]:
+    return [Splat(s["kind"], s["title"], tuple(s["lines"]), (), None, 0) for s in items]
+
+
+def _guest(d: Mapping[str, Any] | None) -> GuestState:
+    if not d:
+        return GuestState()
+    before, after = d.get("debug_locks") or (None, None)
+    return GuestState(tuple(_splats(d.get("boot_splats", []))), before, after)
 
 
 def reports_from_json(doc: Any) -> list[RaceReport]:
@@ -581,7 +593,8 @@ def reports_from_json(doc: Any) -> list[RaceReport]:
         return [RaceReport(kernel=r["kernel"], kernel_spec=r["kernel_spec"], accel=r["accel"], seed=int(r["seed"]),
                            duration_s=float(r["duration_s"]), rcu_expedited=bool(r["rcu_expedited"]),
                            knobs={str(k): int(v) for k, v in r["knobs"].items()}, reload=r["reload"],
-                           contention=int(r.get("contention", 0)), runs=[_run(x) for x in r["runs"]])
+                           contention=int(r.get("contention", 0)), lockdep=bool(r.get("lockdep", False)),
+                           kasan=bool(r.get("kasan", False)), runs=[_run(x) for x in r["runs"]])
                 for r in (doc if isinstance(doc, list) else [doc])]
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
         raise HarnessError(f"not a race JSON report: {type(e).__name__}: {e}") from None
