@@ -28,6 +28,7 @@ from .image import GuestExtra, build_image
 from .modcheck import check_module
 from .paths import build_dir, cache_dir
 from .progress import progress
+from .splat import new_splats
 from .splat import parse as parse_splats
 from .ssh import CommandTimeout, command_line
 from .vm import ACCELS, Vm, VmConfig, _qemu
@@ -234,10 +235,12 @@ def _death_cause(vm: Vm) -> str:
 
 
 def _report_splats(vm: Vm) -> None:
-    splats = parse_splats(vm.console_text())
+    for s in vm.boot_splats:
+        print(f"boot: {s.kind}: {s.title} (the guest was broken before the command began)", file=sys.stderr)
+    splats = new_splats(vm.console_text(), vm.ready_offset)
     for s in splats:
         print(f"console: {s.kind}: {s.title}", file=sys.stderr)
-    if splats:
+    if splats or vm.boot_splats:
         print(f"console log: {vm.log_path}", file=sys.stderr)
 
 

@@ -258,6 +258,7 @@ class Vm:
     # them was broken before any test began (a restored guest's base boot has
     # none: such a snapshot is stale).
     boot_splats: tuple[Splat, ...] = ()
+    ready_offset: int = 0  # console log offset at the guest's ready marker: what follows is the guest's use
     child: pexpect.spawn | None = None
     qmp: Qmp | None = None
     _ssh: object | None = None
@@ -373,7 +374,8 @@ class Vm:
             raise
         self.boot_seconds = time.monotonic() - t0
         assert self.start is not None
-        self.boot_splats = tuple(new_splats(self.console_text(), self._boot_offset))
+        self.ready_offset = self.console_size()
+        self.boot_splats = tuple(new_splats(self.console_text(), self._boot_offset, self.ready_offset))
         progress(f"vm: ready in {self.boot_seconds:.2f}s ({self.start.describe()})")
         return self
 
