@@ -28,6 +28,7 @@ from .errors import HarnessError
 from .exitcodes import ExitStatus
 from .guest.image import GuestExtra, build_image
 from .guest.modcheck import check_module
+from .guest.splat import new_splats
 from .guest.splat import parse as parse_splats
 from .guest.ssh import CommandTimeout, command_line
 from .guest.vm import ACCELS, Vm, VmConfig, qemu_binary
@@ -238,10 +239,12 @@ def _death_cause(vm: Vm) -> str:
 
 
 def _report_splats(vm: Vm) -> None:
-    splats = parse_splats(vm.console_text())
+    for s in vm.boot_splats:
+        print(f"boot: {s.kind}: {s.title} (the guest was broken before the command began)", file=sys.stderr)
+    splats = new_splats(vm.console_text(), vm.ready_offset)
     for s in splats:
         print(f"console: {s.kind}: {s.title}", file=sys.stderr)
-    if splats:
+    if splats or vm.boot_splats:
         print(f"console log: {vm.log_path}", file=sys.stderr)
 
 

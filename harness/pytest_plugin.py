@@ -3,7 +3,11 @@
 Registered as a `pytest11` entry point, so any project's tests can boot our
 guests.  Every test that uses a guest is parametrized by kernel (the id reads
 `[6.1]`), and fails if the guest's console shows a new splat during the test,
-unless it is marked `expect_splat` and looks at them itself.
+or its boot showed one (the guest was broken before the test began), unless
+it is marked `expect_splat` and looks at them itself.  On a kernel with
+lockdep a passing test also needs lockdep still on (`debug_locks` 1): a
+lockdep-clean result from a lockdep that had turned itself off means nothing.
+The session's shared guest is replaced after any splat.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pytest
 from . import kernels
 from .errors import HarnessError
 from .guest.image import GuestExtra, Image, build_image
+from .guest.splat import new_splats
 from .guest.vm import ACCELS, Vm, VmConfig
 
 _VM_KEY = pytest.StashKey[list]()
@@ -120,9 +125,12 @@ def vm(request: pytest.FixtureRequest, image: Image, vm_config: VmConfig,
         shared = Vm(image, vm_config, name="session")
         _or_fail(shared.boot)
         _session_vms[key] = shared
-    _watch(request.node, shared)
+    offset = _watch(request.node, shared)
     yield shared
-    if not shared.alive():  # a test that kills the guest spoils it for nobody else
+    # A test that killed the guest, or left a splat in it (a sanitiser that
+    # reported may not report again), spoils it for nobody else.
+    if not shared.alive() or shared.boot_splats or new_splats(shared.console_text(), offset):
+        shared.kill()
         _session_vms.pop(key, None)
 
 
@@ -133,9 +141,11 @@ def _or_fail(fn: Callable):
         pytest.fail(str(e), pytrace=False)
 
 
-def _watch(item: pytest.Item, vm: Vm) -> None:
+def _watch(item: pytest.Item, vm: Vm) -> int:
     """Remember where the console stood when the test started."""
-    item.stash.setdefault(_VM_KEY, []).append((vm, vm.console_size()))
+    offset = vm.console_size()
+    item.stash.setdefault(_VM_KEY, []).append((vm, offset))
+    return offset
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -151,17 +161,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     if call.when != "call":
         return
     item.stash[_LAST_KEY] = report
-    from .guest.splat import new_splats
-
     for vm, offset in item.stash.get(_VM_KEY, []):
         report.sections.append((f"console log ({vm.name})", str(vm.log_path)))
-        if item.get_closest_marker("expect_splat"):
+        if item.get_closest_marker("expect_splat") or not report.passed:
             continue
-        splats = new_splats(vm.console_text(), offset)
-        if splats and report.passed:
+        why = _guest_problem(vm, offset)
+        if why:
             report.outcome = "failed"
-            report.longrepr = "new console splat(s) during the test:\n\n" + "\n\n".join(
-                "\n".join(s.lines) for s in splats) + f"\n\nconsole log: {vm.log_path}"
+            report.longrepr = f"{why}\n\nconsole log: {vm.log_path}"
+
+
+def _guest_problem(vm: Vm, offset: int) -> str:
+    """Why a passing test's guest cannot vouch for it ("" if it can)."""
+    if vm.boot_splats:
+        return "the guest was broken before the test began: its boot showed splat(s):\n\n" + "\n\n".join(
+            "\n".join(s.lines) for s in vm.boot_splats)
+    splats = new_splats(vm.console_text(), offset)
+    if splats:
+        return "new console splat(s) during the test:\n\n" + "\n\n".join("\n".join(s.lines) for s in splats)
+    from .race.engine import debug_locks, proves_locking  # not on import: other projects load this plugin
+
+    if vm.alive() and proves_locking(vm.image.kernel) and debug_locks(vm) is False:
+        return ("lockdep was off at the end of the test (debug_locks 0) with no report on the console: "
+                "its lockdep-clean result means nothing")
+    return ""
 
 
 _LAST_KEY = pytest.StashKey[pytest.TestReport]()

@@ -34,9 +34,11 @@ from typing import Any, Mapping
 
 from ..paths import cache_dir
 from ..util import hash_inputs
+from .splat import parse_file
 
 FORMAT = 1
 META = "snapshot.json"
+BASE_LOG = "base-console.log"  # the saved guest's boot, from QEMU's start to the save
 FAILED = "restore-failed"  # the last restore of this key failed (removed by a good one)
 UNRESTORABLE = "unrestorable"  # two in a row failed: boot cold, save no more
 # Snapshots kept in the cache, the least recently used dropped first: every
@@ -148,6 +150,11 @@ class Snapshot:
                 return None, f"its {name} file is missing"
             if have != want:
                 return None, f"its {name} file changed after it was saved ({have} vs {want})"
+        # Saved by a harness that did not look: a report in the base boot is in
+        # every guest restored from it, and a sanitiser that reports once is spent.
+        splats = parse_file(gen / BASE_LOG) if (gen / BASE_LOG).is_file() else []
+        if splats:
+            return None, f"its base boot has a splat ({splats[0].title})"
         return gen, ""
 
     def used(self) -> None:

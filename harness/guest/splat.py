@@ -414,11 +414,12 @@ def parse_file(path) -> list[Splat]:
     return parse(Path(path).read_bytes().decode("utf-8", "surrogateescape"))
 
 
-def new_splats(text: str, since_offset: int) -> list[Splat]:
-    """Reports whose header starts at or after byte ``since_offset`` of the log.
+def new_splats(text: str, since_offset: int, until_offset: int | None = None) -> list[Splat]:
+    """Reports whose header starts at or after byte ``since_offset`` of the log
+    (and before ``until_offset``, when given).
 
     Lets the harness note the console log size before a test and ask afterwards
     what the test produced. The whole log is parsed so that a report that
     started earlier is never misread as a new one.
     """
-    return [s for s, off in _scan(text) if off >= since_offset]
+    return [s for s, off in _scan(text) if off >= since_offset and (until_offset is None or off < until_offset)]

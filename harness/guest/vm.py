@@ -47,6 +47,7 @@ from ..progress import progress
 from .qmp import Qmp, QmpError
 from .snapshot import ColdReason, GuestStart, Snapshot, StartPath
 from ..util import file_lock, need_tool, try_file_lock
+from .splat import Splat, new_splats
 
 QEMU = "qemu-system-x86_64"
 QBOOT = Path("/usr/share/qemu/qboot.rom")
@@ -254,10 +255,16 @@ class Vm:
     log_path: Path = Path()
     boot_seconds: float = 0.0
     start: GuestStart | None = None  # how it started: cold or restored, and why
+    # Splats of this guest's boot, up to its ready marker: a guest that has
+    # them was broken before any test began (a restored guest's base boot has
+    # none: such a snapshot is stale).
+    boot_splats: tuple[Splat, ...] = ()
+    ready_offset: int = 0  # console log offset at the guest's ready marker: what follows is the guest's use
     child: pexpect.spawn | None = None
     qmp: Qmp | None = None
     _ssh: object | None = None
     _pump: threading.Thread | None = None
+    _boot_offset: int = 0  # console log offset where this guest's boot began
 
     # -- lifecycle
 
@@ -281,17 +288,19 @@ class Vm:
         # console=ttyS0: the serial port is the console log, where splats are read.
         # panic=-1: a panic reboots at once, and -no-reboot makes that QEMU's exit,
         #   so a crashed guest ends its run now rather than at a timeout.
-        # quiet: every console line costs boot time under TCG; init turns all
-        #   messages back on once the guest is up.
+        # loglevel=5, not quiet: boot chatter (KERN_INFO and up) stays off the
+        #   slow emulated serial port, but WARNINGs and lockdep reports
+        #   (KERN_WARNING) reach it, so a splat during the boot is seen; init
+        #   turns every message on once the guest is up.
         # tsc=reliable, no_timer_check: a busy host stalls vCPUs, which would make
         #   the clocksource watchdog drop the TSC for a slow clock and the boot-time
         #   timer IRQ check fail; neither check means anything in a VM.
-        cmdline = ["console=ttyS0", "panic=-1", "quiet", "tsc=reliable", "no_timer_check",
+        cmdline = ["console=ttyS0", "panic=-1", "loglevel=5", "tsc=reliable", "no_timer_check",
                    # Boot-time savings under TCG: expedited RCU during boot only (init
                    # sets the run's value), and no crypto self-tests (about 0.3 s).
                    "rcupdate.rcu_expedited=1", "cryptomgr.notests",
                    "initcall_blacklist=crypto_kdf108_init,init_encrypted",
-                   *self.config.cmdline_extra]
+                   *kernel.cmdline, *self.config.cmdline_extra]
         # -nodefaults, -no-user-config: only the devices named here and no host
         #   config file, so every host builds the same machine (the snapshot key
         #   hashes this line) and the kernel probes nothing it does not need.
@@ -388,6 +397,8 @@ class Vm:
             raise
         self.boot_seconds = time.monotonic() - t0
         assert self.start is not None
+        self.ready_offset = self.console_size()
+        self.boot_splats = tuple(new_splats(self.console_text(), self._boot_offset, self.ready_offset))
         progress(f"vm: ready in {self.boot_seconds:.2f}s ({self.start.describe()})")
         return self
 
@@ -397,8 +408,9 @@ class Vm:
             self.port = _free_port()
             progress(f"vm: restoring {kernel.release} ({self.accel}) from snapshot {snap.key}, "
                      f"ssh on 127.0.0.1:{self.port}")
+            self._boot_offset = self.console_size()
             self._spawn(snapshot.restore_args(gen / "ram", self.config.memory_mb, share=False),
-                        note=f"restored from snapshot {gen}; the base guest's boot: {gen / 'base-console.log'}")
+                        note=f"restored from snapshot {gen}; the base guest's boot: {gen / snapshot.BASE_LOG}")
             try:
                 self._restore_state(gen)
                 break
@@ -440,12 +452,12 @@ class Vm:
 
     def _cold_boot(self, snap: Snapshot | None, reason: ColdReason, detail: str) -> None:
         kernel = self.image.kernel
-        silent_retried = False
+        silent_retried = splat_retried = False
         for attempt in range(5):
             self.port = _free_port()
             progress(f"vm: booting {kernel.release} ({self.accel}, {self.config.cpus} CPUs), ssh on 127.0.0.1:{self.port}")
             t0 = time.monotonic()
-            start = self.console_size()
+            start = self._boot_offset = self.console_size()
             self._spawn()
             outcome = self._wait_boot()
             if outcome is BootOutcome.PORT_TAKEN and attempt < 4:
@@ -461,7 +473,19 @@ class Vm:
                 continue
             saved = False
             if outcome is BootOutcome.WAITING:
-                if snap is not None:
+                splats = new_splats(self.console_text(), start)
+                if splats and not splat_retried:
+                    # Never saved: every guest restored from it would carry
+                    # the report, and a sanitiser that reports once is spent.
+                    progress(f"vm: the boot showed a splat ({splats[0].title}); not a guest to test on "
+                             "or to save; booting once more")
+                    self.kill()
+                    splat_retried = True
+                    continue
+                if splats:
+                    progress(f"vm: warning: the boot showed a splat again ({splats[0].title}); this guest "
+                             "runs cold, saved as no snapshot, and every run on it fails as a broken guest")
+                elif snap is not None:
                     saved = self._save(snap, start)
                 left = max(10.0, self.boot_timeout_s - (time.monotonic() - t0))
                 outcome = self._send_start(left)
@@ -496,7 +520,7 @@ class Vm:
                 self.qmp.wait_migration(SAVE_TIMEOUT_S)
                 self._convert(stream, gen)
                 stream.unlink()
-                (gen / "base-console.log").write_bytes(self.log_path.read_bytes()[console_start:])
+                (gen / snapshot.BASE_LOG).write_bytes(self.log_path.read_bytes()[console_start:])
                 snap.commit(gen, {"kernel": self.image.kernel.release, "accel": self.accel,
                                   "memory_mb": self.config.memory_mb, "cpus": self.config.cpus,
                                   "base_log": str(self.log_path)})

@@ -64,6 +64,12 @@ class KernelFiles:
         return row.time_factor if row is not None else 1.0
 
     @property
+    def cmdline(self) -> tuple[str, ...]:
+        """Kernel parameters its row asks for (sanitiser settings, workarounds)."""
+        row = SPECS.get(self.name)
+        return row.cmdline if row is not None else ()
+
+    @property
     def boot_image(self) -> Path:
         """What QEMU's -kernel loads: the ELF vmlinux, or the bzImage where
         the kernel's row says its PVH entry does not boot."""

@@ -383,6 +383,9 @@ class KernelRow:
     # Boot the ELF vmlinux through its PVH entry (no decompression under TCG);
     # False boots the bzImage.
     boot_elf: bool = True
+    # Kernel parameters this kernel's guests always boot with (part of the
+    # snapshot key, like the rest of the QEMU command line).
+    cmdline: tuple[str, ...] = ()
 
     @property
     def image_meta(self) -> str:
@@ -417,8 +420,19 @@ ROWS: dict[str, KernelRow] = {
         KernelRow("rc", "experimental", "amd64", None),
         # Its PVH entry triple-faults at once under TCG (KASAN's early shadow
         # setup, seen with 6.12.118): it boots through the bzImage.
+        # kasan_multi_shot: generic KASAN reports only the first bad access of
+        # a boot otherwise (mm/kasan/report.c, report_enabled()), and a guest
+        # must see every one of a run's.
+        # no5lvl: with QEMU's `-cpu max` the guest has LA57.  identify_cpu()
+        # zeroes boot_cpu_data's capabilities (arch/x86/kernel/cpu/common.c)
+        # with interrupts already on (init/main.c); an interrupt in that window
+        # runs KASAN's range check, whose pgtable_l5_enabled() then reads
+        # LA57 as off, puts the direct map (ff11...) below the shadow's start
+        # and reports "wild-memory-access in do_raw_spin_lock".  With 4-level
+        # paging the answer cannot change under it.
         KernelRow("6.12-debug", "trixie", "debug", "6.12", source="linux-source-6.12",
-                  fragment="debug.config", time_factor=4.0, boot_elf=False),
+                  fragment="debug.config", time_factor=4.0, boot_elf=False,
+                  cmdline=("kasan_multi_shot", "no5lvl")),
     )
 }
 # `--kernel all`: every spec that comes as packages; kernels built here are

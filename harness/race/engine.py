@@ -23,9 +23,9 @@ from ..errors import HarnessError
 from .kbuild import BuiltModules, ModuleSetSpec, validate_knobs
 from ..progress import progress
 from .racer import RoleResult, RoleSpec, parse_role_output
-from .outcomes import RaceReport, RunEnd, RunResult, summarise_run
+from .outcomes import GuestState, RaceReport, RunEnd, RunResult, Verdict, summarise_run
 from .schemes import DEFAULT_SCHEMES, Caller, get_scheme, get_workload
-from ..guest.splat import new_splats
+from ..guest.splat import Splat, new_splats
 from ..guest.ssh import Running
 
 # exit_delay_ms widens the "being removed" window; call_delay_us makes a caller
@@ -133,6 +133,7 @@ class RaceGuest(Protocol):
     port: int
     log_path: Path
     start: Any  # vm.GuestStart, or None
+    boot_splats: tuple[Splat, ...]
 
     @property
     def ssh(self) -> RaceSsh: ...
@@ -275,19 +276,44 @@ def host_contention(hogs: int) -> Iterator[None]:
             p.wait()
 
 
+def parse_debug_locks(text: str) -> bool | None:
+    """`debug_locks` from /proc/lockdep_stats: whether lockdep still checks;
+    None when the text has no such line."""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "debug_locks" and value.strip().isdigit():
+            return value.strip() != "0"
+    return None
+
+
+def debug_locks(vm: RaceGuest) -> bool | None:
+    """Whether the guest's lockdep is still checking; None if unreadable
+    (no lockdep, or the guest is gone)."""
+    if _guest_gone(vm) is not None:
+        return None
+    res = vm.ssh.run("cat /proc/lockdep_stats", timeout=60)
+    return parse_debug_locks(res.stdout) if res.ok else None
+
+
 def run_one(vm: RaceGuest, mods: BuiltModules, spec: RaceSpec, scheme: str, workload: str,
-            release: str, lockdep: bool = False) -> RunResult:
+            release: str, lockdep: bool = False, kasan: bool = False) -> RunResult:
     """One workload in a booted guest; the guest may die doing it.  `lockdep`:
-    the kernel has CONFIG_PROVE_LOCKING (what a lock-order control must show)."""
+    the kernel has CONFIG_PROVE_LOCKING (what a lock-order control must show),
+    and then its lockdep must still be on for a lockdep-clean run to mean
+    anything; `kasan`: CONFIG_KASAN (what the KASAN control must show)."""
     roles = roles_for(workload, mods, spec, release)
+    before = debug_locks(vm) if lockdep else None
     offset = vm.console_size()
     with host_contention(spec.contention):
         outcome = run_roles(vm, roles, spec.duration_s, label=f"{scheme}/{workload}",
                             slack_s=HANG_SLACK_S, poll_s=POLL_S)
     time.sleep(CONSOLE_SETTLE_S)
     splats = new_splats(vm.console_text(), offset)
+    guest = GuestState(tuple(vm.boot_splats), before,
+                       debug_locks(vm) if lockdep and outcome.end is RunEnd.COMPLETED else None)
     run = summarise_run(scheme, workload, outcome.results, splats, outcome.end, outcome.detail,
-                        spec.repro(scheme, workload), outcome.seconds, lockdep=lockdep)
+                        spec.repro(scheme, workload), outcome.seconds, lockdep=lockdep, kasan=kasan,
+                        guest=guest)
     run.console_log = str(vm.log_path)
     start = getattr(vm, "start", None)
     run.guest_start = start.to_json() if start is not None else None
@@ -302,6 +328,7 @@ class RaceStages(Protocol):
 
     release: str
     lockdep: bool  # the kernel has CONFIG_PROVE_LOCKING
+    kasan: bool  # the kernel has CONFIG_KASAN
 
     def modules(self, scheme: str) -> BuiltModules: ...
     def boot(self, scheme: str, mods: BuiltModules) -> RaceGuest: ...
@@ -320,6 +347,7 @@ class PipelineStages:
         self.kfiles = kernels.fetch(kernels.get_spec(spec.kernel), quiet=True)
         self.release = self.kfiles.release
         self.lockdep = proves_locking(self.kfiles)
+        self.kasan = self.kfiles.config.get("CONFIG_KASAN") == "y"
 
     def modules(self, scheme: str) -> BuiltModules:
         from .kbuild import build
@@ -351,21 +379,24 @@ def race(spec: RaceSpec, keep: bool = False,
     report = RaceReport(kernel=stages.release, kernel_spec=spec.kernel, accel="", seed=spec.seed,
                         duration_s=spec.duration_s, rcu_expedited=spec.rcu_expedited,
                         knobs=dict(spec.knobs), reload=spec.reload, contention=spec.contention,
-                        lockdep=stages.lockdep)
+                        lockdep=stages.lockdep, kasan=stages.kasan)
     for i, scheme in enumerate(spec.schemes):
         mods = stages.modules(scheme)
         vm: RaceGuest | None = None
         try:
             for workload in spec.workloads:
                 last = report.runs[-1] if report.runs else None
-                spoiled = last is not None and last.scheme == scheme and bool(last.splats)
+                # A guest that splatted, was broken, or whose lockdep went off
+                # cannot vouch for the next workload: a new one.
+                spoiled = last is not None and last.scheme == scheme and (
+                    bool(last.splats) or last.verdict is Verdict.BROKEN or last.guest.debug_locks_after is False)
                 if vm is None or spoiled or _guest_gone(vm) is not None:
                     if vm is not None:
                         vm.kill()
                     vm = stages.boot(scheme, mods)
                     report.accel = vm.accel
                     prepare_guest(vm, mods, spec)
-                run = run_one(vm, mods, spec, scheme, workload, stages.release, stages.lockdep)
+                run = run_one(vm, mods, spec, scheme, workload, stages.release, stages.lockdep, stages.kasan)
                 report.runs.append(run)
                 progress(f"race {scheme}/{workload}: {run.verdict.value}")
         except BaseException:

@@ -145,6 +145,7 @@ def render(spec: ModuleSetSpec, outdir: Path) -> list[Path]:
         "rwsem": spec.row.uses_rwsem,
         "deferred": spec.row.gate is schemes.Gate.AFTER_DELETE,
         "sorted": spec.row.lock_order is schemes.LockOrder.SORTED,
+        "reads_state": spec.row.reach is schemes.Reach.STATE,
         "buses": spec.buses,
         "providers": spec.providers,
         "provider_names": spec.provider_names,

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 from ..errors import HarnessError
 from ..exitcodes import ExitStatus
 from .racer import CallEvents, CallFailure, Hist, OpStats, RoleResult, UnloadWindow, merge_ops
-from .schemes import SCHEMES, WORKLOADS, bus_lock_class, control_must_fire, lock_order_control
+from .schemes import SCHEMES, WORKLOADS, Reach, bus_lock_class, control_must_fire, lock_order_control
 from ..guest.splat import Splat
 
 CALLER_OPS = ("lookup", "mount", "fsmount")
@@ -40,6 +40,9 @@ class Verdict(enum.Enum):
     """One run's verdict.  Precedence: the first member whose condition holds
     (see `fold_verdict`), so a crash outranks a warning outranks a hang."""
 
+    # The guest splatted while booting, or its lockdep was already off: the run
+    # proves nothing, whatever it saw.  Never the run's finding.
+    BROKEN = "broken guest"
     CRASHED = "crashed"  # crash splat (oops, BUG, GPF, panic, KASAN), or the guest/SSH died
     WARNED = "warned"  # any other splat: WARNING, lockdep, hung task, RCU stall
     HUNG = "hung"  # roles did not finish
@@ -64,11 +67,15 @@ class Control(enum.Enum):
     MISSED = "missed"  # it must fire here and did not: the run proved nothing
     BY_DESIGN = "clean by design"  # this workload never calls through ops
     NOT_HIT = "not hit, no lockdep"  # no lockdep and no deadlock this time: possible, not a failure
+    NO_SHADOW = "unseen, no KASAN"  # a use-after-free read only KASAN's shadow shows; this kernel has none
 
 
 def fold_verdict(end: RunEnd, splats: Sequence[Splat], role_errors: Sequence[str], unloads: int,
-                 spurious: int) -> Verdict:
-    """The verdict's precedence, in one place."""
+                 spurious: int, broken: bool = False) -> Verdict:
+    """The verdict's precedence, in one place.  `broken`: the guest was broken
+    before the run began (`GuestState.broken`)."""
+    if broken:
+        return Verdict.BROKEN
     kinds = {s.kind for s in splats}
     if kinds & CRASH_KINDS or end in (RunEnd.GUEST_DIED, RunEnd.SSH_LOST):
         return Verdict.CRASHED
@@ -86,9 +93,11 @@ def fold_verdict(end: RunEnd, splats: Sequence[Splat], role_errors: Sequence[str
 
 
 def fold_control(scheme: str, workload: str, verdict: Verdict, splats: Sequence[Splat] = (),
-                 end: RunEnd = RunEnd.COMPLETED, lockdep: bool = False) -> Control:
-    """`lockdep`: the kernel has CONFIG_PROVE_LOCKING."""
+                 end: RunEnd = RunEnd.COMPLETED, lockdep: bool = False, kasan: bool = False) -> Control:
+    """`lockdep`: the kernel has CONFIG_PROVE_LOCKING; `kasan`: CONFIG_KASAN."""
     row, wl = SCHEMES[scheme], WORKLOADS[workload]
+    if verdict is Verdict.BROKEN:
+        return Control.NONE  # nothing to judge: problem() says why
     if lock_order_control(row, wl):
         names = [bus_lock_class(row.prefix, b) for b in range(wl.buses)]
         if any(s.kind == "lockdep" and all(n in "\n".join(s.lines) for n in names) for s in splats):
@@ -101,6 +110,10 @@ def fold_control(scheme: str, workload: str, verdict: Verdict, splats: Sequence[
         return Control.NONE
     if not control_must_fire(row, wl):
         return Control.BY_DESIGN
+    if row.reach is Reach.STATE:
+        if not kasan:
+            return Control.NO_SHADOW
+        return Control.FIRED if any(s.kind == "kasan" for s in splats) else Control.MISSED
     return Control.FIRED if verdict is Verdict.CRASHED else Control.MISSED
 
 
@@ -126,10 +139,15 @@ def _end_text(run: "RunResult") -> str:
 def problem(run: "RunResult") -> str | None:
     """Why this run fails the race (exit status 1), or None when it does not."""
     where = f"{run.scheme}/{run.workload}"
+    if run.verdict is Verdict.BROKEN:
+        return f"{where}: broken guest: {run.guest.why_broken()}; console log: {run.console_log}"
     lock_order = lock_order_control(SCHEMES[run.scheme], WORKLOADS[run.workload])
     if run.control is Control.MISSED and lock_order:
         return (f"{where}: lock-order control missed: the kernel has lockdep and no lockdep report "
                 f"named the bus rwsems (verdict {run.verdict.value})")
+    if run.control is Control.MISSED and SCHEMES[run.scheme].reach is Reach.STATE:
+        return (f"{where}: negative control missed: the kernel has KASAN and it reported no bad access "
+                f"(verdict {run.verdict.value}), so this run did not show that KASAN is watching")
     if run.control is Control.MISSED:
         return (f"{where}: negative control missed: no crash (verdict {run.verdict.value}), so this "
                 "run did not show that the harness can see one")
@@ -208,6 +226,36 @@ def timeline(roles: Sequence[RoleResult]) -> Timeline | None:
                     calls=dict(sorted(calls.items())))
 
 
+@dataclass(frozen=True)
+class GuestState:
+    """What the guest was like around a run: what its boot showed, and on a
+    kernel with lockdep whether lockdep was still checking (its
+    `debug_locks`, which a first report or a taint turns off for good)."""
+
+    boot_splats: tuple[Splat, ...] = ()
+    debug_locks_before: bool | None = None  # None: no lockdep, or not read
+    debug_locks_after: bool | None = None
+
+    @property
+    def broken(self) -> bool:
+        return bool(self.boot_splats) or self.debug_locks_before is False
+
+    def why_broken(self) -> str:
+        if self.boot_splats:
+            return "its boot showed " + "; ".join(s.title for s in self.boot_splats[:3])
+        if self.debug_locks_before is False:
+            return "lockdep was already off (debug_locks 0) when the run began"
+        return ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"boot_splats": [{"kind": s.kind, "title": s.title, "lines": list(s.lines)} for s in self.boot_splats],
+                "debug_locks": [self.debug_locks_before, self.debug_locks_after]}
+
+
+LOCKDEP_WENT_OFF = ("guest: lockdep turned itself off during the run (debug_locks 0) with no report the "
+                    "harness recognised: its lockdep-clean result means nothing")
+
+
 @dataclass
 class RunResult:
     """One scheme x workload in one guest."""
@@ -233,6 +281,7 @@ class RunResult:
     console_log: str = ""
     timeline: Timeline | None = None  # unload windows, failed calls, call rate
     guest_start: dict[str, Any] | None = None  # GuestStart.to_json(): restored or cold, and why
+    guest: GuestState = field(default_factory=GuestState)
 
     def op(self, name: str) -> OpStats:
         """Counts of one operation; all zero when it never ran."""
@@ -260,7 +309,7 @@ class RunResult:
             "failed_by_unloads_met": list(self.failed_by_unloads_met),
             "splats": [{"kind": s.kind, "title": s.title, "lines": list(s.lines)} for s in self.splats],
             "role_errors": self.role_errors, "seconds": self.seconds, "repro": self.repro,
-            "console_log": self.console_log, "guest_start": self.guest_start,
+            "console_log": self.console_log, "guest_start": self.guest_start, "guest": self.guest.to_json(),
             "events": self.timeline.to_json() if self.timeline else None,
         }
 
@@ -285,6 +334,7 @@ class RaceReport:
     reload: str
     contention: int = 0  # host CPU hogs running during every run
     lockdep: bool = False  # the kernel has CONFIG_PROVE_LOCKING
+    kasan: bool = False  # the kernel has CONFIG_KASAN
     runs: list[RunResult] = field(default_factory=list)
 
     def problems(self) -> list[str]:
@@ -294,7 +344,7 @@ class RaceReport:
         return {"kernel": self.kernel, "kernel_spec": self.kernel_spec, "accel": self.accel,
                 "seed": self.seed, "duration_s": self.duration_s, "rcu_expedited": self.rcu_expedited,
                 "knobs": self.knobs, "reload": self.reload, "contention": self.contention,
-                "lockdep": self.lockdep,
+                "lockdep": self.lockdep, "kasan": self.kasan,
                 "exit_status": int(exit_status([self])), "problems": self.problems(),
                 "runs": [r.to_json() for r in self.runs]}
 
@@ -312,12 +362,15 @@ def _op_name(role: str, op: str) -> str:
 
 
 def summarise_run(scheme: str, workload: str, roles: Sequence[RoleResult], splats: Sequence[Splat],
-                  end: RunEnd, end_detail: str, repro: str, seconds: float, lockdep: bool = False) -> RunResult:
+                  end: RunEnd, end_detail: str, repro: str, seconds: float, lockdep: bool = False,
+                  kasan: bool = False, guest: GuestState = GuestState()) -> RunResult:
     merged = merge_ops({_op_name(r.role, op): st for op, st in r.ops.items()} for r in roles)
     run = RunResult(scheme=scheme, workload=workload, end=end, end_detail=end_detail,
                     ops=dict(sorted(merged.items())), repro=repro, seconds=round(seconds, 2),
                     splats=list(splats), role_errors=[f"{r.role}: {r.error}" for r in roles if r.error],
-                    timeline=timeline(roles))
+                    timeline=timeline(roles), guest=guest)
+    if not splats and guest.debug_locks_before and guest.debug_locks_after is False:
+        run.role_errors.append(LOCKDEP_WENT_OFF)
     for op in CALLER_OPS:
         st = run.ops.get(op)
         if st is None:
@@ -329,8 +382,9 @@ def summarise_run(scheme: str, workload: str, roles: Sequence[RoleResult], splat
         if st.first_failure_ms is not None:
             first = round(st.first_failure_ms / 1000, 3)
             run.first_spurious_s = min(first, run.first_spurious_s or first)
-    run.verdict = fold_verdict(end, run.splats, run.role_errors, run.unloads, run.spurious_failures)
-    run.control = fold_control(scheme, workload, run.verdict, run.splats, end, lockdep)
+    run.verdict = fold_verdict(end, run.splats, run.role_errors, run.unloads, run.spurious_failures,
+                               broken=guest.broken)
+    run.control = fold_control(scheme, workload, run.verdict, run.splats, end, lockdep, kasan)
     return run
 
 
@@ -342,7 +396,8 @@ def header(report: RaceReport) -> str:
     knobs = " ".join(f"{k}={v}" for k, v in sorted(report.knobs.items())) or "-"
     return (f"kernel {report.kernel} ({report.kernel_spec}), accel {report.accel}, seed {report.seed}, "
             f"{report.duration_s:g}s per run, knobs {knobs}, rcu_expedited={int(report.rcu_expedited)}, "
-            f"reload={report.reload}, contention={report.contention}, lockdep={int(report.lockdep)}"
+            f"reload={report.reload}, contention={report.contention}, lockdep={int(report.lockdep)}, "
+            f"kasan={int(report.kasan)}"
             + starts(report))
 
 
@@ -382,7 +437,9 @@ def render_table(report: RaceReport) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
-    notes = [f"{r.scheme}/{r.workload}: {_end_text(r)}" for r in report.runs if r.end is not RunEnd.COMPLETED]
+    notes = [f"{r.scheme}/{r.workload}: broken guest: {r.guest.why_broken()}" for r in report.runs
+             if r.verdict is Verdict.BROKEN]
+    notes += [f"{r.scheme}/{r.workload}: {_end_text(r)}" for r in report.runs if r.end is not RunEnd.COMPLETED]
     notes += [f"{r.scheme}/{r.workload}: {e}" for r in report.runs for e in r.role_errors]
     if notes:
         lines += ["", *notes]
@@ -427,10 +484,21 @@ def _run(d: Mapping[str, Any]) -> RunResult:
         ops={str(k): _op_stats(v) for k, v in d["ops"].items()}, spurious_failures=int(d["spurious_failures"]),
         first_spurious_s=d.get("first_spurious_s"), failed_during_unload=int(d.get("failed_during_unload", 0)),
         failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
-        splats=[Splat(s["kind"], s["title"], tuple(s["lines"]), (), None, 0) for s in d.get("splats", [])],
+        splats=_splats(d.get("splats", [])),
         role_errors=list(d.get("role_errors", [])), verdict=Verdict(d["verdict"]), control=Control(d["control"]),
         seconds=float(d.get("seconds", 0.0)), repro=d.get("repro", ""), console_log=d.get("console_log", ""),
-        timeline=_timeline(d.get("events")), guest_start=d.get("guest_start"))
+        timeline=_timeline(d.get("events")), guest_start=d.get("guest_start"), guest=_guest(d.get("guest")))
+
+
+def _splats(items: Sequence[Mapping[str, Any]]) -> list[Splat]:
+    return [Splat(s["kind"], s["title"], tuple(s["lines"]), (), None, 0) for s in items]
+
+
+def _guest(d: Mapping[str, Any] | None) -> GuestState:
+    if not d:
+        return GuestState()
+    before, after = d.get("debug_locks") or (None, None)
+    return GuestState(tuple(_splats(d.get("boot_splats", []))), before, after)
 
 
 def reports_from_json(doc: Any) -> list[RaceReport]:
@@ -440,7 +508,8 @@ def reports_from_json(doc: Any) -> list[RaceReport]:
         return [RaceReport(kernel=r["kernel"], kernel_spec=r["kernel_spec"], accel=r["accel"], seed=int(r["seed"]),
                            duration_s=float(r["duration_s"]), rcu_expedited=bool(r["rcu_expedited"]),
                            knobs={str(k): int(v) for k, v in r["knobs"].items()}, reload=r["reload"],
-                           contention=int(r.get("contention", 0)), runs=[_run(x) for x in r["runs"]])
+                           contention=int(r.get("contention", 0)), lockdep=bool(r.get("lockdep", False)),
+                           kasan=bool(r.get("kasan", False)), runs=[_run(x) for x in r["runs"]])
                 for r in (doc if isinstance(doc, list) else [doc])]
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
         raise HarnessError(f"not a race JSON report: {type(e).__name__}: {e}") from None

@@ -29,6 +29,16 @@ class LockOrder(enum.Enum):
     REGISTRATION = "registration"
 
 
+class Reach(enum.Enum):
+    """How /dev/P_ctl's lookup-call reaches the provider it looked up."""
+
+    CALL = "call"  # through ops->call(): sleeps inside the provider's text
+    # Reads the provider's kmalloc'd state through the driver's pointer, across
+    # a sleep in the core's own text: after an unload that is a read of freed
+    # memory and nothing else, which only KASAN's shadow can see.
+    STATE = "state"
+
+
 @dataclass(frozen=True)
 class Scheme:
     name: str
@@ -42,6 +52,7 @@ class Scheme:
     # In `race`'s default scheme list: a variant that behaves like another one
     # in the default workloads only costs time there.
     race_by_default: bool = True
+    reach: Reach = Reach.CALL
     summary: str = ""
 
     @property
@@ -61,6 +72,11 @@ SCHEME_ROWS: tuple[Scheme, ...] = (
     Scheme("rwsem-unsorted", "rwu", "rwsem", Gate.IN_EXIT, lock_order=LockOrder.REGISTRATION,
            race_by_default=False,
            summary="as rwsem, but the gate locks the buses in registration order: ABBA across two buses"),
+    # Needs a kernel with KASAN, and a call_delay_us long enough to straddle
+    # the unload (the README's command uses 200000).
+    Scheme("unsafe-uaf", "uf", "unsafe", Gate.NONE, negative_control=True, reach=Reach.STATE,
+           race_by_default=False,
+           summary="no reference; reads the provider's freed state: KASAN must report a use-after-free"),
 )
 SCHEMES: dict[str, Scheme] = {s.name: s for s in SCHEME_ROWS}
 DEFAULT_SCHEMES: tuple[str, ...] = tuple(s.name for s in SCHEME_ROWS if s.race_by_default)

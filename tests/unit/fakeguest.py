@@ -14,6 +14,7 @@ import pytest
 
 from harness.race import engine as race
 from harness.race.kbuild import BuiltModules, ModuleSetSpec
+from harness.guest.splat import parse
 from harness.guest.ssh import CommandResult
 
 RELEASE = "6.1.0-99-fake"
@@ -37,6 +38,8 @@ class Behaviour:
     lookups: tuple[int, int] = (100, 100)  # (total, ok) per caller role
     errno: str = "ENODEV"  # what the failed calls returned
     killed_roles: tuple[str, ...] = ()  # roles that print no JSON (killed by an oops)
+    boot_console: str = ""  # what the guest's boot printed (a boot splat)
+    debug_locks: tuple[int, int] = (1, 1)  # /proc/lockdep_stats' debug_locks before and after the roles
 
 
 def role_json(role: str, b: Behaviour) -> str:
@@ -101,6 +104,10 @@ class FakeSsh:
     def run(self, command: str, timeout: float | None = 300, check: bool = False,
             stdin: bytes | None = None) -> CommandResult:
         self.guest.commands.append(command)
+        if command == "cat /proc/lockdep_stats":
+            when = 0 if self.guest.started is None else 1
+            return CommandResult(command, 0, f" lock-classes: 12 [max: 8192]\n debug_locks: "
+                                 f"{self.guest.behaviour.debug_locks[when]}\n", "", 0.0)
         return CommandResult(command, 0, "", "", 0.0)
 
     def start(self, command: str, stdin=None, pty=False, on_stdout=None, on_stderr=None) -> FakeRunning:
@@ -128,6 +135,8 @@ class FakeGuest:
 
     def __post_init__(self) -> None:
         self._ssh = FakeSsh(self)
+        self.console += self.behaviour.boot_console
+        self.boot_splats = tuple(parse(self.behaviour.boot_console))
 
     def _past(self, after: float | None) -> bool:
         return after is not None and self.started is not None and time.monotonic() - self.started >= after
@@ -154,9 +163,10 @@ class FakeStages:
 
     release = RELEASE
 
-    def __init__(self, behaviours: dict[str, Behaviour], lockdep: bool = False) -> None:
+    def __init__(self, behaviours: dict[str, Behaviour], lockdep: bool = False, kasan: bool = False) -> None:
         self.behaviours = behaviours
         self.lockdep = lockdep
+        self.kasan = kasan
         self.guests: list[tuple[str, FakeGuest]] = []
 
     def modules(self, scheme: str) -> BuiltModules:

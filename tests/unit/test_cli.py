@@ -96,3 +96,20 @@ def test_ctrl_c_exits_130(monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_kernels", handler)
     assert cli.main(["kernels"]) == ExitStatus.INTERRUPTED == 130
     assert capsys.readouterr().err.splitlines() == ["interrupted; guest torn down"]
+
+
+def test_run_names_boot_splats_apart_from_the_commands(capsys, tmp_path):
+    from types import SimpleNamespace
+
+    from harness.guest.splat import parse
+
+    boot = "[    0.9] WARNING: CPU: 0 PID: 0 at kernel/x.c:1 early_thing+0x1/0x2\n"
+    used = "[   20.0] BUG: kernel NULL pointer dereference, address: 0000000000000008\n"
+    log = tmp_path / "console.log"
+    log.write_text(boot + "HARNESS-GUEST-READY\n" + used)
+    vm = SimpleNamespace(boot_splats=tuple(parse(boot)), console_text=log.read_text,
+                         ready_offset=len(boot) + len("HARNESS-GUEST-READY\n"), log_path=log)
+    cli._report_splats(vm)
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["boot: warning: WARNING in early_thing (the guest was broken before the command began)",
+                   "console: bug: BUG: kernel NULL pointer dereference, address: ADDR", f"console log: {log}"]

@@ -14,7 +14,7 @@ from harness.cli import main, parser
 from harness.race import engine as race
 from harness.exitcodes import ExitStatus
 from harness.guest.programs import RACER_PATH as GUEST_PATH
-from harness.race.outcomes import Control, RunEnd, Verdict
+from harness.race.outcomes import Control, RunEnd, Verdict, render_table
 
 from fakeguest import OOPS, RELEASE, WARNING, Behaviour, FakeGuest, FakeStages, fast_engine  # noqa: F401 (autouse)
 
@@ -205,3 +205,82 @@ def test_bad_race_input_fails_before_any_boot(argv, msg, capsys, monkeypatch):
     assert code == ExitStatus.BAD_INPUT
     assert len(err) == 1 and err[0].startswith("error: ") and msg in err[0], err
     assert booted == [], "nothing may boot before bad input is refused"
+
+
+# ---------------------------------------------------------------- a guest broken before the run
+
+KASAN_UAF = ("[   12.000000] BUG: KASAN: slab-use-after-free in uf_read_state+0x10/0x30 [uf_core]\n"
+             "[   12.000001] Read of size 4 at addr ffff888004a1b2c0 by task racer/90\n"
+             "[   12.000002] ==================================================================\n")
+
+
+def test_a_boot_splat_makes_every_run_on_that_guest_a_broken_guest_not_a_finding(capsys):
+    stages = FakeStages({"rwsem": Behaviour(boot_console=WARNING)})
+    report, _ = race.race(_spec(schemes=("rwsem",), workloads=("lookup", "mount")), stages=stages)
+    assert [r.verdict for r in report.runs] == [Verdict.BROKEN, Verdict.BROKEN]
+    assert report.runs[0].splats == [] and report.runs[0].guest.boot_splats
+    assert len(stages.guests) == 2, "a broken guest is replaced for the next workload"
+    (why,) = report.problems()[:1]
+    assert why.startswith("rwsem/lookup: broken guest: its boot showed WARNING in fake_probe; console log:")
+    table = render_table(report)
+    assert "rwsem/lookup: broken guest: its boot showed WARNING in fake_probe" in table
+    run_json = report.to_json()["runs"][0]
+    assert run_json["verdict"] == "broken guest"
+    assert [s["title"] for s in run_json["guest"]["boot_splats"]] == ["WARNING in fake_probe"]
+
+
+def test_a_broken_guest_outranks_a_crash_and_a_control_is_not_judged_on_it():
+    report, _ = _one(Behaviour(boot_console=WARNING, console=OOPS), scheme="unsafe")
+    (run,) = report.runs
+    assert run.verdict is Verdict.BROKEN and run.control is Control.NONE
+    assert run.splats, "the run's own splats are still reported"
+
+
+@pytest.mark.parametrize("debug_locks, verdict, says", [
+    ((1, 1), Verdict.CLEAN, None),
+    ((0, 0), Verdict.BROKEN, "lockdep was already off (debug_locks 0) when the run began"),
+    ((1, 0), Verdict.ERROR, "lockdep turned itself off during the run"),
+])
+def test_a_lockdep_clean_run_needs_lockdep_on(debug_locks, verdict, says):
+    stages = FakeStages({"rwsem": Behaviour(debug_locks=debug_locks)}, lockdep=True)
+    report, _ = race.race(_spec(schemes=("rwsem",)), stages=stages)
+    (run,) = report.runs
+    assert run.verdict is verdict
+    assert run.guest.debug_locks_before is bool(debug_locks[0])
+    problems = report.problems()
+    assert (says is None and problems == []) or (len(problems) == 1 and says in problems[0])
+
+
+def test_no_lockdep_kernel_reads_no_lockdep_stats():
+    report, stages = _one(Behaviour(debug_locks=(0, 0)))
+    assert report.runs[0].verdict is Verdict.CLEAN
+    assert not any("lockdep_stats" in c for c in stages.guests[0][1].commands)
+
+
+@pytest.mark.parametrize("kasan, behaviour, control, fails", [
+    (True, Behaviour(console=KASAN_UAF * 2), Control.FIRED, False),
+    (True, Behaviour(), Control.MISSED, True),
+    (False, Behaviour(), Control.NO_SHADOW, False),
+])
+def test_the_kasan_control_needs_the_shadow(kasan, behaviour, control, fails):
+    stages = FakeStages({"unsafe-uaf": behaviour}, kasan=kasan)
+    report, _ = race.race(_spec(schemes=("unsafe-uaf",)), stages=stages)
+    (run,) = report.runs
+    assert run.control is control
+    assert bool(report.problems()) is fails
+    if fails:
+        assert "it reported no bad access" in report.problems()[0]
+    if control is Control.FIRED:
+        assert [s.kind for s in run.splats] == ["kasan", "kasan"]
+
+
+def test_the_guest_state_survives_the_json_round_trip():
+    from harness.race.outcomes import reports_from_json
+
+    stages = FakeStages({"rwsem": Behaviour(boot_console=WARNING)}, lockdep=True, kasan=True)
+    report, _ = race.race(_spec(schemes=("rwsem",)), stages=stages)
+    (back,) = reports_from_json(json.loads(json.dumps(report.to_json())))
+    assert back.lockdep and back.kasan
+    assert back.runs[0].guest.boot_splats[0].title == report.runs[0].guest.boot_splats[0].title
+    assert back.runs[0].guest.debug_locks_before is True
+    assert back.problems() == report.problems()

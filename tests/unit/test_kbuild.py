@@ -9,7 +9,8 @@ import pytest
 from harness.race import kbuild
 from harness.errors import HarnessError
 from harness.race.kbuild import SCHEMES, ModuleSetSpec, render, validate_knobs
-from harness.race.schemes import SCHEME_ROWS, Gate, LockOrder
+from harness.race.schemes import SCHEME_ROWS, Gate, LockOrder, Reach
+from harness.race.schemes import SCHEMES as ROWS
 
 ALL_SPECS = [
     ModuleSetSpec(scheme, providers=n, buses=b)
@@ -80,6 +81,16 @@ def test_render_every_scheme(spec, tmp_path):
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
+def test_only_the_kasan_control_reads_provider_state_instead_of_calling(scheme, tmp_path):
+    spec = ModuleSetSpec(scheme)
+    render(spec, tmp_path)
+    core = _code((tmp_path / f"{spec.prefix}_core_main.c").read_text())
+    reads = ROWS[scheme].reach is Reach.STATE
+    assert ("read_state(drv)" in core) == reads
+    assert ("drv->ops->call(drv)" in core) != reads
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
 def test_scheme_get_rule(scheme, tmp_path):
     spec = ModuleSetSpec(scheme)
     render(spec, tmp_path)
@@ -89,7 +100,7 @@ def test_scheme_get_rule(scheme, tmp_path):
     if scheme == "refcount":
         assert "try_module_get(drv->owner)" in code and "-ENODEV" in code
         assert "ftrace" not in code
-    elif scheme == "unsafe":
+    elif ROWS[scheme].negative_control:
         assert "module_get" not in code and "module_put" not in code
     else:
         assert "__module_get(drv->owner)" in code

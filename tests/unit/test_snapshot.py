@@ -40,7 +40,7 @@ def guest_files(tmp_path, monkeypatch):
     monkeypatch.setattr(vm_mod, "qemu_binary", lambda: str(kernel_file))  # any file stands for the binary
     monkeypatch.setattr(vm_mod, "_qemu_version", lambda: "QEMU emulator version 7.2.22")
     monkeypatch.setattr(vm_mod, "QBOOT", tmp_path / "no-qboot.rom")
-    kernel = SimpleNamespace(name="6.1", release="6.1.0-1-amd64", time_factor=1.0, boot_image=kernel_file)
+    kernel = SimpleNamespace(name="6.1", release="6.1.0-1-amd64", time_factor=1.0, cmdline=(), boot_image=kernel_file)
     img = SimpleNamespace(kernel=kernel, initrd=initrd, damage=lambda: None, payload=None)
 
     def make(config: VmConfig = VmConfig(accel="tcg"), port: int = 0) -> Vm:
@@ -358,3 +358,72 @@ def test_a_restore_whose_port_was_taken_is_tried_again_and_is_no_snapshot_failur
     monkeypatch.setattr(g, "kill", lambda: None)
     g._restore(snap, gen)
     assert len(ports) == 2 and g.start.path is StartPath.RESTORED
+
+
+# ---------------------------------------------------------------- splats at boot
+
+BOOT_WARNING = ("[    0.900000] WARNING: CPU: 0 PID: 0 at kernel/fake.c:1 fake_boot_check+0x1/0x2\n"
+                "[    0.900001] ---[ end trace 0000000000000000 ]---\n")
+
+
+def test_a_snapshot_whose_base_boot_has_a_splat_is_stale(cache):
+    snap = Snapshot.for_key("k1")
+    gen = _save(snap)
+    (gen / snapshot.BASE_LOG).write_text("[    0.1] Linux version 6.1\n" + BOOT_WARNING)
+    assert snap.current() == (None, "its base boot has a splat (WARNING in fake_boot_check)")
+    (gen / snapshot.BASE_LOG).write_text("[    0.1] Linux version 6.1\n")
+    assert snap.current() == (gen, "")
+
+
+@pytest.fixture
+def splatting_boots(cache, guest_files, monkeypatch, tmp_path):
+    """Vm.boot down to the console: each boot prints what the script says before the wait marker."""
+    monkeypatch.setattr(vm_mod, "damage_of_kernel", lambda k: None)
+    monkeypatch.setattr(vm_mod, "choose_accel", lambda requested, k: "tcg")
+    said: list[str] = []
+    monkeypatch.setattr(vm_mod, "progress", said.append)
+
+    def make(consoles: list[str], config: VmConfig = VmConfig(accel="tcg")):
+        g = guest_files.make(config)
+        steps: list[str] = []
+        script = iter(consoles)
+
+        def spawn(extra=None, note=""):
+            steps.append("spawn")
+            with open(g.log_path, "a") as log:
+                log.write("# qemu-system-x86_64 ...\n" + next(script) + "HARNESS-GUEST-WAITING\n")
+
+        monkeypatch.setattr(g, "_spawn", spawn)
+        monkeypatch.setattr(g, "_wait_boot", lambda: BootOutcome.WAITING)
+        monkeypatch.setattr(g, "_save", lambda snap, start: steps.append("save") or True)
+        monkeypatch.setattr(g, "_send_start", lambda timeout: BootOutcome.READY)
+        monkeypatch.setattr(g, "_start_pump", lambda: None)
+        monkeypatch.setattr(g, "_install_payload", lambda: None)
+        monkeypatch.setattr(g, "kill", lambda: steps.append("kill"))
+        return g, steps
+
+    return SimpleNamespace(make=make, said=said)
+
+
+def test_a_boot_that_splats_is_not_saved_and_is_booted_once_more(splatting_boots):
+    g, steps = splatting_boots.make(["[    0.1] Linux\n" + BOOT_WARNING, "[    0.1] Linux\n"])
+    g.boot()
+    assert steps == ["spawn", "kill", "spawn", "save"]
+    assert g.start.saved and g.boot_splats == ()
+    assert any("the boot showed a splat (WARNING in fake_boot_check)" in s for s in splatting_boots.said)
+
+
+def test_a_boot_that_splats_twice_runs_cold_unsaved_and_carries_its_splats(splatting_boots):
+    g, steps = splatting_boots.make([BOOT_WARNING, BOOT_WARNING])
+    g.boot()
+    assert steps == ["spawn", "kill", "spawn"]
+    assert not g.start.saved
+    assert [s.title for s in g.boot_splats] == ["WARNING in fake_boot_check"]
+    assert any("warning: the boot showed a splat again (WARNING in fake_boot_check)" in s
+               for s in splatting_boots.said)
+
+
+def test_a_cold_boot_asked_for_is_retried_after_a_splat_too(splatting_boots):
+    g, steps = splatting_boots.make([BOOT_WARNING, ""], VmConfig(accel="tcg", cold_boot=True))
+    g.boot()
+    assert steps == ["spawn", "kill", "spawn"] and g.boot_splats == ()
