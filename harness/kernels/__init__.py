@@ -29,52 +29,43 @@ SPECS: dict[str, KernelSpec] = catalogue.ROWS
 DEFAULT_KERNEL = catalogue.DEFAULT_KERNEL
 
 
-@dataclass(frozen=True)
-class Resolved:
-    """The exact packages a spec stands for today."""
-
-    spec: KernelSpec
-    abi: str  # "6.1.0-57-amd64": the kernel release (uname -r)
-    version: str  # Debian version of the image package, "6.1.192-3"
-    packages: tuple[str, ...]  # "name=version"
-
-    @property
-    def root(self) -> Path:
-        return cache_dir() / "kernels" / self.abi
-
-    @classmethod
-    def of(cls, res: catalogue.ResolvedKernel) -> "Resolved":
-        return cls(res.row, res.abi, res.version, res.pins)
+Resolved = catalogue.ResolvedKernel  # the exact packages a spec stands for today
 
 
 @dataclass(frozen=True)
 class KernelFiles:
-    """An unpacked kernel: what the image and the module build need."""
+    """An unpacked kernel with its catalogue row: the one object the module
+    build, the image and the VM take; nothing looks its row up again by name."""
 
-    name: str
-    release: str
-    version: str
+    row: KernelSpec
+    release: str  # uname -r
+    version: str  # Debian's version of its image (or source) package
     root: Path
-    suite: str = catalogue.DEFAULT_RELEASE  # the Debian release whose compiler builds its modules
+
+    @property
+    def name(self) -> str:
+        return self.row.name
+
+    @property
+    def suite(self) -> str:
+        """The Debian release whose compiler builds its modules."""
+        return self.row.release
 
     @property
     def time_factor(self) -> float:
-        """How much slower this kernel's guest runs than a stock one (its row's factor)."""
-        row = SPECS.get(self.name)
-        return row.time_factor if row is not None else 1.0
+        """How much slower this kernel's guest runs than a stock one."""
+        return self.row.time_factor
 
     @property
     def cmdline(self) -> tuple[str, ...]:
         """Kernel parameters its row asks for (sanitiser settings, workarounds)."""
-        row = SPECS.get(self.name)
-        return row.cmdline if row is not None else ()
+        return self.row.cmdline
 
     @property
     def boot_image(self) -> Path:
         """What QEMU's -kernel loads: the ELF vmlinux, or the bzImage where
         the kernel's row says its PVH entry does not boot."""
-        row = SPECS.get(self.name)
-        return self.vmlinuz if row is not None and not row.boot_elf else self.vmlinux
+        return self.vmlinux if self.row.boot_elf else self.vmlinuz
 
     @property
     def vmlinuz(self) -> Path:
@@ -126,11 +117,16 @@ def get_spec(name: str) -> KernelSpec:
 
 def resolve(spec: KernelSpec, refresh: bool = False) -> Resolved:
     """A spec's exact packages in the catalogue's lists (never the host's)."""
-    return Resolved.of(catalogue.resolve(spec, refresh=refresh))
+    return catalogue.resolve(spec, refresh=refresh)
+
+
+def root_of(res: Resolved) -> Path:
+    """The kernel's folder in the cache (one per ABI)."""
+    return cache_dir() / "kernels" / res.abi
 
 
 def _marker(res: Resolved) -> Path:
-    return res.root / ".unpacked.json"
+    return root_of(res) / ".unpacked.json"
 
 
 def cached(res: Resolved) -> bool:
@@ -138,7 +134,7 @@ def cached(res: Resolved) -> bool:
 
 
 def files_of(res: Resolved) -> KernelFiles:
-    return KernelFiles(res.spec.name, res.abi, res.version, res.root / "root", res.spec.release)
+    return KernelFiles(res.row, res.abi, res.version, root_of(res) / "root")
 
 
 def _checked_files(release: str) -> tuple[str, ...]:
@@ -160,8 +156,8 @@ def damage_of_kernel(files: KernelFiles) -> str | None:
 
 
 def _write_marker(res: Resolved) -> None:
-    data = {"abi": res.abi, "version": res.version, "packages": res.packages,
-            "files": stamps_of(res.root / "root", _checked_files(res.abi))}
+    data = {"abi": res.abi, "version": res.version, "packages": list(res.pins),
+            "files": stamps_of(root_of(res) / "root", _checked_files(res.abi))}
     tmp = _marker(res).with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.rename(_marker(res))
@@ -190,10 +186,10 @@ def _repair(res: Resolved, files: KernelFiles) -> bool:
 def fetch(spec: KernelSpec, quiet: bool = False) -> KernelFiles:
     """Download and unpack a kernel once; later calls check and return the cached copy."""
     res = resolve(spec)
-    res.root.mkdir(parents=True, exist_ok=True)
-    with file_lock(res.root / ".lock"):
+    root_of(res).mkdir(parents=True, exist_ok=True)
+    with file_lock(root_of(res) / ".lock"):
         files = files_of(res)
-        if cached(res) and spec.source is not None and not debugkernel.tree_ready(spec, _catalogued(res)):
+        if cached(res) and spec.source is not None and not debugkernel.tree_ready(spec, res):
             progress(f"kernel {spec.name}: its build tree is gone from the build root; building it again")
             _marker(res).unlink()
         if cached(res):
@@ -210,14 +206,10 @@ def fetch(spec: KernelSpec, quiet: bool = False) -> KernelFiles:
         return _unpack(spec, res)
 
 
-def _catalogued(res: Resolved) -> catalogue.ResolvedKernel:
-    return catalogue.resolve(res.spec)
-
-
 def _build(spec: KernelSpec, res: Resolved) -> KernelFiles:
     """A kernel built here from Debian's source (debugkernel.py)."""
     need_tool("depmod", "kmod")
-    debugkernel.build(spec, _catalogued(res), res.root / "root")
+    debugkernel.build(spec, res, root_of(res) / "root")
     files = files_of(res)
     run_tool(["depmod", "-b", files.root, res.abi], what="depmod")
     _write_marker(res)
@@ -233,7 +225,7 @@ def _unpack(spec: KernelSpec, res: Resolved) -> KernelFiles:
     got, debs = catalogue.fetch(spec)
     if got.abi != res.abi:  # the archive did not serve the newest: an older ABI, its own folder
         return fetch(spec, quiet=True)
-    root = res.root / "root"
+    root = root_of(res) / "root"
     shutil.rmtree(root, ignore_errors=True)
     for deb in (d for paths in debs.values() for d in paths):
         progress(f"kernel {spec.name}: unpacking {deb.name}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from ..kernels import buildroot, catalogue
+from ..kernels import KernelFiles, buildroot
 from . import schemes
 from ..errors import HarnessError
 from ..paths import REPO, cache_dir
@@ -213,23 +213,23 @@ def _error_lines(log: str, limit: int = 30) -> str:
     return "\n".join(lines[:limit])
 
 
-def _compile(kernel_files, root: "buildroot.RootSpec", src: Path, jobs: int) -> subprocess.CompletedProcess:
+def _compile(kernel_files: KernelFiles, root: "buildroot.RootSpec", src: Path, jobs: int) -> subprocess.CompletedProcess:
     """kbuild of `src` inside the kernel's build root (its release's compiler
     and kbuild tools), with that kernel's headers installed there."""
-    kroot = buildroot.for_kernel(catalogue.get_row(kernel_files.name), kernel_files.release)
+    kroot = buildroot.for_kernel(kernel_files.row, kernel_files.release)
     if kroot.spec != root:
         raise HarnessError(f"build root changed while building ({root.identity} -> {kroot.spec.identity})")
     # No BTF for our modules: it buys nothing here.
     return kroot.make_modules(src, jobs, ["CONFIG_DEBUG_INFO_BTF_MODULES="])
 
 
-def build(kernel_files, spec: ModuleSetSpec, *, jobs: int = MAKE_JOBS) -> BuiltModules:
+def build(kernel_files: KernelFiles, spec: ModuleSetSpec, *, jobs: int = MAKE_JOBS) -> BuiltModules:
     """Build (or fetch from the cache) the module set for a kernel, in the
     build root of the kernel's Debian release."""
     if not isinstance(spec, ModuleSetSpec):
         raise HarnessError(f"build() needs a ModuleSetSpec, got {type(spec).__name__}")
     release = kernel_files.release
-    root_spec = buildroot.spec_for_row(catalogue.get_row(kernel_files.name))
+    root_spec = buildroot.spec_for_row(kernel_files.row)
     key = hash_inputs(
         Path(__file__),
         *[str(t.relative_to(KMODS_DIR)) for t in template_files(spec)],

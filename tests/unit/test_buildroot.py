@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.kernels import buildroot, catalogue
+from harness.kernels import SPECS, KernelFiles, buildroot, catalogue
 from harness.race import kbuild
 from harness.kernels.buildroot import RootSpec
 from harness.errors import HarnessError
@@ -251,13 +251,9 @@ def test_without_root_one_line_says_what_to_run(monkeypatch):
 # ---------------------------------------------------------------- the module cache key
 
 
-class Kernel:
-    name = "6.1"
-    release = "6.1.0-99-amd64"
-
-    def __init__(self, suite: str):
-        self.suite = suite
-        self.name = {"bookworm": "6.1", "trixie": "6.12"}[suite]
+def Kernel(suite: str) -> KernelFiles:
+    row = SPECS[{"bookworm": "6.1", "trixie": "6.12"}[suite]]
+    return KernelFiles(row, "6.1.0-99-amd64", "1", Path("/nonexistent"))
 
 
 def test_modules_built_in_another_root_are_not_reused(tmp_path, monkeypatch):

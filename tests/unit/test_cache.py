@@ -16,7 +16,8 @@ import pytest
 
 from harness import kernels, util
 from harness.guest import image
-from harness.kernels import KernelFiles, KernelSpec, Resolved
+from harness.kernels import SPECS, KernelFiles, KernelSpec, Resolved
+from harness.kernels.catalogue import Package, Role
 from harness.util import Stamp, damage
 
 
@@ -93,7 +94,7 @@ def fake_image_inputs(cache, monkeypatch, tmp_path):
         programs[dest] = tmp_path / Path(dest).name
         programs[dest].write_bytes(b"\x7fELF " + dest.encode())
     monkeypatch.setattr(image, "_guest_programs", lambda: programs)
-    return KernelFiles("6.1", "6.1.0-1-amd64", "6.1.1-1", tmp_path / "kernel"), built
+    return KernelFiles(SPECS["6.1"], "6.1.0-1-amd64", "6.1.1-1", tmp_path / "kernel"), built
 
 
 def test_a_truncated_initramfs_is_rebuilt_with_the_reason(fake_image_inputs, said):
@@ -174,7 +175,8 @@ ELF = b"\x7fELF" + bytes(range(256)) * 64
 def unpacked(cache, monkeypatch):
     """A fake unpacked kernel as fetch() leaves it (the download replaced by files)."""
     spec = KernelSpec("6.1", "6.1", "linux-image-amd64", "linux-headers-amd64")
-    res = Resolved(spec, RELEASE, "6.1.99-1", ("linux-image-6.1.0-99-amd64=6.1.99-1",))
+    res = Resolved(spec, RELEASE, "6.1.99-1",
+                   (Package(Role.IMAGE, "linux-image-6.1.0-99-amd64", "6.1.99-1", "amd64", 1, "0" * 64),))
     monkeypatch.setattr(kernels, "resolve", lambda s: res)
     unpacks: list[str] = []
 
@@ -262,7 +264,7 @@ def test_a_damaged_module_is_rebuilt(cache, tmp_path, monkeypatch):
     headers = tmp_path / "headers"
     headers.mkdir()
     (headers / "Makefile").write_text(FAKE_KBUILD)
-    kernel = KernelFiles("6.1", "6.1.0-99-amd64", "v", tmp_path / "root")
+    kernel = KernelFiles(SPECS["6.1"], "6.1.0-99-amd64", "v", tmp_path / "root")
     monkeypatch.setattr(KernelFiles, "headers_dir", property(lambda self: headers))
 
     def host_make(kernel_files, root, src, jobs):  # the fake kbuild, not a build root

@@ -125,8 +125,8 @@ def test_first_error_prefers_the_compiler_line_over_makes_summary():
 
 
 def test_the_debug_kernel_boots_its_bzimage_and_stock_kernels_their_elf(tmp_path):
-    from harness.kernels import KernelFiles
-    debug = KernelFiles("6.12-debug", "6.12.118-debug-x", "6.12.118-1", tmp_path)
-    stock = KernelFiles("6.1", "6.1.0-57-amd64", "6.1.192-3", tmp_path)
+    from harness.kernels import SPECS, KernelFiles
+    debug = KernelFiles(SPECS["6.12-debug"], "6.12.118-debug-x", "6.12.118-1", tmp_path)
+    stock = KernelFiles(SPECS["6.1"], "6.1.0-57-amd64", "6.1.192-3", tmp_path)
     assert debug.boot_image == debug.vmlinuz and stock.boot_image == stock.vmlinux
     assert debug.time_factor == DEBUG.time_factor and stock.time_factor == 1.0

@@ -27,7 +27,7 @@ def test_split_and_usr_merged_packages_get_one_layout(tmp_path):
     for name in ("vmlinuz", "config", "modules.order"):
         (mods / name).write_text(name)
     kernels.merge_usr_layout(tmp_path, abi)
-    files = kernels.KernelFiles("sid", abi, "7.2.13-1", tmp_path, "sid")
+    files = kernels.KernelFiles(kernels.SPECS["sid"], abi, "7.2.13-1", tmp_path)
     assert files.vmlinuz.read_text() == "vmlinuz"
     assert (tmp_path / "boot" / f"config-{abi}").read_text() == "config"
     assert (files.modules_dir / "modules.order").read_text() == "modules.order"
@@ -45,7 +45,7 @@ def test_classic_layout_is_left_alone(tmp_path):
 
 
 def test_fix_headers_makes_the_tree_relocatable(tmp_path):
-    files = kernels.KernelFiles("6.1", "6.1.0-56-amd64", "6.1.192-2", tmp_path)
+    files = kernels.KernelFiles(kernels.SPECS["6.1"], "6.1.0-56-amd64", "6.1.192-2", tmp_path)
     files.headers_dir.mkdir(parents=True)
     (files.headers_dir / "Makefile").write_text("include /usr/src/linux-headers-6.1.0-56-common/Makefile\n")
     lib = tmp_path / "usr/lib/linux-kbuild-6.1"
