@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from .. import kernels
 from ..errors import HarnessError
-from .kbuild import BuiltModules, ModuleSetSpec, validate_knobs
+from .kbuild import BuiltModules, Knobs, ModuleSetSpec
 from ..progress import progress
 from .racer import RoleResult, RoleSpec, parse_role_output
 from .outcomes import GuestState, RaceReport, RunEnd, RunResult, Verdict, summarise_run
@@ -30,7 +30,7 @@ from ..guest.ssh import Running
 
 # exit_delay_ms widens the "being removed" window; call_delay_us makes a caller
 # sleep inside the provider, which is what the unsafe scheme cannot survive.
-DEFAULT_KNOBS = (("call_delay_us", 1000), ("exit_delay_ms", 200))
+DEFAULT_KNOBS = Knobs({"call_delay_us": 1000, "exit_delay_ms": 200})
 BARRIER = "/dev/shm/harness-race.barrier"
 MAX_CONTENTION = 16
 HANG_SLACK_S = 60.0  # a role still running this long after its deadline is hung
@@ -47,7 +47,7 @@ class RaceSpec:
     workloads: tuple[str, ...] = ("lookup", "mount")
     duration_s: float = 15.0
     seed: int = 1
-    knobs: tuple[tuple[str, int], ...] = DEFAULT_KNOBS
+    knobs: Knobs = DEFAULT_KNOBS  # pairs or a mapping are validated into Knobs
     accel: str = "auto"
     rcu_expedited: bool = False
     providers: int = 2
@@ -57,6 +57,8 @@ class RaceSpec:
     cold_boot: bool = False  # boot every guest; never restore a snapshot
 
     def __post_init__(self) -> None:
+        if not isinstance(self.knobs, Knobs):
+            object.__setattr__(self, "knobs", Knobs(self.knobs))
         kernels.get_spec(self.kernel)
         if not self.schemes or not self.workloads:
             raise HarnessError("at least one scheme and one workload are needed")
@@ -84,7 +86,6 @@ class RaceSpec:
             raise HarnessError(f"--providers must be 1..16, got {self.providers}")
         if not 0 <= self.contention <= MAX_CONTENTION:
             raise HarnessError(f"--contention must be 0..{MAX_CONTENTION} host CPU hogs, got {self.contention}")
-        validate_knobs(dict(self.knobs))
 
     @property
     def buses(self) -> int:
@@ -103,7 +104,7 @@ class RaceSpec:
                 "--duration", f"{self.duration_s:g}", "--seed", str(self.seed), "--accel", self.accel,
                 "--providers", str(self.providers), "--reload", self.reload,
                 "--unload-pause", str(self.unload_pause_ms)]
-        argv += [a for k, v in self.knobs for a in ("--knob", f"{k}={v}")]
+        argv += [a for knob in self.knobs.args() for a in ("--knob", knob)]
         if self.rcu_expedited:
             argv.append("--rcu-expedited")
         if self.contention:
@@ -173,7 +174,7 @@ def roles_for(workload: str, mods: BuiltModules, spec: RaceSpec, release: str) -
         return role("fsmounter", target, fstype=f"{target}fs", dir=mount_dir(c))
 
     unloaders = [role("unloader", names[i], ko=f"/lib/modules/{release}/extra/{names[i]}.ko",
-                      params=" ".join(f"{k}={v}" for k, v in spec.knobs), load=spec.reload,
+                      params=" ".join(spec.knobs.args()), load=spec.reload,
                       pause_us=spec.unload_pause_ms * 1000)
                  for i in row.unloaded]
     return [*unloaders, *(caller(c) for c in row.callers)]
@@ -181,7 +182,7 @@ def roles_for(workload: str, mods: BuiltModules, spec: RaceSpec, release: str) -
 
 def prepare_guest(vm: RaceGuest, mods: BuiltModules, spec: RaceSpec) -> None:
     """Knobs for request_module loads, the core loaded, the workloads' providers loaded."""
-    options = "".join(f"options {p} " + " ".join(f"{k}={v}" for k, v in spec.knobs) + "\n"
+    options = "".join(f"options {p} " + " ".join(spec.knobs.args()) + "\n"
                       for p in mods.spec.provider_names if spec.knobs)
     vm.ssh.upload(options.encode(), "/etc/modprobe.d/harness.conf")
     rows = [get_workload(w) for w in spec.workloads]
@@ -378,7 +379,7 @@ def race(spec: RaceSpec, keep: bool = False,
     stages = stages or PipelineStages(spec)
     report = RaceReport(kernel=stages.release, kernel_spec=spec.kernel, accel="", seed=spec.seed,
                         duration_s=spec.duration_s, rcu_expedited=spec.rcu_expedited,
-                        knobs=dict(spec.knobs), reload=spec.reload, contention=spec.contention,
+                        knobs=spec.knobs, reload=spec.reload, contention=spec.contention,
                         lockdep=stages.lockdep, kasan=stages.kasan)
     for i, scheme in enumerate(spec.schemes):
         mods = stages.modules(scheme)

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import HarnessError
 from ..exitcodes import ExitStatus
+from .kbuild import Knobs
 from .racer import CallEvents, CallFailure, Hist, OpStats, RoleResult, UnloadWindow, merge_ops
 from .schemes import SCHEMES, WORKLOADS, Reach, bus_lock_class, control_must_fire, lock_order_control
 from ..guest.splat import Splat
@@ -330,7 +331,7 @@ class RaceReport:
     seed: int
     duration_s: float
     rcu_expedited: bool
-    knobs: dict[str, int]
+    knobs: Knobs
     reload: str
     contention: int = 0  # host CPU hogs running during every run
     lockdep: bool = False  # the kernel has CONFIG_PROVE_LOCKING
@@ -343,7 +344,7 @@ class RaceReport:
     def to_json(self) -> dict[str, Any]:
         return {"kernel": self.kernel, "kernel_spec": self.kernel_spec, "accel": self.accel,
                 "seed": self.seed, "duration_s": self.duration_s, "rcu_expedited": self.rcu_expedited,
-                "knobs": self.knobs, "reload": self.reload, "contention": self.contention,
+                "knobs": dict(self.knobs), "reload": self.reload, "contention": self.contention,
                 "lockdep": self.lockdep, "kasan": self.kasan,
                 "exit_status": int(exit_status([self])), "problems": self.problems(),
                 "runs": [r.to_json() for r in self.runs]}
@@ -393,7 +394,7 @@ def _errors(errors: dict[str, int]) -> str:
 
 
 def header(report: RaceReport) -> str:
-    knobs = " ".join(f"{k}={v}" for k, v in sorted(report.knobs.items())) or "-"
+    knobs = " ".join(report.knobs.args()) or "-"
     return (f"kernel {report.kernel} ({report.kernel_spec}), accel {report.accel}, seed {report.seed}, "
             f"{report.duration_s:g}s per run, knobs {knobs}, rcu_expedited={int(report.rcu_expedited)}, "
             f"reload={report.reload}, contention={report.contention}, lockdep={int(report.lockdep)}, "
@@ -507,7 +508,7 @@ def reports_from_json(doc: Any) -> list[RaceReport]:
     try:
         return [RaceReport(kernel=r["kernel"], kernel_spec=r["kernel_spec"], accel=r["accel"], seed=int(r["seed"]),
                            duration_s=float(r["duration_s"]), rcu_expedited=bool(r["rcu_expedited"]),
-                           knobs={str(k): int(v) for k, v in r["knobs"].items()}, reload=r["reload"],
+                           knobs=Knobs({str(k): int(v) for k, v in r["knobs"].items()}), reload=r["reload"],
                            contention=int(r.get("contention", 0)), lockdep=bool(r.get("lockdep", False)),
                            kasan=bool(r.get("kasan", False)), runs=[_run(x) for x in r["runs"]])
                 for r in (doc if isinstance(doc, list) else [doc])]

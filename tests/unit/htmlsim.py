@@ -8,6 +8,7 @@ import json
 import random
 from dataclasses import dataclass
 
+from harness.race.kbuild import Knobs
 from harness.race.racer import RoleResult, hist_of, latency_from_hist, parse_role_output
 from harness.race.outcomes import RaceReport, RunEnd, RunResult, summarise_run
 from harness.guest.splat import Splat
@@ -114,7 +115,7 @@ def run_of(scheme: str, sim: Sim, console_log: str = "") -> RunResult:
 def report(console_log: str = "", duration_s: float = 6.0) -> RaceReport:
     """refcount fails inside the windows, rwsem waits there, unsafe crashed."""
     rep = RaceReport("6.1.0-57-amd64", "6.1", "tcg", 5, duration_s, False,
-                     {"call_delay_us": 1000, "exit_delay_ms": 200}, "finit")
+                     Knobs({"call_delay_us": 1000, "exit_delay_ms": 200}), "finit")
     rep.runs.append(run_of("refcount", simulate(True, duration_s), console_log))
     rep.runs.append(run_of("rwsem", simulate(False, duration_s, seed=2), console_log))
     crashed = summarise_run("unsafe", "lookup", [roles(simulate(False, 1.0, seed=3))[0],
