@@ -22,10 +22,9 @@ from ..exitcodes import ExitStatus
 from .kbuild import Knobs
 from .racer import CallEvents, CallFailure, Hist, OpStats, RoleResult, UnloadWindow, merge_ops
 from .schemes import SCHEMES, WORKLOADS, Reach, bus_lock_class, control_must_fire, lock_order_control
-from ..guest.splat import Splat
+from ..guest.splat import Splat, SplatKind
 
 CALLER_OPS = ("lookup", "mount", "fsmount")
-CRASH_KINDS = frozenset({"oops", "bug", "gpf", "panic", "invalid_opcode", "kasan", "kfence"})
 
 
 class RunEnd(enum.Enum):
@@ -44,8 +43,8 @@ class Verdict(enum.Enum):
     # The guest splatted while booting, or its lockdep was already off: the run
     # proves nothing, whatever it saw.  Never the run's finding.
     BROKEN = "broken guest"
-    CRASHED = "crashed"  # crash splat (oops, BUG, GPF, panic, KASAN), or the guest/SSH died
-    WARNED = "warned"  # any other splat: WARNING, lockdep, hung task, RCU stall
+    CRASHED = "crashed"  # a crash splat (SplatKind.crash: oops, BUG, GPF, panic, KASAN...), or the guest/SSH died
+    WARNED = "warned"  # any other splat: WARNING, lockdep, hung task, RCU stall, KCSAN, UBSAN
     HUNG = "hung"  # roles did not finish
     ERROR = "error"  # a role produced no result, or an unusable one
     NO_RACE = "no-race"  # the unloader never unloaded: nothing was raced
@@ -77,8 +76,7 @@ def fold_verdict(end: RunEnd, splats: Sequence[Splat], role_errors: Sequence[str
     before the run began (`GuestState.broken`)."""
     if broken:
         return Verdict.BROKEN
-    kinds = {s.kind for s in splats}
-    if kinds & CRASH_KINDS or end in (RunEnd.GUEST_DIED, RunEnd.SSH_LOST):
+    if any(s.crash for s in splats) or end in (RunEnd.GUEST_DIED, RunEnd.SSH_LOST):
         return Verdict.CRASHED
     if splats:
         return Verdict.WARNED
@@ -101,11 +99,11 @@ def fold_control(scheme: str, workload: str, verdict: Verdict, splats: Sequence[
         return Control.NONE  # nothing to judge: problem() says why
     if lock_order_control(row, wl):
         names = [bus_lock_class(row.prefix, b) for b in range(wl.buses)]
-        if any(s.kind == "lockdep" and all(n in "\n".join(s.lines) for n in names) for s in splats):
+        if any(s.kind is SplatKind.LOCKDEP and all(n in "\n".join(s.lines) for n in names) for s in splats):
             return Control.FIRED
         if lockdep:
             return Control.MISSED
-        deadlocked = end is RunEnd.HUNG or any(s.kind == "hung_task" for s in splats)
+        deadlocked = end is RunEnd.HUNG or any(s.kind is SplatKind.HUNG_TASK for s in splats)
         return Control.FIRED if deadlocked else Control.NOT_HIT
     if not row.negative_control:
         return Control.NONE
@@ -114,7 +112,7 @@ def fold_control(scheme: str, workload: str, verdict: Verdict, splats: Sequence[
     if row.reach is Reach.STATE:
         if not kasan:
             return Control.NO_SHADOW
-        return Control.FIRED if any(s.kind == "kasan" for s in splats) else Control.MISSED
+        return Control.FIRED if any(s.kind is SplatKind.KASAN for s in splats) else Control.MISSED
     return Control.FIRED if verdict is Verdict.CRASHED else Control.MISSED
 
 
@@ -249,8 +247,13 @@ class GuestState:
         return ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"boot_splats": [{"kind": s.kind, "title": s.title, "lines": list(s.lines)} for s in self.boot_splats],
+        return {"boot_splats": [splat_json(s) for s in self.boot_splats],
                 "debug_locks": [self.debug_locks_before, self.debug_locks_after]}
+
+
+def splat_json(s: Splat) -> dict[str, Any]:
+    """A splat in the JSON report: what `_splats` reads back."""
+    return {"kind": s.kind.value, "title": s.title, "lines": list(s.lines)}
 
 
 LOCKDEP_WENT_OFF = ("guest: lockdep turned itself off during the run (debug_locks 0) with no report the "
@@ -308,7 +311,7 @@ class RunResult:
             "spurious_failures": self.spurious_failures, "first_spurious_s": self.first_spurious_s,
             "failed_during_unload": self.failed_during_unload,
             "failed_by_unloads_met": list(self.failed_by_unloads_met),
-            "splats": [{"kind": s.kind, "title": s.title, "lines": list(s.lines)} for s in self.splats],
+            "splats": [splat_json(s) for s in self.splats],
             "role_errors": self.role_errors, "seconds": self.seconds, "repro": self.repro,
             "console_log": self.console_log, "guest_start": self.guest_start, "guest": self.guest.to_json(),
             "events": self.timeline.to_json() if self.timeline else None,
@@ -492,7 +495,7 @@ def _run(d: Mapping[str, Any]) -> RunResult:
 
 
 def _splats(items: Sequence[Mapping[str, Any]]) -> list[Splat]:
-    return [Splat(s["kind"], s["title"], tuple(s["lines"]), (), None, 0) for s in items]
+    return [Splat(SplatKind(s["kind"]), s["title"], tuple(s["lines"]), (), None, 0) for s in items]
 
 
 def _guest(d: Mapping[str, Any] | None) -> GuestState:

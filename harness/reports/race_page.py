@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 from ..errors import HarnessError
 from ..progress import progress
-from ..race.outcomes import CALLER_OPS, Control, RaceReport, RunResult, problem, reports_from_json, starts
+from ..race.outcomes import CALLER_OPS, Control, RaceReport, RunResult, Verdict, problem, reports_from_json, starts
 from ..race.schemes import SCHEMES, WORKLOADS
 from .page import esc, file_link, html_page
 from .plots import PLOTS_MISSING, RunFigures, race_figures
@@ -37,7 +37,7 @@ def _verdict_class(run: RunResult) -> str:
         return "v-fail"
     if run.control is not Control.NONE:
         return "v-control"
-    return {"clean": "v-clean", "spurious": "v-spurious"}.get(run.verdict.value, "v-fail")
+    return {Verdict.CLEAN: "v-clean", Verdict.SPURIOUS: "v-spurious"}.get(run.verdict, "v-fail")
 
 
 def _errors(errors: Mapping[str, int]) -> str:

@@ -42,6 +42,15 @@ def test_verdicts():
     assert _run("rwsem", [_unloader(), clean], end=RunEnd.GUEST_DIED).verdict is Verdict.CRASHED
 
 
+def test_sanitizer_reports_crash_or_warn_as_their_rows_say():
+    clean = RoleResult("looker", ops={"lookup": OpStats(5, 5, {}, 0, LAT)})
+    verdicts = {kind: _run("rwsem", [_unloader(), clean], [Splat(kind, "x", ("x",), (), None, 0)]).verdict
+                for kind in ("kasan", "kfence", "kmsan", "kcsan", "ubsan", "lockdep", "hung_task")}
+    assert verdicts == {"kasan": Verdict.CRASHED, "kfence": Verdict.CRASHED, "kmsan": Verdict.CRASHED,
+                        "kcsan": Verdict.WARNED, "ubsan": Verdict.WARNED, "lockdep": Verdict.WARNED,
+                        "hung_task": Verdict.WARNED}
+
+
 def test_only_safe_schemes_fail_on_a_splat_and_table_renders():
     oops = Splat("oops", "Oops in x", ("x",), (), None, 0)
     rep = RaceReport("6.1.0-56-amd64", "6.1", "tcg", 7, 10.0, False, Knobs({"exit_delay_ms": 200}), "finit")
