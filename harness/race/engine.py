@@ -22,7 +22,7 @@ from .. import kernels
 from ..errors import HarnessError
 from .kbuild import BuiltModules, Knobs, ModuleSetSpec
 from ..progress import progress
-from .racer import RoleResult, RoleSpec, parse_role_output
+from .racer import Role, RoleResult, RoleSpec, parse_role_output
 from .outcomes import GuestState, RaceReport, RunEnd, RunResult, Verdict, summarise_run
 from .schemes import DEFAULT_SCHEMES, Caller, get_scheme, get_workload
 from ..guest.splat import Splat, new_splats
@@ -148,8 +148,9 @@ class RaceGuest(Protocol):
 
 
 def mount_dir(c: Caller) -> str:
-    """Where a mounting caller mounts: one folder per provider and kind."""
-    kind = "bus" if c.role == "mounter" else "own"
+    """Where a mounting caller mounts: one folder per provider and kind (the
+    bus's file system for mounter, the provider's own for fsmounter)."""
+    kind = "bus" if c.role is Role.MOUNTER else "own"
     return f"/mnt/{kind}{c.provider or ''}"
 
 
@@ -160,20 +161,20 @@ def roles_for(workload: str, mods: BuiltModules, spec: RaceSpec, release: str) -
     names = mods.spec.provider_names
     parties = len(row.unloaded) + len(row.callers)
 
-    def role(name: str, target: str, **kw: Any) -> RoleSpec:
-        return RoleSpec(name, name=target, duration_ms=int(spec.duration_s * 1000), seed=spec.seed,
+    def role(which: Role, target: str, **kw: Any) -> RoleSpec:
+        return RoleSpec(which, name=target, duration_ms=int(spec.duration_s * 1000), seed=spec.seed,
                         barrier=BARRIER, parties=parties, progress=True, **kw)
 
     def caller(c: Caller) -> RoleSpec:
         target = names[c.provider]
-        if c.role == "looker":
-            return role("looker", target, ctl=mods.spec.ctl_device, bus=c.bus)
-        if c.role == "mounter":
+        if c.role is Role.LOOKER:
+            return role(c.role, target, ctl=mods.spec.ctl_device, bus=c.bus)
+        if c.role is Role.MOUNTER:
             data = None if c.bus is None else f"backend={target},bus={c.bus}"
-            return role("mounter", target, fstype=mods.spec.fs_name, dir=mount_dir(c), data=data)
-        return role("fsmounter", target, fstype=f"{target}fs", dir=mount_dir(c))
+            return role(c.role, target, fstype=mods.spec.fs_name, dir=mount_dir(c), data=data)
+        return role(c.role, target, fstype=f"{target}fs", dir=mount_dir(c))
 
-    unloaders = [role("unloader", names[i], ko=f"/lib/modules/{release}/extra/{names[i]}.ko",
+    unloaders = [role(Role.UNLOADER, names[i], ko=f"/lib/modules/{release}/extra/{names[i]}.ko",
                       params=" ".join(spec.knobs.args()), load=spec.reload,
                       pause_us=spec.unload_pause_ms * 1000)
                  for i in row.unloaded]
@@ -187,7 +188,7 @@ def prepare_guest(vm: RaceGuest, mods: BuiltModules, spec: RaceSpec) -> None:
     vm.ssh.upload(options.encode(), "/etc/modprobe.d/harness.conf")
     rows = [get_workload(w) for w in spec.workloads]
     dirs = sorted({"/mnt/bus", "/mnt/own"} | {mount_dir(c) for w in rows for c in w.callers
-                                            if c.role != "looker"})
+                                            if c.role.mounts})
     used = sorted({0} | {i for w in rows for i in w.unloaded})
     vm.ssh.run(f"mkdir -p {' '.join(dirs)} && /sbin/modprobe {mods.spec.core} && "
                + " && ".join(f"/sbin/modprobe {mods.spec.provider_names[i]}" for i in used), check=True)

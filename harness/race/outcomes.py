@@ -20,11 +20,11 @@ from typing import Any, Mapping, Sequence
 from ..errors import HarnessError
 from ..exitcodes import ExitStatus
 from .kbuild import Knobs
-from .racer import CallEvents, CallFailure, Hist, OpStats, RoleResult, UnloadWindow, merge_ops
+from .racer import CallEvents, CallFailure, Hist, OpStats, Role, RoleResult, UnloadWindow, merge_ops
 from .schemes import SCHEMES, WORKLOADS, Reach, bus_lock_class, control_must_fire, lock_order_control
 from ..guest.splat import Splat, SplatKind
 
-CALLER_OPS = ("lookup", "mount", "fsmount")
+CALLER_OPS: tuple[str, ...] = tuple(op for op in (r.caller_op for r in Role) if op)  # lookup, mount, fsmount
 
 
 class RunEnd(enum.Enum):
@@ -358,11 +358,8 @@ def exit_status(reports: Sequence[RaceReport]) -> ExitStatus:
     return ExitStatus.FINDINGS if any(r.problems() for r in reports) else ExitStatus.OK
 
 
-def _op_name(role: str, op: str) -> str:
-    """fsmounter's mounts go through get_fs_type: keep them apart from mounter's."""
-    if role == "fsmounter" and op in ("mount", "umount"):
-        return "fs" + op
-    return op
+def _op_name(role: Role | None, op: str) -> str:
+    return role.op_name(op) if role is not None else op
 
 
 def summarise_run(scheme: str, workload: str, roles: Sequence[RoleResult], splats: Sequence[Splat],
