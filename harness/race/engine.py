@@ -25,6 +25,7 @@ from ..progress import progress
 from .racer import Role, RoleResult, RoleSpec, parse_role_output
 from .outcomes import GuestState, RaceReport, RunEnd, RunResult, Verdict, summarise_run
 from .schemes import DEFAULT_SCHEMES, Caller, get_scheme, get_workload
+from ..guest.snapshot import GuestStart
 from ..guest.splat import Splat, new_splats
 from ..guest.ssh import Running
 
@@ -133,7 +134,7 @@ class RaceGuest(Protocol):
     accel: str
     port: int
     log_path: Path
-    start: Any  # vm.GuestStart, or None
+    start: GuestStart | None
     boot_splats: tuple[Splat, ...]
 
     @property
@@ -317,8 +318,7 @@ def run_one(vm: RaceGuest, mods: BuiltModules, spec: RaceSpec, scheme: str, work
                         spec.repro(scheme, workload), outcome.seconds, lockdep=lockdep, kasan=kasan,
                         guest=guest)
     run.console_log = str(vm.log_path)
-    start = getattr(vm, "start", None)
-    run.guest_start = start.to_json() if start is not None else None
+    run.guest_start = getattr(vm, "start", None)
     return run
 
 

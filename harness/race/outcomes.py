@@ -22,6 +22,7 @@ from ..exitcodes import ExitStatus
 from .kbuild import Knobs
 from .racer import CallEvents, CallFailure, Hist, OpStats, Role, RoleResult, UnloadWindow, merge_ops
 from .schemes import SCHEMES, WORKLOADS, Reach, bus_lock_class, control_must_fire, lock_order_control
+from ..guest.snapshot import GuestStart
 from ..guest.splat import Splat, SplatKind
 
 CALLER_OPS: tuple[str, ...] = tuple(op for op in (r.caller_op for r in Role) if op)  # lookup, mount, fsmount
@@ -284,7 +285,7 @@ class RunResult:
     repro: str = ""
     console_log: str = ""
     timeline: Timeline | None = None  # unload windows, failed calls, call rate
-    guest_start: dict[str, Any] | None = None  # GuestStart.to_json(): restored or cold, and why
+    guest_start: GuestStart | None = None  # restored or cold, and why
     guest: GuestState = field(default_factory=GuestState)
 
     def op(self, name: str) -> OpStats:
@@ -313,7 +314,7 @@ class RunResult:
             "failed_by_unloads_met": list(self.failed_by_unloads_met),
             "splats": [splat_json(s) for s in self.splats],
             "role_errors": self.role_errors, "seconds": self.seconds, "repro": self.repro,
-            "console_log": self.console_log, "guest_start": self.guest_start, "guest": self.guest.to_json(),
+            "console_log": self.console_log, "guest_start": self.guest_start.to_json() if self.guest_start else None, "guest": self.guest.to_json(),
             "events": self.timeline.to_json() if self.timeline else None,
         }
 
@@ -404,12 +405,12 @@ def header(report: RaceReport) -> str:
 
 def starts(report: RaceReport) -> str:
     """How the runs' guests started: `guests restored` / `guests cold` / a mix."""
-    paths = [r.guest_start["path"] for r in report.runs if r.guest_start]
+    paths = [r.guest_start.path_name for r in report.runs if r.guest_start]
     if not paths:
         return ""
     if len(set(paths)) == 1:
         return f", guests {paths[0]}"
-    return ", guests " + " ".join(f"{r.scheme}/{r.workload}:{r.guest_start['path']}"
+    return ", guests " + " ".join(f"{r.scheme}/{r.workload}:{r.guest_start.path_name}"
                                   for r in report.runs if r.guest_start)
 
 
@@ -488,11 +489,15 @@ def _run(d: Mapping[str, Any]) -> RunResult:
         splats=_splats(d.get("splats", [])),
         role_errors=list(d.get("role_errors", [])), verdict=Verdict(d["verdict"]), control=Control(d["control"]),
         seconds=float(d.get("seconds", 0.0)), repro=d.get("repro", ""), console_log=d.get("console_log", ""),
-        timeline=_timeline(d.get("events")), guest_start=d.get("guest_start"), guest=_guest(d.get("guest")))
+        timeline=_timeline(d.get("events")), guest_start=_guest_start(d.get("guest_start")), guest=_guest(d.get("guest")))
 
 
 def _splats(items: Sequence[Mapping[str, Any]]) -> list[Splat]:
     return [Splat(SplatKind(s["kind"]), s["title"], tuple(s["lines"]), (), None, 0) for s in items]
+
+
+def _guest_start(d: Mapping[str, Any] | None) -> GuestStart | None:
+    return None if d is None else GuestStart.from_json(d)
 
 
 def _guest(d: Mapping[str, Any] | None) -> GuestState:

@@ -3,6 +3,7 @@
 from harness.race.kbuild import Knobs
 from harness.race.racer import OpStats, RoleResult
 from harness.race.outcomes import RaceReport, RunEnd, Verdict, exit_status, render_table, summarise_run
+from harness.guest.snapshot import ColdReason, GuestStart, StartPath
 from harness.guest.splat import Splat
 
 LAT = {"p50": 10.0, "p90": 20.0, "p99": 30.0, "max": 40.0}
@@ -84,8 +85,10 @@ def test_the_header_says_how_the_guests_started():
     a, b = _run("refcount", [_unloader(), clean]), _run("rwsem", [_unloader(), clean])
     rep = RaceReport("6.1.0-57-amd64", "6.1", "tcg", 7, 10.0, False, Knobs(), "finit", runs=[a, b])
     assert "guests" not in render_table(rep).splitlines()[0]  # not recorded: nothing claimed
-    a.guest_start = b.guest_start = {"path": "restored", "reason": None}
+    a.guest_start = b.guest_start = GuestStart(StartPath.RESTORED, snapshot="k1")
     assert render_table(rep).splitlines()[0].endswith(", guests restored")
-    b.guest_start = {"path": "cold", "reason": "failed"}
+    b.guest_start = GuestStart(StartPath.COLD, ColdReason.FAILED, "no state file")
     assert render_table(rep).splitlines()[0].endswith(", guests refcount/lookup:restored rwsem/lookup:cold")
-    assert rep.to_json()["runs"][1]["guest_start"] == {"path": "cold", "reason": "failed"}
+    assert rep.to_json()["runs"][1]["guest_start"] == {"path": "cold", "reason": "failed", "detail": "no state file",
+                                                       "snapshot": "", "saved": False}
+    assert rep.to_json()["runs"][0]["guest_start"]["path"] == "restored"
