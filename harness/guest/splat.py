@@ -87,11 +87,20 @@ class Splat:
     lines: tuple[str, ...]
     modules: tuple[str, ...]
     last_unloaded: Optional[str]
-    start_line: int
+    # Where the report was in the console log it came from: not the report
+    # itself, and not kept in JSON reports, so two equal reports may differ here.
+    start_line: int = field(compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, SplatKind):
             object.__setattr__(self, "kind", SplatKind(self.kind))
+
+    @classmethod
+    def from_lines(cls, kind: SplatKind, title: str, lines: Sequence[str], start_line: int = 0) -> "Splat":
+        """A report rebuilt from its kind, title and lines (what a JSON report
+        keeps): the modules are read from the lines again."""
+        mods, last = _modules([ln.body for ln in _split("\n".join(lines))])
+        return cls(kind, title, tuple(lines), mods, last, start_line)
 
     @property
     def crash(self) -> bool:

@@ -14,8 +14,8 @@ the failures of those operations, by errno.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import HarnessError
 from ..exitcodes import ExitStatus
@@ -189,6 +189,21 @@ class Timeline:
                       for op, c in sorted(self.calls.items())},
         }
 
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> "Timeline | None":
+        if not d:
+            return None
+        unloads = d.get("unloads") or {}
+        windows = tuple(UnloadWindow(float(w[0]), float(w[1]), float(w[2]), w[3], w[4],
+                                     str(w[5]) if len(w) > 5 else "")
+                        for w in unloads.get("windows", []))
+        calls = {str(op): CallEvents(op=str(op), failures_total=int(c["failures_total"]),
+                                     failures=tuple(CallFailure(float(a), float(b), str(e))
+                                                    for a, b, e in c["failures"]),
+                                     bin_ms=int(c["bin_ms"]), done=tuple(c["done"]), ok=tuple(c["ok"]))
+                 for op, c in (d.get("calls") or {}).items()}
+        return cls(windows=windows, windows_total=int(unloads.get("total", len(windows))), calls=calls)
+
 
 def _sum_bins(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     n = max(len(a), len(b))
@@ -251,10 +266,23 @@ class GuestState:
         return {"boot_splats": [splat_json(s) for s in self.boot_splats],
                 "debug_locks": [self.debug_locks_before, self.debug_locks_after]}
 
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> "GuestState":
+        if not d:
+            return cls()
+        before, after = d.get("debug_locks") or (None, None)
+        return cls(tuple(splats_from_json(d.get("boot_splats", []))), before, after)
+
 
 def splat_json(s: Splat) -> dict[str, Any]:
-    """A splat in the JSON report: what `_splats` reads back."""
+    """A splat in the JSON report: its kind, title and console lines."""
     return {"kind": s.kind.value, "title": s.title, "lines": list(s.lines)}
+
+
+def splats_from_json(items: Sequence[Mapping[str, Any]]) -> list[Splat]:
+    """`splat_json`'s inverse: the modules are read again from the lines;
+    where the lines were in their console log is not kept (`Splat.start_line`)."""
+    return [Splat.from_lines(SplatKind(s["kind"]), s["title"], tuple(s["lines"])) for s in items]
 
 
 LOCKDEP_WENT_OFF = ("guest: lockdep turned itself off during the run (debug_locks 0) with no report the "
@@ -318,6 +346,22 @@ class RunResult:
             "events": self.timeline.to_json() if self.timeline else None,
         }
 
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "RunResult":
+        met = d.get("failed_by_unloads_met") or (0, 0, 0)
+        start = d.get("guest_start")
+        return cls(
+            scheme=d["scheme"], workload=d["workload"], end=RunEnd(d["end"]), end_detail=d.get("end_detail", ""),
+            ops={str(k): op_from_json(v) for k, v in d["ops"].items()}, spurious_failures=int(d["spurious_failures"]),
+            first_spurious_s=d.get("first_spurious_s"), failed_during_unload=int(d.get("failed_during_unload", 0)),
+            failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
+            splats=splats_from_json(d.get("splats", [])),
+            role_errors=list(d.get("role_errors", [])), verdict=Verdict(d["verdict"]),
+            control=Control(d["control"]), seconds=float(d.get("seconds", 0.0)), repro=d.get("repro", ""),
+            console_log=d.get("console_log", ""), timeline=Timeline.from_json(d.get("events")),
+            guest_start=None if start is None else GuestStart.from_json(start),
+            guest=GuestState.from_json(d.get("guest")))
+
 
 def op_json(st: OpStats) -> dict[str, Any]:
     return {"total": st.total, "ok": st.ok, "errors": dict(sorted(st.errors.items())),
@@ -325,6 +369,22 @@ def op_json(st: OpStats) -> dict[str, Any]:
             "failed_by_unloads_met": list(st.failed_by_unloads_met), "latency_us": st.latency_us,
             "first_failure_ms": st.first_failure_ms, "hist": [list(b) for b in st.hist],
             "hist_failed": [list(b) for b in st.hist_failed]}
+
+
+def _hist_from_json(buckets: Sequence[Sequence[int]] | None) -> Hist:
+    return tuple(sorted((int(i), int(c)) for i, c in buckets or ()))
+
+
+def op_from_json(d: Mapping[str, Any]) -> OpStats:
+    """`op_json`'s inverse."""
+    met = d.get("failed_by_unloads_met") or (0, 0, 0)
+    ff = d.get("first_failure_ms")
+    return OpStats(total=int(d["total"]), ok=int(d["ok"]), errors={str(k): int(v) for k, v in d["errors"].items()},
+                   failed_during_unload=int(d.get("failed_during_unload", 0)),
+                   latency_us={str(k): float(v) for k, v in (d.get("latency_us") or {}).items()},
+                   first_failure_ms=None if ff is None else float(ff), hist=_hist_from_json(d.get("hist")),
+                   failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
+                   hist_failed=_hist_from_json(d.get("hist_failed")))
 
 
 @dataclass
@@ -346,12 +406,28 @@ class RaceReport:
         return [p for p in map(problem, self.runs) if p]
 
     def to_json(self) -> dict[str, Any]:
-        return {"kernel": self.kernel, "kernel_spec": self.kernel_spec, "accel": self.accel,
-                "seed": self.seed, "duration_s": self.duration_s, "rcu_expedited": self.rcu_expedited,
-                "knobs": dict(self.knobs), "reload": self.reload, "contention": self.contention,
-                "lockdep": self.lockdep, "kasan": self.kasan,
-                "exit_status": int(exit_status([self])), "problems": self.problems(),
+        """The fields by name in their order (knobs as a plain object), then the
+        exit status and problems, then the runs."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "runs"}
+        out["knobs"] = dict(self.knobs)
+        return {**out, "exit_status": int(exit_status([self])), "problems": self.problems(),
                 "runs": [r.to_json() for r in self.runs]}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "RaceReport":
+        """`to_json`'s inverse; a field with a default may be missing (older reports)."""
+        kw: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "knobs":
+                kw[f.name] = Knobs({str(k): int(v) for k, v in d["knobs"].items()})
+            elif f.name == "runs":
+                kw[f.name] = [RunResult.from_json(x) for x in d["runs"]]
+            elif f.name in d or f.default is MISSING:
+                kw[f.name] = _SCALARS[str(f.type)](d[f.name])
+        return cls(**kw)
+
+
+_SCALARS: dict[str, Callable[[Any], Any]] = {"str": str, "int": int, "float": float, "bool": bool}
 
 
 def exit_status(reports: Sequence[RaceReport]) -> ExitStatus:
@@ -451,71 +527,10 @@ def render_table(report: RaceReport) -> str:
 # ---------------------------------------------------------------- JSON back into reports (to_json's inverse)
 
 
-def _hist_json(buckets: Sequence[Sequence[int]] | None) -> Hist:
-    return tuple(sorted((int(i), int(c)) for i, c in buckets or ()))
-
-
-def _op_stats(d: Mapping[str, Any]) -> OpStats:
-    met = d.get("failed_by_unloads_met") or (0, 0, 0)
-    ff = d.get("first_failure_ms")
-    return OpStats(total=int(d["total"]), ok=int(d["ok"]), errors={str(k): int(v) for k, v in d["errors"].items()},
-                   failed_during_unload=int(d.get("failed_during_unload", 0)),
-                   latency_us={str(k): float(v) for k, v in (d.get("latency_us") or {}).items()},
-                   first_failure_ms=None if ff is None else float(ff), hist=_hist_json(d.get("hist")),
-                   failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
-                   hist_failed=_hist_json(d.get("hist_failed")))
-
-
-def _timeline(d: Mapping[str, Any] | None) -> Timeline | None:
-    if not d:
-        return None
-    unloads = d.get("unloads") or {}
-    windows = tuple(UnloadWindow(float(w[0]), float(w[1]), float(w[2]), w[3], w[4], str(w[5]) if len(w) > 5 else "")
-                    for w in unloads.get("windows", []))
-    calls = {str(op): CallEvents(op=str(op), failures_total=int(c["failures_total"]),
-                                 failures=tuple(CallFailure(float(a), float(b), str(e)) for a, b, e in c["failures"]),
-                                 bin_ms=int(c["bin_ms"]), done=tuple(c["done"]), ok=tuple(c["ok"]))
-             for op, c in (d.get("calls") or {}).items()}
-    return Timeline(windows=windows, windows_total=int(unloads.get("total", len(windows))), calls=calls)
-
-
-def _run(d: Mapping[str, Any]) -> RunResult:
-    met = d.get("failed_by_unloads_met") or (0, 0, 0)
-    return RunResult(
-        scheme=d["scheme"], workload=d["workload"], end=RunEnd(d["end"]), end_detail=d.get("end_detail", ""),
-        ops={str(k): _op_stats(v) for k, v in d["ops"].items()}, spurious_failures=int(d["spurious_failures"]),
-        first_spurious_s=d.get("first_spurious_s"), failed_during_unload=int(d.get("failed_during_unload", 0)),
-        failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
-        splats=_splats(d.get("splats", [])),
-        role_errors=list(d.get("role_errors", [])), verdict=Verdict(d["verdict"]), control=Control(d["control"]),
-        seconds=float(d.get("seconds", 0.0)), repro=d.get("repro", ""), console_log=d.get("console_log", ""),
-        timeline=_timeline(d.get("events")), guest_start=_guest_start(d.get("guest_start")), guest=_guest(d.get("guest")))
-
-
-def _splats(items: Sequence[Mapping[str, Any]]) -> list[Splat]:
-    return [Splat(SplatKind(s["kind"]), s["title"], tuple(s["lines"]), (), None, 0) for s in items]
-
-
-def _guest_start(d: Mapping[str, Any] | None) -> GuestStart | None:
-    return None if d is None else GuestStart.from_json(d)
-
-
-def _guest(d: Mapping[str, Any] | None) -> GuestState:
-    if not d:
-        return GuestState()
-    before, after = d.get("debug_locks") or (None, None)
-    return GuestState(tuple(_splats(d.get("boot_splats", []))), before, after)
-
-
 def reports_from_json(doc: Any) -> list[RaceReport]:
     """The RaceReports of a JSON report (one object, or a list for several
     kernels), to draw its page again; a bad document is a HarnessError."""
     try:
-        return [RaceReport(kernel=r["kernel"], kernel_spec=r["kernel_spec"], accel=r["accel"], seed=int(r["seed"]),
-                           duration_s=float(r["duration_s"]), rcu_expedited=bool(r["rcu_expedited"]),
-                           knobs=Knobs({str(k): int(v) for k, v in r["knobs"].items()}), reload=r["reload"],
-                           contention=int(r.get("contention", 0)), lockdep=bool(r.get("lockdep", False)),
-                           kasan=bool(r.get("kasan", False)), runs=[_run(x) for x in r["runs"]])
-                for r in (doc if isinstance(doc, list) else [doc])]
+        return [RaceReport.from_json(r) for r in (doc if isinstance(doc, list) else [doc])]
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
         raise HarnessError(f"not a race JSON report: {type(e).__name__}: {e}") from None
