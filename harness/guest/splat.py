@@ -27,7 +27,8 @@ Grouping rules (tested in tests/unit/test_splat.py):
   ``=====`` of a sanitizer report, the next report header from the same
   task/CPU, a shell or login prompt, or after ``MAX_LINES`` lines.
 
-To support a new report format, add one row to ``HEADERS``.
+To support a new report format, add one row to ``HEADERS``, saying whether its
+kind is a crash or a warning (a ``SplatKind`` member for a new kind).
 """
 
 from __future__ import annotations
