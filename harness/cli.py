@@ -35,7 +35,7 @@ from .guest.vm import ACCELS, Vm, VmConfig, qemu_binary
 from .paths import build_dir, cache_dir
 from .progress import progress
 from .race.engine import DEFAULT_KNOBS, RaceGuest, RaceSpec, RaceStages, race
-from .race.kbuild import validate_knobs
+from .race.kbuild import KNOBS, Knobs
 from .race.outcomes import RaceReport, exit_status, render_table
 from .race.schemes import DEFAULT_SCHEMES, SCHEMES, WORKLOADS
 
@@ -319,9 +319,9 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=15.0, metavar="S", help="seconds per run")
     p.add_argument("--seed", type=int, default=None, help="default: random, printed in the report")
     p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
-                   help="provider parameter (exit_delay_ms, call_delay_us, init_delay_ms, exit_tail_ms); "
+                   help=f"provider parameter ({', '.join(KNOBS)}); "
                         "overrides that knob only; defaults "
-                        + " ".join(f"{k}={v}" for k, v in DEFAULT_KNOBS))
+                        + " ".join(DEFAULT_KNOBS.args()))
     p.add_argument("--unload-pause", type=int, default=100, metavar="MS",
                    help="how long the unloader leaves the reloaded module live (default 100)")
     p.add_argument("--providers", type=int, default=2)
@@ -337,7 +337,7 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", action="store_true", help="leave the last guest up for a shell")
 
 
-def parse_knobs(items: Sequence[str] | None) -> tuple[tuple[str, int], ...]:
+def parse_knobs(items: Sequence[str] | None) -> Knobs:
     """The defaults, each `NAME=VALUE` overriding that knob only."""
     given: dict[str, object] = {}
     for item in items or ():
@@ -345,7 +345,7 @@ def parse_knobs(items: Sequence[str] | None) -> tuple[tuple[str, int], ...]:
         if not sep:
             raise HarnessError(f"--knob wants NAME=VALUE, got {item!r}")
         given[name.strip()] = value.strip()
-    return tuple(sorted({**dict(DEFAULT_KNOBS), **validate_knobs(given)}.items()))
+    return Knobs({**DEFAULT_KNOBS, **Knobs(given)})
 
 
 def check_output(path: Path, flag: str = "--json") -> None:

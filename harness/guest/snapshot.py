@@ -81,9 +81,21 @@ class GuestStart:
     def why(self) -> str:
         return self.reason.say(self.detail) if self.reason else ""
 
+    @property
+    def path_name(self) -> str:
+        """The path as reports write it: "cold" or "restored"."""
+        return self.path.name.lower()
+
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path.name.lower(), "reason": self.reason.name.lower() if self.reason else None,
+        return {"path": self.path_name, "reason": self.reason.name.lower() if self.reason else None,
                 "detail": self.detail, "snapshot": self.snapshot, "saved": self.saved}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "GuestStart":
+        """`to_json`'s inverse; a bad path or reason is a KeyError."""
+        reason = d.get("reason")
+        return cls(path=StartPath[str(d["path"]).upper()], reason=None if reason is None else ColdReason[reason.upper()],
+                   detail=str(d.get("detail", "")), snapshot=str(d.get("snapshot", "")), saved=bool(d.get("saved", False)))
 
     def describe(self) -> str:
         if self.path is StartPath.RESTORED:

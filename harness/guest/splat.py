@@ -27,20 +27,51 @@ Grouping rules (tested in tests/unit/test_splat.py):
   ``=====`` of a sanitizer report, the next report header from the same
   task/CPU, a shell or login prompt, or after ``MAX_LINES`` lines.
 
-To support a new report format, add one row to ``HEADERS``.
+To support a new report format, add one row to ``HEADERS``, saying whether its
+kind is a crash or a warning (a ``SplatKind`` member for a new kind).
 """
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-__all__ = ["Splat", "KINDS", "HEADERS", "parse", "parse_file", "new_splats"]
+__all__ = ["Splat", "SplatKind", "KINDS", "HEADERS", "parse", "parse_file", "new_splats"]
 
 MAX_LINES = 200
 PANIC_FOLD_WINDOW = 5  # lines after "---[ end trace" in which a panic still belongs
+
+
+class SplatKind(str, enum.Enum):
+    """What a report is; the value is the name in reports and JSON.  Whether
+    a kind is a crash or a warning is said by its rows in ``HEADERS``
+    (``SplatKind.crash``)."""
+
+    __str__ = str.__str__  # "kasan", not "SplatKind.KASAN", on every Python
+
+    OOPS = "oops"
+    BUG = "bug"
+    GPF = "gpf"
+    INVALID_OPCODE = "invalid_opcode"
+    PANIC = "panic"
+    KASAN = "kasan"
+    KFENCE = "kfence"
+    KMSAN = "kmsan"
+    KCSAN = "kcsan"
+    UBSAN = "ubsan"
+    WARNING = "warning"
+    LOCKDEP = "lockdep"
+    LOCKUP = "lockup"
+    RCU_STALL = "rcu_stall"
+    HUNG_TASK = "hung_task"
+
+    @property
+    def crash(self) -> bool:
+        """A crash (the run's verdict: crashed), else a warning (warned)."""
+        return _CRASH[self]
 
 
 @dataclass(frozen=True)
@@ -49,14 +80,32 @@ class Splat:
 
     ``start_line`` is the 0-based index of the header line in the log split on
     "\\n". ``lines`` are the raw log lines (without "\\r"), timestamps kept.
+    A ``kind`` given as its name is turned into its ``SplatKind``.
     """
 
-    kind: str
+    kind: SplatKind
     title: str
     lines: tuple[str, ...]
     modules: tuple[str, ...]
     last_unloaded: Optional[str]
-    start_line: int
+    # Where the report was in the console log it came from: not the report
+    # itself, and not kept in JSON reports, so two equal reports may differ here.
+    start_line: int = field(compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, SplatKind):
+            object.__setattr__(self, "kind", SplatKind(self.kind))
+
+    @classmethod
+    def from_lines(cls, kind: SplatKind, title: str, lines: Sequence[str], start_line: int = 0) -> "Splat":
+        """A report rebuilt from its kind, title and lines (what a JSON report
+        keeps): the modules are read from the lines again."""
+        mods, last = _modules([ln.body for ln in _split("\n".join(lines))])
+        return cls(kind, title, tuple(lines), mods, last, start_line)
+
+    @property
+    def crash(self) -> bool:
+        return self.kind.crash
 
     @property
     def panicked(self) -> bool:
@@ -199,16 +248,42 @@ def _t_header(m: re.Match, bodies: Sequence[str]) -> str:
     return _normalise(m.group(0))
 
 
+class Severity(enum.Enum):
+    """What a kind of report makes of a run: crashed, or warned."""
+
+    CRASH = "crash"
+    WARNING = "warning"
+
+
+CRASH, WARNS = Severity.CRASH, Severity.WARNING
+
+
 @dataclass(frozen=True)
 class _Header:
     regex: re.Pattern
-    kind: str
+    kind: SplatKind
+    severity: Severity
     title: Callable[[re.Match, Sequence[str]], str]
     fold: bool = False  # part of an already-open report from the same task/CPU
+    sanitizer: bool = False  # the report ends at its closing "=====" line
 
 
-def _h(rx: str, kind: str, title, fold: bool = False) -> _Header:
-    return _Header(re.compile(rx), kind, title, fold)
+def _h(rx: str, kind: SplatKind, severity: Severity, title, fold: bool = False,
+       sanitizer: bool = False) -> _Header:
+    return _Header(re.compile(rx), kind, severity, title, fold, sanitizer)
+
+
+def _sanitizer(tool: str, kind: SplatKind, severity: Severity) -> _Header:
+    return _h(r"^BUG: (?P<tool>" + tool + r"): (?P<bug>[\w:-]+(?: [\w-]+)??) in (?P<func>[\w.]+)",
+              kind, severity, _t_sanitizer, sanitizer=True)
+
+
+_UBSAN_FRAMES = re.compile(r"^(dump_stack\w*|show_stack\w*|ubsan_\w+|__ubsan_\w+)$")
+
+
+def _t_ubsan(m: re.Match, bodies: Sequence[str]) -> str:
+    func = _first_frame(bodies, _UBSAN_FRAMES)
+    return f"UBSAN: {m.group('bug')} in {func or m.group('file')}"
 
 
 _LOCKDEP_WHAT = (
@@ -224,18 +299,32 @@ _LOCKDEP_WHAT = (
 # removed, anchored at its start; first matching row wins, so specific rows
 # come before generic ones.
 HEADERS: tuple[_Header, ...] = (
-    _h(r"^BUG: (?P<tool>KASAN|KFENCE|KMSAN|KCSAN): (?P<bug>[\w:-]+(?: [\w-]+)??) in "
-       r"(?P<func>[\w.]+)", "kasan", _t_sanitizer),
+    # A bad access to memory (KASAN, KFENCE) or a use of memory nobody wrote
+    # (KMSAN) has happened: the kernel went on with a wrong value, as after an
+    # oops it would not.  Crashes.
+    _sanitizer("KASAN", SplatKind.KASAN, CRASH),
+    _sanitizer("KFENCE", SplatKind.KFENCE, CRASH),
+    _sanitizer("KMSAN", SplatKind.KMSAN, CRASH),
+    # A data race KCSAN's sampling watchpoints saw: two accesses overlapped,
+    # which many intended races in the kernel do too; nothing was shown to
+    # go wrong.  A warning, as lockdep's reports are.
+    _sanitizer("KCSAN", SplatKind.KCSAN, WARNS),
+    # Undefined behaviour in C arithmetic or indexing (a shift too wide, an
+    # overflow, an index past a declared bound): the kernel goes on, and an
+    # access that really left its object is KASAN's report.  A warning, as
+    # the kernel itself treats it (panic_on_warn).
+    _h(r"^UBSAN: (?P<bug>[\w -]+?) in (?P<file>[^\s:]+)(?::\d+)*\s*$", SplatKind.UBSAN, WARNS, _t_ubsan,
+       sanitizer=True),
     _h(r"^(?P<what>BUG: unable to handle (?:page fault|kernel paging request|kernel NULL pointer "
-       r"dereference))", "bug", _t_fault),
-    _h(r"^(?P<what>BUG: kernel NULL pointer dereference)", "bug", _t_fault),
+       r"dereference))", SplatKind.BUG, CRASH, _t_fault),
+    _h(r"^(?P<what>BUG: kernel NULL pointer dereference)", SplatKind.BUG, CRASH, _t_fault),
     _h(r"^(?P<what>Unable to handle kernel (?:paging request|NULL pointer dereference|"
        r"access to user memory|execute from non-executable memory|write to read-only memory)\w*)",
-       "oops", _t_fault),
-    _h(r"^(?:watchdog: )?BUG: soft lockup", "lockup", _t_rip("BUG: soft lockup")),
-    _h(r"^(?:watchdog: )?Watchdog detected hard LOCKUP", "lockup", _t_rip("hard LOCKUP")),
-    _h(r"^BUG: workqueue lockup", "lockup", lambda m, b: "BUG: workqueue lockup"),
-    _h(r"^BUG: sleeping function called from invalid context", "lockdep",
+       SplatKind.OOPS, CRASH, _t_fault),
+    _h(r"^(?:watchdog: )?BUG: soft lockup", SplatKind.LOCKUP, WARNS, _t_rip("BUG: soft lockup")),
+    _h(r"^(?:watchdog: )?Watchdog detected hard LOCKUP", SplatKind.LOCKUP, WARNS, _t_rip("hard LOCKUP")),
+    _h(r"^BUG: workqueue lockup", SplatKind.LOCKUP, WARNS, lambda m, b: "BUG: workqueue lockup"),
+    _h(r"^BUG: sleeping function called from invalid context", SplatKind.LOCKDEP, WARNS,
        lambda m, b: _in("BUG: sleeping function called from invalid context",
                         _first_frame(b, re.compile(r"^(dump_stack\w*|__might_\w+|might_\w+|"
                                                    r"__might_resched|mutex_lock\w*|down_\w+|"
@@ -243,27 +332,41 @@ HEADERS: tuple[_Header, ...] = (
                                                    r"__kmalloc\w*|kmem_cache_alloc\w*|"
                                                    r"slab_pre_alloc_hook\w*)$")),
                         m.string)),
-    _h(r"^(?:WARNING|BUG|INFO): (?P<what>" + _LOCKDEP_WHAT + ")", "lockdep", _t_lockdep),
-    _h(r"^BUG: scheduling while atomic", "bug", _t_rip("BUG: scheduling while atomic")),
-    _h(r"^WARNING: (?:CPU: \d+ PID: \d+ )?at \S+ (?P<func>[\w.]+)\+0x", "warning", _t_warning),
-    _h(r"^WARNING: \S+:\d+ at (?P<func>[\w.]+)\+0x[0-9a-f]+/0x[0-9a-f]+, CPU#\d+", "warning",
+    _h(r"^(?:WARNING|BUG|INFO): (?P<what>" + _LOCKDEP_WHAT + ")", SplatKind.LOCKDEP, WARNS, _t_lockdep),
+    _h(r"^BUG: scheduling while atomic", SplatKind.BUG, CRASH, _t_rip("BUG: scheduling while atomic")),
+    _h(r"^WARNING: (?:CPU: \d+ PID: \d+ )?at \S+ (?P<func>[\w.]+)\+0x", SplatKind.WARNING, WARNS, _t_warning),
+    _h(r"^WARNING: \S+:\d+ at (?P<func>[\w.]+)\+0x[0-9a-f]+/0x[0-9a-f]+, CPU#\d+", SplatKind.WARNING, WARNS,
        _t_warning),
-    _h(r"^WARNING: (?:CPU: \d+ PID: \d+ at )?\S+:\d+", "warning", _t_header),  # no symbol
-    _h(r"^(?:Oops: )?general protection fault", "gpf", _t_rip("general protection fault")),
-    _h(r"^kernel BUG at (?P<where>\S+?)!?$", "bug", _t_kernel_bug),
-    _h(r"^(?:rcu: )?INFO: rcu_\w+ (?:self-)?detected stalls?", "rcu_stall", _t_rcu),
-    _h(r"^INFO: task .*blocked (?:in I/O wait )?for more than \d+ seconds", "hung_task", _t_hung),
-    _h(r"^(?:Internal error: )?Oops(?: - [\w ]+)?: (?:[\w ]+: )?[0-9a-fx]+ \[#\d+\]", "oops",
+    _h(r"^WARNING: (?:CPU: \d+ PID: \d+ at )?\S+:\d+", SplatKind.WARNING, WARNS, _t_header),  # no symbol
+    _h(r"^(?:Oops: )?general protection fault", SplatKind.GPF, CRASH, _t_rip("general protection fault")),
+    _h(r"^kernel BUG at (?P<where>\S+?)!?$", SplatKind.BUG, CRASH, _t_kernel_bug),
+    _h(r"^(?:rcu: )?INFO: rcu_\w+ (?:self-)?detected stalls?", SplatKind.RCU_STALL, WARNS, _t_rcu),
+    _h(r"^INFO: task .*blocked (?:in I/O wait )?for more than \d+ seconds", SplatKind.HUNG_TASK, WARNS, _t_hung),
+    _h(r"^(?:Internal error: )?Oops(?: - [\w ]+)?: (?:[\w ]+: )?[0-9a-fx]+ \[#\d+\]", SplatKind.OOPS, CRASH,
        _t_rip("Oops"), fold=True),
-    _h(r"^invalid opcode: [0-9a-f]+ \[#\d+\]", "invalid_opcode", _t_rip("invalid opcode"),
+    _h(r"^invalid opcode: [0-9a-f]+ \[#\d+\]", SplatKind.INVALID_OPCODE, CRASH, _t_rip("invalid opcode"),
        fold=True),
-    _h(r"^Kernel panic - not syncing: (?P<why>.*)", "panic",
+    _h(r"^Kernel panic - not syncing: (?P<why>.*)", SplatKind.PANIC, CRASH,
        lambda m, b: "Kernel panic - not syncing: " + _normalise(m.group("why")), fold=True),
-    _h(r"^BUG: [A-Za-z]", "bug", _t_header),  # any other BUG: (Bad page state, ...)
+    _h(r"^BUG: [A-Za-z]", SplatKind.BUG, CRASH, _t_header),  # any other BUG: (Bad page state, ...)
 )
 
-# The "kasan" row yields the sanitizer's own name: kasan, kfence, kmsan or kcsan.
-KINDS = frozenset(h.kind for h in HEADERS) | {"kfence", "kmsan", "kcsan"}
+KINDS = frozenset(SplatKind)
+
+
+def _severities() -> dict[SplatKind, Severity]:
+    """Each kind's severity, from its rows, which must agree."""
+    out: dict[SplatKind, Severity] = {}
+    for h in HEADERS:
+        if out.setdefault(h.kind, h.severity) is not h.severity:
+            raise AssertionError(f"splat kind {h.kind.value} is a crash in one HEADERS row, a warning in another")
+    missing = sorted(k.value for k in SplatKind if k not in out)
+    if missing:
+        raise AssertionError(f"splat kinds without a HEADERS row: {', '.join(missing)}")
+    return out
+
+
+_CRASH = {kind: sev is Severity.CRASH for kind, sev in _severities().items()}
 
 # --------------------------------------------------------------------------
 # Line handling.
@@ -353,7 +456,7 @@ def _scan(text: str) -> list[tuple[Splat, int]]:
             header, m = hit
             foldable = rec is not None and header.fold and (
                 not rec.closed
-                or (header.kind == "panic" and rec.since_end_trace is not None
+                or (header.kind is SplatKind.PANIC and rec.since_end_trace is not None
                     and rec.since_end_trace <= PANIC_FOLD_WINDOW))
             if foldable:
                 assert rec is not None
@@ -380,7 +483,7 @@ def _scan(text: str) -> list[tuple[Splat, int]]:
             rec.closed, rec.since_end_trace = True, 0
         elif body.startswith("---[ end Kernel panic"):
             rec.closed = True
-        elif rec.header.kind == "kasan" and re.fullmatch(r"={20,}", body):
+        elif rec.header.sanitizer and re.fullmatch(r"={20,}", body):
             rec.closed = True
         elif len(rec.idx) >= MAX_LINES:
             rec.closed = True
@@ -389,8 +492,6 @@ def _scan(text: str) -> list[tuple[Splat, int]]:
     for rec in recs:
         bodies = [lines[j].body for j in rec.idx]
         kind = rec.header.kind
-        if kind == "kasan":
-            kind = rec.match.group("tool").lower()
         mods, last = _modules(bodies)
         splat = Splat(
             kind=kind,

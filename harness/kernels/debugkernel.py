@@ -78,7 +78,8 @@ def merge_config(base: str, fragment: Mapping[str, str]) -> str:
 
 def unmet(wanted: Mapping[str, str], final: Mapping[str, str]) -> list[str]:
     """Options of `wanted` that olddefconfig did not keep ("CONFIG_X=y (got n)")."""
-    return [f"{k}={v} (got {final.get(k, 'n')})" for k, v in wanted.items() if final.get(k, "n") != v]
+    return [f"{option}={want} (got {final.get(option, 'n')})" for option, want in wanted.items()
+            if final.get(option, "n") != want]
 
 
 def localversion(release: str, upstream: str) -> str:

@@ -20,17 +20,18 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from .. import kernels
 from ..errors import HarnessError
-from .kbuild import BuiltModules, ModuleSetSpec, validate_knobs
+from .kbuild import BuiltModules, Knobs, ModuleSetSpec
 from ..progress import progress
-from .racer import RoleResult, RoleSpec, parse_role_output
+from .racer import Role, RoleResult, RoleSpec, parse_role_output
 from .outcomes import GuestState, RaceReport, RunEnd, RunResult, Verdict, summarise_run
 from .schemes import DEFAULT_SCHEMES, Caller, get_scheme, get_workload
+from ..guest.snapshot import GuestStart
 from ..guest.splat import Splat, new_splats
 from ..guest.ssh import Running
 
 # exit_delay_ms widens the "being removed" window; call_delay_us makes a caller
 # sleep inside the provider, which is what the unsafe scheme cannot survive.
-DEFAULT_KNOBS = (("call_delay_us", 1000), ("exit_delay_ms", 200))
+DEFAULT_KNOBS = Knobs({"call_delay_us": 1000, "exit_delay_ms": 200})
 BARRIER = "/dev/shm/harness-race.barrier"
 MAX_CONTENTION = 16
 HANG_SLACK_S = 60.0  # a role still running this long after its deadline is hung
@@ -47,7 +48,7 @@ class RaceSpec:
     workloads: tuple[str, ...] = ("lookup", "mount")
     duration_s: float = 15.0
     seed: int = 1
-    knobs: tuple[tuple[str, int], ...] = DEFAULT_KNOBS
+    knobs: Knobs = DEFAULT_KNOBS  # pairs or a mapping are validated into Knobs
     accel: str = "auto"
     rcu_expedited: bool = False
     providers: int = 2
@@ -57,6 +58,8 @@ class RaceSpec:
     cold_boot: bool = False  # boot every guest; never restore a snapshot
 
     def __post_init__(self) -> None:
+        if not isinstance(self.knobs, Knobs):
+            object.__setattr__(self, "knobs", Knobs(self.knobs))
         kernels.get_spec(self.kernel)
         if not self.schemes or not self.workloads:
             raise HarnessError("at least one scheme and one workload are needed")
@@ -84,7 +87,6 @@ class RaceSpec:
             raise HarnessError(f"--providers must be 1..16, got {self.providers}")
         if not 0 <= self.contention <= MAX_CONTENTION:
             raise HarnessError(f"--contention must be 0..{MAX_CONTENTION} host CPU hogs, got {self.contention}")
-        validate_knobs(dict(self.knobs))
 
     @property
     def buses(self) -> int:
@@ -103,7 +105,7 @@ class RaceSpec:
                 "--duration", f"{self.duration_s:g}", "--seed", str(self.seed), "--accel", self.accel,
                 "--providers", str(self.providers), "--reload", self.reload,
                 "--unload-pause", str(self.unload_pause_ms)]
-        argv += [a for k, v in self.knobs for a in ("--knob", f"{k}={v}")]
+        argv += [a for knob in self.knobs.args() for a in ("--knob", knob)]
         if self.rcu_expedited:
             argv.append("--rcu-expedited")
         if self.contention:
@@ -132,7 +134,7 @@ class RaceGuest(Protocol):
     accel: str
     port: int
     log_path: Path
-    start: Any  # vm.GuestStart, or None
+    start: GuestStart | None
     boot_splats: tuple[Splat, ...]
 
     @property
@@ -147,8 +149,9 @@ class RaceGuest(Protocol):
 
 
 def mount_dir(c: Caller) -> str:
-    """Where a mounting caller mounts: one folder per provider and kind."""
-    kind = "bus" if c.role == "mounter" else "own"
+    """Where a mounting caller mounts: one folder per provider and kind (the
+    bus's file system for mounter, the provider's own for fsmounter)."""
+    kind = "bus" if c.role is Role.MOUNTER else "own"
     return f"/mnt/{kind}{c.provider or ''}"
 
 
@@ -159,21 +162,21 @@ def roles_for(workload: str, mods: BuiltModules, spec: RaceSpec, release: str) -
     names = mods.spec.provider_names
     parties = len(row.unloaded) + len(row.callers)
 
-    def role(name: str, target: str, **kw: Any) -> RoleSpec:
-        return RoleSpec(name, name=target, duration_ms=int(spec.duration_s * 1000), seed=spec.seed,
+    def role(which: Role, target: str, **kw: Any) -> RoleSpec:
+        return RoleSpec(which, name=target, duration_ms=int(spec.duration_s * 1000), seed=spec.seed,
                         barrier=BARRIER, parties=parties, progress=True, **kw)
 
     def caller(c: Caller) -> RoleSpec:
         target = names[c.provider]
-        if c.role == "looker":
-            return role("looker", target, ctl=mods.spec.ctl_device, bus=c.bus)
-        if c.role == "mounter":
+        if c.role is Role.LOOKER:
+            return role(c.role, target, ctl=mods.spec.ctl_device, bus=c.bus)
+        if c.role is Role.MOUNTER:
             data = None if c.bus is None else f"backend={target},bus={c.bus}"
-            return role("mounter", target, fstype=mods.spec.fs_name, dir=mount_dir(c), data=data)
-        return role("fsmounter", target, fstype=f"{target}fs", dir=mount_dir(c))
+            return role(c.role, target, fstype=mods.spec.fs_name, dir=mount_dir(c), data=data)
+        return role(c.role, target, fstype=f"{target}fs", dir=mount_dir(c))
 
-    unloaders = [role("unloader", names[i], ko=f"/lib/modules/{release}/extra/{names[i]}.ko",
-                      params=" ".join(f"{k}={v}" for k, v in spec.knobs), load=spec.reload,
+    unloaders = [role(Role.UNLOADER, names[i], ko=f"/lib/modules/{release}/extra/{names[i]}.ko",
+                      params=" ".join(spec.knobs.args()), load=spec.reload,
                       pause_us=spec.unload_pause_ms * 1000)
                  for i in row.unloaded]
     return [*unloaders, *(caller(c) for c in row.callers)]
@@ -181,12 +184,12 @@ def roles_for(workload: str, mods: BuiltModules, spec: RaceSpec, release: str) -
 
 def prepare_guest(vm: RaceGuest, mods: BuiltModules, spec: RaceSpec) -> None:
     """Knobs for request_module loads, the core loaded, the workloads' providers loaded."""
-    options = "".join(f"options {p} " + " ".join(f"{k}={v}" for k, v in spec.knobs) + "\n"
+    options = "".join(f"options {p} " + " ".join(spec.knobs.args()) + "\n"
                       for p in mods.spec.provider_names if spec.knobs)
     vm.ssh.upload(options.encode(), "/etc/modprobe.d/harness.conf")
     rows = [get_workload(w) for w in spec.workloads]
     dirs = sorted({"/mnt/bus", "/mnt/own"} | {mount_dir(c) for w in rows for c in w.callers
-                                            if c.role != "looker"})
+                                            if c.role.mounts})
     used = sorted({0} | {i for w in rows for i in w.unloaded})
     vm.ssh.run(f"mkdir -p {' '.join(dirs)} && /sbin/modprobe {mods.spec.core} && "
                + " && ".join(f"/sbin/modprobe {mods.spec.provider_names[i]}" for i in used), check=True)
@@ -315,8 +318,7 @@ def run_one(vm: RaceGuest, mods: BuiltModules, spec: RaceSpec, scheme: str, work
                         spec.repro(scheme, workload), outcome.seconds, lockdep=lockdep, kasan=kasan,
                         guest=guest)
     run.console_log = str(vm.log_path)
-    start = getattr(vm, "start", None)
-    run.guest_start = start.to_json() if start is not None else None
+    run.guest_start = getattr(vm, "start", None)
     return run
 
 
@@ -378,7 +380,7 @@ def race(spec: RaceSpec, keep: bool = False,
     stages = stages or PipelineStages(spec)
     report = RaceReport(kernel=stages.release, kernel_spec=spec.kernel, accel="", seed=spec.seed,
                         duration_s=spec.duration_s, rcu_expedited=spec.rcu_expedited,
-                        knobs=dict(spec.knobs), reload=spec.reload, contention=spec.contention,
+                        knobs=spec.knobs, reload=spec.reload, contention=spec.contention,
                         lockdep=stages.lockdep, kasan=stages.kasan)
     for i, scheme in enumerate(spec.schemes):
         mods = stages.modules(scheme)

@@ -16,7 +16,7 @@ import subprocess
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Iterator, Mapping, Union
 
 from ..kernels import KernelFiles, buildroot
 from . import schemes
@@ -101,9 +101,43 @@ def validate_knobs(knobs: Mapping[str, object]) -> dict[str, int]:
     return out
 
 
-def knob_args(knobs: Mapping[str, object]) -> list[str]:
-    """Module parameters for insmod/modprobe: ['exit_delay_ms=10', ...]."""
-    return [f"{k}={v}" for k, v in sorted(validate_knobs(knobs).items())]
+KnobsInput = Union[Mapping[str, object], Iterable[tuple[str, object]]]
+
+
+class Knobs(Mapping[str, int]):
+    """Provider knobs: an immutable, hashable {name: non-negative int} in name
+    order, made only through `validate_knobs`.  `args()` is the one place a
+    knob is written as `name=value` (module parameters, modprobe.d options,
+    --knob arguments, reports)."""
+
+    __slots__ = ("_items",)
+    _items: tuple[tuple[str, int], ...]
+
+    def __init__(self, knobs: KnobsInput = ()) -> None:
+        given = dict(knobs.items() if isinstance(knobs, Mapping) else knobs)
+        self._items = tuple(sorted(validate_knobs(given).items()))
+
+    def __getitem__(self, name: str) -> int:
+        for k, v in self._items:
+            if k == name:
+                return v
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __repr__(self) -> str:
+        return f"Knobs({dict(self._items)!r})"
+
+    def args(self) -> list[str]:
+        """`name=value` per knob, in name order: ['call_delay_us=1000', 'exit_delay_ms=200']."""
+        return [f"{k}={v}" for k, v in self._items]
 
 
 def template_files(spec: ModuleSetSpec) -> list[Path]:

@@ -14,17 +14,18 @@ the failures of those operations, by errno.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import HarnessError
 from ..exitcodes import ExitStatus
-from .racer import CallEvents, CallFailure, Hist, OpStats, RoleResult, UnloadWindow, merge_ops
+from .kbuild import Knobs
+from .racer import CallEvents, CallFailure, Hist, OpStats, Role, RoleResult, UnloadWindow, merge_ops
 from .schemes import SCHEMES, WORKLOADS, Reach, bus_lock_class, control_must_fire, lock_order_control
-from ..guest.splat import Splat
+from ..guest.snapshot import GuestStart
+from ..guest.splat import Splat, SplatKind
 
-CALLER_OPS = ("lookup", "mount", "fsmount")
-CRASH_KINDS = frozenset({"oops", "bug", "gpf", "panic", "invalid_opcode", "kasan", "kfence"})
+CALLER_OPS: tuple[str, ...] = tuple(op for op in (r.caller_op for r in Role) if op)  # lookup, mount, fsmount
 
 
 class RunEnd(enum.Enum):
@@ -43,8 +44,8 @@ class Verdict(enum.Enum):
     # The guest splatted while booting, or its lockdep was already off: the run
     # proves nothing, whatever it saw.  Never the run's finding.
     BROKEN = "broken guest"
-    CRASHED = "crashed"  # crash splat (oops, BUG, GPF, panic, KASAN), or the guest/SSH died
-    WARNED = "warned"  # any other splat: WARNING, lockdep, hung task, RCU stall
+    CRASHED = "crashed"  # a crash splat (SplatKind.crash: oops, BUG, GPF, panic, KASAN...), or the guest/SSH died
+    WARNED = "warned"  # any other splat: WARNING, lockdep, hung task, RCU stall, KCSAN, UBSAN
     HUNG = "hung"  # roles did not finish
     ERROR = "error"  # a role produced no result, or an unusable one
     NO_RACE = "no-race"  # the unloader never unloaded: nothing was raced
@@ -76,8 +77,7 @@ def fold_verdict(end: RunEnd, splats: Sequence[Splat], role_errors: Sequence[str
     before the run began (`GuestState.broken`)."""
     if broken:
         return Verdict.BROKEN
-    kinds = {s.kind for s in splats}
-    if kinds & CRASH_KINDS or end in (RunEnd.GUEST_DIED, RunEnd.SSH_LOST):
+    if any(s.crash for s in splats) or end in (RunEnd.GUEST_DIED, RunEnd.SSH_LOST):
         return Verdict.CRASHED
     if splats:
         return Verdict.WARNED
@@ -100,11 +100,11 @@ def fold_control(scheme: str, workload: str, verdict: Verdict, splats: Sequence[
         return Control.NONE  # nothing to judge: problem() says why
     if lock_order_control(row, wl):
         names = [bus_lock_class(row.prefix, b) for b in range(wl.buses)]
-        if any(s.kind == "lockdep" and all(n in "\n".join(s.lines) for n in names) for s in splats):
+        if any(s.kind is SplatKind.LOCKDEP and all(n in "\n".join(s.lines) for n in names) for s in splats):
             return Control.FIRED
         if lockdep:
             return Control.MISSED
-        deadlocked = end is RunEnd.HUNG or any(s.kind == "hung_task" for s in splats)
+        deadlocked = end is RunEnd.HUNG or any(s.kind is SplatKind.HUNG_TASK for s in splats)
         return Control.FIRED if deadlocked else Control.NOT_HIT
     if not row.negative_control:
         return Control.NONE
@@ -113,7 +113,7 @@ def fold_control(scheme: str, workload: str, verdict: Verdict, splats: Sequence[
     if row.reach is Reach.STATE:
         if not kasan:
             return Control.NO_SHADOW
-        return Control.FIRED if any(s.kind == "kasan" for s in splats) else Control.MISSED
+        return Control.FIRED if any(s.kind is SplatKind.KASAN for s in splats) else Control.MISSED
     return Control.FIRED if verdict is Verdict.CRASHED else Control.MISSED
 
 
@@ -189,6 +189,21 @@ class Timeline:
                       for op, c in sorted(self.calls.items())},
         }
 
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> "Timeline | None":
+        if not d:
+            return None
+        unloads = d.get("unloads") or {}
+        windows = tuple(UnloadWindow(float(w[0]), float(w[1]), float(w[2]), w[3], w[4],
+                                     str(w[5]) if len(w) > 5 else "")
+                        for w in unloads.get("windows", []))
+        calls = {str(op): CallEvents(op=str(op), failures_total=int(c["failures_total"]),
+                                     failures=tuple(CallFailure(float(a), float(b), str(e))
+                                                    for a, b, e in c["failures"]),
+                                     bin_ms=int(c["bin_ms"]), done=tuple(c["done"]), ok=tuple(c["ok"]))
+                 for op, c in (d.get("calls") or {}).items()}
+        return cls(windows=windows, windows_total=int(unloads.get("total", len(windows))), calls=calls)
+
 
 def _sum_bins(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     n = max(len(a), len(b))
@@ -248,8 +263,26 @@ class GuestState:
         return ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"boot_splats": [{"kind": s.kind, "title": s.title, "lines": list(s.lines)} for s in self.boot_splats],
+        return {"boot_splats": [splat_json(s) for s in self.boot_splats],
                 "debug_locks": [self.debug_locks_before, self.debug_locks_after]}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> "GuestState":
+        if not d:
+            return cls()
+        before, after = d.get("debug_locks") or (None, None)
+        return cls(tuple(splats_from_json(d.get("boot_splats", []))), before, after)
+
+
+def splat_json(s: Splat) -> dict[str, Any]:
+    """A splat in the JSON report: its kind, title and console lines."""
+    return {"kind": s.kind.value, "title": s.title, "lines": list(s.lines)}
+
+
+def splats_from_json(items: Sequence[Mapping[str, Any]]) -> list[Splat]:
+    """`splat_json`'s inverse: the modules are read again from the lines;
+    where the lines were in their console log is not kept (`Splat.start_line`)."""
+    return [Splat.from_lines(SplatKind(s["kind"]), s["title"], tuple(s["lines"])) for s in items]
 
 
 LOCKDEP_WENT_OFF = ("guest: lockdep turned itself off during the run (debug_locks 0) with no report the "
@@ -280,7 +313,7 @@ class RunResult:
     repro: str = ""
     console_log: str = ""
     timeline: Timeline | None = None  # unload windows, failed calls, call rate
-    guest_start: dict[str, Any] | None = None  # GuestStart.to_json(): restored or cold, and why
+    guest_start: GuestStart | None = None  # restored or cold, and why
     guest: GuestState = field(default_factory=GuestState)
 
     def op(self, name: str) -> OpStats:
@@ -307,11 +340,27 @@ class RunResult:
             "spurious_failures": self.spurious_failures, "first_spurious_s": self.first_spurious_s,
             "failed_during_unload": self.failed_during_unload,
             "failed_by_unloads_met": list(self.failed_by_unloads_met),
-            "splats": [{"kind": s.kind, "title": s.title, "lines": list(s.lines)} for s in self.splats],
+            "splats": [splat_json(s) for s in self.splats],
             "role_errors": self.role_errors, "seconds": self.seconds, "repro": self.repro,
-            "console_log": self.console_log, "guest_start": self.guest_start, "guest": self.guest.to_json(),
+            "console_log": self.console_log, "guest_start": self.guest_start.to_json() if self.guest_start else None, "guest": self.guest.to_json(),
             "events": self.timeline.to_json() if self.timeline else None,
         }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "RunResult":
+        met = d.get("failed_by_unloads_met") or (0, 0, 0)
+        start = d.get("guest_start")
+        return cls(
+            scheme=d["scheme"], workload=d["workload"], end=RunEnd(d["end"]), end_detail=d.get("end_detail", ""),
+            ops={str(k): op_from_json(v) for k, v in d["ops"].items()}, spurious_failures=int(d["spurious_failures"]),
+            first_spurious_s=d.get("first_spurious_s"), failed_during_unload=int(d.get("failed_during_unload", 0)),
+            failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
+            splats=splats_from_json(d.get("splats", [])),
+            role_errors=list(d.get("role_errors", [])), verdict=Verdict(d["verdict"]),
+            control=Control(d["control"]), seconds=float(d.get("seconds", 0.0)), repro=d.get("repro", ""),
+            console_log=d.get("console_log", ""), timeline=Timeline.from_json(d.get("events")),
+            guest_start=None if start is None else GuestStart.from_json(start),
+            guest=GuestState.from_json(d.get("guest")))
 
 
 def op_json(st: OpStats) -> dict[str, Any]:
@@ -322,6 +371,22 @@ def op_json(st: OpStats) -> dict[str, Any]:
             "hist_failed": [list(b) for b in st.hist_failed]}
 
 
+def _hist_from_json(buckets: Sequence[Sequence[int]] | None) -> Hist:
+    return tuple(sorted((int(i), int(c)) for i, c in buckets or ()))
+
+
+def op_from_json(d: Mapping[str, Any]) -> OpStats:
+    """`op_json`'s inverse."""
+    met = d.get("failed_by_unloads_met") or (0, 0, 0)
+    ff = d.get("first_failure_ms")
+    return OpStats(total=int(d["total"]), ok=int(d["ok"]), errors={str(k): int(v) for k, v in d["errors"].items()},
+                   failed_during_unload=int(d.get("failed_during_unload", 0)),
+                   latency_us={str(k): float(v) for k, v in (d.get("latency_us") or {}).items()},
+                   first_failure_ms=None if ff is None else float(ff), hist=_hist_from_json(d.get("hist")),
+                   failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
+                   hist_failed=_hist_from_json(d.get("hist_failed")))
+
+
 @dataclass
 class RaceReport:
     kernel: str
@@ -330,7 +395,7 @@ class RaceReport:
     seed: int
     duration_s: float
     rcu_expedited: bool
-    knobs: dict[str, int]
+    knobs: Knobs
     reload: str
     contention: int = 0  # host CPU hogs running during every run
     lockdep: bool = False  # the kernel has CONFIG_PROVE_LOCKING
@@ -341,12 +406,28 @@ class RaceReport:
         return [p for p in map(problem, self.runs) if p]
 
     def to_json(self) -> dict[str, Any]:
-        return {"kernel": self.kernel, "kernel_spec": self.kernel_spec, "accel": self.accel,
-                "seed": self.seed, "duration_s": self.duration_s, "rcu_expedited": self.rcu_expedited,
-                "knobs": self.knobs, "reload": self.reload, "contention": self.contention,
-                "lockdep": self.lockdep, "kasan": self.kasan,
-                "exit_status": int(exit_status([self])), "problems": self.problems(),
+        """The fields by name in their order (knobs as a plain object), then the
+        exit status and problems, then the runs."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "runs"}
+        out["knobs"] = dict(self.knobs)
+        return {**out, "exit_status": int(exit_status([self])), "problems": self.problems(),
                 "runs": [r.to_json() for r in self.runs]}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "RaceReport":
+        """`to_json`'s inverse; a field with a default may be missing (older reports)."""
+        kw: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "knobs":
+                kw[f.name] = Knobs({str(k): int(v) for k, v in d["knobs"].items()})
+            elif f.name == "runs":
+                kw[f.name] = [RunResult.from_json(x) for x in d["runs"]]
+            elif f.name in d or f.default is MISSING:
+                kw[f.name] = _SCALARS[str(f.type)](d[f.name])
+        return cls(**kw)
+
+
+_SCALARS: dict[str, Callable[[Any], Any]] = {"str": str, "int": int, "float": float, "bool": bool}
 
 
 def exit_status(reports: Sequence[RaceReport]) -> ExitStatus:
@@ -354,11 +435,8 @@ def exit_status(reports: Sequence[RaceReport]) -> ExitStatus:
     return ExitStatus.FINDINGS if any(r.problems() for r in reports) else ExitStatus.OK
 
 
-def _op_name(role: str, op: str) -> str:
-    """fsmounter's mounts go through get_fs_type: keep them apart from mounter's."""
-    if role == "fsmounter" and op in ("mount", "umount"):
-        return "fs" + op
-    return op
+def _op_name(role: Role | None, op: str) -> str:
+    return role.op_name(op) if role is not None else op
 
 
 def summarise_run(scheme: str, workload: str, roles: Sequence[RoleResult], splats: Sequence[Splat],
@@ -393,7 +471,7 @@ def _errors(errors: dict[str, int]) -> str:
 
 
 def header(report: RaceReport) -> str:
-    knobs = " ".join(f"{k}={v}" for k, v in sorted(report.knobs.items())) or "-"
+    knobs = " ".join(report.knobs.args()) or "-"
     return (f"kernel {report.kernel} ({report.kernel_spec}), accel {report.accel}, seed {report.seed}, "
             f"{report.duration_s:g}s per run, knobs {knobs}, rcu_expedited={int(report.rcu_expedited)}, "
             f"reload={report.reload}, contention={report.contention}, lockdep={int(report.lockdep)}, "
@@ -403,12 +481,12 @@ def header(report: RaceReport) -> str:
 
 def starts(report: RaceReport) -> str:
     """How the runs' guests started: `guests restored` / `guests cold` / a mix."""
-    paths = [r.guest_start["path"] for r in report.runs if r.guest_start]
+    paths = [r.guest_start.path_name for r in report.runs if r.guest_start]
     if not paths:
         return ""
     if len(set(paths)) == 1:
         return f", guests {paths[0]}"
-    return ", guests " + " ".join(f"{r.scheme}/{r.workload}:{r.guest_start['path']}"
+    return ", guests " + " ".join(f"{r.scheme}/{r.workload}:{r.guest_start.path_name}"
                                   for r in report.runs if r.guest_start)
 
 
@@ -449,67 +527,10 @@ def render_table(report: RaceReport) -> str:
 # ---------------------------------------------------------------- JSON back into reports (to_json's inverse)
 
 
-def _hist_json(buckets: Sequence[Sequence[int]] | None) -> Hist:
-    return tuple(sorted((int(i), int(c)) for i, c in buckets or ()))
-
-
-def _op_stats(d: Mapping[str, Any]) -> OpStats:
-    met = d.get("failed_by_unloads_met") or (0, 0, 0)
-    ff = d.get("first_failure_ms")
-    return OpStats(total=int(d["total"]), ok=int(d["ok"]), errors={str(k): int(v) for k, v in d["errors"].items()},
-                   failed_during_unload=int(d.get("failed_during_unload", 0)),
-                   latency_us={str(k): float(v) for k, v in (d.get("latency_us") or {}).items()},
-                   first_failure_ms=None if ff is None else float(ff), hist=_hist_json(d.get("hist")),
-                   failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
-                   hist_failed=_hist_json(d.get("hist_failed")))
-
-
-def _timeline(d: Mapping[str, Any] | None) -> Timeline | None:
-    if not d:
-        return None
-    unloads = d.get("unloads") or {}
-    windows = tuple(UnloadWindow(float(w[0]), float(w[1]), float(w[2]), w[3], w[4], str(w[5]) if len(w) > 5 else "")
-                    for w in unloads.get("windows", []))
-    calls = {str(op): CallEvents(op=str(op), failures_total=int(c["failures_total"]),
-                                 failures=tuple(CallFailure(float(a), float(b), str(e)) for a, b, e in c["failures"]),
-                                 bin_ms=int(c["bin_ms"]), done=tuple(c["done"]), ok=tuple(c["ok"]))
-             for op, c in (d.get("calls") or {}).items()}
-    return Timeline(windows=windows, windows_total=int(unloads.get("total", len(windows))), calls=calls)
-
-
-def _run(d: Mapping[str, Any]) -> RunResult:
-    met = d.get("failed_by_unloads_met") or (0, 0, 0)
-    return RunResult(
-        scheme=d["scheme"], workload=d["workload"], end=RunEnd(d["end"]), end_detail=d.get("end_detail", ""),
-        ops={str(k): _op_stats(v) for k, v in d["ops"].items()}, spurious_failures=int(d["spurious_failures"]),
-        first_spurious_s=d.get("first_spurious_s"), failed_during_unload=int(d.get("failed_during_unload", 0)),
-        failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
-        splats=_splats(d.get("splats", [])),
-        role_errors=list(d.get("role_errors", [])), verdict=Verdict(d["verdict"]), control=Control(d["control"]),
-        seconds=float(d.get("seconds", 0.0)), repro=d.get("repro", ""), console_log=d.get("console_log", ""),
-        timeline=_timeline(d.get("events")), guest_start=d.get("guest_start"), guest=_guest(d.get("guest")))
-
-
-def _splats(items: Sequence[Mapping[str, Any]]) -> list[Splat]:
-    return [Splat(s["kind"], s["title"], tuple(s["lines"]), (), None, 0) for s in items]
-
-
-def _guest(d: Mapping[str, Any] | None) -> GuestState:
-    if not d:
-        return GuestState()
-    before, after = d.get("debug_locks") or (None, None)
-    return GuestState(tuple(_splats(d.get("boot_splats", []))), before, after)
-
-
 def reports_from_json(doc: Any) -> list[RaceReport]:
     """The RaceReports of a JSON report (one object, or a list for several
     kernels), to draw its page again; a bad document is a HarnessError."""
     try:
-        return [RaceReport(kernel=r["kernel"], kernel_spec=r["kernel_spec"], accel=r["accel"], seed=int(r["seed"]),
-                           duration_s=float(r["duration_s"]), rcu_expedited=bool(r["rcu_expedited"]),
-                           knobs={str(k): int(v) for k, v in r["knobs"].items()}, reload=r["reload"],
-                           contention=int(r.get("contention", 0)), lockdep=bool(r.get("lockdep", False)),
-                           kasan=bool(r.get("kasan", False)), runs=[_run(x) for x in r["runs"]])
-                for r in (doc if isinstance(doc, list) else [doc])]
+        return [RaceReport.from_json(r) for r in (doc if isinstance(doc, list) else [doc])]
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
         raise HarnessError(f"not a race JSON report: {type(e).__name__}: {e}") from None

@@ -20,6 +20,7 @@ host can put every role on one axis (`outcomes.Timeline`).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import shlex
 from dataclasses import dataclass, field, fields
@@ -31,12 +32,67 @@ from ..guest.programs import RACER_PATH
 
 PERCENTILES = ("p50", "p90", "p99", "max")
 PERMILLE = {"p50": 500, "p90": 900, "p99": 990}
-ROLES = ("unloader", "looker", "mounter", "fsmounter", "holder", "loader")
 SUB_BITS = 7  # must match racer.c
 HIST_BUCKETS = (1 << SUB_BITS) * 40
 
 Hist = tuple[tuple[int, int], ...]  # sparse ((bucket index, count), ...), sorted by index
 
+
+
+
+class Role(str, enum.Enum):
+    """A racer role; the value is its name on the racer's command line and in its JSON."""
+
+    __str__ = str.__str__  # "looker", not "Role.LOOKER", on every Python
+
+    UNLOADER = "unloader"
+    LOOKER = "looker"
+    MOUNTER = "mounter"
+    FSMOUNTER = "fsmounter"
+    HOLDER = "holder"
+    LOADER = "loader"
+
+    @property
+    def caller(self) -> bool:
+        """A workload's caller: it calls into the provider the unloaders unload."""
+        return self in (Role.LOOKER, Role.MOUNTER, Role.FSMOUNTER)
+
+    @property
+    def loads(self) -> bool:
+        """It loads the provider itself (finit_module of --ko, or modprobe)."""
+        return self in (Role.UNLOADER, Role.LOADER)
+
+    @property
+    def mounts(self) -> bool:
+        """It mounts a file system (--dir, --fstype)."""
+        return self in (Role.MOUNTER, Role.FSMOUNTER)
+
+    @property
+    def takes_bus(self) -> bool:
+        """A caller that can be pointed at a bus; fsmounter goes through get_fs_type, which knows none."""
+        return self in (Role.LOOKER, Role.MOUNTER)
+
+    @property
+    def caller_op(self) -> str | None:
+        """The operation a caller's calls are recorded as in reports (`op_name` of its call)."""
+        return {Role.LOOKER: "lookup", Role.MOUNTER: "mount", Role.FSMOUNTER: "fsmount"}.get(self)
+
+    def op_name(self, op: str) -> str:
+        """An operation of this role as reports name it: fsmounter's mounts go
+        through get_fs_type, so they are kept apart from mounter's."""
+        return "fs" + op if self is Role.FSMOUNTER and op in ("mount", "umount") else op
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """RoleSpec options the role cannot run without (a loading role: unless it modprobes)."""
+        if self.mounts:
+            return ("dir", "fstype")
+        if self in (Role.LOOKER, Role.HOLDER):
+            return ("ctl",)
+        return ("ko",) if self.loads else ()
+
+
+ROLES: tuple[Role, ...] = tuple(Role)
 
 # ---------------------------------------------------------------- histogram maths
 
@@ -195,7 +251,7 @@ class RoleEvents:
 
 @dataclass(frozen=True)
 class RoleResult:
-    role: str
+    role: Role | None  # None: parse_role_output was not told, and the output did not say
     name: str = ""
     duration_ms: int = 0
     iterations: int = 0
@@ -204,9 +260,21 @@ class RoleResult:
     unload_generation: int = 0  # unload/reload cycles the barrier file saw
     events: RoleEvents | None = None  # None: an older racer, or no result
 
+    def __post_init__(self) -> None:
+        if self.role is not None and not isinstance(self.role, Role):
+            object.__setattr__(self, "role", Role(self.role))
+
     @classmethod
-    def failed(cls, role: str, error: str) -> "RoleResult":
-        return cls(role=role, error=error)
+    def failed(cls, role: Role | str | None, error: str) -> "RoleResult":
+        return cls(role=_role_or_none(role), error=error)
+
+
+def _role_or_none(role: Role | str | None) -> Role | None:
+    """A role named by a caller of parse_role_output; an unknown name is no role."""
+    try:
+        return None if role is None else Role(role)
+    except ValueError:
+        return None
 
 
 def _met(value: object) -> tuple[int, int, int]:
@@ -258,7 +326,8 @@ def _events(d: Mapping | None) -> RoleEvents | None:
                       windows_total=int(unloads.get("total", len(windows))), calls=calls)
 
 
-def parse_role_output(text: str, role: str = "?", exit_status: int = 0, stderr: str = "") -> RoleResult:
+def parse_role_output(text: str, role: Role | str | None = None, exit_status: int = 0,
+                      stderr: str = "") -> RoleResult:
     """The last line of `text` that parses as a JSON object, as a RoleResult.
 
     Never raises for bad output: a role that printed no such line (it was
@@ -293,7 +362,7 @@ def parse_role_output(text: str, role: str = "?", exit_status: int = 0, stderr: 
         if not isinstance(doc, dict):
             continue
         try:
-            return RoleResult(role=str(doc.get("role", role)), name=str(doc.get("name", "")),
+            return RoleResult(role=Role(doc["role"]) if "role" in doc else _role_or_none(role), name=str(doc.get("name", "")),
                               duration_ms=int(doc.get("duration_ms", 0)),
                               iterations=int(doc.get("iterations", 0)),
                               ops={str(k): _op(v) for k, v in (doc.get("ops") or {}).items()},
@@ -349,7 +418,7 @@ class RoleSpec:
     """One racer invocation.  None / False options are left out (racer defaults:
     --load finit, --duration-ms 10000, no count, --parties 1, --seed 1)."""
 
-    role: str
+    role: Role  # a name is turned into its Role
     name: str
     ctl: str | None = None
     dir: str | None = None
@@ -372,16 +441,15 @@ class RoleSpec:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        if self.role not in ROLES:
-            raise HarnessError(f"unknown racer role {self.role!r}; one of: {', '.join(ROLES)}")
+        if not isinstance(self.role, Role):
+            if self.role not in {r.value for r in Role}:
+                raise HarnessError(f"unknown racer role {self.role!r}; one of: {', '.join(ROLES)}")
+            object.__setattr__(self, "role", Role(self.role))
         if not self.name:
             raise HarnessError("a racer role needs a name")
         if self.load not in (None, "finit", "modprobe"):
             raise HarnessError(f"racer --load is finit or modprobe, not {self.load!r}")
-        need = {"looker": ("ctl",), "holder": ("ctl",), "mounter": ("dir", "fstype"),
-                "fsmounter": ("dir", "fstype")}.get(self.role, ())
-        if self.role in ("unloader", "loader") and self.load in (None, "finit"):
-            need = ("ko",)
+        need = self.role.needs if not (self.role.loads and self.load == "modprobe") else ()
         missing = [n for n in need if getattr(self, n) is None]
         if missing:
             raise HarnessError(f"racer {self.role} needs " + ", ".join("--" + m for m in missing))
@@ -389,7 +457,7 @@ class RoleSpec:
             raise HarnessError("racer --barrier needs --parties")
 
     def argv(self, racer_path: str | Path = RACER_PATH) -> list[str]:
-        out = [str(racer_path), self.role]
+        out = [str(racer_path), self.role.value]
         for f in fields(self):
             if f.name == "role":
                 continue

@@ -10,6 +10,7 @@ import enum
 from dataclasses import dataclass
 
 from ..errors import HarnessError
+from .racer import Role
 
 
 class Gate(enum.Enum):
@@ -81,7 +82,7 @@ SCHEME_ROWS: tuple[Scheme, ...] = (
 SCHEMES: dict[str, Scheme] = {s.name: s for s in SCHEME_ROWS}
 DEFAULT_SCHEMES: tuple[str, ...] = tuple(s.name for s in SCHEME_ROWS if s.race_by_default)
 
-CALLER_ROLES = ("looker", "mounter", "fsmounter")
+CALLER_ROLES: tuple[Role, ...] = tuple(r for r in Role if r.caller)
 
 
 def bus_order(provider: int, buses: int) -> list[int]:
@@ -96,15 +97,17 @@ class Caller:
     """One caller role of a workload: the provider it gets, on which bus
     (None: the role's default, bus 0)."""
 
-    role: str
+    role: Role  # a name is turned into its Role
     provider: int = 0
     bus: int | None = None
 
     def __post_init__(self) -> None:
-        if self.role not in CALLER_ROLES:
-            raise HarnessError(f"caller role {self.role!r}; valid: {', '.join(CALLER_ROLES)}")
-        if self.bus is not None and self.role == "fsmounter":
-            raise HarnessError("fsmounter goes through get_fs_type, which knows no bus")
+        role = self.role if isinstance(self.role, Role) else next((r for r in Role if r.value == self.role), None)
+        if role is None or not role.caller:
+            raise HarnessError(f"caller role {str(self.role)!r}; valid: {', '.join(CALLER_ROLES)}")
+        object.__setattr__(self, "role", role)
+        if self.bus is not None and not role.takes_bus:
+            raise HarnessError(f"{role.value} goes through get_fs_type, which knows no bus")
 
 
 @dataclass(frozen=True)
@@ -136,14 +139,14 @@ class Workload:
 
 
 WORKLOAD_ROWS: tuple[Workload, ...] = (
-    Workload("lookup", (Caller("looker"),), True, "lookup-call on /dev/P_ctl: get, call through ops, put"),
-    Workload("mount", (Caller("mounter"),), False,
+    Workload("lookup", (Caller(Role.LOOKER),), True, "lookup-call on /dev/P_ctl: get, call through ops, put"),
+    Workload("mount", (Caller(Role.MOUNTER),), False,
              "mount -t Pfs -o backend=P_prov0: the get held for the superblock's life, ops never called"),
-    Workload("fsmount", (Caller("fsmounter"),), False,
+    Workload("fsmount", (Caller(Role.FSMOUNTER),), False,
              "mount -t P_prov0fs: the kernel's get_fs_type, try_module_get, request_module"),
-    Workload("all", (Caller("looker"), Caller("mounter"), Caller("fsmounter")), True, "the three together"),
+    Workload("all", (Caller(Role.LOOKER), Caller(Role.MOUNTER), Caller(Role.FSMOUNTER)), True, "the three together"),
     # Claim 5's race: a deadlock must show within the run, hence the 5 s.
-    Workload("twobus", (Caller("looker", provider=0, bus=1), Caller("looker", provider=1, bus=0)), True,
+    Workload("twobus", (Caller(Role.LOOKER, provider=0, bus=1), Caller(Role.LOOKER, provider=1, bus=0)), True,
              "two buses; P_prov0 (buses 0,1) and P_prov1 (1,0) each unloaded and reloaded, "
              "lookup-call of each on its second bus",
              buses=2, unloaded=(0, 1), hung_task_timeout_s=5),

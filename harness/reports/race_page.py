@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 from ..errors import HarnessError
 from ..progress import progress
-from ..race.outcomes import CALLER_OPS, Control, RaceReport, RunResult, problem, reports_from_json, starts
+from ..race.outcomes import CALLER_OPS, Control, RaceReport, RunResult, Verdict, problem, reports_from_json, starts
 from ..race.schemes import SCHEMES, WORKLOADS
 from .page import esc, file_link, html_page
 from .plots import PLOTS_MISSING, RunFigures, race_figures
@@ -37,7 +37,7 @@ def _verdict_class(run: RunResult) -> str:
         return "v-fail"
     if run.control is not Control.NONE:
         return "v-control"
-    return {"clean": "v-clean", "spurious": "v-spurious"}.get(run.verdict.value, "v-fail")
+    return {Verdict.CLEAN: "v-clean", Verdict.SPURIOUS: "v-spurious"}.get(run.verdict, "v-fail")
 
 
 def _errors(errors: Mapping[str, int]) -> str:
@@ -120,7 +120,7 @@ def race_html(reports: Sequence[RaceReport], page_dir: Path,
     body: list[str] = []
     note = PLOTS_MISSING.capitalize() + "." if figures is None else None
     for i, rep in enumerate(reports):
-        knobs = ", ".join(f"{k}={v}" for k, v in sorted(rep.knobs.items())) or "-"
+        knobs = ", ".join(rep.knobs.args()) or "-"
         body += [f"<h1>Unload race on {esc(rep.kernel)} ({esc(rep.kernel_spec)})</h1>",
                  f'<p class="meta">accel <b>{esc(rep.accel)}</b>, seed <b>{rep.seed}</b>, '
                  f"{rep.duration_s:g} s per run, knobs <b>{esc(knobs)}</b>, rcu_expedited={int(rep.rcu_expedited)}, "

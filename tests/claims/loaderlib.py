@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from harness.race.kbuild import Knobs
 from harness.race.racer import RoleResult, RoleSpec, percentile
 
 SCHEME = "refcount"  # any scheme's provider is a plain module; this one's is the simplest
@@ -42,7 +43,7 @@ def counts(outcomes: list[str]) -> dict[str, int]:
 def finit_params(knobs: tuple[tuple[str, int], ...]) -> str:
     """The provider parameters for a raw finit_module (modprobe reads them
     from /etc/modprobe.d, written by prepare_guest)."""
-    return " ".join(f"{k}={v}" for k, v in knobs)
+    return " ".join(Knobs(knobs).args())
 
 
 def kernel_version(release: str) -> tuple[int, int]:

@@ -173,8 +173,19 @@ def test_validate_knobs():
     assert validate_knobs({}) == {}
     assert validate_knobs({"exit_delay_ms": 10, "call_delay_us": 0, "init_delay_ms": "5"}) == {
         "exit_delay_ms": 10, "call_delay_us": 0, "init_delay_ms": 5}
-    assert kbuild.knob_args({"exit_delay_ms": 3, "call_delay_us": 7}) == [
-        "call_delay_us=7", "exit_delay_ms=3"]
+
+
+def test_knobs_are_validated_ordered_by_name_and_hashable():
+    knobs = kbuild.Knobs({"exit_delay_ms": 3, "call_delay_us": "7"})
+    assert knobs.args() == ["call_delay_us=7", "exit_delay_ms=3"]
+    assert dict(knobs) == {"call_delay_us": 7, "exit_delay_ms": 3} and list(knobs) == ["call_delay_us", "exit_delay_ms"]
+    assert knobs == kbuild.Knobs([("call_delay_us", 7), ("exit_delay_ms", 3)])
+    assert hash(knobs) == hash(kbuild.Knobs({"call_delay_us": 7, "exit_delay_ms": 3}))
+    assert knobs != kbuild.Knobs({"call_delay_us": 7}) and kbuild.Knobs().args() == []
+    with pytest.raises(AttributeError):
+        knobs.extra = 1  # type: ignore[attr-defined]
+    with pytest.raises(HarnessError, match="unknown knob 'exit_delay'"):
+        kbuild.Knobs({"exit_delay": 1})
 
 
 @pytest.mark.parametrize("knobs, needle", [

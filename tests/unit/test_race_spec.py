@@ -43,10 +43,10 @@ def test_bad_specs_are_refused_before_anything_runs(kwargs, msg):
 
 def test_knob_parsing():
     assert cli.parse_knobs(None) == race.DEFAULT_KNOBS
-    assert cli.parse_knobs(["exit_delay_ms=10", "call_delay_us=0"]) == (("call_delay_us", 0), ("exit_delay_ms", 10))
+    assert tuple(cli.parse_knobs(["exit_delay_ms=10", "call_delay_us=0"]).items()) == (("call_delay_us", 0), ("exit_delay_ms", 10))
     # one knob given: the other defaults stay (a lost call_delay_us silences the negative control)
-    assert cli.parse_knobs(["exit_delay_ms=50"]) == (("call_delay_us", 1000), ("exit_delay_ms", 50))
-    assert cli.parse_knobs(["exit_tail_ms=5"]) == (("call_delay_us", 1000), ("exit_delay_ms", 200),
+    assert tuple(cli.parse_knobs(["exit_delay_ms=50"]).items()) == (("call_delay_us", 1000), ("exit_delay_ms", 50))
+    assert tuple(cli.parse_knobs(["exit_tail_ms=5"]).items()) == (("call_delay_us", 1000), ("exit_delay_ms", 200),
                                                     ("exit_tail_ms", 5))
     with pytest.raises(HarnessError, match="NAME=VALUE"):
         cli.parse_knobs(["exit_delay_ms"])

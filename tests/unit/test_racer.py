@@ -15,7 +15,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.guest import programs
 from harness.guest.programs import build_racer
-from harness.race.racer import (HIST_BUCKETS, OpStats, RoleResult, RoleSpec, hist_index, hist_of, hist_value,
+from harness.race.racer import (HIST_BUCKETS, OpStats, Role, RoleResult, RoleSpec, hist_index, hist_of, hist_value,
                                 latency_from_hist, merge_ops, parse_role_output, percentile, percentile_ns)
 
 SAMPLE = {"role": "looker", "name": "rc_prov0", "duration_ms": 1000, "iterations": 10,
@@ -300,3 +300,19 @@ def test_failures_by_unloads_met_parse_and_merge():
         "an older racer's output has none")
     merged = merge_ops([{"lookup": one}, {"lookup": one}])["lookup"]
     assert merged.failed_by_unloads_met == (0, 2, 4)
+
+
+def test_roles_say_what_they_do_and_keep_their_names():
+    assert [r for r in Role if r.caller] == [Role.LOOKER, Role.MOUNTER, Role.FSMOUNTER]
+    assert [r.caller_op for r in Role if r.caller] == ["lookup", "mount", "fsmount"]
+    assert [Role.FSMOUNTER.op_name(op) for op in ("mount", "umount", "lookup")] == ["fsmount", "fsumount", "lookup"]
+    assert Role.MOUNTER.op_name("mount") == "mount"
+    assert {r for r in Role if r.mounts} == {Role.MOUNTER, Role.FSMOUNTER}
+    assert {r for r in Role if r.loads} == {Role.UNLOADER, Role.LOADER}
+    assert RoleSpec("looker", "x", ctl="/dev/c").role is Role.LOOKER
+    assert RoleSpec(Role.MOUNTER, "x", dir="/mnt", fstype="xfs").argv("/r")[:2] == ["/r", "mounter"]
+    assert RoleSpec(Role.LOADER, "x", load="modprobe").argv("/r") == ["/r", "loader", "--name", "x", "--load", "modprobe"]
+    assert f"{Role.HOLDER}" == "holder"
+    res = parse_role_output(json.dumps({**SAMPLE, "role": "fsmounter"}))
+    assert res.role is Role.FSMOUNTER and parse_role_output("", role="unloader").role is Role.UNLOADER
+    assert parse_role_output(json.dumps({**SAMPLE, "role": "bogus"})).error.startswith("malformed racer output")

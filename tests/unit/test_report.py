@@ -1,7 +1,9 @@
 """Report maths: spurious failures, verdicts and the table, from role records."""
 
+from harness.race.kbuild import Knobs
 from harness.race.racer import OpStats, RoleResult
 from harness.race.outcomes import RaceReport, RunEnd, Verdict, exit_status, render_table, summarise_run
+from harness.guest.snapshot import ColdReason, GuestStart, StartPath
 from harness.guest.splat import Splat
 
 LAT = {"p50": 10.0, "p90": 20.0, "p99": 30.0, "max": 40.0}
@@ -41,9 +43,18 @@ def test_verdicts():
     assert _run("rwsem", [_unloader(), clean], end=RunEnd.GUEST_DIED).verdict is Verdict.CRASHED
 
 
+def test_sanitizer_reports_crash_or_warn_as_their_rows_say():
+    clean = RoleResult("looker", ops={"lookup": OpStats(5, 5, {}, 0, LAT)})
+    verdicts = {kind: _run("rwsem", [_unloader(), clean], [Splat(kind, "x", ("x",), (), None, 0)]).verdict
+                for kind in ("kasan", "kfence", "kmsan", "kcsan", "ubsan", "lockdep", "hung_task")}
+    assert verdicts == {"kasan": Verdict.CRASHED, "kfence": Verdict.CRASHED, "kmsan": Verdict.CRASHED,
+                        "kcsan": Verdict.WARNED, "ubsan": Verdict.WARNED, "lockdep": Verdict.WARNED,
+                        "hung_task": Verdict.WARNED}
+
+
 def test_only_safe_schemes_fail_on_a_splat_and_table_renders():
     oops = Splat("oops", "Oops in x", ("x",), (), None, 0)
-    rep = RaceReport("6.1.0-56-amd64", "6.1", "tcg", 7, 10.0, False, {"exit_delay_ms": 200}, "finit")
+    rep = RaceReport("6.1.0-56-amd64", "6.1", "tcg", 7, 10.0, False, Knobs({"exit_delay_ms": 200}), "finit")
     rep.runs.append(_run("unsafe", [_unloader()], [oops]))
     assert rep.problems() == [] and exit_status([rep]) == 0
     rep.runs.append(_run("refcount", [_unloader()], [oops]))
@@ -61,7 +72,7 @@ def test_failures_by_unloads_met_are_summed_over_callers():
     run = _run("rwsem-deferred", [_unloader(), look, mnt])
     assert run.failed_by_unloads_met == (0, 1, 3)
     assert run.to_json()["failed_by_unloads_met"] == [0, 1, 3]
-    rep = RaceReport("6.1.0-57-amd64", "6.1", "tcg", 7, 10.0, False, {}, "finit", runs=[run])
+    rep = RaceReport("6.1.0-57-amd64", "6.1", "tcg", 7, 10.0, False, Knobs(), "finit", runs=[run])
     lines = render_table(rep).splitlines()
     header = next(ln for ln in lines if ln.startswith("scheme"))
     row = next(ln for ln in lines if ln.startswith("rwsem-deferred"))
@@ -72,10 +83,12 @@ def test_failures_by_unloads_met_are_summed_over_callers():
 def test_the_header_says_how_the_guests_started():
     clean = RoleResult("looker", ops={"lookup": OpStats(5, 5, {}, 0, LAT)})
     a, b = _run("refcount", [_unloader(), clean]), _run("rwsem", [_unloader(), clean])
-    rep = RaceReport("6.1.0-57-amd64", "6.1", "tcg", 7, 10.0, False, {}, "finit", runs=[a, b])
+    rep = RaceReport("6.1.0-57-amd64", "6.1", "tcg", 7, 10.0, False, Knobs(), "finit", runs=[a, b])
     assert "guests" not in render_table(rep).splitlines()[0]  # not recorded: nothing claimed
-    a.guest_start = b.guest_start = {"path": "restored", "reason": None}
+    a.guest_start = b.guest_start = GuestStart(StartPath.RESTORED, snapshot="k1")
     assert render_table(rep).splitlines()[0].endswith(", guests restored")
-    b.guest_start = {"path": "cold", "reason": "failed"}
+    b.guest_start = GuestStart(StartPath.COLD, ColdReason.FAILED, "no state file")
     assert render_table(rep).splitlines()[0].endswith(", guests refcount/lookup:restored rwsem/lookup:cold")
-    assert rep.to_json()["runs"][1]["guest_start"] == {"path": "cold", "reason": "failed"}
+    assert rep.to_json()["runs"][1]["guest_start"] == {"path": "cold", "reason": "failed", "detail": "no state file",
+                                                       "snapshot": "", "saved": False}
+    assert rep.to_json()["runs"][0]["guest_start"]["path"] == "restored"

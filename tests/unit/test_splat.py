@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.guest.splat import KINDS, Splat, new_splats, parse, parse_file
+from harness.guest import splat
+from harness.guest.splat import KINDS, Splat, SplatKind, new_splats, parse, parse_file
 
 DATA = Path(__file__).parent / "data" / "splats"
 
@@ -226,3 +227,58 @@ def test_debug_kernel_lockdep_report_keeps_the_lock_names():
     lockdep, *_ = parse_file(DATA / "own612debug_unsorted_lockdep_circular_then_hung.log")
     text = "\n".join(lockdep.lines)
     assert "(rwu_bus0_rwsem)" in text and "(rwu_bus1_rwsem)" in text and "*** DEADLOCK ***" in text
+
+
+# ---------------------------------------------------------------- crash or warning, from the HEADERS rows
+
+KMSAN = ("[   50.000000] =====================================================\n"
+         "[   50.000001] BUG: KMSAN: uninit-value in foo_read+0x1a/0x40\n"
+         "[   50.000002]  foo_read+0x1a/0x40\n"
+         "[   50.000003] =====================================================\n")
+KCSAN = ("[   51.000000] ==================================================================\n"
+         "[   51.000001] BUG: KCSAN: data-race in foo_a / foo_b\n"
+         "[   51.000002] write to 0xffff888003b4c0a8 of 4 bytes by task 1 on cpu 0:\n"
+         "[   51.000003] ==================================================================\n")
+UBSAN = ("[    5.000000] ================================================================================\n"
+         "[    5.000001] UBSAN: shift-out-of-bounds in drivers/fake/fake.c:42:17\n"
+         "[    5.000002] shift exponent 64 is too large for 64-bit type 'long unsigned int'\n"
+         "[    5.000003] Call Trace:\n"
+         "[    5.000004]  <TASK>\n"
+         "[    5.000005]  dump_stack_lvl+0x44/0x5c\n"
+         "[    5.000006]  __ubsan_handle_shift_out_of_bounds.cold+0x61/0xef\n"
+         "[    5.000007]  fake_probe+0x10/0x20 [fake]\n"
+         "[    5.000008]  </TASK>\n"
+         "[    5.000009] ================================================================================\n"
+         "[    5.000010] fake: probed\n")
+OLD_UBSAN = "[    5.000001] UBSAN: Undefined behaviour in lib/fake.c:12:3\n"
+
+
+def test_sanitizer_reports_get_their_tools_kind_and_class():
+    got = [(s.kind, s.title, s.crash, len(s.lines)) for s in parse(KMSAN + KCSAN + UBSAN + OLD_UBSAN)]
+    assert got == [(SplatKind.KMSAN, "KMSAN: uninit-value in foo_read", True, 3),
+                   (SplatKind.KCSAN, "KCSAN: data-race in foo_a", False, 3),
+                   (SplatKind.UBSAN, "UBSAN: shift-out-of-bounds in fake_probe", False, 9),
+                   (SplatKind.UBSAN, "UBSAN: Undefined behaviour in lib/fake.c", False, 1)]
+    assert [s.kind for s in parse(KMSAN + KCSAN)] == ["kmsan", "kcsan"]  # the JSON's names
+
+
+def test_crash_kinds_are_the_memory_errors_and_the_dead_kernels():
+    crashes = {k.value for k in SplatKind if k.crash}
+    assert crashes == {"oops", "bug", "gpf", "invalid_opcode", "panic", "kasan", "kfence", "kmsan"}
+    assert {k.value for k in SplatKind if not k.crash} == {"warning", "lockdep", "lockup", "rcu_stall",
+                                                           "hung_task", "kcsan", "ubsan"}
+    assert KINDS == set(SplatKind) and {h.kind for h in splat.HEADERS} == set(SplatKind)
+
+
+def test_a_kind_whose_rows_disagree_is_refused(monkeypatch):
+    warning_bug = splat._h(r"^BUG: odd", SplatKind.BUG, splat.Severity.WARNING, splat._t_header)
+    monkeypatch.setattr(splat, "HEADERS", (*splat.HEADERS, warning_bug))
+    with pytest.raises(AssertionError, match="bug is a crash in one HEADERS row, a warning in another"):
+        splat._severities()
+
+
+def test_a_kind_given_by_name_becomes_its_member():
+    s = Splat("kasan", "KASAN: x", ("x",), (), None, 0)
+    assert s.kind is SplatKind.KASAN and s.crash and f"{s.kind}" == "kasan"
+    with pytest.raises(ValueError):
+        Splat("nonsense", "x", (), (), None, 0)

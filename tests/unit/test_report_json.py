@@ -1,0 +1,68 @@
+"""The JSON report reads back as the report it was written from: real
+RaceReports from the race engine on fake guests, and a simulated one with
+timelines."""
+
+from __future__ import annotations
+
+import json
+
+import htmlsim
+from harness.guest.snapshot import ColdReason, GuestStart, StartPath
+from harness.race import engine as race
+from harness.race.outcomes import RaceReport, Verdict, reports_from_json
+
+from fakeguest import OOPS, WARNING, Behaviour, FakeStages, fast_engine  # noqa: F401 (autouse)
+
+MODULES = ("[   12.000003] Modules linked in: rc_prov1 rc_core [last unloaded: rc_prov0]\n")
+WARNING_WITH_MODULES = WARNING.replace("---[ end trace", "Modules linked in: rc_prov1 rc_core "
+                                       "[last unloaded: rc_prov0]\n[   12.000002] ---[ end trace")
+STARTS = {"refcount": GuestStart(StartPath.RESTORED, snapshot="k1"),
+          "unsafe": GuestStart(StartPath.COLD, ColdReason.STALE, "the kernel changed", "k2", saved=True)}
+
+
+class StartedStages(FakeStages):
+    """Fake guests that say how they started, as a real Vm does."""
+
+    def boot(self, scheme, mods):
+        guest = super().boot(scheme, mods)
+        guest.start = STARTS.get(scheme)
+        return guest
+
+
+def engine_report() -> RaceReport:
+    spec = race.RaceSpec(schemes=("refcount", "unsafe", "rwsem"), workloads=("lookup", "mount"), duration_s=0.2,
+                         seed=3)
+    stages = StartedStages({"refcount": Behaviour(console=WARNING_WITH_MODULES, lookups=(100, 90)),
+                            "unsafe": Behaviour(console=OOPS, killed_roles=("looker",)),
+                            "rwsem": Behaviour(boot_console=WARNING, debug_locks=(1, 0))},
+                           lockdep=True, kasan=True)
+    report, _ = race.race(spec, stages=stages)
+    return report
+
+
+def test_a_report_reads_back_equal_to_itself():
+    reports = [engine_report(), htmlsim.report()]
+    doc = json.loads(json.dumps([r.to_json() for r in reports]))
+    back = reports_from_json(doc)
+    assert back == reports
+    assert [r.to_json() for r in back] == doc
+    # What the round trip carried (so that the equality above says something):
+    rep = back[0]
+    assert rep.lockdep and rep.kasan and dict(rep.knobs) == {"call_delay_us": 1000, "exit_delay_ms": 200}
+    verdicts = {(r.scheme, r.verdict) for r in rep.runs}
+    assert {("refcount", Verdict.WARNED), ("unsafe", Verdict.CRASHED), ("rwsem", Verdict.BROKEN)} <= verdicts
+    warned = next(r for r in rep.runs if r.scheme == "refcount")
+    assert warned.splats[0].modules == ("rc_prov1", "rc_core") and warned.splats[0].last_unloaded == "rc_prov0"
+    assert warned.guest_start == STARTS["refcount"] and warned.spurious_failures == 10
+    assert next(r for r in rep.runs if r.scheme == "unsafe").guest_start == STARTS["unsafe"]
+    broken = next(r for r in rep.runs if r.scheme == "rwsem").guest
+    assert broken.boot_splats and broken.debug_locks_before is True
+    assert any(r.timeline is not None for r in back[1].runs)
+
+
+def test_a_report_without_the_newer_fields_reads_with_their_defaults():
+    doc = engine_report().to_json()
+    for key in ("contention", "lockdep", "kasan"):
+        del doc[key]
+    (back,) = reports_from_json(json.loads(json.dumps(doc)))
+    assert (back.contention, back.lockdep, back.kasan) == (0, False, False)
