@@ -50,7 +50,7 @@ class ClaimGuest:
     vm: object
     mods: dict[str, kbuild.BuiltModules]  # scheme -> modules
     kernel_spec: str
-    knobs: tuple[tuple[str, int], ...]
+    knobs: kbuild.Knobs
     release: str
     start: int = 0  # console offset after prepare
     notes: list[str] = field(default_factory=list)

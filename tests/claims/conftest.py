@@ -35,17 +35,17 @@ def claim_guest(kernel, kernel_spec, vm_factory):
     is in every guest)."""
 
     def make(*schemes: str, providers: int = 2, buses: int = 1,
-             knobs: tuple[tuple[str, int], ...] = DEFAULT_KNOBS,
+             knobs: kbuild.KnobsInput = DEFAULT_KNOBS,
              config: VmConfig | None = None) -> ClaimGuest:
         mods = {s: kbuild.build(kernel, kbuild.ModuleSetSpec(s, providers=providers, buses=buses))
                 for s in schemes}
         kos = tuple(ko for m in mods.values() for ko in m.ko_files)
         vm = vm_factory(modules=kos, config=config)
         spec = RaceSpec(kernel=kernel_spec.name, schemes=tuple(schemes), workloads=("lookup",),
-                        knobs=tuple(sorted(knobs)))
+                        knobs=kbuild.Knobs(knobs))
         for m in mods.values():
             prepare_guest(vm, m, spec)
-        g = ClaimGuest(vm=vm, mods=mods, kernel_spec=kernel_spec.name, knobs=tuple(sorted(knobs)),
+        g = ClaimGuest(vm=vm, mods=mods, kernel_spec=kernel_spec.name, knobs=kbuild.Knobs(knobs),
                        release=vm.image.kernel.release, factor=kernel.time_factor)
         g.start = vm.console_size()
         return g
