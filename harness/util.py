@@ -13,7 +13,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from .errors import HarnessError
 from .progress import progress
@@ -245,8 +245,8 @@ def remove_path(path: Path) -> None:
 
 
 def cached(final: Path, lock: Path, reuse: Callable[[], T | None], build: Callable[[Path], T], *,
-           tmp: Path | None = None, leftovers: Callable[[], Sequence[Path]] = lambda: (),
-           remove: Callable[[Path], None] = remove_path) -> T:
+           tmp: Path | None = None, leftovers: Callable[[], Iterable[Path]] = lambda: (),
+           remove: Callable[[Path], None] = remove_path, clean_failed: bool = True) -> T:
     """The one way a cached artifact is made: under `lock`, `reuse()` is the
     published artifact's value if its recorded key/stamp matches and it is
     intact (reuse says why not, if it was damaged), else None; then it is built.
@@ -257,7 +257,10 @@ def cached(final: Path, lock: Path, reuse: Callable[[], T | None], build: Callab
     nothing published.  Without `tmp`: `build(final)` makes it in place, and
     writing its marker last is what publishes it (for artifacts whose folder
     holds its own lock, or keeps a failed build's log for the error message).
-    `leftovers()`, asked under the lock, names what to clear before building."""
+    clean_failed=False leaves a failed build's `tmp` for the next call's
+    `leftovers()` to clear (and report).  `leftovers()`, asked under the lock,
+    names what to clear before building (each removed as it is named: a
+    generator may say so first)."""
     with file_lock(lock):
         found = reuse()
         if found is not None:
@@ -271,7 +274,7 @@ def cached(final: Path, lock: Path, reuse: Callable[[], T | None], build: Callab
         try:
             made = build(tmp)
         except BaseException:
-            if tmp.exists() or tmp.is_symlink():
+            if clean_failed and (tmp.exists() or tmp.is_symlink()):
                 with contextlib.suppress(Exception):
                     remove(tmp)
             raise

@@ -468,3 +468,26 @@ def test_two_processes_at_once_build_once(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0]
     assert counter.read_text() == "built\n"
     assert (tmp_path / "art" / "done").is_file()
+
+
+def test_clean_failed_false_leaves_the_tmp_for_the_next_leftovers(tmp_path, monkeypatch):
+    monkeypatch.setattr(util, "_HASHED", {})
+    art = _Artefact(tmp_path)
+    tmp = tmp_path / ".art.tmp"
+    cleared: list[str] = []
+
+    def leftovers():
+        for old in tmp_path.glob(".art.tmp*"):
+            cleared.append(old.name)
+            yield old
+
+    def get() -> Path:
+        return util.cached(art.final, art.lock, lambda: art.reuse("k1"), lambda d: art.build("k1", d),
+                           tmp=tmp, leftovers=leftovers, clean_failed=False)
+
+    art.fail = True
+    with pytest.raises(RuntimeError):
+        get()
+    assert tmp.is_dir() and not art.final.exists()
+    art.fail = False
+    assert get() == art.final and cleared == [".art.tmp"] and not tmp.exists()
