@@ -13,7 +13,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from .errors import HarnessError
 from .progress import progress
@@ -231,6 +231,57 @@ def damage_of(root: Path, recorded: object, rels: Sequence[str]) -> str | None:
         if reason:
             return reason
     return None
+
+
+T = TypeVar("T")
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, a symlink or a folder tree, if there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def cached(final: Path, lock: Path, reuse: Callable[[], T | None], build: Callable[[Path], T], *,
+           tmp: Path | None = None, leftovers: Callable[[], Iterable[Path]] = lambda: (),
+           remove: Callable[[Path], None] = remove_path, clean_failed: bool = True) -> T:
+    """The one way a cached artifact is made: under `lock`, `reuse()` is the
+    published artifact's value if its recorded key/stamp matches and it is
+    intact (reuse says why not, if it was damaged), else None; then it is built.
+
+    With `tmp` (a path next to `final`): `build(tmp)` makes the artifact there,
+    its stamp or manifest last, and it is renamed onto `final` (a half-made or
+    stale `final` removed first); a build that raises leaves no `tmp` and
+    nothing published.  Without `tmp`: `build(final)` makes it in place, and
+    writing its marker last is what publishes it (for artifacts whose folder
+    holds its own lock, or keeps a failed build's log for the error message).
+    clean_failed=False leaves a failed build's `tmp` for the next call's
+    `leftovers()` to clear (and report).  `leftovers()`, asked under the lock,
+    names what to clear before building (each removed as it is named: a
+    generator may say so first)."""
+    with file_lock(lock):
+        found = reuse()
+        if found is not None:
+            return found
+        for old in leftovers():
+            remove(old)
+        if tmp is None:
+            return build(final)
+        if tmp.exists() or tmp.is_symlink():
+            remove(tmp)
+        try:
+            made = build(tmp)
+        except BaseException:
+            if clean_failed and (tmp.exists() or tmp.is_symlink()):
+                with contextlib.suppress(Exception):
+                    remove(tmp)
+            raise
+        if final.is_dir() and not final.is_symlink():
+            remove(final)
+        os.replace(tmp, final)
+        return made
 
 
 # ---------------------------------------------------------------- private files

@@ -33,8 +33,8 @@ from ..errors import HarnessError
 from ..kernels import KernelFiles
 from ..paths import REPO, cache_dir
 from ..progress import progress
-from ..util import (Stamp, damage, file_lock, hash_inputs, need_tool, private_dir, private_file, read_json_object,
-                    run_tool, write_private)
+from ..util import (Stamp, cached, damage, file_lock, hash_inputs, need_tool, private_dir, private_file,
+                    read_json_object, run_tool, write_private)
 
 IMAGES = REPO / "images"
 READY_MARKER = "HARNESS-GUEST-READY"
@@ -107,18 +107,19 @@ def guest_userland() -> Path:
     base = cache_dir() / "guest-userland" / catalogue.DEFAULT_RELEASE
     root = base / "root"
     marker = base / ".unpacked"
-    with file_lock(base / ".lock"):
-        if marker.is_file():
-            return root
-        debs = base / "debs"
-        shutil.rmtree(base / "debs", ignore_errors=True)
-        shutil.rmtree(root, ignore_errors=True)
+    debs = base / "debs"
+
+    def build(root: Path) -> Path:
         progress(f"guest user space: {' '.join(GUEST_PACKAGES)} from Debian {catalogue.DEFAULT_RELEASE}")
         catalogue.download_newest(GUEST_PACKAGES, catalogue.DEFAULT_RELEASE, debs)
         for deb in sorted(debs.glob("*.deb")):
             run_tool(["dpkg", "-x", deb, root], what=f"dpkg -x {deb.name}")
         marker.write_text("\n".join(sorted(p.name for p in debs.glob("*.deb"))))
         return root
+
+    # In place: the folder holds its lock, and the marker (written last) names the .debs.
+    return cached(root, base / ".lock", lambda: root if marker.is_file() else None, build,
+                  leftovers=lambda: [debs, root], remove=lambda p: shutil.rmtree(p, ignore_errors=True))
 
 
 def _needed(elf: Path) -> list[str]:
@@ -384,14 +385,17 @@ def base_image(kernel: KernelFiles) -> Image:
     out = private_dir(private_dir(cache_dir() / "images") / f"base-{digest}")
     initrd = out / "initramfs.cpio"
     meta_path = out / "image.json"
-    with file_lock(out / ".lock"):
-        stamp = _check_cached(initrd, meta_path, "initrd", out)
-        if stamp is None:
-            progress(f"image: building the base initramfs for {kernel.release}")
-            write_private(initrd, _assemble(kernel, userland, client_pub, hkey, programs))
-            stamp = Stamp.of(initrd)
-            meta_path.write_text(json.dumps({"kernel": kernel.release, "initrd": stamp.to_json()}))
-            progress(f"image: {stamp.size // 1024} KiB")
+
+    def build_base(path: Path) -> Stamp:
+        progress(f"image: building the base initramfs for {kernel.release}")
+        write_private(path, _assemble(kernel, userland, client_pub, hkey, programs))
+        stamp = Stamp.of(path)
+        meta_path.write_text(json.dumps({"kernel": kernel.release, "initrd": stamp.to_json()}))
+        progress(f"image: {stamp.size // 1024} KiB")
+        return stamp
+
+    # In place: write_private makes the file atomically, the manifest is written after it.
+    stamp = cached(initrd, out / ".lock", lambda: _check_cached(initrd, meta_path, "initrd", out), build_base)
     return Image(kernel, initrd, key_path, hpub, (), stamp)
 
 
@@ -416,15 +420,17 @@ def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
     out = private_dir(private_dir(cache_dir() / "images") / digest)
     tar = out / "payload.tar"
     meta_path = out / "image.json"
-    with file_lock(out / ".lock"):
-        stamp = _check_cached(tar, meta_path, "payload", out)
-        if stamp is None:
-            progress(f"image: packing {len(modules)} modules and {len(extras) + len(kmods)} more files "
-                     f"for {kernel.release}")
-            write_private(tar, _payload(kernel, modules, extras, kmods))
-            stamp = Stamp.of(tar)
-            meta_path.write_text(json.dumps({"kernel": kernel.release, "modules": mod_names,
-                                             "payload": stamp.to_json()}))
+
+    def build_payload(path: Path) -> Stamp:
+        progress(f"image: packing {len(modules)} modules and {len(extras) + len(kmods)} more files "
+                 f"for {kernel.release}")
+        write_private(path, _payload(kernel, modules, extras, kmods))
+        stamp = Stamp.of(path)
+        meta_path.write_text(json.dumps({"kernel": kernel.release, "modules": mod_names,
+                                         "payload": stamp.to_json()}))
+        return stamp
+
+    stamp = cached(tar, out / ".lock", lambda: _check_cached(tar, meta_path, "payload", out), build_payload)
     return dataclasses.replace(base, modules=mod_names, payload=tar, payload_stamp=stamp)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import HarnessError
 from ..paths import REPO, cache_dir
 from ..progress import progress
-from ..util import Stamp, damage, file_lock, hash_inputs, need_tool
+from ..util import Stamp, cached, damage, hash_inputs, need_tool
 
 RACER_SOURCE = REPO / "images" / "racer.c"
 RACER_PATH = "/bin/racer"  # where every guest image carries the racer
@@ -37,29 +37,32 @@ def build_static(source: Path, name: str) -> Path:
     gcc = need_tool("gcc", "gcc")
     out = cache_dir() / name / hash_inputs(source, _gcc_version(gcc), CFLAGS) / name
     stamp_path = out.with_name(f"{name}.json")
-    with file_lock(out.parent / ".lock"):
-        stamp = None
-        if out.exists():
-            try:
-                stamp = Stamp.from_json(json.loads(stamp_path.read_text()))
-            except (OSError, ValueError):
-                pass
-            damaged = damage(out, stamp)
-            if damaged:
-                progress(f"{name}: cached {damaged}; rebuilding")
-                stamp = None
-        if stamp is None:
-            progress(f"{name}: building (static)")
-            tmp = out.with_name(f"{name}.tmp")
-            proc = subprocess.run([gcc, *CFLAGS, "-o", str(tmp), str(source)],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                tmp.unlink(missing_ok=True)
-                raise HarnessError(f"{name} build failed ({source}):\n{_error_lines(proc.stderr)}")
-            tmp.rename(out)
-            stamp_path.write_text(json.dumps(Stamp.of(out).to_json()))
-    return out
 
+    def reuse() -> Path | None:
+        if not out.exists():
+            return None
+        stamp = None
+        try:
+            stamp = Stamp.from_json(json.loads(stamp_path.read_text()))
+        except (OSError, ValueError):
+            pass
+        damaged = damage(out, stamp)
+        if damaged:
+            progress(f"{name}: cached {damaged}; rebuilding")
+            return None
+        return out
+
+    def build(tmp: Path) -> Path:
+        progress(f"{name}: building (static)")
+        proc = subprocess.run([gcc, *CFLAGS, "-o", str(tmp), str(source)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise HarnessError(f"{name} build failed ({source}):\n{_error_lines(proc.stderr)}")
+        # The stamp last; the rename keeps size, mtime and bytes.
+        stamp_path.write_text(json.dumps(Stamp.of(tmp).to_json()))
+        return out
+
+    return cached(out, out.parent / ".lock", reuse, build, tmp=out.with_name(f"{name}.tmp"))
 
 def build_racer() -> Path:
     """The racer, built static (`build_static`)."""

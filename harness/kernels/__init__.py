@@ -20,7 +20,8 @@ from . import catalogue, debugkernel
 from ..errors import HarnessError
 from ..paths import cache_dir
 from ..progress import progress
-from ..util import damage_of, file_lock, last_line, need_tool, read_json_object, run_tool, stamps_of
+from ..util import cached as cached_artifact
+from ..util import damage_of, last_line, need_tool, read_json_object, run_tool, stamps_of
 
 
 # A kernel spec is a row of the harness's own catalogue (suite, flavour, series).
@@ -187,8 +188,9 @@ def fetch(spec: KernelSpec, quiet: bool = False) -> KernelFiles:
     """Download and unpack a kernel once; later calls check and return the cached copy."""
     res = resolve(spec)
     root_of(res).mkdir(parents=True, exist_ok=True)
-    with file_lock(root_of(res) / ".lock"):
-        files = files_of(res)
+    files = files_of(res)
+
+    def reuse() -> KernelFiles | None:
         if cached(res) and spec.source is not None and not debugkernel.tree_ready(spec, res):
             progress(f"kernel {spec.name}: its build tree is gone from the build root; building it again")
             _marker(res).unlink()
@@ -203,7 +205,11 @@ def fetch(spec: KernelSpec, quiet: bool = False) -> KernelFiles:
                 progress(f"kernel {spec.name}: {res.abi} repaired (vmlinux extracted again)")
                 return files
             _marker(res).unlink()
-        return _unpack(spec, res)
+        return None
+
+    # In place: the folder is per ABI and holds its lock; the marker
+    # (.unpacked.json, written last) is what publishes the unpacked kernel.
+    return cached_artifact(root_of(res) / "root", root_of(res) / ".lock", reuse, lambda root: _unpack(spec, res))
 
 
 def _build(spec: KernelSpec, res: Resolved) -> KernelFiles:

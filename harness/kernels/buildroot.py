@@ -23,13 +23,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from . import catalogue
 from ..errors import HarnessError
 from ..paths import cache_dir
 from ..progress import progress
-from ..util import file_lock, last_line, need_tool, run_tool
+from ..util import cached, file_lock, last_line, need_tool, run_tool
 
 # Where the module source is bind-mounted inside a root.
 SRC_MOUNT = "/harness/src"
@@ -240,22 +240,26 @@ def ensure_root(spec: RootSpec, base: Path | None = None) -> Path:
         raise HarnessError(f"Debian's archive keyring {spec.keyring} is missing; install it with: "
                            "apt-get install debian-archive-keyring")
     base.mkdir(parents=True, exist_ok=True)
-    with file_lock(base / f"{spec.identity}.lock"):
-        if root_ready(path, spec):
-            return path
+
+    def half_made() -> Iterator[Path]:
         for old in leftovers(base, spec):
             progress(f"build root {spec.suite}: removing half-made {old.name}")
-            _remove(old)
-        tmp = base / f".{spec.identity}.tmp.{os.getpid()}"
+            yield old
+
+    def build(tmp: Path) -> Path:
         progress(f"build root {spec.suite}: making {spec.identity} with {' '.join(spec.packages)}")
         t0 = time.monotonic()
         _run_relayed(mmdebstrap_argv(spec, tmp, mmdebstrap), f"build root {spec.suite}", tmp)
         (tmp / SRC_MOUNT.lstrip("/")).mkdir(parents=True, exist_ok=True)
         (tmp / HEADERS_MARKERS).mkdir(parents=True, exist_ok=True)
         (tmp / MARKER).write_text(spec.marker_json())
-        os.rename(tmp, path)
         progress(f"build root {spec.suite}: made in {time.monotonic() - t0:.1f} s")
-    return path
+        return path
+
+    return cached(path, base / f"{spec.identity}.lock", lambda: path if root_ready(path, spec) else None, build,
+                  tmp=base / f".{spec.identity}.tmp.{os.getpid()}", leftovers=half_made, remove=_remove,
+                  # A failed root may hold mounts; the next run clears it, saying so.
+                  clean_failed=False)
 
 
 def _run_relayed(argv: list[str], label: str, tmp: Path) -> None:

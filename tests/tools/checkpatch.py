@@ -22,7 +22,7 @@ from harness.errors import HarnessError
 from harness.kernels import catalogue
 from harness.paths import cache_dir
 from harness.progress import progress
-from harness.util import file_lock, need_tool
+from harness.util import cached, need_tool
 
 PACKAGE = "linux-source-6.1"
 RELEASE = "bookworm"
@@ -46,9 +46,8 @@ def ensure_checkpatch() -> Path:
     """Path to checkpatch.pl (downloaded and extracted on first use)."""
     root = _root()
     script = root / MEMBERS[0]
-    with file_lock(cache_dir() / "checkpatch.lock"):
-        if all((root / m).is_file() for m in MEMBERS):
-            return script
+
+    def build(root: Path) -> Path:
         need_tool("apt-get", "apt")
         need_tool("dpkg-deb", "dpkg")
         need_tool("perl", "perl")
@@ -70,6 +69,10 @@ def ensure_checkpatch() -> Path:
             raise HarnessError(f"{PACKAGE} has no {', '.join(missing)}")
         progress(f"checkpatch: ready at {script}")
         return script
+
+    # In place: the members present are the whole check (no stamp was ever kept).
+    return cached(root, cache_dir() / "checkpatch.lock",
+                  lambda: script if all((root / m).is_file() for m in MEMBERS) else None, build)
 
 
 def _extract(deb: Path, root: Path) -> None:

@@ -289,3 +289,205 @@ def test_a_public_key_line_is_reused_only_for_the_same_private_key(cache):
     assert image._known_public(key) == pub and image.client_key() == (key, pub)
     key.write_bytes(key.read_bytes() + b"\n")  # another key now: derive its line again
     assert image._known_public(key) is None
+
+
+# ---------------------------------------------------------------- util.cached: the one cache pattern
+
+
+class _Artefact:
+    """A folder with one file and a manifest (key and stamp), made with util.cached."""
+
+    def __init__(self, base: Path) -> None:
+        self.final = base / "art"
+        self.lock = base / "art.lock"
+        self.builds = 0
+        self.fail = False
+
+    def reuse(self, key: str) -> Path | None:
+        manifest = util.read_json_object(self.final / "manifest.json")
+        if manifest.get("key") != key:
+            return None
+        if util.damage_of(self.final, manifest.get("files"), ["blob"]) is not None:
+            return None
+        return self.final
+
+    def build(self, key: str, dest: Path) -> Path:
+        self.builds += 1
+        dest.mkdir()
+        (dest / "blob").write_text(f"made for {key}")
+        if self.fail:
+            raise RuntimeError("build broke")
+        (dest / "manifest.json").write_text(json.dumps({"key": key, "files": util.stamps_of(dest, ["blob"])}))
+        return self.final
+
+    def get(self, key: str = "k1") -> Path:
+        return util.cached(self.final, self.lock, lambda: self.reuse(key), lambda d: self.build(key, d),
+                           tmp=self.final.with_name(".art.tmp"))
+
+
+def test_cached_builds_once_then_reuses(tmp_path, monkeypatch):
+    monkeypatch.setattr(util, "_HASHED", {})
+    art = _Artefact(tmp_path)
+    assert art.get() == art.final
+    assert (art.final / "blob").read_text() == "made for k1"
+    assert art.get() == art.final
+    assert art.builds == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "art.lock"]
+
+
+def test_cached_rebuilds_on_a_key_mismatch(tmp_path, monkeypatch):
+    monkeypatch.setattr(util, "_HASHED", {})
+    art = _Artefact(tmp_path)
+    art.get("k1")
+    art.get("k2")
+    assert art.builds == 2
+    assert (art.final / "blob").read_text() == "made for k2"
+    assert not (tmp_path / ".art.tmp").exists()
+
+
+def test_cached_rebuilds_a_damaged_artefact(tmp_path, monkeypatch):
+    monkeypatch.setattr(util, "_HASHED", {})
+    art = _Artefact(tmp_path)
+    art.get()
+    (art.final / "blob").write_text("truncated")
+    art.get()
+    assert art.builds == 2
+    assert (art.final / "blob").read_text() == "made for k1"
+
+
+def test_a_failed_build_publishes_nothing_leaves_no_tmp_and_is_retried(tmp_path, monkeypatch):
+    monkeypatch.setattr(util, "_HASHED", {})
+    art = _Artefact(tmp_path)
+    art.fail = True
+    with pytest.raises(RuntimeError, match="build broke"):
+        art.get()
+    assert not art.final.exists()
+    assert not (tmp_path / ".art.tmp").exists()
+    art.fail = False
+    assert art.get() == art.final
+    assert art.builds == 2
+
+
+def test_a_failed_rebuild_keeps_no_tmp_and_the_old_artefact_is_not_reused(tmp_path, monkeypatch):
+    monkeypatch.setattr(util, "_HASHED", {})
+    art = _Artefact(tmp_path)
+    art.get("k1")
+    art.fail = True
+    with pytest.raises(RuntimeError):
+        art.get("k2")
+    assert not (tmp_path / ".art.tmp").exists()
+    art.fail = False
+    art.get("k2")
+    assert art.builds == 3
+
+
+def test_half_made_leftovers_are_cleared_before_building(tmp_path, monkeypatch):
+    monkeypatch.setattr(util, "_HASHED", {})
+    art = _Artefact(tmp_path)
+    (tmp_path / ".art.tmp").mkdir()
+    (tmp_path / ".art.tmp" / "junk").write_text("from an interrupted run")
+    art.final.mkdir()
+    (art.final / "blob").write_text("no manifest: never published")
+    art.get()
+    assert sorted(p.name for p in art.final.iterdir()) == ["blob", "manifest.json"]
+    assert not (tmp_path / ".art.tmp").exists()
+
+
+def test_cached_in_place_clears_leftovers_and_builds_into_final(tmp_path):
+    final = tmp_path / "root"
+    stale = tmp_path / "debs"
+    stale.mkdir()
+    marker = tmp_path / ".done"
+    built: list[Path] = []
+
+    def build(dest: Path) -> Path:
+        assert not stale.exists()
+        built.append(dest)
+        dest.mkdir()
+        marker.write_text("x")
+        return dest
+
+    def get() -> Path:
+        return util.cached(final, tmp_path / ".lock", lambda: final if marker.is_file() else None, build,
+                           leftovers=lambda: [stale])
+
+    assert get() == final and get() == final
+    assert built == [final]
+
+
+def test_two_threads_at_once_build_once(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.setattr(util, "_HASHED", {})
+    art = _Artefact(tmp_path)
+    slow_build = art.build
+
+    def build(key: str, dest: Path) -> Path:
+        time.sleep(0.2)  # the other thread arrives while this one builds
+        return slow_build(key, dest)
+
+    art.build = build  # type: ignore[method-assign]
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(art.get())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [art.final, art.final]
+    assert art.builds == 1
+
+
+def _build_in_a_process(base: str, counter: str) -> None:
+    import time
+
+    final = Path(base) / "art"
+
+    def build(dest: Path) -> Path:
+        with open(counter, "a") as fh:
+            fh.write("built\n")
+        time.sleep(0.3)
+        dest.mkdir()
+        (dest / "done").write_text("")
+        return final
+
+    util.cached(final, Path(base) / "art.lock", lambda: final if (final / "done").is_file() else None, build,
+                tmp=Path(base) / ".art.tmp")
+
+
+def test_two_processes_at_once_build_once(tmp_path):
+    import multiprocessing
+
+    counter = tmp_path / "count"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_build_in_a_process, args=(str(tmp_path), str(counter))) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert counter.read_text() == "built\n"
+    assert (tmp_path / "art" / "done").is_file()
+
+
+def test_clean_failed_false_leaves_the_tmp_for_the_next_leftovers(tmp_path, monkeypatch):
+    monkeypatch.setattr(util, "_HASHED", {})
+    art = _Artefact(tmp_path)
+    tmp = tmp_path / ".art.tmp"
+    cleared: list[str] = []
+
+    def leftovers():
+        for old in tmp_path.glob(".art.tmp*"):
+            cleared.append(old.name)
+            yield old
+
+    def get() -> Path:
+        return util.cached(art.final, art.lock, lambda: art.reuse("k1"), lambda d: art.build("k1", d),
+                           tmp=tmp, leftovers=leftovers, clean_failed=False)
+
+    art.fail = True
+    with pytest.raises(RuntimeError):
+        get()
+    assert tmp.is_dir() and not art.final.exists()
+    art.fail = False
+    assert get() == art.final and cleared == [".art.tmp"] and not tmp.exists()
