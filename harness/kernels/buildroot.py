@@ -29,7 +29,7 @@ from . import catalogue
 from ..errors import HarnessError
 from ..paths import cache_dir
 from ..progress import progress
-from ..util import cached, file_lock, last_line, need_tool, run_tool
+from ..util import cached, last_line, need_tool, run_tool
 
 # Where the module source is bind-mounted inside a root.
 SRC_MOUNT = "/harness/src"
@@ -308,11 +308,10 @@ def install_headers(spec: RootSpec, abi: str, debs: Sequence[Path], stamp: Mappi
     if headers_ready(path, abi, stamp):
         return path
     require_privileges()
-    with file_lock((base or _base()) / f"{spec.identity}.lock"):
-        if headers_ready(path, abi, stamp):
-            return path
+
+    def unpack(root: Path) -> Path:
         t0 = time.monotonic()
-        inbox = path / "var/cache/harness-debs"
+        inbox = root / "var/cache/harness-debs"
         shutil.rmtree(inbox, ignore_errors=True)
         inbox.mkdir(parents=True)
         for deb in debs:
@@ -320,21 +319,26 @@ def install_headers(spec: RootSpec, abi: str, debs: Sequence[Path], stamp: Mappi
                 os.link(deb, inbox / deb.name)
             except OSError:
                 shutil.copy2(deb, inbox / deb.name)
-        (path / HEADERS_MARKERS / f"{abi}.json").unlink(missing_ok=True)
+        (root / HEADERS_MARKERS / f"{abi}.json").unlink(missing_ok=True)
         # No fsync per file (32 s -> 5 s for one kernel): an interrupted
         # unpack leaves no marker and is redone.
         argv = ["dpkg", "--unpack", "--force-depends", "--force-unsafe-io",
                 *[f"/var/cache/harness-debs/{d.name}" for d in debs]]
-        proc = run_tool(in_root_argv(path, argv), check=False)
+        proc = run_tool(in_root_argv(root, argv), check=False)
         shutil.rmtree(inbox, ignore_errors=True)
         if proc.returncode != 0:
             detail = last_line(proc.stderr) or last_line(proc.stdout)
             raise HarnessError(f"installing the {abi} headers in the {spec.suite} build root failed: {detail}")
-        if not (path / "usr/src" / f"linux-headers-{abi}" / "Makefile").is_file():
+        if not (root / "usr/src" / f"linux-headers-{abi}" / "Makefile").is_file():
             raise HarnessError(f"the {abi} headers unpacked into the {spec.suite} build root have no Makefile")
-        (path / HEADERS_MARKERS / f"{abi}.json").write_text(json.dumps(stamp))
+        (root / HEADERS_MARKERS / f"{abi}.json").write_text(json.dumps(stamp))
         progress(f"build root {spec.suite}: {abi} headers installed in {time.monotonic() - t0:.1f} s")
-    return path
+        return root
+
+    # In place: the root is shared by every kernel of its suite; the marker,
+    # written last, is what publishes a kernel's headers.
+    return cached(path, (base or _base()) / f"{spec.identity}.lock",
+                  lambda: path if headers_ready(path, abi, stamp) else None, unpack)
 
 
 @dataclass(frozen=True)
