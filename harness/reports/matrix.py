@@ -9,9 +9,9 @@ property or else from the test id's parameters.  A cell holds the outcome
 (passed, failed, error = setup/teardown failed, skipped), the seconds of the
 call, the `measured` property (a JSON-serialisable dict) and the
 `console_logs` property (the guests' console logs, which the pytest plugin
-records).  `write_matrix` writes matrix.json, matrix.md and index.html (the
-coloured grid, harness/html_report.py); `python -m harness.matrix DIR` writes
-the page again from DIR/matrix.json.
+records).  `reports.matrix_page.write_matrix` writes matrix.json, matrix.md
+and index.html (the coloured grid); `python -m harness.reports.matrix_page DIR`
+writes the page again from DIR/matrix.json.
 """
 
 from __future__ import annotations
