@@ -8,6 +8,7 @@ side by side whatever the host's distribution.
 
 from __future__ import annotations
 
+import functools
 import json
 import lzma
 import os
@@ -86,8 +87,9 @@ class KernelFiles:
     def headers_dir(self) -> Path:
         return self.root / "usr" / "src" / f"linux-headers-{self.release}"
 
-    @property
+    @functools.cached_property
     def config(self) -> dict[str, str]:
+        """Its .config, read once per object: the pytest plugin asks after every test."""
         conf = {}
         for line in (self.root / "boot" / f"config-{self.release}").read_text().splitlines():
             if line.startswith("CONFIG_"):
