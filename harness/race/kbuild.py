@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Union
 
-from ..kernels import KernelFiles, buildroot
+from ..kernels import KernelFiles, modbuild
 from . import schemes
 from ..errors import HarnessError
 from ..paths import REPO, cache_dir
@@ -247,28 +247,18 @@ def _error_lines(log: str, limit: int = 30) -> str:
     return "\n".join(lines[:limit])
 
 
-def _compile(kernel_files: KernelFiles, root: "buildroot.RootSpec", src: Path, jobs: int) -> subprocess.CompletedProcess:
-    """kbuild of `src` inside the kernel's build root (its release's compiler
-    and kbuild tools), with that kernel's headers installed there."""
-    kroot = buildroot.for_kernel(kernel_files.row, kernel_files.release)
-    if kroot.spec != root:
-        raise HarnessError(f"build root changed while building ({root.identity} -> {kroot.spec.identity})")
-    # No BTF for our modules: it buys nothing here.
-    return kroot.make_modules(src, jobs, ["CONFIG_DEBUG_INFO_BTF_MODULES="])
-
-
 def build(kernel_files: KernelFiles, spec: ModuleSetSpec, *, jobs: int = MAKE_JOBS) -> BuiltModules:
     """Build (or fetch from the cache) the module set for a kernel, in the
     build root of the kernel's Debian release."""
     if not isinstance(spec, ModuleSetSpec):
         raise HarnessError(f"build() needs a ModuleSetSpec, got {type(spec).__name__}")
     release = kernel_files.release
-    root_spec = buildroot.spec_for_row(kernel_files.row)
+    identity = modbuild.build_identity(kernel_files)
     key = hash_inputs(
         Path(__file__),
         *[str(t.relative_to(KMODS_DIR)) for t in template_files(spec)],
         *template_files(spec),
-        spec.scheme, spec.providers, spec.buses, release, root_spec.identity,
+        spec.scheme, spec.providers, spec.buses, release, identity,
     )
     root = cache_dir() / "kmods" / key
     manifest = root / "manifest.json"
@@ -282,7 +272,7 @@ def build(kernel_files: KernelFiles, spec: ModuleSetSpec, *, jobs: int = MAKE_JO
             damaged = damage_of(root / "src", data.get("files"), ko_names)
             if damaged:
                 progress(f"modules {label}: cached {damaged}; rebuilding")
-            elif data.get("release") == release and data.get("build_root") == root_spec.identity:
+            elif data.get("release") == release and data.get("build_root") == identity:
                 progress(f"modules {label}: cached ({key})")
                 return BuiltModules(
                     spec=spec, release=release, ko_files=kos, core=spec.core,
@@ -293,8 +283,8 @@ def build(kernel_files: KernelFiles, spec: ModuleSetSpec, *, jobs: int = MAKE_JO
             shutil.rmtree(root)
         src = root / "src"
         render(spec, src)
-        progress(f"modules {label}: building in {root_spec.identity}")
-        proc = _compile(kernel_files, root_spec, src, jobs)
+        progress(f"modules {label}: building with {identity}")
+        proc = modbuild.compile_in(kernel_files, src, jobs)
         log = proc.stdout
         (root / "build.log").write_text(log)
         if proc.returncode != 0:
@@ -305,7 +295,7 @@ def build(kernel_files: KernelFiles, spec: ModuleSetSpec, *, jobs: int = MAKE_JO
         missing = [k.name for k in kos if not k.is_file()]
         if missing:
             raise HarnessError(f"module build produced no {', '.join(missing)}; log: {root / 'build.log'}")
-        manifest.write_text(json.dumps({"release": release, "build_root": root_spec.identity, "modules": names,
+        manifest.write_text(json.dumps({"release": release, "build_root": identity, "modules": names,
                                         "files": stamps_of(src, ko_names)}))
         built = BuiltModules(
             spec=spec, release=release, ko_files=kos, core=spec.core,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.kernels import SPECS, KernelFiles, buildroot, catalogue
+from harness.kernels import SPECS, KernelFiles, buildroot, catalogue, modbuild
 from harness.race import kbuild
 from harness.kernels.buildroot import RootSpec
 from harness.errors import HarnessError
@@ -261,13 +261,14 @@ def test_modules_built_in_another_root_are_not_reused(tmp_path, monkeypatch):
     monkeypatch.setattr(kbuild, "progress", lambda line: None)
     roots: list[str] = []
 
-    def fake_compile(kernel_files, root, src, jobs):
-        roots.append(root.identity)
+    def fake_compile(kernel_files, src, jobs, extra=()):
+        identity = modbuild.build_identity(kernel_files)
+        roots.append(identity)
         for ko in (src / "rc_core.ko", src / "rc_prov0.ko"):
-            ko.write_text(root.identity)
+            ko.write_text(identity)
         return subprocess.CompletedProcess([], 0, stdout="  CC [M] x.o\n")
 
-    monkeypatch.setattr(kbuild, "_compile", fake_compile)
+    monkeypatch.setattr(modbuild, "compile_in", fake_compile)
     real_spec_for = buildroot.spec_for
     monkeypatch.setattr(buildroot, "spec_for", lambda suite, mirrors=None: real_spec_for(suite, MIRRORS))
     mset = kbuild.ModuleSetSpec("refcount", providers=1)

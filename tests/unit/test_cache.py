@@ -267,11 +267,11 @@ def test_a_damaged_module_is_rebuilt(cache, tmp_path, monkeypatch):
     kernel = KernelFiles(SPECS["6.1"], "6.1.0-99-amd64", "v", tmp_path / "root")
     monkeypatch.setattr(KernelFiles, "headers_dir", property(lambda self: headers))
 
-    def host_make(kernel_files, root, src, jobs):  # the fake kbuild, not a build root
+    def host_make(kernel_files, src, jobs, extra=()):  # the fake kbuild, not a build root
         return subprocess.run(["make", "-C", str(headers), f"M={src}", "modules"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    monkeypatch.setattr(kbuild, "_compile", host_make)
+    monkeypatch.setattr(kbuild.modbuild, "compile_in", host_make)
     lines: list[str] = []
     monkeypatch.setattr(kbuild, "progress", lines.append)
     spec = kbuild.ModuleSetSpec("refcount", providers=1)
