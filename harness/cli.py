@@ -1,4 +1,4 @@
-"""Command line: `python -m harness kernels|fetch|run|shell|race`.
+"""Command line: `python -m harness kernels|fetch|build|run|shell|race`.
 
 Every user error ends as one line on stderr and a non-zero exit, never a
 traceback; Ctrl-C and SIGTERM tear the guest down like any other exit.  The
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
 from . import kernels
+from .kernels import modbuild
 from .errors import HarnessError
 from .exitcodes import ExitStatus
 from .guest.image import GuestExtra, build_image
@@ -119,6 +120,9 @@ def _add_guest_args(p: argparse.ArgumentParser) -> None:
                         "checked before boot to be a module built for this kernel")
     p.add_argument("--file", action="append", default=[], type=_guest_file, metavar="SRC:/DEST",
                    help="extra host file to place in the guest")
+    p.add_argument("--module-src", action="append", default=[], type=Path, metavar="DIR",
+                   help="a kbuild module directory (Kbuild or Makefile naming obj-m), built for the kernel "
+                        "in its build root and installed like --module")
     p.add_argument("--kmod", action="append", default=[], metavar="NAME",
                    help="one of the kernel's own modules (with its dependencies) to put in the guest: "
                         "--kmod minix --kmod loop")
@@ -137,6 +141,9 @@ def parser() -> argparse.ArgumentParser:
                    help="update the catalogue's Debian package lists now (otherwise at most daily)")
     f = sub.add_parser("fetch", help="download and unpack a kernel into the cache")
     f.add_argument("--kernel", default=kernels.DEFAULT_KERNEL, help="spec, comma list or 'all'")
+    b = sub.add_parser("build", help="build a kbuild module directory for kernels; print the .ko files per kernel")
+    b.add_argument("--kernel", default=kernels.DEFAULT_KERNEL, help="spec, comma list or 'all'")
+    b.add_argument("source", type=Path, metavar="DIR", help="the module's folder: a Kbuild (or kbuild Makefile) and its sources")
     r = sub.add_parser("run", help="boot a guest, run a command over SSH, tear down")
     _add_guest_args(r)
     r.add_argument("--timings", action="store_true", help="print where the time went")
@@ -163,12 +170,17 @@ def _guest(args: argparse.Namespace, timings: Timings | None = None) -> Vm:
     for module in args.module:
         if not module.is_file():
             raise HarnessError(f"--module {module}: no such file")
+    for src in args.module_src:
+        modbuild.source_files(src)  # a folder that is no module is bad input before any fetch
     kfiles = kernels.fetch(spec, quiet=True)
     for module in args.module:
         check_module(module, kfiles.release)
     if timings:
         timings.mark("fetch")
-    image = build_image(kfiles, tuple(args.module), tuple(args.file), tuple(args.kmod))
+    built = [ko for src in args.module_src for ko in modbuild.build_dir(kfiles, src).ko_files]
+    if timings and args.module_src:
+        timings.mark("module build")
+    image = build_image(kfiles, (*args.module, *built), tuple(args.file), tuple(args.kmod))
     if timings:
         timings.mark("image")
     return Vm(image, VmConfig(accel=args.accel, cpus=args.cpus, memory_mb=args.memory,
@@ -193,6 +205,18 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     for spec in kernels.parse_specs(args.kernel):
         files = kernels.fetch(spec)
         print(f"{spec.name}: {files.release} in {files.root}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """One line per kernel on stdout: `SPEC RELEASE: KO...`; progress on stderr."""
+    modbuild.source_files(args.source)
+    specs = kernels.parse_specs(args.kernel)
+    for i, spec in enumerate(specs, 1):
+        progress(f"build {args.source} for {spec.name} ({i}/{len(specs)})")
+        kfiles = kernels.fetch(spec, quiet=True)
+        built = modbuild.build_dir(kfiles, args.source)
+        print(f"{spec.name} {kfiles.release}: {' '.join(str(k) for k in built.ko_files)}", flush=True)
     return 0
 
 
@@ -331,6 +355,8 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cold-boot", action="store_true", help="boot every guest instead of restoring its kernel's saved base guest (and save none)")
     p.add_argument("--contention", type=int, default=0, metavar="N",
                    help="N host processes spin on the CPUs while the roles run (a loaded CI runner)")
+    p.add_argument("--module-src", action="append", default=[], metavar="DIR",
+                   help="a kbuild module directory built for the kernel and put in every guest")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON report here")
     p.add_argument("--html", type=Path, metavar="FILE",
                    help="also write the HTML report here (index.html beside the JSON report is always written)")
@@ -366,7 +392,7 @@ def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
                      duration_s=args.duration, seed=seed, knobs=parse_knobs(args.knob),
                      accel=args.accel, rcu_expedited=args.rcu_expedited, providers=args.providers,
                      reload=args.reload, unload_pause_ms=args.unload_pause, contention=args.contention,
-                     cold_boot=args.cold_boot)
+                     cold_boot=args.cold_boot, module_src=tuple(str(Path(m).resolve()) for m in args.module_src))
             for k in kernel_names]
 
 
@@ -435,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     # Installed here, before any guest boots, so vm.py keeps it rather than its own.
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
-    handlers = {"kernels": cmd_kernels, "fetch": cmd_fetch, "run": cmd_run, "shell": cmd_shell}
+    handlers = {"kernels": cmd_kernels, "fetch": cmd_fetch, "build": cmd_build, "run": cmd_run, "shell": cmd_shell}
     try:
         args = parser().parse_args(argv)
         if args.cmd == "race":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import pytest
 
@@ -72,6 +72,21 @@ def image(kernel: kernels.KernelFiles) -> Image:
 
 
 @pytest.fixture(scope="session")
+def kmod_build(request: pytest.FixtureRequest, kernel: kernels.KernelFiles) -> Callable[..., tuple[Path, ...]]:
+    """`kmod_build(DIR)`: the .ko files of a kbuild module directory (a
+    relative DIR is taken from the rootdir), built for the test's kernel in
+    its build root and cached by content; a compile error fails the test with
+    its first error and the log's path."""
+    from .kernels import modbuild
+
+    def build(src: str | Path) -> tuple[Path, ...]:
+        path = request.config.rootpath / src
+        return _or_fail(lambda: modbuild.build_dir(kernel, path)).ko_files
+
+    return build
+
+
+@pytest.fixture(scope="session")
 def vm_config(pytestconfig: pytest.Config) -> VmConfig:
     return VmConfig(accel=pytestconfig.getoption("--accel"), cold_boot=pytestconfig.getoption("--cold-boot"))
 
@@ -90,7 +105,7 @@ def vm_factory(request: pytest.FixtureRequest, kernel: kernels.KernelFiles,
     """Boot a guest with extra modules/files/config; torn down after the test."""
     booted: list[Vm] = []
 
-    def make(modules: tuple[Path, ...] = (), extras: tuple[GuestExtra, ...] = (),
+    def make(modules: Sequence[Path] = (), extras: tuple[GuestExtra, ...] = (),
              config: VmConfig | None = None, name: str | None = None, kmods: tuple[str, ...] = ()) -> Vm:
         img = _or_fail(lambda: build_image(kernel, tuple(modules), tuple(extras), tuple(kmods)))
         # A test's own config keeps the session's --cold-boot.

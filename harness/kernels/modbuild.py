@@ -171,8 +171,9 @@ def build_dir(kernel: KernelFiles, src: Path, *, jobs: int = MAKE_JOBS) -> Modul
         kos = [final / "src" / rel for rel in data.get("modules", [])]
         if not kos or not all(k.is_file() for k in kos):
             return None
-        progress(f"{label}: cached ({key})")
-        return ModuleBuild(src, kernel.release, tuple(kos), final / "build.log", int(data.get("warnings", 0)), True)
+        warnings = int(data.get("warnings", 0))
+        progress(f"{label}: cached ({key})" + (f", {warnings} warning(s) in {final / 'build.log'}" if warnings else ""))
+        return ModuleBuild(src, kernel.release, tuple(kos), final / "build.log", warnings, True)
 
     def build(tmp: Path) -> ModuleBuild:
         work = tmp / "src"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from .. import kernels
+from ..kernels import modbuild
 from ..errors import HarnessError
 from .kbuild import BuiltModules, Knobs, ModuleSetSpec
 from ..progress import progress
@@ -56,6 +57,7 @@ class RaceSpec:
     unload_pause_ms: int = 100  # the reloaded module stays live this long
     contention: int = 0  # host CPU hogs spinning while the roles run
     cold_boot: bool = False  # boot every guest; never restore a snapshot
+    module_src: tuple[str, ...] = ()  # the user's kbuild folders, built and put in every guest
 
     def __post_init__(self) -> None:
         if not isinstance(self.knobs, Knobs):
@@ -85,6 +87,8 @@ class RaceSpec:
             raise HarnessError("--reload is finit or modprobe")
         if not 1 <= self.providers <= 16:
             raise HarnessError(f"--providers must be 1..16, got {self.providers}")
+        for src in self.module_src:
+            modbuild.source_files(Path(src))
         if not 0 <= self.contention <= MAX_CONTENTION:
             raise HarnessError(f"--contention must be 0..{MAX_CONTENTION} host CPU hogs, got {self.contention}")
 
@@ -112,6 +116,7 @@ class RaceSpec:
             argv += ["--contention", str(self.contention)]
         if self.cold_boot:
             argv.append("--cold-boot")
+        argv += [a for src in self.module_src for a in ("--module-src", src)]
         return " ".join(shlex.quote(a) for a in argv)
 
 
@@ -350,6 +355,8 @@ class PipelineStages:
         self.release = self.kfiles.release
         self.lockdep = proves_locking(self.kfiles)
         self.kasan = self.kfiles.config.get("CONFIG_KASAN") == "y"
+        self.extra_modules = tuple(ko for src in spec.module_src
+                                   for ko in modbuild.build_dir(self.kfiles, Path(src)).ko_files)
 
     def modules(self, scheme: str) -> BuiltModules:
         from .kbuild import build
@@ -360,7 +367,7 @@ class PipelineStages:
         from ..guest.image import build_image
         from ..guest.vm import Vm, VmConfig
 
-        img = build_image(self.kfiles, tuple(mods.ko_files))  # the racer is in every base image
+        img = build_image(self.kfiles, (*mods.ko_files, *self.extra_modules))  # the racer is in every base image
         vm = Vm(img, VmConfig(accel=self.spec.accel, rcu_expedited=self.spec.rcu_expedited,
                               hung_task_timeout_s=self.spec.hung_task_timeout_s,
                               cold_boot=self.spec.cold_boot),
