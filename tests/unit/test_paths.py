@@ -122,6 +122,15 @@ def test_installed_the_cache_follows_xdg_cache_home(installed, monkeypatch, tmp_
     assert paths.default_cache() == tmp_path / "home" / ".cache" / "unload-race-harness"
 
 
+def test_installed_without_a_home_folder_the_cache_is_one_error_line(installed, monkeypatch):
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(paths.Path, "home", staticmethod(no_home))
+    with pytest.raises(HarnessError, match=r"^no home folder for the cache; point HARNESS_CACHE at a writable folder$"):
+        paths.cache_dir()
+
+
 @pytest.mark.parametrize("where", ["checkout", "installed"])
 def test_the_environment_overrides_both_defaults(request, monkeypatch, tmp_path, where):
     if where == "installed":
