@@ -31,12 +31,12 @@ from pathlib import Path
 from ..kernels import catalogue
 from ..errors import HarnessError
 from ..kernels import KernelFiles
-from ..paths import REPO, cache_dir
+from ..paths import cache_dir, data_dir
 from ..progress import progress
 from ..util import (Stamp, cached, damage, file_lock, hash_inputs, need_tool, private_dir, private_file,
                     read_json_object, run_tool, write_private)
 
-IMAGES = REPO / "images"
+IMAGES = data_dir("images")
 READY_MARKER = "HARNESS-GUEST-READY"
 # init prints this when the base guest is up, then waits for its start line
 # (`start_line`) on the console: the point a snapshot is saved at.

@@ -11,11 +11,11 @@ import subprocess
 from pathlib import Path
 
 from ..errors import HarnessError
-from ..paths import REPO, cache_dir
+from ..paths import cache_dir, data_dir, need_data
 from ..progress import progress
 from ..util import Stamp, cached, damage, hash_inputs, need_tool
 
-RACER_SOURCE = REPO / "images" / "racer.c"
+RACER_SOURCE = data_dir("images") / "racer.c"
 RACER_PATH = "/bin/racer"  # where every guest image carries the racer
 CFLAGS = ("-O2", "-static", "-Wall", "-Wextra")
 
@@ -34,6 +34,7 @@ def _error_lines(stderr: str) -> str:
 def build_static(source: Path, name: str) -> Path:
     """Compile a guest program statically, once per source and compiler;
     returns the cached binary `cache_dir()/<name>/<hash>/<name>`."""
+    need_data()
     gcc = need_tool("gcc", "gcc")
     out = cache_dir() / name / hash_inputs(source, _gcc_version(gcc), CFLAGS) / name
     stamp_path = out.with_name(f"{name}.json")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Protocol, Sequence
 
 from ..errors import HarnessError
-from ..paths import REPO, cache_dir
+from ..paths import cache_dir, data_dir
 from ..progress import progress
 from ..util import file_lock, file_sha256, hash_inputs, last_line, need_tool, run_tool
 
@@ -400,7 +400,7 @@ class KernelRow:
         return KCONFIGS / self.fragment if self.fragment else None
 
 
-KCONFIGS = REPO / "kconfigs"
+KCONFIGS = data_dir("kconfigs")
 # What debugkernel.py makes of a source row, in words: part of the release
 # string, so a change here is a new kernel (and new module builds).  Change it
 # whenever a change there changes the kernel it builds; not for plumbing.

@@ -21,11 +21,11 @@ from typing import Iterable, Iterator, Mapping, Union
 from ..kernels import KernelFiles, modbuild
 from . import schemes
 from ..errors import HarnessError
-from ..paths import REPO, cache_dir
+from ..paths import cache_dir, data_dir, need_data
 from ..progress import progress
 from ..util import damage_of, file_lock, hash_inputs, stamps_of
 
-KMODS_DIR = REPO / "kmods"
+KMODS_DIR = data_dir("kmods")
 
 SCHEMES: tuple[str, ...] = tuple(schemes.SCHEMES)
 KNOBS: tuple[str, ...] = ("exit_delay_ms", "call_delay_us", "init_delay_ms", "exit_tail_ms")
@@ -142,6 +142,7 @@ class Knobs(Mapping[str, int]):
 
 def template_files(spec: ModuleSetSpec) -> list[Path]:
     """Every template a module set is rendered from (for hashing)."""
+    need_data()
     files = sorted((KMODS_DIR / "common").glob("*.j2"))
     files += sorted((KMODS_DIR / spec.row.template).glob("*.j2"))
     return files
@@ -156,6 +157,7 @@ def _env():
         import jinja2
     except ImportError as exc:  # pragma: no cover - dependency declared in pyproject
         raise HarnessError("jinja2 not found; install it with: pip install jinja2") from exc
+    need_data()
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(KMODS_DIR)),
         undefined=jinja2.StrictUndefined,

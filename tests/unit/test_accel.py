@@ -13,7 +13,7 @@ import pytest
 
 from harness.guest import vm
 from harness.kernels import SPECS, KernelFiles
-from harness.paths import REPO
+from tests.tools import REPO
 
 
 def _fake_qemu(tmp_path, monkeypatch, body: str) -> None:

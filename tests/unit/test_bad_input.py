@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from elfdata import fake_module
 
-from harness.paths import REPO
+from tests.tools import REPO
 
 SKIP_DIRS = {".cache", "build", ".venv", ".git", "__pycache__", ".pytest_cache"}
 

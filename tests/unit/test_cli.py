@@ -12,8 +12,8 @@ import pytest
 from harness import cli
 from harness.errors import HarnessError
 from harness.exitcodes import ExitStatus
-from harness.paths import REPO
 from harness.guest.ssh import command_line
+from tests.tools import REPO
 
 
 def _run(*args, env=None):

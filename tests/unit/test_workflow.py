@@ -4,7 +4,7 @@ import json
 import re
 
 from harness.kernels import catalogue
-from harness.paths import REPO
+from tests.tools import REPO
 
 
 def test_nightly_has_one_job_per_kernel_spec():

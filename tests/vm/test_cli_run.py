@@ -13,7 +13,7 @@ import time
 import pytest
 
 from harness.exitcodes import ExitStatus
-from harness.paths import REPO
+from tests.tools import REPO
 
 
 class Run:

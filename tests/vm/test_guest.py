@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from harness.paths import REPO
 from harness.guest.vm import BootError, Vm, VmConfig
+from tests.tools import REPO
 
 
 def _qemu_on_port(port: int) -> list[str]:

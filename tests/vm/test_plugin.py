@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from harness.paths import REPO
+from tests.tools import REPO
 
 INNER = '''
 import pytest
