@@ -1,4 +1,4 @@
-"""pytest plugin: `--kernel`/`--accel` options and kernel, image and vm fixtures.
+"""pytest plugin: `--kernel`/`--accel` options and kernel, kmod_build, image and vm fixtures.
 
 Registered as a `pytest11` entry point, so any project's tests can boot our
 guests.  Every test that uses a guest is parametrized by kernel (the id reads
