@@ -22,7 +22,6 @@ import json
 import tarfile
 import os
 import shutil
-import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from ..kernels import catalogue
 from ..errors import HarnessError
+from .cpio import Cpio
 from ..kernels import KernelFiles
 from ..paths import REPO, cache_dir
 from ..progress import progress
@@ -225,47 +225,6 @@ def _run_unpacked(root: Path, binary: str, *args: str) -> str:
     proc = run_tool([resolve_in(root, root / "lib64/ld-linux-x86-64.so.2"), "--library-path", libpath, root / binary, *args],
                     what=Path(binary).name)
     return proc.stdout
-
-
-# ---------------------------------------------------------------- cpio
-
-
-class Cpio:
-    """A minimal newc writer: deterministic, no external tool, no root needed."""
-
-    def __init__(self) -> None:
-        self.buf = io.BytesIO()
-        self.ino = 1
-        self.dirs: set[str] = set()
-
-    def _entry(self, name: str, mode: int, data: bytes = b"") -> None:
-        name_b = name.encode() + b"\0"
-        fields = [self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name_b), 0]
-        self.ino += 1
-        self.buf.write(b"070701" + b"".join(b"%08X" % f for f in fields) + name_b)
-        self.buf.write(b"\0" * (-(110 + len(name_b)) % 4))
-        self.buf.write(data)
-        self.buf.write(b"\0" * (-len(data) % 4))
-
-    def dir(self, path: str) -> None:
-        path = path.strip("/")
-        if not path or path in self.dirs:
-            return
-        self.dir(os.path.dirname(path))
-        self.dirs.add(path)
-        self._entry(path, stat.S_IFDIR | 0o755)
-
-    def file(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        self.dir(os.path.dirname(path.strip("/")))
-        self._entry(path.strip("/"), stat.S_IFREG | mode, data)
-
-    def symlink(self, path: str, target: str) -> None:
-        self.dir(os.path.dirname(path.strip("/")))
-        self._entry(path.strip("/"), stat.S_IFLNK | 0o777, target.encode())
-
-    def finish(self) -> bytes:
-        self._entry("TRAILER!!!", 0)
-        return self.buf.getvalue()
 
 
 # ---------------------------------------------------------------- modules
