@@ -11,6 +11,11 @@ from whatever the host has installed), so every host builds the same image.
 Busybox is Debian's dynamic build on purpose: the static one prefers its own
 `modprobe`/`rmmod` applets even over `/sbin`, and the kernel's `request_module`
 must run kmod's real modprobe.
+
+The base also holds what test programs expect of a Linux system: the
+kernel's config and System.map in /boot, Debian's standard users and groups
+(base-passwd's), bookworm's /etc/os-release, and each busybox applet in
+/usr/bin as well as /bin.
 """
 
 from __future__ import annotations
@@ -49,9 +54,14 @@ GUEST_PACKAGES = (
     "busybox", "dropbear-bin", "kmod",
     "libc6", "libtomcrypt1", "libtommath1", "libgmp10", "zlib1g", "libcrypt1",
     "libzstd1", "liblzma5", "libssl3",
+    "base-files", "base-passwd",  # only os-release, debian_version and the standard users and groups
 )
 GUEST_BINARIES = ("bin/busybox", "usr/sbin/dropbear", "bin/kmod")
 KMOD_TOOLS = ("modprobe", "insmod", "rmmod", "lsmod", "depmod", "modinfo")
+# What the base initramfs holds besides user space; part of its digest:
+# change it whenever _assemble changes what goes in.
+BASE_RECIPE = ("applets in /bin and /usr/bin", "boot/config and System.map", "base-passwd users and groups",
+               "os-release")
 # Modules the guest loads at boot; their dependencies come from modules.dep.
 BOOT_MODULES = ("virtio_pci", "virtio_net")
 
@@ -103,8 +113,9 @@ def start_line(seed: bytes, wall_ns: int, rcu_expedited: bool, hung_task_timeout
 def guest_userland() -> Path:
     """Debian's busybox, dropbear and kmod with their libraries, unpacked once:
     from the default kernel's release through the harness's own catalogue, so
-    every kernel and every host gets the same guest."""
-    base = cache_dir() / "guest-userland" / catalogue.DEFAULT_RELEASE
+    every kernel and every host gets the same guest.  One folder per package
+    list: a longer list is downloaded anew, not mixed into an older folder."""
+    base = cache_dir() / "guest-userland" / f"{catalogue.DEFAULT_RELEASE}-{hash_inputs(GUEST_PACKAGES)[:8]}"
     root = base / "root"
     marker = base / ".unpacked"
     debs = base / "debs"
@@ -337,8 +348,8 @@ def base_image(kernel: KernelFiles) -> Image:
     hkey, hpub = host_key(userland)
     programs = _guest_programs()
     templates = tuple(sorted(IMAGES.glob("*.j2")))
-    digest = hash_inputs("base", kernel.release, kernel.version, (userland.parent / ".unpacked").read_text(),
-                         client_pub, hpub, *templates,
+    digest = hash_inputs("base", BASE_RECIPE, kernel.release, kernel.version,
+                         (userland.parent / ".unpacked").read_text(), client_pub, hpub, *templates,
                          *[part for item in sorted(programs.items()) for part in item])
     # The initramfs holds the guest's private host key: owner-only folders and files.
     out = private_dir(private_dir(cache_dir() / "images") / f"base-{digest}")
@@ -440,6 +451,14 @@ def _payload(kernel: KernelFiles, modules: tuple[Path, ...], extras: tuple[Guest
     return tar.finish()
 
 
+def passwd(master: str) -> str:
+    """base-passwd's standard users with root's shell the base guest's own
+    (dropbear runs commands through it, and the base has no bash)."""
+    lines = master.splitlines()
+    return "".join(("root:x:0:0:root:/root:/bin/sh" if line.startswith("root:") else line) + "\n"
+                   for line in lines)
+
+
 def _assemble(kernel: KernelFiles, userland: Path, client_pub: str, hkey: Path,
               programs: dict[str, Path]) -> bytes:
     cpio = Cpio()
@@ -456,15 +475,25 @@ def _assemble(kernel: KernelFiles, userland: Path, client_pub: str, hkey: Path,
         if applet in KMOD_TOOLS or applet == "busybox":
             continue
         cpio.symlink(f"bin/{applet}", "busybox")
+        # Scripts name /usr/bin/env and the like: a merged /usr has each in both.
+        cpio.symlink(f"usr/bin/{applet}", f"/bin/{applet}")
     for tool in KMOD_TOOLS:
         cpio.symlink(f"sbin/{tool}", "/bin/kmod")
     for dest, program in sorted(programs.items()):
         cpio.file(dest, program.read_bytes(), 0o755)
     cpio.file("etc/dropbear/dropbear_ecdsa_host_key", hkey.read_bytes(), 0o600)
     cpio.file("root/.ssh/authorized_keys", (client_pub + "\n").encode(), 0o600)
-    cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
-    cpio.file("etc/group", b"root:x:0:\n")
+    cpio.file("etc/passwd", passwd((userland / "usr/share/base-passwd/passwd.master").read_text()).encode())
+    cpio.file("etc/group", (userland / "usr/share/base-passwd/group.master").read_bytes())
     cpio.file("etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o600)
+    cpio.file("usr/lib/os-release", (userland / "usr/lib/os-release").read_bytes())
+    cpio.symlink("etc/os-release", "../usr/lib/os-release")
+    cpio.file("etc/debian_version", (userland / "etc/debian_version").read_bytes())
+    # The kernel's own, where tests look for how it was built (Debian's packages
+    # ship a stub System.map, a kernel built here the real one: about 5 MB).
+    for name in (f"config-{kernel.release}", f"System.map-{kernel.release}"):
+        if (kernel.root / "boot" / name).is_file():
+            cpio.file(f"boot/{name}", (kernel.root / "boot" / name).read_bytes())
     cpio.file("etc/shells", b"/bin/sh\n")
     cpio.file("etc/profile", b"export PATH=/sbin:/usr/sbin:/bin:/usr/bin\n")
     # The boot modules (virtio); everything else comes with a payload.
