@@ -15,7 +15,8 @@ must run kmod's real modprobe.
 The base also holds what test programs expect of a Linux system: the
 kernel's config and System.map in /boot, Debian's standard users and groups
 (base-passwd's), bookworm's /etc/os-release, and each busybox applet in
-/usr/bin as well as /bin.
+/usr/bin as well as /bin.  Extra Debian packages (`--guest-packages`) come
+as a layer appended to the base initramfs (`packages.py`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from pathlib import Path
 
 from ..kernels import catalogue
 from ..errors import HarnessError
+from . import packages as guest_packages
 from .cpio import Cpio
+from .programs import RACER_PATH
 from ..kernels import KernelFiles
 from ..paths import REPO, cache_dir
 from ..progress import progress
@@ -62,6 +65,10 @@ KMOD_TOOLS = ("modprobe", "insmod", "rmmod", "lsmod", "depmod", "modinfo")
 # change it whenever _assemble changes what goes in.
 BASE_RECIPE = ("applets in /bin and /usr/bin", "boot/config and System.map", "base-passwd users and groups",
                "os-release")
+# The guest's own machinery: a guest package never replaces these paths.
+HARNESS_OWNED = ("init", "etc/passwd", "etc/group", "etc/shadow", "etc/shells", "etc/profile", "etc/dropbear",
+                 "root/.ssh", "lib/modules", "boot", *GUEST_BINARIES, *(f"sbin/{tool}" for tool in KMOD_TOOLS),
+                 SEED_PATH.lstrip("/"), RACER_PATH.lstrip("/"))
 # Modules the guest loads at boot; their dependencies come from modules.dep.
 BOOT_MODULES = ("virtio_pci", "virtio_net")
 
@@ -88,6 +95,7 @@ class Image:
     initrd_stamp: Stamp | None = None  # as written; checked again at boot
     payload: Path | None = None  # tar unpacked at / in the guest once it is up
     payload_stamp: Stamp | None = None
+    packages: tuple[str, ...] = field(default=())  # name=version of the guest packages in its initramfs
 
     def damage(self) -> str | None:
         """Why the initramfs or the payload on disk is not the one built, or None."""
@@ -369,11 +377,35 @@ def base_image(kernel: KernelFiles) -> Image:
     return Image(kernel, initrd, key_path, hpub, (), stamp)
 
 
+def with_packages(base: Image, names: tuple[str, ...]) -> Image:
+    """The base image with Debian packages (and their dependencies) in its
+    initramfs: the base archive and the set's layer one after the other, a
+    file of its own per base and exact set, so its guest gets a snapshot of
+    its own."""
+    pset = guest_packages.resolve(names)
+    if not pset.packages:
+        return base
+    out = private_dir(base.initrd.parent / f"packages-{pset.key(HARNESS_OWNED)}")
+    initrd, meta_path = out / "initramfs.cpio", out / "image.json"
+
+    def build(path: Path) -> Stamp:
+        layer = guest_packages.layer(pset, HARNESS_OWNED)  # only now: a warm run reads (and hashes) one file
+        write_private(path, base.initrd.read_bytes() + layer.path.read_bytes())
+        stamp = Stamp.of(path)
+        meta_path.write_text(json.dumps({"kernel": base.kernel.release, "packages": list(pset.pins),
+                                         "initrd": stamp.to_json()}))
+        return stamp
+
+    stamp = cached(initrd, out / ".lock", lambda: _check_cached(initrd, meta_path, "initrd", out), build)
+    return dataclasses.replace(base, initrd=initrd, initrd_stamp=stamp, packages=pset.pins)
+
+
 def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
-                extras: tuple[GuestExtra, ...] = (), kmods: tuple[str, ...] = ()) -> Image:
+                extras: tuple[GuestExtra, ...] = (), kmods: tuple[str, ...] = (),
+                packages: tuple[str, ...] = ()) -> Image:
     """Build (or reuse) the base initramfs of a kernel and the payload with
     extra modules and files, and `kmods`: the kernel's own modules by name,
-    with their deps."""
+    with their deps; `packages`: Debian packages in the guest (with_packages)."""
     for ko in modules:
         if not ko.is_file() or not ko.name.endswith(".ko"):
             raise HarnessError(f"module {ko} is not a .ko file")
@@ -381,7 +413,7 @@ def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
         if not extra.src.is_file():
             raise HarnessError(f"guest file {extra.src} does not exist")
     kmods = check_kmods(kernel, kmods)
-    base = base_image(kernel)
+    base = with_packages(base_image(kernel), packages)
     mod_names = tuple(ko.name[:-3].replace("-", "_") for ko in modules)
     if not (modules or extras or kmods):
         return base
