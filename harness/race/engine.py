@@ -25,6 +25,8 @@ from ..progress import progress
 from .racer import Role, RoleResult, RoleSpec, parse_role_output
 from .outcomes import GuestState, RaceReport, RunEnd, RunResult, Verdict, summarise_run
 from .schemes import DEFAULT_SCHEMES, Caller, get_scheme, get_workload
+from ..guest.packages import parse_names as parse_package_names
+from ..guest.packages import resolve as resolve_packages
 from ..guest.snapshot import GuestStart
 from ..guest.splat import Splat, new_splats
 from ..guest.ssh import Running
@@ -56,10 +58,12 @@ class RaceSpec:
     unload_pause_ms: int = 100  # the reloaded module stays live this long
     contention: int = 0  # host CPU hogs spinning while the roles run
     cold_boot: bool = False  # boot every guest; never restore a snapshot
+    guest_packages: tuple[str, ...] = ()  # Debian packages in every guest (sorted names)
 
     def __post_init__(self) -> None:
         if not isinstance(self.knobs, Knobs):
             object.__setattr__(self, "knobs", Knobs(self.knobs))
+        object.__setattr__(self, "guest_packages", parse_package_names(self.guest_packages))
         kernels.get_spec(self.kernel)
         if not self.schemes or not self.workloads:
             raise HarnessError("at least one scheme and one workload are needed")
@@ -112,6 +116,8 @@ class RaceSpec:
             argv += ["--contention", str(self.contention)]
         if self.cold_boot:
             argv.append("--cold-boot")
+        if self.guest_packages:
+            argv += ["--guest-packages", ",".join(self.guest_packages)]
         return " ".join(shlex.quote(a) for a in argv)
 
 
@@ -350,6 +356,7 @@ class PipelineStages:
         self.release = self.kfiles.release
         self.lockdep = proves_locking(self.kfiles)
         self.kasan = self.kfiles.config.get("CONFIG_KASAN") == "y"
+        resolve_packages(spec.guest_packages)  # an unknown package is refused before any module is built
 
     def modules(self, scheme: str) -> BuiltModules:
         from .kbuild import build
@@ -360,7 +367,8 @@ class PipelineStages:
         from ..guest.image import build_image
         from ..guest.vm import Vm, VmConfig
 
-        img = build_image(self.kfiles, tuple(mods.ko_files))  # the racer is in every base image
+        # The racer is in every base image.
+        img = build_image(self.kfiles, tuple(mods.ko_files), packages=self.spec.guest_packages)
         vm = Vm(img, VmConfig(accel=self.spec.accel, rcu_expedited=self.spec.rcu_expedited,
                               hung_task_timeout_s=self.spec.hung_task_timeout_s,
                               cold_boot=self.spec.cold_boot),

@@ -4,6 +4,7 @@ the image with a layer (its own initramfs, so its own snapshot key)."""
 from __future__ import annotations
 
 import json
+import os
 import stat
 import sys
 from pathlib import Path
@@ -304,3 +305,15 @@ def test_guest_paths_the_harness_owns_include_its_machinery():
     assert {"init", "etc/passwd", "etc/group", "bin/busybox", "bin/kmod", "sbin/modprobe", "usr/sbin/dropbear",
             "root/.ssh", "bin/racer", "bin/harness-seed"} <= owned
     assert not any(p.startswith("/") for p in owned)
+
+
+def test_the_cli_refuses_a_bad_name_before_anything(monkeypatch, capsys, tmp_path):
+    from harness import cli
+
+    monkeypatch.setattr(cli, "qemu_binary", lambda: "qemu")
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HARNESS_BUILD", str(tmp_path / "build"))
+    assert cli.main(["run", "--guest-packages", "bash,", "--", "true"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "empty element" in err[0]
+    assert not os.path.exists(tmp_path / "cache" / "kernels"), "refused before the kernel is fetched"
