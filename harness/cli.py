@@ -29,6 +29,8 @@ from .errors import HarnessError
 from .exitcodes import ExitStatus
 from .guest.image import GuestExtra, build_image
 from .guest.modcheck import check_module
+from .guest.packages import parse_names as parse_package_names
+from .guest.packages import resolve as resolve_packages
 from .guest.splat import new_splats
 from .guest.splat import parse as parse_splats
 from .guest.ssh import CommandTimeout, command_line
@@ -131,6 +133,13 @@ def _add_guest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rcu-expedited", action="store_true",
                    help="set /sys/kernel/rcu_expedited=1 after boot (narrows race windows)")
     p.add_argument("--cold-boot", action="store_true", help="boot every guest instead of restoring its kernel's saved base guest (and save none)")
+    _add_packages_arg(p)
+
+
+def _add_packages_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--guest-packages", action="append", default=[], metavar="PKG,PKG",
+                   help="Debian packages (of the guest's release, with their dependencies) in the guest: "
+                        "--guest-packages bash,strace,python3-minimal")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -172,6 +181,7 @@ def _guest(args: argparse.Namespace, timings: Timings | None = None) -> Vm:
             raise HarnessError(f"--module {module}: no such file")
     for src in args.module_src:
         modbuild.source_files(src)  # a folder that is no module is bad input before any fetch
+    packages = resolve_packages(args.guest_packages).asked  # an unknown one is refused before the kernel is fetched
     kfiles = kernels.fetch(spec, quiet=True)
     for module in args.module:
         check_module(module, kfiles.release)
@@ -180,7 +190,7 @@ def _guest(args: argparse.Namespace, timings: Timings | None = None) -> Vm:
     built = [ko for src in args.module_src for ko in modbuild.build_dir(kfiles, src).ko_files]
     if timings and args.module_src:
         timings.mark("module build")
-    image = build_image(kfiles, (*args.module, *built), tuple(args.file), tuple(args.kmod))
+    image = build_image(kfiles, (*args.module, *built), tuple(args.file), tuple(args.kmod), packages)
     if timings:
         timings.mark("image")
     return Vm(image, VmConfig(accel=args.accel, cpus=args.cpus, memory_mb=args.memory,
@@ -361,6 +371,7 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--html", type=Path, metavar="FILE",
                    help="also write the HTML report here (index.html beside the JSON report is always written)")
     p.add_argument("--keep", action="store_true", help="leave the last guest up for a shell")
+    _add_packages_arg(p)
 
 
 def parse_knobs(items: Sequence[str] | None) -> Knobs:
@@ -392,12 +403,14 @@ def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
                      duration_s=args.duration, seed=seed, knobs=parse_knobs(args.knob),
                      accel=args.accel, rcu_expedited=args.rcu_expedited, providers=args.providers,
                      reload=args.reload, unload_pause_ms=args.unload_pause, contention=args.contention,
-                     cold_boot=args.cold_boot, module_src=tuple(str(Path(m).resolve()) for m in args.module_src))
+                     cold_boot=args.cold_boot, guest_packages=parse_package_names(args.guest_packages),
+                     module_src=tuple(str(Path(m).resolve()) for m in args.module_src))
             for k in kernel_names]
 
 
 def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] | None = None) -> int:
     specs = specs_from_args(args)
+    resolve_packages(specs[0].guest_packages)  # an unknown package is refused before anything else
     # One folder per race: the JSON report and its page (index.html) side by side.
     out = build_dir() / "reports" / f"race-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}" / "report.json"
     out.parent.mkdir(parents=True, exist_ok=True)

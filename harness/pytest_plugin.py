@@ -7,7 +7,9 @@ or its boot showed one (the guest was broken before the test began), unless
 it is marked `expect_splat` and looks at them itself.  On a kernel with
 lockdep a passing test also needs lockdep still on (`debug_locks` 1): a
 lockdep-clean result from a lockdep that had turned itself off means nothing.
-The session's shared guest is replaced after any splat.
+The session's shared guest is replaced after any splat.  `--guest-packages`
+(or the `guest_packages` ini line) puts Debian packages in every guest;
+`vm_factory(guest_packages=...)` adds more for one guest.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 from . import kernels
 from .errors import HarnessError
 from .guest.image import GuestExtra, Image, build_image
+from .guest.packages import parse_names as parse_package_names
 from .guest.splat import new_splats
 from .guest.vm import ACCELS, Vm, VmConfig
 
@@ -35,6 +38,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cold-boot", action="store_true", help="boot every guest instead of restoring its kernel's saved base guest (and save none)")
     group.addoption("--keep-console-logs", action="store_true",
                     help="keep the console logs of passing tests too (the claims matrix page links them)")
+    group.addoption("--guest-packages", action="append", default=None, metavar="PKG,PKG",
+                    help="Debian packages (with their dependencies) in every guest; overrides the "
+                         "guest_packages ini line")
+    parser.addini("guest_packages", type="args", default=[],
+                  help="Debian packages (with their dependencies) in every guest: bash python3-minimal")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,6 +51,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     try:
         config._harness_specs = kernels.parse_specs(config.getoption("--kernel"))  # type: ignore[attr-defined]
+        asked = config.getoption("--guest-packages")
+        config._harness_packages = parse_package_names(  # type: ignore[attr-defined]
+            config.getini("guest_packages") if asked is None else asked)
     except HarnessError as e:
         raise pytest.UsageError(str(e)) from e
 
@@ -66,9 +77,15 @@ def kernel(kernel_spec: kernels.KernelSpec) -> kernels.KernelFiles:
 
 
 @pytest.fixture(scope="session")
-def image(kernel: kernels.KernelFiles) -> Image:
-    """The plain guest image of that kernel."""
-    return _or_fail(lambda: build_image(kernel))
+def guest_packages(pytestconfig: pytest.Config) -> tuple[str, ...]:
+    """The session's guest packages (`--guest-packages`, else the ini's `guest_packages`)."""
+    return pytestconfig._harness_packages  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def image(kernel: kernels.KernelFiles, guest_packages: tuple[str, ...]) -> Image:
+    """The guest image of that kernel: the base with the session's guest packages."""
+    return _or_fail(lambda: build_image(kernel, packages=guest_packages))
 
 
 @pytest.fixture(scope="session")
@@ -100,14 +117,18 @@ def _session_vms() -> Iterator[dict]:
 
 
 @pytest.fixture
-def vm_factory(request: pytest.FixtureRequest, kernel: kernels.KernelFiles,
-               vm_config: VmConfig) -> Iterator[Callable[..., Vm]]:
-    """Boot a guest with extra modules/files/config; torn down after the test."""
+def vm_factory(request: pytest.FixtureRequest, kernel: kernels.KernelFiles, vm_config: VmConfig,
+               guest_packages: tuple[str, ...]) -> Iterator[Callable[..., Vm]]:
+    """Boot a guest with extra modules/files/config/packages (on top of the
+    session's); torn down after the test."""
     booted: list[Vm] = []
+    session_packages = guest_packages
 
     def make(modules: Sequence[Path] = (), extras: tuple[GuestExtra, ...] = (),
-             config: VmConfig | None = None, name: str | None = None, kmods: tuple[str, ...] = ()) -> Vm:
-        img = _or_fail(lambda: build_image(kernel, tuple(modules), tuple(extras), tuple(kmods)))
+             config: VmConfig | None = None, name: str | None = None, kmods: tuple[str, ...] = (),
+             guest_packages: tuple[str, ...] = ()) -> Vm:
+        img = _or_fail(lambda: build_image(kernel, tuple(modules), tuple(extras), tuple(kmods),
+                                           parse_package_names((*session_packages, *guest_packages))))
         # A test's own config keeps the session's --cold-boot.
         config = replace(config, cold_boot=config.cold_boot or vm_config.cold_boot) if config else vm_config
         vm = Vm(img, config, name=name or request.node.name.replace("/", "_")[:40])

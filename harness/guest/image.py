@@ -11,6 +11,12 @@ from whatever the host has installed), so every host builds the same image.
 Busybox is Debian's dynamic build on purpose: the static one prefers its own
 `modprobe`/`rmmod` applets even over `/sbin`, and the kernel's `request_module`
 must run kmod's real modprobe.
+
+The base also holds what test programs expect of a Linux system: the
+kernel's config and System.map in /boot, Debian's standard users and groups
+(base-passwd's), bookworm's /etc/os-release, and each busybox applet in
+/usr/bin as well as /bin.  Extra Debian packages (`--guest-packages`) come
+as a layer appended to the base initramfs (`packages.py`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ import json
 import tarfile
 import os
 import shutil
-import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +35,9 @@ from pathlib import Path
 
 from ..kernels import catalogue
 from ..errors import HarnessError
+from . import packages as guest_packages
+from .cpio import Cpio
+from .programs import RACER_PATH
 from ..kernels import KernelFiles
 from ..paths import cache_dir, data_dir
 from ..progress import progress
@@ -49,9 +57,18 @@ GUEST_PACKAGES = (
     "busybox", "dropbear-bin", "kmod",
     "libc6", "libtomcrypt1", "libtommath1", "libgmp10", "zlib1g", "libcrypt1",
     "libzstd1", "liblzma5", "libssl3",
+    "base-files", "base-passwd",  # only os-release, debian_version and the standard users and groups
 )
 GUEST_BINARIES = ("bin/busybox", "usr/sbin/dropbear", "bin/kmod")
 KMOD_TOOLS = ("modprobe", "insmod", "rmmod", "lsmod", "depmod", "modinfo")
+# What the base initramfs holds besides user space; part of its digest:
+# change it whenever _assemble changes what goes in.
+BASE_RECIPE = ("applets in /bin and /usr/bin", "boot/config and System.map", "base-passwd users and groups",
+               "os-release")
+# The guest's own machinery: a guest package never replaces these paths.
+HARNESS_OWNED = ("init", "etc/passwd", "etc/group", "etc/shadow", "etc/shells", "etc/profile", "etc/dropbear",
+                 "root/.ssh", "lib/modules", "boot", *GUEST_BINARIES, *(f"sbin/{tool}" for tool in KMOD_TOOLS),
+                 SEED_PATH.lstrip("/"), RACER_PATH.lstrip("/"))
 # Modules the guest loads at boot; their dependencies come from modules.dep.
 BOOT_MODULES = ("virtio_pci", "virtio_net")
 
@@ -78,6 +95,7 @@ class Image:
     initrd_stamp: Stamp | None = None  # as written; checked again at boot
     payload: Path | None = None  # tar unpacked at / in the guest once it is up
     payload_stamp: Stamp | None = None
+    packages: tuple[str, ...] = field(default=())  # name=version of the guest packages in its initramfs
 
     def damage(self) -> str | None:
         """Why the initramfs or the payload on disk is not the one built, or None."""
@@ -103,8 +121,9 @@ def start_line(seed: bytes, wall_ns: int, rcu_expedited: bool, hung_task_timeout
 def guest_userland() -> Path:
     """Debian's busybox, dropbear and kmod with their libraries, unpacked once:
     from the default kernel's release through the harness's own catalogue, so
-    every kernel and every host gets the same guest."""
-    base = cache_dir() / "guest-userland" / catalogue.DEFAULT_RELEASE
+    every kernel and every host gets the same guest.  One folder per package
+    list: a longer list is downloaded anew, not mixed into an older folder."""
+    base = cache_dir() / "guest-userland" / f"{catalogue.DEFAULT_RELEASE}-{hash_inputs(GUEST_PACKAGES)[:8]}"
     root = base / "root"
     marker = base / ".unpacked"
     debs = base / "debs"
@@ -227,47 +246,6 @@ def _run_unpacked(root: Path, binary: str, *args: str) -> str:
     return proc.stdout
 
 
-# ---------------------------------------------------------------- cpio
-
-
-class Cpio:
-    """A minimal newc writer: deterministic, no external tool, no root needed."""
-
-    def __init__(self) -> None:
-        self.buf = io.BytesIO()
-        self.ino = 1
-        self.dirs: set[str] = set()
-
-    def _entry(self, name: str, mode: int, data: bytes = b"") -> None:
-        name_b = name.encode() + b"\0"
-        fields = [self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name_b), 0]
-        self.ino += 1
-        self.buf.write(b"070701" + b"".join(b"%08X" % f for f in fields) + name_b)
-        self.buf.write(b"\0" * (-(110 + len(name_b)) % 4))
-        self.buf.write(data)
-        self.buf.write(b"\0" * (-len(data) % 4))
-
-    def dir(self, path: str) -> None:
-        path = path.strip("/")
-        if not path or path in self.dirs:
-            return
-        self.dir(os.path.dirname(path))
-        self.dirs.add(path)
-        self._entry(path, stat.S_IFDIR | 0o755)
-
-    def file(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        self.dir(os.path.dirname(path.strip("/")))
-        self._entry(path.strip("/"), stat.S_IFREG | mode, data)
-
-    def symlink(self, path: str, target: str) -> None:
-        self.dir(os.path.dirname(path.strip("/")))
-        self._entry(path.strip("/"), stat.S_IFLNK | 0o777, target.encode())
-
-    def finish(self) -> bytes:
-        self._entry("TRAILER!!!", 0)
-        return self.buf.getvalue()
-
-
 # ---------------------------------------------------------------- modules
 
 
@@ -378,8 +356,8 @@ def base_image(kernel: KernelFiles) -> Image:
     hkey, hpub = host_key(userland)
     programs = _guest_programs()
     templates = tuple(sorted(IMAGES.glob("*.j2")))
-    digest = hash_inputs("base", kernel.release, kernel.version, (userland.parent / ".unpacked").read_text(),
-                         client_pub, hpub, *templates,
+    digest = hash_inputs("base", BASE_RECIPE, kernel.release, kernel.version,
+                         (userland.parent / ".unpacked").read_text(), client_pub, hpub, *templates,
                          *[part for item in sorted(programs.items()) for part in item])
     # The initramfs holds the guest's private host key: owner-only folders and files.
     out = private_dir(private_dir(cache_dir() / "images") / f"base-{digest}")
@@ -399,11 +377,35 @@ def base_image(kernel: KernelFiles) -> Image:
     return Image(kernel, initrd, key_path, hpub, (), stamp)
 
 
+def with_packages(base: Image, names: tuple[str, ...]) -> Image:
+    """The base image with Debian packages (and their dependencies) in its
+    initramfs: the base archive and the set's layer one after the other, a
+    file of its own per base and exact set, so its guest gets a snapshot of
+    its own."""
+    pset = guest_packages.resolve(names)
+    if not pset.packages:
+        return base
+    out = private_dir(base.initrd.parent / f"packages-{pset.key(HARNESS_OWNED)}")
+    initrd, meta_path = out / "initramfs.cpio", out / "image.json"
+
+    def build(path: Path) -> Stamp:
+        layer = guest_packages.layer(pset, HARNESS_OWNED)  # only now: a warm run reads (and hashes) one file
+        write_private(path, base.initrd.read_bytes() + layer.path.read_bytes())
+        stamp = Stamp.of(path)
+        meta_path.write_text(json.dumps({"kernel": base.kernel.release, "packages": list(pset.pins),
+                                         "initrd": stamp.to_json()}))
+        return stamp
+
+    stamp = cached(initrd, out / ".lock", lambda: _check_cached(initrd, meta_path, "initrd", out), build)
+    return dataclasses.replace(base, initrd=initrd, initrd_stamp=stamp, packages=pset.pins)
+
+
 def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
-                extras: tuple[GuestExtra, ...] = (), kmods: tuple[str, ...] = ()) -> Image:
+                extras: tuple[GuestExtra, ...] = (), kmods: tuple[str, ...] = (),
+                packages: tuple[str, ...] = ()) -> Image:
     """Build (or reuse) the base initramfs of a kernel and the payload with
     extra modules and files, and `kmods`: the kernel's own modules by name,
-    with their deps."""
+    with their deps; `packages`: Debian packages in the guest (with_packages)."""
     for ko in modules:
         if not ko.is_file() or not ko.name.endswith(".ko"):
             raise HarnessError(f"module {ko} is not a .ko file")
@@ -411,7 +413,7 @@ def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
         if not extra.src.is_file():
             raise HarnessError(f"guest file {extra.src} does not exist")
     kmods = check_kmods(kernel, kmods)
-    base = base_image(kernel)
+    base = with_packages(base_image(kernel), packages)
     mod_names = tuple(ko.name[:-3].replace("-", "_") for ko in modules)
     if not (modules or extras or kmods):
         return base
@@ -481,6 +483,14 @@ def _payload(kernel: KernelFiles, modules: tuple[Path, ...], extras: tuple[Guest
     return tar.finish()
 
 
+def passwd(master: str) -> str:
+    """base-passwd's standard users with root's shell the base guest's own
+    (dropbear runs commands through it, and the base has no bash)."""
+    lines = master.splitlines()
+    return "".join(("root:x:0:0:root:/root:/bin/sh" if line.startswith("root:") else line) + "\n"
+                   for line in lines)
+
+
 def _assemble(kernel: KernelFiles, userland: Path, client_pub: str, hkey: Path,
               programs: dict[str, Path]) -> bytes:
     cpio = Cpio()
@@ -497,15 +507,25 @@ def _assemble(kernel: KernelFiles, userland: Path, client_pub: str, hkey: Path,
         if applet in KMOD_TOOLS or applet == "busybox":
             continue
         cpio.symlink(f"bin/{applet}", "busybox")
+        # Scripts name /usr/bin/env and the like: a merged /usr has each in both.
+        cpio.symlink(f"usr/bin/{applet}", f"/bin/{applet}")
     for tool in KMOD_TOOLS:
         cpio.symlink(f"sbin/{tool}", "/bin/kmod")
     for dest, program in sorted(programs.items()):
         cpio.file(dest, program.read_bytes(), 0o755)
     cpio.file("etc/dropbear/dropbear_ecdsa_host_key", hkey.read_bytes(), 0o600)
     cpio.file("root/.ssh/authorized_keys", (client_pub + "\n").encode(), 0o600)
-    cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
-    cpio.file("etc/group", b"root:x:0:\n")
+    cpio.file("etc/passwd", passwd((userland / "usr/share/base-passwd/passwd.master").read_text()).encode())
+    cpio.file("etc/group", (userland / "usr/share/base-passwd/group.master").read_bytes())
     cpio.file("etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o600)
+    cpio.file("usr/lib/os-release", (userland / "usr/lib/os-release").read_bytes())
+    cpio.symlink("etc/os-release", "../usr/lib/os-release")
+    cpio.file("etc/debian_version", (userland / "etc/debian_version").read_bytes())
+    # The kernel's own, where tests look for how it was built (Debian's packages
+    # ship a stub System.map, a kernel built here the real one: about 5 MB).
+    for name in (f"config-{kernel.release}", f"System.map-{kernel.release}"):
+        if (kernel.root / "boot" / name).is_file():
+            cpio.file(f"boot/{name}", (kernel.root / "boot" / name).read_bytes())
     cpio.file("etc/shells", b"/bin/sh\n")
     cpio.file("etc/profile", b"export PATH=/sbin:/usr/sbin:/bin:/usr/bin\n")
     # The boot modules (virtio); everything else comes with a payload.

@@ -26,6 +26,8 @@ from ..progress import progress
 from .racer import Role, RoleResult, RoleSpec, parse_role_output
 from .outcomes import GuestState, RaceReport, RunEnd, RunResult, Verdict, summarise_run
 from .schemes import DEFAULT_SCHEMES, Caller, get_scheme, get_workload
+from ..guest.packages import parse_names as parse_package_names
+from ..guest.packages import resolve as resolve_packages
 from ..guest.snapshot import GuestStart
 from ..guest.splat import Splat, new_splats
 from ..guest.ssh import Running
@@ -58,10 +60,12 @@ class RaceSpec:
     contention: int = 0  # host CPU hogs spinning while the roles run
     cold_boot: bool = False  # boot every guest; never restore a snapshot
     module_src: tuple[str, ...] = ()  # the user's kbuild folders, built and put in every guest
+    guest_packages: tuple[str, ...] = ()  # Debian packages in every guest (sorted names)
 
     def __post_init__(self) -> None:
         if not isinstance(self.knobs, Knobs):
             object.__setattr__(self, "knobs", Knobs(self.knobs))
+        object.__setattr__(self, "guest_packages", parse_package_names(self.guest_packages))
         kernels.get_spec(self.kernel)
         if not self.schemes or not self.workloads:
             raise HarnessError("at least one scheme and one workload are needed")
@@ -117,6 +121,8 @@ class RaceSpec:
         if self.cold_boot:
             argv.append("--cold-boot")
         argv += [a for src in self.module_src for a in ("--module-src", src)]
+        if self.guest_packages:
+            argv += ["--guest-packages", ",".join(self.guest_packages)]
         return " ".join(shlex.quote(a) for a in argv)
 
 
@@ -355,6 +361,7 @@ class PipelineStages:
         self.release = self.kfiles.release
         self.lockdep = proves_locking(self.kfiles)
         self.kasan = self.kfiles.config.get("CONFIG_KASAN") == "y"
+        resolve_packages(spec.guest_packages)  # an unknown package is refused before any module is built
         self.extra_modules = tuple(ko for src in spec.module_src
                                    for ko in modbuild.build_dir(self.kfiles, Path(src)).ko_files)
 
@@ -367,7 +374,8 @@ class PipelineStages:
         from ..guest.image import build_image
         from ..guest.vm import Vm, VmConfig
 
-        img = build_image(self.kfiles, (*mods.ko_files, *self.extra_modules))  # the racer is in every base image
+        # The racer is in every base image.
+        img = build_image(self.kfiles, (*mods.ko_files, *self.extra_modules), packages=self.spec.guest_packages)
         vm = Vm(img, VmConfig(accel=self.spec.accel, rcu_expedited=self.spec.rcu_expedited,
                               hung_task_timeout_s=self.spec.hung_task_timeout_s,
                               cold_boot=self.spec.cold_boot),

@@ -44,6 +44,10 @@ CASES = {
     "module-no-modinfo": ["run", "--module", "{tmp}/plain.o", "--", "true"],
     "module-wrong-vermagic": ["run", "--module", "{tmp}/wrong.ko", "--", "true"],
     "shell-module-not-elf": ["shell", "--module", "{tmp}/fake.ko"],
+    "guest-packages-unknown": ["run", "--guest-packages", "bash,no-such-package-xyz", "--", "true"],
+    "guest-packages-empty-element": ["run", "--guest-packages", "bash,", "--", "true"],
+    "guest-packages-not-a-name": ["shell", "--guest-packages", "bash;reboot"],
+    "race-guest-packages-unknown": ["race", "--guest-packages", "no-such-package-xyz"],
     # run
     "run-no-command": ["run"],
     "run-only-dashes": ["run", "--"],

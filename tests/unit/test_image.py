@@ -68,3 +68,9 @@ def test_unknown_kmods_are_bad_input(tmp_path, bad, msg):
 
     with pytest.raises(HarnessError, match=msg):
         check_kmods(_fake_kernel(tmp_path), (bad,))
+
+
+def test_the_base_has_debians_users_with_root_on_the_guests_own_shell():
+    master = "root:*:0:0:root:/root:/bin/bash\nnobody:*:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    assert image.passwd(master) == ("root:x:0:0:root:/root:/bin/sh\n"
+                                    "nobody:*:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")

@@ -21,8 +21,10 @@ def test_repro_reruns_exactly_this_run():
     spec = race.RaceSpec(kernel="6.12", schemes=("refcount", "rwsem"), workloads=("mount",), duration_s=7.5,
                          seed=42, knobs=(("call_delay_us", 1000), ("exit_delay_ms", 50)), rcu_expedited=True,
                          reload="modprobe",
-                         unload_pause_ms=20, contention=2)
+                         unload_pause_ms=20, contention=2, guest_packages=("strace", "bash"))
+    assert spec.guest_packages == ("bash", "strace")
     argv = shlex.split(spec.repro("rwsem", "mount"))
+    assert argv[argv.index("--guest-packages") + 1] == "bash,strace"
     assert argv[:4] == ["python", "-m", "harness", "race"]
     again = _spec_from_argv(argv[3:])
     assert again == race.RaceSpec(**{**spec.__dict__, "schemes": ("rwsem",)})
@@ -35,6 +37,7 @@ def test_repro_reruns_exactly_this_run():
     ({"knobs": (("exit_delay_ms", -1),)}, "exit_delay_ms"),
     ({"kernel": "9.9"}, "unknown kernel spec"),
     ({"unload_pause_ms": -5}, "--unload-pause"),
+    ({"guest_packages": ("bash,",)}, "empty element"),
 ])
 def test_bad_specs_are_refused_before_anything_runs(kwargs, msg):
     with pytest.raises(HarnessError, match=msg):

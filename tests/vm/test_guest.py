@@ -33,6 +33,22 @@ def test_request_module_runs_kmods_modprobe(vm):
     assert lines[2].startswith("kmod version"), "the shell must not run busybox's modprobe applet"
 
 
+def test_the_guest_has_what_programs_expect_of_a_debian_system(vm, kernel):
+    """Users and groups, the kernel's config, os-release, a writable /tmp, /usr/bin/env."""
+    def run(cmd: str) -> str:
+        res = vm.ssh.run(cmd)
+        assert res.ok, f"{cmd}: {res.stderr or res.stdout}"
+        return res.stdout.strip()
+
+    assert run("id nobody") == "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)"
+    assert run("id -u daemon; grep ^nogroup: /etc/group") == "1\nnogroup:*:65534:"
+    assert run("cat /boot/config-$(uname -r) | grep CONFIG_MODULES=y") == "CONFIG_MODULES=y"
+    assert run(f"test -f /boot/System.map-{kernel.release} && echo ok") == "ok"
+    assert run(". /etc/os-release && echo $ID $VERSION_CODENAME") == "debian bookworm"
+    assert run("echo probe > /tmp/harness-probe && cat /tmp/harness-probe && rm /tmp/harness-probe") == "probe"
+    assert run("/usr/bin/env echo merged") == "merged"
+
+
 def test_exit_status_and_streams(vm):
     res = vm.ssh.run("echo out; echo err >&2; exit 7")
     assert (res.exit_status, res.stdout, res.stderr) == (7, "out\n", "err\n")
