@@ -34,7 +34,7 @@ def test_request_module_runs_kmods_modprobe(vm):
 
 
 def test_the_guest_has_what_programs_expect_of_a_debian_system(vm, kernel):
-    """Users and groups, the kernel's config, os-release, a writable /tmp, /usr/bin/env."""
+    """Users and groups, the kernel's config, os-release, a writable /tmp, /usr/bin/env, /dev/fd."""
     def run(cmd: str) -> str:
         res = vm.ssh.run(cmd)
         assert res.ok, f"{cmd}: {res.stderr or res.stdout}"
@@ -47,6 +47,7 @@ def test_the_guest_has_what_programs_expect_of_a_debian_system(vm, kernel):
     assert run(". /etc/os-release && echo $ID $VERSION_CODENAME") == "debian bookworm"
     assert run("echo probe > /tmp/harness-probe && cat /tmp/harness-probe && rm /tmp/harness-probe") == "probe"
     assert run("/usr/bin/env echo merged") == "merged"
+    assert run("readlink /dev/fd; readlink /dev/stdin; echo fd | cat /dev/stdin") == "/proc/self/fd\nfd/0\nfd"
 
 
 def test_exit_status_and_streams(vm):
