@@ -8,3 +8,6 @@ from importlib.metadata import entry_points
 
 if "harness" not in {ep.name for ep in entry_points(group="pytest11")}:
     pytest_plugins = ("harness.pytest_plugin",)
+
+# tests/project is another project's tree, run by tests/vm/test_project.py with its own pytest.ini.
+collect_ignore = ["tests/project"]
