@@ -294,8 +294,8 @@ def _fetch_local(spec: KernelSpec, tree: localtree.LocalTree, quiet: bool) -> Ke
     def lay_out(tmp: Path) -> KernelFiles:
         progress(f"{said}: laying out {len(tree.modules)} modules in the cache")
         if tree.vmlinux is None:
-            progress(f"kernel {spec.name}: booting arch/x86/boot/bzImage (its vmlinux has no PVH entry note; "
-                     "CONFIG_PVH=y boots faster under TCG)")
+            progress(f"kernel {spec.name}: booting {tree.boot_image.relative_to(tree.path)}, not the ELF through "
+                     "its PVH entry, which boots faster under TCG (needs CONFIG_PVH=y, and no KASAN)")
         localtree.lay_out(tree, tmp / "root")
         rels = [rel for rel in _checked_files(tree.release) if (tmp / "root" / rel).exists()]
         data = {"path": spec.name, "version": version, "files": stamps_of(tmp / "root", rels)}

@@ -149,13 +149,11 @@ def _build_tree(path: Path) -> LocalTree | None:
     if elf is None and not bzimage.is_file():
         raise HarnessError(f"{label} has no built image (no arch/x86/boot/bzImage, and no vmlinux with a PVH "
                            "entry note): run make")
-    check_guest_config(config, label)
+    check_guest_config(config, label)  # so CONFIG_MODULES=y from here on
     order = path / "modules.order"
-    modules: tuple[tuple[str, Path], ...] = ()
-    if config.get("CONFIG_MODULES") == "y":
-        if not order.is_file():
-            raise HarnessError(f"{label} has no modules.order: run make (it builds the modules too)")
-        modules = modules_from_order(path, _read(order), label)
+    if not order.is_file():
+        raise HarnessError(f"{label} has no modules.order: run make (it builds the modules too)")
+    modules = modules_from_order(path, _read(order), label)
     system_map = path / "System.map"
     return LocalTree(path, BUILD_TREE, release, path / ".config", bzimage if bzimage.is_file() else None, elf,
                      system_map if system_map.is_file() else None, modules,
@@ -187,20 +185,17 @@ def _installed_root(path: Path) -> LocalTree | None:
         raise HarnessError(f"{label} has no boot/config-{release} (nor a build link to its tree's .config); "
                            "copy the tree's .config there")
     config = parse_config(_read(config_file))
-    check_guest_config(config, label)
-    modules: tuple[tuple[str, Path], ...] = ()
-    if config.get("CONFIG_MODULES") == "y":
-        if moddir is None:
-            raise HarnessError(f"{label} has no lib/modules/{release}: run make modules_install "
-                               "INSTALL_MOD_PATH=...")
-        modules = tuple(_walk_modules(moddir))
+    check_guest_config(config, label)  # so CONFIG_MODULES=y from here on
+    if moddir is None:
+        raise HarnessError(f"{label} has no lib/modules/{release}: run make modules_install INSTALL_MOD_PATH=...")
+    modules = tuple(_walk_modules(moddir))
     vmlinux = path / "boot" / f"vmlinux-{release}"
     system_map = path / "boot" / f"System.map-{release}"
     kbuild = build if build is not None and (build / "Makefile").is_file() else None
     return LocalTree(path, INSTALLED_ROOT, release, config_file, images[release],
                      vmlinux if boots_elf(config) and vmlinux.is_file() and has_pvh_note(vmlinux) else None,
                      system_map if system_map.is_file() else None, modules,
-                     tuple(moddir / m for m in MODULE_META if moddir is not None and (moddir / m).is_file()),
+                     tuple(moddir / m for m in MODULE_META if (moddir / m).is_file()),
                      kbuild.resolve() if kbuild else None, _cc_text(config), *_traits(config))
 
 

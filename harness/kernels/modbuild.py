@@ -5,10 +5,11 @@ Every build runs where that kernel's modules must be built: a packaged or
 debug kernel in its suite's build root (buildroot.py), with the compiler and
 kbuild tools of the release it was built in and its headers at the path they
 expect; a local tree (localtree.py) on the host, against the tree, with the
-compiler its .config names.  A user's directory is copied into the cache first: kbuild writes
-its objects beside the sources, and nothing is written into the user's tree.
-Builds are cached by content (the source files' bytes, the kernel's release,
-the build root's identity, or a local tree's content and compiler): a touched but unchanged file costs no compile.
+compiler its .config names.  A user's directory is copied into the cache
+first: kbuild writes its objects beside the sources, and nothing is written
+into the user's tree.  Builds are cached by content (the source files'
+bytes, the kernel's release, the build root's identity or a local tree's
+content and compiler): a touched but unchanged file costs no compile.
 """
 
 from __future__ import annotations

@@ -78,6 +78,11 @@ def test_an_installed_roots_build_link_is_where_modules_build(tmp_path):
     (lambda d: (d / "lib").mkdir(parents=True) or (d / "lib/modules/1.0").mkdir(parents=True),
      "has modules (1.0) but no boot/vmlinuz-*"),
     (lambda d: d.write_text("x"), "not a folder"),
+    (lambda d: (installed_root(d), (d / "boot" / "vmlinuz-7.0").write_bytes(b"MZ"),
+                (d / "lib/modules/7.0").mkdir()),
+     "holds several kernels (6.12.118-local, 7.0)"),
+    (lambda d: (installed_root(d), (d / "boot" / f"config-{RELEASE}").unlink()), f"has no boot/config-{RELEASE}"),
+    (lambda d: (installed_root(d), shutil.rmtree(d / "lib")), f"has no lib/modules/{RELEASE}"),
 ])
 def test_what_is_not_a_usable_kernel_is_one_line_naming_it(tmp_path, make, message):
     make(tmp_path / "k")
