@@ -115,7 +115,8 @@ def _guest_file(text: str) -> GuestExtra:
 
 
 def _add_guest_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kernel", default=kernels.DEFAULT_KERNEL, help=f"one of {', '.join(kernels.SPECS)}")
+    p.add_argument("--kernel", default=kernels.DEFAULT_KERNEL,
+                   help=f"one of {', '.join(kernels.SPECS)}, or the PATH of a kernel build tree or installed root")
     p.add_argument("--accel", default="auto", choices=ACCELS)
     p.add_argument("--module", action="append", default=[], type=Path, metavar="PATH.ko",
                    help="extra module, installed under /lib/modules/$(uname -r)/extra; "
@@ -149,9 +150,11 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--refresh", action="store_true",
                    help="update the catalogue's Debian package lists now (otherwise at most daily)")
     f = sub.add_parser("fetch", help="download and unpack a kernel into the cache")
-    f.add_argument("--kernel", default=kernels.DEFAULT_KERNEL, help="spec, comma list or 'all'")
+    f.add_argument("--kernel", default=kernels.DEFAULT_KERNEL,
+                   help="spec or PATH of a kernel tree, comma list or 'all'")
     b = sub.add_parser("build", help="build a kbuild module directory for kernels; print the .ko files per kernel")
-    b.add_argument("--kernel", default=kernels.DEFAULT_KERNEL, help="spec, comma list or 'all'")
+    b.add_argument("--kernel", default=kernels.DEFAULT_KERNEL,
+                   help="spec or PATH of a kernel tree, comma list or 'all'")
     b.add_argument("source", type=Path, metavar="DIR", help="the module's folder: a Kbuild (or kbuild Makefile) and its sources")
     r = sub.add_parser("run", help="boot a guest, run a command over SSH, tear down")
     _add_guest_args(r)
@@ -346,7 +349,7 @@ def csv(text: str, what: str) -> tuple[str, ...]:
 
 def add_race_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", default=kernels.DEFAULT_KERNEL,
-                   help="spec, comma list or 'all' (one report per kernel)")
+                   help="spec or PATH of a kernel tree, comma list or 'all' (one report per kernel)")
     p.add_argument("--scheme", default=",".join(DEFAULT_SCHEMES),
                    help=f"comma list of {', '.join(SCHEMES)} (default {','.join(DEFAULT_SCHEMES)})")
     p.add_argument("--workload", default="lookup,mount", help=f"comma list of {', '.join(WORKLOADS)}")

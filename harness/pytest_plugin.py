@@ -33,7 +33,8 @@ _VM_KEY = pytest.StashKey[list]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "kernel-module harness")
     group.addoption("--kernel", default=kernels.DEFAULT_KERNEL,
-                    help=f"kernel spec(s) for VM tests: comma list of {', '.join(kernels.SPECS)}, or all")
+                    help=f"kernel spec(s) for VM tests: comma list of {', '.join(kernels.SPECS)} or PATHs of "
+                         "kernel build trees or installed roots, or all")
     group.addoption("--accel", default="auto", choices=ACCELS, help="QEMU accelerator (auto checks KVM)")
     group.addoption("--cold-boot", action="store_true", help="boot every guest instead of restoring its kernel's saved base guest (and save none)")
     group.addoption("--keep-console-logs", action="store_true",
@@ -155,7 +156,7 @@ def vm(request: pytest.FixtureRequest, image: Image, vm_config: VmConfig,
         guest.kill()
         _drop_log_if_passed(request.node, guest)
         return
-    key = image.kernel.release
+    key = image.kernel.name  # unique per kernel of the session (two local trees may share a release)
     shared: Vm | None = _session_vms.get(key)
     if shared is None or not shared.alive():
         shared = Vm(image, vm_config, name="session")

@@ -365,7 +365,7 @@ class Vm:
         logs = build_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.log_path = logs / f"{stamp}-{kernel.name}-{self.name}-{os.getpid()}-{id(self) % 10000}.log"
+        self.log_path = logs / f"{stamp}-{kernel.label}-{self.name}-{os.getpid()}-{id(self) % 10000}.log"
         t0 = time.monotonic()
         _preload_paramiko()
         self.start = None

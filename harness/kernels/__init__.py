@@ -1,9 +1,11 @@
-"""Real Debian kernels, fetched as packages and unpacked into the cache.
+"""Real Debian kernels, fetched as packages and unpacked into the cache, and
+kernels built elsewhere (`--kernel PATH`), laid out the same way.
 
 Nothing is installed into the system: the harness's own catalogue
 (catalogue.py) resolves a spec to exact packages and downloads them, and
 `dpkg -x` unpacks them into a private folder per ABI, so several kernels live
-side by side whatever the host's distribution.
+side by side whatever the host's distribution.  A local tree (localtree.py)
+gets a folder per content hash, linking into the tree.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import catalogue, debugkernel
+from . import catalogue, debugkernel, localtree
 from ..errors import HarnessError
 from ..paths import cache_dir
 from ..progress import progress
@@ -41,12 +43,20 @@ class KernelFiles:
 
     row: KernelSpec
     release: str  # uname -r
-    version: str  # Debian's version of its image (or source) package
+    # Debian's version of its image (or source) package; for a local tree
+    # "local-" and a hash of its image, config and modules.
+    version: str
     root: Path
+    describe: str = ""  # where it comes from, for reports: "Debian 6.1.192-3", "build tree, git v6.12-rc1"
 
     @property
     def name(self) -> str:
         return self.row.name
+
+    @property
+    def label(self) -> str:
+        """Its name as a part of a file name: a local tree's is the path's last part."""
+        return Path(self.name).name or "kernel"
 
     @property
     def suite(self) -> str:
@@ -98,17 +108,22 @@ class KernelFiles:
         return conf
 
 
+VALID = f"valid: {', '.join(SPECS)}, all, or the PATH of a kernel build tree or installed root"
+
+
 def parse_specs(text: str) -> list[KernelSpec]:
-    """`6.1,6.12` or `all` -> specs; unknown names are a clear error."""
+    """`6.1,6.12`, `all` or `6.1,/src/linux` -> specs; a path is a local tree,
+    found and checked now (before anything boots).  Unknown names are a
+    clear error."""
     names = list(catalogue.PACKAGED) if text.strip() == "all" else [n.strip() for n in text.split(",")]
     if not any(names):
-        raise HarnessError(f"no kernel given; valid: {', '.join(SPECS)}, all")
+        raise HarnessError(f"no kernel given; {VALID}")
     if not all(names):
-        raise HarnessError(f"empty kernel name in {text!r} (stray comma?); valid: {', '.join(SPECS)}, all")
+        raise HarnessError(f"empty kernel name in {text!r} (stray comma?); {VALID}")
     for n in names:
-        if n not in SPECS:
-            raise HarnessError(f"unknown kernel spec {n!r}; valid: {', '.join(SPECS)}, all")
-    return [SPECS[n] for n in names]
+        if n not in SPECS and not localtree.looks_like_path(n):
+            raise HarnessError(f"unknown kernel spec {n!r}; {VALID}")
+    return [SPECS[n] if n in SPECS else catalogue.local_row(n) for n in names]
 
 
 def get_spec(name: str) -> KernelSpec:
@@ -137,7 +152,8 @@ def cached(res: Resolved) -> bool:
 
 
 def files_of(res: Resolved) -> KernelFiles:
-    return KernelFiles(res.row, res.abi, res.version, root_of(res) / "root")
+    origin = f"built here from {res.row.source} {res.version}" if res.row.source else f"Debian {res.version}"
+    return KernelFiles(res.row, res.abi, res.version, root_of(res) / "root", origin)
 
 
 def _checked_files(release: str) -> tuple[str, ...]:
@@ -155,7 +171,12 @@ def damage_of_kernel(files: KernelFiles) -> str | None:
     marker = files.root.parent / ".unpacked.json"
     if not marker.is_file():
         return "it is not unpacked"
-    return damage_of(files.root, read_json_object(marker).get("files"), _checked_files(files.release))
+    recorded = read_json_object(marker).get("files")
+    # What the marker recorded (a local tree has only the images it has),
+    # and always the image that boots.
+    rels = list(recorded) if isinstance(recorded, dict) and recorded else list(_checked_files(files.release))
+    boot = str(files.boot_image.relative_to(files.root))
+    return damage_of(files.root, recorded, rels + [boot] * (boot not in rels))
 
 
 def _write_marker(res: Resolved) -> None:
@@ -187,7 +208,10 @@ def _repair(res: Resolved, files: KernelFiles) -> bool:
 
 
 def fetch(spec: KernelSpec, quiet: bool = False) -> KernelFiles:
-    """Download and unpack a kernel once; later calls check and return the cached copy."""
+    """Download and unpack a kernel once; later calls check and return the
+    cached copy.  A local tree is laid out in the cache instead."""
+    if spec.local is not None:
+        return _fetch_local(spec, spec.local, quiet)
     res = resolve(spec)
     root_of(res).mkdir(parents=True, exist_ok=True)
     files = files_of(res)
@@ -247,6 +271,38 @@ def _unpack(spec: KernelSpec, res: Resolved) -> KernelFiles:
     _write_marker(res)
     progress(f"kernel {spec.name}: {res.abi} ready")
     return files
+
+
+def _fetch_local(spec: KernelSpec, tree: localtree.LocalTree, quiet: bool) -> KernelFiles:
+    """A local tree as an unpacked kernel: one folder per content version
+    (localtree.content_version), made once, its marker like a Debian
+    kernel's, so a tree changed since is seen as damage at boot."""
+    base = cache_dir() / "kernels"
+    version = localtree.content_version(tree, base / "local-trees")
+    folder = base / version
+    files = KernelFiles(spec, tree.release, version, folder / "root", localtree.describe(tree))
+    said = f"kernel {spec.name}: {files.describe}, release {tree.release} ({version})"
+
+    def reuse() -> KernelFiles | None:
+        # Laid out from this path: a copy of the tree elsewhere links elsewhere.
+        if read_json_object(folder / ".unpacked.json").get("path") == spec.name and damage_of_kernel(files) is None:
+            if not quiet:
+                progress(f"{said}, already laid out")
+            return files
+        return None
+
+    def lay_out(tmp: Path) -> KernelFiles:
+        progress(f"{said}: laying out {len(tree.modules)} modules in the cache")
+        if tree.vmlinux is None:
+            progress(f"kernel {spec.name}: booting {tree.boot_image.relative_to(tree.path)}, not the ELF through "
+                     "its PVH entry, which boots faster under TCG (needs CONFIG_PVH=y, and no KASAN)")
+        localtree.lay_out(tree, tmp / "root")
+        rels = [rel for rel in _checked_files(tree.release) if (tmp / "root" / rel).exists()]
+        data = {"path": spec.name, "version": version, "files": stamps_of(tmp / "root", rels)}
+        (tmp / ".unpacked.json").write_text(json.dumps(data, indent=1))
+        return files
+
+    return cached_artifact(folder, base / f"{version}.lock", reuse, lay_out, tmp=base / f"{version}.tmp")
 
 
 def merge_usr_layout(root: Path, abi: str) -> None:

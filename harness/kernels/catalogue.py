@@ -24,6 +24,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Iterable, Mapping, Protocol, Sequence
 
+from . import localtree
+from .localtree import LocalTree
 from ..errors import HarnessError
 from ..paths import cache_dir, data_dir
 from ..progress import progress
@@ -367,12 +369,13 @@ def _one_dep(fields: Fields, pattern: str) -> Dep:
 
 @dataclass(frozen=True)
 class KernelRow:
-    """One kernel spec: which meta-packages of which release stand for it, or
+    """One kernel spec: which meta-packages of which release stand for it,
     (``source`` set) which source package and config fragment the harness
-    builds it from."""
+    builds it from, or (``local`` set) a kernel built elsewhere, named by its
+    path (localtree.py)."""
 
     name: str
-    release: str  # "bookworm"; its suites are suites_of(release)
+    release: str  # "bookworm"; its suites are suites_of(release); LOCAL_RELEASE for a local tree
     flavour: str  # "amd64", "rt-amd64"; "debug" for a kernel built here
     series: str | None  # the ABI must start with it; None for moving targets
     source: str | None = None  # "linux-source-6.12": built from Debian's source
@@ -386,6 +389,7 @@ class KernelRow:
     # Kernel parameters this kernel's guests always boot with (part of the
     # snapshot key, like the rest of the QEMU command line).
     cmdline: tuple[str, ...] = ()
+    local: LocalTree | None = None
 
     @property
     def image_meta(self) -> str:
@@ -401,6 +405,8 @@ class KernelRow:
 
 
 KCONFIGS = data_dir("kconfigs")
+# A local tree comes from no Debian release: nothing looks its suite up.
+LOCAL_RELEASE = "local"
 # What debugkernel.py makes of a source row, in words: part of the release
 # string, so a change here is a new kernel (and new module builds).  Change it
 # whenever a change there changes the kernel it builds; not for plumbing.
@@ -834,6 +840,15 @@ def versions_from_madison(text: str, suites: Sequence[str]) -> dict[str, list[st
 
 
 # ---------------------------------------------------------------- the public steps
+
+
+def local_row(path: str) -> KernelRow:
+    """The row of a kernel built elsewhere (`--kernel PATH`), found and
+    checked now: its name is the path, its boot image and guest settings
+    come from the tree."""
+    tree = localtree.discover(path)
+    return KernelRow(str(tree.path), LOCAL_RELEASE, "local", None, time_factor=tree.time_factor,
+                     boot_elf=tree.vmlinux is not None, cmdline=tree.cmdline, local=tree)
 
 
 def get_row(name: str) -> KernelRow:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Mapping
 
 from . import buildroot, catalogue
+from .kconfig import parse_config
 from ..errors import HarnessError
 from ..progress import progress
 from ..util import need_tool, run_tool
@@ -39,20 +40,6 @@ _OBJ_LINE = re.compile(r"^\s+(?:CC|AS|LD|AR|CC \[M\]|LD \[M\])\s+(\S+)")
 
 
 # ---------------------------------------------------------------- config (pure)
-
-
-def parse_config(text: str) -> dict[str, str]:
-    """A .config or fragment as {"CONFIG_X": value}; "is not set" is "n"."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        m = re.fullmatch(r"# (CONFIG_\w+) is not set", line)
-        if m:
-            out[m.group(1)] = "n"
-        elif line.startswith("CONFIG_") and "=" in line:
-            key, _, val = line.partition("=")
-            out[key] = val
-    return out
 
 
 def _line(key: str, val: str) -> str:

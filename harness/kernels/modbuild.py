@@ -4,10 +4,12 @@ renders them) and any Kbuild directory of a user's.
 Every build runs where that kernel's modules must be built: a packaged or
 debug kernel in its suite's build root (buildroot.py), with the compiler and
 kbuild tools of the release it was built in and its headers at the path they
-expect.  A user's directory is copied into the cache first: kbuild writes
-its objects beside the sources, and nothing is written into the user's tree.
-Builds are cached by content (the source files' bytes, the kernel's release,
-the build root's identity): a touched but unchanged file costs no compile.
+expect; a local tree (localtree.py) on the host, against the tree, with the
+compiler its .config names.  A user's directory is copied into the cache
+first: kbuild writes its objects beside the sources, and nothing is written
+into the user's tree.  Builds are cached by content (the source files'
+bytes, the kernel's release, the build root's identity or a local tree's
+content and compiler): a touched but unchanged file costs no compile.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import KernelFiles, buildroot
+from . import KernelFiles, buildroot, localtree
 from ..errors import HarnessError
 from ..paths import cache_dir
 from ..progress import progress
@@ -60,6 +62,8 @@ class ModuleBuild:
 
 def build_identity(kernel: KernelFiles) -> str:
     """What the modules of this kernel are built with (enters every module key)."""
+    if kernel.row.local is not None:
+        return localtree.build_identity(kernel.row.local, kernel.version)
     return buildroot.spec_for_row(kernel.row).identity
 
 
@@ -67,6 +71,8 @@ def compile_in(kernel: KernelFiles, src: Path, jobs: int = MAKE_JOBS,
                extra: Sequence[str] = MAKE_EXTRA) -> subprocess.CompletedProcess:
     """kbuild's `modules` of the folder `src` for `kernel`, where its modules
     build; stdout and stderr in one stream, as a terminal shows them."""
+    if kernel.row.local is not None:
+        return localtree.make_modules(kernel.row.local, src, jobs, extra)
     kroot = buildroot.for_kernel(kernel.row, kernel.release)
     if kroot.spec.identity != build_identity(kernel):
         raise HarnessError(f"build root changed while building ({build_identity(kernel)} -> {kroot.spec.identity})")

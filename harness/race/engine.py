@@ -340,6 +340,7 @@ class RaceStages(Protocol):
     """Kernel, modules and guests for `race()`; `PipelineStages` is the real one."""
 
     release: str
+    describe: str  # where the kernel comes from (KernelFiles.describe)
     lockdep: bool  # the kernel has CONFIG_PROVE_LOCKING
     kasan: bool  # the kernel has CONFIG_KASAN
 
@@ -359,6 +360,7 @@ class PipelineStages:
         self.spec = spec
         self.kfiles = kernels.fetch(kernels.get_spec(spec.kernel), quiet=True)
         self.release = self.kfiles.release
+        self.describe = self.kfiles.describe
         self.lockdep = proves_locking(self.kfiles)
         self.kasan = self.kfiles.config.get("CONFIG_KASAN") == "y"
         resolve_packages(spec.guest_packages)  # an unknown package is refused before any module is built
@@ -393,7 +395,8 @@ def race(spec: RaceSpec, keep: bool = False,
     after a splat or a dead guest).  With `keep`, the last guest is returned
     still running (the caller must kill it)."""
     stages = stages or PipelineStages(spec)
-    report = RaceReport(kernel=stages.release, kernel_spec=spec.kernel, accel="", seed=spec.seed,
+    report = RaceReport(kernel=stages.release, kernel_spec=spec.kernel, kernel_describe=stages.describe,
+                        accel="", seed=spec.seed,
                         duration_s=spec.duration_s, rcu_expedited=spec.rcu_expedited,
                         knobs=spec.knobs, reload=spec.reload, contention=spec.contention,
                         lockdep=stages.lockdep, kasan=stages.kasan)

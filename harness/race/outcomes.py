@@ -390,7 +390,7 @@ def op_from_json(d: Mapping[str, Any]) -> OpStats:
 @dataclass
 class RaceReport:
     kernel: str
-    kernel_spec: str
+    kernel_spec: str  # the spec, or a local tree's path
     accel: str
     seed: int
     duration_s: float
@@ -400,6 +400,7 @@ class RaceReport:
     contention: int = 0  # host CPU hogs running during every run
     lockdep: bool = False  # the kernel has CONFIG_PROVE_LOCKING
     kasan: bool = False  # the kernel has CONFIG_KASAN
+    kernel_describe: str = ""  # where the kernel comes from: "Debian 6.1.192-3", "build tree, git v6.12.1"
     runs: list[RunResult] = field(default_factory=list)
 
     def problems(self) -> list[str]:
@@ -472,7 +473,8 @@ def _errors(errors: dict[str, int]) -> str:
 
 def header(report: RaceReport) -> str:
     knobs = " ".join(report.knobs.args()) or "-"
-    return (f"kernel {report.kernel} ({report.kernel_spec}), accel {report.accel}, seed {report.seed}, "
+    origin = f"; {report.kernel_describe}" if report.kernel_describe else ""
+    return (f"kernel {report.kernel} ({report.kernel_spec}{origin}), accel {report.accel}, seed {report.seed}, "
             f"{report.duration_s:g}s per run, knobs {knobs}, rcu_expedited={int(report.rcu_expedited)}, "
             f"reload={report.reload}, contention={report.contention}, lockdep={int(report.lockdep)}, "
             f"kasan={int(report.kasan)}"

@@ -121,7 +121,8 @@ def race_html(reports: Sequence[RaceReport], page_dir: Path,
     note = PLOTS_MISSING.capitalize() + "." if figures is None else None
     for i, rep in enumerate(reports):
         knobs = ", ".join(rep.knobs.args()) or "-"
-        body += [f"<h1>Unload race on {esc(rep.kernel)} ({esc(rep.kernel_spec)})</h1>",
+        origin = f"; {rep.kernel_describe}" if rep.kernel_describe else ""
+        body += [f"<h1>Unload race on {esc(rep.kernel)} ({esc(rep.kernel_spec + origin)})</h1>",
                  f'<p class="meta">accel <b>{esc(rep.accel)}</b>, seed <b>{rep.seed}</b>, '
                  f"{rep.duration_s:g} s per run, knobs <b>{esc(knobs)}</b>, rcu_expedited={int(rep.rcu_expedited)}, "
                  f"reload={esc(rep.reload)}, host CPU hogs {rep.contention}{esc(starts(rep))}</p>"]

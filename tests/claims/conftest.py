@@ -90,7 +90,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from harness.reports.matrix import build_matrix
     from harness.reports.matrix_page import write_matrix
 
-    matrix = build_matrix(_RECORDS, known_kernels=tuple(kernels.SPECS))
+    # The session's own kernels too: a local tree's name is its path.
+    known = (*kernels.SPECS, *(s.name for s in getattr(session.config, "_harness_specs", ())))
+    matrix = build_matrix(_RECORDS, known_kernels=known)
     write_matrix(matrix, Path(out))
 
 

@@ -162,6 +162,7 @@ class FakeStages:
     """`race()`'s stages with fake guests: one `Behaviour` per scheme."""
 
     release = RELEASE
+    describe = ""
 
     def __init__(self, behaviours: dict[str, Behaviour], lockdep: bool = False, kasan: bool = False) -> None:
         self.behaviours = behaviours

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from elfdata import fake_module
+from treedata import build_tree, guest_config
 
 from tests.tools import REPO
 
@@ -30,6 +31,13 @@ CASES = {
     "kernel-empty": ["run", "--kernel", "", "--", "true"],
     "kernel-list-for-run": ["run", "--kernel", "6.1,6.12", "--", "true"],
     "fetch-unknown": ["fetch", "--kernel", "nope"],
+    # local kernels (--kernel PATH)
+    "kernel-path-missing": ["run", "--kernel", "{tmp}/no-such-tree", "--", "true"],
+    "kernel-path-neither": ["run", "--kernel", "{tmp}/bin", "--", "true"],
+    "kernel-tree-no-image": ["run", "--kernel", "{tmp}/tree-no-image", "--", "true"],
+    "kernel-tree-no-virtio-net": ["shell", "--kernel", "{tmp}/tree-no-virtio-net"],
+    "fetch-tree-no-image": ["fetch", "--kernel", "{tmp}/tree-no-image"],
+    "race-list-with-a-bad-tree": ["race", "--kernel", "6.1,{tmp}/tree-no-virtio-net"],
     # guest options
     "accel": ["run", "--accel", "warp", "--", "true"],
     "cpus-0": ["run", "--cpus", "0", "--", "true"],
@@ -113,6 +121,9 @@ def sandbox(tmp_path_factory):
     from elfdata import elf_object
 
     (tmp / "plain.o").write_bytes(elf_object({".text": b"\xc3"}))
+    build_tree(tmp / "tree-no-image", pvh=False, bzimage=False)
+    build_tree(tmp / "tree-no-virtio-net", config=guest_config(CONFIG_VIRTIO_NET=None))
+    build_tree(tmp / "tree-gcc-99", config=guest_config(CONFIG_CC_VERSION_TEXT='"gcc (Debian 99.1.0-1) 99.1.0"'))
     return tmp
 
 
@@ -138,6 +149,20 @@ def test_bad_input_is_refused_before_boot(sandbox, name):
     assert seconds < 20, f"took {seconds:.1f}s: refused too late?"  # slack for a busy host
     assert sorted(p.name for p in sandbox.iterdir()) == cwd_before, "wrote into the working folder"
     assert _tree() - tree_before == set(), "wrote into the repository outside .cache/ and build/"
+
+
+def test_a_tree_whose_compiler_the_host_lacks_is_refused_before_boot(sandbox):
+    """Found when the race's modules are built: after the kernel's progress
+    lines, still one error line, exit 2, and QEMU never started."""
+    env = dict(os.environ, PATH=f"{sandbox / 'bin'}:{os.environ['PATH']}", PYTHONDONTWRITEBYTECODE="1")
+    res = subprocess.run([sys.executable, "-m", "harness", "race", "--kernel", str(sandbox / "tree-gcc-99"),
+                          "--scheme", "refcount"], cwd=sandbox, env=env, capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in res.stderr and res.returncode == 2, res.stderr
+    assert not (sandbox / "qemu-called").exists()
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert errors == [res.stderr.splitlines()[-1]], res.stderr
+    assert "was built with gcc (Debian 99.1.0-1) 99.1.0 and this host has no gcc 99.1.0" in errors[0]
+    assert errors[0].endswith("install gcc-99")
 
 
 def test_there_are_at_least_30():

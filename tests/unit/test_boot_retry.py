@@ -18,7 +18,7 @@ def fake_boot(monkeypatch, tmp_path):
     monkeypatch.setattr(vm_mod, "choose_accel", lambda requested, k: "tcg")
     lines: list[str] = []
     monkeypatch.setattr(vm_mod, "progress", lines.append)
-    kernel = SimpleNamespace(name="6.1", release="6.1.0-1-amd64", time_factor=1.0, cmdline=())
+    kernel = SimpleNamespace(name="6.1", label="6.1", release="6.1.0-1-amd64", time_factor=1.0, cmdline=())
     image = SimpleNamespace(kernel=kernel, damage=lambda: None, payload=None)
 
     def make(script: list[tuple[BootOutcome, str]]) -> tuple[Vm, list[str], list[int]]:

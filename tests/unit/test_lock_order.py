@@ -237,7 +237,7 @@ def test_pipeline_builds_two_buses_and_reads_lockdep_from_the_config(monkeypatch
     configs = {"6.1": {"CONFIG_LOCKDEP": "y", "CONFIG_DEBUG_LOCK_ALLOC": "y"},  # no lock-order checks
                "6.12": {"CONFIG_PROVE_LOCKING": "y", "CONFIG_LOCKDEP": "y"}}
     monkeypatch.setattr(race.kernels, "fetch", lambda spec, quiet=False: SimpleNamespace(
-        name=spec.name, release=f"{spec.name}-fake", config=configs[spec.name]))
+        name=spec.name, release=f"{spec.name}-fake", describe="fake", config=configs[spec.name]))
     monkeypatch.setattr(kbuild, "build", lambda kfiles, spec: built.append(spec))
     for kernel, lockdep in (("6.1", False), ("6.12", True)):
         stages = race.PipelineStages(race.RaceSpec(kernel=kernel, schemes=("rwsem-unsorted",),

@@ -40,7 +40,7 @@ def guest_files(tmp_path, monkeypatch):
     monkeypatch.setattr(vm_mod, "qemu_binary", lambda: str(kernel_file))  # any file stands for the binary
     monkeypatch.setattr(vm_mod, "_qemu_version", lambda: "QEMU emulator version 7.2.22")
     monkeypatch.setattr(vm_mod, "QBOOT", tmp_path / "no-qboot.rom")
-    kernel = SimpleNamespace(name="6.1", release="6.1.0-1-amd64", time_factor=1.0, cmdline=(), boot_image=kernel_file)
+    kernel = SimpleNamespace(name="6.1", label="6.1", release="6.1.0-1-amd64", time_factor=1.0, cmdline=(), boot_image=kernel_file)
     img = SimpleNamespace(kernel=kernel, initrd=initrd, damage=lambda: None, payload=None)
 
     def make(config: VmConfig = VmConfig(accel="tcg"), port: int = 0) -> Vm:
