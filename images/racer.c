@@ -16,7 +16,9 @@
  * Times are microseconds since the role's start; start_ns (CLOCK_MONOTONIC,
  * one clock for the whole guest) lets the host put roles on one axis.
  *
- * Roles: unloader looker mounter fsmounter holder loader (see usage()).
+ * Roles: unloader looker mounter fsmounter holder loader, and caller: one
+ * generic call of any module's, named by --op (open, ioctl, mount, socket,
+ * netdev-add, exec; see usage()), its calls recorded under the op's name.
  * Built static on the host; no libc wrappers exist for the module syscalls.
  */
 #define _GNU_SOURCE
@@ -25,13 +27,21 @@
 #include <getopt.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <linux/if_alg.h>
+#include <linux/if_link.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/veth.h>
+#include <net/if.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -41,6 +51,7 @@
 typedef uint64_t u64;
 
 #define MAX_OPS		4
+#define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
 
 /* errno slots: real errnos below MAX_ERRNO, then pseudo-errnos */
 #define MAX_ERRNO	256
@@ -48,7 +59,9 @@ typedef uint64_t u64;
 #define EMODPROBE	(MAX_ERRNO + 1)	/* /sbin/modprobe exited non-zero */
 #define ESHORTWRITE	(MAX_ERRNO + 2)	/* write() returned less than the length */
 #define EUNKNOWN	(MAX_ERRNO + 3)	/* errno out of range */
-#define ERR_SLOTS	(MAX_ERRNO + 4)
+#define EEXIT		(MAX_ERRNO + 4)	/* exec: the command exited non-zero */
+#define EKILLED		(MAX_ERRNO + 5)	/* exec: the command was killed by a signal */
+#define ERR_SLOTS	(MAX_ERRNO + 6)
 
 /*
  * Log-linear latency histogram in ns: values below 2^SUB_BITS have a bucket
@@ -103,7 +116,9 @@ struct op_tok {
 
 static struct {
 	const char *role, *name, *ctl, *dir, *fstype, *data, *ko, *params;
-	const char *barrier, *load;
+	const char *barrier, *load, *op;
+	char **args;		/* caller: the op's arguments (after --) */
+	int nargs;
 	long duration_ms, count, pause_us, jitter_us, hold_us, parties;
 	long check_result, bus;
 	unsigned int seed;
@@ -152,11 +167,17 @@ static const char *const errno_names[MAX_ERRNO] = {
 	[ELOOP] = "ELOOP", [ENODATA] = "ENODATA", [EOVERFLOW] = "EOVERFLOW",
 	[ETIMEDOUT] = "ETIMEDOUT", [ECANCELED] = "ECANCELED", [ENOKEY] = "ENOKEY",
 	[EKEYREJECTED] = "EKEYREJECTED", [ENOTCONN] = "ENOTCONN",
-	[EOPNOTSUPP] = "EOPNOTSUPP",
+	[EOPNOTSUPP] = "EOPNOTSUPP", [ENOTSOCK] = "ENOTSOCK", [EMSGSIZE] = "EMSGSIZE",
+	[EPROTOTYPE] = "EPROTOTYPE", [ENOPROTOOPT] = "ENOPROTOOPT",
+	[EPROTONOSUPPORT] = "EPROTONOSUPPORT", [ESOCKTNOSUPPORT] = "ESOCKTNOSUPPORT",
+	[EAFNOSUPPORT] = "EAFNOSUPPORT", [EADDRINUSE] = "EADDRINUSE",
+	[EADDRNOTAVAIL] = "EADDRNOTAVAIL", [ENETDOWN] = "ENETDOWN", [ENOBUFS] = "ENOBUFS",
+	[ECONNREFUSED] = "ECONNREFUSED", [ESTALE] = "ESTALE", [EUCLEAN] = "EUCLEAN",
+	[ENOMEDIUM] = "ENOMEDIUM", [ENOTUNIQ] = "ENOTUNIQ", [ENOLINK] = "ENOLINK",
 };
 
 static const char *const pseudo_names[ERR_SLOTS - MAX_ERRNO] = {
-	"EWRONGRESULT", "EMODPROBE", "ESHORTWRITE", "EUNKNOWN",
+	"EWRONGRESULT", "EMODPROBE", "ESHORTWRITE", "EUNKNOWN", "EEXIT", "EKILLED",
 };
 
 static u64 now_ns(void)
@@ -171,12 +192,25 @@ static void die_usage(const char *msg)
 {
 	fprintf(stderr, "racer: %s\n", msg);
 	fprintf(stderr,
-		"usage: racer ROLE --name NAME [options]\n"
-		"roles: unloader looker mounter fsmounter holder loader\n"
+		"usage: racer ROLE --name NAME [options] [-- ARG...]\n"
+		"roles: unloader looker mounter fsmounter holder loader caller\n"
 		"  --ctl PATH --dir DIR --fstype T --data S --ko PATH --params S\n"
 		"  --load finit|modprobe --unload --bus N --check-result N\n"
 		"  --duration-ms N --count N --pause-us N --jitter-us N --hold-us N\n"
-		"  --barrier PATH --parties N --seed N --progress\n");
+		"  --barrier PATH --parties N --seed N --progress --op KIND\n"
+		"caller --op KIND [--dir DIR] -- ARG...: one call of any module's per\n"
+		"iteration, recorded under the op's name (numbers: C syntax, 0x ok):\n"
+		"  open PATH [READ [r|w|rw]]    open O_NONBLOCK, read READ bytes, close\n"
+		"  ioctl PATH REQUEST [r|w|rw]  open, ioctl with a zeroed buffer, close\n"
+		"  mount SOURCE FSTYPE [DATA]   mount on --dir (default: a new\n"
+		"                               /tmp/racer.PID.mnt), then umount\n"
+		"  socket FAMILY TYPE PROTOCOL [ALGTYPE:ALGNAME]\n"
+		"                               socket (AF_ALG: and bind), close\n"
+		"  netdev-add KIND [peer]       RTM_NEWLINK racerPID (peer: with a\n"
+		"                               peer racerpPID, veth's way), then\n"
+		"                               RTM_DELLINK as op netdev-del\n"
+		"  exec CMD                     /bin/sh -c CMD, output to /dev/null;\n"
+		"                               a non-zero exit is EEXIT, a signal EKILLED\n");
 	exit(2);
 }
 
@@ -757,9 +791,370 @@ static int loader_step(void)
 	return 1;
 }
 
+/* --- caller: one generic call of any module's (--op KIND -- ARG...) --- */
+
+#define IO_BUF_SIZE	65536	/* open's READ at most; above any ioctl size (2^14) */
+#define IOCTL_NOSIZE	1024	/* zeroed for an ioctl number that encodes no size */
+
+static struct {
+	const char *path, *source, *fstype, *data;
+	int flags;		/* open(2) flags: O_NONBLOCK | O_CLOEXEC | the mode */
+	size_t len;		/* open: bytes to read; ioctl: bytes to zero */
+	unsigned long request;
+	int family, type, protocol, bind;
+	struct sockaddr_alg alg;
+	int nl_fd, null_fd;
+	char *sh_argv[4];
+	char ifname[IFNAMSIZ], peer[IFNAMSIZ], dir[64];
+} co = { .nl_fd = -1, .null_fd = -1 };
+
+static char io_buf[IO_BUF_SIZE];
+
+/* An rtnetlink request: built once in setup, sent as is in the loop. */
+struct nl_req {
+	struct nlmsghdr nh;
+	char body[512];
+};
+
+static struct nl_req nl_new, nl_del;
+static char nl_reply[8192];
+static unsigned int nl_seq;
+
+static int open_step(void)
+{
+	struct op_tok tok;
+	int fd, err;
+
+	op_begin(&tok);
+	fd = open(co.path, co.flags);
+	err = fd < 0 ? errno : 0;
+	if (!err && co.len && read(fd, io_buf, co.len) < 0)
+		err = errno;
+	if (fd >= 0 && close(fd) && !err)
+		err = errno;
+	op_end(op_a, &tok, err);
+	return 1;
+}
+
+static int ioctl_step(void)
+{
+	struct op_tok tok;
+	int fd, err;
+
+	memset(io_buf, 0, co.len);	/* the last call may have written to it */
+	op_begin(&tok);
+	fd = open(co.path, co.flags);
+	err = fd < 0 ? errno : 0;
+	if (!err && ioctl(fd, co.request, io_buf) < 0)
+		err = errno;
+	if (fd >= 0 && close(fd) && !err)
+		err = errno;
+	op_end(op_a, &tok, err);
+	return 1;
+}
+
+static int caller_mount_step(void)
+{
+	struct op_tok tok;
+	int err;
+
+	op_begin(&tok);
+	err = mount(co.source, opt.dir, co.fstype, 0, co.data) ? errno : 0;
+	op_end(op_a, &tok, err);
+	if (!err) {
+		op_begin(&tok);
+		op_end(op_b, &tok, umount2(opt.dir, 0) ? errno : 0);
+	}
+	return 1;
+}
+
+static int socket_step(void)
+{
+	struct op_tok tok;
+	int fd, err;
+
+	op_begin(&tok);
+	fd = socket(co.family, co.type | SOCK_CLOEXEC, co.protocol);
+	err = fd < 0 ? errno : 0;
+	if (!err && co.bind && bind(fd, (struct sockaddr *)&co.alg, sizeof(co.alg)) < 0)
+		err = errno;
+	if (fd >= 0 && close(fd) && !err)
+		err = errno;
+	op_end(op_a, &tok, err);
+	return 1;
+}
+
+/* One rtnetlink request and its ack: 0 or the errno the ack carries. */
+static int rtnl_call(struct nl_req *req)
+{
+	const struct nlmsghdr *nh = (const struct nlmsghdr *)nl_reply;
+	ssize_t n;
+
+	req->nh.nlmsg_seq = ++nl_seq;
+	if (send(co.nl_fd, req, req->nh.nlmsg_len, 0) < 0)
+		return errno;
+	for (;;) {	/* skip what an interrupted earlier request left behind */
+		n = recv(co.nl_fd, nl_reply, sizeof(nl_reply), 0);
+		if (n < 0)
+			return errno;
+		if (n >= (ssize_t)NLMSG_LENGTH(sizeof(struct nlmsgerr)) &&
+		    nh->nlmsg_type == NLMSG_ERROR && nh->nlmsg_seq == nl_seq)
+			return -((const struct nlmsgerr *)NLMSG_DATA(nh))->error;
+	}
+}
+
+/*
+ * Add the link, and delete it again if it is there (added, or left over:
+ * EEXIST).  An unload deletes the driver's links itself: netdev-del ENODEV.
+ */
+static int netdev_step(void)
+{
+	struct op_tok tok;
+	int err;
+
+	op_begin(&tok);
+	err = rtnl_call(&nl_new);
+	op_end(op_a, &tok, err);
+	if (!err || err == EEXIST) {
+		op_begin(&tok);
+		op_end(op_b, &tok, rtnl_call(&nl_del));
+	}
+	return 1;
+}
+
+/* vfork: the child only execs, and a big static process forks slowly. */
+static pid_t spawn_sh(void)
+{
+	pid_t pid = vfork();
+
+	if (pid == 0) {
+		dup2(co.null_fd, 0);
+		dup2(co.null_fd, 1);	/* stdout carries our JSON */
+		dup2(co.null_fd, 2);
+		execve("/bin/sh", co.sh_argv, environ);
+		_exit(127);
+	}
+	return pid;
+}
+
+static int exec_step(void)
+{
+	struct op_tok tok;
+	int status = 0, err = 0;
+	pid_t pid;
+
+	op_begin(&tok);
+	pid = spawn_sh();
+	if (pid < 0)
+		err = errno;
+	while (!err && waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			err = errno;
+	if (!err && WIFSIGNALED(status))
+		err = EKILLED;
+	else if (!err && WEXITSTATUS(status))
+		err = EEXIT;
+	op_end(op_a, &tok, err);
+	return 1;
+}
+
 /* --- setup --- */
 
 typedef int (*step_fn)(void);
+
+/* A setup failure the host must see: JSON with the error, exit status 1. */
+static void setup_fail(const char *path, const char *error)
+{
+	shm = &local_shm;
+	fprintf(stderr, "racer: %s: %s\n", path, strerror(errno));
+	print_json(0, error);
+	exit(1);
+}
+
+static unsigned long parse_unsigned(const char *s, unsigned long max, const char *msg)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 0);
+	if (!*s || *s == '-' || *end || errno || v > max)
+		die_usage(msg);
+	return v;
+}
+
+static int open_mode(const char *mode)
+{
+	if (!mode || !strcmp(mode, "r"))
+		return O_RDONLY;
+	if (!strcmp(mode, "w"))
+		return O_WRONLY;
+	if (!strcmp(mode, "rw"))
+		return O_RDWR;
+	die_usage("an open mode is r, w or rw");
+	return 0;
+}
+
+static void setup_open(char **args, int nargs)
+{
+	co.path = args[0];
+	if (nargs > 1)
+		co.len = parse_unsigned(args[1], IO_BUF_SIZE, "open: READ is 0 to 65536");
+	co.flags = O_NONBLOCK | O_CLOEXEC | open_mode(nargs > 2 ? args[2] : NULL);
+}
+
+static void setup_ioctl(char **args, int nargs)
+{
+	co.path = args[0];
+	co.request = parse_unsigned(args[1], UINT_MAX, "ioctl: REQUEST is a 32-bit number");
+	co.len = _IOC_SIZE(co.request) ? _IOC_SIZE(co.request) : IOCTL_NOSIZE;
+	co.flags = O_NONBLOCK | O_CLOEXEC | open_mode(nargs > 2 ? args[2] : NULL);
+}
+
+static void setup_caller_mount(char **args, int nargs)
+{
+	co.source = args[0];
+	co.fstype = args[1];
+	co.data = nargs > 2 ? args[2] : NULL;
+	if (!opt.dir) {
+		snprintf(co.dir, sizeof(co.dir), "/tmp/racer.%d.mnt", (int)getpid());
+		opt.dir = co.dir;
+	}
+	if (mkdir(opt.dir, 0755) && errno != EEXIST)
+		setup_fail(opt.dir, "cannot make the mount point");
+}
+
+static void setup_socket(char **args, int nargs)
+{
+	char *colon;
+
+	co.family = parse_unsigned(args[0], 0xffff, "socket: FAMILY is a number");
+	co.type = parse_unsigned(args[1], 0xffff, "socket: TYPE is a number");
+	co.protocol = parse_unsigned(args[2], INT_MAX, "socket: PROTOCOL is a number");
+	if (nargs < 4)
+		return;
+	colon = strchr(args[3], ':');
+	if (co.family != AF_ALG || !colon || colon == args[3] || !colon[1] ||
+	    colon - args[3] >= (long)sizeof(co.alg.salg_type) ||
+	    strlen(colon + 1) >= sizeof(co.alg.salg_name))
+		die_usage("socket: only AF_ALG binds, to ALGTYPE:ALGNAME (13, 63 bytes at most)");
+	co.alg.salg_family = AF_ALG;
+	memcpy(co.alg.salg_type, args[3], colon - args[3]);
+	strcpy((char *)co.alg.salg_name, colon + 1);
+	co.bind = 1;
+}
+
+/* Appends an attribute (len bytes of data) to a request; returns it, for nesting. */
+static struct rtattr *nl_put(struct nl_req *req, unsigned short type, const void *data,
+			     size_t len)
+{
+	struct rtattr *rta = (struct rtattr *)((char *)req + NLMSG_ALIGN(req->nh.nlmsg_len));
+
+	rta->rta_type = type;
+	rta->rta_len = RTA_LENGTH(len);
+	if (len)
+		memcpy(RTA_DATA(rta), data, len);
+	req->nh.nlmsg_len = NLMSG_ALIGN(req->nh.nlmsg_len) + RTA_ALIGN(rta->rta_len);
+	return rta;
+}
+
+/* A nested attribute ends where the request ends now. */
+static void nl_nest_end(struct nl_req *req, struct rtattr *nest)
+{
+	nest->rta_len = (char *)req + req->nh.nlmsg_len - (char *)nest;
+}
+
+static void nl_init(struct nl_req *req, unsigned short type, unsigned short flags,
+		    const char *ifname)
+{
+	struct ifinfomsg ifi = { .ifi_family = AF_UNSPEC };
+
+	req->nh.nlmsg_len = NLMSG_LENGTH(sizeof(ifi));
+	req->nh.nlmsg_type = type;
+	req->nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+	memcpy(NLMSG_DATA(&req->nh), &ifi, sizeof(ifi));
+	nl_put(req, IFLA_IFNAME, ifname, strlen(ifname) + 1);
+}
+
+/* RTM_NEWLINK racerPID of KIND (veth's way: with a peer), RTM_DELLINK of it. */
+static void setup_netdev(char **args, int nargs)
+{
+	const char *kind = args[0];
+	struct ifinfomsg peer = { .ifi_family = AF_UNSPEC };
+	struct rtattr *info, *data, *nest;
+
+	if (nargs > 1 && strcmp(args[1], "peer"))
+		die_usage("netdev-add: the second argument can only be peer");
+	if (!*kind || strlen(kind) > 64)
+		die_usage("netdev-add: KIND is 1 to 64 bytes");
+	snprintf(co.ifname, sizeof(co.ifname), "racer%d", (int)getpid() % 10000000);
+	snprintf(co.peer, sizeof(co.peer), "racerp%d", (int)getpid() % 10000000);
+	nl_init(&nl_new, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, co.ifname);
+	info = nl_put(&nl_new, IFLA_LINKINFO, NULL, 0);
+	nl_put(&nl_new, IFLA_INFO_KIND, kind, strlen(kind));
+	if (nargs > 1) {
+		data = nl_put(&nl_new, IFLA_INFO_DATA, NULL, 0);
+		nest = nl_put(&nl_new, VETH_INFO_PEER, &peer, sizeof(peer));
+		nl_put(&nl_new, IFLA_IFNAME, co.peer, strlen(co.peer) + 1);
+		nl_nest_end(&nl_new, nest);
+		nl_nest_end(&nl_new, data);
+	}
+	nl_nest_end(&nl_new, info);
+	nl_init(&nl_del, RTM_DELLINK, 0, co.ifname);
+	co.nl_fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (co.nl_fd < 0)
+		setup_fail("NETLINK_ROUTE", "cannot open a netlink socket");
+}
+
+static void setup_exec(char **args, int nargs)
+{
+	(void)nargs;
+	co.sh_argv[0] = "sh";
+	co.sh_argv[1] = "-c";
+	co.sh_argv[2] = args[0];
+	co.null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (co.null_fd < 0)
+		setup_fail("/dev/null", "cannot open /dev/null");
+}
+
+/*
+ * The caller's op kinds: --op KIND, its arguments, and the second op that
+ * undoes the call (NULL: none).  The call is recorded under the kind's name.
+ */
+static const struct caller_kind {
+	const char *kind, *undo;
+	int min_args, max_args;
+	void (*setup)(char **args, int nargs);
+	int (*step)(void);
+} caller_kinds[] = {
+	{ "open", NULL, 1, 3, setup_open, open_step },
+	{ "ioctl", NULL, 2, 3, setup_ioctl, ioctl_step },
+	{ "mount", "umount", 2, 3, setup_caller_mount, caller_mount_step },
+	{ "socket", NULL, 3, 4, setup_socket, socket_step },
+	{ "netdev-add", "netdev-del", 1, 2, setup_netdev, netdev_step },
+	{ "exec", NULL, 1, 1, setup_exec, exec_step },
+};
+
+static step_fn setup_caller(void)
+{
+	const struct caller_kind *k = caller_kinds;
+	size_t n = ARRAY_SIZE(caller_kinds);
+
+	if (!opt.op)
+		die_usage("caller needs --op KIND");
+	while (k < caller_kinds + n && strcmp(k->kind, opt.op))
+		k++;
+	if (k == caller_kinds + n)
+		die_usage("unknown --op KIND");
+	if (opt.nargs < k->min_args || opt.nargs > k->max_args)
+		die_usage("wrong number of arguments for this --op");
+	op_a = op_new(k->kind);
+	if (k->undo)
+		op_b = op_new(k->undo);
+	calls.op = op_a;
+	k->setup(opt.args, opt.nargs);
+	return k->step;
+}
 
 static step_fn setup_loading(int unloader)
 {
@@ -793,12 +1188,8 @@ static step_fn setup_ctl(int looker)
 	op_a = op_new("lookup");
 	calls.op = op_a;
 	role_fd = open(opt.ctl, O_RDWR | O_CLOEXEC);
-	if (role_fd < 0) {
-		shm = &local_shm;
-		fprintf(stderr, "racer: %s: %s\n", opt.ctl, strerror(errno));
-		print_json(0, "cannot open the control device");
-		exit(1);
-	}
+	if (role_fd < 0)
+		setup_fail(opt.ctl, "cannot open the control device");
 	return looker_step;
 }
 
@@ -830,6 +1221,8 @@ static step_fn setup_role(void)
 		return setup_ctl(r[0] == 'l');
 	if (!strcmp(r, "mounter") || !strcmp(r, "fsmounter"))
 		return setup_mount(r[0] == 'f');
+	if (!strcmp(r, "caller"))
+		return setup_caller();
 	die_usage("unknown role");
 	return NULL;
 }
@@ -857,7 +1250,7 @@ static void parse_args(int argc, char **argv)
 		{ "pause-us", 1, 0, 'p' }, { "jitter-us", 1, 0, 'j' },
 		{ "hold-us", 1, 0, 'h' }, { "barrier", 1, 0, 'B' },
 		{ "parties", 1, 0, 'a' }, { "seed", 1, 0, 's' }, { "progress", 0, 0, 'g' },
-		{ 0, 0, 0, 0 }
+		{ "op", 1, 0, 'O' }, { 0, 0, 0, 0 }
 	};
 	int c;
 
@@ -928,11 +1321,16 @@ static void parse_args(int argc, char **argv)
 		case 'g':
 			opt.progress = 1;
 			break;
+		case 'O':
+			opt.op = optarg;
+			break;
 		default:
 			die_usage("unknown option or missing value");
 		}
 	}
-	if (optind != argc)
+	opt.args = argv + optind;
+	opt.nargs = argc - optind;
+	if (opt.nargs && strcmp(opt.role, "caller"))
 		die_usage("unexpected argument");
 	if (strcmp(opt.load, "finit") && strcmp(opt.load, "modprobe"))
 		die_usage("--load is finit or modprobe");
@@ -978,6 +1376,8 @@ int main(int argc, char **argv)
 	}
 	start_ns = now_ns();
 	run_loop(step);
+	if (co.dir[0])
+		rmdir(co.dir);	/* the mount point the caller made itself */
 	print_json((long)((now_ns() - start_ns) / 1000000), NULL);
 	return 0;
 }

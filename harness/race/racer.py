@@ -51,11 +51,13 @@ class Role(str, enum.Enum):
     FSMOUNTER = "fsmounter"
     HOLDER = "holder"
     LOADER = "loader"
+    # A generic caller of any module: --op KIND and its arguments (`race.ops`).
+    CALLER = "caller"
 
     @property
     def caller(self) -> bool:
         """A workload's caller: it calls into the provider the unloaders unload."""
-        return self in (Role.LOOKER, Role.MOUNTER, Role.FSMOUNTER)
+        return self in (Role.LOOKER, Role.MOUNTER, Role.FSMOUNTER, Role.CALLER)
 
     @property
     def loads(self) -> bool:
@@ -74,7 +76,8 @@ class Role(str, enum.Enum):
 
     @property
     def caller_op(self) -> str | None:
-        """The operation a caller's calls are recorded as in reports (`op_name` of its call)."""
+        """The operation a caller's calls are recorded as in reports (`op_name` of its call).
+        None for CALLER, whose op decides: its calls are named by its kind (`RoleSpec.caller_op`)."""
         return {Role.LOOKER: "lookup", Role.MOUNTER: "mount", Role.FSMOUNTER: "fsmount"}.get(self)
 
     def op_name(self, op: str) -> str:
@@ -89,6 +92,8 @@ class Role(str, enum.Enum):
             return ("dir", "fstype")
         if self in (Role.LOOKER, Role.HOLDER):
             return ("ctl",)
+        if self is Role.CALLER:
+            return ("op",)
         return ("ko",) if self.loads else ()
 
 
@@ -439,6 +444,9 @@ class RoleSpec:
     parties: int | None = None
     seed: int | None = None
     progress: bool = False
+    # The caller's op kind (--op) and its arguments, passed after "--" (see `race.ops`).
+    op: str | None = None
+    op_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.role, Role):
@@ -455,11 +463,19 @@ class RoleSpec:
             raise HarnessError(f"racer {self.role} needs " + ", ".join("--" + m for m in missing))
         if self.barrier is not None and self.parties is None:
             raise HarnessError("racer --barrier needs --parties")
+        object.__setattr__(self, "op_args", tuple(str(a) for a in self.op_args))
+        if self.role is not Role.CALLER and (self.op is not None or self.op_args):
+            raise HarnessError(f"racer {self.role} takes no --op (only caller does)")
+
+    @property
+    def caller_op(self) -> str | None:
+        """What this role's calls are recorded as: its role's, or a caller's op kind."""
+        return self.op if self.role is Role.CALLER else self.role.caller_op
 
     def argv(self, racer_path: str | Path = RACER_PATH) -> list[str]:
         out = [str(racer_path), self.role.value]
         for f in fields(self):
-            if f.name == "role":
+            if f.name in ("role", "op_args"):
                 continue
             value = getattr(self, f.name)
             flag = "--" + f.name.replace("_", "-")
@@ -469,7 +485,7 @@ class RoleSpec:
                 out.append(flag)
             else:
                 out += [flag, str(value)]
-        return out
+        return out + ["--", *self.op_args] if self.op_args else out
 
     def command(self, racer_path: str | Path = RACER_PATH) -> str:
         """The argv as one shell-quoted string (for SSH)."""

@@ -303,8 +303,9 @@ def test_failures_by_unloads_met_parse_and_merge():
 
 
 def test_roles_say_what_they_do_and_keep_their_names():
-    assert [r for r in Role if r.caller] == [Role.LOOKER, Role.MOUNTER, Role.FSMOUNTER]
-    assert [r.caller_op for r in Role if r.caller] == ["lookup", "mount", "fsmount"]
+    assert [r for r in Role if r.caller] == [Role.LOOKER, Role.MOUNTER, Role.FSMOUNTER, Role.CALLER]
+    assert [r.caller_op for r in Role if r.caller] == ["lookup", "mount", "fsmount", None], (
+        "a generic caller's calls are named by its op (tests/unit/test_ops.py)")
     assert [Role.FSMOUNTER.op_name(op) for op in ("mount", "umount", "lookup")] == ["fsmount", "fsumount", "lookup"]
     assert Role.MOUNTER.op_name("mount") == "mount"
     assert {r for r in Role if r.mounts} == {Role.MOUNTER, Role.FSMOUNTER}
