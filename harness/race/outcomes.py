@@ -117,8 +117,17 @@ def fold_control(scheme: str, workload: str, verdict: Verdict, splats: Sequence[
     return Control.FIRED if verdict is Verdict.CRASHED else Control.MISSED
 
 
+def fold_target_control(target: TargetInfo, verdict: Verdict) -> Control:
+    """A target that breaks the golden rule must crash; any other has no control."""
+    if not target.control or verdict is Verdict.BROKEN:
+        return Control.NONE
+    return Control.FIRED if verdict is Verdict.CRASHED else Control.MISSED
+
+
 def control_label(run: "RunResult") -> str:
     """Which control a run is, in words for the table."""
+    if run.target is not None:
+        return "control"
     row, wl = SCHEMES[run.scheme], WORKLOADS[run.workload]
     return "lock-order control" if lock_order_control(row, wl) else "control"
 
@@ -141,11 +150,11 @@ def problem(run: "RunResult") -> str | None:
     where = f"{run.scheme}/{run.workload}"
     if run.verdict is Verdict.BROKEN:
         return f"{where}: broken guest: {run.guest.why_broken()}; console log: {run.console_log}"
-    lock_order = lock_order_control(SCHEMES[run.scheme], WORKLOADS[run.workload])
+    lock_order = run.target is None and lock_order_control(SCHEMES[run.scheme], WORKLOADS[run.workload])
     if run.control is Control.MISSED and lock_order:
         return (f"{where}: lock-order control missed: the kernel has lockdep and no lockdep report "
                 f"named the bus rwsems (verdict {run.verdict.value})")
-    if run.control is Control.MISSED and SCHEMES[run.scheme].reach is Reach.STATE:
+    if run.control is Control.MISSED and run.target is None and SCHEMES[run.scheme].reach is Reach.STATE:
         return (f"{where}: negative control missed: the kernel has KASAN and it reported no bad access "
                 f"(verdict {run.verdict.value}), so this run did not show that KASAN is watching")
     if run.control is Control.MISSED:
@@ -160,7 +169,7 @@ def problem(run: "RunResult") -> str | None:
         fails = run.verdict in _SAFE_SCHEME_FAILS
     if not fails:
         return None
-    why = {Verdict.NO_RACE: "the unloader never unloaded the provider: nothing was raced",
+    why = {Verdict.NO_RACE: f"the unloader never unloaded the {'module' if run.target else 'provider'}: nothing was raced",
            Verdict.ERROR: "; ".join(run.role_errors)}.get(run.verdict, "")
     if run.end is not RunEnd.COMPLETED:
         why = "; ".join(x for x in (_end_text(run), why) if x)
@@ -289,9 +298,28 @@ LOCKDEP_WENT_OFF = ("guest: lockdep turned itself off during the run (debug_lock
                     "harness recognised: its lockdep-clean result means nothing")
 
 
+@dataclass(frozen=True)
+class TargetInfo:
+    """What makes a run a target race (race/targets.py): the module unloaded,
+    the caller operations' names in the racer's output, and whether it is a
+    negative control that must crash."""
+
+    module: str
+    caller_ops: tuple[str, ...]
+    control: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"module": self.module, "caller_ops": list(self.caller_ops), "control": self.control}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> "TargetInfo | None":
+        return None if not d else cls(str(d["module"]), tuple(d["caller_ops"]), bool(d.get("control")))
+
+
 @dataclass
 class RunResult:
-    """One scheme x workload in one guest."""
+    """One scheme x workload in one guest, or one target race (`target` set:
+    `scheme` is then the target's name and `workload` its operations)."""
 
     scheme: str
     workload: str
@@ -315,6 +343,12 @@ class RunResult:
     timeline: Timeline | None = None  # unload windows, failed calls, call rate
     guest_start: GuestStart | None = None  # restored or cold, and why
     guest: GuestState = field(default_factory=GuestState)
+    target: TargetInfo | None = None
+
+    @property
+    def caller_ops(self) -> tuple[str, ...]:
+        """The operations its callers' calls are recorded as."""
+        return self.target.caller_ops if self.target else CALLER_OPS
 
     def op(self, name: str) -> OpStats:
         """Counts of one operation; all zero when it never ran."""
@@ -326,8 +360,8 @@ class RunResult:
 
     @property
     def callers(self) -> OpStats:
-        """Every caller operation (lookup, mount, fsmount) together."""
-        merged = merge_ops({"calls": self.ops[o]} for o in CALLER_OPS if o in self.ops)
+        """Every caller operation (lookup, mount, fsmount; a target's ops) together."""
+        merged = merge_ops({"calls": self.ops[o]} for o in self.caller_ops if o in self.ops)
         return merged.get("calls", OpStats())
 
     def to_json(self) -> dict[str, Any]:
@@ -344,6 +378,7 @@ class RunResult:
             "role_errors": self.role_errors, "seconds": self.seconds, "repro": self.repro,
             "console_log": self.console_log, "guest_start": self.guest_start.to_json() if self.guest_start else None, "guest": self.guest.to_json(),
             "events": self.timeline.to_json() if self.timeline else None,
+            "target": self.target.to_json() if self.target else None,
         }
 
     @classmethod
@@ -360,7 +395,7 @@ class RunResult:
             control=Control(d["control"]), seconds=float(d.get("seconds", 0.0)), repro=d.get("repro", ""),
             console_log=d.get("console_log", ""), timeline=Timeline.from_json(d.get("events")),
             guest_start=None if start is None else GuestStart.from_json(start),
-            guest=GuestState.from_json(d.get("guest")))
+            guest=GuestState.from_json(d.get("guest")), target=TargetInfo.from_json(d.get("target")))
 
 
 def op_json(st: OpStats) -> dict[str, Any]:
@@ -442,19 +477,23 @@ def _op_name(role: Role | None, op: str) -> str:
 
 def summarise_run(scheme: str, workload: str, roles: Sequence[RoleResult], splats: Sequence[Splat],
                   end: RunEnd, end_detail: str, repro: str, seconds: float, lockdep: bool = False,
-                  kasan: bool = False, guest: GuestState = GuestState()) -> RunResult:
+                  kasan: bool = False, guest: GuestState = GuestState(),
+                  target: TargetInfo | None = None) -> RunResult:
+    """A target race's caller failures are facts (the module was gone), not
+    spurious failures: only how many overlapped unloads is counted."""
     merged = merge_ops({_op_name(r.role, op): st for op, st in r.ops.items()} for r in roles)
     run = RunResult(scheme=scheme, workload=workload, end=end, end_detail=end_detail,
                     ops=dict(sorted(merged.items())), repro=repro, seconds=round(seconds, 2),
                     splats=list(splats), role_errors=[f"{r.role}: {r.error}" for r in roles if r.error],
-                    timeline=timeline(roles), guest=guest)
+                    timeline=timeline(roles), guest=guest, target=target)
     if not splats and guest.debug_locks_before and guest.debug_locks_after is False:
         run.role_errors.append(LOCKDEP_WENT_OFF)
-    for op in CALLER_OPS:
+    for op in run.caller_ops:
         st = run.ops.get(op)
         if st is None:
             continue
-        run.spurious_failures += st.failed
+        if target is None:
+            run.spurious_failures += st.failed
         run.failed_during_unload += st.failed_during_unload
         a, b, c = (x + y for x, y in zip(run.failed_by_unloads_met, st.failed_by_unloads_met))
         run.failed_by_unloads_met = (a, b, c)
@@ -463,7 +502,8 @@ def summarise_run(scheme: str, workload: str, roles: Sequence[RoleResult], splat
             run.first_spurious_s = min(first, run.first_spurious_s or first)
     run.verdict = fold_verdict(end, run.splats, run.role_errors, run.unloads, run.spurious_failures,
                                broken=guest.broken)
-    run.control = fold_control(scheme, workload, run.verdict, run.splats, end, lockdep, kasan)
+    run.control = (fold_target_control(target, run.verdict) if target is not None else
+                   fold_control(scheme, workload, run.verdict, run.splats, end, lockdep, kasan))
     return run
 
 
@@ -499,7 +539,7 @@ def render_table(report: RaceReport) -> str:
     rows = [cols]
     for r in report.runs:
         calls = r.callers
-        lat = next((r.ops[o].latency_us for o in CALLER_OPS if o in r.ops), {})
+        lat = next((r.ops[o].latency_us for o in r.caller_ops if o in r.ops), {})
         dm = r.op("delete_module")
         verdict = r.verdict.value
         if r.control is not Control.NONE:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from ..errors import HarnessError
-from ..race.outcomes import CALLER_OPS, RaceReport, RunResult, Timeline
+from ..race.outcomes import RaceReport, RunResult, Timeline
 from ..race.racer import Hist, hist_value
 
 if TYPE_CHECKING:
@@ -272,7 +272,7 @@ def timeline_png(run: RunResult, data: TimelineData) -> bytes:
 def cdf_png(run: RunResult, knobs: Mapping[str, int]) -> bytes | None:
     """Latency CDF per caller op, successful and failed calls apart (log axis)."""
     series: list[tuple[str, str, str, Hist, int]] = []
-    for op in CALLER_OPS:
+    for op in run.caller_ops:
         st = run.ops.get(op)
         if st is None or not st.has_hist:
             continue

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 from ..errors import HarnessError
 from ..progress import progress
-from ..race.outcomes import CALLER_OPS, Control, RaceReport, RunResult, Verdict, problem, reports_from_json, starts
+from ..race.outcomes import Control, RaceReport, RunResult, Verdict, problem, reports_from_json, starts
 from ..race.schemes import SCHEMES, WORKLOADS
 from .page import esc, file_link, html_page
 from .plots import PLOTS_MISSING, RunFigures, race_figures
@@ -50,7 +50,7 @@ def _runs_table(i: int, rep: RaceReport) -> list[str]:
     rows = ["<table class=\"runs\"><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"]
     for run in rep.runs:
         calls, dm = run.callers, run.op("delete_module")
-        lat = next((run.ops[o].latency_us for o in CALLER_OPS if o in run.ops), None)
+        lat = next((run.ops[o].latency_us for o in run.caller_ops if o in run.ops), None)
         lat_text = " / ".join(f"{lat.get(k, 0) / 1000:.1f}" for k in ("p50", "p99", "max")) if lat else "-"
         verdict = run.verdict.value + (f" (control {run.control.value})" if run.control is not Control.NONE else "")
         cells = [f'<a href="#{_run_id(i, run)}">{esc(run.scheme)}</a>', esc(run.workload),
