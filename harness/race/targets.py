@@ -1,0 +1,98 @@
+"""Race targets: real modules whose unload is raced against their users.
+
+The seed's question, asked of any module: can a caller that is inside a
+module, or about to enter it, survive that module being unloaded?  A target
+row is one module with what its guest needs first and the generic caller
+operations (`ops.py`) that reach it; a new target is a new row.  Every row's
+module is `=m` on Debian's stock kernels and in the debug kernel's fragment
+(kconfigs/debug.config).
+
+What a clean run looks like is the same for every row: no splat, every
+role's result, unloads done; callers fail while the module is gone (ENOENT,
+ENODEV, EAFNOSUPPORT: what the kernel's refcount does), which the report
+counts as facts, never as failures.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..errors import HarnessError
+
+
+class Kind(str, enum.Enum):
+    __str__ = str.__str__
+
+    FILESYSTEM = "filesystem"
+    BLOCK = "block"
+    NET = "net"
+    CHAR = "char/misc"
+    CRYPTO = "crypto"
+    PROTOCOL = "protocol"
+
+
+# A loop-device image made with the guest's own busybox: ROWS' setup lines.
+def _image(mkfs: str, loop: str, size_mb: int = 8) -> tuple[str, ...]:
+    img = f"/tmp/{loop.rsplit('/', 1)[-1]}.img"
+    return (f"dd if=/dev/zero of={img} bs=1M count={size_mb} 2>/dev/null", f"{mkfs} {img} >/dev/null",
+            f"losetup {loop} {img}")
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    """One real module to unload, its guest setup and the callers that reach it."""
+
+    name: str  # --target NAME
+    module: str  # the module the unloader unloads (its dependencies stay loaded)
+    kind: Kind
+    ops: tuple[str, ...]  # caller operations (ops.py text), one role each
+    kmods: tuple[str, ...] = ()  # the kernel's modules the setup needs besides the target
+    setup: tuple[str, ...] = ()  # guest shell lines, run once after those are loaded
+    params: str = ""  # the target's module parameters (every load)
+    why: str = ""  # what the callers exercise, for the docs and the survey
+    source: str | None = None  # a module folder under kmods/ built for the kernel, not an in-tree module
+    control: bool = False  # it breaks the golden rule: a run that does not crash proves nothing
+
+
+ROWS: Mapping[str, TargetRow] = {r.name: r for r in (
+    TargetRow("vfat", "vfat", Kind.FILESYSTEM, ("mount:/dev/loop0:vfat",), kmods=("loop", "fat"),
+              setup=_image("mkdosfs", "/dev/loop0"),
+              why="mount(2) finds the file system type by name (get_fs_type, try_module_get)"),
+    TargetRow("ext4", "ext4", Kind.FILESYSTEM, ("mount:/dev/loop1:ext2",), kmods=("loop", "jbd2", "mbcache"),
+              setup=_image("mke2fs -q", "/dev/loop1"),
+              why="an ext2 image mounted by ext4 (CONFIG_EXT4_USE_FOR_EXT2)"),
+    TargetRow("configfs", "configfs", Kind.FILESYSTEM, ("mount:none:configfs",),
+              why="a file system with no device: mount, then umount"),
+    TargetRow("null_blk", "null_blk", Kind.BLOCK, ("open:/dev/nullb0:read=4096",),
+              why="a block device opened and read (blkdev_get, the disk's owner)"),
+    TargetRow("brd", "brd", Kind.BLOCK, ("open:/dev/ram0:read=4096",), params="rd_nr=1 rd_size=4096",
+              why="a RAM disk opened and read"),
+    TargetRow("dummy", "dummy", Kind.NET, ("netdev-add:dummy",),
+              why="rtnetlink's link ops by kind (rtnl_link_ops_get, request_module)"),
+    TargetRow("nlmon", "nlmon", Kind.NET, ("netdev-add:nlmon",),
+              why="another rtnl_link_ops driver"),
+    TargetRow("uinput", "uinput", Kind.CHAR, ("open:/dev/uinput",),
+              why="a misc device opened (misc_open, fops_get of .owner)"),
+    TargetRow("md4", "md4", Kind.CRYPTO, ("socket:alg:seqpacket:0:hash:md4",), kmods=("algif_hash",),
+              why="an AF_ALG bind looks the algorithm up (crypto_alg_mod_lookup, request_module)"),
+    TargetRow("algif_hash", "algif_hash", Kind.CRYPTO, ("socket:alg:seqpacket:0:hash:sha256",),
+              why="AF_ALG's hash type itself (af_alg_get_type, try_module_get)"),
+    TargetRow("af_key", "af_key", Kind.PROTOCOL, ("socket:key:raw:2",),
+              why="a protocol family's socket(2) (net_families, try_module_get)"),
+    TargetRow("can_raw", "can_raw", Kind.PROTOCOL, ("socket:can:raw:1",), kmods=("can",),
+              why="a protocol of a family (can_get_proto, try_module_get)"),
+    # The negative control: a misc device whose fops have no .owner; a read
+    # sleeping in it across the unload wakes in freed text (kmods/targets/noowner).
+    TargetRow("noowner", "harness_noowner", Kind.CHAR, ("open:/dev/harness_noowner:read=64",),
+              source="targets/noowner", control=True,
+              why="the golden rule broken: nothing pins the module while a read sleeps in it"),
+)}
+
+
+def get_target(name: str) -> TargetRow:
+    row = ROWS.get(name)
+    if row is None:
+        raise HarnessError(f"unknown target {name!r}; ready-made: {', '.join(ROWS)} (or a .ko path or a module folder)")
+    return row
