@@ -41,6 +41,8 @@ from .race.engine import DEFAULT_KNOBS, RaceGuest, RaceSpec, RaceStages, race
 from .race.kbuild import KNOBS, Knobs
 from .race.outcomes import RaceReport, exit_status, render_table
 from .race.schemes import DEFAULT_SCHEMES, SCHEMES, WORKLOADS
+from .race.targetrace import TargetRaceSpec, TargetStages, race_target
+from .race.targets import ROWS as TARGETS
 
 MIN_MEMORY_MB = 128  # the kernel plus the unpacked initramfs (about 15 MB) in tmpfs
 MAX_CPUS = 255  # QEMU's limit for the pc machine
@@ -350,9 +352,16 @@ def csv(text: str, what: str) -> tuple[str, ...]:
 def add_race_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", default=kernels.DEFAULT_KERNEL,
                    help="spec or PATH of a kernel tree, comma list or 'all' (one report per kernel)")
-    p.add_argument("--scheme", default=",".join(DEFAULT_SCHEMES),
+    p.add_argument("--target", metavar="NAME|PATH.ko|DIR",
+                   help="race this module's unload instead of the harness's own schemes: a ready-made target "
+                        f"({', '.join(TARGETS)}), one of the kernel's modules by name, a built .ko or a module folder")
+    p.add_argument("--op", action="append", default=[], metavar="OP",
+                   help="with --target: a caller operation (open:PATH[:read=N], ioctl:PATH:REQ, mount:SRC:FSTYPE[:OPTS], "
+                        "socket:FAMILY:TYPE:PROTO[:ALGTYPE:ALGNAME], netdev-add:KIND, exec:CMD); one role each")
+    p.add_argument("--callers", type=int, default=1, metavar="N", help="with --target: callers per --op (default 1)")
+    p.add_argument("--scheme", default=None,
                    help=f"comma list of {', '.join(SCHEMES)} (default {','.join(DEFAULT_SCHEMES)})")
-    p.add_argument("--workload", default="lookup,mount", help=f"comma list of {', '.join(WORKLOADS)}")
+    p.add_argument("--workload", default=None, help=f"comma list of {', '.join(WORKLOADS)} (default lookup,mount)")
     p.add_argument("--duration", type=float, default=15.0, metavar="S", help="seconds per run")
     p.add_argument("--seed", type=int, default=None, help="default: random, printed in the report")
     p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
@@ -362,7 +371,8 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unload-pause", type=int, default=100, metavar="MS",
                    help="how long the unloader leaves the reloaded module live (default 100)")
     p.add_argument("--providers", type=int, default=2)
-    p.add_argument("--reload", default="finit", choices=("finit", "modprobe"))
+    p.add_argument("--reload", default=None, choices=("finit", "modprobe"),
+                   help="how the unloader reloads: finit_module of the .ko (schemes' default) or modprobe (targets')")
     p.add_argument("--accel", default="auto", choices=ACCELS)
     p.add_argument("--rcu-expedited", action="store_true")
     p.add_argument("--cold-boot", action="store_true", help="boot every guest instead of restoring its kernel's saved base guest (and save none)")
@@ -399,20 +409,40 @@ def check_output(path: Path, flag: str = "--json") -> None:
         raise HarnessError(f"{flag} {path}: not writable")
 
 
-def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
+def target_specs_from_args(args: argparse.Namespace) -> list[TargetRaceSpec]:
+    mixed = [f for f, v in (("--scheme", args.scheme), ("--workload", args.workload), ("--module-src", args.module_src),
+                            ("--providers", args.providers != 2), ("--knob", args.knob)) if v]
+    if mixed:
+        raise HarnessError(f"--target races a module against --op callers; {', '.join(mixed)} "
+                           "belong to the harness's own schemes")
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
     kernel_names = [k.name for k in kernels.parse_specs(",".join(csv(args.kernel, "kernel")))]
-    return [RaceSpec(kernel=k, schemes=csv(args.scheme, "scheme"), workloads=csv(args.workload, "workload"),
+    return [TargetRaceSpec(target=args.target, kernel=k, ops=tuple(args.op), callers=args.callers,
+                           duration_s=args.duration, seed=seed, accel=args.accel, rcu_expedited=args.rcu_expedited,
+                           reload=args.reload or "modprobe", unload_pause_ms=args.unload_pause,
+                           contention=args.contention, cold_boot=args.cold_boot,
+                           guest_packages=parse_package_names(args.guest_packages))
+            for k in kernel_names]
+
+
+def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
+    if args.op or args.callers != 1:
+        raise HarnessError("--op and --callers go with --target (a module to race); the schemes have their workloads")
+    seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
+    kernel_names = [k.name for k in kernels.parse_specs(",".join(csv(args.kernel, "kernel")))]
+    return [RaceSpec(kernel=k, schemes=csv(args.scheme or ",".join(DEFAULT_SCHEMES), "scheme"),
+                     workloads=csv(args.workload or "lookup,mount", "workload"),
                      duration_s=args.duration, seed=seed, knobs=parse_knobs(args.knob),
                      accel=args.accel, rcu_expedited=args.rcu_expedited, providers=args.providers,
-                     reload=args.reload, unload_pause_ms=args.unload_pause, contention=args.contention,
+                     reload=args.reload or "finit", unload_pause_ms=args.unload_pause, contention=args.contention,
                      cold_boot=args.cold_boot, guest_packages=parse_package_names(args.guest_packages),
                      module_src=tuple(str(Path(m).resolve()) for m in args.module_src))
             for k in kernel_names]
 
 
-def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] | None = None) -> int:
-    specs = specs_from_args(args)
+def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] | None = None,
+             target_stages: Callable[[TargetRaceSpec], TargetStages] | None = None) -> int:
+    specs: Sequence[RaceSpec | TargetRaceSpec] = target_specs_from_args(args) if args.target else specs_from_args(args)
     resolve_packages(specs[0].guest_packages)  # an unknown package is refused before anything else
     # One folder per race: the JSON report and its page (index.html) side by side.
     out = build_dir() / "reports" / f"race-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}" / "report.json"
@@ -428,11 +458,18 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
     reports: list[RaceReport] = []
     kept: RaceGuest | None = None
     for spec in specs:
-        progress(f"race on {spec.kernel}: schemes {','.join(spec.schemes)}, workloads "
-                 f"{','.join(spec.workloads)}, {spec.duration_s:g}s each, seed {spec.seed}"
-                 + (f", {spec.contention} host CPU hogs" if spec.contention else ""))
-        report, kept = race(spec, keep=args.keep and spec is specs[-1],
-                            stages=stages(spec) if stages else None)
+        hogs = f", {spec.contention} host CPU hogs" if spec.contention else ""
+        if isinstance(spec, TargetRaceSpec):
+            progress(f"race on {spec.kernel}: target {spec.target}, callers "
+                     f"{' '.join(op.text for op in spec.op_rows)} x{spec.callers}, {spec.duration_s:g}s, "
+                     f"seed {spec.seed}{hogs}")
+            report, kept = race_target(spec, keep=args.keep and spec is specs[-1],
+                                       stages=target_stages(spec) if target_stages else None)
+        else:
+            progress(f"race on {spec.kernel}: schemes {','.join(spec.schemes)}, workloads "
+                     f"{','.join(spec.workloads)}, {spec.duration_s:g}s each, seed {spec.seed}{hogs}")
+            report, kept = race(spec, keep=args.keep and spec is specs[-1],
+                                stages=stages(spec) if stages else None)
         reports.append(report)
         print(render_table(report), flush=True)
     doc = [r.to_json() for r in reports]

@@ -261,6 +261,18 @@ def _modules_dep(kernel: KernelFiles) -> dict[str, list[str]]:
     return deps
 
 
+def module_state(kernel: KernelFiles, name: str) -> str | None:
+    """"module" if the kernel has `name` as a loadable module, "builtin" if
+    built in, None if neither."""
+    name = name.replace("-", "_")
+    if name in {_module_name(p) for p in _modules_dep(kernel)}:
+        return "module"
+    builtin_file = kernel.modules_dir / "modules.builtin"
+    if builtin_file.is_file() and name in {_module_name(p) for p in builtin_file.read_text().split()}:
+        return "builtin"
+    return None
+
+
 def check_kmods(kernel: KernelFiles, names: tuple[str, ...]) -> tuple[str, ...]:
     """The kernel's own modules asked for by name (`--kmod minix`), normalised;
     a name the kernel has neither as a module nor built in is bad input."""

@@ -40,9 +40,10 @@ class Behaviour:
     killed_roles: tuple[str, ...] = ()  # roles that print no JSON (killed by an oops)
     boot_console: str = ""  # what the guest's boot printed (a boot splat)
     debug_locks: tuple[int, int] = (1, 1)  # /proc/lockdep_stats' debug_locks before and after the roles
+    failing: tuple[str, ...] = ()  # commands (ssh.run) that exit 1
 
 
-def role_json(role: str, b: Behaviour) -> str:
+def role_json(role: str, b: Behaviour, op: str = "") -> str:
     total, ok = b.lookups
     lat = {"p50": 10.0, "p90": 20.0, "p99": 30.0, "max": 40.0}
     caller = {"total": total, "ok": ok, "errors": {b.errno: total - ok} if total > ok else {},
@@ -55,6 +56,7 @@ def role_json(role: str, b: Behaviour) -> str:
         "looker": {"lookup": caller},
         "mounter": {"mount": caller, "umount": {"total": ok, "ok": ok, "errors": {}, "latency_us": lat}},
         "fsmounter": {"mount": caller, "umount": {"total": ok, "ok": ok, "errors": {}, "latency_us": lat}},
+        "caller": {op: caller},
     }[role]
     return json.dumps({"role": role, "name": "x_prov0", "duration_ms": 1000, "iterations": 10, "ops": ops})
 
@@ -89,7 +91,8 @@ class FakeRunning:
             return CommandResult(self.command, -1, "", "", 0.0)
         if self.role in self.guest.behaviour.killed_roles:
             return CommandResult(self.command, -1, "", "", 0.0)
-        out = role_json(self.role, self.guest.behaviour) + "\n" if self.role else ""
+        op = self.argv[self.argv.index("--op") + 1] if "--op" in self.argv else ""
+        out = role_json(self.role, self.guest.behaviour, op) + "\n" if self.role else ""
         return CommandResult(self.command, 0, out, "", 0.0)
 
 
@@ -108,6 +111,8 @@ class FakeSsh:
             when = 0 if self.guest.started is None else 1
             return CommandResult(command, 0, f" lock-classes: 12 [max: 8192]\n debug_locks: "
                                  f"{self.guest.behaviour.debug_locks[when]}\n", "", 0.0)
+        if command in self.guest.behaviour.failing:
+            return CommandResult(command, 1, "", f"{command}: failed (fake)\n", 0.0)
         return CommandResult(command, 0, "", "", 0.0)
 
     def start(self, command: str, stdin=None, pty=False, on_stdout=None, on_stderr=None) -> FakeRunning:

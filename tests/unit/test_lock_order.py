@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from harness import cli
-from harness.cli import parser
+from harness.cli import parser, specs_from_args
 from harness.errors import HarnessError
 from harness.exitcodes import ExitStatus
 from harness.race import engine as race, kbuild
@@ -151,7 +151,7 @@ def test_rwsem_unsorted_is_not_raced_by_default():
     assert "rwsem-unsorted" not in DEFAULT_SCHEMES
     assert race.RaceSpec().schemes == DEFAULT_SCHEMES == ("refcount", "rwsem", "rwsem-deferred", "unsafe")
     args = parser().parse_args(["race"])
-    assert args.scheme == ",".join(DEFAULT_SCHEMES)
+    assert specs_from_args(args)[0].schemes == DEFAULT_SCHEMES
 
 
 @pytest.mark.parametrize("make, msg", [

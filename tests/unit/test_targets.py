@@ -1,0 +1,172 @@
+"""Target races without a machine: the rows, the spec's bad input, which
+module a target is on a kernel, the roles, and the engine on a fake guest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import cli
+from harness.errors import HarnessError
+from harness.kernels import SPECS, KernelFiles
+from harness.race import targetrace, targets
+from harness.race.ops import MountOp, parse
+from harness.race.outcomes import Control, Verdict
+from harness.race.racer import Role
+
+from fakeguest import OOPS, Behaviour, FakeGuest, fast_engine  # noqa: F401 (autouse)
+
+
+def test_rows_cover_eight_modules_of_four_kinds_and_their_ops_parse():
+    real = [r for r in targets.ROWS.values() if not r.control]
+    assert len({r.module for r in real}) >= 8
+    assert len({r.kind for r in real}) >= 4
+    for row in targets.ROWS.values():
+        assert row.ops and all(parse(op).text == op for op in row.ops), row.name
+        assert row.why, row.name
+    assert [r.name for r in targets.ROWS.values() if r.control] == ["noowner"]
+
+
+def test_every_row_module_is_a_module_in_the_debug_kernels_fragment():
+    """A target built in cannot be unloaded: the debug kernel builds each as =m
+    (the fragment names the config option; this checks the modules the rows
+    unload are each named there through their option)."""
+    fragment = (Path(targets.__file__).resolve().parents[2] / "kconfigs" / "debug.config").read_text()
+    option = {"vfat": "VFAT_FS", "ext4": "EXT4_FS", "configfs": "CONFIGFS_FS", "null_blk": "BLK_DEV_NULL_BLK",
+              "brd": "BLK_DEV_RAM", "dummy": "DUMMY", "nlmon": "NLMON", "uinput": "INPUT_UINPUT", "md4": "CRYPTO_MD4",
+              "algif_hash": "CRYPTO_USER_API_HASH", "af_key": "NET_KEY", "can_raw": "CAN_RAW"}
+    for row in targets.ROWS.values():
+        if row.source is None:
+            assert f"CONFIG_{option[row.module]}=m" in fragment, row.module
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(target="nosuchmodule"), "give its callers with --op"),
+    (dict(target="dummy", ops=("opne:/dev/x",)), "unknown"),
+    (dict(target="dummy", callers=0), "--callers must be 1..16"),
+    (dict(target="dummy", duration_s=0), "--duration"),
+    (dict(target="/nonexistent/x.ko", ops=("open:/dev/x",)), "no such .ko file"),
+    (dict(target="/nonexistent/dir", ops=("open:/dev/x",)), "not a directory"),
+    (dict(target="", ops=("open:/dev/x",)), "empty"),
+])
+def test_bad_target_specs_are_one_line(kw, message):
+    with pytest.raises(HarnessError, match=message) as err:
+        targetrace.TargetRaceSpec(**kw)
+    assert "\n" not in str(err.value)
+
+
+def test_a_row_brings_its_ops_and_a_user_target_its_own():
+    assert targetrace.TargetRaceSpec("dummy").label == "netdev-add"
+    spec = targetrace.TargetRaceSpec("minix", ops=("mount:/dev/loop0:minix", "open:/proc/filesystems"))
+    assert spec.label == "mount+open" and spec.row is None
+
+
+def kernel_with(tmp_path: Path, modules: list[str], builtin: list[str]) -> KernelFiles:
+    k = KernelFiles(SPECS["6.1"], "6.1.0-99-amd64", "1", tmp_path)
+    k.modules_dir.mkdir(parents=True)
+    (k.modules_dir / "modules.dep").write_text("".join(f"kernel/{m}.ko:\n" for m in modules))
+    (k.modules_dir / "modules.builtin").write_text("".join(f"kernel/{m}.ko\n" for m in builtin))
+    return k
+
+
+def test_resolve_refuses_a_missing_or_built_in_module(tmp_path):
+    k = kernel_with(tmp_path, ["dummy", "vfat", "fat", "loop"], ["ext4"])
+    assert targetrace.resolve(targetrace.TargetRaceSpec("dummy"), k).module == "dummy"
+    vfat = targetrace.resolve(targetrace.TargetRaceSpec("vfat"), k)
+    assert vfat.kmods == ("loop", "fat", "vfat") and vfat.setup[-1].startswith("losetup /dev/loop0")
+    with pytest.raises(HarnessError, match="built into kernel 6.1"):
+        targetrace.resolve(targetrace.TargetRaceSpec("ext4"), k)
+    with pytest.raises(HarnessError, match="has no module 'nlmon'"):
+        targetrace.resolve(targetrace.TargetRaceSpec("nlmon"), k)
+    with pytest.raises(HarnessError, match="has no module 'zz'"):
+        targetrace.resolve(targetrace.TargetRaceSpec("zz", ops=("open:/dev/zz",)), k)
+
+
+def test_roles_an_unloader_then_callers_per_op_with_a_mount_folder_each():
+    spec = targetrace.TargetRaceSpec("t", ops=("mount:none:configfs", "open:/dev/null"), callers=2, duration_s=3)
+    roles = targetrace.roles_for(spec, targetrace.ResolvedTarget("configfs", params="x=1"))
+    assert [r.role for r in roles] == [Role.UNLOADER] + [Role.CALLER] * 4
+    assert {r.parties for r in roles} == {5} and {r.duration_ms for r in roles} == {3000}
+    assert roles[0].load == "modprobe" and roles[0].params == "x=1" and roles[0].name == "configfs"
+    assert [r.dir for r in roles[1:]] == ["/mnt/target0", "/mnt/target1", None, None]
+
+
+def test_repro_parses_back_to_the_same_spec():
+    spec = targetrace.TargetRaceSpec("dummy", kernel="6.12", ops=("netdev-add:dummy",), callers=3, duration_s=7,
+                                     seed=42, reload="finit", contention=1)
+    args = cli.parser().parse_args(spec.repro().split()[3:])
+    assert cli.target_specs_from_args(args) == [spec]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["race", "--target", "dummy", "--scheme", "refcount"], "--scheme belong to the harness's own schemes"),
+    (["race", "--op", "open:/dev/null"], "--op and --callers go with --target"),
+    (["race", "--target", "nosuch"], "give its callers with --op"),
+    (["race", "--target", "dummy", "--op", "frob:/x"], "unknown"),
+])
+def test_cli_bad_target_input_is_one_line_exit_2(argv, message, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
+# ---------------------------------------------------------------- the engine on a fake guest
+
+
+class Stages:
+    release, describe, lockdep, kasan = "6.1.0-99-fake", "", False, False
+
+    def __init__(self, behaviour: Behaviour, control: bool = False) -> None:
+        self.behaviour = behaviour
+        self.control = control
+        self.guest: FakeGuest | None = None
+
+    def resolve(self) -> targetrace.ResolvedTarget:
+        return targetrace.ResolvedTarget("dummy", kmods=("dummy",), control=self.control)
+
+    def boot(self, target) -> FakeGuest:
+        self.guest = FakeGuest(behaviour=self.behaviour)
+        return self.guest
+
+
+def test_a_target_race_loads_checks_unloads_and_counts_failures_as_facts():
+    stages = Stages(Behaviour(lookups=(100, 60), errno="EOPNOTSUPP"))
+    report, kept = targetrace.race_target(targetrace.TargetRaceSpec("dummy", duration_s=0.1), stages=stages)
+    run = report.runs[0]
+    assert kept is None and stages.guest.killed
+    assert run.verdict is Verdict.CLEAN and run.control is Control.NONE and not report.problems()
+    assert run.spurious_failures == 0 and run.callers.errors == {"EOPNOTSUPP": 40}
+    assert run.target.module == "dummy" and run.target.caller_ops == ("netdev-add",)
+    cmds = stages.guest.commands
+    assert "/sbin/modprobe dummy" in cmds and "/sbin/rmmod dummy && /sbin/modprobe dummy" in cmds
+    assert json.loads(json.dumps(report.to_json()))["runs"][0]["target"]["module"] == "dummy"
+
+
+def test_a_target_that_cannot_be_unloaded_or_whose_path_is_missing_is_one_line():
+    stages = Stages(Behaviour(failing=("/sbin/rmmod dummy && /sbin/modprobe dummy",)))
+    with pytest.raises(HarnessError, match="target dummy cannot be unloaded here"):
+        targetrace.race_target(targetrace.TargetRaceSpec("dummy", duration_s=0.1), stages=stages)
+    assert stages.guest.killed
+    stages = Stages(Behaviour(failing=("test -e /dev/nope",)))
+    with pytest.raises(HarnessError, match="/dev/nope does not exist in the guest"):
+        targetrace.race_target(targetrace.TargetRaceSpec("x", ops=("open:/dev/nope",), duration_s=0.1),
+                               stages=stages)
+
+
+@pytest.mark.parametrize("console, verdict, control, problems", [
+    (OOPS, Verdict.CRASHED, Control.FIRED, 0),
+    ("", Verdict.CLEAN, Control.MISSED, 1),
+])
+def test_the_broken_owner_control_must_crash(console, verdict, control, problems):
+    stages = Stages(Behaviour(console=console), control=True)
+    report, _ = targetrace.race_target(targetrace.TargetRaceSpec("noowner", duration_s=0.1), stages=stages)
+    run = report.runs[0]
+    assert (run.verdict, run.control, len(report.problems())) == (verdict, control, problems)
+
+
+def test_a_crash_of_a_real_target_is_a_finding_exit_1():
+    report, _ = targetrace.race_target(targetrace.TargetRaceSpec("dummy", duration_s=0.1),
+                                       stages=Stages(Behaviour(console=OOPS)))
+    assert report.runs[0].verdict is Verdict.CRASHED and report.problems()
