@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 KERNELS ?= all
 JOBS ?= 2
 
-.PHONY: setup setup-browser race test typecheck unit vm-test bench matrix clean host-check
+.PHONY: setup setup-browser race test typecheck unit vm-test bench matrix survey clean host-check
 
 setup:
 	@sh scripts/setup.sh
@@ -33,6 +33,11 @@ unit: setup-browser typecheck
 matrix: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests/claims --kernel $(KERNELS) -n $(JOBS) --matrix-out build/matrix \
 		--keep-console-logs
+
+# Every ready-made race target (harness/race/targets.py) on the given kernels:
+# build/survey/survey.md, survey.json and index.html.  Slow: minutes per kernel.
+survey: setup
+	$(PY) -m harness survey --kernel $(KERNELS)
 
 bench: setup
 	$(PY) bench/bench.py --kernel $(KERNEL)

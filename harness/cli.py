@@ -170,6 +170,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--attach", type=_int_in(1, 65535), metavar="PORT",
                    help="SSH port of a guest kept by race --keep")
     add_race_args(sub.add_parser("race", help="race unload against lookups/mounts and compare schemes"))
+    sv = sub.add_parser("survey", help="race every ready-made target on each kernel; a table in build/survey/")
+    sv.add_argument("--kernel", default=kernels.DEFAULT_KERNEL, help="spec or PATH, comma list or 'all'")
+    sv.add_argument("--target", default=",".join(TARGETS), help=f"comma list of {', '.join(TARGETS)} (default: all)")
+    sv.add_argument("--duration", type=_seconds, default=10.0, metavar="S", help="seconds per target race")
+    sv.add_argument("--callers", type=_int_in(1, 16), default=2, metavar="N", help="callers per operation")
+    sv.add_argument("--seed", type=int, default=None)
+    sv.add_argument("--accel", default="auto", choices=ACCELS)
+    sv.add_argument("--out", type=Path, default=None, metavar="DIR", help="default: build/survey")
     return ap
 
 
@@ -490,6 +498,46 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
     return int(status)
 
 
+def cmd_survey(args: argparse.Namespace) -> int:
+    """Every target row on every kernel; a target that cannot run on a kernel
+    (not a module there, say) is a row of its own, never the end of the survey."""
+    from .reports import survey
+
+    names = csv(args.target, "target")
+    for name in names:
+        if name not in TARGETS:
+            raise HarnessError(f"unknown target {name!r}; ready-made: {', '.join(TARGETS)}")
+    specs = kernels.parse_specs(",".join(csv(args.kernel, "kernel")))
+    out = args.out or build_dir() / "survey"
+    seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
+    reports: list[RaceReport] = []
+    refused: list[str] = []
+    for kspec in specs:
+        for i, name in enumerate(names, 1):
+            spec = TargetRaceSpec(target=name, kernel=kspec.name, callers=args.callers, duration_s=args.duration,
+                                  seed=seed, accel=args.accel)
+            progress(f"survey {kspec.name}: {name} ({i}/{len(names)})")
+            try:
+                report, _ = race_target(spec)
+            except HarnessError as e:
+                refused.append(f"{name} on {kspec.name}: {e}")
+                progress(f"survey {kspec.name}: {name} not raced: {e}")
+                continue
+            reports.append(report)
+            print(render_table(report).splitlines()[-1], flush=True)
+    paths = survey.write(reports, out, time.strftime("%Y-%m-%d"))
+    if refused:
+        (out / "survey.md").write_text((out / "survey.md").read_text() + "\nNot raced:\n\n"
+                                       + "".join(f"- {line}\n" for line in refused))
+    print(f"survey: {paths[0]}\npage: {paths[-1]}", file=sys.stderr)
+    for line in refused:
+        print(f"FAIL not raced: {line}", file=sys.stderr)
+    problems = [p for r in reports for p in r.problems()]
+    for line in problems:
+        print(f"survey: {line}", file=sys.stderr)
+    return int(ExitStatus.FINDINGS if problems or refused else ExitStatus.OK)
+
+
 def _hold(vm: RaceGuest) -> None:
     """--keep: leave the last guest up for a human until Ctrl-C."""
     print(f"\nguest kept at 127.0.0.1:{vm.port}\n"
@@ -514,7 +562,8 @@ def main(argv: list[str] | None = None) -> int:
     # Installed here, before any guest boots, so vm.py keeps it rather than its own.
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
-    handlers = {"kernels": cmd_kernels, "fetch": cmd_fetch, "build": cmd_build, "run": cmd_run, "shell": cmd_shell}
+    handlers = {"kernels": cmd_kernels, "fetch": cmd_fetch, "build": cmd_build, "run": cmd_run, "shell": cmd_shell,
+                "survey": cmd_survey}
     try:
         args = parser().parse_args(argv)
         if args.cmd == "race":

@@ -36,7 +36,8 @@ def test_every_row_module_is_a_module_in_the_debug_kernels_fragment():
     fragment = (Path(targets.__file__).resolve().parents[2] / "kconfigs" / "debug.config").read_text()
     option = {"vfat": "VFAT_FS", "ext4": "EXT4_FS", "configfs": "CONFIGFS_FS", "null_blk": "BLK_DEV_NULL_BLK",
               "brd": "BLK_DEV_RAM", "dummy": "DUMMY", "nlmon": "NLMON", "uinput": "INPUT_UINPUT", "md4": "CRYPTO_MD4",
-              "algif_hash": "CRYPTO_USER_API_HASH", "af_key": "NET_KEY", "can_raw": "CAN_RAW"}
+              "algif_hash": "CRYPTO_USER_API_HASH", "can_raw": "CAN_RAW",
+              "can_bcm": "CAN"}  # CAN_BCM defaults to CAN's value
     for row in targets.ROWS.values():
         if row.source is None:
             assert f"CONFIG_{option[row.module]}=m" in fragment, row.module
@@ -75,7 +76,8 @@ def test_resolve_refuses_a_missing_or_built_in_module(tmp_path):
     k = kernel_with(tmp_path, ["dummy", "vfat", "fat", "loop"], ["ext4"])
     assert targetrace.resolve(targetrace.TargetRaceSpec("dummy"), k).module == "dummy"
     vfat = targetrace.resolve(targetrace.TargetRaceSpec("vfat"), k)
-    assert vfat.kmods == ("loop", "fat", "vfat") and vfat.setup[-1].startswith("losetup /dev/loop0")
+    assert vfat.kmods[:2] == ("loop", "fat") and vfat.kmods[-1] == "vfat"
+    assert vfat.setup[1] == "losetup /dev/loop0 /tmp/loop0.img" and vfat.setup[2].startswith("mkdosfs /dev/loop0")
     with pytest.raises(HarnessError, match="built into kernel 6.1"):
         targetrace.resolve(targetrace.TargetRaceSpec("ext4"), k)
     with pytest.raises(HarnessError, match="has no module 'nlmon'"):

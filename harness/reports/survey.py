@@ -1,0 +1,70 @@
+"""The survey of real modules: every target row raced on each kernel, one
+table (target x kernel) of what happened, with the JSON reports and the page
+of every run beside it (`python -m harness survey`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from ..race.outcomes import RaceReport, RunResult, Verdict
+
+MAX_ERRNOS = 3
+
+
+def cell(run: RunResult) -> str:
+    """One target on one kernel: verdict, unloads done, the callers' calls and errnos, and splats."""
+    calls = run.callers
+    errs = sorted(calls.errors.items(), key=lambda kv: -kv[1])[:MAX_ERRNOS]
+    errnos = " ".join(f"{k}:{v}" for k, v in errs) or "no errors"
+    verdict = run.verdict.value + (f" (control {run.control.value})" if run.target and run.target.control else "")
+    text = f"**{verdict}**; {run.unloads} unloads; {calls.ok}/{calls.total} calls ok, {errnos}"
+    met = run.failed_by_unloads_met
+    if met[1] or met[2]:
+        text += f"; met 1/2+ unloads {met[1]}/{met[2]}"
+    if run.splats:
+        text += "; " + "; ".join(s.title for s in run.splats[:2])
+    return text
+
+
+def table(reports: Sequence[RaceReport], when: str) -> str:
+    """Markdown: one row per target, one column per kernel (its exact release)."""
+    kernels = [f"{r.kernel_spec} ({r.kernel})" for r in dict((r.kernel_spec, r) for r in reports).values()]
+    by: dict[tuple[str, str], RunResult] = {}
+    targets: list[str] = []
+    for rep in reports:
+        for run in rep.runs:
+            by[(run.scheme, f"{rep.kernel_spec} ({rep.kernel})")] = run
+            if run.scheme not in targets:
+                targets.append(run.scheme)
+    lines = [f"Survey of {when}: each target's unload raced against its callers.", "",
+             "| target | ops | " + " | ".join(kernels) + " |", "|---|---|" + "---|" * len(kernels)]
+    for t in targets:
+        any_run = next(r for (name, _), r in by.items() if name == t)
+        lines.append(f"| {t} | {any_run.workload} | "
+                     + " | ".join(cell(by[(t, k)]) if (t, k) in by else "-" for k in kernels) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def splat_runs(reports: Sequence[RaceReport]) -> list[tuple[RaceReport, RunResult]]:
+    """Every run that splatted or died: each is kept with its console log and repro."""
+    return [(rep, run) for rep in reports for run in rep.runs
+            if run.splats or run.verdict in (Verdict.CRASHED, Verdict.WARNED, Verdict.HUNG)]
+
+
+def write(reports: Sequence[RaceReport], out: Path, when: str) -> list[Path]:
+    """survey.md, survey.json and index.html in `out`."""
+    from .race_page import write_race_pages
+
+    out.mkdir(parents=True, exist_ok=True)
+    md = table(reports, when)
+    found = splat_runs(reports)
+    if found:
+        md += "\nSplats (console log, reproducer):\n\n" + "".join(
+            f"- {run.scheme} on {rep.kernel_spec}: {'; '.join(s.title for s in run.splats[:2]) or run.verdict.value}"
+            f" — `{run.console_log}` — `{run.repro}`\n" for rep, run in found)
+    (out / "survey.md").write_text(md)
+    (out / "survey.json").write_text(json.dumps([r.to_json() for r in reports], indent=1))
+    pages = write_race_pages(reports, [out / "index.html"])
+    return [out / "survey.md", out / "survey.json", *pages]
