@@ -107,36 +107,12 @@ def _mib(size: int) -> str:
 # ---------------------------------------------------------------- the resolved set
 
 
-@dataclass(frozen=True)
-class GuestPackage:
-    name: str
-    version: str
-    arch: str
-    size: int
-    sha256: str
-
-    @property
-    def pin(self) -> str:
-        return f"{self.name}={self.version}"
-
-    @property
-    def deb_name(self) -> str:
-        """The file `apt-get download` writes."""
-        return f"{self.name}_{self.version.replace(':', '%3a')}_{self.arch}.deb"
-
-    def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "version": self.version, "arch": self.arch, "size": self.size,
-                "sha256": self.sha256}
+class GuestPackage(catalogue.Deb):
+    """A package of the guest's layer: a Deb with no more to it."""
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "GuestPackage":
-        return cls(str(d["name"]), str(d["version"]), str(d["arch"]), int(d["size"]), str(d["sha256"]))
-
-    @classmethod
-    def from_fields(cls, fields: Mapping[str, str]) -> "GuestPackage":
-        """From the package's stanza in the catalogue (`apt-cache show`)."""
-        return cls(fields["Package"], fields["Version"], fields.get("Architecture", catalogue.ARCH),
-                   int(fields.get("Size", "0") or 0), fields.get("SHA256", ""))
+        return cls(*cls.fields_of(d))
 
 
 @dataclass(frozen=True)

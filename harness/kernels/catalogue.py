@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Iterable, Mapping, Protocol, Sequence
+from typing import Iterable, Mapping, Protocol, Sequence, TypeVar
 
 from . import localtree
 from .localtree import LocalTree
@@ -459,9 +459,14 @@ class Role(Enum):
     SOURCE = "source"  # kernels built here: linux-source-X.Y
 
 
+D = TypeVar("D", bound="Deb")
+
+
 @dataclass(frozen=True)
-class Package:
-    role: Role
+class Deb:
+    """One Debian package at one version, as the catalogue's lists give it:
+    what `apt-get download` fetches and what the download is checked against."""
+
     name: str
     version: str
     arch: str
@@ -478,15 +483,35 @@ class Package:
         return f"{self.name}_{self.version.replace(':', '%3a')}_{self.arch}.deb"
 
     def to_json(self) -> dict[str, object]:
-        return {"role": self.role.value, "name": self.name, "version": self.version,
-                "arch": self.arch, "size": self.size, "sha256": self.sha256}
+        return {"name": self.name, "version": self.version, "arch": self.arch, "size": self.size,
+                "sha256": self.sha256}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, object]) -> "Package":
+    def fields_of(cls, d: Mapping[str, object]) -> tuple[str, str, str, int, str]:
         size = d["size"]
         if not isinstance(size, int):
             raise TypeError("size")
-        return cls(Role(d["role"]), str(d["name"]), str(d["version"]), str(d["arch"]), size, str(d["sha256"]))
+        return str(d["name"]), str(d["version"]), str(d["arch"]), size, str(d["sha256"])
+
+    @classmethod
+    def from_fields(cls: type[D], fields: Mapping[str, str]) -> D:
+        """From the package's stanza in the lists (`apt-cache show`)."""
+        return cls(fields["Package"], fields["Version"], fields.get("Architecture", ARCH),
+                   int(fields.get("Size", "0") or 0), fields.get("SHA256", ""))
+
+
+@dataclass(frozen=True)
+class Package(Deb):
+    """A kernel's package and what it is to the kernel (after the Deb's fields)."""
+
+    role: Role
+
+    def to_json(self) -> dict[str, object]:
+        return {"role": self.role.value, **super().to_json()}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, object]) -> "Package":
+        return cls(*cls.fields_of(d), role=Role(d["role"]))
 
 
 @dataclass(frozen=True)
@@ -557,8 +582,8 @@ def walk_source(row: KernelRow, lookup: Lookup, skip: frozenset[str] = frozenset
     upstream = version.split("-")[0].split("+")[0]
     if row.series is not None and not re.match(re.escape(row.series) + r"[.-]", upstream):
         raise HarnessError(f"kernel {row.name}: {row.source} in {row.release} is {upstream}, not {row.series}")
-    pkg = Package(Role.SOURCE, row.source, version, fields.get("Architecture", "all"),
-                  int(fields.get("Size", "0") or 0), fields.get("SHA256", ""))
+    pkg = Package(row.source, version, fields.get("Architecture", "all"),
+                  int(fields.get("Size", "0") or 0), fields.get("SHA256", ""), role=Role.SOURCE)
     return ResolvedKernel(row, source_release(row, upstream, pkg.sha256), version, (pkg,))
 
 
@@ -614,7 +639,7 @@ def _walk_from(row: KernelRow, lookup: Lookup, suites: Sequence[str], image_meta
     pins = _pin(lookup, suites, [d for _, d in wanted], headers_ver)
     fields = _show(lookup, row, pins)
     packages = tuple(
-        Package(role, name, ver, f.get("Architecture", ARCH), int(f.get("Size", "0") or 0), f.get("SHA256", ""))
+        Package(name, ver, f.get("Architecture", ARCH), int(f.get("Size", "0") or 0), f.get("SHA256", ""), role=role)
         for (role, _), (name, ver), f in zip(wanted, pins, fields)
     )
     return ResolvedKernel(row, abi, image_ver, packages)

@@ -176,7 +176,7 @@ def unpacked(cache, monkeypatch):
     """A fake unpacked kernel as fetch() leaves it (the download replaced by files)."""
     spec = KernelSpec("6.1", "6.1", "linux-image-amd64", "linux-headers-amd64")
     res = Resolved(spec, RELEASE, "6.1.99-1",
-                   (Package(Role.IMAGE, "linux-image-6.1.0-99-amd64", "6.1.99-1", "amd64", 1, "0" * 64),))
+                   (Package("linux-image-6.1.0-99-amd64", "6.1.99-1", "amd64", 1, "0" * 64, role=Role.IMAGE),))
     monkeypatch.setattr(kernels, "resolve", lambda s: res)
     unpacks: list[str] = []
 

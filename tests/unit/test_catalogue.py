@@ -596,7 +596,7 @@ def test_resolved_kernel_round_trips_through_json():
 
 
 def test_deb_name_escapes_an_epoch():
-    p = cat.Package(Role.KBUILD, "x", "1:2.0-1", "amd64", 1, "")
+    p = cat.Package("x", "1:2.0-1", "amd64", 1, "", role=Role.KBUILD)
     assert p.deb_name == "x_1%3a2.0-1_amd64.deb"
 
 
@@ -604,7 +604,7 @@ def test_deb_name_escapes_an_epoch():
 
 
 def _resolved_with(payload: bytes) -> cat.ResolvedKernel:
-    pkg = cat.Package(Role.IMAGE, "linux-image-x", "1", "amd64", len(payload), hashlib.sha256(payload).hexdigest())
+    pkg = cat.Package("linux-image-x", "1", "amd64", len(payload), hashlib.sha256(payload).hexdigest(), role=Role.IMAGE)
     return cat.ResolvedKernel(cat.ROWS["6.1"], "x", "1", (pkg,))
 
 
