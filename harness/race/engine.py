@@ -353,17 +353,25 @@ def proves_locking(kfiles: kernels.KernelFiles) -> bool:
     return kfiles.config.get("CONFIG_PROVE_LOCKING") == "y"
 
 
-class PipelineStages:
-    """kernel -> modules -> image -> VM, as everywhere else."""
+class KernelStage:
+    """The kernel a race runs on, fetched once, with what the verdicts need to
+    know of it; an unknown guest package is refused before anything is built."""
 
-    def __init__(self, spec: RaceSpec) -> None:
-        self.spec = spec
-        self.kfiles = kernels.fetch(kernels.get_spec(spec.kernel), quiet=True)
+    def __init__(self, kernel: str, guest_packages: tuple[str, ...]) -> None:
+        self.kfiles = kernels.fetch(kernels.get_spec(kernel), quiet=True)
         self.release = self.kfiles.release
         self.describe = self.kfiles.describe
         self.lockdep = proves_locking(self.kfiles)
         self.kasan = self.kfiles.config.get("CONFIG_KASAN") == "y"
-        resolve_packages(spec.guest_packages)  # an unknown package is refused before any module is built
+        resolve_packages(guest_packages)
+
+
+class PipelineStages(KernelStage):
+    """kernel -> modules -> image -> VM, as everywhere else."""
+
+    def __init__(self, spec: RaceSpec) -> None:
+        super().__init__(spec.kernel, spec.guest_packages)
+        self.spec = spec
         self.extra_modules = tuple(ko for src in spec.module_src
                                    for ko in modbuild.build_dir(self.kfiles, Path(src)).ko_files)
 

@@ -27,7 +27,7 @@ from ..progress import progress
 from ..guest.splat import new_splats
 from . import targets
 from . import engine
-from .engine import BARRIER, MAX_CONTENTION, RaceGuest, debug_locks, host_contention, proves_locking, run_roles
+from .engine import BARRIER, MAX_CONTENTION, KernelStage, RaceGuest, debug_locks, host_contention, run_roles
 from .kbuild import Knobs
 from .ops import MountOp, Op, parse as parse_op
 from .outcomes import GuestState, RaceReport, RunEnd, RunResult, TargetInfo, summarise_run
@@ -223,17 +223,12 @@ class TargetStages(Protocol):
     def boot(self, target: ResolvedTarget) -> RaceGuest: ...
 
 
-class PipelineTargetStages:
-    def __init__(self, spec: TargetRaceSpec) -> None:
-        from ..guest.packages import resolve as resolve_packages
+class PipelineTargetStages(KernelStage):
+    """kernel -> target -> image -> VM."""
 
+    def __init__(self, spec: TargetRaceSpec) -> None:
+        super().__init__(spec.kernel, spec.guest_packages)
         self.spec = spec
-        self.kfiles = kernels.fetch(kernels.get_spec(spec.kernel), quiet=True)
-        self.release = self.kfiles.release
-        self.describe = self.kfiles.describe
-        self.lockdep = proves_locking(self.kfiles)
-        self.kasan = self.kfiles.config.get("CONFIG_KASAN") == "y"
-        resolve_packages(spec.guest_packages)
 
     def resolve(self) -> ResolvedTarget:
         return resolve(self.spec, self.kfiles)
