@@ -1,0 +1,50 @@
+"""Target races on a real guest, through the command line a user types: the
+broken-owner control crashes through the generic open operation, another
+project's module folder races clean, and a path that is not there after the
+setup is refused before anything races."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.tools import REPO
+
+MYDRV = REPO / "tests" / "project" / "mydrv"
+
+
+def race(kernel_spec, tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict | None]:
+    out = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, "-m", "harness", "race", "--kernel", kernel_spec.name, "--duration", "3",
+                           "--seed", "7", "--json", str(out), *args],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    return proc, json.loads(out.read_text()) if out.is_file() else None
+
+
+def test_the_broken_owner_control_crashes_through_the_generic_open(kernel_spec, tmp_path):
+    proc, report = race(kernel_spec, tmp_path, "--target", "noowner", "--callers", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = report["runs"][0]
+    assert (run["verdict"], run["control"]) == ("crashed", "fired"), run["problem"]
+    assert run["target"] == {"module": "harness_noowner", "caller_ops": ["open"], "control": True}
+    assert run["splats"] and run["ops"]["delete_module"]["ok"] >= 1
+
+
+def test_a_users_module_folder_races_clean_against_opens(kernel_spec, tmp_path):
+    proc, report = race(kernel_spec, tmp_path, "--target", str(MYDRV), "--op", "open:/dev/mydrv:read=64",
+                        "--callers", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = report["runs"][0]
+    assert run["verdict"] == "clean" and run["ops"]["delete_module"]["ok"] >= 1
+    assert run["ops"]["open"]["ok"] > 0
+    assert "--target" in run["repro"] and "open:/dev/mydrv:read=64" in run["repro"]
+
+
+def test_a_path_missing_after_the_setup_is_one_line_exit_2(kernel_spec, tmp_path):
+    proc, report = race(kernel_spec, tmp_path, "--target", "dummy", "--op", "open:/dev/nope")
+    assert proc.returncode == 2 and report is None
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == ["error: --op open:/dev/nope: /dev/nope does not exist in the guest with dummy loaded"]
+    assert "Traceback" not in proc.stderr
