@@ -1,13 +1,14 @@
 """Benchmarks (not tests): figures with min/median/max, and ratios where a
 comparison is meant, because these machines are noisy.
 
-    .venv/bin/python bench/bench.py [--kernel 6.1] [--runs 5] [--only boot,run,race]
+    .venv/bin/python bench/bench.py [--kernel 6.1] [--runs 5] [--only boot,run,looker,spurious,ops]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shlex
 import statistics
 import subprocess
@@ -18,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import kernels  # noqa: E402
-from harness.guest.image import build_image  # noqa: E402
+from harness.guest.image import GuestExtra, build_image  # noqa: E402
+from harness.guest.programs import build_static  # noqa: E402
 from harness.guest.vm import Vm, VmConfig  # noqa: E402
 
 
@@ -131,7 +133,50 @@ def bench_first_spurious(kernel: str, runs: int) -> None:
     print(f"runs with a spurious failure within 10 s: {within}/{len(firsts)}")
 
 
-BENCHES = {"boot": bench_boot, "run": bench_run, "looker": bench_looker, "spurious": bench_first_spurious}
+OPENLOOP = "/bin/openloop"
+
+
+def bench_open_op(kernel: str, runs: int, seconds: float = 3.0) -> None:
+    """The racer's generic `open` op (open + close of /dev/null, timed and
+    counted per call) against the same two syscalls in a hand-written static
+    C loop (bench/openloop.c, stopped by a timer: it reads no clock), each for
+    the same time in the same guest, in turn (the order flips every round).
+    Goal: the racer keeps >= 90 % of the hand loop's calls per second."""
+    from harness.race.ops import parse
+    from harness.race.racer import parse_role_output
+
+    kf = kernels.fetch(kernels.get_spec(kernel), quiet=True)
+    loop = build_static(Path(__file__).resolve().parent / "openloop.c", "bench-openloop")
+    img = build_image(kf, (), (GuestExtra(loop, OPENLOOP),))
+    ms = int(seconds * 1000)
+    racer_cmd = parse("open:/dev/null").role_spec(name="bench", duration_ms=ms).command()
+    hand_cmd = f"{OPENLOOP} /dev/null {ms}"
+
+    def racer(vm: Vm) -> float:
+        res = parse_role_output(vm.ssh.run(racer_cmd, check=True, timeout=120).stdout)
+        op = res.ops["open"]
+        assert res.error is None and op.ok == op.total > 0, res
+        return op.total / (res.duration_ms / 1000)
+
+    def hand(vm: Vm) -> float:
+        doc = json.loads(vm.ssh.run(hand_cmd, check=True, timeout=120).stdout)
+        assert doc["failed"] == 0 and doc["calls"] > 0, doc
+        return doc["calls"] / (doc["elapsed_ms"] / 1000)
+
+    figures: dict[str, list[float]] = {"racer": [], "hand": []}
+    with Vm(img, VmConfig(), name="bench-ops") as vm:
+        hand(vm), racer(vm)  # warm up: page cache, TCG's translations
+        for i in range(runs):
+            for label, fn in ((("racer", racer), ("hand", hand)) if i % 2 else (("hand", hand), ("racer", racer))):
+                figures[label].append(fn(vm))
+    for label, values in figures.items():
+        print(summary(f"open+close /dev/null, {label} (kops/s)", [v / 1000 for v in values], unit=""))
+    ratios = [r / h for r, h in zip(figures["racer"], figures["hand"])]
+    print(summary("racer/hand ratio (goal>=0.9)", ratios, unit=""))
+
+
+BENCHES = {"boot": bench_boot, "run": bench_run, "looker": bench_looker, "spurious": bench_first_spurious,
+           "ops": bench_open_op}
 
 
 def main() -> int:
