@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from harness.paths import REPO
+from tests.tools import REPO
 
 PACKAGES = ("bash", "python3-minimal")
 PYTHON_FROM_BASH = """bash -c 'python3 -c "print(1)"'"""
