@@ -124,3 +124,30 @@ def ktap_counts(path) -> dict[str, int]:
             out["ok" if line.ok else "not_ok"] += 1
             out["skip"] += bool(line.skip)
     return out
+
+
+def test_race_command_writes_kcidb_and_ktap_beside_its_json(tmp_path, monkeypatch, capsys):
+    from harness import cli
+    from harness.exitcodes import ExitStatus
+
+    monkeypatch.setattr(race, "HANG_SLACK_S", 0.5)
+    monkeypatch.setattr(race, "CONSOLE_SETTLE_S", 0.0)
+    monkeypatch.setattr(race, "POLL_S", 0.01)
+    monkeypatch.setenv("HARNESS_BUILD", str(tmp_path / "build"))
+    kfile, tfile, jfile = tmp_path / "k.json", tmp_path / "r.ktap", tmp_path / "r.json"
+    args = cli.parser().parse_args(["race", "--scheme", "refcount,unsafe", "--workload", "lookup", "--duration", "0.2",
+                                    "--json", str(jfile), "--kcidb", str(kfile), "--kcidb-origin", "lab_1",
+                                    "--ktap", str(tfile)])
+    stages = FakeStages({"unsafe": Behaviour(console=OOPS, killed_roles=("looker",))})
+    assert cli.cmd_race(args, stages=lambda spec: stages) == ExitStatus.OK
+    doc = json.loads(kfile.read_text())
+    kcidb_io.schema.LATEST.validate(doc)
+    assert [(t["path"], t["status"]) for t in doc["tests"]] == [("harness.race.refcount.lookup", "PASS"),
+                                                               ("harness.race.unsafe.lookup", "PASS")]
+    assert doc["tests"][0]["origin"] == "lab_1"
+    report = json.loads(jfile.read_text())
+    counts = ktap_counts(tfile)
+    assert counts == {"plan": len(report["runs"]), "ok": len(report["runs"]) - len(report["problems"]),
+                      "not_ok": len(report["problems"]), "skip": 0}
+    err = capsys.readouterr().err
+    assert f"kcidb: {kfile}" in err and f"ktap: {tfile}" in err
