@@ -151,3 +151,54 @@ def test_race_command_writes_kcidb_and_ktap_beside_its_json(tmp_path, monkeypatc
                       "not_ok": len(report["problems"]), "skip": 0}
     err = capsys.readouterr().err
     assert f"kcidb: {kfile}" in err and f"ktap: {tfile}" in err
+
+
+PLAIN_TESTS = '''
+import pytest
+
+def test_claim9_holds(record_property):
+    record_property("kernel", "6.1")
+    record_property("kernel_release", "6.1.0-57-amd64")
+    record_property("measured", {"spurious": 3, "calls": 100})
+
+def test_claim10_fails(record_property):
+    record_property("kernel", "6.1")
+    assert 1 == 2
+
+@pytest.mark.skip(reason="not here")
+def test_fact_skipped():
+    pass
+'''
+
+
+def test_pytest_plugin_writes_kcidb_and_junit_properties(tmp_path):
+    import subprocess
+    import sys
+    import xml.etree.ElementTree as ET
+
+    (tmp_path / "claims").mkdir()
+    (tmp_path / "claims" / "test_plain.py").write_text(PLAIN_TESTS)
+    out, junit = tmp_path / "k.json", tmp_path / "j.xml"
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "claims",
+                          "--kcidb", str(out), "--kcidb-origin", "lab", f"--junitxml={junit}"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stdout + res.stderr
+    doc = json.loads(out.read_text())
+    kcidb_io.schema.LATEST.validate(doc)
+    assert {t["path"]: t["status"] for t in doc["tests"]} == {
+        "harness.claims.claim9_holds": "PASS", "harness.claims.claim10_fails": "FAIL",
+        "harness.claims.fact_skipped": "SKIP"}
+    assert doc["tests"][0]["misc"]["measured"] == {"spurious": 3, "calls": 100}
+    props = {p.get("name"): p.get("value") for p in ET.parse(junit).iter("property")}
+    assert props["kernel"] == "6.1" and props["kernel_release"] == "6.1.0-57-amd64"
+
+
+def test_pytest_plugin_refuses_a_bad_kcidb_path_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n")
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_x.py",
+                          "--kcidb", "/nonexistent-dir/k.json"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 4 and "--kcidb /nonexistent-dir/k.json" in res.stderr
