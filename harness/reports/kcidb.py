@@ -12,6 +12,7 @@ The schema version comes from the `kcidb-io` package, imported only here
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -90,7 +91,7 @@ def submission(builds: Sequence[KernelBuild], tests: Iterable[Test], origin: str
     (default: the time and this process)."""
     schema = _schema()
     check_origin(origin)
-    stamp = stamp or time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{__import__('os').getpid()}"
+    stamp = stamp or time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
     now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
     ids = {b.spec: _part(b.spec) + "-" + _part(b.release) for b in builds}
     checkouts = [{"id": f"{origin}:{stamp}-{ids[b.spec]}", "origin": origin, "start_time": now, "valid": True,
@@ -142,8 +143,9 @@ def run_misc(report: RaceReport, run: RunResult) -> dict[str, Any]:
         doc.pop("hist", None)
         doc.pop("hist_failed", None)
         ops[name] = doc
-    return {"verdict": run.verdict.value, "control": run.control.value, "outcome": str(getattr(outcome(run), "value",
-                                                                                                  outcome(run))),
+    key = outcome(run)
+    return {"verdict": run.verdict.value, "control": run.control.value,
+            "outcome": key if isinstance(key, str) else key.value,
             "problem": problem(run) or "", "calls": {"ok": calls.ok, "total": calls.total, "errors": calls.errors},
             "unloads": run.unloads, "spurious_failures": run.spurious_failures,
             "failed_by_unloads_met": list(run.failed_by_unloads_met), "ops": ops,
