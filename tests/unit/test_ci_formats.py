@@ -202,3 +202,26 @@ def test_pytest_plugin_refuses_a_bad_kcidb_path_at_once(tmp_path):
                           "--kcidb", "/nonexistent-dir/k.json"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 4 and "--kcidb /nonexistent-dir/k.json" in res.stderr
+
+
+def test_survey_writes_kcidb_and_ktap_with_target_paths(tmp_path, monkeypatch):
+    from harness import cli
+    from harness.race.outcomes import TargetInfo
+
+    def fake_race_target(spec, **_):
+        rep = htmlsim.report()
+        rep.runs = rep.runs[:1]
+        rep.runs[0].scheme, rep.runs[0].workload = spec.target, "open"
+        rep.runs[0].target = TargetInfo(module=spec.target, caller_ops=("open",))
+        return rep, None
+
+    monkeypatch.setattr(cli, "race_target", fake_race_target)
+    kfile, tfile = tmp_path / "k.json", tmp_path / "s.ktap"
+    code = cli.main(["survey", "--kernel", "6.1", "--target", "vfat,ext4", "--out", str(tmp_path / "survey"),
+                     "--kcidb", str(kfile), "--ktap", str(tfile)])
+    doc = json.loads(kfile.read_text())
+    kcidb_io.schema.LATEST.validate(doc)
+    assert [t["path"] for t in doc["tests"]] == ["harness.target.vfat.open", "harness.target.ext4.open"]
+    counts = ktap_counts(tfile)
+    assert counts["plan"] == 2 == counts["ok"] + counts["not_ok"]
+    assert code == (1 if counts["not_ok"] else 0)
