@@ -31,7 +31,7 @@ unit: setup-browser typecheck
 # The seed's claims (tests/claims) on every kernel: build/matrix/matrix.{md,json}
 # and the page build/matrix/index.html, whose cells link the guests' console logs.
 matrix: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests/claims --kernel $(KERNELS) -n $(JOBS) --matrix-out build/matrix \
+	$(PY) -m pytest -q -p no:cacheprovider tests/claims --kernel $(KERNELS) -n $(JOBS) --matrix-out build/matrix $(PYTEST_ARGS) \
 		--keep-console-logs
 
 # Every ready-made race target (harness/race/targets.py) on the given kernels:

@@ -178,6 +178,7 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--seed", type=int, default=None)
     sv.add_argument("--accel", default="auto", choices=ACCELS)
     sv.add_argument("--out", type=Path, default=None, metavar="DIR", help="default: build/survey")
+    _add_ci_args(sv)
     return ap
 
 
@@ -392,7 +393,44 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--html", type=Path, metavar="FILE",
                    help="also write the HTML report here (index.html beside the JSON report is always written)")
     p.add_argument("--keep", action="store_true", help="leave the last guest up for a shell")
+    _add_ci_args(p)
     _add_packages_arg(p)
+
+
+def _add_ci_args(p: argparse.ArgumentParser) -> None:
+    """Results in the kernel CI's formats (docs/ci-formats.md)."""
+    p.add_argument("--kcidb", type=Path, metavar="FILE",
+                   help="also write a KCIDB submission (KernelCI's results database; needs kcidb-io: pip install '.[ci]')")
+    p.add_argument("--kcidb-origin", default="harness", metavar="NAME",
+                   help="the KCIDB origin of every object (lower-case letters, digits, _; default harness)")
+    p.add_argument("--kcidb-log-url", default=None, metavar="PREFIX",
+                   help="console logs' URLs in the submission: PREFIX/NAME (default: file:// URLs of the local logs)")
+    p.add_argument("--ktap", type=Path, metavar="FILE", help="also write the results as KTAP version 1")
+
+
+def check_ci_outputs(args: argparse.Namespace) -> None:
+    """--kcidb and --ktap refused before anything boots."""
+    if args.kcidb:
+        from .reports import kcidb
+
+        check_output(args.kcidb, "--kcidb")
+        kcidb.check_origin(args.kcidb_origin)
+        kcidb.require_kcidb()
+    if args.ktap:
+        check_output(args.ktap, "--ktap")
+
+
+def write_ci_outputs(args: argparse.Namespace, reports: Sequence[RaceReport]) -> None:
+    if args.kcidb:
+        from .reports import kcidb
+
+        kcidb.write(kcidb.race_submission(reports, args.kcidb_origin, args.kcidb_log_url), args.kcidb)
+        print(f"kcidb: {args.kcidb}", file=sys.stderr)
+    if args.ktap:
+        from .reports import ktap
+
+        ktap.write(reports, args.ktap)
+        print(f"ktap: {args.ktap}", file=sys.stderr)
 
 
 def parse_knobs(items: Sequence[str] | None) -> Knobs:
@@ -458,6 +496,7 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
     check_output(out)
     if args.json:
         check_output(args.json)
+    check_ci_outputs(args)
     if args.html:
         from .reports.plots import require_plotting
 
@@ -489,6 +528,7 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
 
     pages = write_race_pages(reports, [out.with_name("index.html"), *([args.html] if args.html else [])])
     print(f"report: {args.json or out}\npage: {pages[-1]}", file=sys.stderr)
+    write_ci_outputs(args, reports)
     status = exit_status(reports)
     for r in reports:
         for line in r.problems():
@@ -508,6 +548,7 @@ def cmd_survey(args: argparse.Namespace) -> int:
         if name not in TARGETS:
             raise HarnessError(f"unknown target {name!r}; ready-made: {', '.join(TARGETS)}")
     specs = kernels.parse_specs(",".join(csv(args.kernel, "kernel")))
+    check_ci_outputs(args)
     out = args.out or build_dir() / "survey"
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
     reports: list[RaceReport] = []
@@ -530,6 +571,7 @@ def cmd_survey(args: argparse.Namespace) -> int:
         (out / "survey.md").write_text((out / "survey.md").read_text() + "\nNot raced:\n\n"
                                        + "".join(f"- {line}\n" for line in refused))
     print(f"survey: {paths[0]}\npage: {paths[-1]}", file=sys.stderr)
+    write_ci_outputs(args, reports)
     for line in refused:
         print(f"FAIL not raced: {line}", file=sys.stderr)
     problems = [p for r in reports for p in r.problems()]

@@ -42,6 +42,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--guest-packages", action="append", default=None, metavar="PKG,PKG",
                     help="Debian packages (with their dependencies) in every guest; overrides the "
                          "guest_packages ini line")
+    group.addoption("--kcidb", default=None, metavar="FILE",
+                    help="write a KCIDB submission of the session's tests at its end (needs kcidb-io)")
+    group.addoption("--kcidb-origin", default="harness", metavar="NAME",
+                    help="the KCIDB origin (lower-case letters, digits, _; default harness)")
+    group.addoption("--kcidb-log-url", default=None, metavar="PREFIX",
+                    help="console logs' URLs in the KCIDB submission: PREFIX/NAME (default: file:// URLs)")
     parser.addini("guest_packages", type="args", default=[],
                   help="Debian packages (with their dependencies) in every guest: bash python3-minimal")
 
@@ -55,8 +61,57 @@ def pytest_configure(config: pytest.Config) -> None:
         asked = config.getoption("--guest-packages")
         config._harness_packages = parse_package_names(  # type: ignore[attr-defined]
             config.getini("guest_packages") if asked is None else asked)
+        _KCIDB_RECORDS.clear()  # one session's (pytest run in-process again)
+        if config.getoption("--kcidb"):
+            _check_kcidb(config)
     except HarnessError as e:
         raise pytest.UsageError(str(e)) from e
+
+
+def _check_kcidb(config: pytest.Config) -> None:
+    from .reports import kcidb
+
+    path = Path(config.getoption("--kcidb"))
+    if path.is_dir() or not path.parent.is_dir():
+        raise HarnessError(f"--kcidb {path}: give a file in an existing folder")
+    kcidb.check_origin(config.getoption("--kcidb-origin"))
+    kcidb.require_kcidb()
+
+
+_KCIDB_RECORDS: list[dict] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """The report phases for --kcidb (the xdist controller gets every worker's)."""
+    _KCIDB_RECORDS.append({"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
+                           "duration": report.duration,
+                           "user_properties": [list(p) for p in report.user_properties],
+                           "longrepr": str(report.longrepr)[-2000:] if report.failed else ""})
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    out = config.getoption("--kcidb")
+    if not out or hasattr(config, "workerinput"):
+        return
+    from .reports import kcidb
+
+    known = (*kernels.SPECS, *(s.name for s in getattr(config, "_harness_specs", ())))
+    doc = kcidb.pytest_submission(_KCIDB_RECORDS, known, config.getoption("--kcidb-origin"),
+                                  config.getoption("--kcidb-log-url"))
+    kcidb.write(doc, Path(out))
+
+
+def kernel_properties(kfiles: kernels.KernelFiles) -> list[tuple[str, Any]]:
+    """What a test's report says of its kernel (JUnit properties, the matrix, KCIDB's build)."""
+    try:
+        conf = kfiles.config
+    except OSError:  # a tree without boot/config-RELEASE
+        conf = {}
+    return [("kernel_release", kfiles.release), ("kernel_describe", kfiles.describe),
+            ("kernel_config", {"config_name": f"config-{kfiles.release}", "version": kfiles.version,
+                               "lockdep": conf.get("CONFIG_PROVE_LOCKING") == "y",
+                               "kasan": conf.get("CONFIG_KASAN") == "y"})]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -187,6 +242,13 @@ def _watch(item: pytest.Item, vm: Vm) -> int:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    kfiles = getattr(item, "funcargs", {}).get("kernel")
+    if call.when == "call" and isinstance(kfiles, kernels.KernelFiles):
+        # The kernel as JUnit properties (--junitxml) and for the claims matrix and --kcidb.
+        have = {k for k, _ in item.user_properties}
+        if "kernel" not in have:
+            item.user_properties.append(("kernel", kfiles.name))
+        item.user_properties += [p for p in kernel_properties(kfiles) if p[0] not in have]
     if call.when == "call" and item.stash.get(_VM_KEY, []):
         # A report's user properties travel to the xdist controller: the claims matrix links the logs.
         logs = [str(vm.log_path) for vm, _ in item.stash[_VM_KEY]]

@@ -82,6 +82,10 @@ CASES = {
     "race-unload-pause-negative": ["race", "--unload-pause", "-5"],
     "race-json-missing-dir": ["race", "--json", "/nonexistent-dir/x.json"],
     "race-json-is-dir": ["race", "--json", "{tmp}"],
+    "race-kcidb-missing-dir": ["race", "--kcidb", "/nonexistent-dir/k.json"],
+    "race-kcidb-bad-origin": ["race", "--kcidb", "k.json", "--kcidb-origin", "My-CI"],
+    "race-ktap-is-dir": ["race", "--ktap", "{tmp}"],
+    "survey-ktap-missing-dir": ["survey", "--ktap", "/nonexistent-dir/r.ktap"],
     # the command line itself
     "unknown-subcommand": ["frobnicate"],
     "no-subcommand": [],
