@@ -106,3 +106,13 @@ def test_changed_kernel_version_is_listed(tmp_path):
 def test_unreadable_input_is_exit_2(tmp_path, capsys):
     assert main(["merge", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_a_kernel_job_without_matrix_is_left_out_and_shows_as_gone(tmp_path):
+    _, prev, _ = merged(tmp_path, "n1")
+    a = write(tmp_path, "n2/matrix-5.10", night("5.10", "5.10.0-46-amd64", "5.10.262-1"))
+    summary = tmp_path / "s.md"
+    rc = main(["merge", str(a / "matrix.json"), str(tmp_path / "n2/matrix-6.1/matrix.json"),
+               "--out", str(tmp_path / "o"), "--previous", str(prev), "--summary", str(summary)])
+    assert rc == 0
+    assert any(ln.startswith("| Kernel changed | 6.1 |") and "absent" in ln for ln in summary.read_text().splitlines())
