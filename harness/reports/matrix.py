@@ -49,6 +49,9 @@ class Matrix:
     kernels: list[str] = field(default_factory=list)
     claims: list[str] = field(default_factory=list)
     cells: dict[str, dict[str, Cell]] = field(default_factory=dict)  # claim -> kernel -> cell
+    # kernel -> {"release": uname -r, "version": Debian's package version}, from
+    # the tests' kernel_release / kernel_version properties (older JSON: none)
+    versions: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def cell(self, claim: str, kernel: str) -> Cell | None:
         return self.cells.get(claim, {}).get(kernel)
@@ -62,6 +65,7 @@ class Matrix:
 
     def to_json(self) -> dict:
         return {"kernels": self.kernels, "claims": self.claims, "totals": self.totals(),
+                "versions": self.versions,
                 "cells": {claim: {k: asdict(c) for k, c in row.items()}
                           for claim, row in self.cells.items()}}
 
@@ -71,7 +75,8 @@ class Matrix:
         return cls(kernels=list(doc["kernels"]), claims=list(doc["claims"]),
                    cells={claim: {k: Cell(**{n: v for n, v in c.items() if n in known})
                                   for k, c in row.items()}
-                          for claim, row in doc["cells"].items()})
+                          for claim, row in doc["cells"].items()},
+                   versions={k: dict(v) for k, v in (doc.get("versions") or {}).items()})
 
 
 def split_nodeid(nodeid: str, known_kernels: Iterable[str] = ()) -> tuple[str, str | None, str]:
@@ -123,6 +128,9 @@ def build_matrix(records: Iterable[dict], known_kernels: Iterable[str] = ()) -> 
         if kernel not in mx.kernels:
             mx.kernels.append(kernel)
         cell = mx.cells.setdefault(claim, {}).setdefault(kernel, Cell())
+        for prop, key in (("kernel_release", "release"), ("kernel_version", "version")):
+            if props.get(prop):
+                mx.versions.setdefault(kernel, {})[key] = str(props[prop])
         when, outcome = rec.get("when"), rec.get("outcome")
         if "measured" in props:
             cell.measured = props["measured"]
@@ -183,6 +191,9 @@ def render_markdown(mx: Matrix, detail_limit: int = 300) -> str:
     starts = [p for row in mx.cells.values() for c in row.values() for p in c.guest_starts]
     if starts:
         lines.append("Guests: " + ", ".join(f"{starts.count(p)} {p}" for p in sorted(set(starts))))
+    if mx.versions:
+        lines.append("Kernels: " + ", ".join(
+            f"{k} {v.get('release', '?')} ({v.get('version', '?')})" for k, v in mx.versions.items()))
     lines.append("")
     lines.append("A cell is the test's outcome and what it says of the seed's claim: a test")
     lines.append("passes when the kernel behaves as measured; `does not hold` marks a claim")

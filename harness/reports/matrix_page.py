@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .matrix import OUTCOME_MARK, VERBOSE_KEYS, Cell, Matrix, render_markdown
 from .page import esc, file_link, html_page
@@ -42,13 +42,16 @@ def _cell_class(c: Cell) -> tuple[str, str, str]:
     return ("m-holds", mark, "holds") if holds else ("m-not", mark, "does not hold")
 
 
-def matrix_html(mx: Matrix, page_dir: Path) -> str:
-    """The claim x kernel grid, coloured; each cell links to its measured values and logs below."""
+def matrix_html(mx: Matrix, page_dir: Path, preamble: Sequence[str] = ()) -> str:
+    """The claim x kernel grid, coloured; each cell links to its measured values and logs below.
+    `preamble`: HTML put under the title, above the grid (the nightly's changes)."""
     totals = ", ".join(f"{k} {v}" for k, v in mx.totals().items()) or "no results"
-    body = ["<h1>The seed's claims, per kernel</h1>",
+    kernels = ", ".join(f"{k} {v.get('release', '?')} ({v.get('version', '?')})" for k, v in mx.versions.items())
+    body = ["<h1>The seed's claims, per kernel</h1>", *preamble,
             f'<p class="meta">{len(mx.claims)} tests on {len(mx.kernels)} kernel(s): {esc(totals)}. '
             "A test passes when the kernel behaves as measured; <i>does not hold</i> marks a claim of the "
             "2002 thread that the measurement contradicts. Click a cell for what was measured.</p>",
+            *([f'<p class="meta">Kernels: {esc(kernels)}</p>'] if kernels else []),
             '<p class="legend"><span class="m-holds">holds</span><span class="m-not">does not hold</span>'
             '<span class="m-fact">fact (measured, no claim)</span><span class="m-fail">failed / error</span>'
             '<span class="m-skip">skipped</span></p>',
@@ -95,18 +98,23 @@ def matrix_html(mx: Matrix, page_dir: Path) -> str:
     return html_page("Claims x kernels", body)
 
 
-def write_matrix_html(mx: Matrix, out: Path) -> Path:
-    out.write_text(matrix_html(mx, out.parent))
+def write_matrix_html(mx: Matrix, out: Path, preamble: Sequence[str] = ()) -> Path:
+    out.write_text(matrix_html(mx, out.parent, preamble))
     return out
 
 
-def write_matrix(mx: Matrix, out_dir: Path) -> tuple[Path, Path]:
-    """matrix.json and matrix.md (returned), and the page index.html beside them."""
+def write_matrix(mx: Matrix, out_dir: Path, md_head: str = "", html_head: Sequence[str] = ()) -> tuple[Path, Path]:
+    """matrix.json and matrix.md (returned), and the page index.html beside them;
+    `md_head` / `html_head` go at the top of the Markdown / the page."""
     out_dir.mkdir(parents=True, exist_ok=True)
     j, m = out_dir / "matrix.json", out_dir / "matrix.md"
     j.write_text(json.dumps(mx.to_json(), indent=1, default=str) + "\n")
-    m.write_text(render_markdown(mx))
-    write_matrix_html(mx, out_dir / "index.html")
+    text = render_markdown(mx)
+    if md_head:  # under the title
+        title, rest = text.split("\n", 1)
+        text = f"{title}\n\n{md_head.rstrip()}\n{rest}"
+    m.write_text(text)
+    write_matrix_html(mx, out_dir / "index.html", html_head)
     return j, m
 
 

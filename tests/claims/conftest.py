@@ -97,9 +97,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _claim_identity(request, kernel_spec, record_property):
-    """Every claim test records its kernel and scheme override, for the matrix."""
+def _claim_identity(request, kernel_spec, kernel, record_property):
+    """Every claim test records its kernel (spec, exact release and Debian
+    version, which the nightly page compares night to night) and scheme
+    override, for the matrix."""
     record_property("kernel", kernel_spec.name)
+    record_property("kernel_release", kernel.release)
+    record_property("kernel_version", kernel.version)
     if request.node.get_closest_marker("fact"):
         record_property("kind", "fact")
     if os.environ.get(OVERRIDE_ENV):

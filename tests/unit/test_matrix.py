@@ -111,3 +111,16 @@ def test_a_fact_passes_without_holding_anything():
     recs = phases(F1 + "[6.1]", props=[("kernel", "6.1"), ("kind", "fact")])
     md = render_markdown(build_matrix(recs, known_kernels=KERNELS))
     assert "| PASS (12.3s) |" in md and "holds" not in md.split("## Measured")[0].split("|---|")[-1]
+
+
+def test_kernel_versions_from_properties_round_trip(tmp_path):
+    from harness.reports.matrix import Matrix
+    props = [("kernel", "6.1"), ("kernel_release", "6.1.0-57-amd64"), ("kernel_version", "6.1.192-3")]
+    mx = build_matrix(phases(F1 + "[6.1]", props=props), KERNELS)
+    assert mx.versions == {"6.1": {"release": "6.1.0-57-amd64", "version": "6.1.192-3"}}
+    assert "6.1 6.1.0-57-amd64 (6.1.192-3)" in render_markdown(mx)
+    write_matrix(mx, tmp_path)
+    doc = json.loads((tmp_path / "matrix.json").read_text())
+    assert Matrix.from_json(doc).versions == mx.versions
+    del doc["versions"]  # an older night's matrix.json
+    assert Matrix.from_json(doc).versions == {}

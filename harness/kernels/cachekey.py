@@ -1,0 +1,58 @@
+"""The key a CI cache of the harness's cache folder is saved under, per kernel:
+`python -m harness.kernels.cachekey SPEC` prints `harness-SPEC-HASH`.
+
+HASH covers what the cached downloads and builds of that kernel are made of:
+the exact packages the spec resolves to in today's lists (pins and ABI), the
+build root's suite and package list, and for a kernel built here from source
+its config fragment's bytes and the build recipe.  A night whose key matches
+the last saved one restores a cache in which nothing is downloaded or built
+again; a new kernel upload changes the pins, hence the key (the workflow then
+restores the newest older cache of that spec by prefix and saves a new one).
+The archive's URL is left out: it differs between hosts, not the contents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from typing import Sequence
+
+from . import buildroot, catalogue
+from ..errors import HarnessError
+
+
+def key_inputs(row: catalogue.KernelRow, res: catalogue.ResolvedKernel) -> dict[str, object]:
+    """What the key hashes (JSON-serialisable; no host paths or URLs)."""
+    suite = buildroot.root_suite(row.release)
+    packages = buildroot.PACKAGES[suite] + (buildroot.KERNEL_BUILD_PACKAGES if row.source else ())
+    fragment = row.fragment_path.read_bytes() if row.fragment_path is not None else b""
+    return {"spec": row.name, "abi": res.abi, "version": res.version, "pins": list(res.pins),
+            "root": {"suite": suite, "packages": list(packages)},
+            "source": {"package": row.source, "recipe": catalogue.SOURCE_RECIPE,
+                       "fragment_sha256": hashlib.sha256(fragment).hexdigest()} if row.source else None}
+
+
+def cache_key(row: catalogue.KernelRow, res: catalogue.ResolvedKernel) -> str:
+    text = json.dumps(key_inputs(row, res), sort_keys=True)
+    return f"harness-{row.name}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) not in (1, 2) or (len(argv) == 2 and argv[1] != "--explain"):
+        print("usage: python -m harness.kernels.cachekey SPEC [--explain]", file=sys.stderr)
+        return 2
+    try:
+        row = catalogue.get_row(argv[0])  # a catalogue row: a local tree is not downloaded
+        res = catalogue.resolve(row)
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if len(argv) == 2:
+        print(json.dumps(key_inputs(row, res), indent=1), file=sys.stderr)
+    print(cache_key(row, res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
