@@ -42,6 +42,14 @@ CONSOLE_SETTLE_S = 0.5  # after the roles: time for a late oops to reach the con
 POLL_S = 0.1  # how often the engine looks at the roles, the guest and the clock
 
 
+def guest_flags(rcu_expedited: bool, contention: int, cold_boot: bool, guest_packages: tuple[str, ...]) -> list[str]:
+    """The guest's and host's settings of a race as `repro` writes them (schemes and targets alike)."""
+    argv = ["--rcu-expedited"] if rcu_expedited else []
+    argv += ["--contention", str(contention)] if contention else []
+    argv += ["--cold-boot"] if cold_boot else []
+    return argv + (["--guest-packages", ",".join(guest_packages)] if guest_packages else [])
+
+
 @dataclass(frozen=True)
 class RaceSpec:
     """Everything that defines a run; `repro()` turns it back into a command."""
@@ -114,15 +122,8 @@ class RaceSpec:
                 "--providers", str(self.providers), "--reload", self.reload,
                 "--unload-pause", str(self.unload_pause_ms)]
         argv += [a for knob in self.knobs.args() for a in ("--knob", knob)]
-        if self.rcu_expedited:
-            argv.append("--rcu-expedited")
-        if self.contention:
-            argv += ["--contention", str(self.contention)]
-        if self.cold_boot:
-            argv.append("--cold-boot")
+        argv += guest_flags(self.rcu_expedited, self.contention, self.cold_boot, self.guest_packages)
         argv += [a for src in self.module_src for a in ("--module-src", src)]
-        if self.guest_packages:
-            argv += ["--guest-packages", ",".join(self.guest_packages)]
         return " ".join(shlex.quote(a) for a in argv)
 
 

@@ -27,7 +27,8 @@ from ..progress import progress
 from ..guest.splat import new_splats
 from . import targets
 from . import engine
-from .engine import BARRIER, MAX_CONTENTION, KernelStage, RaceGuest, debug_locks, host_contention, run_roles
+from .engine import (BARRIER, MAX_CONTENTION, KernelStage, RaceGuest, debug_locks, guest_flags, host_contention,
+                     run_roles)
 from .kbuild import Knobs
 from .ops import MountOp, Op, parse as parse_op
 from .outcomes import GuestState, RaceReport, RunEnd, RunResult, TargetInfo, summarise_run
@@ -101,14 +102,7 @@ class TargetRaceSpec:
             argv += ["--op", op]
         argv += ["--callers", str(self.callers), "--duration", f"{self.duration_s:g}", "--seed", str(self.seed),
                  "--accel", self.accel, "--reload", self.reload, "--unload-pause", str(self.unload_pause_ms)]
-        if self.rcu_expedited:
-            argv.append("--rcu-expedited")
-        if self.contention:
-            argv += ["--contention", str(self.contention)]
-        if self.cold_boot:
-            argv.append("--cold-boot")
-        if self.guest_packages:
-            argv += ["--guest-packages", ",".join(self.guest_packages)]
+        argv += guest_flags(self.rcu_expedited, self.contention, self.cold_boot, self.guest_packages)
         return " ".join(shlex.quote(a) for a in argv)
 
 
