@@ -261,16 +261,20 @@ def _modules_dep(kernel: KernelFiles) -> dict[str, list[str]]:
     return deps
 
 
+def _module_names(kernel: KernelFiles) -> tuple[set[str], set[str]]:
+    """The kernel's loadable modules and its built-in ones, by name."""
+    loadable = {_module_name(p) for p in _modules_dep(kernel)}
+    builtin_file = kernel.modules_dir / "modules.builtin"
+    builtin = {_module_name(p) for p in builtin_file.read_text().split()} if builtin_file.is_file() else set()
+    return loadable, builtin
+
+
 def module_state(kernel: KernelFiles, name: str) -> str | None:
     """"module" if the kernel has `name` as a loadable module, "builtin" if
     built in, None if neither."""
+    loadable, builtin = _module_names(kernel)
     name = name.replace("-", "_")
-    if name in {_module_name(p) for p in _modules_dep(kernel)}:
-        return "module"
-    builtin_file = kernel.modules_dir / "modules.builtin"
-    if builtin_file.is_file() and name in {_module_name(p) for p in builtin_file.read_text().split()}:
-        return "builtin"
-    return None
+    return "module" if name in loadable else "builtin" if name in builtin else None
 
 
 def check_kmods(kernel: KernelFiles, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -278,9 +282,7 @@ def check_kmods(kernel: KernelFiles, names: tuple[str, ...]) -> tuple[str, ...]:
     a name the kernel has neither as a module nor built in is bad input."""
     if not names:
         return ()
-    loadable = {_module_name(p) for p in _modules_dep(kernel)}
-    builtin_file = kernel.modules_dir / "modules.builtin"
-    builtin = {_module_name(p) for p in builtin_file.read_text().split()} if builtin_file.is_file() else set()
+    loadable, builtin = _module_names(kernel)
     out = []
     for raw in names:
         name = raw.strip().replace("-", "_")

@@ -310,6 +310,22 @@ def debug_locks(vm: RaceGuest) -> bool | None:
     return parse_debug_locks(res.stdout) if res.ok else None
 
 
+def observe_roles(vm: RaceGuest, roles: Sequence[RoleSpec], duration_s: float, contention: int, label: str,
+                  lockdep: bool) -> tuple[RolesOutcome, list[Splat], GuestState]:
+    """Run the roles with `contention` host hogs, and what the guest showed:
+    the console's new splats and, on a lockdep kernel, debug_locks before and
+    after (the scheme and target races alike)."""
+    before = debug_locks(vm) if lockdep else None
+    offset = vm.console_size()
+    with host_contention(contention):
+        outcome = run_roles(vm, roles, duration_s, label=label, slack_s=HANG_SLACK_S, poll_s=POLL_S)
+    time.sleep(CONSOLE_SETTLE_S)
+    splats = new_splats(vm.console_text(), offset)
+    guest = GuestState(tuple(vm.boot_splats), before,
+                       debug_locks(vm) if lockdep and outcome.end is RunEnd.COMPLETED else None)
+    return outcome, splats, guest
+
+
 def run_one(vm: RaceGuest, mods: BuiltModules, spec: RaceSpec, scheme: str, workload: str,
             release: str, lockdep: bool = False, kasan: bool = False) -> RunResult:
     """One workload in a booted guest; the guest may die doing it.  `lockdep`:
@@ -317,15 +333,8 @@ def run_one(vm: RaceGuest, mods: BuiltModules, spec: RaceSpec, scheme: str, work
     and then its lockdep must still be on for a lockdep-clean run to mean
     anything; `kasan`: CONFIG_KASAN (what the KASAN control must show)."""
     roles = roles_for(workload, mods, spec, release)
-    before = debug_locks(vm) if lockdep else None
-    offset = vm.console_size()
-    with host_contention(spec.contention):
-        outcome = run_roles(vm, roles, spec.duration_s, label=f"{scheme}/{workload}",
-                            slack_s=HANG_SLACK_S, poll_s=POLL_S)
-    time.sleep(CONSOLE_SETTLE_S)
-    splats = new_splats(vm.console_text(), offset)
-    guest = GuestState(tuple(vm.boot_splats), before,
-                       debug_locks(vm) if lockdep and outcome.end is RunEnd.COMPLETED else None)
+    outcome, splats, guest = observe_roles(vm, roles, spec.duration_s, spec.contention, f"{scheme}/{workload}",
+                                           lockdep)
     run = summarise_run(scheme, workload, outcome.results, splats, outcome.end, outcome.detail,
                         spec.repro(scheme, workload), outcome.seconds, lockdep=lockdep, kasan=kasan,
                         guest=guest)

@@ -14,7 +14,6 @@ as facts: while the module is gone a caller is meant to fail.
 from __future__ import annotations
 
 import shlex
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,14 +23,11 @@ from ..errors import HarnessError
 from ..kernels import modbuild
 from ..paths import data_dir
 from ..progress import progress
-from ..guest.splat import new_splats
 from . import targets
-from . import engine
-from .engine import (BARRIER, MAX_CONTENTION, KernelStage, RaceGuest, debug_locks, guest_flags, host_contention,
-                     run_roles)
+from .engine import BARRIER, MAX_CONTENTION, KernelStage, RaceGuest, guest_flags, observe_roles
 from .kbuild import Knobs
 from .ops import MountOp, Op, parse as parse_op
-from .outcomes import GuestState, RaceReport, RunEnd, RunResult, TargetInfo, summarise_run
+from .outcomes import RaceReport, RunResult, TargetInfo, summarise_run
 from .racer import Role, RoleSpec
 
 MAX_CALLERS = 16
@@ -244,16 +240,8 @@ class PipelineTargetStages(KernelStage):
 def run_target(vm: RaceGuest, spec: TargetRaceSpec, target: ResolvedTarget, lockdep: bool = False,
                kasan: bool = False) -> RunResult:
     """One target race in a prepared guest; the guest may die doing it."""
-    roles = roles_for(spec, target)
-    before = debug_locks(vm) if lockdep else None
-    offset = vm.console_size()
-    with host_contention(spec.contention):
-        outcome = run_roles(vm, roles, spec.duration_s, label=f"{spec.target}/{spec.label}",
-                            slack_s=engine.HANG_SLACK_S, poll_s=engine.POLL_S)
-    time.sleep(engine.CONSOLE_SETTLE_S)
-    splats = new_splats(vm.console_text(), offset)
-    guest = GuestState(tuple(vm.boot_splats), before,
-                       debug_locks(vm) if lockdep and outcome.end is RunEnd.COMPLETED else None)
+    outcome, splats, guest = observe_roles(vm, roles_for(spec, target), spec.duration_s, spec.contention,
+                                           f"{spec.target}/{spec.label}", lockdep)
     info = TargetInfo(target.module, tuple(dict.fromkeys(op.call_op for op in spec.op_rows)), target.control)
     run = summarise_run(spec.target, spec.label, outcome.results, splats, outcome.end, outcome.detail,
                         spec.repro(), outcome.seconds, lockdep=lockdep, kasan=kasan, guest=guest, target=info)

@@ -22,13 +22,6 @@ from harness.util import Stamp, damage
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(util, "_HASHED", {})
-    return tmp_path / "cache"
-
-
-@pytest.fixture
 def said(monkeypatch):
     lines: list[str] = []
     for mod in (image, kernels, util):

@@ -129,13 +129,6 @@ class FakeCatalogue:
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(util, "_HASHED", {})
-    return tmp_path / "cache"
-
-
-@pytest.fixture
 def said(monkeypatch):
     lines: list[str] = []
     for mod in (packages, image, util):

@@ -12,16 +12,9 @@ from pathlib import Path
 import pytest
 from treedata import CC_TEXT, RELEASE, build_tree, elf_kernel, guest_config, installed_root, note
 
-from harness import kernels, util
+from harness import kernels
 from harness.errors import HarnessError
 from harness.kernels import catalogue, localtree, modbuild
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(util, "_HASHED", {})
-    return tmp_path / "cache"
 
 
 def _files(root: Path) -> dict[str, tuple[int, int]]:
