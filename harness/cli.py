@@ -565,7 +565,7 @@ def cmd_survey(args: argparse.Namespace) -> int:
                 progress(f"survey {kspec.name}: {name} not raced: {e}")
                 continue
             reports.append(report)
-            print(render_table(report).splitlines()[-1], flush=True)
+            print(f"{kspec.name} {name}: {survey.cell(report.runs[0])}", flush=True)
     paths = survey.write(reports, out, time.strftime("%Y-%m-%d"))
     if refused:
         (out / "survey.md").write_text((out / "survey.md").read_text() + "\nNot raced:\n\n"
