@@ -16,12 +16,19 @@ What counts as a change, per (test, kernel) present on both nights:
   night; the verbose records are left out);
 - a test or a kernel that appeared or disappeared;
 and per kernel, its exact release (uname -r) or Debian version changed.
+
+The guests' console logs the cells name are absolute paths on the machine that
+ran the kernel's job.  The merge finds each in the job's uploaded folder (the
+`logs/` beside its `matrix/`, as the workflow uploads build/matrix and
+build/logs together) or where it was written, and copies it to
+OUT/logs/KERNEL/, so the page's links work in the one folder it is published in.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +69,38 @@ def load(path: Path) -> Matrix:
     """A matrix.json, or a folder holding one."""
     src = path / "matrix.json" if path.is_dir() else path
     return Matrix.from_json(json.loads(src.read_text()))
+
+
+def log_candidates(log: str, source: Path) -> list[Path]:
+    """Where a cell's console log may be, for a matrix read from `source` (a
+    matrix.json or its folder): beside the matrix in the job's uploaded folder,
+    then the path it was written at."""
+    folder = source.parent if source.suffix == ".json" else source
+    name = Path(log).name
+    return [folder / "logs" / name, folder.parent / "logs" / name, Path(log)]
+
+
+def gather_logs(mx: Matrix, source: Path, out: Path) -> int:
+    """Copy the console logs `mx`'s cells name into OUT/logs/KERNEL/ and point the
+    cells there; a log found nowhere keeps its name (the page says "not kept").
+    Returns how many were copied."""
+    copied = 0
+    for row in mx.cells.values():
+        for kernel, cell in row.items():
+            kept = []
+            for log in cell.console_logs:
+                found = next((p for p in log_candidates(log, source) if p.is_file()), None)
+                if found is None:
+                    kept.append(log)
+                    continue
+                dest = out / "logs" / kernel / found.name
+                if found.resolve() != dest.resolve():
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(found, dest)
+                    copied += 1
+                kept.append(str(dest))
+            cell.console_logs = kept
+    return copied
 
 
 def merge(matrices: Sequence[Matrix], order: Sequence[str] = ()) -> Matrix:
@@ -181,7 +220,10 @@ def summary_html(changes: Changes) -> list[str]:
 
 def run_merge(inputs: Sequence[Path], out: Path, previous: Path | None = None,
               summary: Path | None = None, order: Sequence[str] = ()) -> tuple[Matrix, Changes]:
-    mx = merge([load(p) for p in inputs], order)
+    jobs = [load(p) for p in inputs]
+    for job, src in zip(jobs, inputs):
+        gather_logs(job, src, out)
+    mx = merge(jobs, order)
     changes = compare(load(previous), mx) if previous is not None else Changes()
     md = summary_markdown(changes, mx)
     write_matrix(mx, out, md_head=md, html_head=summary_html(changes))

@@ -116,3 +116,24 @@ def test_a_kernel_job_without_matrix_is_left_out_and_shows_as_gone(tmp_path):
                "--out", str(tmp_path / "o"), "--previous", str(prev), "--summary", str(summary)])
     assert rc == 0
     assert any(ln.startswith("| Kernel changed | 6.1 |") and "absent" in ln for ln in summary.read_text().splitlines())
+
+
+def test_console_logs_from_the_uploaded_jobs_are_copied_beside_the_page(tmp_path):
+    """The cells name logs by the runner's absolute paths; the merged page finds
+    them in each job's artifact (logs/ beside matrix/) and links its own copies."""
+    mx = night("6.1", "6.1.0-57-amd64", "6.1.192-3")
+    mx.cells[C1]["6.1"].console_logs = ["/runner/work/project/build/logs/c1-6.1.log"]
+    mx.cells[C4]["6.1"].console_logs = ["/runner/work/project/build/logs/gone.log"]
+    job = tmp_path / "tonight" / "matrix-6.1"
+    (job / "matrix").mkdir(parents=True)
+    (job / "matrix" / "matrix.json").write_text(json.dumps(mx.to_json()))
+    (job / "logs").mkdir()
+    (job / "logs" / "c1-6.1.log").write_text("console of claim 1\n")
+    out = tmp_path / "page"
+    assert main(["merge", str(job / "matrix" / "matrix.json"), "--out", str(out)]) == 0
+    assert (out / "logs" / "6.1" / "c1-6.1.log").read_text() == "console of claim 1\n"
+    html = (out / "index.html").read_text()
+    assert 'href="logs/6.1/c1-6.1.log"' in html
+    assert "gone.log</code> <span class=\"note\">(not kept)" in html
+    cells = json.loads((out / "matrix.json").read_text())["cells"]
+    assert cells[C1]["6.1"]["console_logs"] == [str(out / "logs" / "6.1" / "c1-6.1.log")]
