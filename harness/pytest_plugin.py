@@ -14,6 +14,8 @@ The session's shared guest is replaced after any splat.  `--guest-packages`
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -53,6 +55,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    global _IN_WORKER
+    _IN_WORKER = hasattr(config, "workerinput")
     for line in ("vm: boots a real kernel in QEMU", "fresh_vm: the test gets a guest of its own",
                  "expect_splat: the test provokes splats and checks them itself"):
         config.addinivalue_line("markers", line)
@@ -81,8 +85,30 @@ def _check_kcidb(config: pytest.Config) -> None:
 _KCIDB_RECORDS: list[dict] = []
 
 
+class _JsonDict(dict):
+    """A property's dict that prints as JSON: pytest's --junitxml writes each
+    property as str(value), which for a plain dict is Python text."""
+
+    def __str__(self) -> str:
+        return json.dumps(self, sort_keys=True, default=str)
+
+
+class _JsonList(list):
+    def __str__(self) -> str:
+        return json.dumps(self, default=str)
+
+
+_AS_JSON: dict[type, type] = {dict: _JsonDict, list: _JsonList}
+_IN_WORKER = False
+
+
+@pytest.hookimpl(tryfirst=True)  # before junitxml's hook reads the properties
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """The report phases for --kcidb (the xdist controller gets every worker's)."""
+    """The report phases for --kcidb (the xdist controller gets every worker's);
+    dict and list properties made to print as JSON in --junitxml."""
+    if not _IN_WORKER:  # an xdist worker sends its reports with execnet, which knows no subclasses
+        report.user_properties = [(k, _AS_JSON[type(v)](v) if type(v) in _AS_JSON else v)
+                                  for k, v in report.user_properties]
     _KCIDB_RECORDS.append({"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
                            "duration": report.duration,
                            "user_properties": [list(p) for p in report.user_properties],

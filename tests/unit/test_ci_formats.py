@@ -171,7 +171,8 @@ def test_fact_skipped():
 '''
 
 
-def test_pytest_plugin_writes_kcidb_and_junit_properties(tmp_path):
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["in-process", "xdist"])
+def test_pytest_plugin_writes_kcidb_and_junit_properties(tmp_path, workers):
     import subprocess
     import sys
     import xml.etree.ElementTree as ET
@@ -180,7 +181,7 @@ def test_pytest_plugin_writes_kcidb_and_junit_properties(tmp_path):
     (tmp_path / "claims" / "test_plain.py").write_text(PLAIN_TESTS)
     out, junit = tmp_path / "k.json", tmp_path / "j.xml"
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "claims",
-                          "--kcidb", str(out), "--kcidb-origin", "lab", f"--junitxml={junit}"],
+                          "--kcidb", str(out), "--kcidb-origin", "lab", f"--junitxml={junit}", *workers],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert res.returncode == 1, res.stdout + res.stderr
     doc = json.loads(out.read_text())
@@ -188,9 +189,11 @@ def test_pytest_plugin_writes_kcidb_and_junit_properties(tmp_path):
     assert {t["path"]: t["status"] for t in doc["tests"]} == {
         "harness.claims.claim9_holds": "PASS", "harness.claims.claim10_fails": "FAIL",
         "harness.claims.fact_skipped": "SKIP"}
-    assert doc["tests"][0]["misc"]["measured"] == {"spurious": 3, "calls": 100}
+    by_path = {t["path"]: t for t in doc["tests"]}  # xdist: in the order they ended
+    assert by_path["harness.claims.claim9_holds"]["misc"]["measured"] == {"spurious": 3, "calls": 100}
     props = {p.get("name"): p.get("value") for p in ET.parse(junit).iter("property")}
     assert props["kernel"] == "6.1" and props["kernel_release"] == "6.1.0-57-amd64"
+    assert json.loads(props["measured"]) == {"spurious": 3, "calls": 100}  # JSON, not Python text
 
 
 def test_pytest_plugin_refuses_a_bad_kcidb_path_at_once(tmp_path):
