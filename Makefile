@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 KERNELS ?= all
 JOBS ?= 2
 
-.PHONY: setup setup-browser race test typecheck unit vm-test bench matrix survey clean host-check
+.PHONY: setup setup-browser race test typecheck unit vm-test bench matrix survey clean host-check nightly-check
 
 setup:
 	@sh scripts/setup.sh
@@ -46,6 +46,13 @@ bench: setup
 # clone of HEAD (needs root): build/host-check/STAMP/summary.txt.
 host-check: setup
 	@bash scripts/host-check.sh
+
+# The nightly workflow's kernel job and page job for KERNEL, replayed from
+# .github/workflows/nightly.yml in clean Debian roots on two nights, then the
+# page against a planted change (needs root; about half an hour cold):
+# build/nightly-check/STAMP/summary.txt.  --cold: ARGS=--cold.
+nightly-check: setup
+	@$(PY) scripts/nightly_check.py --kernel $(KERNEL) $(ARGS)
 
 clean:
 	rm -rf build
