@@ -76,8 +76,12 @@ def _check_kcidb(config: pytest.Config) -> None:
     from .reports import kcidb
 
     path = Path(config.getoption("--kcidb"))
-    if path.is_dir() or not path.parent.is_dir():
-        raise HarnessError(f"--kcidb {path}: give a file in an existing folder")
+    if path.is_dir():
+        raise HarnessError(f"--kcidb {path} is a folder; give a file name")
+    try:  # its folder is made, as --junitxml's is (make matrix on a clean clone has no build/matrix yet)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HarnessError(f"--kcidb {path}: cannot make its folder ({e.strerror})") from e
     kcidb.check_origin(config.getoption("--kcidb-origin"))
     kcidb.require_kcidb()
 

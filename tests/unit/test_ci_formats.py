@@ -201,10 +201,26 @@ def test_pytest_plugin_refuses_a_bad_kcidb_path_at_once(tmp_path):
     import sys
 
     (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n")
+    (tmp_path / "a-file").write_text("")
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_x.py",
-                          "--kcidb", "/nonexistent-dir/k.json"], cwd=tmp_path, capture_output=True, text=True,
+                          "--kcidb", "a-file/k.json"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=120)
-    assert res.returncode == 4 and "--kcidb /nonexistent-dir/k.json" in res.stderr
+    assert res.returncode == 4 and "--kcidb a-file/k.json: cannot make its folder" in res.stderr
+    assert res.stderr.count("\n") <= 2, res.stderr  # one line, no traceback
+
+
+def test_pytest_plugin_makes_the_kcidb_folder(tmp_path):
+    """As --junitxml does: make matrix on a clean clone names build/matrix/kcidb.json
+    before build/matrix exists (found by make nightly-check)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n")
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_x.py",
+                          "--kcidb", "build/matrix/k.json"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    kcidb_io.schema.LATEST.validate(json.loads((tmp_path / "build" / "matrix" / "k.json").read_text()))
 
 
 def test_survey_writes_kcidb_and_ktap_with_target_paths(tmp_path, monkeypatch):
