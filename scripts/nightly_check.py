@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -461,19 +462,27 @@ class Run:
                                  stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  start_new_session=True)
             last = time.monotonic()
-            while p.poll() is None:
-                time.sleep(2)
-                if time.monotonic() > job.deadline:
-                    os.killpg(p.pid, 9)
-                    p.wait()
-                    out.write("\nnightly-check: the job's timeout-minutes ran out\n")
-                    job.ctx.status = "cancelled"
-                    return 124
-                if time.monotonic() - last >= HEARTBEAT_S:
-                    last = time.monotonic()
-                    tail = log.read_text(errors="replace").rstrip().splitlines()[-1:] or [""]
-                    say(f"[{self.night}] {job.name}: still running: {tail[0][:120]}")
-            return p.returncode
+            try:
+                return self._wait(job, p, log, out, last)
+            except BaseException:  # interrupted: the step's whole session goes (its guests too)
+                os.killpg(p.pid, 9)
+                p.wait()
+                raise
+
+    def _wait(self, job: Job, p: subprocess.Popen, log: Path, out: Any, last: float) -> int:
+        while p.poll() is None:
+            time.sleep(2)
+            if time.monotonic() > job.deadline:
+                os.killpg(p.pid, 9)
+                p.wait()
+                out.write("\nnightly-check: the job's timeout-minutes ran out\n")
+                job.ctx.status = "cancelled"
+                return 124
+            if time.monotonic() - last >= HEARTBEAT_S:
+                last = time.monotonic()
+                tail = log.read_text(errors="replace").rstrip().splitlines()[-1:] or [""]
+                say(f"[{self.night}] {job.name}: still running: {tail[0][:120]}")
+        return p.returncode
 
     def use(self, job: Job, step: dict[str, Any], log: Path) -> bool:
         action = str(step["uses"]).split("@")[0]
@@ -739,7 +748,12 @@ class Check:
         return 0 if all(v.held for v in self.verdicts) else 1
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     p = argparse.ArgumentParser(prog="scripts/nightly_check.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--kernel", default="6.1", help="one kernel of the nightly matrix (default 6.1)")
     p.add_argument("--cold", action="store_true", help="forget the kept caches first: night 1 starts empty")
