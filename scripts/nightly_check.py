@@ -175,6 +175,8 @@ def evaluate(expr: str, ctx: Context) -> Any:
             return status[name]()
         if name == "hashFiles":
             return ctx.hash_files([str(a) for a in args])
+        if name == "fromJSON" and len(args) == 1:
+            return json.loads(str(args[0]))
         raise CheckError(f"expression {expr!r}: no stand-in for {name}()")
 
     v = or_()
@@ -441,7 +443,8 @@ class Run:
         (tmp / "output").write_text("")
         wd = os.path.join(WORKSPACE, interpolate(step.get("working-directory", "."), ctx))
         cmd = ["bash", "-c", 'cd "$1" && exec bash -e "$2"', "step", wd, f"{RUNNER_TEMP}/step.sh"]
-        rc = self.in_root(job, cmd, log)
+        env = {**(job.spec.get("env") or {}), **(step.get("env") or {})}
+        rc = self.in_root(job, [*(f"{k}={interpolate(v, ctx)}" for k, v in env.items()), *cmd], log)
         outputs = ctx.values["steps"].setdefault(step.get("id", f"_{id(step)}"), {"outputs": {}})["outputs"]
         for line in (tmp / "output").read_text().splitlines():
             if "=" in line:

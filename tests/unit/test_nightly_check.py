@@ -1,0 +1,146 @@
+"""scripts/nightly_check.py's replay of the nightly workflow, without a root or
+a guest: its expressions, its stand-ins for the workflow's runners and actions,
+and the artifact layout the page job's merge reads."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+NIGHTLY = REPO / ".github" / "workflows" / "nightly.yml"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("nightly_check", REPO / "scripts" / "nightly_check.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["nightly_check"] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+nc = load_script()
+
+
+def ctx(status="success", files=(), **values):
+    return nc.Context(values, status=status, hash_files=lambda pats: "x" if set(pats) & set(files) else "")
+
+
+@pytest.mark.parametrize("kernel, minutes", [("6.12-debug", 300), ("6.1", 120)])
+def test_the_claims_jobs_timeout_is_evaluated_as_actions_does(kernel, minutes):
+    job = yaml.safe_load(NIGHTLY.read_text())["jobs"]["claims"]
+    assert nc.value_of(job["timeout-minutes"], ctx(matrix={"kernel": kernel})) == minutes
+
+
+def test_interpolation_of_contexts_and_outputs():
+    c = ctx(matrix={"kernel": "6.1"}, steps={"key": {"outputs": {"key": "harness-6.1-abc"}}}, github={"run_id": "7"})
+    assert nc.interpolate("Claims on ${{ matrix.kernel }}", c) == "Claims on 6.1"
+    assert nc.interpolate("${{ steps.key.outputs.key }}/nightly-page-${{ github.run_id }}", c) == \
+        "harness-6.1-abc/nightly-page-7"
+    assert nc.interpolate("${{ matrix.missing }}", c) == ""
+
+
+@pytest.mark.parametrize("cond, status, files, runs", [
+    (None, "success", (), True),
+    (None, "failure", (), False),  # a step after a failed one is skipped
+    ("always()", "failure", (), True),
+    ("always() && hashFiles('build/nightly/matrix.json') != ''", "failure", ("build/nightly/matrix.json",), True),
+    ("always() && hashFiles('build/nightly/matrix.json') != ''", "success", (), False),
+    ("matrix.kernel == '6.1'", "failure", (), False),  # success() && is implied
+    ("${{ matrix.kernel == '6.1' }}", "success", (), True),
+    ("!cancelled() && (failure() || matrix.kernel != '6.1')", "failure", (), True),
+])
+def test_step_conditions(cond, status, files, runs):
+    assert nc.should_run(cond, ctx(status, files, matrix={"kernel": "6.1"})) is runs
+
+
+def test_a_bad_expression_is_one_line():
+    with pytest.raises(nc.CheckError, match="cannot read"):
+        nc.evaluate("matrix.kernel === 1", ctx())
+    with pytest.raises(nc.CheckError, match="no stand-in for contains"):
+        nc.evaluate("contains('a', 'b')", ctx())
+
+
+def test_every_step_of_the_nightly_workflow_has_a_stand_in():
+    """A new action, runner or expression in nightly.yml must get its row in
+    the replay, or make nightly-check would stop at it."""
+    wf = yaml.safe_load(NIGHTLY.read_text())
+    c = ctx(matrix={"kernel": "6.1"}, steps={}, github={"run_id": "1"}, runner={"temp": "/t"})
+    for job in wf["jobs"].values():
+        nc.runner_of(job)
+        for step in job["steps"]:
+            if "uses" in step:
+                assert step["uses"].split("@")[0] in nc.ACTIONS, step["uses"]
+            for text in re.findall(r"\$\{\{.*?\}\}", yaml.safe_dump(step)):
+                nc.interpolate(text, c)
+            nc.should_run(step.get("if"), c)
+
+
+def test_an_unknown_action_or_runner_is_refused_in_one_line():
+    with pytest.raises(nc.CheckError, match="no stand-in root for runner 'macos-latest'"):
+        nc.runner_of({"runs-on": "macos-latest"})
+
+
+def test_cache_store_exact_key_then_newest_restore_key(tmp_path):
+    store = nc.Store(tmp_path / "store")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("old")
+    assert store.save("harness-6.1-aaa", src, saved=1.0)
+    (src / "f").write_text("new")
+    assert store.save("harness-6.1-bbb", src, saved=2.0)
+    assert not store.save("harness-6.1-bbb", src)  # keys are immutable
+    assert store.find("harness-6.1-aaa", ["harness-6.1-"]) == ("harness-6.1-aaa", True)
+    assert store.find("harness-6.1-ccc", ["harness-6.1-"]) == ("harness-6.1-bbb", False)
+    assert store.find("harness-6.1-ccc", ["harness-sid-"]) == (None, False)
+    assert (store.folder("harness-6.1-bbb") / "data" / "f").read_text() == "new"
+    store.drop("harness-6.1-")
+    assert store.entries() == []
+
+
+class FakeCheck:
+    def __init__(self, tmp_path):
+        self.logs = tmp_path / "logs"
+        self.commit = "0" * 40
+
+
+def test_uploaded_kernel_jobs_are_where_the_page_jobs_merge_looks(tmp_path):
+    """upload-artifact keeps build/matrix and build/logs under their common
+    folder; download-artifact with a pattern puts each artifact in a folder of
+    its name: nights/tonight/matrix-6.1/matrix/matrix.json, as the page job's
+    glob expects, with the console logs beside it."""
+    wf = yaml.safe_load(NIGHTLY.read_text())
+    upload = next(s for s in wf["jobs"]["claims"]["steps"] if s.get("uses", "").startswith("actions/upload"))
+    download = next(s for s in wf["jobs"]["page"]["steps"] if s.get("uses", "").startswith("actions/download"))
+    run = nc.Run(FakeCheck(tmp_path), "night1", 1)
+    claims = nc.Job(run, "claims 6.1", {}, {"kernel": "6.1"}, root=tmp_path / "claims-root")
+    (claims.workspace / "build" / "matrix").mkdir(parents=True)
+    (claims.workspace / "build" / "matrix" / "matrix.json").write_text("{}")
+    (claims.workspace / "build" / "logs").mkdir()
+    (claims.workspace / "build" / "logs" / "c1.log").write_text("console")
+    c = ctx(matrix={"kernel": "6.1"})
+    inputs = {k: nc.interpolate(v, c) for k, v in upload["with"].items()}
+    assert nc.act_upload(run, claims, upload, inputs, io.StringIO())
+    page = nc.Job(run, "page", {}, {}, root=tmp_path / "page-root")
+    inputs = {k: nc.interpolate(v, c) for k, v in download["with"].items()}
+    assert nc.act_download(run, page, download, inputs, io.StringIO())
+    merge = next(s for s in wf["jobs"]["page"]["steps"] if s.get("name") == "Merge and compare")
+    glob = re.search(r"merge (\S+)", merge["run"]).group(1)
+    found = sorted(page.workspace.glob(glob))
+    assert found == [page.workspace / "nights" / "tonight" / "matrix-6.1" / "matrix" / "matrix.json"]
+    assert (found[0].parent.parent / "logs" / "c1.log").read_text() == "console"
+
+
+def test_artifact_root_is_the_paths_common_folder(tmp_path):
+    a, b = tmp_path / "build" / "matrix", tmp_path / "build" / "logs"
+    a.mkdir(parents=True)
+    b.mkdir()
+    assert nc.artifact_root([a, b]) == tmp_path / "build"
+    assert nc.artifact_root([a]) == a
