@@ -282,17 +282,26 @@ class Store:
     def folder(self, key: str) -> Path:
         return self.root / re.sub(r"[^A-Za-z0-9._-]", "_", key)
 
-    def save(self, key: str, src: Path, saved: float | None = None) -> bool:
+    def save(self, key: str, paths: dict[str, Path], saved: float | None = None) -> bool:
+        """Save each of `paths` (the workflow's path -> where it is here) under
+        `key`; `restore` puts each back at its path."""
         dest = self.folder(key)
         if (dest / "meta.json").is_file():
             return False  # GitHub's cache keys are immutable
         tmp = dest.with_name(dest.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        copy_tree(src, tmp / "data")
+        for path, src in paths.items():
+            copy_tree(src, tmp / "data" / path)
         (tmp / "meta.json").write_text(json.dumps({"key": key, "saved": saved or time.time()}))
         tmp.rename(dest)
         return True
+
+    def restore(self, key: str, paths: dict[str, Path]) -> None:
+        for path, dest in paths.items():
+            src = self.folder(key) / "data" / path
+            if src.exists():
+                copy_tree(src, dest)
 
     def drop(self, prefix: str) -> None:
         for e in self.entries():
@@ -515,10 +524,7 @@ def _restore(run: Run, job: Job, inputs: dict, log: Any) -> tuple[str, bool]:
     hit, exact = run.check.store.find(key, lines(inputs.get("restore-keys")))
     job.cache_hits[key] = "exact" if exact else "partial" if hit else "miss"
     if hit:
-        for p in lines(inputs["path"]):
-            src = run.check.store.folder(hit) / "data" / p
-            if src.exists():
-                copy_tree(src, job.host(p))
+        run.check.store.restore(hit, {p: job.host(p) for p in lines(inputs["path"])})
         print(f"cache restored from key {hit} ({'exact' if exact else 'a restore key'})", file=log)
     else:
         print(f"cache not found for key {key}", file=log)
@@ -531,9 +537,8 @@ def _save(run: Run, job: Job, key: str, paths: list[str], log: Any) -> None:
         if not src.exists():
             print(f"cache not saved: {p} does not exist", file=log)
             return
-    for p in paths:  # one path per entry is what the workflows use
-        saved = run.check.store.save(key, job.host(p))
-        print(f"cache {'saved' if saved else 'already exists'} under key {key}", file=log)
+    saved = run.check.store.save(key, {p: job.host(p) for p in paths})
+    print(f"cache {'saved' if saved else 'already exists'} under key {key}", file=log)
 
 
 def act_cache(run: Run, job: Job, step: dict, inputs: dict, log: Any) -> bool:
@@ -691,7 +696,9 @@ class Check:
     def planted(self, tonight: Run) -> None:
         """Night 2's page job again, its previous night being night 1's page with
         one claim's cell flipped."""
-        old = self.store.folder("nightly-page-1") / "data" / "matrix.json"
+        kept = next(lines(st["with"]["path"])[0] for st in self.workflow["jobs"]["page"]["steps"]
+                    if str(st.get("uses", "")).startswith("actions/cache/save"))  # nights/previous
+        old = self.store.folder("nightly-page-1") / "data" / kept / "matrix.json"
         if not old.is_file():
             self.verdict("planted: night 1's page kept for the next night", False, f"no {old}")
             return
@@ -710,7 +717,7 @@ class Check:
         shutil.rmtree(planted, ignore_errors=True)
         planted.mkdir(parents=True)
         (planted / "matrix.json").write_text(json.dumps(doc))
-        self.store.save("nightly-page-planted", planted, saved=time.time() + 1e6)  # the newest entry
+        self.store.save("nightly-page-planted", {kept: planted}, saved=time.time() + 1e6)  # the newest entry
         run = Run(self, "planted", 3)
         for art in tonight.artifacts.glob("matrix-*"):
             copy_tree(art, run.artifacts / art.name)

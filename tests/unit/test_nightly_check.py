@@ -93,14 +93,15 @@ def test_cache_store_exact_key_then_newest_restore_key(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "f").write_text("old")
-    assert store.save("harness-6.1-aaa", src, saved=1.0)
+    assert store.save("harness-6.1-aaa", {".cache": src}, saved=1.0)
     (src / "f").write_text("new")
-    assert store.save("harness-6.1-bbb", src, saved=2.0)
-    assert not store.save("harness-6.1-bbb", src)  # keys are immutable
+    assert store.save("harness-6.1-bbb", {".cache": src}, saved=2.0)
+    assert not store.save("harness-6.1-bbb", {".cache": src})  # keys are immutable
     assert store.find("harness-6.1-aaa", ["harness-6.1-"]) == ("harness-6.1-aaa", True)
     assert store.find("harness-6.1-ccc", ["harness-6.1-"]) == ("harness-6.1-bbb", False)
     assert store.find("harness-6.1-ccc", ["harness-sid-"]) == (None, False)
-    assert (store.folder("harness-6.1-bbb") / "data" / "f").read_text() == "new"
+    store.restore("harness-6.1-bbb", {".cache": tmp_path / "ws" / ".cache"})
+    assert (tmp_path / "ws" / ".cache" / "f").read_text() == "new"
     store.drop("harness-6.1-")
     assert store.entries() == []
 
@@ -144,3 +145,30 @@ def test_artifact_root_is_the_paths_common_folder(tmp_path):
     b.mkdir()
     assert nc.artifact_root([a, b]) == tmp_path / "build"
     assert nc.artifact_root([a]) == a
+
+
+def test_a_saved_cache_is_restored_at_its_path_in_the_next_nights_job(tmp_path):
+    """The claims job's actions/cache: night 1 misses and saves .cache after the
+    job; night 2's fresh root gets it back, same files, same mtimes."""
+    wf = yaml.safe_load(NIGHTLY.read_text())
+    step = next(s for s in wf["jobs"]["claims"]["steps"] if s.get("uses", "").startswith("actions/cache@"))
+    check = FakeCheck(tmp_path)
+    check.store = nc.Store(tmp_path / "store")
+    c = ctx(matrix={"kernel": "6.1"}, steps={"key": {"outputs": {"key": "harness-6.1-abc"}}})
+    inputs = {k: nc.interpolate(v, c) for k, v in step["with"].items()}
+    night1 = nc.Job(nc.Run(check, "night1", 1), "claims 6.1", {}, {}, root=tmp_path / "root1")
+    log = tmp_path / "cache.log"
+    with open(log, "w") as out:
+        assert nc.act_cache(night1.run, night1, step, inputs, out)
+    assert night1.cache_hits == {"harness-6.1-abc": "miss"}
+    deb = night1.workspace / ".cache" / "debs" / "linux-image.deb"
+    deb.parent.mkdir(parents=True)
+    deb.write_text("kernel")
+    for post in night1.post:
+        post()
+    night2 = nc.Job(nc.Run(check, "night2", 2), "claims 6.1", {}, {}, root=tmp_path / "root2")
+    with open(log, "a") as out:
+        assert nc.act_cache(night2.run, night2, step, inputs, out)
+    assert night2.cache_hits == {"harness-6.1-abc": "exact"}
+    assert night2.list_harness_cache() == night1.list_harness_cache() == {
+        ("debs/linux-image.deb", deb.stat().st_mtime_ns)}
