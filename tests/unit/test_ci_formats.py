@@ -128,6 +128,7 @@ def ktap_counts(path) -> dict[str, int]:
 
 def test_race_command_writes_kcidb_and_ktap_beside_its_json(tmp_path, monkeypatch, capsys):
     from harness import cli
+    from harness.cli import race as race_cli
     from harness.exitcodes import ExitStatus
 
     monkeypatch.setattr(race, "HANG_SLACK_S", 0.5)
@@ -139,7 +140,7 @@ def test_race_command_writes_kcidb_and_ktap_beside_its_json(tmp_path, monkeypatc
                                     "--json", str(jfile), "--kcidb", str(kfile), "--kcidb-origin", "lab_1",
                                     "--ktap", str(tfile)])
     stages = FakeStages({"unsafe": Behaviour(console=OOPS, killed_roles=("looker",))})
-    assert cli.cmd_race(args, stages=lambda spec: stages) == ExitStatus.OK
+    assert race_cli.cmd_race(args, stages=lambda spec: stages) == ExitStatus.OK
     doc = json.loads(kfile.read_text())
     kcidb_io.schema.LATEST.validate(doc)
     assert [(t["path"], t["status"]) for t in doc["tests"]] == [("harness.race.refcount.lookup", "PASS"),
@@ -225,6 +226,7 @@ def test_pytest_plugin_makes_the_kcidb_folder(tmp_path):
 
 def test_survey_writes_kcidb_and_ktap_with_target_paths(tmp_path, monkeypatch):
     from harness import cli
+    from harness.cli import race as race_cli
     from harness.race.outcomes import TargetInfo
 
     def fake_race_target(spec, **_):
@@ -234,7 +236,7 @@ def test_survey_writes_kcidb_and_ktap_with_target_paths(tmp_path, monkeypatch):
         rep.runs[0].target = TargetInfo(module=spec.target, caller_ops=("open",))
         return rep, None
 
-    monkeypatch.setattr(cli, "race_target", fake_race_target)
+    monkeypatch.setattr(race_cli, "race_target", fake_race_target)
     kfile, tfile = tmp_path / "k.json", tmp_path / "s.ktap"
     code = cli.main(["survey", "--kernel", "6.1", "--target", "vfat,ext4", "--out", str(tmp_path / "survey"),
                      "--kcidb", str(kfile), "--ktap", str(tfile)])

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from harness import cli
+from harness.cli import guest as guest_cli
 from harness.errors import HarnessError
 from harness.exitcodes import ExitStatus
 from harness.guest.ssh import command_line
@@ -110,7 +111,7 @@ def test_run_names_boot_splats_apart_from_the_commands(capsys, tmp_path):
     log.write_text(boot + "HARNESS-GUEST-READY\n" + used)
     vm = SimpleNamespace(boot_splats=tuple(parse(boot)), console_text=log.read_text,
                          ready_offset=len(boot) + len("HARNESS-GUEST-READY\n"), log_path=log)
-    cli._report_splats(vm)
+    guest_cli.report_splats(vm)
     err = capsys.readouterr().err.splitlines()
     assert err == ["boot: warning: WARNING in early_thing (the guest was broken before the command began)",
                    "console: bug: BUG: kernel NULL pointer dereference, address: ADDR", f"console log: {log}"]

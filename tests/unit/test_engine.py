@@ -10,6 +10,7 @@ import time
 import pytest
 
 from harness import cli
+from harness.cli import race as race_cli
 from harness.cli import main, parser
 from harness.race import engine as race
 from harness.exitcodes import ExitStatus
@@ -127,7 +128,7 @@ def _cmd(argv: list[str], behaviours: dict[str, Behaviour]) -> tuple[int, list[F
         return made[-1]
 
     args = parser().parse_args(["race", "--duration", "0.2", *argv])
-    return cli.cmd_race(args, stages=stages), made
+    return race_cli.cmd_race(args, stages=stages), made
 
 
 FIRES = Behaviour(console=OOPS, killed_roles=("looker",))

@@ -302,8 +302,9 @@ def test_guest_paths_the_harness_owns_include_its_machinery():
 
 def test_the_cli_refuses_a_bad_name_before_anything(monkeypatch, capsys, tmp_path):
     from harness import cli
+    from harness.cli import guest as guest_cli
 
-    monkeypatch.setattr(cli, "qemu_binary", lambda: "qemu")
+    monkeypatch.setattr(guest_cli, "qemu_binary", lambda: "qemu")
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HARNESS_BUILD", str(tmp_path / "build"))
     assert cli.main(["run", "--guest-packages", "bash,", "--", "true"]) == 2

@@ -12,6 +12,7 @@ import re
 import pytest
 
 from harness import cli
+from harness.cli import race as race_cli
 from harness.cli import main
 from harness.exitcodes import ExitStatus
 from harness.race import engine as race
@@ -139,7 +140,7 @@ def _cmd(argv, tmp_path, monkeypatch):
     monkeypatch.setattr(race, "POLL_S", 0.01)
     monkeypatch.setenv("HARNESS_BUILD", str(tmp_path / "build"))
     args = race_args(["--scheme", "refcount", "--workload", "lookup", "--duration", "0.2", *argv])
-    return cli.cmd_race(args, stages=lambda spec: FakeStages({}))
+    return race_cli.cmd_race(args, stages=lambda spec: FakeStages({}))
 
 
 def race_args(argv):

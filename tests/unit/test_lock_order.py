@@ -12,7 +12,9 @@ from types import SimpleNamespace
 import pytest
 
 from harness import cli
-from harness.cli import parser, specs_from_args
+from harness.cli import race as race_cli
+from harness.cli import parser
+from harness.cli.race import specs_from_args
 from harness.errors import HarnessError
 from harness.exitcodes import ExitStatus
 from harness.race import engine as race, kbuild
@@ -168,7 +170,7 @@ def test_bad_rows_are_refused(make, msg):
 
 
 def _spec_from_argv(argv):
-    (spec,) = cli.specs_from_args(parser().parse_args(argv))
+    (spec,) = race_cli.specs_from_args(parser().parse_args(argv))
     return spec
 
 
@@ -309,7 +311,7 @@ def test_cli_twobus_table_json_and_exit_status(capsys, tmp_path):
     def run(lockdep, behaviours):
         args = parser().parse_args(["race", "--duration", "0.2", "--scheme", "rwsem-unsorted,rwsem",
                                     "--workload", "twobus", "--json", str(out_json)])
-        return cli.cmd_race(args, stages=lambda spec: FakeStages(behaviours, lockdep=lockdep))
+        return race_cli.cmd_race(args, stages=lambda spec: FakeStages(behaviours, lockdep=lockdep))
 
     assert run(False, {}) == ExitStatus.OK
     out = capsys.readouterr().out

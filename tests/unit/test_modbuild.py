@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import cli
+from harness.cli import kernel as kernel_cli
 from harness.errors import HarnessError
 from harness.kernels import SPECS, KernelFiles, modbuild
 
@@ -180,7 +181,7 @@ def test_cli_build_bad_folder_is_one_line_exit_2(tmp_path, capsys):
 
 def test_cli_build_prints_one_line_per_kernel_and_a_compile_error_exits_2(tmp_path, fake_kbuild, monkeypatch, capsys):
     monkeypatch.setattr(cli.kernels, "fetch", lambda spec, quiet=False: KernelFiles(spec, f"{spec.name}-rel", "1", tmp_path))
-    monkeypatch.setattr(cli, "progress", lambda line: None)
+    monkeypatch.setattr(kernel_cli, "progress", lambda line: None)
     src = module_dir(tmp_path)
     assert cli.main(["build", "--kernel", "6.1,6.12", str(src)]) == 0
     out = capsys.readouterr().out.splitlines()

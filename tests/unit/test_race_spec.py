@@ -6,6 +6,7 @@ import shlex
 import pytest
 
 from harness import cli
+from harness.cli import race as race_cli
 from harness.cli import parser
 from harness.errors import HarnessError
 from harness.race import engine as race
@@ -13,7 +14,7 @@ from harness.race.kbuild import ModuleSetSpec
 
 
 def _spec_from_argv(argv):
-    (spec,) = cli.specs_from_args(parser().parse_args(argv))
+    (spec,) = race_cli.specs_from_args(parser().parse_args(argv))
     return spec
 
 
@@ -45,14 +46,14 @@ def test_bad_specs_are_refused_before_anything_runs(kwargs, msg):
 
 
 def test_knob_parsing():
-    assert cli.parse_knobs(None) == race.DEFAULT_KNOBS
-    assert tuple(cli.parse_knobs(["exit_delay_ms=10", "call_delay_us=0"]).items()) == (("call_delay_us", 0), ("exit_delay_ms", 10))
+    assert race_cli.parse_knobs(None) == race.DEFAULT_KNOBS
+    assert tuple(race_cli.parse_knobs(["exit_delay_ms=10", "call_delay_us=0"]).items()) == (("call_delay_us", 0), ("exit_delay_ms", 10))
     # one knob given: the other defaults stay (a lost call_delay_us silences the negative control)
-    assert tuple(cli.parse_knobs(["exit_delay_ms=50"]).items()) == (("call_delay_us", 1000), ("exit_delay_ms", 50))
-    assert tuple(cli.parse_knobs(["exit_tail_ms=5"]).items()) == (("call_delay_us", 1000), ("exit_delay_ms", 200),
+    assert tuple(race_cli.parse_knobs(["exit_delay_ms=50"]).items()) == (("call_delay_us", 1000), ("exit_delay_ms", 50))
+    assert tuple(race_cli.parse_knobs(["exit_tail_ms=5"]).items()) == (("call_delay_us", 1000), ("exit_delay_ms", 200),
                                                     ("exit_tail_ms", 5))
     with pytest.raises(HarnessError, match="NAME=VALUE"):
-        cli.parse_knobs(["exit_delay_ms"])
+        race_cli.parse_knobs(["exit_delay_ms"])
 
 
 class _Mods:

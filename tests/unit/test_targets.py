@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness import cli
+from harness.cli import race as race_cli
 from harness.errors import HarnessError
 from harness.kernels import SPECS, KernelFiles
 from harness.race import targetrace, targets
@@ -99,7 +100,7 @@ def test_repro_parses_back_to_the_same_spec():
     spec = targetrace.TargetRaceSpec("dummy", kernel="6.12", ops=("netdev-add:dummy",), callers=3, duration_s=7,
                                      seed=42, reload="finit", contention=1)
     args = cli.parser().parse_args(spec.repro().split()[3:])
-    assert cli.target_specs_from_args(args) == [spec]
+    assert race_cli.target_specs_from_args(args) == [spec]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -1,0 +1,42 @@
+"""`kernels`, `fetch` and `build`: the kernel stage from the shell."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import kernels
+from ..kernels import modbuild
+from ..progress import progress
+
+
+def cmd_kernels(args: argparse.Namespace) -> int:
+    rows = kernels.status(refresh=args.refresh)  # before the header: an unusable cache is one error line, nothing else
+    print(f"{'spec':<11} {'suite':<13} {'release':<26} {'debian version':<22} state")
+    for spec, res, state in rows:
+        default = " (default)" if spec.name == kernels.DEFAULT_KERNEL else ""
+        # Kernels built here are named, never part of `all`: a cold build takes minutes.
+        made = f" (built here from {spec.source}; not in 'all')" if spec.source else ""
+        if res is None:
+            print(f"{spec.name:<11} {spec.release:<13} {'?':<26} {'?':<22} {state}")
+        else:
+            print(f"{spec.name:<11} {spec.release:<13} {res.abi:<26} {res.version:<22} {state}{default}{made}")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    for spec in kernels.parse_specs(args.kernel):
+        files = kernels.fetch(spec)
+        print(f"{spec.name}: {files.release} in {files.root}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """One line per kernel on stdout: `SPEC RELEASE: KO...`; progress on stderr."""
+    modbuild.source_files(args.source)
+    specs = kernels.parse_specs(args.kernel)
+    for i, spec in enumerate(specs, 1):
+        progress(f"build {args.source} for {spec.name} ({i}/{len(specs)})")
+        kfiles = kernels.fetch(spec, quiet=True)
+        built = modbuild.build_dir(kfiles, args.source)
+        print(f"{spec.name} {kfiles.release}: {' '.join(str(k) for k in built.ko_files)}", flush=True)
+    return 0

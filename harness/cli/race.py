@@ -1,0 +1,254 @@
+"""`race` and `survey`: the harness's schemes or any module raced, and the reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .. import kernels
+from ..errors import HarnessError
+from ..exitcodes import ExitStatus
+from ..guest.packages import parse_names as parse_package_names
+from ..guest.packages import resolve as resolve_packages
+from ..guest.vm import ACCELS
+from ..paths import build_dir
+from ..progress import progress
+from ..race.engine import DEFAULT_KNOBS, RaceGuest, RaceSpec, RaceStages, race
+from ..race.kbuild import KNOBS, Knobs
+from ..race.outcomes import RaceReport, exit_status, render_table
+from ..race.schemes import DEFAULT_SCHEMES, SCHEMES, WORKLOADS
+from ..race.targetrace import TargetRaceSpec, TargetStages, race_target
+from ..race.targets import ROWS as TARGETS
+from .args import add_packages_arg, check_output, csv
+
+
+def add_race_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel", default=kernels.DEFAULT_KERNEL,
+                   help="spec or PATH of a kernel tree, comma list or 'all' (one report per kernel)")
+    p.add_argument("--target", metavar="NAME|PATH.ko|DIR",
+                   help="race this module's unload instead of the harness's own schemes: a ready-made target "
+                        f"({', '.join(TARGETS)}), one of the kernel's modules by name, a built .ko or a module folder")
+    p.add_argument("--op", action="append", default=[], metavar="OP",
+                   help="with --target: a caller operation (open:PATH[:read=N], ioctl:PATH:REQ, mount:SRC:FSTYPE[:OPTS], "
+                        "socket:FAMILY:TYPE:PROTO[:ALGTYPE:ALGNAME], netdev-add:KIND, exec:CMD); one role each")
+    p.add_argument("--callers", type=int, default=1, metavar="N", help="with --target: callers per --op (default 1)")
+    p.add_argument("--scheme", default=None,
+                   help=f"comma list of {', '.join(SCHEMES)} (default {','.join(DEFAULT_SCHEMES)})")
+    p.add_argument("--workload", default=None, help=f"comma list of {', '.join(WORKLOADS)} (default lookup,mount)")
+    p.add_argument("--duration", type=float, default=15.0, metavar="S", help="seconds per run")
+    p.add_argument("--seed", type=int, default=None, help="default: random, printed in the report")
+    p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                   help=f"provider parameter ({', '.join(KNOBS)}); "
+                        "overrides that knob only; defaults "
+                        + " ".join(DEFAULT_KNOBS.args()))
+    p.add_argument("--unload-pause", type=int, default=100, metavar="MS",
+                   help="how long the unloader leaves the reloaded module live (default 100)")
+    p.add_argument("--providers", type=int, default=2)
+    p.add_argument("--reload", default=None, choices=("finit", "modprobe"),
+                   help="how the unloader reloads: finit_module of the .ko (schemes' default) or modprobe (targets')")
+    p.add_argument("--accel", default="auto", choices=ACCELS)
+    p.add_argument("--rcu-expedited", action="store_true")
+    p.add_argument("--cold-boot", action="store_true", help="boot every guest instead of restoring its kernel's saved base guest (and save none)")
+    p.add_argument("--contention", type=int, default=0, metavar="N",
+                   help="N host processes spin on the CPUs while the roles run (a loaded CI runner)")
+    p.add_argument("--module-src", action="append", default=[], metavar="DIR",
+                   help="a kbuild module directory built for the kernel and put in every guest")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON report here")
+    p.add_argument("--html", type=Path, metavar="FILE",
+                   help="also write the HTML report here (index.html beside the JSON report is always written)")
+    p.add_argument("--keep", action="store_true", help="leave the last guest up for a shell")
+    add_ci_args(p)
+    add_packages_arg(p)
+
+
+def add_ci_args(p: argparse.ArgumentParser) -> None:
+    """Results in the kernel CI's formats (docs/ci-formats.md)."""
+    p.add_argument("--kcidb", type=Path, metavar="FILE",
+                   help="also write a KCIDB submission (KernelCI's results database; needs kcidb-io: pip install '.[ci]')")
+    p.add_argument("--kcidb-origin", default="harness", metavar="NAME",
+                   help="the KCIDB origin of every object (lower-case letters, digits, _; default harness)")
+    p.add_argument("--kcidb-log-url", default=None, metavar="PREFIX",
+                   help="console logs' URLs in the submission: PREFIX/NAME (default: file:// URLs of the local logs)")
+    p.add_argument("--ktap", type=Path, metavar="FILE", help="also write the results as KTAP version 1")
+
+
+def check_ci_outputs(args: argparse.Namespace) -> None:
+    """--kcidb and --ktap refused before anything boots."""
+    if args.kcidb:
+        from ..reports import kcidb
+
+        check_output(args.kcidb, "--kcidb")
+        kcidb.check_origin(args.kcidb_origin)
+        kcidb.require_kcidb()
+    if args.ktap:
+        check_output(args.ktap, "--ktap")
+
+
+def write_ci_outputs(args: argparse.Namespace, reports: Sequence[RaceReport]) -> None:
+    if args.kcidb:
+        from ..reports import kcidb
+
+        kcidb.write(kcidb.race_submission(reports, args.kcidb_origin, args.kcidb_log_url), args.kcidb)
+        print(f"kcidb: {args.kcidb}", file=sys.stderr)
+    if args.ktap:
+        from ..reports import ktap
+
+        ktap.write(reports, args.ktap)
+        print(f"ktap: {args.ktap}", file=sys.stderr)
+
+
+def parse_knobs(items: Sequence[str] | None) -> Knobs:
+    """The defaults, each `NAME=VALUE` overriding that knob only."""
+    given: dict[str, object] = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise HarnessError(f"--knob wants NAME=VALUE, got {item!r}")
+        given[name.strip()] = value.strip()
+    return Knobs({**DEFAULT_KNOBS, **Knobs(given)})
+
+
+def target_specs_from_args(args: argparse.Namespace) -> list[TargetRaceSpec]:
+    mixed = [f for f, v in (("--scheme", args.scheme), ("--workload", args.workload), ("--module-src", args.module_src),
+                            ("--providers", args.providers != 2), ("--knob", args.knob)) if v]
+    if mixed:
+        raise HarnessError(f"--target races a module against --op callers; {', '.join(mixed)} "
+                           "belong to the harness's own schemes")
+    seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
+    kernel_names = [k.name for k in kernels.parse_specs(",".join(csv(args.kernel, "kernel")))]
+    return [TargetRaceSpec(target=args.target, kernel=k, ops=tuple(args.op), callers=args.callers,
+                           duration_s=args.duration, seed=seed, accel=args.accel, rcu_expedited=args.rcu_expedited,
+                           reload=args.reload or "modprobe", unload_pause_ms=args.unload_pause,
+                           contention=args.contention, cold_boot=args.cold_boot,
+                           guest_packages=parse_package_names(args.guest_packages))
+            for k in kernel_names]
+
+
+def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
+    if args.op or args.callers != 1:
+        raise HarnessError("--op and --callers go with --target (a module to race); the schemes have their workloads")
+    seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
+    kernel_names = [k.name for k in kernels.parse_specs(",".join(csv(args.kernel, "kernel")))]
+    return [RaceSpec(kernel=k, schemes=csv(args.scheme or ",".join(DEFAULT_SCHEMES), "scheme"),
+                     workloads=csv(args.workload or "lookup,mount", "workload"),
+                     duration_s=args.duration, seed=seed, knobs=parse_knobs(args.knob),
+                     accel=args.accel, rcu_expedited=args.rcu_expedited, providers=args.providers,
+                     reload=args.reload or "finit", unload_pause_ms=args.unload_pause, contention=args.contention,
+                     cold_boot=args.cold_boot, guest_packages=parse_package_names(args.guest_packages),
+                     module_src=tuple(str(Path(m).resolve()) for m in args.module_src))
+            for k in kernel_names]
+
+
+def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] | None = None,
+             target_stages: Callable[[TargetRaceSpec], TargetStages] | None = None) -> int:
+    specs: Sequence[RaceSpec | TargetRaceSpec] = target_specs_from_args(args) if args.target else specs_from_args(args)
+    resolve_packages(specs[0].guest_packages)  # an unknown package is refused before anything else
+    # One folder per race: the JSON report and its page (index.html) side by side.
+    out = build_dir() / "reports" / f"race-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}" / "report.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output(out)
+    if args.json:
+        check_output(args.json)
+    check_ci_outputs(args)
+    if args.html:
+        from ..reports.plots import require_plotting
+
+        check_output(args.html, "--html")
+        require_plotting()
+    reports: list[RaceReport] = []
+    kept: RaceGuest | None = None
+    for spec in specs:
+        hogs = f", {spec.contention} host CPU hogs" if spec.contention else ""
+        if isinstance(spec, TargetRaceSpec):
+            progress(f"race on {spec.kernel}: target {spec.target}, callers "
+                     f"{' '.join(op.text for op in spec.op_rows)} x{spec.callers}, {spec.duration_s:g}s, "
+                     f"seed {spec.seed}{hogs}")
+            report, kept = race_target(spec, keep=args.keep and spec is specs[-1],
+                                       stages=target_stages(spec) if target_stages else None)
+        else:
+            progress(f"race on {spec.kernel}: schemes {','.join(spec.schemes)}, workloads "
+                     f"{','.join(spec.workloads)}, {spec.duration_s:g}s each, seed {spec.seed}{hogs}")
+            report, kept = race(spec, keep=args.keep and spec is specs[-1],
+                                stages=stages(spec) if stages else None)
+        reports.append(report)
+        print(render_table(report), flush=True)
+    doc = [r.to_json() for r in reports]
+    text = json.dumps(doc[0] if len(doc) == 1 else doc, indent=1)
+    out.write_text(text)
+    if args.json:
+        args.json.write_text(text)
+    from ..reports.race_page import write_race_pages
+
+    pages = write_race_pages(reports, [out.with_name("index.html"), *([args.html] if args.html else [])])
+    print(f"report: {args.json or out}\npage: {pages[-1]}", file=sys.stderr)
+    write_ci_outputs(args, reports)
+    status = exit_status(reports)
+    for r in reports:
+        for line in r.problems():
+            print(f"FAIL {r.kernel_spec}: {line}", file=sys.stderr)
+    if kept is not None:
+        _hold(kept)
+    return int(status)
+
+
+def cmd_survey(args: argparse.Namespace) -> int:
+    """Every target row on every kernel; a target that cannot run on a kernel
+    (not a module there, say) is a row of its own, never the end of the survey."""
+    from ..reports import survey
+
+    names = csv(args.target, "target")
+    for name in names:
+        if name not in TARGETS:
+            raise HarnessError(f"unknown target {name!r}; ready-made: {', '.join(TARGETS)}")
+    specs = kernels.parse_specs(",".join(csv(args.kernel, "kernel")))
+    check_ci_outputs(args)
+    out = args.out or build_dir() / "survey"
+    seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
+    reports: list[RaceReport] = []
+    refused: list[str] = []
+    for kspec in specs:
+        for i, name in enumerate(names, 1):
+            spec = TargetRaceSpec(target=name, kernel=kspec.name, callers=args.callers, duration_s=args.duration,
+                                  seed=seed, accel=args.accel)
+            progress(f"survey {kspec.name}: {name} ({i}/{len(names)})")
+            try:
+                report, _ = race_target(spec)
+            except HarnessError as e:
+                refused.append(f"{name} on {kspec.name}: {e}")
+                progress(f"survey {kspec.name}: {name} not raced: {e}")
+                continue
+            reports.append(report)
+            print(f"{kspec.name} {name}: {survey.cell(report.runs[0])}", flush=True)
+    paths = survey.write(reports, out, time.strftime("%Y-%m-%d"))
+    if refused:
+        (out / "survey.md").write_text((out / "survey.md").read_text() + "\nNot raced:\n\n"
+                                       + "".join(f"- {line}\n" for line in refused))
+    print(f"survey: {paths[0]}\npage: {paths[-1]}", file=sys.stderr)
+    write_ci_outputs(args, reports)
+    for line in refused:
+        print(f"FAIL not raced: {line}", file=sys.stderr)
+    problems = [p for r in reports for p in r.problems()]
+    for line in problems:
+        print(f"survey: {line}", file=sys.stderr)
+    return int(ExitStatus.FINDINGS if problems or refused else ExitStatus.OK)
+
+
+def _hold(vm: RaceGuest) -> None:
+    """--keep: leave the last guest up for a human until Ctrl-C."""
+    print(f"\nguest kept at 127.0.0.1:{vm.port}\n"
+          f"  shell:   python -m harness shell --attach {vm.port}\n"
+          f"  console: {vm.log_path}\n"
+          "press Ctrl-C here to tear it down", file=sys.stderr)
+    try:
+        while vm.alive():
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        vm.kill()
