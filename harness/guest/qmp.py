@@ -65,6 +65,8 @@ class Qmp:
                 data = self.sock.recv(65536)
             except socket.timeout:
                 continue
+            except ConnectionResetError as e:  # it closed with our command unread: gone all the same
+                raise QmpError("QEMU exited (its control socket was reset)") from e
             except OSError as e:
                 raise QmpError(f"QEMU's control socket failed: {e}") from e
             if not data:

@@ -316,6 +316,24 @@ def test_qmp_skips_events_and_turns_errors_and_exits_into_one_error():
         q.cmd("cont")
 
 
+def test_qmp_reads_a_reset_socket_as_qemu_gone():
+    """QEMU that exits with our command unread resets the socket rather than
+    closing it (seen on a trixie host): the same one error as a clean close."""
+    ours, theirs = socket.socketpair()
+
+    class Reset:
+        def __getattr__(self, name):
+            return getattr(ours, name)
+
+        def recv(self, n):
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+    with pytest.raises(QmpError, match="QEMU exited"):
+        Qmp(Reset()).cmd("cont", timeout=2)
+    ours.close()
+    theirs.close()
+
+
 def test_qmp_gives_up_on_a_silent_qemu():
     ours, theirs = socket.socketpair()
     with pytest.raises(QmpError, match="did not answer"):
