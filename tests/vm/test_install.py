@@ -44,7 +44,12 @@ def _run(argv: list, cwd: Path, env: dict, timeout: float = 300) -> subprocess.C
 
 
 def _files(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+    """The package's files, less the interpreter's bytecode caches: pytest
+    rewrites every plugin's modules and caches them as __pycache__/*-pytest-*.pyc
+    beside them (unless PYTHONDONTWRITEBYTECODE is set), which is pytest's doing
+    for any plugin, not the harness writing into its package."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
+            if "__pycache__" not in p.relative_to(root).parts}
 
 
 def test_an_installed_wheel_boots_guests_from_another_project(tmp_path, kernel_spec, kernel):
@@ -54,7 +59,8 @@ def test_an_installed_wheel_boots_guests_from_another_project(tmp_path, kernel_s
     # of this session, the default build folder; pip keeps the host's settings
     # (its index, certificates) and its cache is the harness cache's.
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST_", "HARNESS_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+           if not k.startswith(("PYTEST_", "HARNESS_"))
+           and k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")}  # bytecode written, as on most hosts
     env.update(HARNESS_CACHE=str(cache_dir()), PIP_CACHE_DIR=str(cache_dir() / "pip"),
                PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
 
