@@ -280,7 +280,7 @@ class Store:
         return None, False
 
     def folder(self, key: str) -> Path:
-        return self.root / re.sub(r"[^A-Za-z0-9._-]", "_", key)
+        return self.root / safe_name(key)
 
     def save(self, key: str, paths: dict[str, Path], saved: float | None = None) -> bool:
         """Save each of `paths` (the workflow's path -> where it is here) under
@@ -318,6 +318,11 @@ def copy_tree(src: Path, dest: Path) -> None:
         subprocess.run(["cp", "-a", "--reflink=auto", str(src), str(dest)], check=True)
 
 
+def safe_name(text: str) -> str:
+    """A key or job label as one file name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+
+
 def lines(v: Any) -> list[str]:
     return [x.strip() for x in str(v or "").splitlines() if x.strip()]
 
@@ -327,7 +332,6 @@ class StepResult:
     name: str
     outcome: str  # success | failure | skipped
     seconds: float
-    log: Path | None
 
 
 @dataclass
@@ -335,7 +339,6 @@ class Job:
     run: "Run"
     name: str  # the job id, with the matrix value
     spec: dict[str, Any]
-    matrix: dict[str, Any]
     root: Path = Path()
     ctx: Context = field(default_factory=lambda: Context({}))
     path_prepend: list[str] = field(default_factory=list)
@@ -357,9 +360,9 @@ class Job:
     def workspace(self) -> Path:
         return self.root / WORKSPACE.lstrip("/")
 
-    def host(self, p: str, base: str = WORKSPACE) -> Path:
-        """A path of the job (absolute in the root, or relative to `base`) on this host."""
-        return self.root / (p.lstrip("/") if p.startswith("/") else os.path.join(base.lstrip("/"), p))
+    def host(self, p: str) -> Path:
+        """A path of the job (absolute in the root, or relative to the workspace) on this host."""
+        return self.root / p.lstrip("/") if p.startswith("/") else self.workspace / p
 
     def hash_files(self, patterns: list[str]) -> str:
         hits = [f for pat in patterns for f in sorted(self.workspace.glob(pat)) if f.is_file()]
@@ -384,16 +387,14 @@ class Run:
         self.check, self.night, self.run_id = check, night, run_id
         self.logs = check.logs / night
         self.artifacts = check.logs / night / "artifacts"
-        self.jobs: dict[str, Job] = {}
 
     def run_job(self, job_id: str, matrix: dict[str, Any]) -> Job:
         spec = self.check.workflow["jobs"][job_id]
         label = job_id + "".join(f" {v}" for v in matrix.values())
-        job = Job(self, label, spec, matrix)
-        self.jobs[job_id] = job
+        job = Job(self, label, spec)
         runner = runner_of(spec)
         pristine = self.check.pristine(runner)
-        job.root = CACHE / "jobs" / re.sub(r"[^A-Za-z0-9._-]", "_", label)
+        job.root = CACHE / "jobs" / safe_name(label)
         debroot("remove", str(job.root))
         say(f"[{self.night}] job {label}: a fresh copy of the {runner.note} root")
         copy_tree(pristine, job.root)
@@ -421,9 +422,9 @@ class Run:
         ctx = job.ctx
         name = interpolate(step.get("name") or step.get("uses") or step.get("run", "").split("\n")[0], ctx)
         if not should_run(step.get("if"), ctx):
-            job.steps.append(StepResult(name, "skipped", 0.0, None))
+            job.steps.append(StepResult(name, "skipped", 0.0))
             return
-        log = self.logs / re.sub(r"[^A-Za-z0-9._-]", "_", job.name) / f"{n:02d}-{re.sub(r'[^A-Za-z0-9]+', '-', name)[:50]}.log"
+        log = self.logs / safe_name(job.name) / f"{n:02d}-{re.sub(r'[^A-Za-z0-9]+', '-', name)[:50]}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         say(f"[{self.night}] {job.name} step {n}: {name} (log: {log})")
         start = time.monotonic()
@@ -441,7 +442,7 @@ class Run:
         if "id" in step:
             ctx.values["steps"].setdefault(step["id"], {"outputs": {}})["outcome"] = outcome
         secs = time.monotonic() - start
-        job.steps.append(StepResult(name, outcome, secs, log))
+        job.steps.append(StepResult(name, outcome, secs))
         say(f"[{self.night}] {job.name} step {n}: {outcome} after {secs:.0f} s")
 
     def shell(self, job: Job, step: dict[str, Any], log: Path) -> bool:
@@ -454,11 +455,9 @@ class Run:
         cmd = ["bash", "-c", 'cd "$1" && exec bash -e "$2"', "step", wd, f"{RUNNER_TEMP}/step.sh"]
         env = {**(job.spec.get("env") or {}), **(step.get("env") or {})}
         rc = self.in_root(job, [*(f"{k}={interpolate(v, ctx)}" for k, v in env.items()), *cmd], log)
-        outputs = ctx.values["steps"].setdefault(step.get("id", f"_{id(step)}"), {"outputs": {}})["outputs"]
-        for line in (tmp / "output").read_text().splitlines():
-            if "=" in line:
-                k, v = line.split("=", 1)
-                outputs[k] = v
+        if "id" in step:  # only a step with an id can be read back
+            outputs = ctx.values["steps"].setdefault(step["id"], {"outputs": {}})["outputs"]
+            outputs.update(line.split("=", 1) for line in (tmp / "output").read_text().splitlines() if "=" in line)
         summary = tmp / "summary"
         if summary.is_file():
             with open(self.logs / "step-summary.md", "a") as f:
@@ -503,8 +502,7 @@ class Run:
                              f"{Path(__file__).name}")
         inputs = {k: interpolate(v, job.ctx) for k, v in (step.get("with") or {}).items()}
         with open(log, "a") as out:
-            ok = ACTIONS[action](self, job, step, inputs, out)
-        return ok
+            return ACTIONS[action](self, job, step, inputs, out)
 
 
 # The actions' stand-ins: (run, job, step, inputs, log) -> ok.
@@ -656,16 +654,16 @@ class Check:
         self.verdicts.append(Verdict(what, held, detail))
         say(f"{'ok' if held else 'NOT OK'}: {what}: {detail}")
 
-    def night(self, name: str, run_id: int) -> tuple[Run, Job, Job | None]:
+    def night(self, name: str, run_id: int) -> tuple[Run, Job, Job]:
         run = Run(self, name, run_id)
         claims = run.run_job("claims", {"kernel": self.kernel})
         page = run.run_job("page", {})
         return run, claims, page
 
-    def summary(self, job: Job | None) -> str:
+    def summary(self, job: Job) -> str:
         """What the run's steps wrote to $GITHUB_STEP_SUMMARY."""
-        src = job.run.logs / "step-summary.md" if job else None
-        return src.read_text() if src and src.is_file() else ""
+        src = job.run.logs / "step-summary.md"
+        return src.read_text() if src.is_file() else ""
 
     def main(self) -> int:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -677,8 +675,7 @@ class Check:
         for night, c, p in (("night 1", c1, p1), ("night 2", c2, p2)):
             self.verdict(f"{night}: the {self.kernel} job passes", c.ctx.status == "success",
                          ", ".join(f"{s.name}: {s.outcome}" for s in c.steps if s.outcome != "skipped"))
-            self.verdict(f"{night}: the page job passes", p is not None and p.ctx.status == "success",
-                         p.ctx.status if p else "not run")
+            self.verdict(f"{night}: the page job passes", p.ctx.status == "success", p.ctx.status)
         key_hits = list(c2.cache_hits.values())
         self.verdict("night 2: the harness cache is restored by its exact key", key_hits == ["exact"],
                      f"cache hits {key_hits}")

@@ -121,7 +121,7 @@ def test_uploaded_kernel_jobs_are_where_the_page_jobs_merge_looks(tmp_path):
     upload = next(s for s in wf["jobs"]["claims"]["steps"] if s.get("uses", "").startswith("actions/upload"))
     download = next(s for s in wf["jobs"]["page"]["steps"] if s.get("uses", "").startswith("actions/download"))
     run = nc.Run(FakeCheck(tmp_path), "night1", 1)
-    claims = nc.Job(run, "claims 6.1", {}, {"kernel": "6.1"}, root=tmp_path / "claims-root")
+    claims = nc.Job(run, "claims 6.1", {}, root=tmp_path / "claims-root")
     (claims.workspace / "build" / "matrix").mkdir(parents=True)
     (claims.workspace / "build" / "matrix" / "matrix.json").write_text("{}")
     (claims.workspace / "build" / "logs").mkdir()
@@ -129,7 +129,7 @@ def test_uploaded_kernel_jobs_are_where_the_page_jobs_merge_looks(tmp_path):
     c = ctx(matrix={"kernel": "6.1"})
     inputs = {k: nc.interpolate(v, c) for k, v in upload["with"].items()}
     assert nc.act_upload(run, claims, upload, inputs, io.StringIO())
-    page = nc.Job(run, "page", {}, {}, root=tmp_path / "page-root")
+    page = nc.Job(run, "page", {}, root=tmp_path / "page-root")
     inputs = {k: nc.interpolate(v, c) for k, v in download["with"].items()}
     assert nc.act_download(run, page, download, inputs, io.StringIO())
     merge = next(s for s in wf["jobs"]["page"]["steps"] if s.get("name") == "Merge and compare")
@@ -156,7 +156,7 @@ def test_a_saved_cache_is_restored_at_its_path_in_the_next_nights_job(tmp_path):
     check.store = nc.Store(tmp_path / "store")
     c = ctx(matrix={"kernel": "6.1"}, steps={"key": {"outputs": {"key": "harness-6.1-abc"}}})
     inputs = {k: nc.interpolate(v, c) for k, v in step["with"].items()}
-    night1 = nc.Job(nc.Run(check, "night1", 1), "claims 6.1", {}, {}, root=tmp_path / "root1")
+    night1 = nc.Job(nc.Run(check, "night1", 1), "claims 6.1", {}, root=tmp_path / "root1")
     log = tmp_path / "cache.log"
     with open(log, "w") as out:
         assert nc.act_cache(night1.run, night1, step, inputs, out)
@@ -166,7 +166,7 @@ def test_a_saved_cache_is_restored_at_its_path_in_the_next_nights_job(tmp_path):
     deb.write_text("kernel")
     for post in night1.post:
         post()
-    night2 = nc.Job(nc.Run(check, "night2", 2), "claims 6.1", {}, {}, root=tmp_path / "root2")
+    night2 = nc.Job(nc.Run(check, "night2", 2), "claims 6.1", {}, root=tmp_path / "root2")
     with open(log, "a") as out:
         assert nc.act_cache(night2.run, night2, step, inputs, out)
     assert night2.cache_hits == {"harness-6.1-abc": "exact"}
