@@ -75,7 +75,7 @@ typedef uint64_t u64;
 
 #define BARRIER_TIMEOUT_NS	30000000000ull
 
-#define OUTPUT_FORMAT	2	/* 2: "events" and "hist_failed" */
+#define OUTPUT_FORMAT	3	/* 2: "events" and "hist_failed"; 3: "ok_live" */
 #define MAX_WINDOWS	20000	/* unload windows kept (a cycle takes >= 2 ms) */
 #define MAX_FAILURES	20000	/* failed calls kept */
 #define RATE_BIN_NS	100000000ull	/* calls completed per 100 ms */
@@ -87,6 +87,7 @@ struct shared {
 	u64 generation;	/* completed unload/reload cycles */
 	unsigned int seq;	/* odd while unloading; bumped at set and clear */
 	u64 unloads;		/* UNLOADS_BEGUN per unload begun + unloads in progress */
+	u64 gone;		/* GONE_DELETED per unload done + modules now absent */
 };
 
 /*
@@ -95,11 +96,19 @@ struct shared {
  * those begun before its end.  A refused delete_module is taken back.
  */
 #define UNLOADS_BEGUN	256ull
+
+/*
+ * shared.gone tells a caller whether its call can have reached the module:
+ * a call that succeeded with every unloaded module present at its start and
+ * no unload completed before its end ran while the module was live (its
+ * "ok_live").  A race without one such call never touched the module.
+ */
+#define GONE_DELETED	256ull
 #define MET_SLOTS	3	/* failures that overlapped 0, 1, 2 or more unloads */
 
 struct op_stats {
 	const char *name;
-	u64 total, ok, during_unload;
+	u64 total, ok, ok_live, during_unload;
 	u64 met_unloads[MET_SLOTS];
 	u64 errs[ERR_SLOTS];
 	u64 hist[HIST_BUCKETS];
@@ -111,6 +120,7 @@ struct op_stats {
 struct op_tok {
 	u64 t0;
 	u64 unloads;
+	u64 gone;
 	unsigned int seq;
 };
 
@@ -275,6 +285,7 @@ static void op_begin(struct op_tok *tok)
 {
 	tok->seq = __atomic_load_n(&shm->seq, __ATOMIC_SEQ_CST);
 	tok->unloads = __atomic_load_n(&shm->unloads, __ATOMIC_SEQ_CST);
+	tok->gone = __atomic_load_n(&shm->gone, __ATOMIC_SEQ_CST);
 	tok->t0 = now_ns();
 }
 
@@ -329,6 +340,9 @@ static u64 op_end(struct op_stats *op, const struct op_tok *tok, int err)
 		op->max_ns = dt;
 	if (!err)
 		op->ok++;
+	if (!err && !(tok->gone % GONE_DELETED) &&
+	    __atomic_load_n(&shm->gone, __ATOMIC_SEQ_CST) / GONE_DELETED == tok->gone / GONE_DELETED)
+		op->ok_live++;
 	if (op == calls.op)
 		call_event(tok, t1, err);
 	if (!err)
@@ -406,8 +420,8 @@ static void print_hist(const char *key, const u64 *hist)
 static void print_op(const struct op_stats *op)
 {
 	json_str(op->name);
-	printf(":{\"total\":%llu,\"ok\":%llu,", (unsigned long long)op->total,
-	       (unsigned long long)op->ok);
+	printf(":{\"total\":%llu,\"ok\":%llu,\"ok_live\":%llu,", (unsigned long long)op->total,
+	       (unsigned long long)op->ok, (unsigned long long)op->ok_live);
 	print_errors(op);
 	printf(",\"failed_during_unload\":%llu,\"latency_us\":{\"p50\":%.3f,\"p90\":%.3f,"
 	       "\"p99\":%.3f,\"max\":%.3f},",
@@ -698,6 +712,7 @@ static void window_record(u64 begin, u64 deleted, u64 reloaded, int delete_err, 
 
 static int unloader_step(void)
 {
+	static int absent;	/* deleted by us and not loaded again yet */
 	struct op_tok tok, load_tok;
 	u64 deleted;
 	int err, load_err;
@@ -709,11 +724,20 @@ static int unloader_step(void)
 	deleted = op_end(op_a, &tok, err);
 	if (err)
 		__atomic_sub_fetch(&shm->unloads, UNLOADS_BEGUN, __ATOMIC_SEQ_CST);
+	if (!err) {
+		/* absent already: a caller's request_module had loaded it again */
+		__atomic_add_fetch(&shm->gone, GONE_DELETED + !absent, __ATOMIC_SEQ_CST);
+		absent = 1;
+	}
 	/* ENOENT: an earlier reload failed and the module was absent since */
 	if (!err || err == ENOENT) {
 		op_begin(&load_tok);
 		load_err = load_once(role_fd);
 		window_record(tok.t0, deleted, op_end(op_b, &load_tok, load_err), err, load_err);
+		if ((!load_err || load_err == EEXIST) && absent) {
+			__atomic_sub_fetch(&shm->gone, 1, __ATOMIC_SEQ_CST);
+			absent = 0;
+		}
 	}
 	__atomic_sub_fetch(&shm->unloads, 1, __ATOMIC_SEQ_CST);
 	unload_flag(0);

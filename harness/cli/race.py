@@ -21,7 +21,8 @@ from ..paths import build_dir
 from ..progress import progress
 from ..race.engine import DEFAULT_KNOBS, RaceGuest, RaceSpec, RaceStages, race
 from ..race.kbuild import KNOBS, Knobs
-from ..race.outcomes import RaceReport, exit_status, render_table
+from ..race.outcomes import RaceReport, exit_status
+from ..reports.table import render_table
 from ..race.schemes import DEFAULT_SCHEMES, SCHEMES, WORKLOADS
 from ..race.targetrace import TargetRaceSpec, TargetStages, race_target
 from ..race.targets import ROWS as TARGETS

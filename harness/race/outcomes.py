@@ -1,4 +1,4 @@
-"""Race results: typed outcomes, the verdict, the exit status, the table and the JSON.
+"""Race results: typed outcomes, the verdict, the exit status and the JSON.
 
 Pure functions, no guest: what a number in the report means is decided here,
 and so is what a run ended as.  Nothing here looks at English text.
@@ -49,6 +49,9 @@ class Verdict(enum.Enum):
     HUNG = "hung"  # roles did not finish
     ERROR = "error"  # a role produced no result, or an unusable one
     NO_RACE = "no-race"  # the unloader never unloaded: nothing was raced
+    # A caller role none of whose calls succeeded while the module was live:
+    # it never reached the module, so a clean end says nothing of it.
+    UNREACHED = "unreached"
     SPURIOUS = "spurious"  # callers failed although the provider could be loaded
     CLEAN = "clean"
 
@@ -72,9 +75,10 @@ class Control(enum.Enum):
 
 
 def fold_verdict(end: RunEnd, splats: Sequence[Splat], role_errors: Sequence[str], unloads: int,
-                 spurious: int, broken: bool = False) -> Verdict:
+                 spurious: int, broken: bool = False, unreached: bool = False) -> Verdict:
     """The verdict's precedence, in one place.  `broken`: the guest was broken
-    before the run began (`GuestState.broken`)."""
+    before the run began (`GuestState.broken`); `unreached`: a caller role
+    never succeeded while the module was live (`RoleReach.reached`)."""
     if broken:
         return Verdict.BROKEN
     if any(s.crash for s in splats) or end in (RunEnd.GUEST_DIED, RunEnd.SSH_LOST):
@@ -87,6 +91,8 @@ def fold_verdict(end: RunEnd, splats: Sequence[Splat], role_errors: Sequence[str
         return Verdict.ERROR
     if unloads == 0:
         return Verdict.NO_RACE
+    if unreached:
+        return Verdict.UNREACHED
     if spurious:
         return Verdict.SPURIOUS
     return Verdict.CLEAN
@@ -134,14 +140,14 @@ def control_label(run: "RunResult") -> str:
 
 # Verdicts that fail a run of a scheme that claims to be safe.
 _SAFE_SCHEME_FAILS = frozenset({Verdict.CRASHED, Verdict.WARNED, Verdict.HUNG, Verdict.ERROR,
-                                Verdict.NO_RACE})
+                                Verdict.NO_RACE, Verdict.UNREACHED})
 # A negative control may crash, warn or hang anywhere; it must still have raced.
-_CONTROL_FAILS = frozenset({Verdict.ERROR, Verdict.NO_RACE})
+_CONTROL_FAILS = frozenset({Verdict.ERROR, Verdict.NO_RACE, Verdict.UNREACHED})
 # A lock-order control may warn or hang only by firing (lockdep, a deadlock); a crash is a finding.
-_LOCK_ORDER_FAILS = frozenset({Verdict.CRASHED, Verdict.ERROR, Verdict.NO_RACE})
+_LOCK_ORDER_FAILS = frozenset({Verdict.CRASHED, Verdict.ERROR, Verdict.NO_RACE, Verdict.UNREACHED})
 
 
-def _end_text(run: "RunResult") -> str:
+def end_text(run: "RunResult") -> str:
     return run.end.value + (f": {run.end_detail}" if run.end_detail else "")
 
 
@@ -169,10 +175,13 @@ def problem(run: "RunResult") -> str | None:
         fails = run.verdict in _SAFE_SCHEME_FAILS
     if not fails:
         return None
-    why = {Verdict.NO_RACE: f"the unloader never unloaded the {'module' if run.target else 'provider'}: nothing was raced",
+    module = "module" if run.target else "provider"
+    why = {Verdict.NO_RACE: f"the unloader never unloaded the {module}: nothing was raced",
+           Verdict.UNREACHED: "; ".join(f"{r.label}: no call succeeded while the {module} was loaded"
+                                        f" ({errors_text(r.errors)})" for r in run.reach if not r.reached),
            Verdict.ERROR: "; ".join(run.role_errors)}.get(run.verdict, "")
     if run.end is not RunEnd.COMPLETED:
-        why = "; ".join(x for x in (_end_text(run), why) if x)
+        why = "; ".join(x for x in (end_text(run), why) if x)
     titles = "; ".join(s.title for s in run.splats[:3])
     return f"{where}: {run.verdict.value}" + "".join(f" ({x})" for x in (why, titles) if x)
 
@@ -316,6 +325,50 @@ class TargetInfo:
         return None if not d else cls(str(d["module"]), tuple(d["caller_ops"]), bool(d.get("control")))
 
 
+@dataclass(frozen=True)
+class RoleReach:
+    """Whether one caller role reached the module: its calls, and those that
+    succeeded with the module live from start to end (`ok_live`; None: the
+    racer's output did not say, an older report)."""
+
+    label: str  # "caller1 socket": the role, its number among the callers, its operation
+    op: str
+    calls: int
+    ok_live: int | None
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def reached(self) -> bool:
+        return self.ok_live is None or self.ok_live > 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"role": self.label, "op": self.op, "calls": self.calls, "ok_live": self.ok_live,
+                "errors": dict(sorted(self.errors.items()))}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "RoleReach":
+        live = d.get("ok_live")
+        return cls(str(d["role"]), str(d["op"]), int(d["calls"]), None if live is None else int(live),
+                   {str(k): int(v) for k, v in (d.get("errors") or {}).items()})
+
+
+def role_reach(roles: Sequence[RoleResult]) -> tuple[RoleReach, ...]:
+    """Each caller role's reach, numbered among the callers in start order;
+    a role without a result is a role error, not a reach."""
+    out: list[RoleReach] = []
+    callers = [r for r in roles if r.role is not None and r.role.caller]
+    for n, r in enumerate(callers, 1):
+        # A generic caller's call is its first op (netdev-add before netdev-del).
+        raw = (r.events.calls.op if r.events and r.events.calls else r.role.caller_op if r.role else None) or next(
+            iter(r.ops), "")
+        st = r.ops.get(raw)
+        if r.error or st is None:
+            continue
+        op = _op_name(r.role, raw)
+        out.append(RoleReach(f"{r.role}{n} {op}", op, st.total, st.ok_live, dict(st.errors)))
+    return tuple(out)
+
+
 @dataclass
 class RunResult:
     """One scheme x workload in one guest, or one target race (`target` set:
@@ -344,6 +397,7 @@ class RunResult:
     guest_start: GuestStart | None = None  # restored or cold, and why
     guest: GuestState = field(default_factory=GuestState)
     target: TargetInfo | None = None
+    reach: tuple[RoleReach, ...] = ()  # per caller role
 
     @property
     def caller_ops(self) -> tuple[str, ...]:
@@ -379,6 +433,7 @@ class RunResult:
             "console_log": self.console_log, "guest_start": self.guest_start.to_json() if self.guest_start else None, "guest": self.guest.to_json(),
             "events": self.timeline.to_json() if self.timeline else None,
             "target": self.target.to_json() if self.target else None,
+            "reach": [r.to_json() for r in self.reach],
         }
 
     @classmethod
@@ -395,13 +450,15 @@ class RunResult:
             control=Control(d["control"]), seconds=float(d.get("seconds", 0.0)), repro=d.get("repro", ""),
             console_log=d.get("console_log", ""), timeline=Timeline.from_json(d.get("events")),
             guest_start=None if start is None else GuestStart.from_json(start),
-            guest=GuestState.from_json(d.get("guest")), target=TargetInfo.from_json(d.get("target")))
+            guest=GuestState.from_json(d.get("guest")), target=TargetInfo.from_json(d.get("target")),
+            reach=tuple(RoleReach.from_json(r) for r in d.get("reach") or ()))
 
 
 def op_json(st: OpStats) -> dict[str, Any]:
     return {"total": st.total, "ok": st.ok, "errors": dict(sorted(st.errors.items())),
             "failed_during_unload": st.failed_during_unload,
             "failed_by_unloads_met": list(st.failed_by_unloads_met), "latency_us": st.latency_us,
+            "ok_live": st.ok_live,
             "first_failure_ms": st.first_failure_ms, "hist": [list(b) for b in st.hist],
             "hist_failed": [list(b) for b in st.hist_failed]}
 
@@ -419,7 +476,8 @@ def op_from_json(d: Mapping[str, Any]) -> OpStats:
                    latency_us={str(k): float(v) for k, v in (d.get("latency_us") or {}).items()},
                    first_failure_ms=None if ff is None else float(ff), hist=_hist_from_json(d.get("hist")),
                    failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
-                   hist_failed=_hist_from_json(d.get("hist_failed")))
+                   hist_failed=_hist_from_json(d.get("hist_failed")),
+                   ok_live=None if d.get("ok_live") is None else int(d["ok_live"]))
 
 
 @dataclass
@@ -485,7 +543,7 @@ def summarise_run(scheme: str, workload: str, roles: Sequence[RoleResult], splat
     run = RunResult(scheme=scheme, workload=workload, end=end, end_detail=end_detail,
                     ops=dict(sorted(merged.items())), repro=repro, seconds=round(seconds, 2),
                     splats=list(splats), role_errors=[f"{r.role}: {r.error}" for r in roles if r.error],
-                    timeline=timeline(roles), guest=guest, target=target)
+                    timeline=timeline(roles), guest=guest, target=target, reach=role_reach(roles))
     if not splats and guest.debug_locks_before and guest.debug_locks_after is False:
         run.role_errors.append(LOCKDEP_WENT_OFF)
     for op in run.caller_ops:
@@ -501,69 +559,15 @@ def summarise_run(scheme: str, workload: str, roles: Sequence[RoleResult], splat
             first = round(st.first_failure_ms / 1000, 3)
             run.first_spurious_s = min(first, run.first_spurious_s or first)
     run.verdict = fold_verdict(end, run.splats, run.role_errors, run.unloads, run.spurious_failures,
-                               broken=guest.broken)
+                               broken=guest.broken, unreached=not all(r.reached for r in run.reach))
     run.control = (fold_target_control(target, run.verdict) if target is not None else
                    fold_control(scheme, workload, run.verdict, run.splats, end, lockdep, kasan))
     return run
 
 
-def _errors(errors: dict[str, int]) -> str:
+def errors_text(errors: dict[str, int]) -> str:
+    """Errno counts as `ENODEV:3 ENOENT:1`, or `-`."""
     return " ".join(f"{k}:{v}" for k, v in sorted(errors.items())) or "-"
-
-
-def header(report: RaceReport) -> str:
-    knobs = " ".join(report.knobs.args()) or "-"
-    origin = f"; {report.kernel_describe}" if report.kernel_describe else ""
-    return (f"kernel {report.kernel} ({report.kernel_spec}{origin}), accel {report.accel}, seed {report.seed}, "
-            f"{report.duration_s:g}s per run, knobs {knobs}, rcu_expedited={int(report.rcu_expedited)}, "
-            f"reload={report.reload}, contention={report.contention}, lockdep={int(report.lockdep)}, "
-            f"kasan={int(report.kasan)}"
-            + starts(report))
-
-
-def starts(report: RaceReport) -> str:
-    """How the runs' guests started: `guests restored` / `guests cold` / a mix."""
-    paths = [r.guest_start.path_name for r in report.runs if r.guest_start]
-    if not paths:
-        return ""
-    if len(set(paths)) == 1:
-        return f", guests {paths[0]}"
-    return ", guests " + " ".join(f"{r.scheme}/{r.workload}:{r.guest_start.path_name}"
-                                  for r in report.runs if r.guest_start)
-
-
-def render_table(report: RaceReport) -> str:
-    """Side by side: per scheme and workload, ops, errnos, spurious, latency, splats."""
-    cols = ["scheme", "workload", "calls ok/total", "caller errors", "spurious", "met 1/2+ unloads", "rmmod ok/total",
-            "rmmod errors", "call p50/p99/max us", "splats", "verdict"]
-    rows = [cols]
-    for r in report.runs:
-        calls = r.callers
-        lat = next((r.ops[o].latency_us for o in r.caller_ops if o in r.ops), {})
-        dm = r.op("delete_module")
-        verdict = r.verdict.value
-        if r.control is not Control.NONE:
-            verdict += f" ({control_label(r)} {r.control.value})"
-        rows.append([
-            r.scheme, r.workload, f"{calls.ok}/{calls.total}", _errors(calls.errors), str(r.spurious_failures),
-            f"{r.failed_by_unloads_met[1]}/{r.failed_by_unloads_met[2]}",
-            f"{dm.ok}/{dm.total}", _errors(dm.errors),
-            "/".join(f"{lat.get(k, 0):.0f}" for k in ("p50", "p99", "max")) if lat else "-",
-            "; ".join(s.title for s in r.splats)[:60] or "-", verdict,
-        ])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
-    lines = [header(report), ""]
-    for n, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    notes = [f"{r.scheme}/{r.workload}: broken guest: {r.guest.why_broken()}" for r in report.runs
-             if r.verdict is Verdict.BROKEN]
-    notes += [f"{r.scheme}/{r.workload}: {_end_text(r)}" for r in report.runs if r.end is not RunEnd.COMPLETED]
-    notes += [f"{r.scheme}/{r.workload}: {e}" for r in report.runs for e in r.role_errors]
-    if notes:
-        lines += ["", *notes]
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- JSON back into reports (to_json's inverse)

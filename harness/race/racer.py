@@ -186,6 +186,9 @@ class OpStats:
     # Failures by how many unloads they overlapped: 0, 1, 2 or more (older racers: zeros).
     failed_by_unloads_met: tuple[int, int, int] = (0, 0, 0)
     hist_failed: Hist = ()  # the failed calls' latencies alone (format 2), () if unknown
+    # Successes with the module live from the call's start to its end (format
+    # 3); None: not known (an older racer or report).
+    ok_live: int | None = None
 
     @property
     def failed(self) -> int:
@@ -305,7 +308,8 @@ def _op(d: Mapping) -> OpStats:
                    failed_by_unloads_met=_met(d.get("failed_by_unloads_met")),
                    latency_us={k: float(lat.get(k, 0.0)) for k in PERCENTILES},
                    first_failure_ms=None if ff is None else float(ff), hist=hist,
-                   hist_failed=_hist(d.get("hist_failed") or {}))
+                   hist_failed=_hist(d.get("hist_failed") or {}),
+                   ok_live=None if d.get("ok_live") is None else int(d["ok_live"]))
 
 
 def _name(value: object) -> str | None:
@@ -341,7 +345,7 @@ def parse_role_output(text: str, role: Role | str | None = None, exit_status: in
     `exit_status` means killed.  The racer's JSON:
 
         {"role", "name", "duration_ms" (since the barrier), "iterations",
-         "unload_generation", "ops": {OP: {"total", "ok",
+         "unload_generation", "ops": {OP: {"total", "ok", "ok_live",
            "errors": {"ENODEV": n, ...}, "failed_during_unload",
            "failed_by_unloads_met": [n0, n1, n2_or_more],
            "latency_us": {"p50", "p90", "p99", "max"}, "first_failure_ms",
@@ -354,7 +358,9 @@ def parse_role_output(text: str, role: Role | str | None = None, exit_status: in
                      "bin_ms": 100, "done": [n, ...], "ok": [n, ...]}},
          "error" (only on failure: "barrier timeout", ...)}
 
-    Format 1 (no "format" key) has no "events" and no "hist_failed".
+    Format 1 (no "format" key) has no "events" and no "hist_failed"; only
+    format 3 has "ok_live" (successes with every unloaded module present from
+    the call's start to its end).
     """
     for line in reversed(text.strip().splitlines()):
         line = line.strip()
@@ -396,7 +402,8 @@ def _merge_two(cur: OpStats, st: OpStats) -> OpStats:
         latency = {k: max(cur.latency_us.get(k, 0.0), st.latency_us.get(k, 0.0)) for k in PERCENTILES}
     both_failed = cur.has_failed_hist and st.has_failed_hist
     hist_failed = merge_hists((cur.hist_failed, st.hist_failed)) if both_failed else ()
-    return OpStats(total=cur.total + st.total, ok=cur.ok + st.ok, errors=errors,
+    ok_live = None if cur.ok_live is None or st.ok_live is None else cur.ok_live + st.ok_live
+    return OpStats(total=cur.total + st.total, ok=cur.ok + st.ok, ok_live=ok_live, errors=errors,
                    failed_during_unload=cur.failed_during_unload + st.failed_during_unload,
                    failed_by_unloads_met=_met([a + b for a, b in zip(cur.failed_by_unloads_met,
                                                                      st.failed_by_unloads_met)]),

@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from ..race.outcomes import RaceReport, RunResult, header, problem
+from ..race.outcomes import RaceReport, RunResult, problem
+from .table import header
 from ..race.racer import OpStats
 from .status import KTAP_RESULT, run_status
 

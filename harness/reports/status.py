@@ -29,6 +29,7 @@ STATUS: dict[Outcome, str] = {
     Verdict.SPURIOUS: "FAIL",
     Verdict.ERROR: "ERROR",  # a role produced no usable result
     Verdict.NO_RACE: "ERROR",  # the unloader never unloaded: nothing was raced
+    Verdict.UNREACHED: "ERROR",  # a caller never reached the module: its code's state is unknown
     Verdict.CLEAN: "ERROR",  # only with a missed control (above); kept for completeness
     # pytest outcomes (a claim or loader-fact test):
     "failed": "FAIL",

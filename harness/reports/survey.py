@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from ..race.outcomes import RaceReport, RunResult, Verdict
+from ..race.outcomes import RaceReport, RunResult, Verdict, errors_text
 
 MAX_ERRNOS = 3
 
@@ -47,6 +47,14 @@ def table(reports: Sequence[RaceReport], when: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def unreached_runs(reports: Sequence[RaceReport]) -> list[str]:
+    """Races whose callers never reached the module: not raced, with the errno that stopped each caller."""
+    return [f"{run.scheme} on {rep.kernel_spec}: {x.label} 0 of {x.calls} calls succeeded while the module was "
+            f"loaded ({errors_text(x.errors)})"
+            for rep in reports for run in rep.runs if run.verdict is Verdict.UNREACHED
+            for x in run.reach if not x.reached]
+
+
 def splat_runs(reports: Sequence[RaceReport]) -> list[tuple[RaceReport, RunResult]]:
     """Every run that splatted or died: each is kept with its console log and repro."""
     return [(rep, run) for rep in reports for run in rep.runs
@@ -64,6 +72,9 @@ def write(reports: Sequence[RaceReport], out: Path, when: str) -> list[Path]:
         md += "\nSplats (console log, reproducer):\n\n" + "".join(
             f"- {run.scheme} on {rep.kernel_spec}: {'; '.join(s.title for s in run.splats[:2]) or run.verdict.value}"
             f" — `{run.console_log}` — `{run.repro}`\n" for rep, run in found)
+    unreached = unreached_runs(reports)
+    if unreached:
+        md += "\nNot raced (no caller reached the module):\n\n" + "".join(f"- {line}\n" for line in unreached)
     (out / "survey.md").write_text(md)
     (out / "survey.json").write_text(json.dumps([r.to_json() for r in reports], indent=1))
     pages = write_race_pages(reports, [out / "index.html"])

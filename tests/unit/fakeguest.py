@@ -36,6 +36,7 @@ class Behaviour:
     console: str = ""  # appended to the console when the roles start
     unloads: int = 5  # delete_module successes the unloader reports
     lookups: tuple[int, int] = (100, 100)  # (total, ok) per caller role
+    live: int | None = None  # of the ok calls, those with the module live (None: all of them)
     errno: str = "ENODEV"  # what the failed calls returned
     killed_roles: tuple[str, ...] = ()  # roles that print no JSON (killed by an oops)
     boot_console: str = ""  # what the guest's boot printed (a boot splat)
@@ -46,7 +47,7 @@ class Behaviour:
 def role_json(role: str, b: Behaviour, op: str = "") -> str:
     total, ok = b.lookups
     lat = {"p50": 10.0, "p90": 20.0, "p99": 30.0, "max": 40.0}
-    caller = {"total": total, "ok": ok, "errors": {b.errno: total - ok} if total > ok else {},
+    caller = {"total": total, "ok": ok, "ok_live": ok if b.live is None else b.live, "errors": {b.errno: total - ok} if total > ok else {},
               "failed_during_unload": total - ok, "latency_us": lat,
               "first_failure_ms": 12.5 if total > ok else None}
     ops = {

@@ -15,7 +15,8 @@ from harness.cli import main, parser
 from harness.race import engine as race
 from harness.exitcodes import ExitStatus
 from harness.guest.programs import RACER_PATH as GUEST_PATH
-from harness.race.outcomes import Control, RunEnd, Verdict, render_table
+from harness.race.outcomes import Control, RunEnd, Verdict
+from harness.reports.table import render_table
 
 from fakeguest import OOPS, RELEASE, WARNING, Behaviour, FakeGuest, FakeStages, fast_engine  # noqa: F401 (autouse)
 
@@ -88,6 +89,12 @@ def test_a_guest_that_dies_loses_ssh_or_hangs_ends_the_run(behaviour, end):
     # precedence: a crash outranks the hang and the role errors it causes
     (Behaviour(finish=False, console=OOPS), Verdict.CRASHED),
     (Behaviour(console=WARNING, lookups=(100, 90)), Verdict.WARNED),
+    # no call succeeded while the module was live: nothing reached it
+    (Behaviour(lookups=(100, 0)), Verdict.UNREACHED),
+    (Behaviour(lookups=(100, 100), live=0), Verdict.UNREACHED),
+    (Behaviour(lookups=(100, 90), live=1), Verdict.SPURIOUS),
+    (Behaviour(unloads=0, lookups=(100, 0)), Verdict.NO_RACE),
+    (Behaviour(console=OOPS, lookups=(100, 0)), Verdict.CRASHED),
 ])
 def test_verdict_of_one_run(behaviour, verdict):
     report, _ = _one(behaviour)

@@ -30,7 +30,7 @@ def _run(racer, *args):
 def test_failed_calls_are_kept_up_to_the_bound_and_counted_exactly(racer):
     out = _run(racer, "looker", "--name", "x", "--ctl", "/dev/full", "--count", "25000")
     doc = json.loads(out)
-    assert doc["format"] == 2
+    assert doc["format"] == 3
     res = parse_role_output(out)
     calls = res.events.calls
     assert calls.op == "lookup" and calls.failures_total == 25000
@@ -53,6 +53,7 @@ def test_successful_calls_fill_the_rate_and_not_the_failures(racer):
     assert sum(calls.done) == sum(calls.ok) == 3000
     lookup = res.ops["lookup"]
     assert lookup.hist_failed == () and lookup.hist_ok == lookup.hist
+    assert lookup.ok_live == 3000, "no unloader ran: every success had the module live"
 
 
 def test_a_format_1_racer_has_no_events():

@@ -2,7 +2,8 @@
 
 from harness.race.kbuild import Knobs
 from harness.race.racer import OpStats, RoleResult
-from harness.race.outcomes import RaceReport, RunEnd, Verdict, exit_status, render_table, summarise_run
+from harness.race.outcomes import RaceReport, RunEnd, TargetInfo, Verdict, exit_status, summarise_run
+from harness.reports.table import render_table
 from harness.guest.snapshot import ColdReason, GuestStart, StartPath
 from harness.guest.splat import Splat
 
@@ -92,3 +93,42 @@ def test_the_header_says_how_the_guests_started():
     assert rep.to_json()["runs"][1]["guest_start"] == {"path": "cold", "reason": "failed", "detail": "no state file",
                                                        "snapshot": "", "saved": False}
     assert rep.to_json()["runs"][0]["guest_start"]["path"] == "restored"
+
+
+def _caller(total, ok, live, errors=None, op="socket"):
+    return RoleResult("caller", ops={op: OpStats(total, ok, errors or {}, 0, LAT, ok_live=live)})
+
+
+def test_a_race_whose_callers_never_reached_the_module_is_unreached_and_fails():
+    target = TargetInfo("twofish_generic", ("socket",))
+    never = _caller(51, 0, 0, {"EAFNOSUPPORT": 51})
+    run = summarise_run("twofish_generic", "socket", [_unloader(), never], [], RunEnd.COMPLETED, "", "", 1,
+                        target=target)
+    assert run.verdict is Verdict.UNREACHED
+    assert [(r.label, r.calls, r.ok_live) for r in run.reach] == [("caller1 socket", 51, 0)]
+    assert run.to_json()["reach"] == [{"role": "caller1 socket", "op": "socket", "calls": 51, "ok_live": 0,
+                                       "errors": {"EAFNOSUPPORT": 51}}]
+    rep = RaceReport("6.1.0-57-amd64", "6.1", "tcg", 7, 10.0, False, Knobs(), "modprobe", runs=[run])
+    assert rep.problems() == ["twofish_generic/socket: unreached (caller1 socket: no call succeeded while the "
+                              "module was loaded (EAFNOSUPPORT:51))"]
+    assert exit_status([rep]) == 1
+    assert "caller1 socket never reached the module: 0 of 51 calls" in render_table(rep)
+    assert RaceReport.from_json(rep.to_json()).runs[0].reach == run.reach
+
+
+def test_calls_that_succeed_only_while_the_module_is_gone_do_not_reach_it():
+    target = TargetInfo("x", ("open",))
+    gone_only = _caller(40, 20, 0, {"ENOENT": 20}, op="open")
+    live = _caller(40, 20, 3, {"ENOENT": 20}, op="open")
+    assert summarise_run("x", "open", [_unloader(), gone_only, live], [], RunEnd.COMPLETED, "", "", 1,
+                         target=target).verdict is Verdict.UNREACHED
+    assert summarise_run("x", "open", [_unloader(), live, live], [], RunEnd.COMPLETED, "", "", 1,
+                         target=target).verdict is Verdict.CLEAN
+
+
+def test_an_older_report_without_ok_live_is_not_called_unreached():
+    run = _run("rwsem", [_unloader(), RoleResult("looker", ops={"lookup": OpStats(5, 5, {}, 0, LAT)})])
+    assert run.reach[0].ok_live is None and run.verdict is Verdict.CLEAN
+    rep = RaceReport("6.1.0-57-amd64", "6.1", "tcg", 7, 10.0, False, Knobs(), "finit", runs=[run])
+    row = next(ln for ln in render_table(rep).splitlines() if ln.startswith("rwsem"))
+    assert " ? " in row

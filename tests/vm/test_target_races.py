@@ -1,6 +1,7 @@
 """Target races on a real guest, through the command line a user types: the
 broken-owner control crashes through the generic open operation, another
-project's module folder races clean, and a path that is not there after the
+project's module folder races clean, callers that never reach the module
+give no verdict, and a path that is not there after the
 setup is refused before anything races."""
 
 from __future__ import annotations
@@ -39,7 +40,21 @@ def test_a_users_module_folder_races_clean_against_opens(kernel_spec, tmp_path):
     run = report["runs"][0]
     assert run["verdict"] == "clean" and run["ops"]["delete_module"]["ok"] >= 1
     assert run["ops"]["open"]["ok"] > 0
+    assert [r["ok_live"] > 0 for r in run["reach"]] == [True, True], run["reach"]
     assert "--target" in run["repro"] and "open:/dev/mydrv:read=64" in run["repro"]
+
+
+def test_callers_that_never_reach_the_module_give_no_verdict_but_unreached(kernel_spec, tmp_path):
+    # AF_ALG's family module (af_alg) is not in the guest: every socket() fails.
+    proc, report = race(kernel_spec, tmp_path, "--target", "twofish_generic",
+                        "--op", "socket:alg:seqpacket:0:skcipher:cbc(twofish)")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    run = report["runs"][0]
+    assert run["verdict"] == "unreached" and run["ops"]["delete_module"]["ok"] >= 1, run["problem"]
+    (reach,) = run["reach"]
+    assert reach["ok_live"] == 0 and reach["calls"] > 0 and list(reach["errors"]) == ["EAFNOSUPPORT"], reach
+    assert "never reached the module" in proc.stdout
+    assert any(ln.startswith("FAIL ") and "unreached" in ln for ln in proc.stderr.splitlines())
 
 
 def test_a_path_missing_after_the_setup_is_one_line_exit_2(kernel_spec, tmp_path):
