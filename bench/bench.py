@@ -73,7 +73,8 @@ def bench_run(kernel: str, runs: int) -> None:
 
 def _race_guest(kernel: str, scheme: str):
     from harness.race.kbuild import ModuleSetSpec, build
-    from harness.race.engine import RaceSpec, prepare_guest
+    from harness.race.engine import RaceSpec
+    from harness.race.schemerace import prepare_guest
 
     kf = kernels.fetch(kernels.get_spec(kernel), quiet=True)
     mods = build(kf, ModuleSetSpec(scheme))
@@ -119,7 +120,7 @@ def bench_looker(kernel: str, runs: int) -> None:
 def bench_first_spurious(kernel: str, runs: int) -> None:
     """Seconds until the first spurious refcount failure (mount race, default
     knobs), over `2 * runs` races in one guest (goal: <= 10 s in every run)."""
-    from harness.race.engine import run_one
+    from harness.race.schemerace import run_one
 
     vm, mods, spec = _race_guest(kernel, "refcount")
     spec = type(spec)(kernel=kernel, schemes=("refcount",), workloads=("mount",), duration_s=15)

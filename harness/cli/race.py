@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -19,12 +20,13 @@ from ..guest.packages import resolve as resolve_packages
 from ..guest.vm import ACCELS
 from ..paths import build_dir
 from ..progress import progress
-from ..race.engine import DEFAULT_KNOBS, RaceGuest, RaceSpec, RaceStages, race
+from ..race.engine import RaceGuest, RaceStages
 from ..race.kbuild import KNOBS, Knobs
+from ..race.kinds import race
 from ..race.outcomes import RaceReport, exit_status
 from ..reports.table import render_table
 from ..race.schemes import DEFAULT_SCHEMES, SCHEMES, WORKLOADS
-from ..race.targetrace import TargetRaceSpec, TargetStages, race_target
+from ..race.spec import DEFAULT_KNOBS, DEFAULT_WORKLOADS, RaceSpec
 from ..race.targets import ROWS as TARGETS
 from .args import add_packages_arg, check_output, csv
 
@@ -115,40 +117,33 @@ def parse_knobs(items: Sequence[str] | None) -> Knobs:
     return Knobs({**DEFAULT_KNOBS, **Knobs(given)})
 
 
-def target_specs_from_args(args: argparse.Namespace) -> list[TargetRaceSpec]:
-    mixed = [f for f, v in (("--scheme", args.scheme), ("--workload", args.workload), ("--module-src", args.module_src),
-                            ("--providers", args.providers != 2), ("--knob", args.knob)) if v]
-    if mixed:
-        raise HarnessError(f"--target races a module against --op callers; {', '.join(mixed)} "
-                           "belong to the harness's own schemes")
-    seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
-    kernel_names = [k.name for k in kernels.parse_specs(",".join(csv(args.kernel, "kernel")))]
-    return [TargetRaceSpec(target=args.target, kernel=k, ops=tuple(args.op), callers=args.callers,
-                           duration_s=args.duration, seed=seed, accel=args.accel, rcu_expedited=args.rcu_expedited,
-                           reload=args.reload or "modprobe", unload_pause_ms=args.unload_pause,
-                           contention=args.contention, cold_boot=args.cold_boot,
-                           guest_packages=parse_package_names(args.guest_packages))
-            for k in kernel_names]
-
-
 def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
-    if args.op or args.callers != 1:
-        raise HarnessError("--op and --callers go with --target (a module to race); the schemes have their workloads")
+    """One settings record per kernel: `--kernel` parsed (a local tree found) once, here."""
+    if args.target:
+        mixed = [f for f, v in (("--scheme", args.scheme), ("--workload", args.workload),
+                                ("--module-src", args.module_src), ("--providers", args.providers != 2),
+                                ("--knob", args.knob)) if v]
+        if mixed:
+            raise HarnessError(f"--target races a module against --op callers; {', '.join(mixed)} "
+                               "belong to the harness's own schemes")
+        make = functools.partial(RaceSpec, target=args.target, ops=tuple(args.op), callers=args.callers)
+    else:
+        if args.op or args.callers != 1:
+            raise HarnessError("--op and --callers go with --target (a module to race); "
+                               "the schemes have their workloads")
+        make = functools.partial(RaceSpec, schemes=csv(args.scheme or ",".join(DEFAULT_SCHEMES), "scheme"),
+                                 workloads=csv(args.workload or ",".join(DEFAULT_WORKLOADS), "workload"),
+                                 knobs=parse_knobs(args.knob), providers=args.providers,
+                                 module_src=tuple(str(Path(m).resolve()) for m in args.module_src))
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
-    kernel_names = [k.name for k in kernels.parse_specs(",".join(csv(args.kernel, "kernel")))]
-    return [RaceSpec(kernel=k, schemes=csv(args.scheme or ",".join(DEFAULT_SCHEMES), "scheme"),
-                     workloads=csv(args.workload or "lookup,mount", "workload"),
-                     duration_s=args.duration, seed=seed, knobs=parse_knobs(args.knob),
-                     accel=args.accel, rcu_expedited=args.rcu_expedited, providers=args.providers,
-                     reload=args.reload or "finit", unload_pause_ms=args.unload_pause, contention=args.contention,
-                     cold_boot=args.cold_boot, guest_packages=parse_package_names(args.guest_packages),
-                     module_src=tuple(str(Path(m).resolve()) for m in args.module_src))
-            for k in kernel_names]
+    return [make(kernel=k, duration_s=args.duration, seed=seed, accel=args.accel, rcu_expedited=args.rcu_expedited,
+                 reload=args.reload or "", unload_pause_ms=args.unload_pause, contention=args.contention,
+                 cold_boot=args.cold_boot, guest_packages=parse_package_names(args.guest_packages))
+            for k in kernels.parse_specs(",".join(csv(args.kernel, "kernel")))]
 
 
-def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] | None = None,
-             target_stages: Callable[[TargetRaceSpec], TargetStages] | None = None) -> int:
-    specs: Sequence[RaceSpec | TargetRaceSpec] = target_specs_from_args(args) if args.target else specs_from_args(args)
+def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] | None = None) -> int:
+    specs = specs_from_args(args)
     resolve_packages(specs[0].guest_packages)  # an unknown package is refused before anything else
     # One folder per race: the JSON report and its page (index.html) side by side.
     out = build_dir() / "reports" / f"race-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}" / "report.json"
@@ -166,17 +161,14 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
     kept: RaceGuest | None = None
     for spec in specs:
         hogs = f", {spec.contention} host CPU hogs" if spec.contention else ""
-        if isinstance(spec, TargetRaceSpec):
-            progress(f"race on {spec.kernel}: target {spec.target}, callers "
+        if spec.target is not None:
+            progress(f"race on {spec.kernel_name}: target {spec.target}, callers "
                      f"{' '.join(op.text for op in spec.op_rows)} x{spec.callers}, {spec.duration_s:g}s, "
                      f"seed {spec.seed}{hogs}")
-            report, kept = race_target(spec, keep=args.keep and spec is specs[-1],
-                                       stages=target_stages(spec) if target_stages else None)
         else:
-            progress(f"race on {spec.kernel}: schemes {','.join(spec.schemes)}, workloads "
+            progress(f"race on {spec.kernel_name}: schemes {','.join(spec.schemes)}, workloads "
                      f"{','.join(spec.workloads)}, {spec.duration_s:g}s each, seed {spec.seed}{hogs}")
-            report, kept = race(spec, keep=args.keep and spec is specs[-1],
-                                stages=stages(spec) if stages else None)
+        report, kept = race(spec, keep=args.keep and spec is specs[-1], stages=stages(spec) if stages else None)
         reports.append(report)
         print(render_table(report), flush=True)
     doc = [r.to_json() for r in reports]
@@ -215,11 +207,11 @@ def cmd_survey(args: argparse.Namespace) -> int:
     refused: list[str] = []
     for kspec in specs:
         for i, name in enumerate(names, 1):
-            spec = TargetRaceSpec(target=name, kernel=kspec.name, callers=args.callers, duration_s=args.duration,
-                                  seed=seed, accel=args.accel)
+            spec = RaceSpec(kernel=kspec, target=name, callers=args.callers, duration_s=args.duration, seed=seed,
+                            accel=args.accel)
             progress(f"survey {kspec.name}: {name} ({i}/{len(names)})")
             try:
-                report, _ = race_target(spec)
+                report, _ = race(spec)
             except HarnessError as e:
                 refused.append(f"{name} on {kspec.name}: {e}")
                 progress(f"survey {kspec.name}: {name} not raced: {e}")

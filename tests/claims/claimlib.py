@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass, field
 
 from harness.race import kbuild
-from harness.race.engine import BARRIER, RaceSpec, RolesOutcome, run_one
+from harness.race.engine import BARRIER, RaceSpec, RolesOutcome
+from harness.race.schemerace import run_one
 from harness.race.engine import run_roles as race_roles
 from harness.race.racer import RoleResult, RoleSpec, parse_role_output
 from harness.race.outcomes import RunResult, op_json

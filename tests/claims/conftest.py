@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from harness.race import kbuild
-from harness.race.engine import DEFAULT_KNOBS, RaceSpec, prepare_guest
+from harness.race.engine import DEFAULT_KNOBS, RaceSpec
+from harness.race.schemerace import prepare_guest
 from harness.guest.vm import VmConfig
 
 from claimlib import OVERRIDE_ENV, ClaimGuest, contention

@@ -10,7 +10,8 @@ what it does there is recorded as a fact of that kernel."""
 
 import pytest
 
-from harness.race.engine import RaceSpec, proves_locking, roles_for
+from harness.race.engine import RaceSpec, proves_locking
+from harness.race.schemerace import roles_for
 from harness.race.outcomes import Control, RunEnd, Verdict, problem, summarise_run
 from harness.race.schemes import SCHEMES, WORKLOADS, LockOrder
 from harness.guest.vm import VmConfig

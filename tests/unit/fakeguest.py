@@ -181,7 +181,11 @@ class FakeStages:
         return BuiltModules(spec=spec, release=RELEASE, ko_files=[], core=spec.core,
                             providers=spec.provider_names, prefix=spec.prefix, build_dir=Path("/nonexistent"))
 
-    def boot(self, scheme: str, mods: BuiltModules) -> FakeGuest:
+    def kernel_files(self) -> None:
+        return None  # a target race's resolve is faked where one runs
+
+    def boot(self, name: str, payload) -> FakeGuest:
+        scheme = name.removeprefix("race-")
         guest = FakeGuest(behaviour=self.behaviours.get(scheme, Behaviour()))
         self.guests.append((scheme, guest))
         return guest

@@ -9,6 +9,7 @@ import pytest
 
 import htmlsim
 from harness.race import engine as race
+from harness.race import kinds
 from harness.race.outcomes import Control, RaceReport, Verdict, problem
 from harness.reports import kcidb, ktap
 from harness.reports.status import KTAP_RESULT, STATUS, run_status
@@ -26,7 +27,7 @@ def engine_report() -> RaceReport:
                          "unsafe": Behaviour(console=OOPS, killed_roles=("looker",)),
                          "rwsem": Behaviour(boot_console=WARNING, debug_locks=(1, 0))},
                         lockdep=True, kasan=True)
-    report, _ = race.race(spec, stages=stages)
+    report, _ = kinds.race(spec, stages=stages)
     report.kernel_describe = "Debian 6.1.192-3"
     return report
 
@@ -229,14 +230,14 @@ def test_survey_writes_kcidb_and_ktap_with_target_paths(tmp_path, monkeypatch):
     from harness.cli import race as race_cli
     from harness.race.outcomes import TargetInfo
 
-    def fake_race_target(spec, **_):
+    def fake_race(spec, **_):
         rep = htmlsim.report()
         rep.runs = rep.runs[:1]
         rep.runs[0].scheme, rep.runs[0].workload = spec.target, "open"
         rep.runs[0].target = TargetInfo(module=spec.target, caller_ops=("open",))
         return rep, None
 
-    monkeypatch.setattr(race_cli, "race_target", fake_race_target)
+    monkeypatch.setattr(race_cli, "race", fake_race)
     kfile, tfile = tmp_path / "k.json", tmp_path / "s.ktap"
     code = cli.main(["survey", "--kernel", "6.1", "--target", "vfat,ext4", "--out", str(tmp_path / "survey"),
                      "--kcidb", str(kfile), "--ktap", str(tfile)])

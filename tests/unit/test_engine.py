@@ -13,6 +13,7 @@ from harness import cli
 from harness.cli import race as race_cli
 from harness.cli import main, parser
 from harness.race import engine as race
+from harness.race import kinds, schemerace
 from harness.exitcodes import ExitStatus
 from harness.guest.programs import RACER_PATH as GUEST_PATH
 from harness.race.outcomes import Control, RunEnd, Verdict
@@ -31,7 +32,7 @@ def _spec(**kw) -> race.RaceSpec:
 def _one(behaviour: Behaviour, scheme: str = "refcount", workload: str = "lookup", **kw):
     spec = _spec(schemes=(scheme,), workloads=(workload,), **kw)
     stages = FakeStages({scheme: behaviour})
-    report, kept = race.race(spec, stages=stages)
+    report, kept = kinds.race(spec, stages=stages)
     assert kept is None
     return report, stages
 
@@ -43,7 +44,7 @@ def test_roles_start_together_with_exact_command_lines():
     guest = FakeGuest()
     spec = _spec(knobs=(("exit_delay_ms", 50),), seed=4)
     mods = FakeStages({}).modules("refcount")
-    roles = race.roles_for("lookup", mods, spec, RELEASE)
+    roles = schemerace.roles_for("lookup", mods, spec, RELEASE)
     out = race.run_roles(guest, roles, spec.duration_s)
     assert out.end is RunEnd.COMPLETED and out.detail == ""
     assert guest.commands[0] == f"rm -f {race.BARRIER}", "a stale barrier must go first"
@@ -65,7 +66,7 @@ def test_roles_start_together_with_exact_command_lines():
 ])
 def test_a_guest_that_dies_loses_ssh_or_hangs_ends_the_run(behaviour, end):
     guest = FakeGuest(behaviour=behaviour)
-    roles = race.roles_for("lookup", FakeStages({}).modules("refcount"), _spec(), RELEASE)
+    roles = schemerace.roles_for("lookup", FakeStages({}).modules("refcount"), _spec(), RELEASE)
     t0 = time.monotonic()
     out = race.run_roles(guest, roles, 0.2, slack_s=0.5)
     assert out.end is end
@@ -107,7 +108,7 @@ def test_a_dead_guest_is_replaced_for_the_next_workload():
     report, stages = _one(Behaviour(finish=False, die_after=0.1), workload="lookup")
     spec = _spec(workloads=("lookup", "mount"))
     stages = FakeStages({"refcount": Behaviour(console=OOPS)})
-    report, _ = race.race(spec, stages=stages)
+    report, _ = kinds.race(spec, stages=stages)
     assert [r.verdict for r in report.runs] == [Verdict.CRASHED, Verdict.CRASHED]
     assert len(stages.guests) == 2, "a splat spoils the guest: the next workload gets a fresh one"
     assert all(g.killed for _, g in stages.guests), "every guest is torn down"
@@ -224,7 +225,7 @@ KASAN_UAF = ("[   12.000000] BUG: KASAN: slab-use-after-free in uf_read_state+0x
 
 def test_a_boot_splat_makes_every_run_on_that_guest_a_broken_guest_not_a_finding(capsys):
     stages = FakeStages({"rwsem": Behaviour(boot_console=WARNING)})
-    report, _ = race.race(_spec(schemes=("rwsem",), workloads=("lookup", "mount")), stages=stages)
+    report, _ = kinds.race(_spec(schemes=("rwsem",), workloads=("lookup", "mount")), stages=stages)
     assert [r.verdict for r in report.runs] == [Verdict.BROKEN, Verdict.BROKEN]
     assert report.runs[0].splats == [] and report.runs[0].guest.boot_splats
     assert len(stages.guests) == 2, "a broken guest is replaced for the next workload"
@@ -251,7 +252,7 @@ def test_a_broken_guest_outranks_a_crash_and_a_control_is_not_judged_on_it():
 ])
 def test_a_lockdep_clean_run_needs_lockdep_on(debug_locks, verdict, says):
     stages = FakeStages({"rwsem": Behaviour(debug_locks=debug_locks)}, lockdep=True)
-    report, _ = race.race(_spec(schemes=("rwsem",)), stages=stages)
+    report, _ = kinds.race(_spec(schemes=("rwsem",)), stages=stages)
     (run,) = report.runs
     assert run.verdict is verdict
     assert run.guest.debug_locks_before is bool(debug_locks[0])
@@ -272,7 +273,7 @@ def test_no_lockdep_kernel_reads_no_lockdep_stats():
 ])
 def test_the_kasan_control_needs_the_shadow(kasan, behaviour, control, fails):
     stages = FakeStages({"unsafe-uaf": behaviour}, kasan=kasan)
-    report, _ = race.race(_spec(schemes=("unsafe-uaf",)), stages=stages)
+    report, _ = kinds.race(_spec(schemes=("unsafe-uaf",)), stages=stages)
     (run,) = report.runs
     assert run.control is control
     assert bool(report.problems()) is fails
@@ -286,7 +287,7 @@ def test_the_guest_state_survives_the_json_round_trip():
     from harness.race.outcomes import reports_from_json
 
     stages = FakeStages({"rwsem": Behaviour(boot_console=WARNING)}, lockdep=True, kasan=True)
-    report, _ = race.race(_spec(schemes=("rwsem",)), stages=stages)
+    report, _ = kinds.race(_spec(schemes=("rwsem",)), stages=stages)
     (back,) = reports_from_json(json.loads(json.dumps(report.to_json())))
     assert back.lockdep and back.kasan
     assert back.runs[0].guest.boot_splats[0].title == report.runs[0].guest.boot_splats[0].title

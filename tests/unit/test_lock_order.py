@@ -18,6 +18,7 @@ from harness.cli.race import specs_from_args
 from harness.errors import HarnessError
 from harness.exitcodes import ExitStatus
 from harness.race import engine as race, kbuild
+from harness.race import kinds, schemerace
 from harness.race.kbuild import ModuleSetSpec, render
 from harness.race.outcomes import Control, Verdict
 from harness.race.schemes import (DEFAULT_SCHEMES, SCHEMES, WORKLOADS, Caller, LockOrder, Workload,
@@ -204,7 +205,7 @@ def test_twobus_roles_are_claim5s():
     spec = race.RaceSpec(schemes=("rwsem-unsorted",), workloads=("twobus",), duration_s=15, seed=5,
                          knobs=(("exit_delay_ms", 20),), unload_pause_ms=20)
     mods = FakeStages({}).modules("rwsem-unsorted")
-    roles = [r.argv() for r in race.roles_for("twobus", mods, spec, RELEASE)]
+    roles = [r.argv() for r in schemerace.roles_for("twobus", mods, spec, RELEASE)]
     assert [(r[1], _opt(r, "--name"), _opt(r, "--bus")) for r in roles] == [
         ("unloader", "rwu_prov0", None), ("unloader", "rwu_prov1", None),
         ("looker", "rwu_prov0", "1"), ("looker", "rwu_prov1", "0")]
@@ -218,7 +219,7 @@ def test_twobus_roles_are_claim5s():
 def test_one_bus_roles_are_unchanged():
     """The rows' callers keep the command lines of before: no --bus, no --data."""
     spec = race.RaceSpec(schemes=("rwsem",), workloads=("all",), duration_s=1)
-    roles = [r.argv() for r in race.roles_for("all", FakeStages({}).modules("rwsem"), spec, RELEASE)]
+    roles = [r.argv() for r in schemerace.roles_for("all", FakeStages({}).modules("rwsem"), spec, RELEASE)]
     assert [r[1] for r in roles] == ["unloader", "looker", "mounter", "fsmounter"]
     assert all("--bus" not in r and "--data" not in r for r in roles)
     assert [_opt(r, "--dir") for r in roles[2:]] == ["/mnt/bus", "/mnt/own"]
@@ -227,7 +228,7 @@ def test_one_bus_roles_are_unchanged():
 def test_prepare_loads_every_provider_a_workload_unloads():
     guest = FakeGuest()
     spec = race.RaceSpec(schemes=("rwsem",), workloads=("twobus",))
-    race.prepare_guest(guest, FakeStages({}).modules("rwsem"), spec)
+    schemerace.prepare_guest(guest, FakeStages({}).modules("rwsem"), spec)
     assert guest.commands == ["mkdir -p /mnt/bus /mnt/own && /sbin/modprobe rw_core && "
                               "/sbin/modprobe rw_prov0 && /sbin/modprobe rw_prov1"]
 
@@ -254,7 +255,7 @@ def test_pipeline_builds_two_buses_and_reads_lockdep_from_the_config(monkeypatch
 
 def _race(schemes, behaviours, lockdep, workload="twobus"):
     spec = race.RaceSpec(schemes=schemes, workloads=(workload,), duration_s=0.2)
-    report, _ = race.race(spec, stages=FakeStages(behaviours, lockdep=lockdep))
+    report, _ = kinds.race(spec, stages=FakeStages(behaviours, lockdep=lockdep))
     return report
 
 

@@ -2,6 +2,7 @@
 that rerun exactly the same run."""
 
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from harness.cli import race as race_cli
 from harness.cli import parser
 from harness.errors import HarnessError
 from harness.race import engine as race
+from harness.race import schemerace
 from harness.race.kbuild import ModuleSetSpec
 
 
@@ -63,7 +65,7 @@ class _Mods:
 def test_roles_pit_the_unloader_against_the_workloads_callers():
     spec = race.RaceSpec(schemes=("rwsem-deferred",), workloads=("all",), duration_s=3, seed=9,
                          knobs=(("exit_delay_ms", 200),))
-    roles = [r.argv() for r in race.roles_for("all", _Mods, spec, "6.1.0-56-amd64")]
+    roles = [r.argv() for r in schemerace.roles_for("all", _Mods, spec, "6.1.0-56-amd64")]
     assert [r[1] for r in roles] == ["unloader", "looker", "mounter", "fsmounter"]
     unloader = roles[0]
     assert unloader[unloader.index("--ko") + 1] == "/lib/modules/6.1.0-56-amd64/extra/rwd_prov0.ko"
@@ -72,3 +74,45 @@ def test_roles_pit_the_unloader_against_the_workloads_callers():
         assert r[r.index("--parties") + 1] == "4" and r[r.index("--duration-ms") + 1] == "3000"
     assert roles[2][roles[2].index("--fstype") + 1] == "rwdfs"
     assert roles[3][roles[3].index("--fstype") + 1] == "rwd_prov0fs"
+
+
+# The repro lines the scheme and target pipelines wrote before they were one
+# engine: a rerun command must not change under a user's feet.
+REPRO_BEFORE = [
+    (dict(), None,
+     "python -m harness race --kernel 6.1 --scheme refcount,rwsem,rwsem-deferred,unsafe --workload lookup,mount "
+     "--duration 15 --seed 1 --accel auto --providers 2 --reload finit --unload-pause 100 "
+     "--knob call_delay_us=1000 --knob exit_delay_ms=200"),
+    (dict(kernel="6.12", schemes=("rwsem", "refcount"), workloads=("lookup",), duration_s=2.5, seed=9,
+          knobs={"call_delay_us": 5}, accel="tcg", rcu_expedited=True, providers=3, reload="modprobe",
+          unload_pause_ms=0, contention=2, cold_boot=True, guest_packages=("strace", "bash"),
+          module_src=("tests/project/mydrv",)), ("rwsem", "lookup"),
+     "python -m harness race --kernel 6.12 --scheme rwsem --workload lookup --duration 2.5 --seed 9 --accel tcg "
+     "--providers 3 --reload modprobe --unload-pause 0 --knob call_delay_us=5 --rcu-expedited --contention 2 "
+     "--cold-boot --guest-packages bash,strace --module-src tests/project/mydrv"),
+    (dict(target="dummy"), None,
+     "python -m harness race --kernel 6.1 --target dummy --callers 1 --duration 15 --seed 1 --accel auto "
+     "--reload modprobe --unload-pause 100"),
+    (dict(target="vfat", kernel="6.12", ops=("open:/dev/x:read=4", "mount:/dev/loop0:vfat"), callers=3,
+          duration_s=1.5, seed=4, accel="tcg", rcu_expedited=True, reload="finit", unload_pause_ms=5, contention=1,
+          cold_boot=True, guest_packages=("strace",)), None,
+     "python -m harness race --kernel 6.12 --target vfat --op open:/dev/x:read=4 --op mount:/dev/loop0:vfat "
+     "--callers 3 --duration 1.5 --seed 4 --accel tcg --reload finit --unload-pause 5 --rcu-expedited "
+     "--contention 1 --cold-boot --guest-packages strace"),
+]
+
+
+@pytest.mark.parametrize("kw, run, line", REPRO_BEFORE)
+def test_repro_lines_are_those_of_the_two_pipelines_before(kw, run, line, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # --module-src as the user gave it
+    assert race.RaceSpec(**kw).repro(*(run or ())) == line
+
+
+def test_one_settings_record_resolves_its_kernel_once(monkeypatch):
+    from harness import kernels
+
+    row = kernels.get_spec("6.12")
+    monkeypatch.setattr(kernels, "get_spec", lambda name: pytest.fail(f"{name} looked up again"))
+    spec = race.RaceSpec(kernel=row, target="dummy")
+    assert spec.kernel is row and spec.kernel_name == "6.12" and spec.reload == "modprobe"
+    assert race.RaceSpec(kernel=row).reload == "finit"

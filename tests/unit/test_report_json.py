@@ -5,10 +5,12 @@ timelines."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import htmlsim
 from harness.guest.snapshot import ColdReason, GuestStart, StartPath
 from harness.race import engine as race
+from harness.race import kinds
 from harness.race.outcomes import RaceReport, Verdict, reports_from_json
 
 from fakeguest import OOPS, WARNING, Behaviour, FakeStages, fast_engine  # noqa: F401 (autouse)
@@ -23,9 +25,9 @@ STARTS = {"refcount": GuestStart(StartPath.RESTORED, snapshot="k1"),
 class StartedStages(FakeStages):
     """Fake guests that say how they started, as a real Vm does."""
 
-    def boot(self, scheme, mods):
-        guest = super().boot(scheme, mods)
-        guest.start = STARTS.get(scheme)
+    def boot(self, name, payload):
+        guest = super().boot(name, payload)
+        guest.start = STARTS.get(name.removeprefix("race-"))
         return guest
 
 
@@ -36,7 +38,7 @@ def engine_report() -> RaceReport:
                             "unsafe": Behaviour(console=OOPS, killed_roles=("looker",)),
                             "rwsem": Behaviour(boot_console=WARNING, debug_locks=(1, 0))},
                            lockdep=True, kasan=True)
-    report, _ = race.race(spec, stages=stages)
+    report, _ = kinds.race(spec, stages=stages)
     return report
 
 
@@ -66,3 +68,45 @@ def test_a_report_without_the_newer_fields_reads_with_their_defaults():
         del doc[key]
     (back,) = reports_from_json(json.loads(json.dumps(doc)))
     assert (back.contention, back.lockdep, back.kasan) == (0, False, False)
+
+
+# ---------------------------------------------------------------- reports of the engine before it was one
+
+OLD = Path(__file__).parent / "data" / "reports-before-one-engine.json"
+ADDED = {"reach", "ok_live"}  # what "no verdict without reach" added to every run and op
+
+
+def _without(doc, keys=ADDED | {"seconds"}):
+    """A report document less the keys added since, and the run times (they vary)."""
+    if isinstance(doc, dict):
+        return {k: _without(v, keys) for k, v in doc.items() if k not in keys}
+    if isinstance(doc, list):
+        return [_without(v, keys) for v in doc]
+    return doc
+
+
+def test_old_reports_read_back_unchanged():
+    """Saved by the scheme and target pipelines before they were one engine."""
+    old = json.loads(OLD.read_text())
+    again = [r.to_json() for r in reports_from_json(old)]
+    assert _without(again) == _without(old)
+    assert all(run["reach"] == [] for rep in again for run in rep["runs"])  # never claimed for an old report
+
+
+def test_the_one_engine_writes_the_old_pipelines_reports(monkeypatch, tmp_path):
+    """The same fake races as in OLD, through today's engine: the same
+    report, plus each run's reach and each op's ok_live."""
+    from fakeguest import FakeGuest
+
+    from harness.race import kinds, targetrace
+
+    class TargetStages(FakeStages):
+        def boot(self, name, payload):
+            return FakeGuest(behaviour=Behaviour(lookups=(100, 60), errno="EOPNOTSUPP"))
+
+    monkeypatch.setattr(targetrace, "resolve", lambda spec, k: targetrace.ResolvedTarget("dummy", kmods=("dummy",)))
+    target, _ = kinds.race(race.RaceSpec(target="dummy", duration_s=0.1), stages=TargetStages({}))
+    new = [engine_report().to_json(), target.to_json()]
+    assert _without(new, ADDED | {"seconds", "console_log"}) == _without(json.loads(OLD.read_text()),
+                                                                          ADDED | {"seconds", "console_log"})
+    assert [r["reach"][0]["ok_live"] for r in new[1]["runs"]] == [60]

@@ -12,7 +12,9 @@ from harness import cli
 from harness.cli import race as race_cli
 from harness.errors import HarnessError
 from harness.kernels import SPECS, KernelFiles
-from harness.race import targetrace, targets
+from harness.race import kinds, targetrace, targets
+from harness.race.spec import RaceSpec
+from harness.race.engine import GuestPayload
 from harness.race.ops import MountOp, parse
 from harness.race.outcomes import Control, Verdict
 from harness.race.racer import Role
@@ -55,13 +57,13 @@ def test_every_row_module_is_a_module_in_the_debug_kernels_fragment():
 ])
 def test_bad_target_specs_are_one_line(kw, message):
     with pytest.raises(HarnessError, match=message) as err:
-        targetrace.TargetRaceSpec(**kw)
+        RaceSpec(**kw)
     assert "\n" not in str(err.value)
 
 
 def test_a_row_brings_its_ops_and_a_user_target_its_own():
-    assert targetrace.TargetRaceSpec("dummy").label == "netdev-add"
-    spec = targetrace.TargetRaceSpec("minix", ops=("mount:/dev/loop0:minix", "open:/proc/filesystems"))
+    assert RaceSpec(target="dummy").label == "netdev-add"
+    spec = RaceSpec(target="minix", ops=("mount:/dev/loop0:minix", "open:/proc/filesystems"))
     assert spec.label == "mount+open" and spec.row is None
 
 
@@ -75,20 +77,20 @@ def kernel_with(tmp_path: Path, modules: list[str], builtin: list[str]) -> Kerne
 
 def test_resolve_refuses_a_missing_or_built_in_module(tmp_path):
     k = kernel_with(tmp_path, ["dummy", "vfat", "fat", "loop"], ["ext4"])
-    assert targetrace.resolve(targetrace.TargetRaceSpec("dummy"), k).module == "dummy"
-    vfat = targetrace.resolve(targetrace.TargetRaceSpec("vfat"), k)
+    assert targetrace.resolve(RaceSpec(target="dummy"), k).module == "dummy"
+    vfat = targetrace.resolve(RaceSpec(target="vfat"), k)
     assert vfat.kmods[:2] == ("loop", "fat") and vfat.kmods[-1] == "vfat"
     assert vfat.setup[1] == "losetup /dev/loop0 /tmp/loop0.img" and vfat.setup[2].startswith("mkdosfs /dev/loop0")
     with pytest.raises(HarnessError, match="built into kernel 6.1"):
-        targetrace.resolve(targetrace.TargetRaceSpec("ext4"), k)
+        targetrace.resolve(RaceSpec(target="ext4"), k)
     with pytest.raises(HarnessError, match="has no module 'nlmon'"):
-        targetrace.resolve(targetrace.TargetRaceSpec("nlmon"), k)
+        targetrace.resolve(RaceSpec(target="nlmon"), k)
     with pytest.raises(HarnessError, match="has no module 'zz'"):
-        targetrace.resolve(targetrace.TargetRaceSpec("zz", ops=("open:/dev/zz",)), k)
+        targetrace.resolve(RaceSpec(target="zz", ops=("open:/dev/zz",)), k)
 
 
 def test_roles_an_unloader_then_callers_per_op_with_a_mount_folder_each():
-    spec = targetrace.TargetRaceSpec("t", ops=("mount:none:configfs", "open:/dev/null"), callers=2, duration_s=3)
+    spec = RaceSpec(target="t", ops=("mount:none:configfs", "open:/dev/null"), callers=2, duration_s=3)
     roles = targetrace.roles_for(spec, targetrace.ResolvedTarget("configfs", params="x=1"))
     assert [r.role for r in roles] == [Role.UNLOADER] + [Role.CALLER] * 4
     assert {r.parties for r in roles} == {5} and {r.duration_ms for r in roles} == {3000}
@@ -97,10 +99,10 @@ def test_roles_an_unloader_then_callers_per_op_with_a_mount_folder_each():
 
 
 def test_repro_parses_back_to_the_same_spec():
-    spec = targetrace.TargetRaceSpec("dummy", kernel="6.12", ops=("netdev-add:dummy",), callers=3, duration_s=7,
+    spec = RaceSpec(target="dummy", kernel="6.12", ops=("netdev-add:dummy",), callers=3, duration_s=7,
                                      seed=42, reload="finit", contention=1)
     args = cli.parser().parse_args(spec.repro().split()[3:])
-    assert race_cli.target_specs_from_args(args) == [spec]
+    assert race_cli.specs_from_args(args) == [spec]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -125,20 +127,31 @@ class Stages:
         self.behaviour = behaviour
         self.control = control
         self.guest: FakeGuest | None = None
+        self.booted: list[tuple[str, object]] = []
 
-    def resolve(self) -> targetrace.ResolvedTarget:
-        return targetrace.ResolvedTarget("dummy", kmods=("dummy",), control=self.control)
+    def kernel_files(self) -> Stages:
+        return self  # what fake_resolve below is handed
 
-    def boot(self, target) -> FakeGuest:
+    def boot(self, name, payload) -> FakeGuest:
+        self.booted.append((name, payload))
         self.guest = FakeGuest(behaviour=self.behaviour)
         return self.guest
 
 
+@pytest.fixture
+def fake_resolve(monkeypatch):
+    """The target a fake kernel resolves to: dummy, a control when its Stages say so."""
+    monkeypatch.setattr(targetrace, "resolve", lambda spec, stages: targetrace.ResolvedTarget(
+        "dummy", kmods=("dummy",), control=stages.control))
+
+
+@pytest.mark.usefixtures("fake_resolve")
 def test_a_target_race_loads_checks_unloads_and_counts_failures_as_facts():
     stages = Stages(Behaviour(lookups=(100, 60), errno="EOPNOTSUPP"))
-    report, kept = targetrace.race_target(targetrace.TargetRaceSpec("dummy", duration_s=0.1), stages=stages)
+    report, kept = kinds.race(RaceSpec(target="dummy", duration_s=0.1), stages=stages)
     run = report.runs[0]
     assert kept is None and stages.guest.killed
+    assert stages.booted == [("target-dummy", GuestPayload((), ("dummy",)))]
     assert run.verdict is Verdict.CLEAN and run.control is Control.NONE and not report.problems()
     assert run.spurious_failures == 0 and run.callers.errors == {"EOPNOTSUPP": 40}
     assert run.target.module == "dummy" and run.target.caller_ops == ("netdev-add",)
@@ -147,29 +160,31 @@ def test_a_target_race_loads_checks_unloads_and_counts_failures_as_facts():
     assert json.loads(json.dumps(report.to_json()))["runs"][0]["target"]["module"] == "dummy"
 
 
+@pytest.mark.usefixtures("fake_resolve")
 def test_a_target_that_cannot_be_unloaded_or_whose_path_is_missing_is_one_line():
     stages = Stages(Behaviour(failing=("/sbin/rmmod dummy && /sbin/modprobe dummy",)))
     with pytest.raises(HarnessError, match="target dummy cannot be unloaded here"):
-        targetrace.race_target(targetrace.TargetRaceSpec("dummy", duration_s=0.1), stages=stages)
+        kinds.race(RaceSpec(target="dummy", duration_s=0.1), stages=stages)
     assert stages.guest.killed
     stages = Stages(Behaviour(failing=("test -e /dev/nope",)))
     with pytest.raises(HarnessError, match="/dev/nope does not exist in the guest"):
-        targetrace.race_target(targetrace.TargetRaceSpec("x", ops=("open:/dev/nope",), duration_s=0.1),
-                               stages=stages)
+        kinds.race(RaceSpec(target="x", ops=("open:/dev/nope",), duration_s=0.1), stages=stages)
 
 
 @pytest.mark.parametrize("console, verdict, control, problems", [
     (OOPS, Verdict.CRASHED, Control.FIRED, 0),
     ("", Verdict.CLEAN, Control.MISSED, 1),
 ])
+@pytest.mark.usefixtures("fake_resolve")
 def test_the_broken_owner_control_must_crash(console, verdict, control, problems):
     stages = Stages(Behaviour(console=console), control=True)
-    report, _ = targetrace.race_target(targetrace.TargetRaceSpec("noowner", duration_s=0.1), stages=stages)
+    report, _ = kinds.race(RaceSpec(target="noowner", duration_s=0.1), stages=stages)
     run = report.runs[0]
     assert (run.verdict, run.control, len(report.problems())) == (verdict, control, problems)
 
 
+@pytest.mark.usefixtures("fake_resolve")
 def test_a_crash_of_a_real_target_is_a_finding_exit_1():
-    report, _ = targetrace.race_target(targetrace.TargetRaceSpec("dummy", duration_s=0.1),
+    report, _ = kinds.race(RaceSpec(target="dummy", duration_s=0.1),
                                        stages=Stages(Behaviour(console=OOPS)))
     assert report.runs[0].verdict is Verdict.CRASHED and report.problems()

@@ -9,6 +9,7 @@ from harness.guest.image import build_image
 from harness.guest.splat import parse
 from harness.guest.vm import Vm, VmConfig
 from harness.race import engine as race
+from harness.race import schemerace
 from harness.race.kbuild import ModuleSetSpec, build
 from harness.race.outcomes import Verdict, problem
 
@@ -29,8 +30,8 @@ def test_a_guest_whose_boot_splats_is_not_saved_and_its_runs_are_broken(kernel):
         assert guest.console_text().count("harness_planted_boot_warning+0x0/0x10") == 2, \
             "the boot was not tried a second time"
         spec = race.RaceSpec(schemes=("refcount",), workloads=("lookup",), duration_s=2)
-        race.prepare_guest(guest, mods, spec)
-        run = race.run_one(guest, mods, spec, "refcount", "lookup", kernel.release)
+        schemerace.prepare_guest(guest, mods, spec)
+        run = schemerace.run_one(guest, mods, spec, "refcount", "lookup", kernel.release)
     finally:
         guest.kill()
     assert run.verdict is Verdict.BROKEN and run.splats == []

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from harness.race.kbuild import ModuleSetSpec, build
-from harness.race.engine import RaceSpec, prepare_guest, run_one
+from harness.race.engine import RaceSpec
+from harness.race.schemerace import prepare_guest, run_one
 from harness.race.racer import RoleSpec, parse_role_output
 from harness.race.outcomes import RunEnd, Verdict
 from harness.guest.vm import VmConfig
