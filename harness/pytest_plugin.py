@@ -35,7 +35,7 @@ _VM_KEY = pytest.StashKey[list]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "kernel-module harness")
     group.addoption("--kernel", default=kernels.DEFAULT_KERNEL,
-                    help=f"kernel spec(s) for VM tests: comma list of {', '.join(kernels.SPECS)} or PATHs of "
+                    help=f"kernel spec(s) for VM tests: comma list of {', '.join(kernels.ROWS)} or PATHs of "
                          "kernel build trees or installed roots, or all")
     group.addoption("--accel", default="auto", choices=ACCELS, help="QEMU accelerator (auto checks KVM)")
     group.addoption("--cold-boot", action="store_true", help="boot every guest instead of restoring its kernel's saved base guest (and save none)")
@@ -126,7 +126,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     from .reports import kcidb
 
-    known = (*kernels.SPECS, *(s.name for s in getattr(config, "_harness_specs", ())))
+    known = (*kernels.ROWS, *(s.name for s in getattr(config, "_harness_specs", ())))
     doc = kcidb.pytest_submission(_KCIDB_RECORDS, known, config.getoption("--kcidb-origin"),
                                   config.getoption("--kcidb-log-url"))
     kcidb.write(doc, Path(out))
@@ -157,7 +157,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def kernel(kernel_spec: kernels.KernelSpec) -> kernels.KernelFiles:
+def kernel(kernel_spec: kernels.KernelRow) -> kernels.KernelFiles:
     """The unpacked kernel (fetched on first use)."""
     return _or_fail(lambda: kernels.fetch(kernel_spec, quiet=True))
 

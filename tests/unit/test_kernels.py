@@ -4,6 +4,7 @@ test_catalogue.py)."""
 import pytest
 
 from harness import kernels
+from harness.kernels import unpack
 from harness.errors import HarnessError
 
 def test_parse_specs_all_and_lists():
@@ -26,13 +27,13 @@ def test_split_and_usr_merged_packages_get_one_layout(tmp_path):
     (mods / "kernel").mkdir(parents=True)
     for name in ("vmlinuz", "config", "modules.order"):
         (mods / name).write_text(name)
-    kernels.merge_usr_layout(tmp_path, abi)
-    files = kernels.KernelFiles(kernels.SPECS["sid"], abi, "7.2.13-1", tmp_path)
+    unpack.merge_usr_layout(tmp_path, abi)
+    files = kernels.KernelFiles(kernels.ROWS["sid"], abi, "7.2.13-1", tmp_path)
     assert files.vmlinuz.read_text() == "vmlinuz"
     assert (tmp_path / "boot" / f"config-{abi}").read_text() == "config"
     assert (files.modules_dir / "modules.order").read_text() == "modules.order"
     assert not (tmp_path / "boot" / f"System.map-{abi}").exists(), "only what the package has"
-    kernels.merge_usr_layout(tmp_path, abi)  # twice is harmless
+    unpack.merge_usr_layout(tmp_path, abi)  # twice is harmless
 
 
 def test_classic_layout_is_left_alone(tmp_path):
@@ -40,18 +41,19 @@ def test_classic_layout_is_left_alone(tmp_path):
     (tmp_path / "lib/modules" / abi).mkdir(parents=True)
     (tmp_path / "boot").mkdir()
     (tmp_path / "boot" / f"vmlinuz-{abi}").write_text("k")
-    kernels.merge_usr_layout(tmp_path, abi)
+    unpack.merge_usr_layout(tmp_path, abi)
     assert not (tmp_path / "lib").is_symlink() and (tmp_path / "boot" / f"vmlinuz-{abi}").read_text() == "k"
 
 
 def test_fix_headers_makes_the_tree_relocatable(tmp_path):
-    files = kernels.KernelFiles(kernels.SPECS["6.1"], "6.1.0-56-amd64", "6.1.192-2", tmp_path)
+    files = kernels.KernelFiles(kernels.ROWS["6.1"], "6.1.0-56-amd64", "6.1.192-2", tmp_path)
     files.headers_dir.mkdir(parents=True)
     (files.headers_dir / "Makefile").write_text("include /usr/src/linux-headers-6.1.0-56-common/Makefile\n")
     lib = tmp_path / "usr/lib/linux-kbuild-6.1"
     lib.mkdir(parents=True)
     (files.headers_dir / "scripts").symlink_to("/usr/lib/linux-kbuild-6.1")
-    kernels._fix_headers(files)
+    unpack._fix_headers(files)
     text = (files.headers_dir / "Makefile").read_text()
     assert "/usr/src" not in text and "../linux-headers-6.1.0-56-common/Makefile" in text
     assert (files.headers_dir / "scripts").resolve() == lib.resolve()
+

@@ -11,7 +11,7 @@ import pytest
 from harness import cli
 from harness.cli import race as race_cli
 from harness.errors import HarnessError
-from harness.kernels import SPECS, KernelFiles
+from harness.kernels import ROWS, KernelFiles
 from harness.race import targetrace, targets
 from harness.race.ops import MountOp, parse
 from harness.race.outcomes import Control, Verdict
@@ -66,7 +66,7 @@ def test_a_row_brings_its_ops_and_a_user_target_its_own():
 
 
 def kernel_with(tmp_path: Path, modules: list[str], builtin: list[str]) -> KernelFiles:
-    k = KernelFiles(SPECS["6.1"], "6.1.0-99-amd64", "1", tmp_path)
+    k = KernelFiles(ROWS["6.1"], "6.1.0-99-amd64", "1", tmp_path)
     k.modules_dir.mkdir(parents=True)
     (k.modules_dir / "modules.dep").write_text("".join(f"kernel/{m}.ko:\n" for m in modules))
     (k.modules_dir / "modules.builtin").write_text("".join(f"kernel/{m}.ko\n" for m in builtin))
