@@ -135,13 +135,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def kernel_properties(kfiles: kernels.KernelFiles) -> list[tuple[str, Any]]:
     """What a test's report says of its kernel (JUnit properties, the matrix, KCIDB's build)."""
     try:
-        conf = kfiles.config
+        lockdep, kasan = kfiles.lockdep, kfiles.kasan
     except OSError:  # a tree without boot/config-RELEASE
-        conf = {}
+        lockdep = kasan = False
     return [("kernel_release", kfiles.release), ("kernel_describe", kfiles.describe),
             ("kernel_config", {"config_name": f"config-{kfiles.release}", "version": kfiles.version,
-                               "lockdep": conf.get("CONFIG_PROVE_LOCKING") == "y",
-                               "kasan": conf.get("CONFIG_KASAN") == "y"})]
+                               "lockdep": lockdep, "kasan": kasan})]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -308,9 +307,9 @@ def _guest_problem(vm: Vm, offset: int) -> str:
     splats = new_splats(vm.console_text(), offset)
     if splats:
         return "new console splat(s) during the test:\n\n" + "\n\n".join("\n".join(s.lines) for s in splats)
-    from .race.engine import debug_locks, proves_locking  # not on import: other projects load this plugin
+    from .race.engine import debug_locks  # not on import: other projects load this plugin
 
-    if vm.alive() and proves_locking(vm.image.kernel) and debug_locks(vm) is False:
+    if vm.alive() and vm.image.kernel.lockdep and debug_locks(vm) is False:
         return ("lockdep was off at the end of the test (debug_locks 0) with no report on the console: "
                 "its lockdep-clean result means nothing")
     return ""

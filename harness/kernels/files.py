@@ -83,6 +83,15 @@ class KernelFiles:
                 conf[key] = val
         return conf
 
+    @property
+    def lockdep(self) -> bool:
+        """Whether its lockdep checks lock order (CONFIG_PROVE_LOCKING)."""
+        return self.config.get("CONFIG_PROVE_LOCKING") == "y"
+
+    @property
+    def kasan(self) -> bool:
+        """Whether it has KASAN's shadow checks (CONFIG_KASAN)."""
+        return self.config.get("CONFIG_KASAN") == "y"
 
 
 def root_of(res: ResolvedKernel) -> Path:

@@ -57,3 +57,33 @@ def test_fix_headers_makes_the_tree_relocatable(tmp_path):
     assert "/usr/src" not in text and "../linux-headers-6.1.0-56-common/Makefile" in text
     assert (files.headers_dir / "scripts").resolve() == lib.resolve()
 
+
+@pytest.mark.parametrize("config, lockdep, kasan", [
+    ("CONFIG_PROVE_LOCKING=y\nCONFIG_KASAN=y\n", True, True),
+    ("CONFIG_LOCKDEP=y\n# CONFIG_PROVE_LOCKING is not set\nCONFIG_KASAN=y\n", False, True),
+    ("CONFIG_PROVE_LOCKING=y\nCONFIG_KASAN_GENERIC=y\n", True, False),
+    ("CONFIG_PROVE_LOCKING=m\n", False, False),
+])
+def test_lockdep_and_kasan_are_facts_of_the_kernels_config(tmp_path, config, lockdep, kasan):
+    files = kernels.KernelFiles(kernels.ROWS["6.1"], "6.1.0-57-amd64", "6.1.192-3", tmp_path)
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "boot" / "config-6.1.0-57-amd64").write_text(config)
+    assert (files.lockdep, files.kasan) == (lockdep, kasan)
+
+
+def test_a_kernel_without_a_config_has_no_facts_to_tell(tmp_path):
+    files = kernels.KernelFiles(kernels.ROWS["6.1"], "6.1.0-57-amd64", "6.1.192-3", tmp_path)
+    with pytest.raises(OSError):
+        files.lockdep
+
+
+def test_the_reports_take_the_kernels_facts_and_a_tree_without_a_config_has_none(tmp_path):
+    from harness.pytest_plugin import kernel_properties
+
+    files = kernels.KernelFiles(kernels.ROWS["6.1"], "6.1.0-57-amd64", "6.1.192-3", tmp_path)
+    assert dict(kernel_properties(files))["kernel_config"]["lockdep"] is False
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "boot" / "config-6.1.0-57-amd64").write_text("CONFIG_PROVE_LOCKING=y\nCONFIG_KASAN=y\n")
+    files = kernels.KernelFiles(kernels.ROWS["6.1"], "6.1.0-57-amd64", "6.1.192-3", tmp_path)
+    config = dict(kernel_properties(files))["kernel_config"]
+    assert (config["lockdep"], config["kasan"]) == (True, True)
