@@ -172,7 +172,6 @@ def stale_warning(expired: Sequence[tuple[str, datetime]]) -> str | None:
             "used anyway, signatures checked")
 
 
-
 # ---------------------------------------------------------------- apt, pointed at the catalogue
 
 
@@ -347,7 +346,6 @@ def apt_error(proc) -> str:
     lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines()]
     errors = [ln for ln in lines if ln.startswith("E:")]
     return errors[0] if errors else (last_line(proc.stderr) or f"exit status {proc.returncode}")
-
 
 
 def update(refresh: bool = False) -> Catalogue:

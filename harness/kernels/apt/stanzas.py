@@ -64,7 +64,6 @@ def one_dep(fields: Fields, pattern: str) -> Dep:
     return found[0]
 
 
-
 def versions_from_madison(text: str, suites: Sequence[str]) -> dict[str, list[str]]:
     """{package: its versions from one of `suites`, newest first}.  apt lists
     each package's versions newest first."""
