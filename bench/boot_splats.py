@@ -30,7 +30,6 @@ from harness import kernels  # noqa: E402
 from harness.guest.image import build_image  # noqa: E402
 from harness.guest.splat import parse  # noqa: E402
 from harness.guest.vm import Vm, VmConfig  # noqa: E402
-from harness.kernels import catalogue  # noqa: E402
 from harness.race.engine import host_contention  # noqa: E402
 
 
@@ -44,7 +43,7 @@ def main() -> int:
     spec = kernels.get_spec(args.kernel)
     if args.without:
         row = dataclasses.replace(spec, cmdline=tuple(c for c in spec.cmdline if c not in args.without))
-        catalogue.ROWS[spec.name] = row  # the same dict as kernels.SPECS
+        kernels.ROWS[spec.name] = row
     kfiles = kernels.fetch(spec, quiet=True)
     vm = Vm(build_image(kfiles), VmConfig(accel="tcg", cold_boot=True))
     vm.accel = "tcg"

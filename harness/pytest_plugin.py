@@ -35,7 +35,7 @@ _VM_KEY = pytest.StashKey[list]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "kernel-module harness")
     group.addoption("--kernel", default=kernels.DEFAULT_KERNEL,
-                    help=f"kernel spec(s) for VM tests: comma list of {', '.join(kernels.SPECS)} or PATHs of "
+                    help=f"kernel spec(s) for VM tests: comma list of {', '.join(kernels.ROWS)} or PATHs of "
                          "kernel build trees or installed roots, or all")
     group.addoption("--accel", default="auto", choices=ACCELS, help="QEMU accelerator (auto checks KVM)")
     group.addoption("--cold-boot", action="store_true", help="boot every guest instead of restoring its kernel's saved base guest (and save none)")
@@ -126,7 +126,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     from .reports import kcidb
 
-    known = (*kernels.SPECS, *(s.name for s in getattr(config, "_harness_specs", ())))
+    known = (*kernels.ROWS, *(s.name for s in getattr(config, "_harness_specs", ())))
     doc = kcidb.pytest_submission(_KCIDB_RECORDS, known, config.getoption("--kcidb-origin"),
                                   config.getoption("--kcidb-log-url"))
     kcidb.write(doc, Path(out))
@@ -135,13 +135,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def kernel_properties(kfiles: kernels.KernelFiles) -> list[tuple[str, Any]]:
     """What a test's report says of its kernel (JUnit properties, the matrix, KCIDB's build)."""
     try:
-        conf = kfiles.config
+        lockdep, kasan = kfiles.lockdep, kfiles.kasan
     except OSError:  # a tree without boot/config-RELEASE
-        conf = {}
+        lockdep = kasan = False
     return [("kernel_release", kfiles.release), ("kernel_describe", kfiles.describe),
             ("kernel_config", {"config_name": f"config-{kfiles.release}", "version": kfiles.version,
-                               "lockdep": conf.get("CONFIG_PROVE_LOCKING") == "y",
-                               "kasan": conf.get("CONFIG_KASAN") == "y"})]
+                               "lockdep": lockdep, "kasan": kasan})]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -157,7 +156,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def kernel(kernel_spec: kernels.KernelSpec) -> kernels.KernelFiles:
+def kernel(kernel_spec: kernels.KernelRow) -> kernels.KernelFiles:
     """The unpacked kernel (fetched on first use)."""
     return _or_fail(lambda: kernels.fetch(kernel_spec, quiet=True))
 
@@ -308,9 +307,9 @@ def _guest_problem(vm: Vm, offset: int) -> str:
     splats = new_splats(vm.console_text(), offset)
     if splats:
         return "new console splat(s) during the test:\n\n" + "\n\n".join("\n".join(s.lines) for s in splats)
-    from .race.engine import debug_locks, proves_locking  # not on import: other projects load this plugin
+    from .race.engine import debug_locks  # not on import: other projects load this plugin
 
-    if vm.alive() and proves_locking(vm.image.kernel) and debug_locks(vm) is False:
+    if vm.alive() and vm.image.kernel.lockdep and debug_locks(vm) is False:
         return ("lockdep was off at the end of the test (debug_locks 0) with no report on the console: "
                 "its lockdep-clean result means nothing")
     return ""

@@ -67,7 +67,7 @@ def guest_file(text: str) -> GuestExtra:
 
 def add_guest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", default=kernels.DEFAULT_KERNEL,
-                   help=f"one of {', '.join(kernels.SPECS)}, or the PATH of a kernel build tree or installed root")
+                   help=f"one of {', '.join(kernels.ROWS)}, or the PATH of a kernel build tree or installed root")
     p.add_argument("--accel", default="auto", choices=ACCELS)
     p.add_argument("--module", action="append", default=[], type=Path, metavar="PATH.ko",
                    help="extra module, installed under /lib/modules/$(uname -r)/extra; "

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from ..kernels import catalogue
+from ..kernels import DEFAULT_RELEASE, apt
 from ..errors import HarnessError
 from . import packages as guest_packages
 from .cpio import Cpio
@@ -123,14 +123,14 @@ def guest_userland() -> Path:
     from the default kernel's release through the harness's own catalogue, so
     every kernel and every host gets the same guest.  One folder per package
     list: a longer list is downloaded anew, not mixed into an older folder."""
-    base = cache_dir() / "guest-userland" / f"{catalogue.DEFAULT_RELEASE}-{hash_inputs(GUEST_PACKAGES)[:8]}"
+    base = cache_dir() / "guest-userland" / f"{DEFAULT_RELEASE}-{hash_inputs(GUEST_PACKAGES)[:8]}"
     root = base / "root"
     marker = base / ".unpacked"
     debs = base / "debs"
 
     def build(root: Path) -> Path:
-        progress(f"guest user space: {' '.join(GUEST_PACKAGES)} from Debian {catalogue.DEFAULT_RELEASE}")
-        catalogue.download_newest(GUEST_PACKAGES, catalogue.DEFAULT_RELEASE, debs)
+        progress(f"guest user space: {' '.join(GUEST_PACKAGES)} from Debian {DEFAULT_RELEASE}")
+        apt.download_newest(GUEST_PACKAGES, DEFAULT_RELEASE, debs)
         for deb in sorted(debs.glob("*.deb")):
             run_tool(["dpkg", "-x", deb, root], what=f"dpkg -x {deb.name}")
         marker.write_text("\n".join(sorted(p.name for p in debs.glob("*.deb"))))

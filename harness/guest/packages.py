@@ -1,7 +1,7 @@
 """Debian packages in the guest: `--guest-packages bash,strace,python3-minimal`.
 
 The names are resolved by apt itself on the harness's own catalogue
-(`kernels/catalogue.py`), never the host's lists or installed packages:
+(`kernels/apt/`), never the host's lists or installed packages:
 `apt-get install --simulate --no-install-recommends` with the catalogue's
 empty dpkg status and preferences that admit the guest's release only
 (bookworm with its -updates and -security suites; every other suite is
@@ -37,14 +37,14 @@ from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping
 
 from ..errors import HarnessError
-from ..kernels import catalogue
+from ..kernels import DEFAULT_RELEASE, apt
 from ..paths import cache_dir
 from ..progress import progress
 from ..util import (Stamp, cached, damage, file_lock, file_sha256, hash_inputs, last_line, need_tool,
                     read_json_object, run_tool, write_private)
 from .cpio import Cpio
 
-RELEASE = catalogue.DEFAULT_RELEASE  # the base guest's user space is from there too
+RELEASE = DEFAULT_RELEASE  # the base guest's user space is from there too
 NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # a Debian package name (policy 5.6.1)
 # Left out of a layer: documentation, manual pages, translations and what only package tools read.
 JUNK = ("usr/share/doc", "usr/share/doc-base", "usr/share/man", "usr/share/info", "usr/share/locale",
@@ -88,7 +88,7 @@ def parse_simulation(text: str) -> list[tuple[str, str]]:
 def preferences(release: str) -> str:
     """apt preferences that admit `release`'s suites only (the newest of them wins)."""
     stanzas = [f"Package: *\nPin: release n={suite}\nPin-Priority: {PIN_PRIORITY}\n"
-               for suite in catalogue.suites_of(release)]
+               for suite in apt.suites_of(release)]
     return "\n".join([*stanzas, "Package: *\nPin: release *\nPin-Priority: -1\n"])
 
 
@@ -107,7 +107,7 @@ def _mib(size: int) -> str:
 # ---------------------------------------------------------------- the resolved set
 
 
-class GuestPackage(catalogue.Deb):
+class GuestPackage(apt.Deb):
     """A package of the guest's layer: a Deb with no more to it."""
 
     @classmethod
@@ -154,7 +154,7 @@ def resolve(names: str | Iterable[str]) -> PackageSet:
     asked = parse_names(names)
     if not asked:
         return PackageSet((), ())
-    cat = catalogue.update()
+    cat = apt.update()
     folder = _folder()
     request = " ".join(asked)
     with file_lock(folder / "resolved.lock"):
@@ -174,7 +174,7 @@ def resolve(names: str | Iterable[str]) -> PackageSet:
     return found
 
 
-def _ask_apt(cat: catalogue.Catalogue, asked: tuple[str, ...]) -> PackageSet:
+def _ask_apt(cat: apt.Catalogue, asked: tuple[str, ...]) -> PackageSet:
     folder = _folder()
     prefs, parts = folder / "apt-preferences", folder / "apt-preferences.d"
     parts.mkdir(parents=True, exist_ok=True)
@@ -217,7 +217,7 @@ def download(pset: PackageSet) -> list[Path]:
         if todo:
             progress(f"guest packages: downloading {len(todo)} packages, {_mib(sum(p.size for p in todo))}: "
                      + " ".join(p.pin for p in todo))
-            cat = catalogue.update()
+            cat = apt.update()
             proc = run_tool(cat.argv("apt-get", "download", "-q", *[p.pin for p in todo]), cwd=dest,
                             check=False, what="apt-get download")
             bad = [p for p in todo if not _deb_ok(dest / p.deb_name, p)]

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from . import catalogue
+from . import apt
+from .table import KernelRow
 from ..errors import HarnessError
 from ..paths import cache_dir
 from ..progress import progress
@@ -55,12 +56,12 @@ PACKAGES: Mapping[str, tuple[str, ...]] = {
 KERNEL_BUILD_PACKAGES = ("gcc", "bc", "bison", "flex", "libelf-dev", "libssl-dev", "kmod", "cpio", "xz-utils")
 # Packages a root takes from the kernel's .debs (the rest of their Depends,
 # like the image package or linux-base, is not needed to build modules).
-HEADER_ROLES = (catalogue.Role.HEADERS_COMMON, catalogue.Role.KBUILD, catalogue.Role.HEADERS)
+HEADER_ROLES = (apt.Role.HEADERS_COMMON, apt.Role.KBUILD, apt.Role.HEADERS)
 
 
 def root_suite(suite: str) -> str:
     """The release whose root builds a suite's kernels: experimental's is sid."""
-    base = catalogue.RELEASE_FALLBACK.get(suite, suite)
+    base = apt.RELEASE_FALLBACK.get(suite, suite)
     if base not in PACKAGES:
         raise HarnessError(f"no build root for Debian {suite!r}; known: {', '.join(PACKAGES)}, experimental")
     return base
@@ -74,11 +75,11 @@ class RootSpec:
     suite: str
     packages: tuple[str, ...]
     mirror: str
-    keyring: Path = catalogue.KEYRING
+    keyring: Path = apt.KEYRING
 
     @property
     def stale_ok(self) -> bool:
-        return any(s.stale_ok for s in catalogue.SUITES if s.name == self.suite)
+        return any(s.stale_ok for s in apt.SUITES if s.name == self.suite)
 
     @property
     def identity(self) -> str:
@@ -94,14 +95,14 @@ class RootSpec:
                            "mirror": self.mirror})
 
 
-def spec_for(suite: str, mirrors: catalogue.Mirrors | None = None) -> RootSpec:
+def spec_for(suite: str, mirrors: apt.Mirrors | None = None) -> RootSpec:
     """The root a suite's kernels build in (reads the host's apt sources for the archive)."""
     base = root_suite(suite)
-    mirrors = mirrors or catalogue.host_mirrors()
+    mirrors = mirrors or apt.host_mirrors()
     return RootSpec(base, PACKAGES[base], mirrors.main)
 
 
-def spec_for_row(row: catalogue.KernelRow, mirrors: catalogue.Mirrors | None = None) -> RootSpec:
+def spec_for_row(row: KernelRow, mirrors: apt.Mirrors | None = None) -> RootSpec:
     """The root a row's modules build in: a kernel built from source builds
     in (and is built in) its release's root with the kernel build packages."""
     spec = spec_for(row.release, mirrors)
@@ -285,7 +286,7 @@ def _run_relayed(argv: list[str], label: str, tmp: Path) -> None:
 # ---------------------------------------------------------------- kernel headers
 
 
-def header_debs(debs: Mapping[catalogue.Role, Sequence[Path]]) -> list[Path]:
+def header_debs(debs: Mapping[apt.Role, Sequence[Path]]) -> list[Path]:
     """The .debs a root needs of a kernel, in unpack order."""
     out: list[Path] = []
     for role in HEADER_ROLES:
@@ -357,7 +358,7 @@ class KernelRoot:
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def for_kernel(row: catalogue.KernelRow, abi: str, mirrors: catalogue.Mirrors | None = None) -> KernelRoot:
+def for_kernel(row: KernelRow, abi: str, mirrors: apt.Mirrors | None = None) -> KernelRoot:
     """The root of a row's release with that kernel's headers installed (the
     .debs downloaded through the catalogue if needed).  A kernel built here
     has its object tree there already (debugkernel.py)."""
@@ -369,7 +370,7 @@ def for_kernel(row: catalogue.KernelRow, abi: str, mirrors: catalogue.Mirrors | 
                                f"build it again: harness fetch --kernel {row.name}")
         return KernelRoot(spec, path, abi)
     spec = spec_for(row.release, mirrors)
-    res, debs = catalogue.fetch(row)
+    res, debs = apt.fetch(row)
     if res.abi != abi:
         raise HarnessError(f"kernel {row.name}: the catalogue now resolves {res.abi}, not {abi}; "
                            "fetch the kernel again (harness kernels --refresh)")

@@ -18,22 +18,23 @@ import json
 import sys
 from typing import Sequence
 
-from . import buildroot, catalogue
+from . import apt, buildroot
+from .table import KernelRow, get_row
 from ..errors import HarnessError
 
 
-def key_inputs(row: catalogue.KernelRow, res: catalogue.ResolvedKernel) -> dict[str, object]:
+def key_inputs(row: KernelRow, res: apt.ResolvedKernel) -> dict[str, object]:
     """What the key hashes (JSON-serialisable; no host paths or URLs)."""
     suite = buildroot.root_suite(row.release)
     packages = buildroot.PACKAGES[suite] + (buildroot.KERNEL_BUILD_PACKAGES if row.source else ())
     fragment = row.fragment_path.read_bytes() if row.fragment_path is not None else b""
     return {"spec": row.name, "abi": res.abi, "version": res.version, "pins": list(res.pins),
             "root": {"suite": suite, "packages": list(packages)},
-            "source": {"package": row.source, "recipe": catalogue.SOURCE_RECIPE,
+            "source": {"package": row.source, "recipe": apt.SOURCE_RECIPE,
                        "fragment_sha256": hashlib.sha256(fragment).hexdigest()} if row.source else None}
 
 
-def cache_key(row: catalogue.KernelRow, res: catalogue.ResolvedKernel) -> str:
+def cache_key(row: KernelRow, res: apt.ResolvedKernel) -> str:
     text = json.dumps(key_inputs(row, res), sort_keys=True)
     return f"harness-{row.name}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
 
@@ -43,8 +44,8 @@ def main(argv: Sequence[str]) -> int:
         print("usage: python -m harness.kernels.cachekey SPEC [--explain]", file=sys.stderr)
         return 2
     try:
-        row = catalogue.get_row(argv[0])  # a catalogue row: a local tree is not downloaded
-        res = catalogue.resolve(row)
+        row = get_row(argv[0])  # a row of the table: a local tree is not downloaded
+        res = apt.resolve(row)
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

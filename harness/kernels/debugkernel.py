@@ -1,11 +1,11 @@
 """Kernels built here from Debian's source: the debug kernel (lockdep, KASAN).
 
-No Debian kernel package has lockdep or KASAN, so a catalogue row with a
+No Debian kernel package has lockdep or KASAN, so a row of the kernel table with a
 ``source`` is built from its release's ``linux-source-X.Y`` package:
 ``x86_64_defconfig`` + the kernel's own ``kvm_guest.config`` + the row's
 fragment under ``kconfigs/``, then ``olddefconfig``.  It is built once per
 release string, which hashes the source package, the fragment and this file
-(catalogue.source_release), inside the release's build root (buildroot.py:
+(apt/walk.py, source_release), inside the release's build root (buildroot.py:
 its compiler, plus what a kernel build needs).
 
 The object tree stays in that root as ``/usr/src/linux-headers-<release>``,
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from . import buildroot, catalogue
+from . import apt, buildroot
+from .table import KernelRow
 from .kconfig import parse_config
 from ..errors import HarnessError
 from ..progress import progress
@@ -76,11 +77,11 @@ def localversion(release: str, upstream: str) -> str:
     return release[len(upstream):]
 
 
-def upstream_of(res: catalogue.ResolvedKernel) -> str:
+def upstream_of(res: apt.ResolvedKernel) -> str:
     return res.version.split("-")[0].split("+")[0]
 
 
-def wanted_config(row: catalogue.KernelRow, res: catalogue.ResolvedKernel) -> dict[str, str]:
+def wanted_config(row: KernelRow, res: apt.ResolvedKernel) -> dict[str, str]:
     """The row's fragment plus the release string and no automatic suffix."""
     assert row.fragment_path is not None
     try:
@@ -132,20 +133,20 @@ class Tree:
         return isinstance(data, dict) and data.get("release") == self.release
 
 
-def tree_of(row: catalogue.KernelRow, res: catalogue.ResolvedKernel, root: Path | None = None) -> Tree:
-    (pkg,) = res.of(catalogue.Role.SOURCE)
+def tree_of(row: KernelRow, res: apt.ResolvedKernel, root: Path | None = None) -> Tree:
+    (pkg,) = res.of(apt.Role.SOURCE)
     spec = buildroot.spec_for_row(row)
     return Tree(root or spec.path(), res.abi, f"{row.source}-{res.version}-{pkg.sha256[:8]}")
 
 
-def tree_ready(row: catalogue.KernelRow, res: catalogue.ResolvedKernel) -> bool:
+def tree_ready(row: KernelRow, res: apt.ResolvedKernel) -> bool:
     return tree_of(row, res).ready()
 
 
 # ---------------------------------------------------------------- the build
 
 
-def build(row: catalogue.KernelRow, res: catalogue.ResolvedKernel, dest: Path) -> None:
+def build(row: KernelRow, res: apt.ResolvedKernel, dest: Path) -> None:
     """Build the kernel of `res` (unless its tree in the build root is whole)
     and install it into `dest` as boot/{vmlinux,vmlinuz,config,System.map}-R
     and lib/modules/R."""
@@ -155,8 +156,8 @@ def build(row: catalogue.KernelRow, res: catalogue.ResolvedKernel, dest: Path) -
     root = buildroot.ensure_root(spec)
     tree = tree_of(row, res, root)
     if not tree.ready():
-        debs = catalogue.download(res)
-        _unpack_source(row, tree, debs[catalogue.Role.SOURCE][0])
+        debs = apt.download(res)
+        _unpack_source(row, tree, debs[apt.Role.SOURCE][0])
         _configure(row, res, tree)
         _compile(row, tree, dest.parent / "build.log")
         (tree.obj / TREE_MARKER).write_text(json.dumps({"release": tree.release}))
@@ -171,7 +172,7 @@ def _in_root(tree: Tree, argv: list[str], what: str, fix: str = "") -> subproces
     return proc
 
 
-def _unpack_source(row: catalogue.KernelRow, tree: Tree, deb: Path) -> None:
+def _unpack_source(row: KernelRow, tree: Tree, deb: Path) -> None:
     if (tree.src / "Makefile").is_file() and (tree.src / ".harness-unpacked").is_file():
         return
     t0 = time.monotonic()
@@ -193,7 +194,7 @@ def _unpack_source(row: catalogue.KernelRow, tree: Tree, deb: Path) -> None:
     progress(f"kernel {row.name}: source unpacked in {time.monotonic() - t0:.0f} s")
 
 
-def _configure(row: catalogue.KernelRow, res: catalogue.ResolvedKernel, tree: Tree) -> None:
+def _configure(row: KernelRow, res: apt.ResolvedKernel, tree: Tree) -> None:
     # Trees of this row's earlier recipes or fragments: a new release replaces them.
     for old in tree.obj.parent.glob(f"linux-headers-*-{row.flavour}-*"):
         if old != tree.obj:
@@ -215,7 +216,7 @@ def _configure(row: catalogue.KernelRow, res: catalogue.ResolvedKernel, tree: Tr
                            "(a dependency is missing or the option was renamed)")
 
 
-def _compile(row: catalogue.KernelRow, tree: Tree, log_path: Path) -> None:
+def _compile(row: KernelRow, tree: Tree, log_path: Path) -> None:
     """make all, with a progress line every PROGRESS_EVERY_S instead of make's output."""
     argv = buildroot.in_root_argv(tree.root, ["make", "-C", tree.src_in_root, f"O={tree.obj_in_root}",
                                               f"-j{MAKE_JOBS}", "all"])
@@ -261,7 +262,7 @@ def _mmss(seconds: float) -> str:
     return f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
 
 
-def _install(row: catalogue.KernelRow, tree: Tree, dest: Path) -> None:
+def _install(row: KernelRow, tree: Tree, dest: Path) -> None:
     """modules_install into the root, then move the kernel into `dest`."""
     rel = tree.release
     staged = tree.root / tree.install_in_root.lstrip("/")

@@ -1,6 +1,6 @@
 """Local kernels: a kernel build tree after `make`, or an installed root.
 
-`--kernel PATH` names one.  It becomes a catalogue row like any spec (its
+`--kernel PATH` names one.  It becomes a row like any in the kernel table (its
 name is the path; `KernelRow.local` holds what was found here), and
 kernels.fetch lays it out in the cache the way an unpacked Debian kernel is
 laid out (boot/, lib/modules/RELEASE, usr/src/linux-headers-RELEASE), by
@@ -61,8 +61,8 @@ class ConfigTrait:
     boots_elf: bool = True
 
 
-# The same settings, for the same reasons, as the catalogue's 6.12-debug row
-# (catalogue.py says why each is there).
+# The same settings, for the same reasons, as the 6.12-debug row of the kernel table
+# (table.py says why each is there).
 TRAITS = (
     ConfigTrait("CONFIG_KASAN", 4.0, ("kasan_multi_shot", "no5lvl"), boots_elf=False),
     ConfigTrait("CONFIG_PROVE_LOCKING", 4.0),

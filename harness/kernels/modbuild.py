@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import KernelFiles, buildroot, localtree
+from . import buildroot, localtree
+from .files import KernelFiles
 from ..errors import HarnessError
 from ..paths import cache_dir
 from ..progress import progress

@@ -276,11 +276,6 @@ class RaceStages(Protocol):
     def boot(self, name: str, payload: GuestPayload) -> RaceGuest: ...
 
 
-def proves_locking(kfiles: kernels.KernelFiles) -> bool:
-    """Whether the kernel's lockdep checks lock order (CONFIG_PROVE_LOCKING)."""
-    return kfiles.config.get("CONFIG_PROVE_LOCKING") == "y"
-
-
 class PipelineStages:
     """kernel -> modules -> image -> VM: the kernel fetched once, with what the
     verdicts need to know of it; an unknown guest package is refused before
@@ -291,8 +286,8 @@ class PipelineStages:
         self.kfiles = kernels.fetch(spec.kernel_row, quiet=True)
         self.release = self.kfiles.release
         self.describe = self.kfiles.describe
-        self.lockdep = proves_locking(self.kfiles)
-        self.kasan = self.kfiles.config.get("CONFIG_KASAN") == "y"
+        self.lockdep = self.kfiles.lockdep
+        self.kasan = self.kfiles.kasan
         resolve_packages(spec.guest_packages)
         self.extra_modules = tuple(ko for src in spec.module_src
                                    for ko in modbuild.build_dir(self.kfiles, Path(src)).ko_files)

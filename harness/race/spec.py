@@ -50,7 +50,7 @@ def _dups(kind: str, names: tuple[str, ...]) -> None:
         raise HarnessError(f"{kind} {', '.join(dup)} given twice; name each once")
 
 
-KernelArg = Union[str, "kernels.KernelSpec"]
+KernelArg = Union[str, "kernels.KernelRow"]
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class RaceSpec:
         return "scheme" if self.target is None else "target"
 
     @property
-    def kernel_row(self) -> "kernels.KernelSpec":
+    def kernel_row(self) -> "kernels.KernelRow":
         assert not isinstance(self.kernel, str)  # __post_init__ resolved it
         return self.kernel
 

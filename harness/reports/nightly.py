@@ -256,7 +256,7 @@ def main(argv: Sequence[str]) -> int:
     if not inputs:
         print("error: none of the inputs holds a matrix.json", file=sys.stderr)
         return 2
-    from ..kernels.catalogue import ROWS  # the catalogue's order for the columns
+    from ..kernels import ROWS  # the kernel table's order for the columns
     try:
         mx, changes = run_merge(inputs, args.out, previous, args.summary, order=tuple(ROWS))
     except (OSError, ValueError, KeyError, TypeError) as e:

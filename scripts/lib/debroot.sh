@@ -30,7 +30,7 @@ debroot_mirrors() {
 	local mirrors
 	mirrors=$(.venv/bin/python - <<'PYEOF'
 import sys
-from harness.kernels.catalogue import host_mirrors
+from harness.kernels.apt import host_mirrors
 from harness.errors import HarnessError
 try:
     m = host_mirrors()

@@ -92,7 +92,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from harness.reports.matrix_page import write_matrix
 
     # The session's own kernels too: a local tree's name is its path.
-    known = (*kernels.SPECS, *(s.name for s in getattr(session.config, "_harness_specs", ())))
+    known = (*kernels.ROWS, *(s.name for s in getattr(session.config, "_harness_specs", ())))
     matrix = build_matrix(_RECORDS, known_kernels=known)
     write_matrix(matrix, Path(out))
 

@@ -10,7 +10,7 @@ what it does there is recorded as a fact of that kernel."""
 
 import pytest
 
-from harness.race.engine import RaceSpec, proves_locking
+from harness.race.engine import RaceSpec
 from harness.race.schemerace import roles_for
 from harness.race.outcomes import Control, RunEnd, Verdict, problem, summarise_run
 from harness.race.schemes import SCHEMES, WORKLOADS, LockOrder
@@ -39,7 +39,7 @@ def test_claim5_rwsem_two_buses_no_deadlock(variant, kernel, claim_guest, record
     deadlock of the gate that the hung-task detector reports, or no deadlock
     this time (a fact), and never a crash or another splat."""
     scheme = scheme_for("claim5", variant)
-    lockdep = proves_locking(kernel)
+    lockdep = kernel.lockdep
     hung_s = WORKLOADS[WORKLOAD].hung_task_timeout_s  # slower kernels get longer
     g = claim_guest(scheme, providers=2, buses=2,
                     knobs=(("call_delay_us", 1000), ("exit_delay_ms", 20)),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from harness.errors import HarnessError
-from harness.kernels import catalogue
+from harness.kernels import apt
 from harness.paths import cache_dir
 from harness.progress import progress
 from harness.util import cached, need_tool
@@ -56,7 +56,7 @@ def ensure_checkpatch() -> Path:
         for old in root.glob(f"{PACKAGE}_*.deb"):
             old.unlink()
         # From the harness's own catalogue: the host's apt (trixie's, say) may not carry it.
-        catalogue.download_newest((PACKAGE,), RELEASE, root)
+        apt.download_newest((PACKAGE,), RELEASE, root)
         debs = sorted(root.glob(f"{PACKAGE}_*.deb"))
         if not debs:
             raise HarnessError(f"apt-get download {PACKAGE} left no .deb in {root}")

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from harness.guest import vm
-from harness.kernels import SPECS, KernelFiles
+from harness.kernels import ROWS, KernelFiles
 from tests.tools import REPO
 
 
@@ -25,7 +25,7 @@ def _fake_qemu(tmp_path, monkeypatch, body: str) -> None:
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
 
 
-KERNEL = KernelFiles(SPECS["6.1"], "r", "v", REPO / "no-such-kernel")
+KERNEL = KernelFiles(ROWS["6.1"], "r", "v", REPO / "no-such-kernel")
 
 
 def _timed_probe() -> tuple[bool, float]:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.kernels import SPECS, KernelFiles, buildroot, catalogue, modbuild
+from harness.kernels import ROWS, KernelFiles, apt, buildroot, modbuild
 from harness.race import kbuild
 from harness.kernels.buildroot import RootSpec
 from harness.errors import HarnessError
 
-MIRRORS = catalogue.Mirrors("http://mirror.invalid/debian", "http://mirror.invalid/debian-security")
+MIRRORS = apt.Mirrors("http://mirror.invalid/debian", "http://mirror.invalid/debian-security")
 
 
 def spec(suite: str = "bookworm") -> RootSpec:
@@ -69,7 +69,7 @@ def test_mmdebstrap_command_line():
     assert "--include=gcc-12,make,libelf1,libssl3" in argv
     assert not any("Valid-Until" in a for a in argv)
     assert argv[-3:] == ["bookworm", "/c/.tmp",
-                         f"deb [signed-by={catalogue.KEYRING}] http://mirror.invalid/debian bookworm main"]
+                         f"deb [signed-by={apt.KEYRING}] http://mirror.invalid/debian bookworm main"]
 
 
 @pytest.mark.parametrize("suite", ["sid", "experimental"])
@@ -232,7 +232,7 @@ def test_headers_ready_needs_marker_matching_debs_and_makefile(tmp_path):
 
 
 def test_header_debs_in_unpack_order():
-    R = catalogue.Role
+    R = apt.Role
     debs = {R.IMAGE: (Path("i.deb"),), R.HEADERS: (Path("h.deb"),),
             R.HEADERS_COMMON: (Path("c.deb"),), R.KBUILD: (Path("k.deb"),)}
     assert buildroot.header_debs(debs) == [Path("c.deb"), Path("k.deb"), Path("h.deb")]
@@ -252,7 +252,7 @@ def test_without_root_one_line_says_what_to_run(monkeypatch):
 
 
 def Kernel(suite: str) -> KernelFiles:
-    row = SPECS[{"bookworm": "6.1", "trixie": "6.12"}[suite]]
+    row = ROWS[{"bookworm": "6.1", "trixie": "6.12"}[suite]]
     return KernelFiles(row, "6.1.0-99-amd64", "1", Path("/nonexistent"))
 
 

@@ -16,15 +16,17 @@ import pytest
 
 from harness import kernels, util
 from harness.guest import image
-from harness.kernels import SPECS, KernelFiles, KernelSpec, Resolved
-from harness.kernels.catalogue import Package, Role
+from harness.kernels import ROWS, KernelFiles, KernelRow, repair, unpack
+from harness.kernels.apt import Package, ResolvedKernel, Role
+from harness.kernels.files import files_of
+from harness.kernels.vmlinux import extract_vmlinux
 from harness.util import Stamp, damage
 
 
 @pytest.fixture
 def said(monkeypatch):
     lines: list[str] = []
-    for mod in (image, kernels, util):
+    for mod in (image, unpack, util):
         monkeypatch.setattr(mod, "progress", lines.append)
     return lines
 
@@ -87,7 +89,7 @@ def fake_image_inputs(cache, monkeypatch, tmp_path):
         programs[dest] = tmp_path / Path(dest).name
         programs[dest].write_bytes(b"\x7fELF " + dest.encode())
     monkeypatch.setattr(image, "_guest_programs", lambda: programs)
-    return KernelFiles(SPECS["6.1"], "6.1.0-1-amd64", "6.1.1-1", tmp_path / "kernel"), built
+    return KernelFiles(ROWS["6.1"], "6.1.0-1-amd64", "6.1.1-1", tmp_path / "kernel"), built
 
 
 def test_a_truncated_initramfs_is_rebuilt_with_the_reason(fake_image_inputs, said):
@@ -167,15 +169,15 @@ ELF = b"\x7fELF" + bytes(range(256)) * 64
 @pytest.fixture
 def unpacked(cache, monkeypatch):
     """A fake unpacked kernel as fetch() leaves it (the download replaced by files)."""
-    spec = KernelSpec("6.1", "6.1", "linux-image-amd64", "linux-headers-amd64")
-    res = Resolved(spec, RELEASE, "6.1.99-1",
+    spec = KernelRow("6.1", "6.1", "linux-image-amd64", "linux-headers-amd64")
+    res = ResolvedKernel(spec, RELEASE, "6.1.99-1",
                    (Package("linux-image-6.1.0-99-amd64", "6.1.99-1", "amd64", 1, "0" * 64, role=Role.IMAGE),))
-    monkeypatch.setattr(kernels, "resolve", lambda s: res)
+    monkeypatch.setattr(unpack, "resolve", lambda s: res)
     unpacks: list[str] = []
 
-    def unpack(spec, res):
+    def fake_unpack(spec, res):
         unpacks.append(spec.name)
-        files = kernels.files_of(res)
+        files = files_of(res)
         boot = files.root / "boot"
         boot.mkdir(parents=True, exist_ok=True)
         files.vmlinuz.write_bytes(b"MZ-bzImage-header" + lzma.compress(ELF, format=lzma.FORMAT_XZ))
@@ -183,11 +185,11 @@ def unpacked(cache, monkeypatch):
         files.modules_dir.mkdir(parents=True, exist_ok=True)
         for meta in ("modules.dep", "modules.order", "modules.builtin", "modules.builtin.modinfo"):
             (files.modules_dir / meta).write_text(meta)
-        kernels.extract_vmlinux(files.vmlinuz, files.vmlinux)
-        kernels._write_marker(res)
+        extract_vmlinux(files.vmlinuz, files.vmlinux)
+        repair.write_marker(res)
         return files
 
-    monkeypatch.setattr(kernels, "_unpack", unpack)
+    monkeypatch.setattr(unpack, "_unpack", fake_unpack)
     files = kernels.fetch(spec)
     return spec, files, unpacks
 
@@ -257,7 +259,7 @@ def test_a_damaged_module_is_rebuilt(cache, tmp_path, monkeypatch):
     headers = tmp_path / "headers"
     headers.mkdir()
     (headers / "Makefile").write_text(FAKE_KBUILD)
-    kernel = KernelFiles(SPECS["6.1"], "6.1.0-99-amd64", "v", tmp_path / "root")
+    kernel = KernelFiles(ROWS["6.1"], "6.1.0-99-amd64", "v", tmp_path / "root")
     monkeypatch.setattr(KernelFiles, "headers_dir", property(lambda self: headers))
 
     def host_make(kernel_files, src, jobs, extra=()):  # the fake kbuild, not a build root

@@ -2,9 +2,9 @@
 
 import dataclasses
 
-from harness.kernels import buildroot, catalogue
+from harness.kernels import buildroot, table
 from harness.kernels.cachekey import cache_key, key_inputs
-from harness.kernels.catalogue import Package, ResolvedKernel, Role
+from harness.kernels.apt import Package, ResolvedKernel, Role
 
 
 def resolved(row, version="6.1.192-3", abi="6.1.0-57-amd64"):
@@ -14,31 +14,31 @@ def resolved(row, version="6.1.192-3", abi="6.1.0-57-amd64"):
 
 
 def test_the_key_names_the_spec_and_is_stable():
-    row = catalogue.ROWS["6.1"]
+    row = table.ROWS["6.1"]
     key = cache_key(row, resolved(row))
     assert key.startswith("harness-6.1-") and key == cache_key(row, resolved(row))
     assert "http" not in repr(key_inputs(row, resolved(row)))  # no archive URL: the same on any host
 
 
 def test_a_new_kernel_upload_changes_the_key():
-    row = catalogue.ROWS["6.1"]
+    row = table.ROWS["6.1"]
     assert cache_key(row, resolved(row)) != cache_key(row, resolved(row, "6.1.193-1", "6.1.0-58-amd64"))
 
 
 def test_the_build_root_recipe_is_in_the_key(monkeypatch):
-    row = catalogue.ROWS["6.1"]
+    row = table.ROWS["6.1"]
     before = cache_key(row, resolved(row))
     monkeypatch.setitem(buildroot.PACKAGES, "bookworm", buildroot.PACKAGES["bookworm"] + ("pahole",))
     assert cache_key(row, resolved(row)) != before
 
 
 def test_a_source_rows_fragment_is_in_the_key(tmp_path, monkeypatch):
-    row = catalogue.ROWS["6.12-debug"]
+    row = table.ROWS["6.12-debug"]
     res = resolved(row, "6.12.118-1", "6.12.118-debug-5c1a8ac0")
     before = cache_key(row, res)
     assert key_inputs(row, res)["source"]["fragment_sha256"]
     frag = tmp_path / row.fragment
     frag.write_bytes(row.fragment_path.read_bytes() + b"CONFIG_KCSAN=y\n")
-    monkeypatch.setattr(catalogue, "KCONFIGS", tmp_path)
+    monkeypatch.setattr(table, "KCONFIGS", tmp_path)
     assert cache_key(row, res) != before
     assert cache_key(dataclasses.replace(row, fragment=None, source=None), res) != before

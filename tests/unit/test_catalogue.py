@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.kernels import catalogue as cat
-from harness.kernels.catalogue import Archive, Catalogue, ListsMarker, Mirrors, Refresh, Role
+from harness.kernels import table
+from harness.kernels.apt import catalogue as cat, downloads, mirrors, stanzas
+from harness.kernels.apt.catalogue import Catalogue, ListsMarker, Refresh
+from harness.kernels.apt.debs import Package, ResolvedKernel, Role
+from harness.kernels.apt.mirrors import Archive, Mirrors
+from harness.kernels.apt.walk import walk
 from harness.errors import HarnessError
 
 MIRRORS = Mirrors("http://mirror.example/debian", "http://mirror.example/debian-security")
@@ -19,20 +23,20 @@ MIRRORS = Mirrors("http://mirror.example/debian", "http://mirror.example/debian-
 
 
 def test_every_release_has_its_updates_and_security_suites_and_sid_experimental_are_alone():
-    names = [s.name for s in cat.SUITES]
+    names = [s.name for s in mirrors.SUITES]
     assert names == ["bullseye", "bullseye-updates", "bullseye-security",
                      "bookworm", "bookworm-updates", "bookworm-security",
                      "trixie", "trixie-updates", "trixie-security", "sid", "experimental"]
-    assert {s.name for s in cat.SUITES if s.archive is Archive.SECURITY} == {
+    assert {s.name for s in mirrors.SUITES if s.archive is Archive.SECURITY} == {
         "bullseye-security", "bookworm-security", "trixie-security"}
-    assert cat.suites_of("bookworm") == ("bookworm", "bookworm-updates", "bookworm-security")
-    assert cat.suites_of("experimental") == ("experimental", "sid")
+    assert mirrors.suites_of("bookworm") == ("bookworm", "bookworm-updates", "bookworm-security")
+    assert mirrors.suites_of("experimental") == ("experimental", "sid")
 
 
 def test_sources_are_signed_by_the_keyring_and_only_sid_and_experimental_skip_valid_until():
-    for suite in cat.SUITES:
+    for suite in mirrors.SUITES:
         text = cat.sources_text(suite, MIRRORS, Path("/k.gpg"))
-        fields = cat.parse_control(text)
+        fields = stanzas.parse_control(text)
         assert fields["Suites"] == suite.name
         assert fields["Signed-By"] == "/k.gpg"
         assert fields["Components"] == "main"
@@ -100,39 +104,39 @@ deb http://ubuntu.example/ubuntu jammy main
 
 
 def _sources(*files):
-    return [s for name, text in files for s in cat.parse_host_sources(name, text)]
+    return [s for name, text in files for s in mirrors.parse_host_sources(name, text)]
 
 
 def test_mirrors_come_from_the_hosts_debian_sources_not_other_vendors():
-    found = cat.mirrors_from(_sources(("other.sources", OTHERS), ("debian.sources", DEB822)), {})
+    found = mirrors.mirrors_from(_sources(("other.sources", OTHERS), ("debian.sources", DEB822)), {})
     assert found == MIRRORS
-    found = cat.mirrors_from(_sources(("x.list", ONE_LINE)), {})
+    found = mirrors.mirrors_from(_sources(("x.list", ONE_LINE)), {})
     assert found == Mirrors("http://old.example/debian", "http://old.example/debian-security")
 
 
 def test_environment_overrides_the_hosts_sources():
-    env = {cat.MIRROR_ENV: "http://env.example/debian/", cat.SECURITY_ENV: "http://sec.example/ds"}
-    assert cat.mirrors_from(_sources(("debian.sources", DEB822)), env) == Mirrors(
+    env = {mirrors.MIRROR_ENV: "http://env.example/debian/", mirrors.SECURITY_ENV: "http://sec.example/ds"}
+    assert mirrors.mirrors_from(_sources(("debian.sources", DEB822)), env) == Mirrors(
         "http://env.example/debian", "http://sec.example/ds")
 
 
 def test_security_archive_is_derived_next_to_the_main_one_when_the_host_has_none():
     main_only = "deb http://mirror.example/debian trixie main\n"
-    assert cat.mirrors_from(_sources(("sources.list", main_only)), {}) == MIRRORS
+    assert mirrors.mirrors_from(_sources(("sources.list", main_only)), {}) == MIRRORS
 
 
 @pytest.mark.parametrize("files", [[], [("other.sources", OTHERS)], [("x.list", "deb http://u.example/ubuntu noble main\n")]])
 def test_a_host_without_debian_sources_is_one_line_naming_the_variable(files):
     with pytest.raises(HarnessError) as e:
-        cat.mirrors_from(_sources(*files), {})
-    assert cat.MIRROR_ENV in str(e.value) and "\n" not in str(e.value)
+        mirrors.mirrors_from(_sources(*files), {})
+    assert mirrors.MIRROR_ENV in str(e.value) and "\n" not in str(e.value)
 
 
 def test_host_mirrors_reads_sources_list_and_parts(tmp_path):
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list.d" / "debian.sources").write_text(DEB822)
     (tmp_path / "sources.list.d" / "node.sources").write_text(OTHERS)
-    assert cat.host_mirrors(tmp_path, {}) == MIRRORS
+    assert mirrors.host_mirrors(tmp_path, {}) == MIRRORS
 
 
 # ---------------------------------------------------------------- refresh stamp
@@ -226,7 +230,7 @@ class FakeApt:
             return subprocess.CompletedProcess(argv, 0, "", "")
         self.calls += 1
         lists = Path(next(a for a in argv if a.startswith("Dir::State::Lists=")).split("=", 1)[1])
-        for s in cat.SUITES:
+        for s in mirrors.SUITES:
             if s.name not in self.skip:
                 (lists / f"mirror.example_debian_dists_{s.name}_InRelease").write_text(SID_RELEASE)
             if self.interrupt:
@@ -243,6 +247,7 @@ def catalogue(tmp_path, monkeypatch):
     keyring = tmp_path / "keyring.gpg"
     keyring.write_bytes(b"k")
     monkeypatch.setattr(cat, "progress", lambda msg: None)
+    monkeypatch.setattr(downloads, "progress", lambda msg: None)
     return Catalogue(tmp_path / "apt", MIRRORS, keyring)
 
 
@@ -267,7 +272,7 @@ def test_a_failed_update_is_one_line_and_keeps_the_previous_lists(catalogue, mon
     with pytest.raises(HarnessError) as e:
         catalogue.update(refresh=True)
     msg = str(e.value)
-    assert "\n" not in msg and "Could not connect" in msg and cat.MIRROR_ENV in msg
+    assert "\n" not in msg and "Could not connect" in msg and mirrors.MIRROR_ENV in msg
     assert catalogue.lists.resolve() == good
     assert [p.name for p in catalogue.root.glob("lists.*")] == [good.name]
 
@@ -292,7 +297,7 @@ def test_an_interrupted_update_is_never_used_and_is_redone(catalogue, monkeypatc
 
 def test_lists_without_their_completion_marker_are_fetched_again(catalogue, monkeypatch):
     catalogue.prepare()
-    _write_lists(catalogue.root, [s.name for s in cat.SUITES], complete=False)
+    _write_lists(catalogue.root, [s.name for s in mirrors.SUITES], complete=False)
     apt = FakeApt()
     monkeypatch.setattr(cat, "run_tool", apt)
     catalogue.update()
@@ -472,7 +477,7 @@ class FakeLookup:
     """apt-cache show / madison answered from the stanzas above (versions newest first as listed)."""
 
     def __init__(self, text=SHOW, where=WHERE):
-        self.stanzas_list = cat.parse_stanzas(text)
+        self.stanzas_list = stanzas.parse_stanzas(text)
         self.where = where
 
     def versions(self, names, suites):
@@ -494,7 +499,7 @@ def _roles(res):
 
 
 def test_walk_classic_image_picks_the_newest_in_the_release_with_matching_headers():
-    res = cat.walk(cat.ROWS["6.1"], FakeLookup())
+    res = walk(table.ROWS["6.1"], FakeLookup())
     assert res.abi == "6.1.0-57-amd64" and res.version == "6.1.192-3" and not res.split
     assert _roles(res) == [
         (Role.IMAGE, "linux-image-6.1.0-57-amd64=6.1.192-3"),
@@ -507,7 +512,7 @@ def test_walk_classic_image_picks_the_newest_in_the_release_with_matching_header
 
 
 def test_walk_split_image_adds_binary_modules_and_base():
-    res = cat.walk(cat.ROWS["sid"], FakeLookup())
+    res = walk(table.ROWS["sid"], FakeLookup())
     assert res.abi == "7.2.13+deb14-amd64" and res.split
     assert _roles(res) == [
         (Role.IMAGE, "linux-image-7.2.13+deb14-amd64=7.2.13-1"),
@@ -521,45 +526,45 @@ def test_walk_split_image_adds_binary_modules_and_base():
 
 
 def test_walk_rc_takes_experimental_over_sid():
-    res = cat.walk(cat.ROWS["rc"], FakeLookup())
+    res = walk(table.ROWS["rc"], FakeLookup())
     assert (res.abi, res.version) == ("7.3-amd64", "7.3~rc7-1~exp1")
     assert res.of(Role.KBUILD)[0].pin == "linux-kbuild-7.3=7.3~rc7-1~exp1"
 
 
 def test_walk_skips_a_version_the_archive_did_not_serve():
-    res = cat.walk(cat.ROWS["6.1"], FakeLookup(), frozenset({"linux-image-6.1.0-57-amd64=6.1.192-3"}))
+    res = walk(table.ROWS["6.1"], FakeLookup(), frozenset({"linux-image-6.1.0-57-amd64=6.1.192-3"}))
     assert (res.abi, res.version) == ("6.1.0-50-amd64", "6.1.176-1")
     # kbuild is only a >= dependency: the headers' own upload, not the newest one.
     assert res.of(Role.KBUILD)[0].pin == "linux-kbuild-6.1=6.1.176-1"
     with pytest.raises(HarnessError, match="serves no version"):
-        cat.walk(cat.ROWS["6.1"], FakeLookup(), frozenset({"linux-kbuild-6.1=6.1.192-3", "linux-kbuild-6.1=6.1.176-1"}))
+        walk(table.ROWS["6.1"], FakeLookup(), frozenset({"linux-kbuild-6.1=6.1.192-3", "linux-kbuild-6.1=6.1.176-1"}))
 
 
 def test_walk_refuses_image_and_headers_of_different_abis():
     text = SHOW.replace("Depends: linux-headers-6.1.0-57-amd64 (= 6.1.192-3)",
                         "Depends: linux-headers-6.1.0-50-amd64 (= 6.1.176-1)")
     with pytest.raises(HarnessError, match="mismatched pair"):
-        cat.walk(cat.ROWS["6.1"], FakeLookup(text))
+        walk(table.ROWS["6.1"], FakeLookup(text))
 
 
 def test_walk_refuses_a_release_whose_meta_package_moved_to_another_series():
-    row = cat.KernelRow("5.10", "bookworm", "amd64", "5.10")
+    row = table.KernelRow("5.10", "bookworm", "amd64", "5.10")
     with pytest.raises(HarnessError, match="now points at 6.1.0-57-amd64, not 5.10"):
-        cat.walk(row, FakeLookup())
+        walk(row, FakeLookup())
 
 
 def test_walk_without_the_meta_package_says_to_refresh():
     with pytest.raises(HarnessError, match="no linux-image-rt-amd64 in Debian bookworm.*--refresh"):
-        cat.walk(cat.ROWS["6.1-rt"], FakeLookup())
+        walk(table.ROWS["6.1-rt"], FakeLookup())
 
 
 def test_depends_reads_exact_versions_only_and_first_alternatives():
-    fields = cat.parse_control(SHOW.split("\n\n")[3])
-    assert cat.depends(fields, r"linux-kbuild-.*") == [cat.Dep("linux-kbuild-6.1", None)]
-    assert cat.depends(fields, r"linux-headers-.*-common") == [cat.Dep("linux-headers-6.1.0-57-common", "6.1.192-3")]
+    fields = stanzas.parse_control(SHOW.split("\n\n")[3])
+    assert stanzas.depends(fields, r"linux-kbuild-.*") == [stanzas.Dep("linux-kbuild-6.1", None)]
+    assert stanzas.depends(fields, r"linux-headers-.*-common") == [stanzas.Dep("linux-headers-6.1.0-57-common", "6.1.192-3")]
     alt = {"Depends": "dracut | initramfs-tools (>= 1), linux-base-x (= 2)"}
-    assert cat.depends(alt, r"initramfs-tools") == []
-    assert cat.depends(alt, r"linux-base-x") == [cat.Dep("linux-base-x", "2")]
+    assert stanzas.depends(alt, r"initramfs-tools") == []
+    assert stanzas.depends(alt, r"linux-base-x") == [stanzas.Dep("linux-base-x", "2")]
 
 
 MADISON = """\
@@ -573,39 +578,39 @@ linux-image-amd64 |  6.1.176-1 | http://mirror.example/debian bookworm-updates/m
 
 
 def test_madison_versions_are_filtered_by_suite_newest_first():
-    assert cat.versions_from_madison(MADISON, cat.suites_of("bookworm")) == {
+    assert stanzas.versions_from_madison(MADISON, mirrors.suites_of("bookworm")) == {
         "linux-image-amd64": ["6.1.192-3", "6.1.176-1"]}
-    assert cat.versions_from_madison(MADISON, cat.suites_of("experimental")) == {
+    assert stanzas.versions_from_madison(MADISON, mirrors.suites_of("experimental")) == {
         "linux-image-amd64": ["7.3~rc7-1~exp1", "7.2.13-1"]}
-    assert cat.versions_from_madison(MADISON, ["trixie"]) == {}
+    assert stanzas.versions_from_madison(MADISON, ["trixie"]) == {}
 
 
 def test_rows_and_names():
-    assert list(cat.ROWS) == ["5.10", "5.10-rt", "6.1", "6.1-rt", "6.12", "6.12-rt", "sid", "sid-rt", "rc",
+    assert list(table.ROWS) == ["5.10", "5.10-rt", "6.1", "6.1-rt", "6.12", "6.12-rt", "sid", "sid-rt", "rc",
                               "6.12-debug"]
-    assert cat.ROWS[cat.DEFAULT_KERNEL].release == "bookworm"
-    assert cat.ROWS["6.12"].release == "trixie" and cat.ROWS["rc"].release == "experimental"
-    assert [r.name for r in cat.rows_from("sid, 5.10")] == ["sid", "5.10"]
+    assert table.ROWS[table.DEFAULT_KERNEL].release == "bookworm"
+    assert table.ROWS["6.12"].release == "trixie" and table.ROWS["rc"].release == "experimental"
+    assert [r.name for r in table.parse_specs("sid, 5.10")] == ["sid", "5.10"]
     with pytest.raises(HarnessError, match="valid: 5.10, 5.10-rt"):
-        cat.rows_from("7.0")
+        table.parse_specs("7.0")
 
 
 def test_resolved_kernel_round_trips_through_json():
-    res = cat.walk(cat.ROWS["sid"], FakeLookup())
-    assert cat.ResolvedKernel.from_json(res.row, res.to_json()) == res
+    res = walk(table.ROWS["sid"], FakeLookup())
+    assert ResolvedKernel.from_json(res.row, res.to_json()) == res
 
 
 def test_deb_name_escapes_an_epoch():
-    p = cat.Package("x", "1:2.0-1", "amd64", 1, "", role=Role.KBUILD)
+    p = Package("x", "1:2.0-1", "amd64", 1, "", role=Role.KBUILD)
     assert p.deb_name == "x_1%3a2.0-1_amd64.deb"
 
 
 # ---------------------------------------------------------------- downloads are checked
 
 
-def _resolved_with(payload: bytes) -> cat.ResolvedKernel:
-    pkg = cat.Package("linux-image-x", "1", "amd64", len(payload), hashlib.sha256(payload).hexdigest(), role=Role.IMAGE)
-    return cat.ResolvedKernel(cat.ROWS["6.1"], "x", "1", (pkg,))
+def _resolved_with(payload: bytes) -> ResolvedKernel:
+    pkg = Package("linux-image-x", "1", "amd64", len(payload), hashlib.sha256(payload).hexdigest(), role=Role.IMAGE)
+    return ResolvedKernel(table.ROWS["6.1"], "x", "1", (pkg,))
 
 
 def test_download_fetches_once_and_refuses_a_corrupt_deb(catalogue, monkeypatch, tmp_path):
@@ -621,14 +626,14 @@ def test_download_fetches_once_and_refuses_a_corrupt_deb(catalogue, monkeypatch,
         return run
 
     dest = tmp_path / "debs"
-    monkeypatch.setattr(cat, "run_tool", fake_apt(good[::-1]))
+    monkeypatch.setattr(downloads, "run_tool", fake_apt(good[::-1]))
     with pytest.raises(HarnessError, match="does not match the catalogue's size and SHA256"):
-        cat.download(res, dest, catalogue)
+        downloads.download(res, dest, catalogue)
     assert not (dest / res.packages[0].deb_name).exists()
-    monkeypatch.setattr(cat, "run_tool", fake_apt(good))
-    debs = cat.download(res, dest, catalogue)
+    monkeypatch.setattr(downloads, "run_tool", fake_apt(good))
+    debs = downloads.download(res, dest, catalogue)
     assert debs[Role.IMAGE][0].read_bytes() == good
-    cat.download(res, dest, catalogue)
+    downloads.download(res, dest, catalogue)
     assert len(calls) == 2
     assert "linux-image-x=1" in calls[-1] and "-c" in calls[-1]
 
@@ -666,7 +671,7 @@ def test_update_writes_the_sources_under_its_lock(tmp_path, monkeypatch):
     monkeypatch.setattr(cat.Catalogue, "prepare", lambda self: held.append(state["locked"]))
     monkeypatch.setattr(cat, "refresh_reason", lambda *a: None)
     monkeypatch.setattr(cat.Catalogue, "config", property(lambda self: "x"))
-    cat.Catalogue(tmp_path / "apt", cat.Mirrors("http://m/debian", "http://m/debian-security")).update()
+    cat.Catalogue(tmp_path / "apt", mirrors.Mirrors("http://m/debian", "http://m/debian-security")).update()
     assert held == [True]
 
 
@@ -685,4 +690,4 @@ def test_prepare_survives_a_stray_that_another_process_removed(catalogue, monkey
 
     monkeypatch.setattr(Path, "iterdir", iterdir)
     catalogue.prepare()
-    assert sorted(p.name for p in real_iterdir(parts)) == sorted(f"{s.name}.sources" for s in cat.SUITES)
+    assert sorted(p.name for p in real_iterdir(parts)) == sorted(f"{s.name}.sources" for s in mirrors.SUITES)

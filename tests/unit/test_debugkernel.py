@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from harness.kernels import buildroot, catalogue as cat, debugkernel as dk
-from harness.kernels.catalogue import Role
+from harness.kernels import apt, buildroot, debugkernel as dk, table
+from harness.kernels.apt import Role
+from harness.kernels.apt.walk import walk
 from harness.errors import HarnessError
 
-DEBUG = cat.ROWS["6.12-debug"]
+DEBUG = table.ROWS["6.12-debug"]
 
 BASE = """\
 #
@@ -58,7 +59,7 @@ def test_the_fragment_asks_for_lockdep_kasan_and_what_the_harness_needs():
 def _fake_lookup(versions, sha="ab" * 32):
     class Lookup:
         def versions(self, names, suites):
-            assert suites == cat.suites_of("trixie")
+            assert suites == apt.suites_of("trixie")
             return {n: list(versions) for n in names if n == "linux-source-6.12" and versions}
 
         def stanzas(self, pins):
@@ -68,36 +69,36 @@ def _fake_lookup(versions, sha="ab" * 32):
 
 
 def test_a_source_row_resolves_to_its_newest_source_package_and_a_keyed_release():
-    res = cat.walk(DEBUG, _fake_lookup(["6.12.118-1", "6.12.117-1"]))
+    res = walk(DEBUG, _fake_lookup(["6.12.118-1", "6.12.117-1"]))
     assert res.version == "6.12.118-1"
     assert [(p.role, p.pin) for p in res.packages] == [(Role.SOURCE, "linux-source-6.12=6.12.118-1")]
     assert res.abi.startswith("6.12.118-debug-") and len(res.abi) == len("6.12.118-debug-") + 8
     assert dk.localversion(res.abi, dk.upstream_of(res)) == res.abi[len("6.12.118"):]
     # The release follows what the kernel is built from.
-    other = cat.walk(DEBUG, _fake_lookup(["6.12.118-1"], sha="cd" * 32))
+    other = walk(DEBUG, _fake_lookup(["6.12.118-1"], sha="cd" * 32))
     assert other.abi != res.abi
-    older = cat.walk(DEBUG, _fake_lookup(["6.12.118-1", "6.12.117-1"]), frozenset({"linux-source-6.12=6.12.118-1"}))
+    older = walk(DEBUG, _fake_lookup(["6.12.118-1", "6.12.117-1"]), frozenset({"linux-source-6.12=6.12.118-1"}))
     assert older.version == "6.12.117-1" and older.abi.startswith("6.12.117-debug-")
 
 
 def test_a_changed_fragment_is_a_new_release(tmp_path, monkeypatch):
     frag = tmp_path / "debug.config"
     frag.write_text("CONFIG_KASAN=y\n")
-    monkeypatch.setattr(cat, "KCONFIGS", tmp_path)
-    first = cat.source_release(DEBUG, "6.12.118", "ab")
+    monkeypatch.setattr(table, "KCONFIGS", tmp_path)
+    first = apt.source_release(DEBUG, "6.12.118", "ab")
     frag.write_text("CONFIG_KASAN=n\n")
-    assert cat.source_release(DEBUG, "6.12.118", "ab") != first
+    assert apt.source_release(DEBUG, "6.12.118", "ab") != first
 
 
 def test_a_source_row_without_its_package_or_of_another_series_is_one_error():
     with pytest.raises(HarnessError, match="no linux-source-6.12 in Debian trixie.*--refresh"):
-        cat.walk(DEBUG, _fake_lookup([]))
+        walk(DEBUG, _fake_lookup([]))
     with pytest.raises(HarnessError, match="is 6.13.1, not 6.12"):
-        cat.walk(DEBUG, _fake_lookup(["6.13.1-1"]))
+        walk(DEBUG, _fake_lookup(["6.13.1-1"]))
 
 
 def test_wanted_config_pins_the_release_string():
-    res = cat.walk(DEBUG, _fake_lookup(["6.12.118-1"]))
+    res = walk(DEBUG, _fake_lookup(["6.12.118-1"]))
     wanted = dk.wanted_config(DEBUG, res)
     assert wanted["CONFIG_LOCALVERSION"] == f'"{res.abi[len("6.12.118"):]}"'
     assert wanted["CONFIG_LOCALVERSION_AUTO"] == "n"
@@ -106,14 +107,14 @@ def test_wanted_config_pins_the_release_string():
 
 
 def test_debug_kernels_are_named_not_part_of_all_and_build_in_their_own_root():
-    assert "6.12-debug" not in cat.PACKAGED and "6.12" in cat.PACKAGED
-    assert [r.name for r in cat.rows_from("all")] == list(cat.PACKAGED)
-    assert DEBUG.time_factor > 1 and cat.ROWS["6.1"].time_factor == 1.0
-    mirrors = cat.Mirrors("http://mirror.example/debian", "http://mirror.example/debian-security")
+    assert "6.12-debug" not in table.PACKAGED and "6.12" in table.PACKAGED
+    assert [r.name for r in table.parse_specs("all")] == list(table.PACKAGED)
+    assert DEBUG.time_factor > 1 and table.ROWS["6.1"].time_factor == 1.0
+    mirrors = apt.Mirrors("http://mirror.example/debian", "http://mirror.example/debian-security")
     plain, debug = buildroot.spec_for("trixie", mirrors), buildroot.spec_for_row(DEBUG, mirrors)
     assert debug.suite == "trixie" and debug.identity != plain.identity
     assert set(plain.packages) < set(debug.packages) and "flex" in debug.packages
-    assert buildroot.spec_for_row(cat.ROWS["6.12"], mirrors) == plain
+    assert buildroot.spec_for_row(table.ROWS["6.12"], mirrors) == plain
 
 
 def test_first_error_prefers_the_compiler_line_over_makes_summary():
@@ -125,8 +126,8 @@ def test_first_error_prefers_the_compiler_line_over_makes_summary():
 
 
 def test_the_debug_kernel_boots_its_bzimage_and_stock_kernels_their_elf(tmp_path):
-    from harness.kernels import SPECS, KernelFiles
-    debug = KernelFiles(SPECS["6.12-debug"], "6.12.118-debug-x", "6.12.118-1", tmp_path)
-    stock = KernelFiles(SPECS["6.1"], "6.1.0-57-amd64", "6.1.192-3", tmp_path)
+    from harness.kernels import ROWS, KernelFiles
+    debug = KernelFiles(ROWS["6.12-debug"], "6.12.118-debug-x", "6.12.118-1", tmp_path)
+    stock = KernelFiles(ROWS["6.1"], "6.1.0-57-amd64", "6.1.192-3", tmp_path)
     assert debug.boot_image == debug.vmlinuz and stock.boot_image == stock.vmlinux
     assert debug.time_factor == DEBUG.time_factor and stock.time_factor == 1.0

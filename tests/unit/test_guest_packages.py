@@ -17,7 +17,7 @@ from harness.errors import HarnessError
 from harness.guest import image, packages
 from harness.guest import vm as vm_mod
 from harness.guest.vm import Vm, VmConfig
-from harness.kernels import SPECS, KernelFiles
+from harness.kernels import ROWS, KernelFiles
 
 # What `apt-get install --simulate` prints (trimmed), an upgrade and an arch-qualified line added.
 SIMULATION = """\
@@ -138,7 +138,7 @@ def said(monkeypatch):
 
 def test_apt_resolves_once_per_lists_generation(cache, said, monkeypatch, tmp_path):
     cat = FakeCatalogue(tmp_path / "apt")
-    monkeypatch.setattr(packages.catalogue, "update", lambda: cat)
+    monkeypatch.setattr(packages.apt, "update", lambda: cat)
     got = packages.resolve(["python3-minimal,bash"])
     assert got.asked == ("bash", "python3-minimal") and got.pins[:2] == ("bash=5.2.15-2+b13", "libc6=2.36-9+deb12u14")
     (run,) = cat.runs
@@ -156,7 +156,7 @@ def test_apt_resolves_once_per_lists_generation(cache, said, monkeypatch, tmp_pa
 def test_an_unknown_package_is_one_line_naming_it(cache, said, monkeypatch, tmp_path):
     cat = FakeCatalogue(tmp_path / "apt", out="Reading package lists...\n", rc=100,
                         err="E: Unable to locate package no-such-thing\n")
-    monkeypatch.setattr(packages.catalogue, "update", lambda: cat)
+    monkeypatch.setattr(packages.apt, "update", lambda: cat)
     with pytest.raises(HarnessError) as err:
         packages.resolve(["bash,no-such-thing"])
     assert "\n" not in str(err.value)
@@ -241,7 +241,7 @@ def base_image(cache, tmp_path):
     out = util.private_dir(util.private_dir(cache / "images") / "base-0123")
     initrd = out / "initramfs.cpio"
     initrd.write_bytes(b"BASE" * 100)
-    kernel = KernelFiles(SPECS["6.1"], "6.1.0-1-amd64", "1", tmp_path / "kernel")
+    kernel = KernelFiles(ROWS["6.1"], "6.1.0-1-amd64", "1", tmp_path / "kernel")
     return image.Image(kernel, initrd, tmp_path / "key", "ecdsa AAAA", initrd_stamp=util.Stamp.of(initrd))
 
 

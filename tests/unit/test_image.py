@@ -7,7 +7,7 @@ import pytest
 
 from harness.guest import image
 from harness.errors import HarnessError
-from harness.kernels import SPECS, KernelFiles
+from harness.kernels import ROWS, KernelFiles
 
 
 def test_cpio_is_readable_by_cpio(tmp_path):
@@ -25,7 +25,7 @@ def test_cpio_is_readable_by_cpio(tmp_path):
 
 
 def test_module_closure_follows_modules_dep(tmp_path):
-    kf = KernelFiles(SPECS["6.1"], "r", "v", tmp_path)
+    kf = KernelFiles(ROWS["6.1"], "r", "v", tmp_path)
     kf.modules_dir.mkdir(parents=True)
     (kf.modules_dir / "modules.dep").write_text(
         "kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/virtio.ko\n"
@@ -38,9 +38,9 @@ def test_module_closure_follows_modules_dep(tmp_path):
 
 
 def _fake_kernel(tmp_path):
-    from harness.kernels import SPECS, KernelFiles
+    from harness.kernels import ROWS, KernelFiles
 
-    k = KernelFiles(SPECS["6.1"], "6.1.0-1-amd64", "1", tmp_path)
+    k = KernelFiles(ROWS["6.1"], "6.1.0-1-amd64", "1", tmp_path)
     k.modules_dir.mkdir(parents=True)
     (k.modules_dir / "modules.dep").write_text(
         "kernel/fs/minix/minix.ko:\n"

@@ -12,7 +12,7 @@ from harness.race.kbuild import SCHEMES, ModuleSetSpec, render, validate_knobs
 from harness.race.schemes import SCHEME_ROWS, Gate, LockOrder, Reach
 from harness.race.schemes import SCHEMES as ROWS
 
-ALL_SPECS = [
+EVERY_MODULE_SET = [
     ModuleSetSpec(scheme, providers=n, buses=b)
     for scheme in SCHEMES
     for n in (1, 2, 3)
@@ -38,7 +38,7 @@ def test_prefixes_match_readme():
         assert re.search(rf"`{re.escape(row.name)}`\s*\|\s*`{row.prefix}`", readme), row.name
 
 
-@pytest.mark.parametrize("spec", ALL_SPECS, ids=_ids)
+@pytest.mark.parametrize("spec", EVERY_MODULE_SET, ids=_ids)
 def test_render_every_scheme(spec, tmp_path):
     files = render(spec, tmp_path)
     p = spec.prefix

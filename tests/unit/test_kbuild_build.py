@@ -13,9 +13,9 @@ from harness.race.kbuild import SCHEMES, ModuleSetSpec
 
 @pytest.fixture(scope="module", params=["6.1", "6.12"])
 def kernel(request):
-    from harness.kernels import SPECS, fetch
+    from harness.kernels import ROWS, fetch
 
-    return fetch(SPECS[request.param])
+    return fetch(ROWS[request.param])
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)

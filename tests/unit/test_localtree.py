@@ -14,7 +14,7 @@ from treedata import CC_TEXT, RELEASE, build_tree, elf_kernel, guest_config, ins
 
 from harness import kernels
 from harness.errors import HarnessError
-from harness.kernels import catalogue, localtree, modbuild
+from harness.kernels import localtree, modbuild, table
 
 
 def _files(root: Path) -> dict[str, tuple[int, int]]:
@@ -35,13 +35,13 @@ def test_a_build_tree_with_a_pvh_vmlinux_boots_the_elf(tmp_path):
 def test_without_the_pvh_note_the_bzimage_boots(tmp_path):
     tree = localtree.discover(str(build_tree(tmp_path / "linux", pvh=False)))
     assert tree.vmlinux is None and tree.boot_image == tmp_path / "linux" / "arch/x86/boot/bzImage"
-    row = catalogue.local_row(str(tmp_path / "linux"))
+    row = table.local_row(str(tmp_path / "linux"))
     assert not row.boot_elf and row.local == tree
 
 
 def test_kasan_in_the_config_boots_the_bzimage_slower_with_the_debug_rows_settings(tmp_path):
     build_tree(tmp_path / "linux", config=guest_config(CONFIG_KASAN="y"))
-    row = catalogue.local_row(str(tmp_path / "linux"))
+    row = table.local_row(str(tmp_path / "linux"))
     assert not row.boot_elf and row.time_factor == 4.0 and "kasan_multi_shot" in row.cmdline
 
 
@@ -93,7 +93,7 @@ def test_spec_lists_mix_names_and_paths(tmp_path, monkeypatch):
     build_tree(tmp_path / "linux")
     monkeypatch.chdir(tmp_path)
     specs = kernels.parse_specs("6.1, ./linux")
-    assert specs[0] is kernels.SPECS["6.1"]
+    assert specs[0] is kernels.ROWS["6.1"]
     assert specs[1].name == str(tmp_path / "linux") and specs[1].local is not None
     assert kernels.get_spec("linux").name == str(tmp_path / "linux")  # an existing folder, no slash
     with pytest.raises(HarnessError, match="unknown kernel spec 'nope'.*or the PATH of a kernel build tree"):

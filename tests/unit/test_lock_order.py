@@ -17,6 +17,7 @@ from harness.cli import parser
 from harness.cli.race import specs_from_args
 from harness.errors import HarnessError
 from harness.exitcodes import ExitStatus
+from harness.kernels import KernelFiles
 from harness.race import engine as race, kbuild
 from harness.race import kinds, schemerace
 from harness.race.kbuild import ModuleSetSpec, render
@@ -239,8 +240,12 @@ def test_pipeline_builds_two_buses_and_reads_lockdep_from_the_config(monkeypatch
     built = []
     configs = {"6.1": {"CONFIG_LOCKDEP": "y", "CONFIG_DEBUG_LOCK_ALLOC": "y"},  # no lock-order checks
                "6.12": {"CONFIG_PROVE_LOCKING": "y", "CONFIG_LOCKDEP": "y"}}
-    monkeypatch.setattr(race.kernels, "fetch", lambda spec, quiet=False: SimpleNamespace(
-        name=spec.name, release=f"{spec.name}-fake", describe="fake", config=configs[spec.name]))
+    def fetch(spec, quiet=False):
+        k = SimpleNamespace(name=spec.name, release=f"{spec.name}-fake", describe="fake", config=configs[spec.name])
+        k.lockdep, k.kasan = KernelFiles.lockdep.fget(k), KernelFiles.kasan.fget(k)  # the real readers of .config
+        return k
+
+    monkeypatch.setattr(race.kernels, "fetch", fetch)
     monkeypatch.setattr(kbuild, "build", lambda kfiles, spec: built.append(spec))
     for kernel, lockdep in (("6.1", False), ("6.12", True)):
         stages = race.PipelineStages(race.RaceSpec(kernel=kernel, schemes=("rwsem-unsorted",),

@@ -12,9 +12,9 @@ import pytest
 from harness import cli
 from harness.cli import kernel as kernel_cli
 from harness.errors import HarnessError
-from harness.kernels import SPECS, KernelFiles, modbuild
+from harness.kernels import ROWS, KernelFiles, modbuild
 
-KERNEL = KernelFiles(SPECS["6.1"], "6.1.0-99-amd64", "1", Path("/nonexistent"))
+KERNEL = KernelFiles(ROWS["6.1"], "6.1.0-99-amd64", "1", Path("/nonexistent"))
 
 
 def module_dir(root: Path) -> Path:

@@ -11,10 +11,10 @@ import pytest
 from harness import cli
 from harness.cli import race as race_cli
 from harness.errors import HarnessError
-from harness.kernels import SPECS, KernelFiles
+from harness.kernels import ROWS, KernelFiles
 from harness.race import kinds, targetrace, targets
-from harness.race.spec import RaceSpec
 from harness.race.engine import GuestPayload
+from harness.race.spec import RaceSpec
 from harness.race.ops import MountOp, parse
 from harness.race.outcomes import Control, Verdict
 from harness.race.racer import Role
@@ -68,7 +68,7 @@ def test_a_row_brings_its_ops_and_a_user_target_its_own():
 
 
 def kernel_with(tmp_path: Path, modules: list[str], builtin: list[str]) -> KernelFiles:
-    k = KernelFiles(SPECS["6.1"], "6.1.0-99-amd64", "1", tmp_path)
+    k = KernelFiles(ROWS["6.1"], "6.1.0-99-amd64", "1", tmp_path)
     k.modules_dir.mkdir(parents=True)
     (k.modules_dir / "modules.dep").write_text("".join(f"kernel/{m}.ko:\n" for m in modules))
     (k.modules_dir / "modules.builtin").write_text("".join(f"kernel/{m}.ko\n" for m in builtin))

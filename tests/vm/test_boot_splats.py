@@ -44,5 +44,5 @@ def test_a_fresh_guest_has_a_clean_log_and_awake_sanitisers(vm, kernel):
     cmdline = vm.ssh.run("cat /proc/cmdline", check=True).stdout.split()
     if kernel.config.get("CONFIG_KASAN") == "y":
         assert "kasan_multi_shot" in cmdline, "KASAN would report once per boot"
-    if race.proves_locking(kernel):
+    if kernel.lockdep:
         assert race.debug_locks(vm) is True, "lockdep is off in a fresh guest"

@@ -27,9 +27,9 @@ def test_uname(vm, kernel):
 OTHER_DATA = '''
 import sys
 from pathlib import Path
-from harness.kernels import catalogue
+from harness.kernels import ROWS
 from harness.race import kbuild
-fragments = [r.fragment_path for r in catalogue.ROWS.values() if r.fragment_path]
+fragments = [r.fragment_path for r in ROWS.values() if r.fragment_path]
 print(len(kbuild.render(kbuild.ModuleSetSpec("refcount"), Path(sys.argv[1]))), all(f.is_file() for f in fragments))
 '''
 # What a clone has that a working tree adds: never part of a build.
