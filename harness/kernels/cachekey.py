@@ -53,6 +53,3 @@ def main(argv: Sequence[str]) -> int:
     print(cache_key(row, res))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
