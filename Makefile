@@ -52,7 +52,7 @@ host-check: setup
 # page against a planted change (needs root; about half an hour cold):
 # build/nightly-check/STAMP/summary.txt.  --cold: ARGS=--cold.
 nightly-check: setup
-	@$(PY) scripts/nightly_check.py --kernel $(KERNEL) $(ARGS)
+	@$(PY) -m nightlycheck --kernel $(KERNEL) $(ARGS)
 
 clean:
 	rm -rf build

@@ -1,4 +1,4 @@
-"""Small helpers shared by every stage: locks, host tools, hashing, cached artifacts."""
+"""Small helpers shared by every stage: locks, host tools, hashing, cached artifacts, safe names."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -282,6 +283,17 @@ def cached(final: Path, lock: Path, reuse: Callable[[], T | None], build: Callab
             remove(final)
         os.replace(tmp, final)
         return made
+
+
+# ---------------------------------------------------------------- names
+
+
+def safe_name(text: str, keep: str = "._-") -> str:
+    """`text` as a name of letters, digits and the characters of `keep` (by
+    default: one file name).  Each run of anything else becomes one "_", none is
+    left at either end, and what would be empty, "." or ".." is "_"."""
+    name = re.sub(f"[^A-Za-z0-9{re.escape(keep)}]+", "_", text).strip("_")
+    return name if name.strip(".") else "_"
 
 
 # ---------------------------------------------------------------- private files

@@ -1,9 +1,10 @@
-"""Command line: `python -m harness kernels|fetch|build|run|shell|race|survey`.
+"""Command line: `python -m harness COMMAND`, every command the project and its workflows run.
 
 The parser and the one error boundary are here; the commands are by stage:
-kernel.py (kernels, fetch, build), guest.py (run, shell), race.py (race,
-survey).  Every user error ends as one line on stderr and a non-zero exit,
-never a traceback; Ctrl-C and SIGTERM tear the guest down like any other exit.
+kernel.py (kernels, fetch, build, cachekey), guest.py (run, shell), race.py
+(race, survey), reports.py (nightly, matrix-page, race-page).  Every user
+error ends as one line on stderr and a non-zero exit, never a traceback;
+Ctrl-C and SIGTERM tear the guest down like any other exit.
 The exit statuses are harness.exitcodes.ExitStatus.
 """
 
@@ -22,8 +23,10 @@ from ..guest.vm import ACCELS
 from ..race.targets import ROWS as TARGETS
 from .args import Parser, int_in, seconds_arg
 from .guest import add_guest_args, cmd_run, cmd_shell
-from .kernel import cmd_build, cmd_fetch, cmd_kernels
+from .kernel import cmd_build, cmd_cachekey, cmd_fetch, cmd_kernels
 from .race import add_ci_args, add_race_args, cmd_race, cmd_survey
+from .reports import (add_matrix_page_args, add_nightly_args, add_race_page_args, cmd_matrix_page, cmd_nightly,
+                      cmd_race_page)
 
 
 class Terminated(KeyboardInterrupt):
@@ -64,6 +67,13 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--accel", default="auto", choices=ACCELS)
     sv.add_argument("--out", type=Path, default=None, metavar="DIR", help="default: build/survey")
     add_ci_args(sv)
+    ck = sub.add_parser("cachekey", help="print harness-SPEC-HASH, the CI cache key of a kernel's downloads and builds")
+    ck.add_argument("spec", metavar="SPEC", help="a catalogue spec (not a PATH)")
+    ck.add_argument("--explain", action="store_true", help="also print what the key hashes, to stderr")
+    add_nightly_args(sub.add_parser("nightly", help="the nightly page: kernel jobs' matrices merged, "
+                                                    "what changed since the previous night on top"))
+    add_matrix_page_args(sub.add_parser("matrix-page", help="write DIR/index.html again from DIR/matrix.json"))
+    add_race_page_args(sub.add_parser("race-page", help="draw a JSON report's HTML page again"))
     return ap
 
 
@@ -77,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     handlers = {"kernels": cmd_kernels, "fetch": cmd_fetch, "build": cmd_build, "run": cmd_run, "shell": cmd_shell,
-                "survey": cmd_survey}
+                "survey": cmd_survey, "cachekey": cmd_cachekey, "nightly": cmd_nightly,
+                "matrix-page": cmd_matrix_page, "race-page": cmd_race_page}
     try:
         args = parser().parse_args(argv)
         if args.cmd == "race":

@@ -1,11 +1,14 @@
-"""`kernels`, `fetch` and `build`: the kernel stage from the shell."""
+"""`kernels`, `fetch`, `build` and `cachekey`: the kernel stage from the shell."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 from .. import kernels
-from ..kernels import modbuild
+from ..kernels import apt, modbuild, table
+from ..kernels.cachekey import cache_key, key_inputs
 from ..progress import progress
 
 
@@ -39,4 +42,14 @@ def cmd_build(args: argparse.Namespace) -> int:
         kfiles = kernels.fetch(spec, quiet=True)
         built = modbuild.build_dir(kfiles, args.source)
         print(f"{spec.name} {kfiles.release}: {' '.join(str(k) for k in built.ko_files)}", flush=True)
+    return 0
+
+
+def cmd_cachekey(args: argparse.Namespace) -> int:
+    """`harness-SPEC-HASH` on stdout, the CI cache key of a kernel's downloads and builds."""
+    row = table.get_row(args.spec)  # a row of the table: a local tree is not downloaded
+    res = apt.resolve(row)
+    if args.explain:
+        print(json.dumps(key_inputs(row, res), indent=1), file=sys.stderr)
+    print(cache_key(row, res))
     return 0

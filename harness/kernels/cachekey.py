@@ -1,5 +1,5 @@
 """The key a CI cache of the harness's cache folder is saved under, per kernel:
-`python -m harness.kernels.cachekey SPEC` prints `harness-SPEC-HASH`.
+`python -m harness cachekey SPEC` prints `harness-SPEC-HASH`.
 
 HASH covers what the cached downloads and builds of that kernel are made of:
 the exact packages the spec resolves to in today's lists (pins and ABI), the
@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
-from typing import Sequence
 
 from . import apt, buildroot
-from .table import KernelRow, get_row
-from ..errors import HarnessError
+from .table import KernelRow
 
 
 def key_inputs(row: KernelRow, res: apt.ResolvedKernel) -> dict[str, object]:
@@ -38,22 +35,3 @@ def cache_key(row: KernelRow, res: apt.ResolvedKernel) -> str:
     text = json.dumps(key_inputs(row, res), sort_keys=True)
     return f"harness-{row.name}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
 
-
-def main(argv: Sequence[str]) -> int:
-    if len(argv) not in (1, 2) or (len(argv) == 2 and argv[1] != "--explain"):
-        print("usage: python -m harness.kernels.cachekey SPEC [--explain]", file=sys.stderr)
-        return 2
-    try:
-        row = get_row(argv[0])  # a row of the table: a local tree is not downloaded
-        res = apt.resolve(row)
-    except HarnessError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if len(argv) == 2:
-        print(json.dumps(key_inputs(row, res), indent=1), file=sys.stderr)
-    print(cache_key(row, res))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

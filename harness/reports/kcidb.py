@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import HarnessError
 from ..race.outcomes import CALLER_OPS, RaceReport, RunResult, op_json, problem
+from ..util import safe_name
 from .matrix import split_nodeid
 from .status import outcome, run_status, test_status
 
@@ -54,8 +55,8 @@ def validate(doc: Mapping[str, Any]) -> None:
 
 
 def _part(text: str) -> str:
-    """One part of a dotted KCIDB path: [A-Za-z0-9_-]."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "_"
+    """One part of a dotted KCIDB path or id: [A-Za-z0-9_-], never empty."""
+    return safe_name(text, keep="_-")
 
 
 @dataclass(frozen=True)

@@ -9,18 +9,22 @@ and the unloader's), indented two spaces with its own version line and plan:
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Sequence
 
 from ..race.outcomes import RaceReport, RunResult, problem
 from .table import header
 from ..race.racer import OpStats
+from ..util import safe_name
 from .status import KTAP_RESULT, run_status
 
 
+# What a KTAP test name keeps of a kernel spec (a path too), an op or a knob.
+NAME_CHARS = "_.:/=+-"
+
+
 def _name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.:/=+-]+", "_", text)
+    return safe_name(text, keep=NAME_CHARS)
 
 
 def _errors(errors: dict[str, int]) -> str:

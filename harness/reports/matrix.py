@@ -10,8 +10,8 @@ property or else from the test id's parameters.  A cell holds the outcome
 call, the `measured` property (a JSON-serialisable dict) and the
 `console_logs` property (the guests' console logs, which the pytest plugin
 records).  `reports.matrix_page.write_matrix` writes matrix.json, matrix.md
-and index.html (the coloured grid); `python -m harness.reports.matrix_page DIR`
-writes the page again from DIR/matrix.json.
+and index.html (the coloured grid); `python -m harness matrix-page DIR` writes
+the page again from DIR/matrix.json.
 """
 
 from __future__ import annotations

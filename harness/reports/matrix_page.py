@@ -2,14 +2,13 @@
 index.html, a coloured grid whose cells link to what was measured and to the
 guests' console logs.
 
-`python -m harness.reports.matrix_page DIR` writes `DIR/index.html` again from
+`python -m harness matrix-page DIR` writes `DIR/index.html` again from
 `DIR/matrix.json`.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -116,23 +115,3 @@ def write_matrix(mx: Matrix, out_dir: Path, md_head: str = "", html_head: Sequen
     m.write_text(text)
     write_matrix_html(mx, out_dir / "index.html", html_head)
     return j, m
-
-
-def main(argv: list[str]) -> int:
-    """`python -m harness.reports.matrix_page DIR`: DIR/index.html again from DIR/matrix.json."""
-    if len(argv) != 1:
-        print("usage: python -m harness.reports.matrix_page DIR  (writes DIR/index.html from DIR/matrix.json)",
-              file=sys.stderr)
-        return 2
-    src = Path(argv[0]) / "matrix.json"
-    try:
-        mx = Matrix.from_json(json.loads(src.read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        print(f"error: {src}: {e}", file=sys.stderr)
-        return 2
-    print(write_matrix_html(mx, src.with_name("index.html")))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

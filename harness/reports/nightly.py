@@ -1,10 +1,10 @@
 """The nightly page: every kernel job's matrix.json merged into one matrix, and
 what changed since the previous night listed at its top.
 
-`python -m harness.reports.nightly merge DIR_OR_JSON... --out DIR
-[--previous DIR_OR_JSON] [--summary FILE]` writes DIR/matrix.json, matrix.md and
-index.html (reports.matrix_page) with the changes above the grid, and the
-changes as Markdown to FILE (the workflow appends it to $GITHUB_STEP_SUMMARY).
+`python -m harness nightly merge DIR_OR_JSON... --out DIR [--previous
+DIR_OR_JSON] [--summary FILE]` (harness/cli/reports.py) writes DIR/matrix.json,
+matrix.md and index.html (reports.matrix_page) with the changes above the grid,
+and the changes as Markdown to FILE (the workflow appends it to $GITHUB_STEP_SUMMARY).
 Exit 0; 1 when a claim flipped (held one night, does not hold the next, or the
 reverse); 2 on unreadable input.
 
@@ -26,10 +26,8 @@ OUT/logs/KERNEL/, so the page's links work in the one folder it is published in.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -231,41 +229,3 @@ def run_merge(inputs: Sequence[Path], out: Path, previous: Path | None = None,
         summary.parent.mkdir(parents=True, exist_ok=True)
         summary.write_text(md)
     return mx, changes
-
-
-def main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.reports.nightly",
-                                description="merge the kernel jobs' matrix.json into one page")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    m = sub.add_parser("merge", help="merge matrix.json files (or folders holding one) into --out")
-    m.add_argument("inputs", nargs="+", type=Path, metavar="DIR_OR_JSON")
-    m.add_argument("--out", required=True, type=Path, metavar="DIR")
-    m.add_argument("--previous", type=Path, metavar="DIR_OR_JSON",
-                   help="the previous night's merged matrix; absent file: nothing to compare")
-    m.add_argument("--summary", type=Path, metavar="FILE", help="also write the changes as Markdown here")
-    args = p.parse_args(list(argv))
-    previous = args.previous
-    if previous is not None and not (previous.is_file() or (previous / "matrix.json").is_file()):
-        print(f"nightly: no previous night at {previous}; nothing to compare", file=sys.stderr)
-        previous = None
-    # A kernel job that wrote no matrix (it broke before pytest ended) is left
-    # out with a note; its kernel then shows as gone since the previous night.
-    inputs = [p for p in args.inputs if p.is_file() or (p / "matrix.json").is_file()]
-    for gone in (p for p in args.inputs if p not in inputs):
-        print(f"nightly: no matrix.json at {gone}; left out", file=sys.stderr)
-    if not inputs:
-        print("error: none of the inputs holds a matrix.json", file=sys.stderr)
-        return 2
-    from ..kernels import ROWS  # the kernel table's order for the columns
-    try:
-        mx, changes = run_merge(inputs, args.out, previous, args.summary, order=tuple(ROWS))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{args.out / 'index.html'}: {len(mx.kernels)} kernel(s), {len(changes.items)} change(s)"
-          + (", a claim flipped" if changes.flipped else ""))
-    return 1 if changes.flipped else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -4,15 +4,13 @@ timelines and latency CDFs (`plots`), its splats and its console log.
 Without matplotlib (the optional extra `report`) the page is written with its
 tables and without plots, and says what to install.
 
-`python -m harness.reports.race_page REPORT.json [PAGE.html]` draws the page of
-a JSON report again (a nightly run's, say).
+`python -m harness race-page REPORT.json [PAGE.html]` draws the page of a JSON
+report again (a nightly run's, say).
 """
 
 from __future__ import annotations
 
 import base64
-import json
-import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -155,28 +153,3 @@ def write_race_pages(reports: Sequence[RaceReport], outs: Sequence[Path]) -> lis
         except OSError as e:
             raise HarnessError(f"cannot write the HTML report {out}: {e.strerror or e}") from None
     return list(outs)
-
-
-def main(argv: Sequence[str]) -> int:
-    """`python -m harness.reports.race_page REPORT.json [PAGE.html]`: the page of a
-    JSON report again (default: index.html beside it)."""
-    if len(argv) not in (1, 2):
-        print("usage: python -m harness.reports.race_page REPORT.json [PAGE.html]", file=sys.stderr)
-        return 2
-    src = Path(argv[0])
-    out = Path(argv[1]) if len(argv) == 2 else src.with_name("index.html")
-    try:
-        try:
-            doc = json.loads(src.read_text())
-        except (OSError, ValueError) as e:
-            raise HarnessError(f"{src}: {e}") from None
-        write_race_pages(reports_from_json(doc), [out])
-    except HarnessError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return int(e.exit_code)
-    print(out)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -2,7 +2,7 @@
 # Debian roots for the host checks: made with mmdebstrap from the archive the
 # host's apt names, kept in the cache under a key of what they are made of, and
 # commands run chrooted in them in private mount and PID namespaces.
-# Sourced by scripts/host-check.sh; scripts/nightly-check.py runs it:
+# Sourced by scripts/host-check.sh; nightlycheck/ (make nightly-check) runs it:
 #
 #   scripts/lib/debroot.sh make ROOT SUITE VARIANT [PKG...]   make (or reuse) ROOT
 #   scripts/lib/debroot.sh run ROOT [VAR=VALUE...] CMD...     CMD chrooted in ROOT

@@ -1,6 +1,7 @@
 """Front-end errors are one clear line and a non-zero exit, never a traceback."""
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -115,3 +116,44 @@ def test_run_names_boot_splats_apart_from_the_commands(capsys, tmp_path):
     err = capsys.readouterr().err.splitlines()
     assert err == ["boot: warning: WARNING in early_thing (the guest was broken before the command began)",
                    "console: bug: BUG: kernel NULL pointer dereference, address: ADDR", f"console log: {log}"]
+
+
+def test_cachekey_prints_the_key_and_explains_on_stderr(monkeypatch, capsys):
+    from harness.kernels import apt
+    from harness.kernels.apt import Package, ResolvedKernel, Role
+
+    def resolve(row):
+        abi = "6.1.0-57-amd64"
+        return ResolvedKernel(row, abi, "6.1.192-3", (Package(f"linux-image-{abi}", "6.1.192-3", "amd64", 1,
+                                                              "ab" * 32, Role.IMAGE),))
+
+    monkeypatch.setattr(apt, "resolve", resolve)
+    assert cli.main(["cachekey", "6.1"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("harness-6.1-") and out.count("\n") == 1 and not err
+    assert cli.main(["cachekey", "6.1", "--explain"]) == 0
+    out2, err = capsys.readouterr()
+    assert out2 == out and '"abi": "6.1.0-57-amd64"' in err
+
+
+def test_cachekey_of_an_unknown_spec_is_one_line():
+    res = _run("cachekey", "9.9")
+    assert res.returncode == 2 and not res.stdout
+    assert len(res.stderr.strip().splitlines()) == 1 and res.stderr.startswith("error: unknown kernel spec '9.9'")
+
+
+def test_every_command_the_workflows_and_make_run_is_a_subcommand():
+    """The one command line: no `python -m harness.x.y` of a stage module, and
+    every `python -m harness X` the workflows, the Makefile and the docs show
+    is a command `python -m harness --help` lists."""
+    commands = set(next(a for a in cli.parser()._actions if a.dest == "cmd").choices)
+    texts = {p: p.read_text() for p in [*(REPO / ".github" / "workflows").glob("*.yml"), REPO / "Makefile",
+                                        REPO / "README.md", *(REPO / "docs").glob("*.md")]}
+    used = {(p.name, m) for p, text in texts.items() for m in re.findall(r"python -m harness (\S+)", text)
+            if not m.startswith(("-", "..."))}
+    assert {name for _, name in used} >= {"cachekey", "nightly", "race", "survey"}
+    assert [(f, m) for f, m in used if m not in commands] == []
+    assert [p.name for p, text in texts.items() if re.search(r"python -m harness\.\w", text)] == []
+    help_text = subprocess.run([sys.executable, "-m", "harness", "--help"], cwd=REPO, capture_output=True,
+                               text=True, timeout=60).stdout
+    assert all(f"    {c}" in help_text for c in commands)

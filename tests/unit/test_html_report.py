@@ -19,7 +19,6 @@ from harness.race import engine as race
 from harness.race.racer import hist_of
 from harness.reports import plots
 from harness.reports.matrix import Matrix, build_matrix
-from harness.reports.matrix_page import main as matrix_main
 from harness.reports.matrix_page import write_matrix
 from harness.reports.plots import PLOTS_MISSING, SpanKind, cdf_points, race_figures, timeline_data, zoom_range
 from harness.reports.race_page import race_html, write_race_pages
@@ -213,8 +212,8 @@ def test_matrix_page_again_from_its_json(tmp_path, capsys):
     write_matrix(mx, tmp_path)
     (tmp_path / "index.html").unlink()
     assert Matrix.from_json(json.loads((tmp_path / "matrix.json").read_text())).to_json() == mx.to_json()
-    assert matrix_main([str(tmp_path)]) == 0 and (tmp_path / "index.html").is_file()
-    assert matrix_main([str(tmp_path / "nowhere")]) == 2
+    assert main(["matrix-page", str(tmp_path)]) == 0 and (tmp_path / "index.html").is_file()
+    assert main(["matrix-page", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
 
 
@@ -242,7 +241,6 @@ def test_eexist_on_reload_means_the_module_is_back_not_absent():
 
 def test_a_json_report_draws_the_same_page_again(tmp_path, capsys):
     from harness.race.outcomes import reports_from_json
-    from harness.reports.race_page import main as page_main
 
     rep = htmlsim.report()
     doc = json.loads(json.dumps(rep.to_json()))
@@ -253,7 +251,7 @@ def test_a_json_report_draws_the_same_page_again(tmp_path, capsys):
     assert race_html([back], tmp_path, None) == race_html([rep], tmp_path, None)
     src = tmp_path / "report.json"
     src.write_text(json.dumps([doc]))
-    assert page_main([str(src)]) == 0 and "refcount / lookup" in (tmp_path / "index.html").read_text()
+    assert main(["race-page", str(src)]) == 0 and "refcount / lookup" in (tmp_path / "index.html").read_text()
     src.write_text('{"kernel": "x"}')
-    assert page_main([str(src)]) == 2
+    assert main(["race-page", str(src)]) == 2
     assert capsys.readouterr().err.startswith("error: not a race JSON report")

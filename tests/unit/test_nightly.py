@@ -1,14 +1,18 @@
-"""harness.reports.nightly: the kernel jobs' matrix.json merged into one page,
-compared with the previous night's (no VM)."""
+"""harness.reports.nightly through `python -m harness nightly merge`: the kernel
+jobs' matrix.json merged into one page, compared with the previous night's (no VM)."""
 
 import json
 
+from harness.cli import main as cli_main
 from harness.reports.matrix import Cell, Matrix
-from harness.reports.nightly import main
 
 C1 = "test_claim1_refcount_get_fails_during_removal"
 C4 = "test_claim4_rwsem_lookup_waits[rwsem]"
 L1 = "test_loader_concurrent_loads_of_one_file[finit]"
+
+
+def main(argv: list[str]) -> int:
+    return cli_main(["nightly", *argv])
 
 
 def night(kernel: str, release: str, version: str, c1_holds: bool | None = None) -> Matrix:
