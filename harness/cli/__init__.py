@@ -15,25 +15,35 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Callable
 
 from .. import kernels
 from ..errors import HarnessError
 from ..exitcodes import ExitStatus
 from ..guest.vm import ACCELS
-from ..race.targets import ROWS as TARGETS
 from .args import Parser, int_in, seconds_arg
 from .guest import add_guest_args, cmd_run, cmd_shell
 from .kernel import cmd_build, cmd_cachekey, cmd_fetch, cmd_kernels
-from .race import add_ci_args, add_race_args, cmd_race, cmd_survey
-from .reports import (add_matrix_page_args, add_nightly_args, add_race_page_args, cmd_matrix_page, cmd_nightly,
-                      cmd_race_page)
+
+# Commands whose stage is a large import (race, reports: the race stage is
+# about a quarter of the start-up): each keeps its name and help, and gets its
+# arguments and handler only when it is the command, or when the parser is
+# built whole as the tests do, so that `run` starts without importing them.
+HEAVY: dict[str, str] = {
+    "race": "race unload against lookups/mounts and compare schemes",
+    "survey": "race every ready-made target on each kernel; a table in build/survey/",
+    "nightly": "the nightly page: kernel jobs' matrices merged, what changed since the previous night on top",
+    "matrix-page": "write DIR/index.html again from DIR/matrix.json",
+    "race-page": "draw a JSON report's HTML page again",
+}
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so every `with Vm` tears its guest down."""
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line; given the command about to run, only its own heavy stage is imported."""
     ap = Parser(prog="python -m harness", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
     k = sub.add_parser("kernels", help="list kernel specs, the versions they resolve to, and the cache")
@@ -57,24 +67,35 @@ def parser() -> argparse.ArgumentParser:
     add_guest_args(s)
     s.add_argument("--attach", type=int_in(1, 65535), metavar="PORT",
                    help="SSH port of a guest kept by race --keep")
-    add_race_args(sub.add_parser("race", help="race unload against lookups/mounts and compare schemes"))
-    sv = sub.add_parser("survey", help="race every ready-made target on each kernel; a table in build/survey/")
-    sv.add_argument("--kernel", default=kernels.DEFAULT_KERNEL, help="spec or PATH, comma list or 'all'")
-    sv.add_argument("--target", default=",".join(TARGETS), help=f"comma list of {', '.join(TARGETS)} (default: all)")
-    sv.add_argument("--duration", type=seconds_arg, default=10.0, metavar="S", help="seconds per target race")
-    sv.add_argument("--callers", type=int_in(1, 16), default=2, metavar="N", help="callers per operation")
-    sv.add_argument("--seed", type=int, default=None)
-    sv.add_argument("--accel", default="auto", choices=ACCELS)
-    sv.add_argument("--out", type=Path, default=None, metavar="DIR", help="default: build/survey")
-    add_ci_args(sv)
     ck = sub.add_parser("cachekey", help="print harness-SPEC-HASH, the CI cache key of a kernel's downloads and builds")
-    ck.add_argument("spec", metavar="SPEC", help="a catalogue spec (not a PATH)")
+    ck.add_argument("spec", metavar="SPEC", help="a kernel spec of the table (not a PATH)")
     ck.add_argument("--explain", action="store_true", help="also print what the key hashes, to stderr")
-    add_nightly_args(sub.add_parser("nightly", help="the nightly page: kernel jobs' matrices merged, "
-                                                    "what changed since the previous night on top"))
-    add_matrix_page_args(sub.add_parser("matrix-page", help="write DIR/index.html again from DIR/matrix.json"))
-    add_race_page_args(sub.add_parser("race-page", help="draw a JSON report's HTML page again"))
+    heavy = {name: sub.add_parser(name, help=text) for name, text in HEAVY.items()}
+    for name, p in heavy.items():
+        if command is None or command == name:
+            _heavy_args(name, p)
     return ap
+
+
+def _heavy_args(name: str, p: argparse.ArgumentParser) -> None:
+    if name in ("race", "survey"):
+        from .race import add_race_args, add_survey_args
+
+        (add_race_args if name == "race" else add_survey_args)(p)
+        return
+    from .reports import add_matrix_page_args, add_nightly_args, add_race_page_args
+
+    {"nightly": add_nightly_args, "matrix-page": add_matrix_page_args, "race-page": add_race_page_args}[name](p)
+
+
+def _heavy_handler(name: str) -> Callable[[argparse.Namespace], int]:
+    if name in ("race", "survey"):
+        from .race import cmd_race, cmd_survey
+
+        return cmd_race if name == "race" else cmd_survey
+    from .reports import cmd_matrix_page, cmd_nightly, cmd_race_page
+
+    return {"nightly": cmd_nightly, "matrix-page": cmd_matrix_page, "race-page": cmd_race_page}[name]
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -86,14 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     # Installed here, before any guest boots, so vm.py keeps it rather than its own.
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
-    handlers = {"kernels": cmd_kernels, "fetch": cmd_fetch, "build": cmd_build, "run": cmd_run, "shell": cmd_shell,
-                "survey": cmd_survey, "cachekey": cmd_cachekey, "nightly": cmd_nightly,
-                "matrix-page": cmd_matrix_page, "race-page": cmd_race_page}
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "kernels": cmd_kernels, "fetch": cmd_fetch, "build": cmd_build, "run": cmd_run, "shell": cmd_shell,
+        "cachekey": cmd_cachekey}
+    argv = sys.argv[1:] if argv is None else argv
+    # The first word that is no option is the command: the top level has no option taking a value.
+    command = next((a for a in argv if not a.startswith("-")), None)
     try:
-        args = parser().parse_args(argv)
-        if args.cmd == "race":
-            return cmd_race(args)
-        return handlers[args.cmd](args)
+        args = parser(command).parse_args(argv)
+        handler = handlers[args.cmd] if args.cmd in handlers else _heavy_handler(args.cmd)
+        return handler(args)
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return int(e.exit_code)

@@ -28,7 +28,7 @@ from ..reports.table import render_table
 from ..race.schemes import DEFAULT_SCHEMES, SCHEMES, WORKLOADS
 from ..race.spec import DEFAULT_KNOBS, DEFAULT_WORKLOADS, RaceSpec
 from ..race.targets import ROWS as TARGETS
-from .args import add_packages_arg, check_output, csv
+from .args import add_packages_arg, check_output, csv, int_in, seconds_arg
 
 
 def add_race_args(p: argparse.ArgumentParser) -> None:
@@ -68,6 +68,17 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", action="store_true", help="leave the last guest up for a shell")
     add_ci_args(p)
     add_packages_arg(p)
+
+
+def add_survey_args(sv: argparse.ArgumentParser) -> None:
+    sv.add_argument("--kernel", default=kernels.DEFAULT_KERNEL, help="spec or PATH, comma list or 'all'")
+    sv.add_argument("--target", default=",".join(TARGETS), help=f"comma list of {', '.join(TARGETS)} (default: all)")
+    sv.add_argument("--duration", type=seconds_arg, default=10.0, metavar="S", help="seconds per target race")
+    sv.add_argument("--callers", type=int_in(1, 16), default=2, metavar="N", help="callers per operation")
+    sv.add_argument("--seed", type=int, default=None)
+    sv.add_argument("--accel", default="auto", choices=ACCELS)
+    sv.add_argument("--out", type=Path, default=None, metavar="DIR", help="default: build/survey")
+    add_ci_args(sv)
 
 
 def add_ci_args(p: argparse.ArgumentParser) -> None:

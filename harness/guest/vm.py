@@ -1,4 +1,5 @@
-"""One QEMU guest: boot or restore, console capture, teardown.  Owns the QEMU process.
+"""One QEMU guest: boot or restore, console capture, teardown.  Owns the QEMU process
+(its command line and accelerator are `qemu.py`'s).
 
 A guest starts from a snapshot of its kernel's base guest when there is one
 (`harness/guest/snapshot.py`), else it boots cold and saves that snapshot on the way.
@@ -16,16 +17,12 @@ on import, so importing the pytest plugin changes nothing in other projects.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import enum
-import functools
 import importlib
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,27 +33,24 @@ from pathlib import Path
 from typing import Any
 
 import pexpect
-import ptyprocess  # type: ignore[import-untyped]
 
 from . import snapshot
 from ..errors import HarnessError
 from .image import READY_MARKER, SEED_BYTES, START_FAILED_MARKER, WAIT_MARKER, Image, start_line
-from ..kernels import KernelFiles, damage_of_kernel
-from ..paths import build_dir, cache_dir
+from ..kernels import damage_of_kernel
+from ..paths import build_dir
 from ..progress import progress
+from .qemu import (ACCELS, PORT_TAKEN_TEXT, QEMU, Spawn, choose_accel, die_with_parent, free_port, guest_argv,
+                   machine_files, qemu_binary, qemu_version)
 from .qmp import Qmp, QmpError
 from .snapshot import ColdReason, GuestStart, Snapshot, StartPath
-from ..util import file_lock, need_tool, try_file_lock
+from ..util import try_file_lock
 from .splat import Splat, new_splats
 
-QEMU = "qemu-system-x86_64"
-QBOOT = Path("/usr/share/qemu/qboot.rom")
-ACCELS = ("auto", "kvm", "tcg")
-# A working KVM prints the banner well under a second; TCG-like hangs never do.
-KVM_PROBE_TIMEOUT_S = 3.0
+__all__ = ["ACCELS", "BootError", "BootOutcome", "Vm", "VmConfig", "qemu_binary", "whole_lines_tail"]
+
 # A restored guest is ready in about a second; more than this is a broken snapshot.
 RESTORE_TIMEOUT_S = 20.0
-PORT_TAKEN_TEXT = "Could not set up host forwarding rule"  # QEMU's words when the forward's port is in use
 SAVE_TIMEOUT_S = 120.0
 _LIVE: "weakref.WeakSet[Vm]" = weakref.WeakSet()
 
@@ -102,80 +96,7 @@ class BootError(HarnessError):
         self.tail = tail
 
 
-# ---------------------------------------------------------------- accel
-
-
-def qemu_binary() -> str:
-    """QEMU's path; a HarnessError naming the package when it is missing."""
-    return need_tool(QEMU, "qemu-system-x86")
-
-
-def _kvm_verdict_path() -> Path:
-    return cache_dir() / "accel.json"
-
-
-@functools.lru_cache(maxsize=None)
-def _qemu_version() -> str:
-    return subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-
-
-def kvm_works(kernel: KernelFiles) -> bool:
-    """Whether KVM really boots a kernel here (some hosts have /dev/kvm but
-    QEMU aborts on MSR setup or hangs).  The verdict is remembered per host
-    kernel and QEMU version."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False
-    key = f"{os.uname().release}|{_qemu_version()}"
-    path = _kvm_verdict_path()
-    with file_lock(path.with_suffix(".lock")):
-        verdicts = json.loads(path.read_text()) if path.exists() else {}
-        if key not in verdicts:
-            progress("accel: checking whether KVM really boots a kernel here")
-            verdicts[key] = _probe_kvm(kernel)
-            path.write_text(json.dumps(verdicts, indent=1))
-            progress(f"accel: KVM {'works' if verdicts[key] else 'does not work'}; verdict remembered")
-    return bool(verdicts[key])
-
-
-def _probe_kvm(kernel: KernelFiles) -> bool:
-    """Boot the kernel with no initrd under KVM: it works if the kernel prints
-    its banner within KVM_PROBE_TIMEOUT_S (it then panics for lack of a root
-    fs).  A QEMU that aborts on MSR setup exits at once; one that hangs is a no."""
-    cmd = [qemu_binary(), "-nodefaults", "-no-user-config", "-display", "none", "-accel", "kvm",
-           "-cpu", "host", "-m", "256", "-kernel", str(kernel.boot_image), "-append",
-           "console=ttyS0 panic=-1", "-no-reboot", "-serial", "stdio"]
-    try:
-        child = pexpect.spawn(cmd[0], cmd[1:], timeout=KVM_PROBE_TIMEOUT_S, preexec_fn=_die_with_parent)
-    except pexpect.ExceptionPexpect:
-        return False
-    try:
-        return child.expect([r"Linux version", pexpect.EOF, pexpect.TIMEOUT]) == 0
-    finally:
-        child.terminate(force=True)
-
-
-def choose_accel(requested: str, kernel: KernelFiles) -> str:
-    if requested == "tcg":
-        return "tcg"
-    works = kvm_works(kernel)
-    if requested == "kvm" and not works:
-        raise HarnessError("KVM was asked for but does not boot a kernel on this host; use --accel tcg or auto")
-    return "kvm" if works else "tcg"
-
-
-# ---------------------------------------------------------------- process
-
-
-def _die_with_parent() -> None:
-    """QEMU gets SIGKILL if the harness dies, even by SIGKILL."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (ptyprocess already setsid()s)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# ---------------------------------------------------------------- teardown
 
 
 def _kill_all_live() -> None:
@@ -229,17 +150,6 @@ class _RestoreFailed(HarnessError):
     """A snapshot did not give a ready guest; the caller boots cold instead."""
 
 
-class _Spawn(pexpect.spawn):
-    """pexpect's spawn, handing QEMU its end of the control socket."""
-
-    def __init__(self, *args: Any, pass_fds: tuple[int, ...] = (), **kwargs: Any) -> None:
-        self._pass_fds = pass_fds
-        super().__init__(*args, **kwargs)
-
-    def _spawnpty(self, args: list, **kwargs: Any) -> Any:
-        return ptyprocess.PtyProcess.spawn(args, pass_fds=self._pass_fds, **kwargs)
-
-
 # ---------------------------------------------------------------- the guest
 
 
@@ -280,56 +190,10 @@ class Vm:
         return id(self)
 
     def qemu_argv(self, port: int | None = None) -> list[str]:
-        """The guest's QEMU command line; `port` defaults to the guest's own.
-        The run's settings (rcu_expedited, hung task timeout) are not on it:
-        they come with the start line, so that one snapshot serves them all."""
-        kernel = self.image.kernel
-        port = self.port if port is None else port
-        # console=ttyS0: the serial port is the console log, where splats are read.
-        # panic=-1: a panic reboots at once, and -no-reboot makes that QEMU's exit,
-        #   so a crashed guest ends its run now rather than at a timeout.
-        # loglevel=5, not quiet: boot chatter (KERN_INFO and up) stays off the
-        #   slow emulated serial port, but WARNINGs and lockdep reports
-        #   (KERN_WARNING) reach it, so a splat during the boot is seen; init
-        #   turns every message on once the guest is up.
-        # tsc=reliable, no_timer_check: a busy host stalls vCPUs, which would make
-        #   the clocksource watchdog drop the TSC for a slow clock and the boot-time
-        #   timer IRQ check fail; neither check means anything in a VM.
-        cmdline = ["console=ttyS0", "panic=-1", "loglevel=5", "tsc=reliable", "no_timer_check",
-                   # Boot-time savings under TCG: expedited RCU during boot only (init
-                   # sets the run's value), and no crypto self-tests (about 0.3 s).
-                   "rcupdate.rcu_expedited=1", "cryptomgr.notests",
-                   "initcall_blacklist=crypto_kdf108_init,init_encrypted",
-                   *kernel.cmdline, *self.config.cmdline_extra]
-        # -nodefaults, -no-user-config: only the devices named here and no host
-        #   config file, so every host builds the same machine (the snapshot key
-        #   hashes this line) and the kernel probes nothing it does not need.
-        # -display none: hosts and CI runners have no screen.
-        # -no-reboot: a guest that reboots (panic=-1, a triple fault) is over.
-        argv = [qemu_binary(), "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-                # Memory and CPUs are the config's: part of the key, one snapshot per size.
-                "-m", str(self.config.memory_mb), "-smp", str(self.config.cpus),
-                # Direct kernel boot: no bootloader and no disk, the initramfs is the root.
-                "-kernel", str(kernel.boot_image), "-initrd", str(self.image.initrd),
-                # -serial stdio: the console reaches the harness through QEMU's pty.
-                # -monitor none: keep QEMU's monitor off that stdio; the harness uses QMP.
-                "-append", " ".join(cmdline), "-serial", "stdio", "-monitor", "none",
-                # restrict=on: the guest reaches nothing; only our forward reaches it.
-                "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
-                # virtio: the NIC of the image's boot modules, the cheapest to emulate.
-                "-device", "virtio-net-pci,netdev=n0"]
-        if QBOOT.is_file():
-            # qboot instead of SeaBIOS: a firmware that only boots Linux, in a
-            # fraction of SeaBIOS's time.
-            argv += ["-bios", str(QBOOT)]
-        if self.accel == "kvm":
-            # KVM hands the guest the host's own CPU model at full speed.
-            argv += ["-accel", "kvm", "-cpu", "host"]
-        else:
-            # thread=multi: one host thread per vCPU, so -smp N uses N host cores;
-            # -cpu max: every feature TCG emulates, the closest to a real CPU.
-            argv += ["-accel", "tcg,thread=multi", "-cpu", "max"]
-        return argv
+        """The guest's QEMU command line; `port` defaults to the guest's own."""
+        return guest_argv(self.image.kernel, self.image.initrd, self.accel, self.port if port is None else port,
+                          cpus=self.config.cpus, memory_mb=self.config.memory_mb,
+                          cmdline_extra=self.config.cmdline_extra)
 
     @property
     def boot_timeout_s(self) -> float:
@@ -343,12 +207,9 @@ class Vm:
     def snapshot(self) -> Snapshot:
         """The snapshot this guest would start from (or save): keyed by its
         QEMU command line without the port, the files it loads, QEMU's version."""
-        qemu = qemu_binary()
-        argv = self.qemu_argv(port=0)
-        files = [Path(shutil.which(qemu) or qemu), self.image.kernel.boot_image, self.image.initrd]
-        if QBOOT.is_file():
-            files.append(QBOOT)
-        return Snapshot.for_key(snapshot.snapshot_key(argv, files, _qemu_version()))
+        return Snapshot.for_key(snapshot.snapshot_key(self.qemu_argv(port=0),
+                                                      machine_files(self.image.kernel, self.image.initrd),
+                                                      qemu_version()))
 
     def boot(self) -> "Vm":
         """Start the guest (restored, or cold) and install the payload."""
@@ -405,7 +266,7 @@ class Vm:
     def _restore(self, snap: Snapshot, gen: Path) -> None:
         kernel = self.image.kernel
         for attempt in range(5):
-            self.port = _free_port()
+            self.port = free_port()
             progress(f"vm: restoring {kernel.release} ({self.accel}) from snapshot {snap.key}, "
                      f"ssh on 127.0.0.1:{self.port}")
             self._boot_offset = self.console_size()
@@ -454,7 +315,7 @@ class Vm:
         kernel = self.image.kernel
         silent_retried = splat_retried = False
         for attempt in range(5):
-            self.port = _free_port()
+            self.port = free_port()
             progress(f"vm: booting {kernel.release} ({self.accel}, {self.config.cpus} CPUs), ssh on 127.0.0.1:{self.port}")
             t0 = time.monotonic()
             start = self._boot_offset = self.console_size()
@@ -545,12 +406,12 @@ class Vm:
         """Load the migration stream into a QEMU whose RAM is the file `ram`
         (shared), then save its device state alone (`state`)."""
         qmp, fd = Qmp.pair()
-        argv = self.qemu_argv(port=_free_port()) + snapshot.restore_args(gen / "ram", self.config.memory_mb,
+        argv = self.qemu_argv(port=free_port()) + snapshot.restore_args(gen / "ram", self.config.memory_mb,
                                                                          share=True)
         try:
             proc = subprocess.Popen(argv + Qmp.argv(fd), pass_fds=(fd,), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    preexec_fn=_die_with_parent)
+                                    preexec_fn=die_with_parent)
         finally:
             qmp.child_started()
         try:
@@ -600,7 +461,7 @@ class Vm:
             log.write(f"# {note}\n".encode())
         log.flush()
         try:
-            self.child = _Spawn(argv[0], argv[1:], timeout=None, preexec_fn=_die_with_parent,
+            self.child = Spawn(argv[0], argv[1:], timeout=None, preexec_fn=die_with_parent,
                                 maxread=65536, searchwindowsize=8192, pass_fds=(fd,))
         finally:
             self.qmp.child_started()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from harness.guest import vm
+from harness.guest import qemu, vm
 from harness.kernels import ROWS, KernelFiles
 from tests.tools import REPO
 
@@ -19,9 +19,9 @@ from tests.tools import REPO
 def _fake_qemu(tmp_path, monkeypatch, body: str) -> None:
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    qemu = bindir / vm.QEMU
-    qemu.write_text("#!/bin/sh\n" + body + "\n")
-    qemu.chmod(0o755)
+    fake = bindir / qemu.QEMU
+    fake.write_text("#!/bin/sh\n" + body + "\n")
+    fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
 
 
@@ -30,7 +30,7 @@ KERNEL = KernelFiles(ROWS["6.1"], "r", "v", REPO / "no-such-kernel")
 
 def _timed_probe() -> tuple[bool, float]:
     t0 = time.monotonic()
-    verdict = vm._probe_kvm(KERNEL)
+    verdict = qemu.probe_kvm(KERNEL)
     return verdict, time.monotonic() - t0
 
 
@@ -39,7 +39,7 @@ def test_a_hanging_kvm_is_a_no_within_seconds(tmp_path, monkeypatch):
     verdict, took = _timed_probe()
     # The probe's own timeout plus teardown; a loaded CI machine once took
     # 3.52 s, and what this guards against is waiting for QEMU (60 s here).
-    assert verdict is False and took < vm.KVM_PROBE_TIMEOUT_S + 2
+    assert verdict is False and took < qemu.KVM_PROBE_TIMEOUT_S + 2
 
 
 def test_a_kernel_banner_is_a_yes_at_once(tmp_path, monkeypatch):

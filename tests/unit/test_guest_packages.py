@@ -15,6 +15,7 @@ import pytest
 from harness import util
 from harness.errors import HarnessError
 from harness.guest import image, packages
+from harness.guest import qemu as qemu_mod
 from harness.guest import vm as vm_mod
 from harness.guest.vm import Vm, VmConfig
 from harness.kernels import ROWS, KernelFiles
@@ -279,9 +280,9 @@ def test_a_guest_with_packages_has_a_snapshot_of_its_own(base_image, fake_layers
     qemu.write_bytes(b"q")
     base_image.kernel.root.joinpath("boot").mkdir(parents=True)
     base_image.kernel.vmlinux.write_bytes(b"k")
-    monkeypatch.setattr(vm_mod, "qemu_binary", lambda: str(qemu))
-    monkeypatch.setattr(vm_mod, "_qemu_version", lambda: "QEMU emulator version 7.2.22")
-    monkeypatch.setattr(vm_mod, "QBOOT", tmp_path / "no-qboot.rom")
+    monkeypatch.setattr(qemu_mod, "qemu_binary", lambda: str(qemu))
+    monkeypatch.setattr(vm_mod, "qemu_version", lambda: "QEMU emulator version 7.2.22")
+    monkeypatch.setattr(qemu_mod, "QBOOT", tmp_path / "no-qboot.rom")
 
     def key(img: image.Image) -> str:
         guest = Vm(img, VmConfig(accel="tcg"))

@@ -15,6 +15,7 @@ import pytest
 
 from harness.guest import image as image_mod
 from harness.guest import snapshot
+from harness.guest import qemu as qemu_mod
 from harness.guest import vm as vm_mod
 from harness.guest.qmp import Qmp, QmpError
 from harness.guest.snapshot import ColdReason, GuestStart, Snapshot, StartPath
@@ -37,9 +38,9 @@ def guest_files(tmp_path, monkeypatch):
     initrd = tmp_path / "base-0123" / "initramfs.cpio"
     initrd.parent.mkdir()
     initrd.write_bytes(b"i" * 100)
-    monkeypatch.setattr(vm_mod, "qemu_binary", lambda: str(kernel_file))  # any file stands for the binary
-    monkeypatch.setattr(vm_mod, "_qemu_version", lambda: "QEMU emulator version 7.2.22")
-    monkeypatch.setattr(vm_mod, "QBOOT", tmp_path / "no-qboot.rom")
+    monkeypatch.setattr(qemu_mod, "qemu_binary", lambda: str(kernel_file))  # any file stands for the binary
+    monkeypatch.setattr(vm_mod, "qemu_version", lambda: "QEMU emulator version 7.2.22")
+    monkeypatch.setattr(qemu_mod, "QBOOT", tmp_path / "no-qboot.rom")
     kernel = SimpleNamespace(name="6.1", label="6.1", release="6.1.0-1-amd64", time_factor=1.0, cmdline=(), boot_image=kernel_file)
     img = SimpleNamespace(kernel=kernel, initrd=initrd, damage=lambda: None, payload=None)
 
@@ -78,7 +79,7 @@ def test_the_key_follows_the_accelerator_qemu_and_the_files(cache, guest_files, 
     os.utime(guest_files.kernel_file, ns=(1, 1))  # a re-fetched kernel
     refetched = g.snapshot().key
     assert refetched != base
-    monkeypatch.setattr(vm_mod, "_qemu_version", lambda: "QEMU emulator version 8.2.0")
+    monkeypatch.setattr(vm_mod, "qemu_version", lambda: "QEMU emulator version 8.2.0")
     assert g.snapshot().key not in (base, refetched)
 
 
