@@ -19,7 +19,7 @@ from nightlycheck.jobs import Job, Run
 from nightlycheck.standins import ACTIONS, act_cache, act_download, act_upload, artifact_root, runner_of
 from nightlycheck.store import Store
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 NIGHTLY = REPO / ".github" / "workflows" / "nightly.yml"
 
 

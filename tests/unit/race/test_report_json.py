@@ -72,7 +72,7 @@ def test_a_report_without_the_newer_fields_reads_with_their_defaults():
 
 # ---------------------------------------------------------------- reports of the engine before it was one
 
-OLD = Path(__file__).parent / "data" / "reports-before-one-engine.json"
+OLD = Path(__file__).resolve().parents[1] / "data" / "reports-before-one-engine.json"
 ADDED = {"reach", "ok_live"}  # what "no verdict without reach" added to every run and op
 
 

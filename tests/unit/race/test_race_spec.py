@@ -104,7 +104,7 @@ REPRO_BEFORE = [
 
 @pytest.mark.parametrize("kw, run, line", REPRO_BEFORE)
 def test_repro_lines_are_those_of_the_two_pipelines_before(kw, run, line, monkeypatch):
-    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # --module-src as the user gave it
+    monkeypatch.chdir(Path(__file__).resolve().parents[3])  # --module-src as the user gave it
     assert race.RaceSpec(**kw).repro(*(run or ())) == line
 
 

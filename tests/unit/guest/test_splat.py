@@ -19,7 +19,7 @@ import pytest
 from harness.guest import splat
 from harness.guest.splat import KINDS, Splat, SplatKind, new_splats, parse, parse_file
 
-DATA = Path(__file__).parent / "data" / "splats"
+DATA = Path(__file__).resolve().parents[1] / "data" / "splats"
 
 # file -> [(kind, title, modules, last_unloaded, panicked), ...] in log order.
 # modules=None means "don't check".

@@ -17,7 +17,7 @@ from harness.race import kbuild
 from tests.tools.checkpatch import IGNORED, levels, run_checkpatch
 
 SETS = [(s, b) for s in kbuild.SCHEMES for b in kbuild.BUS_COUNTS]
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PROGRAMS = sorted((*ROOT.glob("images/*.c"), *ROOT.glob("bench/*.c")))
 # The programs run in user space: the checks that cannot apply there are off
 # for them, each with the reason.
