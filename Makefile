@@ -20,8 +20,11 @@ race: setup
 test: setup-browser typecheck
 	$(PY) -m pytest -q -p no:cacheprovider --kernel $(KERNEL) $(PYTEST_ARGS) tests
 
-# Types, and the stages' import layering (pyproject.toml's importlinter contracts).
+# Format and lint (ruff), types (mypy), and the stages' import layering
+# (pyproject.toml's importlinter contracts).
 typecheck: setup
+	.venv/bin/ruff format --check --quiet .
+	.venv/bin/ruff check --quiet .
 	$(PY) -m mypy
 	.venv/bin/lint-imports --no-logo --cache-dir .cache/import-linter  # the project writes only under .cache and build
 

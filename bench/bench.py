@@ -72,8 +72,8 @@ def bench_run(kernel: str, runs: int) -> None:
 
 
 def _race_guest(kernel: str, scheme: str):
-    from harness.race.kbuild import ModuleSetSpec, build
     from harness.race.engine import RaceSpec
+    from harness.race.kbuild import ModuleSetSpec, build
     from harness.race.schemerace import prepare_guest
 
     kf = kernels.fetch(kernels.get_spec(kernel), quiet=True)

@@ -15,7 +15,6 @@ The session's shared guest is replaced after any splat.  `--guest-packages`
 from __future__ import annotations
 
 import json
-
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence

@@ -13,7 +13,17 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from harness.util import safe_name
 
-from .common import CACHE, DEBROOT, HEARTBEAT_S, RUNNER_TEMP, WORKSPACE, CheckError, copy_tree, debroot, say
+from .common import (
+    CACHE,
+    DEBROOT,
+    HEARTBEAT_S,
+    RUNNER_TEMP,
+    WORKSPACE,
+    CheckError,
+    copy_tree,
+    debroot,
+    say,
+)
 from .expressions import Context, interpolate, should_run, value_of
 from .standins import ACTIONS, HERE, runner_of
 

@@ -14,6 +14,7 @@ from harness.util import safe_name
 
 from .common import copy_tree
 
+
 @dataclass
 class Store:
     """actions/cache's entries, kept between runs like GitHub's cache."""

@@ -20,7 +20,6 @@ from typing import Callable
 from .. import kernels
 from ..errors import HarnessError
 from ..exitcodes import ExitStatus
-from ..guest.vm import ACCELS
 from .args import Parser, int_in, seconds_arg
 from .guest import add_guest_args, cmd_run, cmd_shell
 from .kernel import cmd_build, cmd_cachekey, cmd_fetch, cmd_kernels

@@ -27,7 +27,6 @@ from ..paths import build_dir, cache_dir
 from ..progress import progress
 from .args import add_packages_arg, int_in
 
-
 MIN_MEMORY_MB = 128  # the kernel plus the unpacked initramfs (about 15 MB) in tmpfs
 MAX_CPUS = 255  # QEMU's limit for the pc machine
 

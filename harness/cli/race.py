@@ -24,10 +24,10 @@ from ..race.engine import RaceGuest, RaceStages
 from ..race.kbuild import KNOBS, Knobs
 from ..race.kinds import race
 from ..race.outcomes import RaceReport, exit_status
-from ..reports.table import render_table
 from ..race.schemes import DEFAULT_SCHEMES, SCHEMES, WORKLOADS
 from ..race.spec import DEFAULT_KNOBS, DEFAULT_WORKLOADS, RaceSpec
 from ..race.targets import ROWS as TARGETS
+from ..reports.table import render_table
 from .args import add_packages_arg, check_output, csv, int_in, seconds_arg
 
 

@@ -25,24 +25,33 @@ import dataclasses
 import hashlib
 import io
 import json
-import tarfile
 import os
 import shutil
+import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-from ..kernels import DEFAULT_RELEASE, apt
 from ..errors import HarnessError
+from ..kernels import DEFAULT_RELEASE, KernelFiles, apt
+from ..paths import cache_dir, data_dir
+from ..progress import progress
+from ..util import (
+    Stamp,
+    cached,
+    damage,
+    file_lock,
+    hash_inputs,
+    need_tool,
+    private_dir,
+    private_file,
+    read_json_object,
+    run_tool,
+    write_private,
+)
 from . import packages as guest_packages
 from .cpio import Cpio
 from .programs import RACER_PATH
-from ..kernels import KernelFiles
-from ..paths import cache_dir, data_dir
-from ..progress import progress
-from ..util import (Stamp, cached, damage, file_lock, hash_inputs, need_tool, private_dir, private_file,
-                    read_json_object, run_tool, write_private)
 
 IMAGES = data_dir("images")
 READY_MARKER = "HARNESS-GUEST-READY"
@@ -344,7 +353,8 @@ def _guest_programs() -> dict[str, Path]:
     """Our own static guest programs, by their path in the guest: the seed
     helper, and the racer (every race needs it; in the base it costs no
     upload)."""
-    from .programs import RACER_PATH as GUEST_PATH, build_racer, build_static
+    from .programs import RACER_PATH as GUEST_PATH
+    from .programs import build_racer, build_static
 
     return {SEED_PATH: build_static(SEED_SOURCE, "harness-seed"), GUEST_PATH: build_racer()}
 

@@ -40,8 +40,19 @@ from ..errors import HarnessError
 from ..kernels import DEFAULT_RELEASE, apt
 from ..paths import cache_dir
 from ..progress import progress
-from ..util import (Stamp, cached, damage, file_lock, file_sha256, hash_inputs, last_line, need_tool,
-                    read_json_object, run_tool, write_private)
+from ..util import (
+    Stamp,
+    cached,
+    damage,
+    file_lock,
+    file_sha256,
+    hash_inputs,
+    last_line,
+    need_tool,
+    read_json_object,
+    run_tool,
+    write_private,
+)
 from .cpio import Cpio
 
 RELEASE = DEFAULT_RELEASE  # the base guest's user space is from there too

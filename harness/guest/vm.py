@@ -34,17 +34,28 @@ from typing import Any
 
 import pexpect
 
-from . import snapshot
 from ..errors import HarnessError
-from .image import READY_MARKER, SEED_BYTES, START_FAILED_MARKER, WAIT_MARKER, Image, start_line
 from ..kernels import damage_of_kernel
 from ..paths import build_dir
 from ..progress import progress
-from .qemu import (ACCELS, PORT_TAKEN_TEXT, QEMU, Spawn, choose_accel, die_with_parent, free_port, guest_argv,
-                   machine_files, qemu_binary, qemu_version)
+from ..util import try_file_lock
+from . import snapshot
+from .image import READY_MARKER, SEED_BYTES, START_FAILED_MARKER, WAIT_MARKER, Image, start_line
+from .qemu import (
+    ACCELS,
+    PORT_TAKEN_TEXT,
+    QEMU,
+    Spawn,
+    choose_accel,
+    die_with_parent,
+    free_port,
+    guest_argv,
+    machine_files,
+    qemu_binary,
+    qemu_version,
+)
 from .qmp import Qmp, QmpError
 from .snapshot import ColdReason, GuestStart, Snapshot, StartPath
-from ..util import try_file_lock
 from .splat import Splat, new_splats
 
 __all__ = ["ACCELS", "BootError", "BootOutcome", "Vm", "VmConfig", "qemu_binary", "whole_lines_tail"]

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from . import apt
-from .table import KernelRow
 from ..errors import HarnessError
 from ..paths import cache_dir
 from ..progress import progress
 from ..util import cached, last_line, need_tool, run_tool
+from . import apt
+from .table import KernelRow
 
 # Where the module source is bind-mounted inside a root.
 SRC_MOUNT = "/harness/src"

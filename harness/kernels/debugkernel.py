@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from . import apt, buildroot
-from .table import KernelRow
-from .kconfig import parse_config
 from ..errors import HarnessError
 from ..progress import progress
 from ..util import need_tool, run_tool
+from . import apt, buildroot
+from .kconfig import parse_config
+from .table import KernelRow
 
 # Written last into the object tree: the tree is whole and built from this source.
 TREE_MARKER = ".harness-built.json"

@@ -7,9 +7,9 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..paths import cache_dir
 from .apt import ResolvedKernel
 from .table import KernelRow
-from ..paths import cache_dir
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from .kconfig import parse_config
 from ..errors import HarnessError
 from ..paths import data_dir
 from ..util import file_sha256, need_tool, read_json_object, run_tool
+from .kconfig import parse_config
 
 GUEST_FRAGMENT = data_dir("kconfigs") / "guest.config"
 # The fragment's options from this line on are recommended, not checked.

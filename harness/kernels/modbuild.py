@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import buildroot, localtree
-from .files import KernelFiles
 from ..errors import HarnessError
 from ..paths import cache_dir
 from ..progress import progress
 from ..util import cached, hash_inputs, read_json_object
+from . import buildroot, localtree
+from .files import KernelFiles
 
 MAKE_JOBS = 2
 # No BTF for out-of-tree modules: pahole's view of a module against headers

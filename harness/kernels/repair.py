@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..util import damage_of, read_json_object, stamps_of
 from .apt import ResolvedKernel
 from .files import KernelFiles, root_of
 from .vmlinux import extract_vmlinux
-from ..util import damage_of, read_json_object, stamps_of
 
 
 def marker(res: ResolvedKernel) -> Path:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import localtree
-from .localtree import LocalTree
 from ..errors import HarnessError
 from ..paths import data_dir
+from . import localtree
+from .localtree import LocalTree
 
 
 @dataclass(frozen=True)

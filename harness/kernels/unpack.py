@@ -10,17 +10,17 @@ import re
 import shutil
 from pathlib import Path
 
+from ..errors import HarnessError
+from ..paths import cache_dir
+from ..progress import progress
+from ..util import cached as cached_artifact
+from ..util import need_tool, read_json_object, run_tool, stamps_of
 from . import apt, debugkernel, localtree
 from .apt import ResolvedKernel, resolve
 from .files import KernelFiles, files_of, root_of
 from .repair import cached, checked_files, damage_of_kernel, marker, repair, write_marker
 from .table import ROWS, KernelRow
 from .vmlinux import extract_vmlinux
-from ..errors import HarnessError
-from ..paths import cache_dir
-from ..progress import progress
-from ..util import cached as cached_artifact
-from ..util import need_tool, read_json_object, run_tool, stamps_of
 
 
 def fetch(spec: KernelRow, quiet: bool = False) -> KernelFiles:

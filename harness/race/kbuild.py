@@ -12,18 +12,17 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Union
 
-from ..kernels import KernelFiles, modbuild
-from . import schemes
 from ..errors import HarnessError
+from ..kernels import KernelFiles, modbuild
 from ..paths import cache_dir, data_dir, need_data
 from ..progress import progress
 from ..util import damage_of, file_lock, hash_inputs, stamps_of
+from . import schemes
 
 KMODS_DIR = data_dir("kmods")
 

@@ -19,11 +19,18 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import HarnessError
 from ..exitcodes import ExitStatus
-from .kbuild import Knobs
-from .racer import CallEvents, CallFailure, Hist, OpStats, Role, RoleResult, UnloadWindow, merge_ops
-from .schemes import SCHEMES, WORKLOADS, Reach, bus_lock_class, control_must_fire, lock_order_control
 from ..guest.snapshot import GuestStart
 from ..guest.splat import Splat, SplatKind
+from .kbuild import Knobs
+from .racer import CallEvents, CallFailure, Hist, OpStats, Role, RoleResult, UnloadWindow, merge_ops
+from .schemes import (
+    SCHEMES,
+    WORKLOADS,
+    Reach,
+    bus_lock_class,
+    control_must_fire,
+    lock_order_control,
+)
 
 CALLER_OPS: tuple[str, ...] = tuple(op for op in (r.caller_op for r in Role) if op)  # lookup, mount, fsmount
 

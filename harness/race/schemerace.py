@@ -8,7 +8,16 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .engine import BARRIER, GuestPayload, OpenGroup, RaceGuest, RaceStages, RunGroup, RunPlan, run_plan
+from .engine import (
+    BARRIER,
+    GuestPayload,
+    OpenGroup,
+    RaceGuest,
+    RaceStages,
+    RunGroup,
+    RunPlan,
+    run_plan,
+)
 from .kbuild import BuiltModules, Knobs
 from .outcomes import RunResult
 from .racer import Role, RoleSpec

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import HarnessError
-from ..race.outcomes import CALLER_OPS, RaceReport, RunResult, op_json, problem
+from ..race.outcomes import RaceReport, RunResult, op_json, problem
 from ..util import safe_name
 from .matrix import split_nodeid
 from .status import outcome, run_status, test_status

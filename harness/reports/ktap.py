@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Sequence
 
 from ..race.outcomes import RaceReport, RunResult, problem
-from .table import header
 from ..race.racer import OpStats
 from ..util import safe_name
 from .status import KTAP_RESULT, run_status
-
+from .table import header
 
 # What a KTAP test name keeps of a kernel spec (a path too), an op or a knob.
 NAME_CHARS = "_.:/=+-"

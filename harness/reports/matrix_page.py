@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from .matrix import OUTCOME_MARK, VERBOSE_KEYS, Cell, Matrix, render_markdown
 from .page import esc, file_link, html_page
 
+
 def compact_json(value: Any, width: int = 110, indent: str = "") -> str:
     """JSON that keeps a value on one line when it fits in `width`, so long
     records stay readable (lists of numbers do not take a line per number)."""

@@ -16,11 +16,11 @@ from typing import Mapping, Sequence
 
 from ..errors import HarnessError
 from ..progress import progress
-from ..race.outcomes import Control, RaceReport, RunResult, Verdict, problem, reports_from_json
-from .table import starts
+from ..race.outcomes import Control, RaceReport, RunResult, Verdict, problem
 from ..race.schemes import SCHEMES, WORKLOADS
 from .page import esc, file_link, html_page
 from .plots import PLOTS_MISSING, RunFigures, race_figures
+from .table import starts
 
 
 def _img(png: bytes, alt: str) -> str:

@@ -4,7 +4,16 @@ badly, what a role said and which callers never reached the module."""
 
 from __future__ import annotations
 
-from ..race.outcomes import Control, RaceReport, RunEnd, RunResult, Verdict, control_label, end_text, errors_text
+from ..race.outcomes import (
+    Control,
+    RaceReport,
+    RunEnd,
+    RunResult,
+    Verdict,
+    control_label,
+    end_text,
+    errors_text,
+)
 
 
 def header(report: RaceReport) -> str:

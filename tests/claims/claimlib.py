@@ -8,13 +8,13 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from harness.guest.splat import new_splats
 from harness.race import kbuild
 from harness.race.engine import BARRIER, RaceSpec, RolesOutcome
-from harness.race.schemerace import run_one
 from harness.race.engine import run_roles as race_roles
-from harness.race.racer import RoleResult, RoleSpec, parse_role_output
 from harness.race.outcomes import RunResult, op_json
-from harness.guest.splat import new_splats
+from harness.race.racer import RoleResult, RoleSpec, parse_role_output
+from harness.race.schemerace import run_one
 
 OVERRIDE_ENV = "CLAIMS_SCHEME_OVERRIDE"
 CONTENTION_ENV = "CLAIMS_CONTENTION"  # host CPU hogs during the claims' races (race --contention)

@@ -22,13 +22,13 @@ import os
 from pathlib import Path
 
 import pytest
+from claimlib import OVERRIDE_ENV, ClaimGuest, contention
 
+from harness.guest.vm import VmConfig
 from harness.race import kbuild
 from harness.race.engine import DEFAULT_KNOBS, RaceSpec
 from harness.race.schemerace import prepare_guest
-from harness.guest.vm import VmConfig
 
-from claimlib import OVERRIDE_ENV, ClaimGuest, contention
 
 @pytest.fixture
 def claim_guest(kernel, kernel_spec, vm_factory):

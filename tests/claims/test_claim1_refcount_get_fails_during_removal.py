@@ -2,9 +2,9 @@
 module is being removed, so a caller racing an unload fails although the
 module could be loaded again."""
 
-from harness.race.outcomes import RunEnd
-
 from claimlib import race, run_summary, scheme_for
+
+from harness.race.outcomes import RunEnd
 
 EXIT_DELAY_MS = 200
 

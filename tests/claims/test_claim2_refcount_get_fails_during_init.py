@@ -2,9 +2,9 @@
 to be entered, i.e. still in init_module.  Measured false on every kernel of
 the matrix; this test asserts what was measured."""
 
-from harness.race.racer import RoleSpec
-
 from claimlib import op_dict, racer, scheme_for
+
+from harness.race.racer import RoleSpec
 
 INIT_DELAY_MS = 3000
 

@@ -1,9 +1,9 @@
 """Claim 3 (Adam Richter): under the rwsem scheme there is no failure path for
 the get; a module with a holder cannot be removed."""
 
-from harness.race.racer import RoleSpec, parse_role_output
-
 from claimlib import op_dict, racer, scheme_for
+
+from harness.race.racer import RoleSpec, parse_role_output
 
 N = 2000
 

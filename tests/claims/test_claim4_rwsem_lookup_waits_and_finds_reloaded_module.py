@@ -5,10 +5,9 @@ unregistered, and the modprobe will reload it)".  Measured per variant: it
 holds for `rwsem-deferred`, not for `rwsem` as proposed."""
 
 import pytest
+from claimlib import contention, race, run_summary, scheme_for
 
 from harness.race.outcomes import RunEnd
-
-from claimlib import contention, race, run_summary, scheme_for
 
 EXIT_DELAY_MS = 200
 # The provider sleeps this long at the end of its exit, off the bus but not

@@ -9,14 +9,13 @@ it and for nothing else; without lockdep only a real deadlock can show, so
 what it does there is recorded as a fact of that kernel."""
 
 import pytest
-
-from harness.race.engine import RaceSpec
-from harness.race.schemerace import roles_for
-from harness.race.outcomes import Control, RunEnd, Verdict, problem, summarise_run
-from harness.race.schemes import SCHEMES, WORKLOADS, LockOrder
-from harness.guest.vm import VmConfig
-
 from claimlib import guest_uptime, op_dict, printk_seconds, run_roles, scheme_for
+
+from harness.guest.vm import VmConfig
+from harness.race.engine import RaceSpec
+from harness.race.outcomes import Control, RunEnd, Verdict, problem, summarise_run
+from harness.race.schemerace import roles_for
+from harness.race.schemes import SCHEMES, WORKLOADS, LockOrder
 
 WORKLOAD = "twobus"  # harness/race/schemes.py: `harness race --workload twobus` runs the same roles
 DURATION_S = 15

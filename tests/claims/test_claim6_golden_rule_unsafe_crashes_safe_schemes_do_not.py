@@ -4,11 +4,10 @@ it is unloaded; holding one (refcount, or the rwsem scheme's __module_get under
 the bus lock) does not."""
 
 import pytest
+from claimlib import race, run_summary, scheme_for
 
 from harness.race.outcomes import Control, Verdict
 from harness.race.schemes import SCHEMES
-
-from claimlib import race, run_summary, scheme_for
 
 
 @pytest.mark.expect_splat  # checks the splats itself

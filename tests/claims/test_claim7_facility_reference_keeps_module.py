@@ -1,9 +1,9 @@
 """Claim 7 (Adam Richter): a higher-level facility's reference, such as an
 open file descriptor, keeps the module; the module needs no try_module_get."""
 
-from harness.race.racer import RoleSpec, parse_role_output
-
 from claimlib import op_dict, scheme_for
+
+from harness.race.racer import RoleSpec, parse_role_output
 
 
 def test_claim7_facility_reference_keeps_module(claim_guest, record_property):

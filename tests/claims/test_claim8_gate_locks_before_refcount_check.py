@@ -2,9 +2,9 @@
 before checking the reference count, and it would remain held in the
 module_exit routine"."""
 
-from harness.race.racer import RoleSpec, parse_role_output
-
 from claimlib import op_dict, racer, scheme_for
+
+from harness.race.racer import RoleSpec, parse_role_output
 
 EXIT_DELAY_MS = 2000
 CALL_DELAY_US = 2000000

@@ -11,13 +11,21 @@ kmod's modprobe turns a load's EEXIST into 0."""
 from __future__ import annotations
 
 import pytest
+from claimlib import run_roles
+from loaderlib import (
+    DOCUMENTED,
+    LOAD_PATHS,
+    OK,
+    SCHEME,
+    counts,
+    finit_params,
+    idempotent_finit,
+    ms_summary,
+    single_load,
+)
 
 from harness.race.outcomes import RunEnd
 from harness.race.racer import RoleSpec
-
-from claimlib import run_roles
-from loaderlib import (DOCUMENTED, LOAD_PATHS, OK, SCHEME, counts, finit_params, idempotent_finit,
-                       ms_summary, single_load)
 
 pytestmark = pytest.mark.fact  # the matrix shows these as facts, not claims
 

@@ -12,12 +12,20 @@ while the module it asked for is still COMING."""
 from __future__ import annotations
 
 import pytest
+from loaderlib import (
+    DOCUMENTED,
+    LOAD_PATHS,
+    OK,
+    SCHEME,
+    counts,
+    idempotent_finit,
+    ms_summary,
+    one_load,
+    single_load,
+)
 
 from harness.guest.programs import RACER_PATH
 from harness.race.racer import parse_role_output
-
-from loaderlib import (DOCUMENTED, LOAD_PATHS, OK, SCHEME, counts, idempotent_finit, ms_summary, one_load,
-                       single_load)
 
 pytestmark = pytest.mark.fact  # the matrix shows these as facts, not claims
 

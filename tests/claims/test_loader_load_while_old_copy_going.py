@@ -12,12 +12,11 @@ tries the load and fails."""
 from __future__ import annotations
 
 import pytest
+from claimlib import racer
+from loaderlib import DOCUMENTED, LOAD_PATHS, OK, SCHEME, counts, ms_summary, one_load, single_load
 
 from harness.guest.programs import RACER_PATH
 from harness.race.racer import parse_role_output
-
-from claimlib import racer
-from loaderlib import DOCUMENTED, LOAD_PATHS, OK, SCHEME, counts, ms_summary, one_load, single_load
 
 pytestmark = pytest.mark.fact  # the matrix shows these as facts, not claims
 

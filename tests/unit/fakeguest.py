@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.race import engine as race
-from harness.race.kbuild import BuiltModules, ModuleSetSpec
 from harness.guest.splat import parse
 from harness.guest.ssh import CommandResult
+from harness.race import engine as race
+from harness.race.kbuild import BuiltModules, ModuleSetSpec
 
 RELEASE = "6.1.0-99-fake"
 OOPS = ("[   12.000000] BUG: kernel NULL pointer dereference, address: 0000000000000008\n"

@@ -8,10 +8,10 @@ import json
 import random
 from dataclasses import dataclass
 
-from harness.race.kbuild import Knobs
-from harness.race.racer import RoleResult, hist_of, latency_from_hist, parse_role_output
-from harness.race.outcomes import RaceReport, RunEnd, RunResult, summarise_run
 from harness.guest.splat import parse
+from harness.race.kbuild import Knobs
+from harness.race.outcomes import RaceReport, RunEnd, RunResult, summarise_run
+from harness.race.racer import RoleResult, hist_of, latency_from_hist, parse_role_output
 
 START_NS = 7_000_000_000
 CALL_US = 1400  # a lookup outside the windows

@@ -7,7 +7,6 @@ import struct
 from pathlib import Path
 
 from elfdata import fake_module
-
 from harness.kernels import localtree
 
 RELEASE = "6.12.118-local"

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-
-import pytest
 
 from harness.exitcodes import ExitStatus
 from tests.tools import REPO

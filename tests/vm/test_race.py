@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from harness.race.kbuild import ModuleSetSpec, build
-from harness.race.engine import RaceSpec
-from harness.race.schemerace import prepare_guest, run_one
-from harness.race.racer import RoleSpec, parse_role_output
-from harness.race.outcomes import RunEnd, Verdict
 from harness.guest.vm import VmConfig
+from harness.race.engine import RaceSpec
+from harness.race.kbuild import ModuleSetSpec, build
+from harness.race.outcomes import RunEnd, Verdict
+from harness.race.racer import RoleSpec, parse_role_output
+from harness.race.schemerace import prepare_guest, run_one
 
 
 @pytest.fixture

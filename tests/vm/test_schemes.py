@@ -32,9 +32,9 @@ import re
 
 import pytest
 
+from harness.guest.splat import new_splats
 from harness.race import kbuild
 from harness.race.schemes import SCHEMES
-from harness.guest.splat import new_splats
 
 EXIT_DELAY_MS = 2000
 GATE_MIN_S = 1.0  # a gated lookup waits for most of EXIT_DELAY_MS

@@ -23,12 +23,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Sequence
 
-from .mirrors import ARCH, KEYRING, MIRROR_ENV, SECURITY_ENV, SUITES, Mirrors, Suite, host_mirrors
-from .stanzas import Fields, parse_stanzas, versions_from_madison
 from ...errors import HarnessError
 from ...paths import cache_dir
 from ...progress import progress
 from ...util import file_lock, last_line, need_tool, run_tool
+from .mirrors import ARCH, KEYRING, MIRROR_ENV, SECURITY_ENV, SUITES, Mirrors, Suite, host_mirrors
+from .stanzas import Fields, parse_stanzas, versions_from_madison
 
 REFRESH_AFTER_S = 24 * 3600
 

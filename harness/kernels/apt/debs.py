@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Mapping, TypeVar
 
-from .mirrors import ARCH
 from ..table import KernelRow
+from .mirrors import ARCH
 
 
 class Role(Enum):

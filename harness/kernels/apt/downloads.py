@@ -10,15 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .catalogue import Catalogue, apt_error, update, write_if_changed
-from .debs import Package, ResolvedKernel, Role
-from .mirrors import MIRROR_ENV, SECURITY_ENV, SUITES, suites_of
-from .walk import walk
-from ..table import KernelRow
 from ...errors import HarnessError
 from ...paths import cache_dir
 from ...progress import progress
 from ...util import file_lock, file_sha256, run_tool
+from ..table import KernelRow
+from .catalogue import Catalogue, apt_error, update, write_if_changed
+from .debs import Package, ResolvedKernel, Role
+from .mirrors import MIRROR_ENV, SECURITY_ENV, SUITES, suites_of
+from .walk import walk
 
 
 def resolve(row: KernelRow, refresh: bool = False, catalogue: Catalogue | None = None) -> ResolvedKernel:

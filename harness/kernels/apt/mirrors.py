@@ -11,8 +11,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from .stanzas import parse_control
 from ...errors import HarnessError
+from .stanzas import parse_control
 
 ARCH = "amd64"
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")

@@ -7,12 +7,12 @@ from __future__ import annotations
 import re
 from typing import Protocol, Sequence
 
+from ...errors import HarnessError
+from ...util import hash_inputs
+from ..table import KernelRow
 from .debs import Package, ResolvedKernel, Role
 from .mirrors import ARCH, suites_of
 from .stanzas import Dep, Fields, depends, one_dep
-from ..table import KernelRow
-from ...errors import HarnessError
-from ...util import hash_inputs
 
 # What debugkernel.py makes of a source row, in words: part of the release
 # string, so a change here is a new kernel (and new module builds).  Change it

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from elfdata import fake_module
-from treedata import build_tree, guest_config
 
+from elfdata import fake_module
 from tests.tools import REPO
+from treedata import build_tree, guest_config
 
 SKIP_DIRS = {".cache", "build", ".venv", ".git", "__pycache__", ".pytest_cache"}
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import lzma
 import os
-import subprocess
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest

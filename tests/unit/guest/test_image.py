@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from harness.guest import image
 from harness.errors import HarnessError
+from harness.guest import image
 from harness.kernels import ROWS, KernelFiles
 
 

@@ -1,8 +1,8 @@
 """--module files are checked before boot: ELF, a .modinfo section, the kernel's vermagic."""
 
 import pytest
-from elfdata import RELEASE, elf_object, fake_module
 
+from elfdata import RELEASE, elf_object, fake_module
 from harness.errors import HarnessError
 from harness.guest.modcheck import check_module, sections
 

@@ -14,13 +14,13 @@ from types import SimpleNamespace
 import pytest
 
 from harness.guest import image as image_mod
-from harness.guest import snapshot
 from harness.guest import qemu as qemu_mod
+from harness.guest import snapshot
 from harness.guest import vm as vm_mod
 from harness.guest.qmp import Qmp, QmpError
 from harness.guest.snapshot import ColdReason, GuestStart, Snapshot, StartPath
-from harness.util import try_file_lock
 from harness.guest.vm import BootOutcome, Vm, VmConfig
+from harness.util import try_file_lock
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.kernels import ROWS, KernelFiles, apt, buildroot, modbuild
-from harness.race import kbuild
-from harness.kernels.buildroot import RootSpec
 from harness.errors import HarnessError
+from harness.kernels import ROWS, KernelFiles, apt, buildroot, modbuild
+from harness.kernels.buildroot import RootSpec
+from harness.race import kbuild
 
 MIRRORS = apt.Mirrors("http://mirror.invalid/debian", "http://mirror.invalid/debian-security")
 

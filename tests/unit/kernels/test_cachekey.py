@@ -3,8 +3,8 @@
 import dataclasses
 
 from harness.kernels import buildroot, table
-from harness.kernels.cachekey import cache_key, key_inputs
 from harness.kernels.apt import Package, ResolvedKernel, Role
+from harness.kernels.cachekey import cache_key, key_inputs
 
 
 def resolved(row, version="6.1.192-3", abi="6.1.0-57-amd64"):

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import HarnessError
 from harness.kernels import table
-from harness.kernels.apt import catalogue as cat, downloads, mirrors, stanzas
+from harness.kernels.apt import catalogue as cat
+from harness.kernels.apt import downloads, mirrors, stanzas
 from harness.kernels.apt.catalogue import Catalogue, ListsMarker, Refresh
 from harness.kernels.apt.debs import Package, ResolvedKernel, Role
 from harness.kernels.apt.mirrors import Archive, Mirrors
 from harness.kernels.apt.walk import walk
-from harness.errors import HarnessError
 
 MIRRORS = Mirrors("http://mirror.example/debian", "http://mirror.example/debian-security")
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.kernels import apt, buildroot, debugkernel as dk, table
+from harness.errors import HarnessError
+from harness.kernels import apt, buildroot, table
+from harness.kernels import debugkernel as dk
 from harness.kernels.apt import Role
 from harness.kernels.apt.walk import walk
-from harness.errors import HarnessError
 
 DEBUG = table.ROWS["6.12-debug"]
 

@@ -4,8 +4,9 @@ test_catalogue.py)."""
 import pytest
 
 from harness import kernels
-from harness.kernels import unpack
 from harness.errors import HarnessError
+from harness.kernels import unpack
+
 
 def test_parse_specs_all_and_lists():
     assert [s.name for s in kernels.parse_specs("all")] == [

@@ -10,11 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from treedata import CC_TEXT, RELEASE, build_tree, elf_kernel, guest_config, installed_root, note
 
 from harness import kernels
 from harness.errors import HarnessError
 from harness.kernels import localtree, modbuild, table
+from treedata import CC_TEXT, RELEASE, build_tree, elf_kernel, guest_config, installed_root, note
 
 
 def _files(root: Path) -> dict[str, tuple[int, int]]:

@@ -16,7 +16,14 @@ import yaml
 from nightlycheck.common import CheckError
 from nightlycheck.expressions import Context, evaluate, interpolate, should_run, value_of
 from nightlycheck.jobs import Job, Run
-from nightlycheck.standins import ACTIONS, act_cache, act_download, act_upload, artifact_root, runner_of
+from nightlycheck.standins import (
+    ACTIONS,
+    act_cache,
+    act_download,
+    act_upload,
+    artifact_root,
+    runner_of,
+)
 from nightlycheck.store import Store
 
 REPO = Path(__file__).resolve().parents[3]

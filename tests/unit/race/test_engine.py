@@ -9,17 +9,15 @@ import time
 
 import pytest
 
-from harness import cli
-from harness.cli import race as race_cli
+from fakeguest import OOPS, RELEASE, WARNING, Behaviour, FakeGuest, FakeStages, fast_engine  # noqa: F401 (autouse)
 from harness.cli import main, parser
-from harness.race import engine as race
-from harness.race import kinds, schemerace
+from harness.cli import race as race_cli
 from harness.exitcodes import ExitStatus
 from harness.guest.programs import RACER_PATH as GUEST_PATH
+from harness.race import engine as race
+from harness.race import kinds, schemerace
 from harness.race.outcomes import Control, RunEnd, Verdict
 from harness.reports.table import render_table
-
-from fakeguest import OOPS, RELEASE, WARNING, Behaviour, FakeGuest, FakeStages, fast_engine  # noqa: F401 (autouse)
 
 
 def _spec(**kw) -> race.RaceSpec:

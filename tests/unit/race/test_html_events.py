@@ -10,8 +10,8 @@ import subprocess
 import pytest
 
 from harness.guest.programs import build_racer
-from harness.race.racer import CallFailure, RoleResult, UnloadWindow, hist_of, parse_role_output
 from harness.race.outcomes import RunEnd, summarise_run, timeline
+from harness.race.racer import CallFailure, RoleResult, UnloadWindow, hist_of, parse_role_output
 
 MAX_FAILURES = 20000  # racer.c
 

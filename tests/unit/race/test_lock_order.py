@@ -11,21 +11,27 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import cli
-from harness.cli import race as race_cli
+from fakeguest import OOPS, RELEASE, WARNING, Behaviour, FakeGuest, FakeStages, fast_engine  # noqa: F401 (autouse)
 from harness.cli import parser
+from harness.cli import race as race_cli
 from harness.cli.race import specs_from_args
 from harness.errors import HarnessError
 from harness.exitcodes import ExitStatus
 from harness.kernels import KernelFiles
-from harness.race import engine as race, kbuild
-from harness.race import kinds, schemerace
+from harness.race import engine as race
+from harness.race import kbuild, kinds, schemerace
 from harness.race.kbuild import ModuleSetSpec, render
 from harness.race.outcomes import Control, Verdict
-from harness.race.schemes import (DEFAULT_SCHEMES, SCHEMES, WORKLOADS, Caller, LockOrder, Workload,
-                                  bus_lock_class, lock_order_control)
-
-from fakeguest import OOPS, RELEASE, WARNING, Behaviour, FakeGuest, FakeStages, fast_engine  # noqa: F401 (autouse)
+from harness.race.schemes import (
+    DEFAULT_SCHEMES,
+    SCHEMES,
+    WORKLOADS,
+    Caller,
+    LockOrder,
+    Workload,
+    bus_lock_class,
+    lock_order_control,
+)
 
 # What a PROVE_LOCKING kernel prints when the two gates lock ABBA (6.12 format).
 LOCKDEP_ABBA = """\
@@ -235,7 +241,6 @@ def test_prepare_loads_every_provider_a_workload_unloads():
 
 
 def test_pipeline_builds_two_buses_and_reads_lockdep_from_the_config(monkeypatch, tmp_path):
-    import harness.race.racer
 
     built = []
     configs = {"6.1": {"CONFIG_LOCKDEP": "y", "CONFIG_DEBUG_LOCK_ALLOC": "y"},  # no lock-order checks

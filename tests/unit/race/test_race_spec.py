@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli
-from harness.cli import race as race_cli
 from harness.cli import parser
+from harness.cli import race as race_cli
 from harness.errors import HarnessError
 from harness.race import engine as race
 from harness.race import schemerace

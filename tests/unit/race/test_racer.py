@@ -15,8 +15,21 @@ import pytest
 from harness.errors import HarnessError
 from harness.guest import programs
 from harness.guest.programs import build_racer
-from harness.race.racer import (HIST_BUCKETS, OpStats, Role, RoleResult, RoleSpec, hist_index, hist_of, hist_value,
-                                latency_from_hist, merge_ops, parse_role_output, percentile, percentile_ns)
+from harness.race.racer import (
+    HIST_BUCKETS,
+    OpStats,
+    Role,
+    RoleResult,
+    RoleSpec,
+    hist_index,
+    hist_of,
+    hist_value,
+    latency_from_hist,
+    merge_ops,
+    parse_role_output,
+    percentile,
+    percentile_ns,
+)
 
 SAMPLE = {"role": "looker", "name": "rc_prov0", "duration_ms": 1000, "iterations": 10,
           "ops": {"lookup": {"total": 10, "ok": 7, "errors": {"ENODEV": 3}, "failed_during_unload": 2,

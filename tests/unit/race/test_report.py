@@ -1,11 +1,18 @@
 """Report maths: spurious failures, verdicts and the table, from role records."""
 
-from harness.race.kbuild import Knobs
-from harness.race.racer import OpStats, RoleResult
-from harness.race.outcomes import RaceReport, RunEnd, TargetInfo, Verdict, exit_status, summarise_run
-from harness.reports.table import render_table
 from harness.guest.snapshot import ColdReason, GuestStart, StartPath
 from harness.guest.splat import Splat
+from harness.race.kbuild import Knobs
+from harness.race.outcomes import (
+    RaceReport,
+    RunEnd,
+    TargetInfo,
+    Verdict,
+    exit_status,
+    summarise_run,
+)
+from harness.race.racer import OpStats, RoleResult
+from harness.reports.table import render_table
 
 LAT = {"p50": 10.0, "p90": 20.0, "p99": 30.0, "max": 40.0}
 

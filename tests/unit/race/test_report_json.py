@@ -8,12 +8,11 @@ import json
 from pathlib import Path
 
 import htmlsim
+from fakeguest import OOPS, WARNING, Behaviour, FakeStages, fast_engine  # noqa: F401 (autouse)
 from harness.guest.snapshot import ColdReason, GuestStart, StartPath
 from harness.race import engine as race
 from harness.race import kinds
 from harness.race.outcomes import RaceReport, Verdict, reports_from_json
-
-from fakeguest import OOPS, WARNING, Behaviour, FakeStages, fast_engine  # noqa: F401 (autouse)
 
 MODULES = ("[   12.000003] Modules linked in: rc_prov1 rc_core [last unloaded: rc_prov0]\n")
 WARNING_WITH_MODULES = WARNING.replace("---[ end trace", "Modules linked in: rc_prov1 rc_core "
@@ -97,7 +96,6 @@ def test_the_one_engine_writes_the_old_pipelines_reports(monkeypatch, tmp_path):
     """The same fake races as in OLD, through today's engine: the same
     report, plus each run's reach and each op's ok_live."""
     from fakeguest import FakeGuest
-
     from harness.race import kinds, targetrace
 
     class TargetStages(FakeStages):

@@ -8,18 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from fakeguest import OOPS, Behaviour, FakeGuest, fast_engine  # noqa: F401 (autouse)
 from harness import cli
 from harness.cli import race as race_cli
 from harness.errors import HarnessError
 from harness.kernels import ROWS, KernelFiles
 from harness.race import kinds, targetrace, targets
 from harness.race.engine import GuestPayload
-from harness.race.spec import RaceSpec
-from harness.race.ops import MountOp, parse
+from harness.race.ops import parse
 from harness.race.outcomes import Control, Verdict
 from harness.race.racer import Role
-
-from fakeguest import OOPS, Behaviour, FakeGuest, fast_engine  # noqa: F401 (autouse)
+from harness.race.spec import RaceSpec
 
 
 def test_rows_cover_eight_modules_of_four_kinds_and_their_ops_parse():

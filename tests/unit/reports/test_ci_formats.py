@@ -8,13 +8,12 @@ import json
 import pytest
 
 import htmlsim
+from fakeguest import OOPS, WARNING, Behaviour, FakeStages, fast_engine  # noqa: F401 (autouse)
 from harness.race import engine as race
 from harness.race import kinds
 from harness.race.outcomes import Control, RaceReport, Verdict, problem
 from harness.reports import kcidb, ktap
 from harness.reports.status import KTAP_RESULT, STATUS, run_status
-
-from fakeguest import OOPS, WARNING, Behaviour, FakeStages, fast_engine  # noqa: F401 (autouse)
 
 kcidb_io = pytest.importorskip("kcidb_io")
 tap_parser = pytest.importorskip("tap.parser")

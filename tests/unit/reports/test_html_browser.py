@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import pytest
 
+import htmlsim
 from harness.reports import plots
 from harness.reports.plots import race_figures
 from harness.reports.race_page import race_html
-
-import htmlsim
 from tests.tools import browser
 from tests.tools.browser import screenshot
 

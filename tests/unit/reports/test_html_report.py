@@ -10,22 +10,27 @@ import json
 import re
 
 import pytest
+from test_html_events import FAILURES_US, LOOKER_LATE_US, WINDOWS_US, synthetic_run
 
-from harness import cli
-from harness.cli import race as race_cli
+import htmlsim
+from fakeguest import FakeStages
 from harness.cli import main
+from harness.cli import race as race_cli
 from harness.exitcodes import ExitStatus
 from harness.race import engine as race
 from harness.race.racer import hist_of
 from harness.reports import plots
 from harness.reports.matrix import Matrix, build_matrix
 from harness.reports.matrix_page import write_matrix
-from harness.reports.plots import PLOTS_MISSING, SpanKind, cdf_points, race_figures, timeline_data, zoom_range
+from harness.reports.plots import (
+    PLOTS_MISSING,
+    SpanKind,
+    cdf_points,
+    race_figures,
+    timeline_data,
+    zoom_range,
+)
 from harness.reports.race_page import race_html, write_race_pages
-
-import htmlsim
-from fakeguest import FakeStages
-from test_html_events import FAILURES_US, LOOKER_LATE_US, WINDOWS_US, synthetic_run
 
 needs_matplotlib = pytest.mark.skipif(plots.plotting_missing() is not None,
                                       reason="matplotlib missing: the optional extra 'report' (make test installs it)")
