@@ -17,7 +17,6 @@ on import, so importing the pytest plugin changes nothing in other projects.
 from __future__ import annotations
 
 import atexit
-import enum
 import importlib
 import os
 import re
@@ -57,6 +56,7 @@ from .qemu import (
 from .qmp import Qmp, QmpError
 from .snapshot import ColdReason, GuestStart, Snapshot, StartPath
 from .splat import Splat, new_splats
+from .vmconfig import BootError, BootOutcome, VmConfig, whole_lines_tail
 
 __all__ = ["ACCELS", "BootError", "BootOutcome", "Vm", "VmConfig", "qemu_binary", "whole_lines_tail"]
 
@@ -64,47 +64,6 @@ __all__ = ["ACCELS", "BootError", "BootOutcome", "Vm", "VmConfig", "qemu_binary"
 RESTORE_TIMEOUT_S = 20.0
 SAVE_TIMEOUT_S = 120.0
 _LIVE: "weakref.WeakSet[Vm]" = weakref.WeakSet()
-
-
-@dataclass(frozen=True)
-class VmConfig:
-    """How to boot: everything that changes the guest's behaviour is here."""
-
-    accel: str = "auto"
-    cpus: int = 2
-    memory_mb: int = 1024
-    boot_timeout_s: float = 60.0
-    rcu_expedited: bool = False  # after boot; recorded in every report
-    hung_task_timeout_s: int = 0  # 0 keeps the kernel's default
-    cmdline_extra: tuple[str, ...] = ()
-    cold_boot: bool = False  # never restore a snapshot (nor save one)
-
-    def __post_init__(self) -> None:
-        if self.accel not in ACCELS:
-            raise HarnessError(f"unknown accel {self.accel!r}; valid: {', '.join(ACCELS)}")
-        if self.cpus < 1 or self.memory_mb < 256:
-            raise HarnessError("a guest needs at least 1 CPU and 256 MiB")
-
-
-class BootOutcome(enum.Enum):
-    """How a boot ended; the value is the reason a failed boot gives."""
-
-    READY = "ready"
-    WAITING = "waiting for its start line"
-    START_FAILED = "the guest refused its start line (a bad line, or the reseed failed)"
-    PANIC = "kernel panic"
-    PORT_TAKEN = "the SSH forward's port was taken"
-    QEMU_EXITED = "QEMU exited early"
-    HUNG = "no ready marker within {timeout}s (hang?)"
-
-
-class BootError(HarnessError):
-    """The guest did not come up; carries the console tail and the log path."""
-
-    def __init__(self, reason: str, log: Path, tail: str) -> None:
-        super().__init__(f"{reason}; console log: {log}\n--- last console lines ---\n{tail}")
-        self.log = log
-        self.tail = tail
 
 
 # ---------------------------------------------------------------- teardown
@@ -136,18 +95,6 @@ def _install_teardown() -> None:
     if threading.current_thread() is threading.main_thread() and \
             signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def whole_lines_tail(text: str, lines: int) -> str:
-    """The last complete lines of a console log; a last line the guest had not
-    finished when the log was read is kept but marked as cut."""
-    text = text.replace("\r", "")
-    body, sep, partial = text.rpartition("\n")
-    tail = body.splitlines()[-lines:] if sep else []
-    if partial.strip():
-        tail = tail[-(lines - 1):] if lines > 1 else []
-        tail.append(partial + " [incomplete line]")
-    return "\n".join(tail)
 
 
 def _preload_paramiko() -> None:

@@ -22,7 +22,8 @@ from ..exitcodes import ExitStatus
 from ..guest.snapshot import GuestStart
 from ..guest.splat import Splat, SplatKind
 from .kbuild import Knobs
-from .racer import CallEvents, CallFailure, Hist, OpStats, Role, RoleResult, UnloadWindow, merge_ops
+from .racer import Hist, OpStats, Role, RoleResult, merge_ops, op_name
+from .reach import RoleReach, role_reach
 from .schemes import (
     SCHEMES,
     WORKLOADS,
@@ -31,6 +32,7 @@ from .schemes import (
     control_must_fire,
     lock_order_control,
 )
+from .timeline import Timeline, timeline
 
 CALLER_OPS: tuple[str, ...] = tuple(op for op in (r.caller_op for r in Role) if op)  # lookup, mount, fsmount
 
@@ -194,79 +196,6 @@ def problem(run: "RunResult") -> str | None:
 
 
 @dataclass(frozen=True)
-class Timeline:
-    """A run's events on one axis: ms since the first role started (the roles
-    leave the barrier within microseconds of each other)."""
-
-    windows: tuple[UnloadWindow, ...] = ()  # the unloader's, the first 20 000
-    windows_total: int = 0
-    calls: dict[str, CallEvents] = field(default_factory=dict)  # by caller op (lookup, mount, fsmount)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "time_origin": "the first role's start, ms",
-            "unloads": {"total": self.windows_total,
-                        "windows": [[w.begin_ms, w.deleted_ms, w.reloaded_ms, w.delete_error, w.load_error,
-                                     w.module] for w in self.windows]},
-            "calls": {op: {"failures_total": c.failures_total,
-                           "failures": [[f.start_ms, f.end_ms, f.errno] for f in c.failures],
-                           "bin_ms": c.bin_ms, "done": list(c.done), "ok": list(c.ok)}
-                      for op, c in sorted(self.calls.items())},
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any] | None) -> "Timeline | None":
-        if not d:
-            return None
-        unloads = d.get("unloads") or {}
-        windows = tuple(UnloadWindow(float(w[0]), float(w[1]), float(w[2]), w[3], w[4],
-                                     str(w[5]) if len(w) > 5 else "")
-                        for w in unloads.get("windows", []))
-        calls = {str(op): CallEvents(op=str(op), failures_total=int(c["failures_total"]),
-                                     failures=tuple(CallFailure(float(a), float(b), str(e))
-                                                    for a, b, e in c["failures"]),
-                                     bin_ms=int(c["bin_ms"]), done=tuple(c["done"]), ok=tuple(c["ok"]))
-                 for op, c in (d.get("calls") or {}).items()}
-        return cls(windows=windows, windows_total=int(unloads.get("total", len(windows))), calls=calls)
-
-
-def _sum_bins(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
-    n = max(len(a), len(b))
-    return tuple((a[i] if i < len(a) else 0) + (b[i] if i < len(b) else 0) for i in range(n))
-
-
-def timeline(roles: Sequence[RoleResult]) -> Timeline | None:
-    """The roles' events shifted onto the earliest start; None when no role
-    reported any (an older racer, or every role died)."""
-    with_events = [(r.role, r.name, r.events) for r in roles if r.events is not None]
-    if not with_events:
-        return None
-    origin = min(ev.start_ns for _, _, ev in with_events)
-    windows: list[UnloadWindow] = []
-    total = 0
-    calls: dict[str, CallEvents] = {}
-    for role, module, ev in with_events:
-        shift = (ev.start_ns - origin) / 1e6
-        windows += [w.shifted(shift, module) for w in ev.windows]
-        total += ev.windows_total
-        if ev.calls is None:
-            continue
-        op = _op_name(role, ev.calls.op)
-        mine = CallEvents(op=op, failures=tuple(f.shifted(shift) for f in ev.calls.failures),
-                          failures_total=ev.calls.failures_total, bin_ms=ev.calls.bin_ms,
-                          done=ev.calls.done, ok=ev.calls.ok)
-        if op in calls:  # two roles of one op: their bins start within microseconds
-            cur = calls[op]
-            mine = CallEvents(op=op, failures=tuple(sorted(cur.failures + mine.failures,
-                                                           key=lambda f: f.end_ms)),
-                              failures_total=cur.failures_total + mine.failures_total, bin_ms=cur.bin_ms,
-                              done=_sum_bins(cur.done, mine.done), ok=_sum_bins(cur.ok, mine.ok))
-        calls[op] = mine
-    return Timeline(windows=tuple(sorted(windows, key=lambda w: w.begin_ms)), windows_total=total,
-                    calls=dict(sorted(calls.items())))
-
-
-@dataclass(frozen=True)
 class GuestState:
     """What the guest was like around a run: what its boot showed, and on a
     kernel with lockdep whether lockdep was still checking (its
@@ -330,50 +259,6 @@ class TargetInfo:
     @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> "TargetInfo | None":
         return None if not d else cls(str(d["module"]), tuple(d["caller_ops"]), bool(d.get("control")))
-
-
-@dataclass(frozen=True)
-class RoleReach:
-    """Whether one caller role reached the module: its calls, and those that
-    succeeded with the module live from start to end (`ok_live`; None: the
-    racer's output did not say, an older report)."""
-
-    label: str  # "caller1 socket": the role, its number among the callers, its operation
-    op: str
-    calls: int
-    ok_live: int | None
-    errors: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def reached(self) -> bool:
-        return self.ok_live is None or self.ok_live > 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {"role": self.label, "op": self.op, "calls": self.calls, "ok_live": self.ok_live,
-                "errors": dict(sorted(self.errors.items()))}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "RoleReach":
-        live = d.get("ok_live")
-        return cls(str(d["role"]), str(d["op"]), int(d["calls"]), None if live is None else int(live),
-                   {str(k): int(v) for k, v in (d.get("errors") or {}).items()})
-
-
-def role_reach(roles: Sequence[RoleResult]) -> tuple[RoleReach, ...]:
-    """Each caller role's reach, numbered among the callers in start order;
-    a role without a result is a role error, not a reach."""
-    out: list[RoleReach] = []
-    callers = [r for r in roles if r.role is not None and r.role.caller]
-    for n, r in enumerate(callers, 1):
-        # A generic caller's call is its first op (netdev-add before netdev-del).
-        raw = (r.events.calls.op if r.events and r.events.calls else r.role.caller_op if r.role else None) or next(
-            iter(r.ops), "")
-        st = r.ops.get(raw)
-        if r.error or st is None:
-            continue
-        op = _op_name(r.role, raw)
-        out.append(RoleReach(f"{r.role}{n} {op}", op, st.total, st.ok_live, dict(st.errors)))
-    return tuple(out)
 
 
 @dataclass
@@ -536,17 +421,13 @@ def exit_status(reports: Sequence[RaceReport]) -> ExitStatus:
     return ExitStatus.FINDINGS if any(r.problems() for r in reports) else ExitStatus.OK
 
 
-def _op_name(role: Role | None, op: str) -> str:
-    return role.op_name(op) if role is not None else op
-
-
 def summarise_run(scheme: str, workload: str, roles: Sequence[RoleResult], splats: Sequence[Splat],
                   end: RunEnd, end_detail: str, repro: str, seconds: float, lockdep: bool = False,
                   kasan: bool = False, guest: GuestState = GuestState(),
                   target: TargetInfo | None = None) -> RunResult:
     """A target race's caller failures are facts (the module was gone), not
     spurious failures: only how many overlapped unloads is counted."""
-    merged = merge_ops({_op_name(r.role, op): st for op, st in r.ops.items()} for r in roles)
+    merged = merge_ops({op_name(r.role, op): st for op, st in r.ops.items()} for r in roles)
     run = RunResult(scheme=scheme, workload=workload, end=end, end_detail=end_detail,
                     ops=dict(sorted(merged.items())), repro=repro, seconds=round(seconds, 2),
                     splats=list(splats), role_errors=[f"{r.role}: {r.error}" for r in roles if r.error],

@@ -99,6 +99,11 @@ class Role(str, enum.Enum):
 
 ROLES: tuple[Role, ...] = tuple(Role)
 
+
+def op_name(role: Role | None, op: str) -> str:
+    """An op of a role's as reports name it (`Role.op_name`); a role-less result keeps the racer's name."""
+    return role.op_name(op) if role is not None else op
+
 # ---------------------------------------------------------------- histogram maths
 
 

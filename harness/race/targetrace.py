@@ -54,7 +54,7 @@ def _module_name(path: Path) -> str:
 def resolve(spec: RaceSpec, kfiles: kernels.KernelFiles) -> ResolvedTarget:
     """Which module the race unloads on this kernel; a module the kernel does
     not have, or has built in, is refused in one line."""
-    from ..guest.image import module_state
+    from ..guest.modtree import module_state
 
     row, name = spec.row, spec.target or ""
     extra: tuple[Path, ...] = ()

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from harness import kernels
-from harness.guest.image import BOOT_MODULES, module_closure
+from harness.guest.image import BOOT_MODULES
+from harness.guest.modtree import module_closure
 from harness.kernels import localtree
 from tests.tools import REPO
 

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from harness.errors import HarnessError
-from harness.guest import image
+from harness.guest import image, modtree
 from harness.kernels import ROWS, KernelFiles
 
 
@@ -32,7 +32,7 @@ def test_module_closure_follows_modules_dep(tmp_path):
         "kernel/drivers/net/net_failover.ko: kernel/net/failover.ko\n"
         "kernel/virtio.ko:\n"
         "kernel/drivers/virtio/virtio_pci.ko: kernel/virtio.ko\n")
-    got = image.module_closure(kf, ("virtio_pci", "virtio_net", "builtin_thing"))
+    got = modtree.module_closure(kf, ("virtio_pci", "virtio_net", "builtin_thing"))
     assert got == ["kernel/drivers/virtio/virtio_pci.ko", "kernel/virtio.ko",
                    "kernel/drivers/net/virtio_net.ko", "kernel/drivers/net/net_failover.ko"]
 
@@ -52,7 +52,7 @@ def _fake_kernel(tmp_path):
 
 
 def test_kmods_by_name_with_their_dependencies(tmp_path):
-    from harness.guest.image import check_kmods, module_closure
+    from harness.guest.modtree import check_kmods, module_closure
 
     k = _fake_kernel(tmp_path)
     names = check_kmods(k, ("minix", "nls-cp437", "ext4", "minix"))
@@ -64,7 +64,7 @@ def test_kmods_by_name_with_their_dependencies(tmp_path):
 @pytest.mark.parametrize("bad, msg", [("nosuch", "has no module 'nosuch'"),
                                       ("minix.ko", "not a file"), ("fs/minix", "not a file")])
 def test_unknown_kmods_are_bad_input(tmp_path, bad, msg):
-    from harness.guest.image import check_kmods
+    from harness.guest.modtree import check_kmods
 
     with pytest.raises(HarnessError, match=msg):
         check_kmods(_fake_kernel(tmp_path), (bad,))
