@@ -25,8 +25,10 @@ from harness.guest.vm import Vm, VmConfig  # noqa: E402
 
 
 def summary(name: str, values: list[float], unit: str = "s") -> str:
-    return (f"{name:<34} median {statistics.median(values):7.2f}{unit}  "
-            f"min {min(values):7.2f}{unit}  max {max(values):7.2f}{unit}  (n={len(values)})")
+    return (
+        f"{name:<34} median {statistics.median(values):7.2f}{unit}  "
+        f"min {min(values):7.2f}{unit}  max {max(values):7.2f}{unit}  (n={len(values)})"
+    )
 
 
 def _time_guest(img, config: VmConfig) -> tuple[float, float, str]:
@@ -102,8 +104,7 @@ def bench_looker(kernel: str, runs: int) -> None:
             vm.ssh.run("rm -f /dev/shm/b", check=True)
             chan = vm.ssh.start(raced, on_stderr=lambda d: None)
             harness_res = parse_role_output(chan.wait(60).stdout)
-            direct = vm.ssh.run(f"sh -c {shlex.quote(base + ' > /tmp/direct.json')}; cat /tmp/direct.json",
-                                check=True)
+            direct = vm.ssh.run(f"sh -c {shlex.quote(base + ' > /tmp/direct.json')}; cat /tmp/direct.json", check=True)
             direct_res = parse_role_output(direct.stdout)
             h = harness_res.iterations / (harness_res.duration_ms / 1000)
             d = direct_res.iterations / (direct_res.duration_ms / 1000)
@@ -170,7 +171,7 @@ def bench_open_op(kernel: str, runs: int, seconds: float = 1.0) -> None:
     with Vm(img, VmConfig(), name="bench-ops") as vm:
         hand(vm), racer(vm)  # warm up: page cache, TCG's translations
         for i in range(4 * runs):
-            for label, fn in ((("racer", racer), ("hand", hand)) if i % 2 else (("hand", hand), ("racer", racer))):
+            for label, fn in (("racer", racer), ("hand", hand)) if i % 2 else (("hand", hand), ("racer", racer)):
                 figures[label].append(fn(vm))
     for label, values in figures.items():
         print(summary(f"open+close /dev/null, {label} (kops/s)", [v / 1000 for v in values], unit=""))
@@ -179,8 +180,13 @@ def bench_open_op(kernel: str, runs: int, seconds: float = 1.0) -> None:
     print(f"racer/hand over all rounds: {sum(figures['racer']) / sum(figures['hand']):.3f}")
 
 
-BENCHES = {"boot": bench_boot, "run": bench_run, "looker": bench_looker, "spurious": bench_first_spurious,
-           "ops": bench_open_op}
+BENCHES = {
+    "boot": bench_boot,
+    "run": bench_run,
+    "looker": bench_looker,
+    "spurious": bench_first_spurious,
+    "ops": bench_open_op,
+}
 
 
 def main() -> int:

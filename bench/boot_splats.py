@@ -49,7 +49,7 @@ def main() -> int:
     vm.accel = "tcg"
     argv = vm.qemu_argv(port=0)
     i = argv.index("-initrd")
-    argv = argv[:i] + argv[i + 2:]
+    argv = argv[:i] + argv[i + 2 :]
     cmdline = argv[argv.index("-append") + 1]
     print(f"kernel {kfiles.release}; command line: {cmdline}; {args.hogs} host CPU hogs", flush=True)
     titles: collections.Counter[str] = collections.Counter()
@@ -66,8 +66,10 @@ def main() -> int:
             splats = [s for s in parse(console) if s.kind != "panic"]
             hit += bool(splats)
             titles.update(s.title for s in splats)
-            print(f"boot {n:2d}: {time.monotonic() - t0:5.1f}s  "
-                  + ("; ".join(s.title for s in splats) or "no splat"), flush=True)
+            print(
+                f"boot {n:2d}: {time.monotonic() - t0:5.1f}s  " + ("; ".join(s.title for s in splats) or "no splat"),
+                flush=True,
+            )
     print(f"{hit} of {args.boots} boots splatted" + "".join(f"\n  {c} x {t}" for t, c in titles.most_common()))
     return 0
 

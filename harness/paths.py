@@ -45,8 +45,10 @@ def need_data() -> None:
     built some other way than setup.py's."""
     missing = [name for name in DATA_DIRS if not data_dir(name).is_dir()]
     if missing:
-        raise HarnessError(f"the harness's data folders are missing ({', '.join(str(data_dir(n)) for n in missing)}); "
-                           f"install the harness with pip from its repository or a wheel built from it")
+        raise HarnessError(
+            f"the harness's data folders are missing ({', '.join(str(data_dir(n)) for n in missing)}); "
+            f"install the harness with pip from its repository or a wheel built from it"
+        )
 
 
 def _user_cache() -> Path:

@@ -33,37 +33,71 @@ _VM_KEY = pytest.StashKey[list]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "kernel-module harness")
-    group.addoption("--kernel", default=kernels.DEFAULT_KERNEL,
-                    help=f"kernel spec(s) for VM tests: comma list of {', '.join(kernels.ROWS)} or PATHs of "
-                         "kernel build trees or installed roots, or all")
+    group.addoption(
+        "--kernel",
+        default=kernels.DEFAULT_KERNEL,
+        help=f"kernel spec(s) for VM tests: comma list of {', '.join(kernels.ROWS)} or PATHs of "
+        "kernel build trees or installed roots, or all",
+    )
     group.addoption("--accel", default="auto", choices=ACCELS, help="QEMU accelerator (auto checks KVM)")
-    group.addoption("--cold-boot", action="store_true", help="boot every guest instead of restoring its kernel's saved base guest (and save none)")
-    group.addoption("--keep-console-logs", action="store_true",
-                    help="keep the console logs of passing tests too (the claims matrix page links them)")
-    group.addoption("--guest-packages", action="append", default=None, metavar="PKG,PKG",
-                    help="Debian packages (with their dependencies) in every guest; overrides the "
-                         "guest_packages ini line")
-    group.addoption("--kcidb", default=None, metavar="FILE",
-                    help="write a KCIDB submission of the session's tests at its end (needs kcidb-io)")
-    group.addoption("--kcidb-origin", default="harness", metavar="NAME",
-                    help="the KCIDB origin (lower-case letters, digits, _; default harness)")
-    group.addoption("--kcidb-log-url", default=None, metavar="PREFIX",
-                    help="console logs' URLs in the KCIDB submission: PREFIX/NAME (default: file:// URLs)")
-    parser.addini("guest_packages", type="args", default=[],
-                  help="Debian packages (with their dependencies) in every guest: bash python3-minimal")
+    group.addoption(
+        "--cold-boot",
+        action="store_true",
+        help="boot every guest instead of restoring its kernel's saved base guest (and save none)",
+    )
+    group.addoption(
+        "--keep-console-logs",
+        action="store_true",
+        help="keep the console logs of passing tests too (the claims matrix page links them)",
+    )
+    group.addoption(
+        "--guest-packages",
+        action="append",
+        default=None,
+        metavar="PKG,PKG",
+        help="Debian packages (with their dependencies) in every guest; overrides the guest_packages ini line",
+    )
+    group.addoption(
+        "--kcidb",
+        default=None,
+        metavar="FILE",
+        help="write a KCIDB submission of the session's tests at its end (needs kcidb-io)",
+    )
+    group.addoption(
+        "--kcidb-origin",
+        default="harness",
+        metavar="NAME",
+        help="the KCIDB origin (lower-case letters, digits, _; default harness)",
+    )
+    group.addoption(
+        "--kcidb-log-url",
+        default=None,
+        metavar="PREFIX",
+        help="console logs' URLs in the KCIDB submission: PREFIX/NAME (default: file:// URLs)",
+    )
+    parser.addini(
+        "guest_packages",
+        type="args",
+        default=[],
+        help="Debian packages (with their dependencies) in every guest: bash python3-minimal",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     global _IN_WORKER
     _IN_WORKER = hasattr(config, "workerinput")
-    for line in ("vm: boots a real kernel in QEMU", "fresh_vm: the test gets a guest of its own",
-                 "expect_splat: the test provokes splats and checks them itself"):
+    for line in (
+        "vm: boots a real kernel in QEMU",
+        "fresh_vm: the test gets a guest of its own",
+        "expect_splat: the test provokes splats and checks them itself",
+    ):
         config.addinivalue_line("markers", line)
     try:
         config._harness_specs = kernels.parse_specs(config.getoption("--kernel"))  # type: ignore[attr-defined]
         asked = config.getoption("--guest-packages")
         config._harness_packages = parse_package_names(  # type: ignore[attr-defined]
-            config.getini("guest_packages") if asked is None else asked)
+            config.getini("guest_packages") if asked is None else asked
+        )
         _KCIDB_RECORDS.clear()  # one session's (pytest run in-process again)
         if config.getoption("--kcidb"):
             _check_kcidb(config)
@@ -110,12 +144,19 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """The report phases for --kcidb (the xdist controller gets every worker's);
     dict and list properties made to print as JSON in --junitxml."""
     if not _IN_WORKER:  # an xdist worker sends its reports with execnet, which knows no subclasses
-        report.user_properties = [(k, _AS_JSON[type(v)](v) if type(v) in _AS_JSON else v)
-                                  for k, v in report.user_properties]
-    _KCIDB_RECORDS.append({"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
-                           "duration": report.duration,
-                           "user_properties": [list(p) for p in report.user_properties],
-                           "longrepr": str(report.longrepr)[-2000:] if report.failed else ""})
+        report.user_properties = [
+            (k, _AS_JSON[type(v)](v) if type(v) in _AS_JSON else v) for k, v in report.user_properties
+        ]
+    _KCIDB_RECORDS.append(
+        {
+            "nodeid": report.nodeid,
+            "when": report.when,
+            "outcome": report.outcome,
+            "duration": report.duration,
+            "user_properties": [list(p) for p in report.user_properties],
+            "longrepr": str(report.longrepr)[-2000:] if report.failed else "",
+        }
+    )
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -126,8 +167,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from .reports import kcidb
 
     known = (*kernels.ROWS, *(s.name for s in getattr(config, "_harness_specs", ())))
-    doc = kcidb.pytest_submission(_KCIDB_RECORDS, known, config.getoption("--kcidb-origin"),
-                                  config.getoption("--kcidb-log-url"))
+    doc = kcidb.pytest_submission(
+        _KCIDB_RECORDS, known, config.getoption("--kcidb-origin"), config.getoption("--kcidb-log-url")
+    )
     kcidb.write(doc, Path(out))
 
 
@@ -137,9 +179,14 @@ def kernel_properties(kfiles: kernels.KernelFiles) -> list[tuple[str, Any]]:
         lockdep, kasan = kfiles.lockdep, kfiles.kasan
     except OSError:  # a tree without boot/config-RELEASE
         lockdep = kasan = False
-    return [("kernel_release", kfiles.release), ("kernel_describe", kfiles.describe),
-            ("kernel_config", {"config_name": f"config-{kfiles.release}", "version": kfiles.version,
-                               "lockdep": lockdep, "kasan": kasan})]
+    return [
+        ("kernel_release", kfiles.release),
+        ("kernel_describe", kfiles.describe),
+        (
+            "kernel_config",
+            {"config_name": f"config-{kfiles.release}", "version": kfiles.version, "lockdep": lockdep, "kasan": kasan},
+        ),
+    ]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -201,18 +248,31 @@ def _session_vms() -> Iterator[dict]:
 
 
 @pytest.fixture
-def vm_factory(request: pytest.FixtureRequest, kernel: kernels.KernelFiles, vm_config: VmConfig,
-               guest_packages: tuple[str, ...]) -> Iterator[Callable[..., Vm]]:
+def vm_factory(
+    request: pytest.FixtureRequest, kernel: kernels.KernelFiles, vm_config: VmConfig, guest_packages: tuple[str, ...]
+) -> Iterator[Callable[..., Vm]]:
     """Boot a guest with extra modules/files/config/packages (on top of the
     session's); torn down after the test."""
     booted: list[Vm] = []
     session_packages = guest_packages
 
-    def make(modules: Sequence[Path] = (), extras: tuple[GuestExtra, ...] = (),
-             config: VmConfig | None = None, name: str | None = None, kmods: tuple[str, ...] = (),
-             guest_packages: tuple[str, ...] = ()) -> Vm:
-        img = _or_fail(lambda: build_image(kernel, tuple(modules), tuple(extras), tuple(kmods),
-                                           parse_package_names((*session_packages, *guest_packages))))
+    def make(
+        modules: Sequence[Path] = (),
+        extras: tuple[GuestExtra, ...] = (),
+        config: VmConfig | None = None,
+        name: str | None = None,
+        kmods: tuple[str, ...] = (),
+        guest_packages: tuple[str, ...] = (),
+    ) -> Vm:
+        img = _or_fail(
+            lambda: build_image(
+                kernel,
+                tuple(modules),
+                tuple(extras),
+                tuple(kmods),
+                parse_package_names((*session_packages, *guest_packages)),
+            )
+        )
         # A test's own config keeps the session's --cold-boot.
         config = replace(config, cold_boot=config.cold_boot or vm_config.cold_boot) if config else vm_config
         vm = Vm(img, config, name=name or request.node.name.replace("/", "_")[:40])
@@ -228,8 +288,7 @@ def vm_factory(request: pytest.FixtureRequest, kernel: kernels.KernelFiles, vm_c
 
 
 @pytest.fixture
-def vm(request: pytest.FixtureRequest, image: Image, vm_config: VmConfig,
-       _session_vms: dict) -> Iterator[Vm]:
+def vm(request: pytest.FixtureRequest, image: Image, vm_config: VmConfig, _session_vms: dict) -> Iterator[Vm]:
     """A booted guest: shared by the session unless the test is `fresh_vm`."""
     if request.node.get_closest_marker("fresh_vm"):
         guest = Vm(image, vm_config, name=request.node.name[:40])
@@ -281,8 +340,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         # A report's user properties travel to the xdist controller: the claims matrix links the logs.
         logs = [str(vm.log_path) for vm, _ in item.stash[_VM_KEY]]
         item.user_properties.append(("console_logs", logs))
-        item.user_properties.append(("guest_starts", [vm.start.to_json() if vm.start else None
-                                                      for vm, _ in item.stash[_VM_KEY]]))
+        item.user_properties.append(
+            ("guest_starts", [vm.start.to_json() if vm.start else None for vm, _ in item.stash[_VM_KEY]])
+        )
     outcome: Any = yield
     report = outcome.get_result()
     if call.when != "call":
@@ -302,15 +362,18 @@ def _guest_problem(vm: Vm, offset: int) -> str:
     """Why a passing test's guest cannot vouch for it ("" if it can)."""
     if vm.boot_splats:
         return "the guest was broken before the test began: its boot showed splat(s):\n\n" + "\n\n".join(
-            "\n".join(s.lines) for s in vm.boot_splats)
+            "\n".join(s.lines) for s in vm.boot_splats
+        )
     splats = new_splats(vm.console_text(), offset)
     if splats:
         return "new console splat(s) during the test:\n\n" + "\n\n".join("\n".join(s.lines) for s in splats)
     from .race.engine import debug_locks  # not on import: other projects load this plugin
 
     if vm.alive() and vm.image.kernel.lockdep and debug_locks(vm) is False:
-        return ("lockdep was off at the end of the test (debug_locks 0) with no report on the console: "
-                "its lockdep-clean result means nothing")
+        return (
+            "lockdep was off at the end of the test (debug_locks 0) with no report on the console: "
+            "its lockdep-clean result means nothing"
+        )
     return ""
 
 

@@ -113,9 +113,17 @@ def last_line(output: str | bytes | None) -> str:
     return lines[-1] if lines else ""
 
 
-def run_tool(argv: Sequence[str | os.PathLike[str]], *, what: str | None = None, fix: str | None = None,
-             cwd: Path | None = None, input: str | bytes | None = None, text: bool = True,
-             env: Mapping[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run_tool(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    what: str | None = None,
+    fix: str | None = None,
+    cwd: Path | None = None,
+    input: str | bytes | None = None,
+    text: bool = True,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
     """Run a host tool, capturing its output; a failure is one HarnessError line
     naming the tool (or `what`), its last stderr line and, if given, the fix.
     check=False leaves the exit status to the caller (a tool that cannot be
@@ -123,8 +131,9 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, what: str | None = None,
     argv = [str(a) for a in argv]
     what = what or os.path.basename(argv[0])
     try:
-        proc = subprocess.run(argv, cwd=cwd, input=input, capture_output=True, text=text,
-                              env=dict(env) if env is not None else None)
+        proc = subprocess.run(
+            argv, cwd=cwd, input=input, capture_output=True, text=text, env=dict(env) if env is not None else None
+        )
     except OSError as exc:
         raise HarnessError(_tool_message(what, f"cannot run {argv[0]}: {exc.strerror}", fix)) from None
     if check and proc.returncode != 0:
@@ -245,9 +254,17 @@ def remove_path(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def cached(final: Path, lock: Path, reuse: Callable[[], T | None], build: Callable[[Path], T], *,
-           tmp: Path | None = None, leftovers: Callable[[], Iterable[Path]] = lambda: (),
-           remove: Callable[[Path], None] = remove_path, clean_failed: bool = True) -> T:
+def cached(
+    final: Path,
+    lock: Path,
+    reuse: Callable[[], T | None],
+    build: Callable[[Path], T],
+    *,
+    tmp: Path | None = None,
+    leftovers: Callable[[], Iterable[Path]] = lambda: (),
+    remove: Callable[[Path], None] = remove_path,
+    clean_failed: bool = True,
+) -> T:
     """The one way a cached artifact is made: under `lock`, `reuse()` is the
     published artifact's value if its recorded key/stamp matches and it is
     intact (reuse says why not, if it was damaged), else None; then it is built.
@@ -336,8 +353,9 @@ def usable_dir(path: Path, env_var: str, role: str) -> Path:
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
     except OSError as exc:
         where = f"{env_var}={os.environ[env_var]}" if env_var in os.environ else str(path)
-        raise HarnessError(f"cannot use {where} as the {role} folder: {exc.strerror}; "
-                           f"point {env_var} at a writable folder") from None
+        raise HarnessError(
+            f"cannot use {where} as the {role} folder: {exc.strerror}; point {env_var} at a writable folder"
+        ) from None
     return path
 
 

@@ -11,8 +11,10 @@ from typing import Any, Callable
 
 from .common import CheckError
 
-_TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<num>-?\d+(?:\.\d+)?)|(?P<op>==|!=|&&|\|\||[!(),])"
-                    r"|(?P<name>[A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-*]+)*))")
+_TOKEN = re.compile(
+    r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<num>-?\d+(?:\.\d+)?)|(?P<op>==|!=|&&|\|\||[!(),])"
+    r"|(?P<name>[A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-*]+)*))"
+)
 
 
 def _tokens(expr: str) -> list[tuple[str, str]]:
@@ -117,8 +119,12 @@ def evaluate(expr: str, ctx: Context) -> Any:
         raise CheckError(f"expression {expr!r}: unexpected {text!r}")
 
     def call(name: str, args: list[Any]) -> Any:
-        status = {"always": lambda: True, "success": lambda: ctx.status == "success",
-                  "failure": lambda: ctx.status == "failure", "cancelled": lambda: ctx.status == "cancelled"}
+        status = {
+            "always": lambda: True,
+            "success": lambda: ctx.status == "success",
+            "failure": lambda: ctx.status == "failure",
+            "cancelled": lambda: ctx.status == "cancelled",
+        }
         if name in status:
             return status[name]()
         if name == "hashFiles":
@@ -140,6 +146,7 @@ def interpolate(text: Any, ctx: Context) -> str:
     def one(m: re.Match[str]) -> str:
         v = evaluate(m.group(1), ctx)
         return "" if v is None else ("true" if v is True else "false" if v is False else str(v))
+
     return _EXPR.sub(one, str(text))
 
 

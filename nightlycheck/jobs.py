@@ -13,17 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from harness.util import safe_name
 
-from .common import (
-    CACHE,
-    DEBROOT,
-    HEARTBEAT_S,
-    RUNNER_TEMP,
-    WORKSPACE,
-    CheckError,
-    copy_tree,
-    debroot,
-    say,
-)
+from .common import CACHE, DEBROOT, HEARTBEAT_S, RUNNER_TEMP, WORKSPACE, CheckError, copy_tree, debroot, say
 from .expressions import Context, interpolate, should_run, value_of
 from .standins import ACTIONS, HERE, runner_of
 
@@ -57,8 +47,13 @@ class Job:
 
     def list_harness_cache(self) -> set[tuple[str, int]]:
         cache = self.workspace / ".cache"
-        return {(f"{sub}/{x.name}", x.stat().st_mtime_ns) for sub in ("debs", "kernels", "buildroots")
-                if (cache / sub).is_dir() for x in (cache / sub).iterdir() if not x.name.endswith(".lock")}
+        return {
+            (f"{sub}/{x.name}", x.stat().st_mtime_ns)
+            for sub in ("debs", "kernels", "buildroots")
+            if (cache / sub).is_dir()
+            for x in (cache / sub).iterdir()
+            if not x.name.endswith(".lock")
+        }
 
     @property
     def workspace(self) -> Path:
@@ -74,9 +69,15 @@ class Job:
 
     def env(self) -> list[str]:
         path = ":".join([*self.path_prepend, "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
-        out = [f"PATH={path}", "GITHUB_ACTIONS=true", f"GITHUB_RUN_ID={self.run.run_id}",
-               f"GITHUB_WORKSPACE={WORKSPACE}", f"RUNNER_TEMP={RUNNER_TEMP}",
-               f"GITHUB_OUTPUT={RUNNER_TEMP}/output", f"GITHUB_STEP_SUMMARY={RUNNER_TEMP}/summary"]
+        out = [
+            f"PATH={path}",
+            "GITHUB_ACTIONS=true",
+            f"GITHUB_RUN_ID={self.run.run_id}",
+            f"GITHUB_WORKSPACE={WORKSPACE}",
+            f"RUNNER_TEMP={RUNNER_TEMP}",
+            f"GITHUB_OUTPUT={RUNNER_TEMP}/output",
+            f"GITHUB_STEP_SUMMARY={RUNNER_TEMP}/summary",
+        ]
         if any(Path("/usr/local/share/ca-certificates").glob("*.crt")):
             # This machine reaches the package index through a TLS-inspecting
             # proxy; GitHub's runners reach it directly.
@@ -104,9 +105,15 @@ class Run:
         copy_tree(pristine, job.root)
         (job.root / RUNNER_TEMP.lstrip("/")).mkdir(parents=True, exist_ok=True)
         job.workspace.mkdir(parents=True, exist_ok=True)
-        job.ctx = Context({"matrix": matrix, "steps": {}, "github": {"run_id": str(self.run_id),
-                                                                      "workspace": WORKSPACE},
-                           "runner": {"temp": RUNNER_TEMP}}, hash_files=job.hash_files)
+        job.ctx = Context(
+            {
+                "matrix": matrix,
+                "steps": {},
+                "github": {"run_id": str(self.run_id), "workspace": WORKSPACE},
+                "runner": {"temp": RUNNER_TEMP},
+            },
+            hash_files=job.hash_files,
+        )
         minutes = value_of(spec.get("timeout-minutes", 360), job.ctx)
         job.deadline = time.monotonic() + float(minutes) * 60
         start = time.monotonic()
@@ -173,9 +180,13 @@ class Run:
         """cmd chrooted in the job's root, output to `log`, a line of progress a
         minute, killed (with all it started) at the job's timeout."""
         with open(log, "a") as out:
-            p = subprocess.Popen(["bash", str(DEBROOT), "run", str(job.root), *job.env(), *cmd],
-                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)
+            p = subprocess.Popen(
+                ["bash", str(DEBROOT), "run", str(job.root), *job.env(), *cmd],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             last = time.monotonic()
             try:
                 return self._wait(job, p, log, out, last)
@@ -206,4 +217,3 @@ class Run:
         inputs = {k: interpolate(v, job.ctx) for k, v in (step.get("with") or {}).items()}
         with open(log, "a") as out:
             return ACTIONS[action](self, job, step, inputs, out)
-

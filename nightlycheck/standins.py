@@ -34,8 +34,12 @@ RUNNERS = {
     "debian:bookworm": Runner("bookworm", "minbase", (), "debian:bookworm (minbase)"),
     # GitHub's Ubuntu image has git and a Python; a bookworm root with them stands
     # in (setup-python then asks for 3.11, which bookworm has).
-    "ubuntu-latest": Runner("bookworm", "minbase", ("git", "python3", "python3-venv", "ca-certificates"),
-                            "ubuntu-latest (bookworm with git and python3)"),
+    "ubuntu-latest": Runner(
+        "bookworm",
+        "minbase",
+        ("git", "python3", "python3-venv", "ca-certificates"),
+        "ubuntu-latest (bookworm with git and python3)",
+    ),
 }
 
 
@@ -59,10 +63,18 @@ def artifact_root(paths: list[Path]) -> Path:
 
 def act_checkout(run: Run, job: Job, step: dict, inputs: dict, log: Any) -> bool:
     ws = job.workspace
-    subprocess.run(["git", "clone", "-q", "--no-hardlinks", "--no-checkout", str(PROJECT), str(ws)],
-                   check=True, stdout=log, stderr=subprocess.STDOUT)
-    subprocess.run(["git", "-C", str(ws), "checkout", "-q", "--detach", run.check.commit],
-                   check=True, stdout=log, stderr=subprocess.STDOUT)
+    subprocess.run(
+        ["git", "clone", "-q", "--no-hardlinks", "--no-checkout", str(PROJECT), str(ws)],
+        check=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    subprocess.run(
+        ["git", "-C", str(ws), "checkout", "-q", "--detach", run.check.commit],
+        check=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     print(f"checked out {run.check.commit[:12]} (the committed HEAD)", file=log)
     return True
 
@@ -98,6 +110,7 @@ def act_cache(run: Run, job: Job, step: dict, inputs: dict, log: Any) -> bool:
         if job.ctx.status == "success" and not exact:
             with open(log.name, "a") as out:
                 _save(run, job, key, lines(inputs["path"]), out)
+
     job.post.append(post)
     return True
 
@@ -142,9 +155,16 @@ def act_download(run: Run, job: Job, step: dict, inputs: dict, log: Any) -> bool
 def act_setup_python(run: Run, job: Job, step: dict, inputs: dict, log: Any) -> bool:
     want = inputs.get("python-version", "")
     venv = f"{RUNNER_TEMP}/python"
-    rc = run.in_root(job, ["sh", "-c", f'python3 -c "import sys; v=sys.version.split()[0]; print(v); '
-                                       f'sys.exit(not v.startswith(\'{want}\'))" && python3 -m venv {venv}'],
-                     Path(log.name))
+    rc = run.in_root(
+        job,
+        [
+            "sh",
+            "-c",
+            f'python3 -c "import sys; v=sys.version.split()[0]; print(v); '
+            f"sys.exit(not v.startswith('{want}'))\" && python3 -m venv {venv}",
+        ],
+        Path(log.name),
+    )
     if rc == 0:
         job.path_prepend.insert(0, f"{venv}/bin")
     return rc == 0

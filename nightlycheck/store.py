@@ -18,6 +18,7 @@ from .common import copy_tree
 @dataclass
 class Store:
     """actions/cache's entries, kept between runs like GitHub's cache."""
+
     root: Path
 
     def entries(self) -> list[dict[str, Any]]:
@@ -64,4 +65,3 @@ class Store:
         for e in self.entries():
             if e["key"].startswith(prefix):
                 shutil.rmtree(self.folder(e["key"]))
-

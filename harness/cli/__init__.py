@@ -46,26 +46,39 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     ap = Parser(prog="python -m harness", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
     k = sub.add_parser("kernels", help="list kernel specs, the versions they resolve to, and the cache")
-    k.add_argument("--refresh", action="store_true",
-                   help="update the catalogue's Debian package lists now (otherwise at most daily)")
+    k.add_argument(
+        "--refresh",
+        action="store_true",
+        help="update the catalogue's Debian package lists now (otherwise at most daily)",
+    )
     f = sub.add_parser("fetch", help="download and unpack a kernel into the cache")
-    f.add_argument("--kernel", default=kernels.DEFAULT_KERNEL,
-                   help="spec or PATH of a kernel tree, comma list or 'all'")
+    f.add_argument(
+        "--kernel", default=kernels.DEFAULT_KERNEL, help="spec or PATH of a kernel tree, comma list or 'all'"
+    )
     b = sub.add_parser("build", help="build a kbuild module directory for kernels; print the .ko files per kernel")
-    b.add_argument("--kernel", default=kernels.DEFAULT_KERNEL,
-                   help="spec or PATH of a kernel tree, comma list or 'all'")
-    b.add_argument("source", type=Path, metavar="DIR", help="the module's folder: a Kbuild (or kbuild Makefile) and its sources")
+    b.add_argument(
+        "--kernel", default=kernels.DEFAULT_KERNEL, help="spec or PATH of a kernel tree, comma list or 'all'"
+    )
+    b.add_argument(
+        "source", type=Path, metavar="DIR", help="the module's folder: a Kbuild (or kbuild Makefile) and its sources"
+    )
     r = sub.add_parser("run", help="boot a guest, run a command over SSH, tear down")
     add_guest_args(r)
     r.add_argument("--timings", action="store_true", help="print where the time went")
-    r.add_argument("--timeout", type=seconds_arg, metavar="SECONDS",
-                   help="tear the guest down and exit 124 if the command runs longer (default: no limit)")
-    r.add_argument("command", nargs=argparse.REMAINDER,
-                   help="-- 'SHELL LINE' (one argument) or -- PROG ARG... (several: an exact argv)")
+    r.add_argument(
+        "--timeout",
+        type=seconds_arg,
+        metavar="SECONDS",
+        help="tear the guest down and exit 124 if the command runs longer (default: no limit)",
+    )
+    r.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        help="-- 'SHELL LINE' (one argument) or -- PROG ARG... (several: an exact argv)",
+    )
     s = sub.add_parser("shell", help="interactive shell in a fresh guest (or --attach to a kept one)")
     add_guest_args(s)
-    s.add_argument("--attach", type=int_in(1, 65535), metavar="PORT",
-                   help="SSH port of a guest kept by race --keep")
+    s.add_argument("--attach", type=int_in(1, 65535), metavar="PORT", help="SSH port of a guest kept by race --keep")
     ck = sub.add_parser("cachekey", help="print harness-SPEC-HASH, the CI cache key of a kernel's downloads and builds")
     ck.add_argument("spec", metavar="SPEC", help="a kernel spec of the table (not a PATH)")
     ck.add_argument("--explain", action="store_true", help="also print what the key hashes, to stderr")
@@ -107,8 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
-        "kernels": cmd_kernels, "fetch": cmd_fetch, "build": cmd_build, "run": cmd_run, "shell": cmd_shell,
-        "cachekey": cmd_cachekey}
+        "kernels": cmd_kernels,
+        "fetch": cmd_fetch,
+        "build": cmd_build,
+        "run": cmd_run,
+        "shell": cmd_shell,
+        "cachekey": cmd_cachekey,
+    }
     argv = sys.argv[1:] if argv is None else argv
     # The first word that is no option is the command: the top level has no option taking a value.
     command = next((a for a in argv if not a.startswith("-")), None)

@@ -29,6 +29,7 @@ def int_in(low: int, high: int | None = None):
             bounds = f"at least {low}" if high is None else f"from {low} to {high}"
             raise argparse.ArgumentTypeError(f"{value} is out of range ({bounds})")
         return value
+
     parse.__name__ = "number"
     return parse
 
@@ -63,6 +64,11 @@ def check_output(path: Path, flag: str = "--json") -> None:
 
 
 def add_packages_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--guest-packages", action="append", default=[], metavar="PKG,PKG",
-                   help="Debian packages (of the guest's release, with their dependencies) in the guest: "
-                        "--guest-packages bash,strace,python3-minimal")
+    p.add_argument(
+        "--guest-packages",
+        action="append",
+        default=[],
+        metavar="PKG,PKG",
+        help="Debian packages (of the guest's release, with their dependencies) in the guest: "
+        "--guest-packages bash,strace,python3-minimal",
+    )

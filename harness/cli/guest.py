@@ -65,25 +65,55 @@ def guest_file(text: str) -> GuestExtra:
 
 
 def add_guest_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kernel", default=kernels.DEFAULT_KERNEL,
-                   help=f"one of {', '.join(kernels.ROWS)}, or the PATH of a kernel build tree or installed root")
+    p.add_argument(
+        "--kernel",
+        default=kernels.DEFAULT_KERNEL,
+        help=f"one of {', '.join(kernels.ROWS)}, or the PATH of a kernel build tree or installed root",
+    )
     p.add_argument("--accel", default="auto", choices=ACCELS)
-    p.add_argument("--module", action="append", default=[], type=Path, metavar="PATH.ko",
-                   help="extra module, installed under /lib/modules/$(uname -r)/extra; "
-                        "checked before boot to be a module built for this kernel")
-    p.add_argument("--file", action="append", default=[], type=guest_file, metavar="SRC:/DEST",
-                   help="extra host file to place in the guest")
-    p.add_argument("--module-src", action="append", default=[], type=Path, metavar="DIR",
-                   help="a kbuild module directory (Kbuild or Makefile naming obj-m), built for the kernel "
-                        "in its build root and installed like --module")
-    p.add_argument("--kmod", action="append", default=[], metavar="NAME",
-                   help="one of the kernel's own modules (with its dependencies) to put in the guest: "
-                        "--kmod minix --kmod loop")
+    p.add_argument(
+        "--module",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH.ko",
+        help="extra module, installed under /lib/modules/$(uname -r)/extra; "
+        "checked before boot to be a module built for this kernel",
+    )
+    p.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        type=guest_file,
+        metavar="SRC:/DEST",
+        help="extra host file to place in the guest",
+    )
+    p.add_argument(
+        "--module-src",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="a kbuild module directory (Kbuild or Makefile naming obj-m), built for the kernel "
+        "in its build root and installed like --module",
+    )
+    p.add_argument(
+        "--kmod",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="one of the kernel's own modules (with its dependencies) to put in the guest: --kmod minix --kmod loop",
+    )
     p.add_argument("--cpus", type=int_in(1, MAX_CPUS), default=2)
     p.add_argument("--memory", type=int_in(MIN_MEMORY_MB), default=1024, metavar="MIB")
-    p.add_argument("--rcu-expedited", action="store_true",
-                   help="set /sys/kernel/rcu_expedited=1 after boot (narrows race windows)")
-    p.add_argument("--cold-boot", action="store_true", help="boot every guest instead of restoring its kernel's saved base guest (and save none)")
+    p.add_argument(
+        "--rcu-expedited", action="store_true", help="set /sys/kernel/rcu_expedited=1 after boot (narrows race windows)"
+    )
+    p.add_argument(
+        "--cold-boot",
+        action="store_true",
+        help="boot every guest instead of restoring its kernel's saved base guest (and save none)",
+    )
     add_packages_arg(p)
 
 
@@ -112,8 +142,16 @@ def _guest(args: argparse.Namespace, timings: Timings | None = None) -> Vm:
     image = build_image(kfiles, (*args.module, *built), tuple(args.file), tuple(args.kmod), packages)
     if timings:
         timings.mark("image")
-    return Vm(image, VmConfig(accel=args.accel, cpus=args.cpus, memory_mb=args.memory,
-                              rcu_expedited=args.rcu_expedited, cold_boot=args.cold_boot))
+    return Vm(
+        image,
+        VmConfig(
+            accel=args.accel,
+            cpus=args.cpus,
+            memory_mb=args.memory,
+            rcu_expedited=args.rcu_expedited,
+            cold_boot=args.cold_boot,
+        ),
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -131,6 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             def write(data: bytes) -> None:
                 stream.write(data)
                 stream.flush()
+
             return write
 
         try:
@@ -173,8 +212,12 @@ def interactive(guest) -> int:
     if not sys.stdin.isatty():
         script = sys.stdin.buffer.read()
         out = sys.stdout.buffer
-        res = guest.start("sh -s", stdin=script, on_stdout=lambda d: (out.write(d), out.flush()),
-                          on_stderr=lambda d: (sys.stderr.buffer.write(d), sys.stderr.flush())).wait(None)
+        res = guest.start(
+            "sh -s",
+            stdin=script,
+            on_stdout=lambda d: (out.write(d), out.flush()),
+            on_stderr=lambda d: (sys.stderr.buffer.write(d), sys.stderr.flush()),
+        ).wait(None)
         return res.exit_status
     chan = guest.client.get_transport().open_session()
     size = os.get_terminal_size() if sys.stdin.isatty() else os.terminal_size((80, 24))

@@ -32,39 +32,82 @@ from .args import add_packages_arg, check_output, csv, int_in, seconds_arg
 
 
 def add_race_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kernel", default=kernels.DEFAULT_KERNEL,
-                   help="spec or PATH of a kernel tree, comma list or 'all' (one report per kernel)")
-    p.add_argument("--target", metavar="NAME|PATH.ko|DIR",
-                   help="race this module's unload instead of the harness's own schemes: a ready-made target "
-                        f"({', '.join(TARGETS)}), one of the kernel's modules by name, a built .ko or a module folder")
-    p.add_argument("--op", action="append", default=[], metavar="OP",
-                   help="with --target: a caller operation (open:PATH[:read=N], ioctl:PATH:REQ, mount:SRC:FSTYPE[:OPTS], "
-                        "socket:FAMILY:TYPE:PROTO[:ALGTYPE:ALGNAME], netdev-add:KIND, exec:CMD); one role each")
+    p.add_argument(
+        "--kernel",
+        default=kernels.DEFAULT_KERNEL,
+        help="spec or PATH of a kernel tree, comma list or 'all' (one report per kernel)",
+    )
+    p.add_argument(
+        "--target",
+        metavar="NAME|PATH.ko|DIR",
+        help="race this module's unload instead of the harness's own schemes: a ready-made target "
+        f"({', '.join(TARGETS)}), one of the kernel's modules by name, a built .ko or a module folder",
+    )
+    p.add_argument(
+        "--op",
+        action="append",
+        default=[],
+        metavar="OP",
+        help="with --target: a caller operation (open:PATH[:read=N], ioctl:PATH:REQ, mount:SRC:FSTYPE[:OPTS], "
+        "socket:FAMILY:TYPE:PROTO[:ALGTYPE:ALGNAME], netdev-add:KIND, exec:CMD); one role each",
+    )
     p.add_argument("--callers", type=int, default=1, metavar="N", help="with --target: callers per --op (default 1)")
-    p.add_argument("--scheme", default=None,
-                   help=f"comma list of {', '.join(SCHEMES)} (default {','.join(DEFAULT_SCHEMES)})")
+    p.add_argument(
+        "--scheme", default=None, help=f"comma list of {', '.join(SCHEMES)} (default {','.join(DEFAULT_SCHEMES)})"
+    )
     p.add_argument("--workload", default=None, help=f"comma list of {', '.join(WORKLOADS)} (default lookup,mount)")
     p.add_argument("--duration", type=float, default=15.0, metavar="S", help="seconds per run")
     p.add_argument("--seed", type=int, default=None, help="default: random, printed in the report")
-    p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
-                   help=f"provider parameter ({', '.join(KNOBS)}); "
-                        "overrides that knob only; defaults "
-                        + " ".join(DEFAULT_KNOBS.args()))
-    p.add_argument("--unload-pause", type=int, default=100, metavar="MS",
-                   help="how long the unloader leaves the reloaded module live (default 100)")
+    p.add_argument(
+        "--knob",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"provider parameter ({', '.join(KNOBS)}); "
+        "overrides that knob only; defaults " + " ".join(DEFAULT_KNOBS.args()),
+    )
+    p.add_argument(
+        "--unload-pause",
+        type=int,
+        default=100,
+        metavar="MS",
+        help="how long the unloader leaves the reloaded module live (default 100)",
+    )
     p.add_argument("--providers", type=int, default=2)
-    p.add_argument("--reload", default=None, choices=("finit", "modprobe"),
-                   help="how the unloader reloads: finit_module of the .ko (schemes' default) or modprobe (targets')")
+    p.add_argument(
+        "--reload",
+        default=None,
+        choices=("finit", "modprobe"),
+        help="how the unloader reloads: finit_module of the .ko (schemes' default) or modprobe (targets')",
+    )
     p.add_argument("--accel", default="auto", choices=ACCELS)
     p.add_argument("--rcu-expedited", action="store_true")
-    p.add_argument("--cold-boot", action="store_true", help="boot every guest instead of restoring its kernel's saved base guest (and save none)")
-    p.add_argument("--contention", type=int, default=0, metavar="N",
-                   help="N host processes spin on the CPUs while the roles run (a loaded CI runner)")
-    p.add_argument("--module-src", action="append", default=[], metavar="DIR",
-                   help="a kbuild module directory built for the kernel and put in every guest")
+    p.add_argument(
+        "--cold-boot",
+        action="store_true",
+        help="boot every guest instead of restoring its kernel's saved base guest (and save none)",
+    )
+    p.add_argument(
+        "--contention",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N host processes spin on the CPUs while the roles run (a loaded CI runner)",
+    )
+    p.add_argument(
+        "--module-src",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a kbuild module directory built for the kernel and put in every guest",
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON report here")
-    p.add_argument("--html", type=Path, metavar="FILE",
-                   help="also write the HTML report here (index.html beside the JSON report is always written)")
+    p.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="also write the HTML report here (index.html beside the JSON report is always written)",
+    )
     p.add_argument("--keep", action="store_true", help="leave the last guest up for a shell")
     add_ci_args(p)
     add_packages_arg(p)
@@ -83,12 +126,24 @@ def add_survey_args(sv: argparse.ArgumentParser) -> None:
 
 def add_ci_args(p: argparse.ArgumentParser) -> None:
     """Results in the kernel CI's formats (docs/ci-formats.md)."""
-    p.add_argument("--kcidb", type=Path, metavar="FILE",
-                   help="also write a KCIDB submission (KernelCI's results database; needs kcidb-io: pip install '.[ci]')")
-    p.add_argument("--kcidb-origin", default="harness", metavar="NAME",
-                   help="the KCIDB origin of every object (lower-case letters, digits, _; default harness)")
-    p.add_argument("--kcidb-log-url", default=None, metavar="PREFIX",
-                   help="console logs' URLs in the submission: PREFIX/NAME (default: file:// URLs of the local logs)")
+    p.add_argument(
+        "--kcidb",
+        type=Path,
+        metavar="FILE",
+        help="also write a KCIDB submission (KernelCI's results database; needs kcidb-io: pip install '.[ci]')",
+    )
+    p.add_argument(
+        "--kcidb-origin",
+        default="harness",
+        metavar="NAME",
+        help="the KCIDB origin of every object (lower-case letters, digits, _; default harness)",
+    )
+    p.add_argument(
+        "--kcidb-log-url",
+        default=None,
+        metavar="PREFIX",
+        help="console logs' URLs in the submission: PREFIX/NAME (default: file:// URLs of the local logs)",
+    )
     p.add_argument("--ktap", type=Path, metavar="FILE", help="also write the results as KTAP version 1")
 
 
@@ -131,26 +186,51 @@ def parse_knobs(items: Sequence[str] | None) -> Knobs:
 def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
     """One settings record per kernel: `--kernel` parsed (a local tree found) once, here."""
     if args.target:
-        mixed = [f for f, v in (("--scheme", args.scheme), ("--workload", args.workload),
-                                ("--module-src", args.module_src), ("--providers", args.providers != 2),
-                                ("--knob", args.knob)) if v]
+        mixed = [
+            f
+            for f, v in (
+                ("--scheme", args.scheme),
+                ("--workload", args.workload),
+                ("--module-src", args.module_src),
+                ("--providers", args.providers != 2),
+                ("--knob", args.knob),
+            )
+            if v
+        ]
         if mixed:
-            raise HarnessError(f"--target races a module against --op callers; {', '.join(mixed)} "
-                               "belong to the harness's own schemes")
+            raise HarnessError(
+                f"--target races a module against --op callers; {', '.join(mixed)} belong to the harness's own schemes"
+            )
         make = functools.partial(RaceSpec, target=args.target, ops=tuple(args.op), callers=args.callers)
     else:
         if args.op or args.callers != 1:
-            raise HarnessError("--op and --callers go with --target (a module to race); "
-                               "the schemes have their workloads")
-        make = functools.partial(RaceSpec, schemes=csv(args.scheme or ",".join(DEFAULT_SCHEMES), "scheme"),
-                                 workloads=csv(args.workload or ",".join(DEFAULT_WORKLOADS), "workload"),
-                                 knobs=parse_knobs(args.knob), providers=args.providers,
-                                 module_src=tuple(str(Path(m).resolve()) for m in args.module_src))
+            raise HarnessError(
+                "--op and --callers go with --target (a module to race); the schemes have their workloads"
+            )
+        make = functools.partial(
+            RaceSpec,
+            schemes=csv(args.scheme or ",".join(DEFAULT_SCHEMES), "scheme"),
+            workloads=csv(args.workload or ",".join(DEFAULT_WORKLOADS), "workload"),
+            knobs=parse_knobs(args.knob),
+            providers=args.providers,
+            module_src=tuple(str(Path(m).resolve()) for m in args.module_src),
+        )
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
-    return [make(kernel=k, duration_s=args.duration, seed=seed, accel=args.accel, rcu_expedited=args.rcu_expedited,
-                 reload=args.reload or "", unload_pause_ms=args.unload_pause, contention=args.contention,
-                 cold_boot=args.cold_boot, guest_packages=parse_package_names(args.guest_packages))
-            for k in kernels.parse_specs(",".join(csv(args.kernel, "kernel")))]
+    return [
+        make(
+            kernel=k,
+            duration_s=args.duration,
+            seed=seed,
+            accel=args.accel,
+            rcu_expedited=args.rcu_expedited,
+            reload=args.reload or "",
+            unload_pause_ms=args.unload_pause,
+            contention=args.contention,
+            cold_boot=args.cold_boot,
+            guest_packages=parse_package_names(args.guest_packages),
+        )
+        for k in kernels.parse_specs(",".join(csv(args.kernel, "kernel")))
+    ]
 
 
 def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] | None = None) -> int:
@@ -173,12 +253,16 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
     for spec in specs:
         hogs = f", {spec.contention} host CPU hogs" if spec.contention else ""
         if spec.target is not None:
-            progress(f"race on {spec.kernel_name}: target {spec.target}, callers "
-                     f"{' '.join(op.text for op in spec.op_rows)} x{spec.callers}, {spec.duration_s:g}s, "
-                     f"seed {spec.seed}{hogs}")
+            progress(
+                f"race on {spec.kernel_name}: target {spec.target}, callers "
+                f"{' '.join(op.text for op in spec.op_rows)} x{spec.callers}, {spec.duration_s:g}s, "
+                f"seed {spec.seed}{hogs}"
+            )
         else:
-            progress(f"race on {spec.kernel_name}: schemes {','.join(spec.schemes)}, workloads "
-                     f"{','.join(spec.workloads)}, {spec.duration_s:g}s each, seed {spec.seed}{hogs}")
+            progress(
+                f"race on {spec.kernel_name}: schemes {','.join(spec.schemes)}, workloads "
+                f"{','.join(spec.workloads)}, {spec.duration_s:g}s each, seed {spec.seed}{hogs}"
+            )
         report, kept = race(spec, keep=args.keep and spec is specs[-1], stages=stages(spec) if stages else None)
         reports.append(report)
         print(render_table(report), flush=True)
@@ -218,8 +302,9 @@ def cmd_survey(args: argparse.Namespace) -> int:
     refused: list[str] = []
     for kspec in specs:
         for i, name in enumerate(names, 1):
-            spec = RaceSpec(kernel=kspec, target=name, callers=args.callers, duration_s=args.duration, seed=seed,
-                            accel=args.accel)
+            spec = RaceSpec(
+                kernel=kspec, target=name, callers=args.callers, duration_s=args.duration, seed=seed, accel=args.accel
+            )
             progress(f"survey {kspec.name}: {name} ({i}/{len(names)})")
             try:
                 report, _ = race(spec)
@@ -231,8 +316,9 @@ def cmd_survey(args: argparse.Namespace) -> int:
             print(f"{kspec.name} {name}: {survey.cell(report.runs[0])}", flush=True)
     paths = survey.write(reports, out, time.strftime("%Y-%m-%d"))
     if refused:
-        (out / "survey.md").write_text((out / "survey.md").read_text() + "\nNot raced:\n\n"
-                                       + "".join(f"- {line}\n" for line in refused))
+        (out / "survey.md").write_text(
+            (out / "survey.md").read_text() + "\nNot raced:\n\n" + "".join(f"- {line}\n" for line in refused)
+        )
     print(f"survey: {paths[0]}\npage: {paths[-1]}", file=sys.stderr)
     write_ci_outputs(args, reports)
     for line in refused:
@@ -245,10 +331,13 @@ def cmd_survey(args: argparse.Namespace) -> int:
 
 def _hold(vm: RaceGuest) -> None:
     """--keep: leave the last guest up for a human until Ctrl-C."""
-    print(f"\nguest kept at 127.0.0.1:{vm.port}\n"
-          f"  shell:   python -m harness shell --attach {vm.port}\n"
-          f"  console: {vm.log_path}\n"
-          "press Ctrl-C here to tear it down", file=sys.stderr)
+    print(
+        f"\nguest kept at 127.0.0.1:{vm.port}\n"
+        f"  shell:   python -m harness shell --attach {vm.port}\n"
+        f"  console: {vm.log_path}\n"
+        "press Ctrl-C here to tear it down",
+        file=sys.stderr,
+    )
     try:
         while vm.alive():
             time.sleep(1)

@@ -25,8 +25,12 @@ def add_nightly_args(p: argparse.ArgumentParser) -> None:
     m = sub.add_parser("merge", help="merge matrix.json files (or folders holding one) into --out")
     m.add_argument("inputs", nargs="+", type=Path, metavar="DIR_OR_JSON")
     m.add_argument("--out", required=True, type=Path, metavar="DIR")
-    m.add_argument("--previous", type=Path, metavar="DIR_OR_JSON",
-                   help="the previous night's merged matrix; absent file: nothing to compare")
+    m.add_argument(
+        "--previous",
+        type=Path,
+        metavar="DIR_OR_JSON",
+        help="the previous night's merged matrix; absent file: nothing to compare",
+    )
     m.add_argument("--summary", type=Path, metavar="FILE", help="also write the changes as Markdown here")
 
 
@@ -60,8 +64,10 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         mx, changes = run_merge(inputs, args.out, previous, args.summary, order=tuple(ROWS))
     except _UNREADABLE as e:
         raise HarnessError(str(e)) from None
-    print(f"{args.out / 'index.html'}: {len(mx.kernels)} kernel(s), {len(changes.items)} change(s)"
-          + (", a claim flipped" if changes.flipped else ""))
+    print(
+        f"{args.out / 'index.html'}: {len(mx.kernels)} kernel(s), {len(changes.items)} change(s)"
+        + (", a claim flipped" if changes.flipped else "")
+    )
     return ExitStatus.FINDINGS if changes.flipped else ExitStatus.OK
 
 

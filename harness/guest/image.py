@@ -63,21 +63,48 @@ SEED_SOURCE = IMAGES / "seed.c"
 SEED_PATH = "/bin/harness-seed"
 SEED_BYTES = 64
 GUEST_PACKAGES = (
-    "busybox", "dropbear-bin", "kmod",
-    "libc6", "libtomcrypt1", "libtommath1", "libgmp10", "zlib1g", "libcrypt1",
-    "libzstd1", "liblzma5", "libssl3",
-    "base-files", "base-passwd",  # only os-release, debian_version and the standard users and groups
+    "busybox",
+    "dropbear-bin",
+    "kmod",
+    "libc6",
+    "libtomcrypt1",
+    "libtommath1",
+    "libgmp10",
+    "zlib1g",
+    "libcrypt1",
+    "libzstd1",
+    "liblzma5",
+    "libssl3",
+    "base-files",
+    "base-passwd",  # only os-release, debian_version and the standard users and groups
 )
 GUEST_BINARIES = ("bin/busybox", "usr/sbin/dropbear", "bin/kmod")
 KMOD_TOOLS = ("modprobe", "insmod", "rmmod", "lsmod", "depmod", "modinfo")
 # What the base initramfs holds besides user space; part of its digest:
 # change it whenever _assemble changes what goes in.
-BASE_RECIPE = ("applets in /bin and /usr/bin", "boot/config and System.map", "base-passwd users and groups",
-               "os-release")
+BASE_RECIPE = (
+    "applets in /bin and /usr/bin",
+    "boot/config and System.map",
+    "base-passwd users and groups",
+    "os-release",
+)
 # The guest's own machinery: a guest package never replaces these paths.
-HARNESS_OWNED = ("init", "etc/passwd", "etc/group", "etc/shadow", "etc/shells", "etc/profile", "etc/dropbear",
-                 "root/.ssh", "lib/modules", "boot", *GUEST_BINARIES, *(f"sbin/{tool}" for tool in KMOD_TOOLS),
-                 SEED_PATH.lstrip("/"), RACER_PATH.lstrip("/"))
+HARNESS_OWNED = (
+    "init",
+    "etc/passwd",
+    "etc/group",
+    "etc/shadow",
+    "etc/shells",
+    "etc/profile",
+    "etc/dropbear",
+    "root/.ssh",
+    "lib/modules",
+    "boot",
+    *GUEST_BINARIES,
+    *(f"sbin/{tool}" for tool in KMOD_TOOLS),
+    SEED_PATH.lstrip("/"),
+    RACER_PATH.lstrip("/"),
+)
 # Modules the guest loads at boot; their dependencies come from modules.dep.
 BOOT_MODULES = ("virtio_pci", "virtio_net")
 
@@ -146,8 +173,14 @@ def guest_userland() -> Path:
         return root
 
     # In place: the folder holds its lock, and the marker (written last) names the .debs.
-    return cached(root, base / ".lock", lambda: root if marker.is_file() else None, build,
-                  leftovers=lambda: [debs, root], remove=lambda p: shutil.rmtree(p, ignore_errors=True))
+    return cached(
+        root,
+        base / ".lock",
+        lambda: root if marker.is_file() else None,
+        build,
+        leftovers=lambda: [debs, root],
+        remove=lambda p: shutil.rmtree(p, ignore_errors=True),
+    )
 
 
 def _needed(elf: Path) -> list[str]:
@@ -250,8 +283,10 @@ def host_key(userland: Path) -> tuple[Path, str]:
 def _run_unpacked(root: Path, binary: str, *args: str) -> str:
     """Run a binary from the unpacked packages with their own loader and libraries."""
     libpath = ":".join(str(root / d) for d in ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"))
-    proc = run_tool([resolve_in(root, root / "lib64/ld-linux-x86-64.so.2"), "--library-path", libpath, root / binary, *args],
-                    what=Path(binary).name)
+    proc = run_tool(
+        [resolve_in(root, root / "lib64/ld-linux-x86-64.so.2"), "--library-path", libpath, root / binary, *args],
+        what=Path(binary).name,
+    )
     return proc.stdout
 
 
@@ -261,8 +296,7 @@ def _run_unpacked(root: Path, binary: str, *args: str) -> str:
 def _render(name: str, **ctx: object) -> str:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined  # only when an image is built
 
-    env = Environment(loader=FileSystemLoader(str(IMAGES)), undefined=StrictUndefined,
-                      keep_trailing_newline=True)
+    env = Environment(loader=FileSystemLoader(str(IMAGES)), undefined=StrictUndefined, keep_trailing_newline=True)
     return env.get_template(name).render(**ctx)
 
 
@@ -297,9 +331,17 @@ def base_image(kernel: KernelFiles) -> Image:
     hkey, hpub = host_key(userland)
     programs = _guest_programs()
     templates = tuple(sorted(IMAGES.glob("*.j2")))
-    digest = hash_inputs("base", BASE_RECIPE, kernel.release, kernel.version,
-                         (userland.parent / ".unpacked").read_text(), client_pub, hpub, *templates,
-                         *[part for item in sorted(programs.items()) for part in item])
+    digest = hash_inputs(
+        "base",
+        BASE_RECIPE,
+        kernel.release,
+        kernel.version,
+        (userland.parent / ".unpacked").read_text(),
+        client_pub,
+        hpub,
+        *templates,
+        *[part for item in sorted(programs.items()) for part in item],
+    )
     # The initramfs holds the guest's private host key: owner-only folders and files.
     out = private_dir(private_dir(cache_dir() / "images") / f"base-{digest}")
     initrd = out / "initramfs.cpio"
@@ -333,17 +375,22 @@ def with_packages(base: Image, names: tuple[str, ...]) -> Image:
         layer = guest_packages.layer(pset, HARNESS_OWNED)  # only now: a warm run reads (and hashes) one file
         write_private(path, base.initrd.read_bytes() + layer.path.read_bytes())
         stamp = Stamp.of(path)
-        meta_path.write_text(json.dumps({"kernel": base.kernel.release, "packages": list(pset.pins),
-                                         "initrd": stamp.to_json()}))
+        meta_path.write_text(
+            json.dumps({"kernel": base.kernel.release, "packages": list(pset.pins), "initrd": stamp.to_json()})
+        )
         return stamp
 
     stamp = cached(initrd, out / ".lock", lambda: _check_cached(initrd, meta_path, "initrd", out), build)
     return dataclasses.replace(base, initrd=initrd, initrd_stamp=stamp, packages=pset.pins)
 
 
-def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
-                extras: tuple[GuestExtra, ...] = (), kmods: tuple[str, ...] = (),
-                packages: tuple[str, ...] = ()) -> Image:
+def build_image(
+    kernel: KernelFiles,
+    modules: tuple[Path, ...] = (),
+    extras: tuple[GuestExtra, ...] = (),
+    kmods: tuple[str, ...] = (),
+    packages: tuple[str, ...] = (),
+) -> Image:
     """Build (or reuse) the base initramfs of a kernel and the payload with
     extra modules and files, and `kmods`: the kernel's own modules by name,
     with their deps; `packages`: Debian packages in the guest (with_packages)."""
@@ -358,19 +405,26 @@ def build_image(kernel: KernelFiles, modules: tuple[Path, ...] = (),
     mod_names = tuple(ko.name[:-3].replace("-", "_") for ko in modules)
     if not (modules or extras or kmods):
         return base
-    digest = hash_inputs("payload", kernel.release, kernel.version, *modules,
-                         *[(e.dest, e.mode) for e in extras], *[e.src for e in extras], kmods)
+    digest = hash_inputs(
+        "payload",
+        kernel.release,
+        kernel.version,
+        *modules,
+        *[(e.dest, e.mode) for e in extras],
+        *[e.src for e in extras],
+        kmods,
+    )
     out = private_dir(private_dir(cache_dir() / "images") / digest)
     tar = out / "payload.tar"
     meta_path = out / "image.json"
 
     def build_payload(path: Path) -> Stamp:
-        progress(f"image: packing {len(modules)} modules and {len(extras) + len(kmods)} more files "
-                 f"for {kernel.release}")
+        progress(
+            f"image: packing {len(modules)} modules and {len(extras) + len(kmods)} more files for {kernel.release}"
+        )
         write_private(path, _payload(kernel, modules, extras, kmods))
         stamp = Stamp.of(path)
-        meta_path.write_text(json.dumps({"kernel": kernel.release, "modules": mod_names,
-                                         "payload": stamp.to_json()}))
+        meta_path.write_text(json.dumps({"kernel": kernel.release, "modules": mod_names, "payload": stamp.to_json()}))
         return stamp
 
     stamp = cached(tar, out / ".lock", lambda: _check_cached(tar, meta_path, "payload", out), build_payload)
@@ -406,8 +460,9 @@ class _Tar:
         return self.buf.getvalue()
 
 
-def _payload(kernel: KernelFiles, modules: tuple[Path, ...], extras: tuple[GuestExtra, ...],
-             kmods: tuple[str, ...]) -> bytes:
+def _payload(
+    kernel: KernelFiles, modules: tuple[Path, ...], extras: tuple[GuestExtra, ...], kmods: tuple[str, ...]
+) -> bytes:
     tar = _Tar()
     mdir = f"lib/modules/{kernel.release}"
     # modules.dep & co. for the boot set, the asked-for in-tree modules and ours:
@@ -428,15 +483,26 @@ def passwd(master: str) -> str:
     """base-passwd's standard users with root's shell the base guest's own
     (dropbear runs commands through it, and the base has no bash)."""
     lines = master.splitlines()
-    return "".join(("root:x:0:0:root:/root:/bin/sh" if line.startswith("root:") else line) + "\n"
-                   for line in lines)
+    return "".join(("root:x:0:0:root:/root:/bin/sh" if line.startswith("root:") else line) + "\n" for line in lines)
 
 
-def _assemble(kernel: KernelFiles, userland: Path, client_pub: str, hkey: Path,
-              programs: dict[str, Path]) -> bytes:
+def _assemble(kernel: KernelFiles, userland: Path, client_pub: str, hkey: Path, programs: dict[str, Path]) -> bytes:
     cpio = Cpio()
-    for d in ("proc", "sys", "dev", "tmp", "run", "root/.ssh", "etc/dropbear", "etc/modprobe.d",
-              "var/log", "mnt", "usr/bin", "usr/sbin", "sbin"):
+    for d in (
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "run",
+        "root/.ssh",
+        "etc/dropbear",
+        "etc/modprobe.d",
+        "var/log",
+        "mnt",
+        "usr/bin",
+        "usr/sbin",
+        "sbin",
+    ):
         cpio.dir(d)
     for binary in GUEST_BINARIES:
         cpio.file(binary, (userland / binary).read_bytes(), 0o755)
@@ -476,7 +542,13 @@ def _assemble(kernel: KernelFiles, userland: Path, client_pub: str, hkey: Path,
         cpio.file(f"{mdir}/{rel}", (kernel.modules_dir / rel).read_bytes())
     for name, data in _depmod(kernel, (), in_tree).items():
         cpio.file(f"{mdir}/{name}", data)
-    init = _render("init.sh.j2", ready_marker=READY_MARKER, wait_marker=WAIT_MARKER, fail_marker=START_FAILED_MARKER,
-                   boot_modules=BOOT_MODULES, seed=SEED_PATH)
+    init = _render(
+        "init.sh.j2",
+        ready_marker=READY_MARKER,
+        wait_marker=WAIT_MARKER,
+        fail_marker=START_FAILED_MARKER,
+        boot_modules=BOOT_MODULES,
+        seed=SEED_PATH,
+    )
     cpio.file("init", init.encode(), 0o755)
     return cpio.finish()

@@ -40,8 +40,22 @@ def sections(data: bytes, label: str) -> dict[str, bytes]:
         raise HarnessError(f"{label} is not an ELF file")
     if len(data) < _EHDR.size:
         raise HarnessError(f"{label} is not a valid ELF file (truncated header)")
-    ident, e_type, _mach, _ver, _entry, _phoff, shoff, _flags, _ehsize, _phentsize, _phnum, \
-        shentsize, shnum, shstrndx = _EHDR.unpack_from(data)
+    (
+        ident,
+        e_type,
+        _mach,
+        _ver,
+        _entry,
+        _phoff,
+        shoff,
+        _flags,
+        _ehsize,
+        _phentsize,
+        _phnum,
+        shentsize,
+        shnum,
+        shstrndx,
+    ) = _EHDR.unpack_from(data)
     if ident[4] != _ELFCLASS64 or ident[5] != _ELFDATA2LSB:
         raise HarnessError(f"{label} is not a 64-bit little-endian ELF file: not an x86-64 kernel module")
     if e_type != _ET_REL:
@@ -54,13 +68,13 @@ def sections(data: bytes, label: str) -> dict[str, bytes]:
         offset, size = h[4], h[5]
         if offset + size > len(data):
             raise HarnessError(f"{label} is not a valid ELF file (section past the end of the file)")
-        return data[offset:offset + size]
+        return data[offset : offset + size]
 
     names = body(headers[shstrndx])
     out = {}
     for h in headers:
         end = names.find(b"\0", h[0])
-        out[names[h[0]:end if end >= 0 else len(names)].decode(errors="replace")] = body(h)
+        out[names[h[0] : end if end >= 0 else len(names)].decode(errors="replace")] = body(h)
     return out
 
 

@@ -35,7 +35,7 @@ def _module_names(kernel: KernelFiles) -> tuple[set[str], set[str]]:
 
 
 def module_state(kernel: KernelFiles, name: str) -> str | None:
-    """"module" if the kernel has `name` as a loadable module, "builtin" if
+    """ "module" if the kernel has `name` as a loadable module, "builtin" if
     built in, None if neither."""
     loadable, builtin = _module_names(kernel)
     name = name.replace("-", "_")
@@ -52,8 +52,7 @@ def check_kmods(kernel: KernelFiles, names: tuple[str, ...]) -> tuple[str, ...]:
     for raw in names:
         name = raw.strip().replace("-", "_")
         if name.endswith((".ko", ".ko.xz", ".ko.zst")) or "/" in name:
-            raise HarnessError(f"--kmod takes a module name (minix), not a file: {raw!r}; "
-                               "use --module for .ko files")
+            raise HarnessError(f"--kmod takes a module name (minix), not a file: {raw!r}; use --module for .ko files")
         if name not in loadable and name not in builtin:
             raise HarnessError(f"kernel {kernel.name} ({kernel.release}) has no module {raw!r}")
         if name not in out:

@@ -58,8 +58,17 @@ from .cpio import Cpio
 RELEASE = DEFAULT_RELEASE  # the base guest's user space is from there too
 NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # a Debian package name (policy 5.6.1)
 # Left out of a layer: documentation, manual pages, translations and what only package tools read.
-JUNK = ("usr/share/doc", "usr/share/doc-base", "usr/share/man", "usr/share/info", "usr/share/locale",
-        "usr/share/lintian", "usr/share/bug", "usr/share/common-licenses", "usr/share/gtk-doc")
+JUNK = (
+    "usr/share/doc",
+    "usr/share/doc-base",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "usr/share/lintian",
+    "usr/share/bug",
+    "usr/share/common-licenses",
+    "usr/share/gtk-doc",
+)
 # The halves of a merged /usr: a program shipped into one gets a symlink in the other.
 MERGED = (("bin", "usr/bin"), ("sbin", "usr/sbin"))
 # Part of every layer's key, with the rows above: bump it when the way a layer
@@ -78,12 +87,13 @@ def parse_names(items: str | Iterable[str]) -> tuple[str, ...]:
         for piece in item.split(","):
             words = piece.split()
             if not words:
-                raise HarnessError(f"--guest-packages {item!r} has an empty element; "
-                                   "give a comma list without blanks")
+                raise HarnessError(f"--guest-packages {item!r} has an empty element; give a comma list without blanks")
             for word in words:
                 if not NAME.fullmatch(word):
-                    raise HarnessError(f"--guest-packages: {word!r} is not a Debian package name "
-                                       "(lower-case letters, digits, + - .; e.g. python3-minimal)")
+                    raise HarnessError(
+                        f"--guest-packages: {word!r} is not a Debian package name "
+                        "(lower-case letters, digits, + - .; e.g. python3-minimal)"
+                    )
                 names.add(word)
     return tuple(sorted(names))
 
@@ -98,8 +108,9 @@ def parse_simulation(text: str) -> list[tuple[str, str]]:
 
 def preferences(release: str) -> str:
     """apt preferences that admit `release`'s suites only (the newest of them wins)."""
-    stanzas = [f"Package: *\nPin: release n={suite}\nPin-Priority: {PIN_PRIORITY}\n"
-               for suite in apt.suites_of(release)]
+    stanzas = [
+        f"Package: *\nPin: release n={suite}\nPin-Priority: {PIN_PRIORITY}\n" for suite in apt.suites_of(release)
+    ]
     return "\n".join([*stanzas, "Package: *\nPin: release *\nPin-Priority: -1\n"])
 
 
@@ -190,22 +201,39 @@ def _ask_apt(cat: apt.Catalogue, asked: tuple[str, ...]) -> PackageSet:
     prefs, parts = folder / "apt-preferences", folder / "apt-preferences.d"
     parts.mkdir(parents=True, exist_ok=True)
     prefs.write_text(preferences(RELEASE))
-    proc = run_tool(cat.argv("apt-get", "install", "--simulate", "-q", "--no-install-recommends",
-                             "-o", f"Dir::Etc::Preferences={prefs}", "-o", f"Dir::Etc::PreferencesParts={parts}",
-                             *asked), check=False, what="apt-get install --simulate")
+    proc = run_tool(
+        cat.argv(
+            "apt-get",
+            "install",
+            "--simulate",
+            "-q",
+            "--no-install-recommends",
+            "-o",
+            f"Dir::Etc::Preferences={prefs}",
+            "-o",
+            f"Dir::Etc::PreferencesParts={parts}",
+            *asked,
+        ),
+        check=False,
+        what="apt-get install --simulate",
+    )
     if proc.returncode != 0:
-        raise HarnessError(f"--guest-packages {','.join(asked)}: not installable from Debian {RELEASE}: "
-                           f"{apt_error(proc)}")
+        raise HarnessError(
+            f"--guest-packages {','.join(asked)}: not installable from Debian {RELEASE}: {apt_error(proc)}"
+        )
     pins = parse_simulation(proc.stdout)
     stanzas = cat.stanzas(pins)
     unknown = [f"{n}={v}" for n, v in pins if (n, v) not in stanzas]
     if unknown:
-        raise HarnessError(f"guest packages {', '.join(unknown)} are not in the catalogue; "
-                           "try: python -m harness kernels --refresh")
+        raise HarnessError(
+            f"guest packages {', '.join(unknown)} are not in the catalogue; try: python -m harness kernels --refresh"
+        )
     found = PackageSet(asked, tuple(GuestPackage.from_fields(stanzas[pin]) for pin in pins))
     # Said once it worked: a refusal is one line.
-    progress(f"guest packages: {' '.join(asked)} with their dependencies: {len(pins)} packages of Debian "
-             f"{RELEASE}, {_mib(found.size)}")
+    progress(
+        f"guest packages: {' '.join(asked)} with their dependencies: {len(pins)} packages of Debian "
+        f"{RELEASE}, {_mib(found.size)}"
+    )
     return found
 
 
@@ -226,20 +254,30 @@ def download(pset: PackageSet) -> list[Path]:
     with file_lock(dest / ".lock"):
         todo = [p for p in pset.packages if not _deb_ok(dest / p.deb_name, p)]
         if todo:
-            progress(f"guest packages: downloading {len(todo)} packages, {_mib(sum(p.size for p in todo))}: "
-                     + " ".join(p.pin for p in todo))
+            progress(
+                f"guest packages: downloading {len(todo)} packages, {_mib(sum(p.size for p in todo))}: "
+                + " ".join(p.pin for p in todo)
+            )
             cat = apt.update()
-            proc = run_tool(cat.argv("apt-get", "download", "-q", *[p.pin for p in todo]), cwd=dest,
-                            check=False, what="apt-get download")
+            proc = run_tool(
+                cat.argv("apt-get", "download", "-q", *[p.pin for p in todo]),
+                cwd=dest,
+                check=False,
+                what="apt-get download",
+            )
             bad = [p for p in todo if not _deb_ok(dest / p.deb_name, p)]
             for p in bad:
                 (dest / p.deb_name).unlink(missing_ok=True)
             if proc.returncode != 0:
-                raise HarnessError(f"apt-get download of guest packages failed: {apt_error(proc)} "
-                                   f"(archive {cat.mirrors.main}; is it reachable?)")
+                raise HarnessError(
+                    f"apt-get download of guest packages failed: {apt_error(proc)} "
+                    f"(archive {cat.mirrors.main}; is it reachable?)"
+                )
             if bad:
-                raise HarnessError(f"downloaded {bad[0].deb_name} does not match the catalogue's size and "
-                                   "SHA256; try: python -m harness kernels --refresh")
+                raise HarnessError(
+                    f"downloaded {bad[0].deb_name} does not match the catalogue's size and "
+                    "SHA256; try: python -m harness kernels --refresh"
+                )
     return [dest / p.deb_name for p in pset.packages]
 
 
@@ -326,8 +364,9 @@ def layer(pset: PackageSet, keep_out: Collection[str]) -> Layer:
         debs = download(pset)
         with tempfile.TemporaryDirectory(dir=_folder()) as tmp:
             for deb in debs:
-                run_tool(["dpkg-deb", "-x", deb, tmp], what=f"dpkg-deb -x {deb.name}",
-                         fix=f"delete {deb} and run again")
+                run_tool(
+                    ["dpkg-deb", "-x", deb, tmp], what=f"dpkg-deb -x {deb.name}", fix=f"delete {deb} and run again"
+                )
             data = layer_archive(Path(tmp), keep_out)
         write_private(path, data)
         stamp = Stamp.of(path)

@@ -55,8 +55,7 @@ def build_static(source: Path, name: str) -> Path:
 
     def build(tmp: Path) -> Path:
         progress(f"{name}: building (static)")
-        proc = subprocess.run([gcc, *CFLAGS, "-o", str(tmp), str(source)],
-                              capture_output=True, text=True)
+        proc = subprocess.run([gcc, *CFLAGS, "-o", str(tmp), str(source)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise HarnessError(f"{name} build failed ({source}):\n{_error_lines(proc.stderr)}")
         # The stamp last; the rename keeps size, mtime and bytes.
@@ -64,6 +63,7 @@ def build_static(source: Path, name: str) -> Path:
         return out
 
     return cached(out, out.parent / ".lock", reuse, build, tmp=out.with_name(f"{name}.tmp"))
+
 
 def build_racer() -> Path:
     """The racer, built static (`build_static`)."""

@@ -73,9 +73,26 @@ def probe_kvm(kernel: KernelFiles) -> bool:
     """Boot the kernel with no initrd under KVM: it works if the kernel prints
     its banner within KVM_PROBE_TIMEOUT_S (it then panics for lack of a root
     fs).  A QEMU that aborts on MSR setup exits at once; one that hangs is a no."""
-    cmd = [qemu_binary(), "-nodefaults", "-no-user-config", "-display", "none", "-accel", "kvm",
-           "-cpu", "host", "-m", "256", "-kernel", str(kernel.boot_image), "-append",
-           "console=ttyS0 panic=-1", "-no-reboot", "-serial", "stdio"]
+    cmd = [
+        qemu_binary(),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host",
+        "-m",
+        "256",
+        "-kernel",
+        str(kernel.boot_image),
+        "-append",
+        "console=ttyS0 panic=-1",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+    ]
     try:
         child = pexpect.spawn(cmd[0], cmd[1:], timeout=KVM_PROBE_TIMEOUT_S, preexec_fn=die_with_parent)
     except pexpect.ExceptionPexpect:
@@ -98,8 +115,16 @@ def choose_accel(requested: str, kernel: KernelFiles) -> str:
 # ---------------------------------------------------------------- the command line
 
 
-def guest_argv(kernel: KernelFiles, initrd: Path, accel: str, port: int, *, cpus: int, memory_mb: int,
-               cmdline_extra: tuple[str, ...] = ()) -> list[str]:
+def guest_argv(
+    kernel: KernelFiles,
+    initrd: Path,
+    accel: str,
+    port: int,
+    *,
+    cpus: int,
+    memory_mb: int,
+    cmdline_extra: tuple[str, ...] = (),
+) -> list[str]:
     """A guest's QEMU command line, its SSH forwarded from 127.0.0.1:`port`.
     The run's settings (rcu_expedited, hung task timeout) are not on it:
     they come with the start line, so that one snapshot serves them all."""
@@ -113,29 +138,57 @@ def guest_argv(kernel: KernelFiles, initrd: Path, accel: str, port: int, *, cpus
     # tsc=reliable, no_timer_check: a busy host stalls vCPUs, which would make
     #   the clocksource watchdog drop the TSC for a slow clock and the boot-time
     #   timer IRQ check fail; neither check means anything in a VM.
-    cmdline = ["console=ttyS0", "panic=-1", "loglevel=5", "tsc=reliable", "no_timer_check",
-               # Boot-time savings under TCG: expedited RCU during boot only (init
-               # sets the run's value), and no crypto self-tests (about 0.3 s).
-               "rcupdate.rcu_expedited=1", "cryptomgr.notests",
-               "initcall_blacklist=crypto_kdf108_init,init_encrypted",
-               *kernel.cmdline, *cmdline_extra]
+    cmdline = [
+        "console=ttyS0",
+        "panic=-1",
+        "loglevel=5",
+        "tsc=reliable",
+        "no_timer_check",
+        # Boot-time savings under TCG: expedited RCU during boot only (init
+        # sets the run's value), and no crypto self-tests (about 0.3 s).
+        "rcupdate.rcu_expedited=1",
+        "cryptomgr.notests",
+        "initcall_blacklist=crypto_kdf108_init,init_encrypted",
+        *kernel.cmdline,
+        *cmdline_extra,
+    ]
     # -nodefaults, -no-user-config: only the devices named here and no host
     #   config file, so every host builds the same machine (the snapshot key
     #   hashes this line) and the kernel probes nothing it does not need.
     # -display none: hosts and CI runners have no screen.
     # -no-reboot: a guest that reboots (panic=-1, a triple fault) is over.
-    argv = [qemu_binary(), "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-            # Memory and CPUs are the config's: part of the key, one snapshot per size.
-            "-m", str(memory_mb), "-smp", str(cpus),
-            # Direct kernel boot: no bootloader and no disk, the initramfs is the root.
-            "-kernel", str(kernel.boot_image), "-initrd", str(initrd),
-            # -serial stdio: the console reaches the harness through QEMU's pty.
-            # -monitor none: keep QEMU's monitor off that stdio; the harness uses QMP.
-            "-append", " ".join(cmdline), "-serial", "stdio", "-monitor", "none",
-            # restrict=on: the guest reaches nothing; only our forward reaches it.
-            "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
-            # virtio: the NIC of the image's boot modules, the cheapest to emulate.
-            "-device", "virtio-net-pci,netdev=n0"]
+    argv = [
+        qemu_binary(),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        # Memory and CPUs are the config's: part of the key, one snapshot per size.
+        "-m",
+        str(memory_mb),
+        "-smp",
+        str(cpus),
+        # Direct kernel boot: no bootloader and no disk, the initramfs is the root.
+        "-kernel",
+        str(kernel.boot_image),
+        "-initrd",
+        str(initrd),
+        # -serial stdio: the console reaches the harness through QEMU's pty.
+        # -monitor none: keep QEMU's monitor off that stdio; the harness uses QMP.
+        "-append",
+        " ".join(cmdline),
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        # restrict=on: the guest reaches nothing; only our forward reaches it.
+        "-netdev",
+        f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
+        # virtio: the NIC of the image's boot modules, the cheapest to emulate.
+        "-device",
+        "virtio-net-pci,netdev=n0",
+    ]
     if QBOOT.is_file():
         # qboot instead of SeaBIOS: a firmware that only boots Linux, in a
         # fraction of SeaBIOS's time.

@@ -87,15 +87,25 @@ class GuestStart:
         return self.path.name.lower()
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path_name, "reason": self.reason.name.lower() if self.reason else None,
-                "detail": self.detail, "snapshot": self.snapshot, "saved": self.saved}
+        return {
+            "path": self.path_name,
+            "reason": self.reason.name.lower() if self.reason else None,
+            "detail": self.detail,
+            "snapshot": self.snapshot,
+            "saved": self.saved,
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "GuestStart":
         """`to_json`'s inverse; a bad path or reason is a KeyError."""
         reason = d.get("reason")
-        return cls(path=StartPath[str(d["path"]).upper()], reason=None if reason is None else ColdReason[reason.upper()],
-                   detail=str(d.get("detail", "")), snapshot=str(d.get("snapshot", "")), saved=bool(d.get("saved", False)))
+        return cls(
+            path=StartPath[str(d["path"]).upper()],
+            reason=None if reason is None else ColdReason[reason.upper()],
+            detail=str(d.get("detail", "")),
+            snapshot=str(d.get("snapshot", "")),
+            saved=bool(d.get("saved", False)),
+        )
 
     def describe(self) -> str:
         if self.path is StartPath.RESTORED:
@@ -202,8 +212,15 @@ class Snapshot:
 
     def commit(self, gen: Path, info: Mapping[str, Any]) -> None:
         """Make `gen` the current save, then drop the older ones."""
-        meta = {"format": FORMAT, "key": self.key, "gen": gen.name, "ram": stamp_of(gen / "ram"),
-                "state": stamp_of(gen / "state"), "saved_at": time.strftime("%Y-%m-%d %H:%M:%S"), **info}
+        meta = {
+            "format": FORMAT,
+            "key": self.key,
+            "gen": gen.name,
+            "ram": stamp_of(gen / "ram"),
+            "state": stamp_of(gen / "state"),
+            "saved_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            **info,
+        }
         tmp = self.root / f".{META}.{os.getpid()}"
         tmp.write_text(json.dumps(meta, indent=1))
         tmp.rename(self.root / META)
@@ -242,11 +259,16 @@ def load_uri(path: Path) -> str:
 def restore_args(ram: Path, memory_mb: int, share: bool) -> list[str]:
     """QEMU options that put the guest's RAM on `ram` and wait for a state."""
     path = str(ram).replace(",", ",,")  # QEMU's option syntax escapes a comma by doubling it
-    return ["-object", f"memory-backend-file,id=pc.ram,size={memory_mb}M,mem-path={path},"
-                       f"share={'on' if share else 'off'}",
-            # The default RAM is a backend named pc.ram too, so the state's
-            # RAM block matches; defer: capabilities must be set first.
-            "-machine", "memory-backend=pc.ram", "-incoming", "defer"]
+    return [
+        "-object",
+        f"memory-backend-file,id=pc.ram,size={memory_mb}M,mem-path={path},share={'on' if share else 'off'}",
+        # The default RAM is a backend named pc.ram too, so the state's
+        # RAM block matches; defer: capabilities must be set first.
+        "-machine",
+        "memory-backend=pc.ram",
+        "-incoming",
+        "defer",
+    ]
 
 
 IGNORE_SHARED = [{"capability": "x-ignore-shared", "state": True}]

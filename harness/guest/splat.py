@@ -268,14 +268,18 @@ class _Header:
     sanitizer: bool = False  # the report ends at its closing "=====" line
 
 
-def _h(rx: str, kind: SplatKind, severity: Severity, title, fold: bool = False,
-       sanitizer: bool = False) -> _Header:
+def _h(rx: str, kind: SplatKind, severity: Severity, title, fold: bool = False, sanitizer: bool = False) -> _Header:
     return _Header(re.compile(rx), kind, severity, title, fold, sanitizer)
 
 
 def _sanitizer(tool: str, kind: SplatKind, severity: Severity) -> _Header:
-    return _h(r"^BUG: (?P<tool>" + tool + r"): (?P<bug>[\w:-]+(?: [\w-]+)??) in (?P<func>[\w.]+)",
-              kind, severity, _t_sanitizer, sanitizer=True)
+    return _h(
+        r"^BUG: (?P<tool>" + tool + r"): (?P<bug>[\w:-]+(?: [\w-]+)??) in (?P<func>[\w.]+)",
+        kind,
+        severity,
+        _t_sanitizer,
+        sanitizer=True,
+    )
 
 
 _UBSAN_FRAMES = re.compile(r"^(dump_stack\w*|show_stack\w*|ubsan_\w+|__ubsan_\w+)$")
@@ -313,41 +317,72 @@ HEADERS: tuple[_Header, ...] = (
     # overflow, an index past a declared bound): the kernel goes on, and an
     # access that really left its object is KASAN's report.  A warning, as
     # the kernel itself treats it (panic_on_warn).
-    _h(r"^UBSAN: (?P<bug>[\w -]+?) in (?P<file>[^\s:]+)(?::\d+)*\s*$", SplatKind.UBSAN, WARNS, _t_ubsan,
-       sanitizer=True),
-    _h(r"^(?P<what>BUG: unable to handle (?:page fault|kernel paging request|kernel NULL pointer "
-       r"dereference))", SplatKind.BUG, CRASH, _t_fault),
+    _h(
+        r"^UBSAN: (?P<bug>[\w -]+?) in (?P<file>[^\s:]+)(?::\d+)*\s*$", SplatKind.UBSAN, WARNS, _t_ubsan, sanitizer=True
+    ),
+    _h(
+        r"^(?P<what>BUG: unable to handle (?:page fault|kernel paging request|kernel NULL pointer "
+        r"dereference))",
+        SplatKind.BUG,
+        CRASH,
+        _t_fault,
+    ),
     _h(r"^(?P<what>BUG: kernel NULL pointer dereference)", SplatKind.BUG, CRASH, _t_fault),
-    _h(r"^(?P<what>Unable to handle kernel (?:paging request|NULL pointer dereference|"
-       r"access to user memory|execute from non-executable memory|write to read-only memory)\w*)",
-       SplatKind.OOPS, CRASH, _t_fault),
+    _h(
+        r"^(?P<what>Unable to handle kernel (?:paging request|NULL pointer dereference|"
+        r"access to user memory|execute from non-executable memory|write to read-only memory)\w*)",
+        SplatKind.OOPS,
+        CRASH,
+        _t_fault,
+    ),
     _h(r"^(?:watchdog: )?BUG: soft lockup", SplatKind.LOCKUP, WARNS, _t_rip("BUG: soft lockup")),
     _h(r"^(?:watchdog: )?Watchdog detected hard LOCKUP", SplatKind.LOCKUP, WARNS, _t_rip("hard LOCKUP")),
     _h(r"^BUG: workqueue lockup", SplatKind.LOCKUP, WARNS, lambda m, b: "BUG: workqueue lockup"),
-    _h(r"^BUG: sleeping function called from invalid context", SplatKind.LOCKDEP, WARNS,
-       lambda m, b: _in("BUG: sleeping function called from invalid context",
-                        _first_frame(b, re.compile(r"^(dump_stack\w*|__might_\w+|might_\w+|"
-                                                   r"__might_resched|mutex_lock\w*|down_\w+|"
-                                                   r"__\w*lock\w*|_raw_\w+|kmalloc\w*|"
-                                                   r"__kmalloc\w*|kmem_cache_alloc\w*|"
-                                                   r"slab_pre_alloc_hook\w*)$")),
-                        m.string)),
+    _h(
+        r"^BUG: sleeping function called from invalid context",
+        SplatKind.LOCKDEP,
+        WARNS,
+        lambda m, b: _in(
+            "BUG: sleeping function called from invalid context",
+            _first_frame(
+                b,
+                re.compile(
+                    r"^(dump_stack\w*|__might_\w+|might_\w+|"
+                    r"__might_resched|mutex_lock\w*|down_\w+|"
+                    r"__\w*lock\w*|_raw_\w+|kmalloc\w*|"
+                    r"__kmalloc\w*|kmem_cache_alloc\w*|"
+                    r"slab_pre_alloc_hook\w*)$"
+                ),
+            ),
+            m.string,
+        ),
+    ),
     _h(r"^(?:WARNING|BUG|INFO): (?P<what>" + _LOCKDEP_WHAT + ")", SplatKind.LOCKDEP, WARNS, _t_lockdep),
     _h(r"^BUG: scheduling while atomic", SplatKind.BUG, CRASH, _t_rip("BUG: scheduling while atomic")),
     _h(r"^WARNING: (?:CPU: \d+ PID: \d+ )?at \S+ (?P<func>[\w.]+)\+0x", SplatKind.WARNING, WARNS, _t_warning),
-    _h(r"^WARNING: \S+:\d+ at (?P<func>[\w.]+)\+0x[0-9a-f]+/0x[0-9a-f]+, CPU#\d+", SplatKind.WARNING, WARNS,
-       _t_warning),
+    _h(
+        r"^WARNING: \S+:\d+ at (?P<func>[\w.]+)\+0x[0-9a-f]+/0x[0-9a-f]+, CPU#\d+", SplatKind.WARNING, WARNS, _t_warning
+    ),
     _h(r"^WARNING: (?:CPU: \d+ PID: \d+ at )?\S+:\d+", SplatKind.WARNING, WARNS, _t_header),  # no symbol
     _h(r"^(?:Oops: )?general protection fault", SplatKind.GPF, CRASH, _t_rip("general protection fault")),
     _h(r"^kernel BUG at (?P<where>\S+?)!?$", SplatKind.BUG, CRASH, _t_kernel_bug),
     _h(r"^(?:rcu: )?INFO: rcu_\w+ (?:self-)?detected stalls?", SplatKind.RCU_STALL, WARNS, _t_rcu),
     _h(r"^INFO: task .*blocked (?:in I/O wait )?for more than \d+ seconds", SplatKind.HUNG_TASK, WARNS, _t_hung),
-    _h(r"^(?:Internal error: )?Oops(?: - [\w ]+)?: (?:[\w ]+: )?[0-9a-fx]+ \[#\d+\]", SplatKind.OOPS, CRASH,
-       _t_rip("Oops"), fold=True),
-    _h(r"^invalid opcode: [0-9a-f]+ \[#\d+\]", SplatKind.INVALID_OPCODE, CRASH, _t_rip("invalid opcode"),
-       fold=True),
-    _h(r"^Kernel panic - not syncing: (?P<why>.*)", SplatKind.PANIC, CRASH,
-       lambda m, b: "Kernel panic - not syncing: " + _normalise(m.group("why")), fold=True),
+    _h(
+        r"^(?:Internal error: )?Oops(?: - [\w ]+)?: (?:[\w ]+: )?[0-9a-fx]+ \[#\d+\]",
+        SplatKind.OOPS,
+        CRASH,
+        _t_rip("Oops"),
+        fold=True,
+    ),
+    _h(r"^invalid opcode: [0-9a-f]+ \[#\d+\]", SplatKind.INVALID_OPCODE, CRASH, _t_rip("invalid opcode"), fold=True),
+    _h(
+        r"^Kernel panic - not syncing: (?P<why>.*)",
+        SplatKind.PANIC,
+        CRASH,
+        lambda m, b: "Kernel panic - not syncing: " + _normalise(m.group("why")),
+        fold=True,
+    ),
     _h(r"^BUG: [A-Za-z]", SplatKind.BUG, CRASH, _t_header),  # any other BUG: (Bad page state, ...)
 )
 
@@ -394,7 +429,7 @@ def _split(text: str) -> list[_Line]:
         raw = seg.replace("\r", "")
         m = _TS.search(raw)
         if m:
-            out.append(_Line(raw, raw[m.end():], m.group("ctx"), True, offset))
+            out.append(_Line(raw, raw[m.end() :], m.group("ctx"), True, offset))
         else:
             out.append(_Line(raw, raw, None, False, offset))
         offset += len(seg.encode("utf-8", "surrogateescape")) + 1
@@ -454,10 +489,18 @@ def _scan(text: str) -> list[tuple[Splat, int]]:
         hit = _match_header(ln.body)
         if hit:
             header, m = hit
-            foldable = rec is not None and header.fold and (
-                not rec.closed
-                or (header.kind is SplatKind.PANIC and rec.since_end_trace is not None
-                    and rec.since_end_trace <= PANIC_FOLD_WINDOW))
+            foldable = (
+                rec is not None
+                and header.fold
+                and (
+                    not rec.closed
+                    or (
+                        header.kind is SplatKind.PANIC
+                        and rec.since_end_trace is not None
+                        and rec.since_end_trace <= PANIC_FOLD_WINDOW
+                    )
+                )
+            )
             if foldable:
                 assert rec is not None
                 rec.closed = False

@@ -36,8 +36,10 @@ class CommandResult:
 
 class CommandFailed(HarnessError):
     def __init__(self, result: CommandResult) -> None:
-        super().__init__(f"guest command failed ({result.exit_status}): {result.command}\n"
-                         f"{result.stderr.strip() or result.stdout.strip()}")
+        super().__init__(
+            f"guest command failed ({result.exit_status}): {result.command}\n"
+            f"{result.stderr.strip() or result.stdout.strip()}"
+        )
         self.result = result
 
 
@@ -60,9 +62,13 @@ def command_line(argv: Sequence[str]) -> str:
 class Running:
     """A command started on its own channel; wait() collects it."""
 
-    def __init__(self, chan: paramiko.Channel, command: str,
-                 on_stdout: Callable[[bytes], None] | None = None,
-                 on_stderr: Callable[[bytes], None] | None = None) -> None:
+    def __init__(
+        self,
+        chan: paramiko.Channel,
+        command: str,
+        on_stdout: Callable[[bytes], None] | None = None,
+        on_stderr: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.chan = chan
         self.command = command
         self.t0 = time.monotonic()
@@ -103,8 +109,13 @@ class Running:
         self._drain()
         status = self.chan.recv_exit_status() if self.chan.exit_status_ready() else -1
         self.chan.close()
-        return CommandResult(self.command, status, b"".join(self._out).decode(errors="replace"),
-                             b"".join(self._err).decode(errors="replace"), time.monotonic() - self.t0)
+        return CommandResult(
+            self.command,
+            status,
+            b"".join(self._out).decode(errors="replace"),
+            b"".join(self._err).decode(errors="replace"),
+            time.monotonic() - self.t0,
+        )
 
 
 class Guest:
@@ -115,8 +126,7 @@ class Guest:
         self._lock = threading.Lock()
 
     @classmethod
-    def connect(cls, host: str, port: int, key_path: Path, host_key_pub: str,
-                timeout: float = 30.0) -> "Guest":
+    def connect(cls, host: str, port: int, key_path: Path, host_key_pub: str, timeout: float = 30.0) -> "Guest":
         import paramiko
 
         key = paramiko.ECDSAKey.from_private_key_file(str(key_path))
@@ -130,8 +140,18 @@ class Guest:
             try:
                 sock = socket.create_connection((host, port), timeout=5)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                client.connect(host, port, username="root", pkey=key, sock=sock, timeout=10,
-                               allow_agent=False, look_for_keys=False, banner_timeout=10, auth_timeout=10)
+                client.connect(
+                    host,
+                    port,
+                    username="root",
+                    pkey=key,
+                    sock=sock,
+                    timeout=10,
+                    allow_agent=False,
+                    look_for_keys=False,
+                    banner_timeout=10,
+                    auth_timeout=10,
+                )
                 transport = client.get_transport()
                 if transport is None:
                     raise paramiko.SSHException("no transport after connect")
@@ -151,9 +171,14 @@ class Guest:
         t = self.client.get_transport()
         return bool(t and t.is_active())
 
-    def start(self, command: str, stdin: bytes | None = None, pty: bool = False,
-              on_stdout: Callable[[bytes], None] | None = None,
-              on_stderr: Callable[[bytes], None] | None = None) -> Running:
+    def start(
+        self,
+        command: str,
+        stdin: bytes | None = None,
+        pty: bool = False,
+        on_stdout: Callable[[bytes], None] | None = None,
+        on_stderr: Callable[[bytes], None] | None = None,
+    ) -> Running:
         """Start a command on a new channel and return at once."""
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
@@ -168,8 +193,9 @@ class Guest:
             chan.shutdown_write()
         return Running(chan, command, on_stdout, on_stderr)
 
-    def run(self, command: str, timeout: float | None = 300, check: bool = False,
-            stdin: bytes | None = None) -> CommandResult:
+    def run(
+        self, command: str, timeout: float | None = 300, check: bool = False, stdin: bytes | None = None
+    ) -> CommandResult:
         result = self.start(command, stdin=stdin).wait(timeout)
         if check and not result.ok:
             raise CommandFailed(result)

@@ -92,16 +92,19 @@ def _install_teardown() -> None:
         return
     _teardown_installed = True
     atexit.register(_kill_all_live)
-    if threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+        signal.SIG_DFL,
+        None,
+    ):
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _preload_paramiko() -> None:
     """Import the SSH library (0.2 s) while the guest comes up, not after."""
     if "paramiko" not in sys.modules:
-        threading.Thread(target=importlib.import_module, args=("paramiko",), name="import-paramiko",
-                         daemon=True).start()
+        threading.Thread(
+            target=importlib.import_module, args=("paramiko",), name="import-paramiko", daemon=True
+        ).start()
 
 
 class _RestoreFailed(HarnessError):
@@ -149,9 +152,15 @@ class Vm:
 
     def qemu_argv(self, port: int | None = None) -> list[str]:
         """The guest's QEMU command line; `port` defaults to the guest's own."""
-        return guest_argv(self.image.kernel, self.image.initrd, self.accel, self.port if port is None else port,
-                          cpus=self.config.cpus, memory_mb=self.config.memory_mb,
-                          cmdline_extra=self.config.cmdline_extra)
+        return guest_argv(
+            self.image.kernel,
+            self.image.initrd,
+            self.accel,
+            self.port if port is None else port,
+            cpus=self.config.cpus,
+            memory_mb=self.config.memory_mb,
+            cmdline_extra=self.config.cmdline_extra,
+        )
 
     @property
     def boot_timeout_s(self) -> float:
@@ -165,21 +174,24 @@ class Vm:
     def snapshot(self) -> Snapshot:
         """The snapshot this guest would start from (or save): keyed by its
         QEMU command line without the port, the files it loads, QEMU's version."""
-        return Snapshot.for_key(snapshot.snapshot_key(self.qemu_argv(port=0),
-                                                      machine_files(self.image.kernel, self.image.initrd),
-                                                      qemu_version()))
+        return Snapshot.for_key(
+            snapshot.snapshot_key(
+                self.qemu_argv(port=0), machine_files(self.image.kernel, self.image.initrd), qemu_version()
+            )
+        )
 
     def boot(self) -> "Vm":
         """Start the guest (restored, or cold) and install the payload."""
         kernel = self.image.kernel
         damaged = damage_of_kernel(kernel)
         if damaged:
-            raise HarnessError(f"kernel {kernel.name} in the cache cannot be booted: {damaged}; "
-                               f"run: python -m harness fetch --kernel {kernel.name}")
+            raise HarnessError(
+                f"kernel {kernel.name} in the cache cannot be booted: {damaged}; "
+                f"run: python -m harness fetch --kernel {kernel.name}"
+            )
         damaged = self.image.damage()
         if damaged:
-            raise HarnessError(f"the guest's image changed after it was built: {damaged}; "
-                               "build the image again")
+            raise HarnessError(f"the guest's image changed after it was built: {damaged}; build the image again")
         self.accel = choose_accel(self.config.accel, kernel)
         logs = build_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -225,11 +237,14 @@ class Vm:
         kernel = self.image.kernel
         for attempt in range(5):
             self.port = free_port()
-            progress(f"vm: restoring {kernel.release} ({self.accel}) from snapshot {snap.key}, "
-                     f"ssh on 127.0.0.1:{self.port}")
+            progress(
+                f"vm: restoring {kernel.release} ({self.accel}) from snapshot {snap.key}, ssh on 127.0.0.1:{self.port}"
+            )
             self._boot_offset = self.console_size()
-            self._spawn(snapshot.restore_args(gen / "ram", self.config.memory_mb, share=False),
-                        note=f"restored from snapshot {gen}; the base guest's boot: {gen / snapshot.BASE_LOG}")
+            self._spawn(
+                snapshot.restore_args(gen / "ram", self.config.memory_mb, share=False),
+                note=f"restored from snapshot {gen}; the base guest's boot: {gen / snapshot.BASE_LOG}",
+            )
             try:
                 self._restore_state(gen)
                 break
@@ -274,7 +289,9 @@ class Vm:
         silent_retried = splat_retried = False
         for attempt in range(5):
             self.port = free_port()
-            progress(f"vm: booting {kernel.release} ({self.accel}, {self.config.cpus} CPUs), ssh on 127.0.0.1:{self.port}")
+            progress(
+                f"vm: booting {kernel.release} ({self.accel}, {self.config.cpus} CPUs), ssh on 127.0.0.1:{self.port}"
+            )
             t0 = time.monotonic()
             start = self._boot_offset = self.console_size()
             self._spawn()
@@ -296,14 +313,18 @@ class Vm:
                 if splats and not splat_retried:
                     # Never saved: every guest restored from it would carry
                     # the report, and a sanitiser that reports once is spent.
-                    progress(f"vm: the boot showed a splat ({splats[0].title}); not a guest to test on "
-                             "or to save; booting once more")
+                    progress(
+                        f"vm: the boot showed a splat ({splats[0].title}); not a guest to test on "
+                        "or to save; booting once more"
+                    )
                     self.kill()
                     splat_retried = True
                     continue
                 if splats:
-                    progress(f"vm: warning: the boot showed a splat again ({splats[0].title}); this guest "
-                             "runs cold, saved as no snapshot, and every run on it fails as a broken guest")
+                    progress(
+                        f"vm: warning: the boot showed a splat again ({splats[0].title}); this guest "
+                        "runs cold, saved as no snapshot, and every run on it fails as a broken guest"
+                    )
                 elif snap is not None:
                     saved = self._save(snap, start)
                 left = max(10.0, self.boot_timeout_s - (time.monotonic() - t0))
@@ -340,9 +361,16 @@ class Vm:
                 self._convert(stream, gen)
                 stream.unlink()
                 (gen / snapshot.BASE_LOG).write_bytes(self.log_path.read_bytes()[console_start:])
-                snap.commit(gen, {"kernel": self.image.kernel.release, "accel": self.accel,
-                                  "memory_mb": self.config.memory_mb, "cpus": self.config.cpus,
-                                  "base_log": str(self.log_path)})
+                snap.commit(
+                    gen,
+                    {
+                        "kernel": self.image.kernel.release,
+                        "accel": self.accel,
+                        "memory_mb": self.config.memory_mb,
+                        "cpus": self.config.cpus,
+                        "base_log": str(self.log_path),
+                    },
+                )
             except (HarnessError, OSError) as e:
                 progress(f"snapshot: could not save the guest ({e}); going on without one")
                 if gen is not None:
@@ -364,12 +392,16 @@ class Vm:
         """Load the migration stream into a QEMU whose RAM is the file `ram`
         (shared), then save its device state alone (`state`)."""
         qmp, fd = Qmp.pair()
-        argv = self.qemu_argv(port=free_port()) + snapshot.restore_args(gen / "ram", self.config.memory_mb,
-                                                                         share=True)
+        argv = self.qemu_argv(port=free_port()) + snapshot.restore_args(gen / "ram", self.config.memory_mb, share=True)
         try:
-            proc = subprocess.Popen(argv + Qmp.argv(fd), pass_fds=(fd,), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    preexec_fn=die_with_parent)
+            proc = subprocess.Popen(
+                argv + Qmp.argv(fd),
+                pass_fds=(fd,),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                preexec_fn=die_with_parent,
+            )
         finally:
             qmp.child_started()
         try:
@@ -393,11 +425,13 @@ class Vm:
     def _send_start(self, timeout: float) -> "BootOutcome":
         """Type the start line on the waiting guest's console; wait for ready."""
         assert self.child is not None
-        line = start_line(os.urandom(SEED_BYTES), time.time_ns(), self.config.rcu_expedited,
-                          self.config.hung_task_timeout_s)
+        line = start_line(
+            os.urandom(SEED_BYTES), time.time_ns(), self.config.rcu_expedited, self.config.hung_task_timeout_s
+        )
         self.child.send(line + "\n")
-        return self._expect([(READY_MARKER, BootOutcome.READY), (START_FAILED_MARKER, BootOutcome.START_FAILED)],
-                            timeout)
+        return self._expect(
+            [(READY_MARKER, BootOutcome.READY), (START_FAILED_MARKER, BootOutcome.START_FAILED)], timeout
+        )
 
     def _install_payload(self) -> None:
         """Unpack the image's payload (modules, modules.dep, racer) at / in the guest."""
@@ -406,8 +440,10 @@ class Vm:
         data = self.image.payload.read_bytes()
         result = self.ssh.run("tar -xf - -C /", stdin=data, timeout=60 * self.image.kernel.time_factor)
         if not result.ok:
-            raise HarnessError(f"could not unpack the guest's payload ({result.exit_status}): "
-                               f"{result.stderr.strip() or result.stdout.strip()}; console log: {self.log_path}")
+            raise HarnessError(
+                f"could not unpack the guest's payload ({result.exit_status}): "
+                f"{result.stderr.strip() or result.stdout.strip()}; console log: {self.log_path}"
+            )
 
     def _spawn(self, extra: list[str] | None = None, note: str = "") -> None:
         _install_teardown()
@@ -419,8 +455,15 @@ class Vm:
             log.write(f"# {note}\n".encode())
         log.flush()
         try:
-            self.child = Spawn(argv[0], argv[1:], timeout=None, preexec_fn=die_with_parent,
-                                maxread=65536, searchwindowsize=8192, pass_fds=(fd,))
+            self.child = Spawn(
+                argv[0],
+                argv[1:],
+                timeout=None,
+                preexec_fn=die_with_parent,
+                maxread=65536,
+                searchwindowsize=8192,
+                pass_fds=(fd,),
+            )
         finally:
             self.qmp.child_started()
         # pexpect's courtesy pauses for interactive programs: 50 ms before every
@@ -433,9 +476,13 @@ class Vm:
 
     def _expect(self, wanted: list[tuple[str, "BootOutcome"]], timeout: float) -> "BootOutcome":
         assert self.child is not None
-        pairs: list[tuple[Any, BootOutcome]] = [*wanted, (r"Kernel panic - not syncing", BootOutcome.PANIC),
-                 (PORT_TAKEN_TEXT, BootOutcome.PORT_TAKEN),
-                 (pexpect.EOF, BootOutcome.QEMU_EXITED), (pexpect.TIMEOUT, BootOutcome.HUNG)]
+        pairs: list[tuple[Any, BootOutcome]] = [
+            *wanted,
+            (r"Kernel panic - not syncing", BootOutcome.PANIC),
+            (PORT_TAKEN_TEXT, BootOutcome.PORT_TAKEN),
+            (pexpect.EOF, BootOutcome.QEMU_EXITED),
+            (pexpect.TIMEOUT, BootOutcome.HUNG),
+        ]
         idx = self.child.expect([p for p, _ in pairs], timeout=timeout)
         outcome = pairs[idx][1]
         if outcome in (BootOutcome.READY, BootOutcome.WAITING):

@@ -60,6 +60,6 @@ def whole_lines_tail(text: str, lines: int) -> str:
     body, sep, partial = text.rpartition("\n")
     tail = body.splitlines()[-lines:] if sep else []
     if partial.strip():
-        tail = tail[-(lines - 1):] if lines > 1 else []
+        tail = tail[-(lines - 1) :] if lines > 1 else []
         tail.append(partial + " [incomplete line]")
     return "\n".join(tail)

@@ -12,5 +12,15 @@ from .repair import damage_of_kernel
 from .table import DEFAULT_KERNEL, DEFAULT_RELEASE, ROWS, KernelRow, get_spec, parse_specs
 from .unpack import fetch, status
 
-__all__ = ["DEFAULT_KERNEL", "DEFAULT_RELEASE", "KernelFiles", "KernelRow", "ROWS", "damage_of_kernel", "fetch",
-           "get_spec", "parse_specs", "status"]
+__all__ = [
+    "DEFAULT_KERNEL",
+    "DEFAULT_RELEASE",
+    "KernelFiles",
+    "KernelRow",
+    "ROWS",
+    "damage_of_kernel",
+    "fetch",
+    "get_spec",
+    "parse_specs",
+    "status",
+]

@@ -83,16 +83,19 @@ class RootSpec:
 
     @property
     def identity(self) -> str:
-        text = json.dumps({"suite": self.suite, "packages": list(self.packages), "mirror": self.mirror,
-                           "keyring": str(self.keyring)}, sort_keys=True)
+        text = json.dumps(
+            {"suite": self.suite, "packages": list(self.packages), "mirror": self.mirror, "keyring": str(self.keyring)},
+            sort_keys=True,
+        )
         return f"{self.suite}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
     def path(self, base: Path | None = None) -> Path:
         return (base or cache_dir() / "buildroots") / self.identity
 
     def marker_json(self) -> str:
-        return json.dumps({"identity": self.identity, "suite": self.suite, "packages": list(self.packages),
-                           "mirror": self.mirror})
+        return json.dumps(
+            {"identity": self.identity, "suite": self.suite, "packages": list(self.packages), "mirror": self.mirror}
+        )
 
 
 def spec_for(suite: str, mirrors: apt.Mirrors | None = None) -> RootSpec:
@@ -117,9 +120,19 @@ def spec_for_row(row: KernelRow, mirrors: apt.Mirrors | None = None) -> RootSpec
 def mmdebstrap_argv(spec: RootSpec, target: Path, mmdebstrap: str = "mmdebstrap") -> list[str]:
     """Made in a private mount namespace: mmdebstrap mounts /proc, /sys and /dev
     in the target, and a killed run must not leave them on the host."""
-    argv = ["unshare", "--mount", "--propagation", "private", "--fork", "--",
-            mmdebstrap, "--mode=root", "--variant=apt", "--format=directory",
-            f"--include={','.join(spec.packages)}"]
+    argv = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--fork",
+        "--",
+        mmdebstrap,
+        "--mode=root",
+        "--variant=apt",
+        "--format=directory",
+        f"--include={','.join(spec.packages)}",
+    ]
     if spec.stale_ok:
         # The archive serves sid's Release past its Valid-Until; signatures are still checked.
         argv.append('--aptopt=Acquire::Check-Valid-Until "false"')
@@ -128,17 +141,36 @@ def mmdebstrap_argv(spec: RootSpec, target: Path, mmdebstrap: str = "mmdebstrap"
 
 
 # Mounts /proc and the source folder in the root, then chroots: "$1" root, "$2" source.
-_ENTER = ('set -e; mount -t proc proc "$1/proc"; '
-          'if [ -n "$2" ]; then mount --bind "$2" "$1' + SRC_MOUNT + '"; fi; '
-          'r="$1"; shift 2; exec chroot "$r" "$@"')
+_ENTER = (
+    'set -e; mount -t proc proc "$1/proc"; '
+    'if [ -n "$2" ]; then mount --bind "$2" "$1' + SRC_MOUNT + '"; fi; '
+    'r="$1"; shift 2; exec chroot "$r" "$@"'
+)
 
 
 def in_root_argv(root: Path, argv: Sequence[str], src: Path | None = None) -> list[str]:
     """Run argv chrooted in `root` in a private mount namespace with /proc and
     (if given) `src` at SRC_MOUNT, with a clean C-locale environment."""
-    return ["unshare", "--mount", "--propagation", "private", "--fork", "--",
-            "sh", "-c", _ENTER, "sh", str(root), str(src) if src is not None else "",
-            "/usr/bin/env", "-i", f"PATH={ROOT_PATH}", "LC_ALL=C", "HOME=/root", *argv]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--fork",
+        "--",
+        "sh",
+        "-c",
+        _ENTER,
+        "sh",
+        str(root),
+        str(src) if src is not None else "",
+        "/usr/bin/env",
+        "-i",
+        f"PATH={ROOT_PATH}",
+        "LC_ALL=C",
+        "HOME=/root",
+        *argv,
+    ]
 
 
 def make_argv(abi: str, jobs: int, extra: Sequence[str] = ()) -> list[str]:
@@ -207,17 +239,22 @@ def require_privileges() -> None:
     """Roots are made and entered as root, in a private mount namespace."""
     global _UNSHARE_OK
     if os.geteuid() != 0:
-        raise HarnessError("module builds run in per-suite build roots (mmdebstrap, chroot, mount), which need "
-                           "root: run the harness as root, e.g. sudo -E .venv/bin/python -m harness ...")
+        raise HarnessError(
+            "module builds run in per-suite build roots (mmdebstrap, chroot, mount), which need "
+            "root: run the harness as root, e.g. sudo -E .venv/bin/python -m harness ..."
+        )
     need_tool("unshare", "util-linux")
     need_tool("chroot", "coreutils")
     if _UNSHARE_OK is None:
-        proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "--fork", "--", "true"],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "--fork", "--", "true"], capture_output=True, text=True
+        )
         _UNSHARE_OK = proc.returncode == 0
         if not _UNSHARE_OK:
-            raise HarnessError(f"unshare --mount failed here ({last_line(proc.stderr)}); build roots need a "
-                               "private mount namespace: run the harness as root outside a restricted container")
+            raise HarnessError(
+                f"unshare --mount failed here ({last_line(proc.stderr)}); build roots need a "
+                "private mount namespace: run the harness as root outside a restricted container"
+            )
     elif not _UNSHARE_OK:
         raise HarnessError("unshare --mount does not work here; build roots need a private mount namespace")
 
@@ -238,8 +275,10 @@ def ensure_root(spec: RootSpec, base: Path | None = None) -> Path:
     require_privileges()
     mmdebstrap = need_tool("mmdebstrap", "mmdebstrap")
     if not spec.keyring.is_file():
-        raise HarnessError(f"Debian's archive keyring {spec.keyring} is missing; install it with: "
-                           "apt-get install debian-archive-keyring")
+        raise HarnessError(
+            f"Debian's archive keyring {spec.keyring} is missing; install it with: "
+            "apt-get install debian-archive-keyring"
+        )
     base.mkdir(parents=True, exist_ok=True)
 
     def half_made() -> Iterator[Path]:
@@ -257,17 +296,25 @@ def ensure_root(spec: RootSpec, base: Path | None = None) -> Path:
         progress(f"build root {spec.suite}: made in {time.monotonic() - t0:.1f} s")
         return path
 
-    return cached(path, base / f"{spec.identity}.lock", lambda: path if root_ready(path, spec) else None, build,
-                  tmp=base / f".{spec.identity}.tmp.{os.getpid()}", leftovers=half_made, remove=_remove,
-                  # A failed root may hold mounts; the next run clears it, saying so.
-                  clean_failed=False)
+    return cached(
+        path,
+        base / f"{spec.identity}.lock",
+        lambda: path if root_ready(path, spec) else None,
+        build,
+        tmp=base / f".{spec.identity}.tmp.{os.getpid()}",
+        leftovers=half_made,
+        remove=_remove,
+        # A failed root may hold mounts; the next run clears it, saying so.
+        clean_failed=False,
+    )
 
 
 def _run_relayed(argv: list[str], label: str, tmp: Path) -> None:
     """Run mmdebstrap, passing its step lines ("I: ...") on as progress."""
     tail: list[str] = []
-    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          env=dict(os.environ, LC_ALL="C")) as proc:
+    with subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ, LC_ALL="C")
+    ) as proc:
         assert proc.stderr is not None
         for line in proc.stderr:
             line = line.rstrip()
@@ -279,8 +326,10 @@ def _run_relayed(argv: list[str], label: str, tmp: Path) -> None:
         detail = errors[0] if errors else (tail[-1] if tail else f"exit status {proc.returncode}")
         if tmp.exists() and not _mounts_under(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
-        raise HarnessError(f"mmdebstrap failed making the {label}: {detail} (check that the Debian archive "
-                           "is reachable; the harness retries from scratch next time)")
+        raise HarnessError(
+            f"mmdebstrap failed making the {label}: {detail} (check that the Debian archive "
+            "is reachable; the harness retries from scratch next time)"
+        )
 
 
 # ---------------------------------------------------------------- kernel headers
@@ -296,8 +345,9 @@ def header_debs(debs: Mapping[apt.Role, Sequence[Path]]) -> list[Path]:
     return out
 
 
-def install_headers(spec: RootSpec, abi: str, debs: Sequence[Path], stamp: Mapping[str, str],
-                    base: Path | None = None) -> Path:
+def install_headers(
+    spec: RootSpec, abi: str, debs: Sequence[Path], stamp: Mapping[str, str], base: Path | None = None
+) -> Path:
     """Unpack a kernel's headers, headers-common and kbuild into the root.
 
     The root's own dpkg unpacks them (it keeps /usr-merge symlinks and replaces
@@ -323,8 +373,13 @@ def install_headers(spec: RootSpec, abi: str, debs: Sequence[Path], stamp: Mappi
         (root / HEADERS_MARKERS / f"{abi}.json").unlink(missing_ok=True)
         # No fsync per file (32 s -> 5 s for one kernel): an interrupted
         # unpack leaves no marker and is redone.
-        argv = ["dpkg", "--unpack", "--force-depends", "--force-unsafe-io",
-                *[f"/var/cache/harness-debs/{d.name}" for d in debs]]
+        argv = [
+            "dpkg",
+            "--unpack",
+            "--force-depends",
+            "--force-unsafe-io",
+            *[f"/var/cache/harness-debs/{d.name}" for d in debs],
+        ]
         proc = run_tool(in_root_argv(root, argv), check=False)
         shutil.rmtree(inbox, ignore_errors=True)
         if proc.returncode != 0:
@@ -338,8 +393,12 @@ def install_headers(spec: RootSpec, abi: str, debs: Sequence[Path], stamp: Mappi
 
     # In place: the root is shared by every kernel of its suite; the marker,
     # written last, is what publishes a kernel's headers.
-    return cached(path, (base or _base()) / f"{spec.identity}.lock",
-                  lambda: path if headers_ready(path, abi, stamp) else None, unpack)
+    return cached(
+        path,
+        (base or _base()) / f"{spec.identity}.lock",
+        lambda: path if headers_ready(path, abi, stamp) else None,
+        unpack,
+    )
 
 
 @dataclass(frozen=True)
@@ -354,8 +413,12 @@ class KernelRoot:
         """kbuild of the module source folder `src` (bind-mounted at SRC_MOUNT);
         stdout and stderr in one stream, as a terminal would show them."""
         require_privileges()
-        return subprocess.run(in_root_argv(self.path, make_argv(self.abi, jobs, extra), src),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.run(
+            in_root_argv(self.path, make_argv(self.abi, jobs, extra), src),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
 
 def for_kernel(row: KernelRow, abi: str, mirrors: apt.Mirrors | None = None) -> KernelRoot:
@@ -366,13 +429,17 @@ def for_kernel(row: KernelRow, abi: str, mirrors: apt.Mirrors | None = None) -> 
         spec = spec_for_row(row, mirrors)
         path = spec.path()
         if not (root_ready(path, spec) and (path / "usr/src" / f"linux-headers-{abi}" / "Makefile").is_file()):
-            raise HarnessError(f"kernel {row.name}: its build tree for {abi} is gone from the build root; "
-                               f"build it again: harness fetch --kernel {row.name}")
+            raise HarnessError(
+                f"kernel {row.name}: its build tree for {abi} is gone from the build root; "
+                f"build it again: harness fetch --kernel {row.name}"
+            )
         return KernelRoot(spec, path, abi)
     spec = spec_for(row.release, mirrors)
     res, debs = apt.fetch(row)
     if res.abi != abi:
-        raise HarnessError(f"kernel {row.name}: the catalogue now resolves {res.abi}, not {abi}; "
-                           "fetch the kernel again (harness kernels --refresh)")
+        raise HarnessError(
+            f"kernel {row.name}: the catalogue now resolves {res.abi}, not {abi}; "
+            "fetch the kernel again (harness kernels --refresh)"
+        )
     stamp = {p.deb_name: p.sha256 for role in HEADER_ROLES for p in res.of(role)}
     return KernelRoot(spec, install_headers(spec, abi, header_debs(debs), stamp), abi)

@@ -25,13 +25,22 @@ def key_inputs(row: KernelRow, res: apt.ResolvedKernel) -> dict[str, object]:
     suite = buildroot.root_suite(row.release)
     packages = buildroot.PACKAGES[suite] + (buildroot.KERNEL_BUILD_PACKAGES if row.source else ())
     fragment = row.fragment_path.read_bytes() if row.fragment_path is not None else b""
-    return {"spec": row.name, "abi": res.abi, "version": res.version, "pins": list(res.pins),
-            "root": {"suite": suite, "packages": list(packages)},
-            "source": {"package": row.source, "recipe": apt.SOURCE_RECIPE,
-                       "fragment_sha256": hashlib.sha256(fragment).hexdigest()} if row.source else None}
+    return {
+        "spec": row.name,
+        "abi": res.abi,
+        "version": res.version,
+        "pins": list(res.pins),
+        "root": {"suite": suite, "packages": list(packages)},
+        "source": {
+            "package": row.source,
+            "recipe": apt.SOURCE_RECIPE,
+            "fragment_sha256": hashlib.sha256(fragment).hexdigest(),
+        }
+        if row.source
+        else None,
+    }
 
 
 def cache_key(row: KernelRow, res: apt.ResolvedKernel) -> str:
     text = json.dumps(key_inputs(row, res), sort_keys=True)
     return f"harness-{row.name}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
-

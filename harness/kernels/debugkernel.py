@@ -66,15 +66,18 @@ def merge_config(base: str, fragment: Mapping[str, str]) -> str:
 
 def unmet(wanted: Mapping[str, str], final: Mapping[str, str]) -> list[str]:
     """Options of `wanted` that olddefconfig did not keep ("CONFIG_X=y (got n)")."""
-    return [f"{option}={want} (got {final.get(option, 'n')})" for option, want in wanted.items()
-            if final.get(option, "n") != want]
+    return [
+        f"{option}={want} (got {final.get(option, 'n')})"
+        for option, want in wanted.items()
+        if final.get(option, "n") != want
+    ]
 
 
 def localversion(release: str, upstream: str) -> str:
     """CONFIG_LOCALVERSION that makes `make kernelrelease` print `release`."""
     if not release.startswith(upstream + "-"):
         raise HarnessError(f"release {release!r} does not start with {upstream!r}")
-    return release[len(upstream):]
+    return release[len(upstream) :]
 
 
 def upstream_of(res: apt.ResolvedKernel) -> str:
@@ -87,8 +90,9 @@ def wanted_config(row: KernelRow, res: apt.ResolvedKernel) -> dict[str, str]:
     try:
         wanted = parse_config(row.fragment_path.read_text())
     except OSError as e:
-        raise HarnessError(f"kernel {row.name}: cannot read its config fragment {row.fragment_path}: "
-                           f"{e.strerror}") from None
+        raise HarnessError(
+            f"kernel {row.name}: cannot read its config fragment {row.fragment_path}: {e.strerror}"
+        ) from None
     wanted["CONFIG_LOCALVERSION"] = f'"{localversion(res.abi, upstream_of(res))}"'
     wanted["CONFIG_LOCALVERSION_AUTO"] = "n"
     return wanted
@@ -211,22 +215,27 @@ def _configure(row: KernelRow, res: apt.ResolvedKernel, tree: Tree) -> None:
     _in_root(tree, [*make, "olddefconfig"], "make olddefconfig")
     missing = unmet(wanted, parse_config(config.read_text()))
     if missing:
-        raise HarnessError(f"kernel {row.name}: olddefconfig dropped {len(missing)} option(s) of "
-                           f"kconfigs/{row.fragment}: {', '.join(missing[:6])}; fix the fragment "
-                           "(a dependency is missing or the option was renamed)")
+        raise HarnessError(
+            f"kernel {row.name}: olddefconfig dropped {len(missing)} option(s) of "
+            f"kconfigs/{row.fragment}: {', '.join(missing[:6])}; fix the fragment "
+            "(a dependency is missing or the option was renamed)"
+        )
 
 
 def _compile(row: KernelRow, tree: Tree, log_path: Path) -> None:
     """make all, with a progress line every PROGRESS_EVERY_S instead of make's output."""
-    argv = buildroot.in_root_argv(tree.root, ["make", "-C", tree.src_in_root, f"O={tree.obj_in_root}",
-                                              f"-j{MAKE_JOBS}", "all"])
+    argv = buildroot.in_root_argv(
+        tree.root, ["make", "-C", tree.src_in_root, f"O={tree.obj_in_root}", f"-j{MAKE_JOBS}", "all"]
+    )
     progress(f"kernel {row.name}: building {tree.release} with {MAKE_JOBS} jobs (log: {log_path})")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = last = time.monotonic()
     objects = 0
     current = ""
-    with open(log_path, "w") as log, subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+    with (
+        open(log_path, "w") as log,
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace") as proc,
+    ):
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
@@ -268,9 +277,20 @@ def _install(row: KernelRow, tree: Tree, dest: Path) -> None:
     staged = tree.root / tree.install_in_root.lstrip("/")
     shutil.rmtree(staged, ignore_errors=True)
     progress(f"kernel {row.name}: installing modules")
-    _in_root(tree, ["make", "-C", tree.src_in_root, f"O={tree.obj_in_root}", "-s",
-                    f"INSTALL_MOD_PATH={tree.install_in_root}", "INSTALL_MOD_STRIP=1", "modules_install"],
-             "make modules_install")
+    _in_root(
+        tree,
+        [
+            "make",
+            "-C",
+            tree.src_in_root,
+            f"O={tree.obj_in_root}",
+            "-s",
+            f"INSTALL_MOD_PATH={tree.install_in_root}",
+            "INSTALL_MOD_STRIP=1",
+            "modules_install",
+        ],
+        "make modules_install",
+    )
     shutil.rmtree(dest, ignore_errors=True)
     (dest / "boot").mkdir(parents=True)
     (dest / "lib" / "modules").mkdir(parents=True)
@@ -279,6 +299,10 @@ def _install(row: KernelRow, tree: Tree, dest: Path) -> None:
         (mods / link).unlink(missing_ok=True)
     shutil.move(mods, dest / "lib" / "modules" / rel)
     shutil.rmtree(staged, ignore_errors=True)
-    for src, name in (("vmlinux", "vmlinux"), ("arch/x86/boot/bzImage", "vmlinuz"), (".config", "config"),
-                      ("System.map", "System.map")):
+    for src, name in (
+        ("vmlinux", "vmlinux"),
+        ("arch/x86/boot/bzImage", "vmlinuz"),
+        (".config", "config"),
+        ("System.map", "System.map"),
+    ):
         shutil.copyfile(tree.obj / src, dest / "boot" / f"{name}-{rel}")

@@ -121,9 +121,11 @@ def discover(text: str) -> LocalTree:
         tree = finder(path)
         if tree is not None:
             return tree
-    raise HarnessError(f"kernel {path} is neither a kernel build tree (no .config) nor an installed root "
-                       "(no boot/vmlinuz-*); give a tree after `make`, or what `make install modules_install` "
-                       "made under INSTALL_PATH/INSTALL_MOD_PATH")
+    raise HarnessError(
+        f"kernel {path} is neither a kernel build tree (no .config) nor an installed root "
+        "(no boot/vmlinuz-*); give a tree after `make`, or what `make install modules_install` "
+        "made under INSTALL_PATH/INSTALL_MOD_PATH"
+    )
 
 
 def _read(path: Path) -> str:
@@ -147,43 +149,71 @@ def _build_tree(path: Path) -> LocalTree | None:
     vmlinux = path / "vmlinux"
     elf = vmlinux if boots_elf(config) and vmlinux.is_file() and has_pvh_note(vmlinux) else None
     if elf is None and not bzimage.is_file():
-        raise HarnessError(f"{label} has no built image (no arch/x86/boot/bzImage, and no vmlinux with a PVH "
-                           "entry note): run make")
+        raise HarnessError(
+            f"{label} has no built image (no arch/x86/boot/bzImage, and no vmlinux with a PVH entry note): run make"
+        )
     check_guest_config(config, label)  # so CONFIG_MODULES=y from here on
     order = path / "modules.order"
     if not order.is_file():
         raise HarnessError(f"{label} has no modules.order: run make (it builds the modules too)")
     modules = modules_from_order(path, _read(order), label)
     system_map = path / "System.map"
-    return LocalTree(path, BUILD_TREE, release, path / ".config", bzimage if bzimage.is_file() else None, elf,
-                     system_map if system_map.is_file() else None, modules,
-                     tuple(path / m for m in MODULE_META if (path / m).is_file()), path,
-                     _cc_text(config), *_traits(config))
+    return LocalTree(
+        path,
+        BUILD_TREE,
+        release,
+        path / ".config",
+        bzimage if bzimage.is_file() else None,
+        elf,
+        system_map if system_map.is_file() else None,
+        modules,
+        tuple(path / m for m in MODULE_META if (path / m).is_file()),
+        path,
+        _cc_text(config),
+        *_traits(config),
+    )
 
 
 def _installed_root(path: Path) -> LocalTree | None:
     """What `make install modules_install` made under a folder, or None."""
-    images = {p.name.removeprefix("vmlinuz-"): p for p in sorted((path / "boot").glob("vmlinuz-*"))
-              if not p.name.endswith(".old")}
-    moddirs = {p.name: p for base in (path / "lib" / "modules", path / "usr" / "lib" / "modules")
-               if base.is_dir() for p in sorted(base.iterdir()) if p.is_dir()}
+    images = {
+        p.name.removeprefix("vmlinuz-"): p
+        for p in sorted((path / "boot").glob("vmlinuz-*"))
+        if not p.name.endswith(".old")
+    }
+    moddirs = {
+        p.name: p
+        for base in (path / "lib" / "modules", path / "usr" / "lib" / "modules")
+        if base.is_dir()
+        for p in sorted(base.iterdir())
+        if p.is_dir()
+    }
     if not images and not moddirs:
         return None
     label = f"installed root {path}"
     if not images:
-        raise HarnessError(f"{label} has modules ({', '.join(moddirs)}) but no boot/vmlinuz-*: "
-                           "run make install INSTALL_PATH=.../boot")
+        raise HarnessError(
+            f"{label} has modules ({', '.join(moddirs)}) but no boot/vmlinuz-*: run make install INSTALL_PATH=.../boot"
+        )
     both = sorted(set(images) & set(moddirs)) or sorted(images)
     if len(both) > 1:
         raise HarnessError(f"{label} holds several kernels ({', '.join(both)}); give a root with one")
     release = both[0]
     moddir = moddirs.get(release)
     build = moddir / "build" if moddir is not None else None
-    config_file = next((c for c in (path / "boot" / f"config-{release}", build / ".config" if build else None)
-                        if c is not None and c.is_file()), None)
+    config_file = next(
+        (
+            c
+            for c in (path / "boot" / f"config-{release}", build / ".config" if build else None)
+            if c is not None and c.is_file()
+        ),
+        None,
+    )
     if config_file is None:
-        raise HarnessError(f"{label} has no boot/config-{release} (nor a build link to its tree's .config); "
-                           "copy the tree's .config there")
+        raise HarnessError(
+            f"{label} has no boot/config-{release} (nor a build link to its tree's .config); "
+            "copy the tree's .config there"
+        )
     config = parse_config(_read(config_file))
     check_guest_config(config, label)  # so CONFIG_MODULES=y from here on
     if moddir is None:
@@ -192,11 +222,20 @@ def _installed_root(path: Path) -> LocalTree | None:
     vmlinux = path / "boot" / f"vmlinux-{release}"
     system_map = path / "boot" / f"System.map-{release}"
     kbuild = build if build is not None and (build / "Makefile").is_file() else None
-    return LocalTree(path, INSTALLED_ROOT, release, config_file, images[release],
-                     vmlinux if boots_elf(config) and vmlinux.is_file() and has_pvh_note(vmlinux) else None,
-                     system_map if system_map.is_file() else None, modules,
-                     tuple(moddir / m for m in MODULE_META if (moddir / m).is_file()),
-                     kbuild.resolve() if kbuild else None, _cc_text(config), *_traits(config))
+    return LocalTree(
+        path,
+        INSTALLED_ROOT,
+        release,
+        config_file,
+        images[release],
+        vmlinux if boots_elf(config) and vmlinux.is_file() and has_pvh_note(vmlinux) else None,
+        system_map if system_map.is_file() else None,
+        modules,
+        tuple(moddir / m for m in MODULE_META if (moddir / m).is_file()),
+        kbuild.resolve() if kbuild else None,
+        _cc_text(config),
+        *_traits(config),
+    )
 
 
 def _walk_modules(moddir: Path) -> list[tuple[str, Path]]:
@@ -241,7 +280,7 @@ def modules_from_order(tree: Path, order: str, label: str = "kernel tree") -> tu
         found = next((tree / (stem + s) for s in MODULE_SUFFIXES if (tree / (stem + s)).is_file()), None)
         if found is None:
             raise HarnessError(f"{label}: modules.order names {line} but there is no {stem}.ko: run make")
-        out.setdefault(f"kernel/{stem}{found.name[len(Path(stem).name):]}", found)
+        out.setdefault(f"kernel/{stem}{found.name[len(Path(stem).name) :]}", found)
     return tuple(out.items())
 
 
@@ -275,9 +314,11 @@ def unmet_needs(config: Mapping[str, str], needs: Mapping[str, str]) -> list[str
 def check_guest_config(config: Mapping[str, str], label: str, fragment: Path = GUEST_FRAGMENT) -> None:
     missing = unmet_needs(config, guest_needs(_read(fragment)))
     if missing:
-        raise HarnessError(f"{label}: its .config lacks what the guest needs: {', '.join(missing)} (merge "
-                           f"{fragment} with the kernel's scripts/kconfig/merge_config.sh, then make "
-                           "olddefconfig and make; see docs/kernels.md)")
+        raise HarnessError(
+            f"{label}: its .config lacks what the guest needs: {', '.join(missing)} (merge "
+            f"{fragment} with the kernel's scripts/kconfig/merge_config.sh, then make "
+            "olddefconfig and make; see docs/kernels.md)"
+        )
 
 
 # ---------------------------------------------------------------- the PVH note
@@ -291,7 +332,7 @@ def has_pvh_note(path: Path) -> bool:
             ehdr = fh.read(64)
             if len(ehdr) < 64 or ehdr[:4] != b"\x7fELF" or ehdr[4] != 2 or ehdr[5] != 1:
                 return False
-            phoff, = struct.unpack_from("<Q", ehdr, 32)
+            (phoff,) = struct.unpack_from("<Q", ehdr, 32)
             phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
             fh.seek(phoff)
             phdrs = fh.read(phentsize * phnum)
@@ -311,7 +352,7 @@ def _xen_entry_note(notes: bytes) -> bool:
     at = 0
     while at + 12 <= len(notes):
         namesz, descsz, ntype = struct.unpack_from("<III", notes, at)
-        name = notes[at + 12:at + 12 + namesz].rstrip(b"\0")
+        name = notes[at + 12 : at + 12 + namesz].rstrip(b"\0")
         if name == b"Xen" and ntype == XEN_ELFNOTE_PHYS32_ENTRY:
             return True
         at += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
@@ -330,12 +371,11 @@ def _stat_key(files: Sequence[Path]) -> str:
 
 
 def content_version(tree: LocalTree, memo_dir: Path) -> str:
-    """"local-" and a hash of the release, the boot image, the config and
+    """ "local-" and a hash of the release, the boot image, the config and
     every module's path and bytes: a rebuilt tree is a new kernel (a new
     snapshot, new module builds).  Hashed again only when a file's stat
     changed since the last time (remembered per tree under `memo_dir`)."""
-    named = [("image", tree.boot_image), ("config", tree.config), *tree.modules,
-             *[(m.name, m) for m in tree.meta]]
+    named = [("image", tree.boot_image), ("config", tree.config), *tree.modules, *[(m.name, m) for m in tree.meta]]
     key = _stat_key([f for _, f in named])
     memo = memo_dir / f"{hashlib.sha256(str(tree.path).encode()).hexdigest()[:16]}.json"
     known = read_json_object(memo)
@@ -367,8 +407,13 @@ def describe(tree: LocalTree) -> str:
 
 def _git(path: Path, *args: str) -> str:
     try:
-        proc = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=60,
-                              env=dict(os.environ, GIT_OPTIONAL_LOCKS="0", LC_ALL="C"))
+        proc = subprocess.run(
+            ["git", "-C", str(path), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, GIT_OPTIONAL_LOCKS="0", LC_ALL="C"),
+        )
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return proc.stdout.strip() if proc.returncode == 0 else ""
@@ -431,16 +476,22 @@ def version_line(compiler: str) -> str:
     return lines[0].strip() if proc.returncode == 0 and lines else ""
 
 
-def find_compiler(text: str, label: str, which: Callable[[str], str | None] = shutil.which,
-                  version_of: Callable[[str], str] = version_line) -> Compiler:
+def find_compiler(
+    text: str,
+    label: str,
+    which: Callable[[str], str | None] = shutil.which,
+    version_of: Callable[[str], str] = version_line,
+) -> Compiler:
     """The host's compiler that built a tree, from its CONFIG_CC_VERSION_TEXT
     ("gcc (Debian 12.2.0-14) 12.2.0"): the program it names, then gcc-MAJOR,
     then gcc; the same --version line wins over the same version number.
     None there: one line naming what to install."""
     m = _CC_TEXT.match(text)
     if not m or "gcc" not in m["prog"]:
-        raise HarnessError(f"{label} was built with {text or 'an unnamed compiler (no CONFIG_CC_VERSION_TEXT)'}"
-                           "; out-of-tree modules are built for gcc-built trees only")
+        raise HarnessError(
+            f"{label} was built with {text or 'an unnamed compiler (no CONFIG_CC_VERSION_TEXT)'}"
+            "; out-of-tree modules are built for gcc-built trees only"
+        )
     version = m["version"]
     major = version.split(".")[0]
     found: list[str] = []
@@ -458,8 +509,10 @@ def find_compiler(text: str, label: str, which: Callable[[str], str | None] = sh
             near = Compiler(path, line)
     if near is not None:
         return near
-    raise HarnessError(f"{label} was built with {text} and this host has no gcc {version} "
-                       f"({', '.join(found) or 'no gcc at all'}); install gcc-{major}")
+    raise HarnessError(
+        f"{label} was built with {text} and this host has no gcc {version} "
+        f"({', '.join(found) or 'no gcc at all'}); install gcc-{major}"
+    )
 
 
 def make_modules(tree: LocalTree, src: Path, jobs: int, extra: Sequence[str] = ()) -> subprocess.CompletedProcess:
@@ -467,14 +520,17 @@ def make_modules(tree: LocalTree, src: Path, jobs: int, extra: Sequence[str] = (
     with the tree's compiler; stdout and stderr in one stream."""
     label = f"{tree.kind} {tree.path}"
     if tree.kbuild_dir is None:
-        raise HarnessError(f"{label} has no build tree to build modules against (lib/modules/{tree.release}/build "
-                           "does not lead to one); give the build tree itself")
+        raise HarnessError(
+            f"{label} has no build tree to build modules against (lib/modules/{tree.release}/build "
+            "does not lead to one); give the build tree itself"
+        )
     cc = find_compiler(tree.cc_version_text, label)
     env = {k: v for k, v in os.environ.items() if k not in _MAKE_ENV_DROP}
     argv = ["make", f"-j{jobs}", "-C", str(tree.kbuild_dir), f"M={src}", f"CC={cc.path}", *extra, "modules"]
     try:
-        return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**env, "LC_ALL": "C"})
+        return subprocess.run(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**env, "LC_ALL": "C"}
+        )
     except OSError as e:
         raise HarnessError(f"cannot run make for {label}: {e.strerror}") from None
 
@@ -483,4 +539,3 @@ def build_identity(tree: LocalTree, version: str) -> str:
     """What a module built against the tree depends on: the tree's content
     (its version) and the compiler."""
     return f"host-{find_compiler(tree.cc_version_text, f'{tree.kind} {tree.path}').identity}-{version}"
-

@@ -57,8 +57,9 @@ class ModuleBuild:
         for path in self.ko_files:
             if path.stem == name:
                 return path
-        raise HarnessError(f"no module {name!r} in the build of {self.source}; "
-                           f"have: {', '.join(p.stem for p in self.ko_files)}")
+        raise HarnessError(
+            f"no module {name!r} in the build of {self.source}; have: {', '.join(p.stem for p in self.ko_files)}"
+        )
 
 
 def build_identity(kernel: KernelFiles) -> str:
@@ -68,8 +69,9 @@ def build_identity(kernel: KernelFiles) -> str:
     return buildroot.spec_for_row(kernel.row).identity
 
 
-def compile_in(kernel: KernelFiles, src: Path, jobs: int = MAKE_JOBS,
-               extra: Sequence[str] = MAKE_EXTRA) -> subprocess.CompletedProcess:
+def compile_in(
+    kernel: KernelFiles, src: Path, jobs: int = MAKE_JOBS, extra: Sequence[str] = MAKE_EXTRA
+) -> subprocess.CompletedProcess:
     """kbuild's `modules` of the folder `src` for `kernel`, where its modules
     build; stdout and stderr in one stream, as a terminal shows them."""
     if kernel.row.local is not None:
@@ -99,15 +101,16 @@ def source_files(src: Path) -> list[str]:
         out.append(str(rel))
         total += path.stat().st_size
         if len(out) > MAX_FILES or total > MAX_BYTES:
-            raise HarnessError(f"module source {src}: more than {MAX_FILES} files or {MAX_BYTES >> 20} MiB; "
-                               "give the folder that holds the module's Kbuild")
+            raise HarnessError(
+                f"module source {src}: more than {MAX_FILES} files or {MAX_BYTES >> 20} MiB; "
+                "give the folder that holds the module's Kbuild"
+            )
     return out
 
 
 def source_key(kernel: KernelFiles, src: Path, files: Sequence[str], identity: str) -> str:
     """Content key of a module build: names and bytes of the sources, never their times."""
-    return hash_inputs("modbuild", kernel.release, identity,
-                       *[part for rel in files for part in (rel, src / rel)])
+    return hash_inputs("modbuild", kernel.release, identity, *[part for rel in files for part in (rel, src / rel)])
 
 
 _GCC_DIAG = re.compile(r"^(?P<file>[^\s:]+):(?P<line>\d+)(?::\d+)?: (?:fatal )?error: (?P<msg>.*)$")
@@ -194,8 +197,10 @@ def build_dir(kernel: KernelFiles, src: Path, *, jobs: int = MAKE_JOBS) -> Modul
         kept = base / f"{key}-failed.log"
         if proc.returncode != 0:
             shutil.copy(log, kept)  # the tmp folder goes away with the failed build
-            raise HarnessError(f"{first_error(proc.stdout, (buildroot.SRC_MOUNT, str(work)))} (building {src.name} for {kernel.release}; "
-                               f"log: {kept})")
+            raise HarnessError(
+                f"{first_error(proc.stdout, (buildroot.SRC_MOUNT, str(work)))} (building {src.name} for {kernel.release}; "
+                f"log: {kept})"
+            )
         kos = built_modules(work)
         if not kos or not all(k.is_file() for k in kos):
             shutil.copy(log, kept)
@@ -203,12 +208,21 @@ def build_dir(kernel: KernelFiles, src: Path, *, jobs: int = MAKE_JOBS) -> Modul
         kept.unlink(missing_ok=True)
         warnings = warning_count(proc.stdout)
         rels = [str(k.relative_to(work)) for k in kos]
-        (tmp / "manifest.json").write_text(json.dumps({"release": kernel.release, "identity": identity,
-                                                       "source": str(src), "modules": rels,
-                                                       "warnings": warnings}))
-        progress(f"{label}: built {', '.join(k.name for k in kos)}"
-                 + (f" with {warnings} warning(s), see {final / 'build.log'}" if warnings else ""))
-        return ModuleBuild(src, kernel.release, tuple(final / "src" / r for r in rels), final / "build.log",
-                           warnings)
+        (tmp / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "release": kernel.release,
+                    "identity": identity,
+                    "source": str(src),
+                    "modules": rels,
+                    "warnings": warnings,
+                }
+            )
+        )
+        progress(
+            f"{label}: built {', '.join(k.name for k in kos)}"
+            + (f" with {warnings} warning(s), see {final / 'build.log'}" if warnings else "")
+        )
+        return ModuleBuild(src, kernel.release, tuple(final / "src" / r for r in rels), final / "build.log", warnings)
 
     return cached(final, base / f"{key}.lock", reuse, build, tmp=base / f"{key}.tmp")

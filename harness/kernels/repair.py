@@ -25,9 +25,15 @@ def checked_files(release: str) -> tuple[str, ...]:
     """What booting and building an image read from the unpacked kernel (paths
     under its root); their stamps are kept in the marker."""
     mods = f"lib/modules/{release}"
-    return (f"boot/vmlinux-{release}", f"boot/vmlinuz-{release}", f"boot/config-{release}",
-            f"{mods}/modules.dep", f"{mods}/modules.order", f"{mods}/modules.builtin",
-            f"{mods}/modules.builtin.modinfo")
+    return (
+        f"boot/vmlinux-{release}",
+        f"boot/vmlinuz-{release}",
+        f"boot/config-{release}",
+        f"{mods}/modules.dep",
+        f"{mods}/modules.order",
+        f"{mods}/modules.builtin",
+        f"{mods}/modules.builtin.modinfo",
+    )
 
 
 def damage_of_kernel(files: KernelFiles) -> str | None:
@@ -45,8 +51,12 @@ def damage_of_kernel(files: KernelFiles) -> str | None:
 
 
 def write_marker(res: ResolvedKernel) -> None:
-    data = {"abi": res.abi, "version": res.version, "packages": list(res.pins),
-            "files": stamps_of(root_of(res) / "root", checked_files(res.abi))}
+    data = {
+        "abi": res.abi,
+        "version": res.version,
+        "packages": list(res.pins),
+        "files": stamps_of(root_of(res) / "root", checked_files(res.abi)),
+    }
     tmp = marker(res).with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.rename(marker(res))

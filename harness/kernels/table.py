@@ -83,9 +83,17 @@ ROWS: dict[str, KernelRow] = {
         # LA57 as off, puts the direct map (ff11...) below the shadow's start
         # and reports "wild-memory-access in do_raw_spin_lock".  With 4-level
         # paging the answer cannot change under it.
-        KernelRow("6.12-debug", "trixie", "debug", "6.12", source="linux-source-6.12",
-                  fragment="debug.config", time_factor=4.0, boot_elf=False,
-                  cmdline=("kasan_multi_shot", "no5lvl")),
+        KernelRow(
+            "6.12-debug",
+            "trixie",
+            "debug",
+            "6.12",
+            source="linux-source-6.12",
+            fragment="debug.config",
+            time_factor=4.0,
+            boot_elf=False,
+            cmdline=("kasan_multi_shot", "no5lvl"),
+        ),
     )
 }
 # `--kernel all`: every spec that comes as packages; kernels built here are
@@ -102,8 +110,16 @@ def local_row(path: str) -> KernelRow:
     checked now: its name is the path, its boot image and guest settings
     come from the tree."""
     tree = localtree.discover(path)
-    return KernelRow(str(tree.path), LOCAL_RELEASE, "local", None, time_factor=tree.time_factor,
-                     boot_elf=tree.vmlinux is not None, cmdline=tree.cmdline, local=tree)
+    return KernelRow(
+        str(tree.path),
+        LOCAL_RELEASE,
+        "local",
+        None,
+        time_factor=tree.time_factor,
+        boot_elf=tree.vmlinux is not None,
+        cmdline=tree.cmdline,
+        local=tree,
+    )
 
 
 def parse_specs(text: str) -> list[KernelRow]:

@@ -110,8 +110,10 @@ def _fetch_local(spec: KernelRow, tree: localtree.LocalTree, quiet: bool) -> Ker
     def lay_out(tmp: Path) -> KernelFiles:
         progress(f"{said}: laying out {len(tree.modules)} modules in the cache")
         if tree.vmlinux is None:
-            progress(f"kernel {spec.name}: booting {tree.boot_image.relative_to(tree.path)}, not the ELF through "
-                     "its PVH entry, which boots faster under TCG (needs CONFIG_PVH=y, and no KASAN)")
+            progress(
+                f"kernel {spec.name}: booting {tree.boot_image.relative_to(tree.path)}, not the ELF through "
+                "its PVH entry, which boots faster under TCG (needs CONFIG_PVH=y, and no KASAN)"
+            )
         localtree.lay_out(tree, tmp / "root")
         rels = [rel for rel in checked_files(tree.release) if (tmp / "root" / rel).exists()]
         data = {"path": spec.name, "version": version, "files": stamps_of(tmp / "root", rels)}
@@ -150,7 +152,9 @@ def _fix_headers(files: KernelFiles) -> None:
         if link.is_symlink() and str(link.readlink()).startswith("/"):
             target = files.root / str(link.readlink()).lstrip("/")
             link.unlink()
-            link.symlink_to(Path(*([".."] * (len(link.relative_to(files.root).parts) - 1))) / target.relative_to(files.root))
+            link.symlink_to(
+                Path(*([".."] * (len(link.relative_to(files.root).parts) - 1))) / target.relative_to(files.root)
+            )
 
 
 def status(refresh: bool = False) -> list[tuple[KernelRow, ResolvedKernel | None, str]]:

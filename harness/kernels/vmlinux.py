@@ -26,8 +26,10 @@ def extract_vmlinux(vmlinuz: Path, out: Path) -> None:
         proc = run_tool(["zstd", "-dcq"], input=data[zstd_at:], text=False, check=False)
         payload = proc.stdout
         if not payload.startswith(b"\x7fELF"):
-            raise HarnessError(f"could not extract an ELF kernel from {vmlinuz}: "
-                               f"zstd: {last_line(proc.stderr) or f'exit status {proc.returncode}'}")
+            raise HarnessError(
+                f"could not extract an ELF kernel from {vmlinuz}: "
+                f"zstd: {last_line(proc.stderr) or f'exit status {proc.returncode}'}"
+            )
     if not payload.startswith(b"\x7fELF"):
         raise HarnessError(f"could not extract an ELF kernel from {vmlinuz}")
     tmp = out.with_name(out.name + ".tmp")

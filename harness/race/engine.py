@@ -45,11 +45,15 @@ POLL_S = 0.1  # how often the engine looks at the roles, the guest and the clock
 
 
 class RaceSsh(Protocol):
-    def run(self, command: str, timeout: float | None = 300, check: bool = False,
-            stdin: bytes | None = None): ...
-    def start(self, command: str, stdin: bytes | None = None, pty: bool = False,
-              on_stdout: Callable[[bytes], None] | None = None,
-              on_stderr: Callable[[bytes], None] | None = None) -> Running: ...
+    def run(self, command: str, timeout: float | None = 300, check: bool = False, stdin: bytes | None = None): ...
+    def start(
+        self,
+        command: str,
+        stdin: bytes | None = None,
+        pty: bool = False,
+        on_stdout: Callable[[bytes], None] | None = None,
+        on_stderr: Callable[[bytes], None] | None = None,
+    ) -> Running: ...
     def upload(self, local: Path | bytes, remote: str, mode: int = 0o644) -> None: ...
     def alive(self) -> bool: ...
 
@@ -89,8 +93,14 @@ def _guest_gone(vm: RaceGuest) -> RunEnd | None:
     return None
 
 
-def run_roles(vm: RaceGuest, roles: Sequence[RoleSpec], duration_s: float, label: str = "",
-              slack_s: float = HANG_SLACK_S, poll_s: float = POLL_S) -> RolesOutcome:
+def run_roles(
+    vm: RaceGuest,
+    roles: Sequence[RoleSpec],
+    duration_s: float,
+    label: str = "",
+    slack_s: float = HANG_SLACK_S,
+    poll_s: float = POLL_S,
+) -> RolesOutcome:
     """Start racer roles together on parallel SSH channels and collect them.
     A role still running `slack_s` after `duration_s` counts as a hang."""
     vm.ssh.run(f"rm -f {BARRIER}", check=True)
@@ -102,6 +112,7 @@ def run_roles(vm: RaceGuest, roles: Sequence[RoleSpec], duration_s: float, label
             for line in data.decode(errors="replace").splitlines():
                 if line.startswith("progress "):
                     counts[i] = int(line.split()[1])
+
         return on_stderr
 
     running = [vm.ssh.start(r.command(), on_stderr=counter(i)) for i, r in enumerate(roles)]
@@ -133,8 +144,7 @@ def run_roles(vm: RaceGuest, roles: Sequence[RoleSpec], duration_s: float, label
             results.append(RoleResult.failed(role.role, f"no result ({end.value})"))
             continue
         res = r.wait(5)
-        results.append(parse_role_output(res.stdout, role=role.role, exit_status=res.exit_status,
-                                         stderr=res.stderr))
+        results.append(parse_role_output(res.stdout, role=role.role, exit_status=res.exit_status, stderr=res.stderr))
     return RolesOutcome(results, end, detail, time.monotonic() - t0)
 
 
@@ -145,8 +155,11 @@ def host_contention(hogs: int) -> Iterator[None]:
     procs: list[subprocess.Popen] = []
     try:
         for _ in range(hogs):
-            procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                                          stdin=subprocess.DEVNULL, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL, start_new_session=True
+                )
+            )
         yield
     finally:
         for p in procs:
@@ -174,8 +187,9 @@ def debug_locks(vm: RaceGuest) -> bool | None:
     return parse_debug_locks(res.stdout) if res.ok else None
 
 
-def observe_roles(vm: RaceGuest, roles: Sequence[RoleSpec], duration_s: float, contention: int, label: str,
-                  lockdep: bool) -> tuple[RolesOutcome, list[Splat], GuestState]:
+def observe_roles(
+    vm: RaceGuest, roles: Sequence[RoleSpec], duration_s: float, contention: int, label: str, lockdep: bool
+) -> tuple[RolesOutcome, list[Splat], GuestState]:
     """Run the roles with `contention` host hogs, and what the guest showed:
     the console's new splats and, on a lockdep kernel, debug_locks before and
     after (the scheme and target races alike)."""
@@ -185,10 +199,10 @@ def observe_roles(vm: RaceGuest, roles: Sequence[RoleSpec], duration_s: float, c
         outcome = run_roles(vm, roles, duration_s, label=label, slack_s=HANG_SLACK_S, poll_s=POLL_S)
     time.sleep(CONSOLE_SETTLE_S)
     splats = new_splats(vm.console_text(), offset)
-    guest = GuestState(tuple(vm.boot_splats), before,
-                       debug_locks(vm) if lockdep and outcome.end is RunEnd.COMPLETED else None)
+    guest = GuestState(
+        tuple(vm.boot_splats), before, debug_locks(vm) if lockdep and outcome.end is RunEnd.COMPLETED else None
+    )
     return outcome, splats, guest
-
 
 
 # ---------------------------------------------------------------- runs, groups and the strategies' surface
@@ -243,17 +257,28 @@ class Strategy(Protocol):
     def groups(self, stages: "RaceStages") -> Sequence[RunGroup]: ...
 
 
-def run_plan(vm: "RaceGuest", spec: RaceSpec, plan: RunPlan, lockdep: bool = False,
-             kasan: bool = False) -> RunResult:
+def run_plan(vm: "RaceGuest", spec: RaceSpec, plan: RunPlan, lockdep: bool = False, kasan: bool = False) -> RunResult:
     """One run in a prepared guest; the guest may die doing it.  `lockdep`:
     the kernel has CONFIG_PROVE_LOCKING (what a lock-order control must show),
     and then its lockdep must still be on for a lockdep-clean run to mean
     anything; `kasan`: CONFIG_KASAN (what the KASAN control must show)."""
-    outcome, splats, guest = observe_roles(vm, plan.roles, spec.duration_s, spec.contention,
-                                           f"{plan.scheme}/{plan.workload}", lockdep)
-    run = summarise_run(plan.scheme, plan.workload, outcome.results, splats, outcome.end, outcome.detail,
-                        spec.repro(plan.scheme, plan.workload), outcome.seconds, lockdep=lockdep, kasan=kasan,
-                        guest=guest, target=plan.target)
+    outcome, splats, guest = observe_roles(
+        vm, plan.roles, spec.duration_s, spec.contention, f"{plan.scheme}/{plan.workload}", lockdep
+    )
+    run = summarise_run(
+        plan.scheme,
+        plan.workload,
+        outcome.results,
+        splats,
+        outcome.end,
+        outcome.detail,
+        spec.repro(plan.scheme, plan.workload),
+        outcome.seconds,
+        lockdep=lockdep,
+        kasan=kasan,
+        guest=guest,
+        target=plan.target,
+    )
     run.console_log = str(vm.log_path)
     run.guest_start = getattr(vm, "start", None)
     return run
@@ -289,8 +314,9 @@ class PipelineStages:
         self.lockdep = self.kfiles.lockdep
         self.kasan = self.kfiles.kasan
         resolve_packages(spec.guest_packages)
-        self.extra_modules = tuple(ko for src in spec.module_src
-                                   for ko in modbuild.build_dir(self.kfiles, Path(src)).ko_files)
+        self.extra_modules = tuple(
+            ko for src in spec.module_src for ko in modbuild.build_dir(self.kfiles, Path(src)).ko_files
+        )
 
     def kernel_files(self) -> kernels.KernelFiles:
         return self.kfiles
@@ -305,12 +331,19 @@ class PipelineStages:
         from ..guest.vm import Vm, VmConfig
 
         # The racer is in every base image.
-        img = build_image(self.kfiles, (*payload.ko_files, *self.extra_modules), (), payload.kmods,
-                          self.spec.guest_packages)
-        vm = Vm(img, VmConfig(accel=self.spec.accel, rcu_expedited=self.spec.rcu_expedited,
-                              hung_task_timeout_s=self.spec.hung_task_timeout_s,
-                              cold_boot=self.spec.cold_boot),
-                name=name)
+        img = build_image(
+            self.kfiles, (*payload.ko_files, *self.extra_modules), (), payload.kmods, self.spec.guest_packages
+        )
+        vm = Vm(
+            img,
+            VmConfig(
+                accel=self.spec.accel,
+                rcu_expedited=self.spec.rcu_expedited,
+                hung_task_timeout_s=self.spec.hung_task_timeout_s,
+                cold_boot=self.spec.cold_boot,
+            ),
+            name=name,
+        )
         try:
             return vm.boot()
         except BaseException:
@@ -321,20 +354,34 @@ class PipelineStages:
 def _spoiled(last: RunResult | None, plan: RunPlan) -> bool:
     """A guest that splatted, was broken, or whose lockdep went off cannot
     vouch for the next run of its group: a new one."""
-    return last is not None and last.scheme == plan.scheme and (
-        bool(last.splats) or last.verdict is Verdict.BROKEN or last.guest.debug_locks_after is False)
+    return (
+        last is not None
+        and last.scheme == plan.scheme
+        and (bool(last.splats) or last.verdict is Verdict.BROKEN or last.guest.debug_locks_after is False)
+    )
 
 
-def run_race(spec: RaceSpec, strategy: Strategy, keep: bool = False,
-             stages: RaceStages | None = None) -> tuple[RaceReport, RaceGuest | None]:
+def run_race(
+    spec: RaceSpec, strategy: Strategy, keep: bool = False, stages: RaceStages | None = None
+) -> tuple[RaceReport, RaceGuest | None]:
     """Every run of the race, one fresh guest per group (and a new one after a
     splat or a dead guest).  With `keep`, the last guest is returned still
     running (the caller must kill it)."""
     stages = stages or PipelineStages(spec)
-    report = RaceReport(kernel=stages.release, kernel_spec=spec.kernel_name, kernel_describe=stages.describe,
-                        accel="", seed=spec.seed, duration_s=spec.duration_s, rcu_expedited=spec.rcu_expedited,
-                        knobs=strategy.knobs, reload=spec.reload, contention=spec.contention,
-                        lockdep=stages.lockdep, kasan=stages.kasan)
+    report = RaceReport(
+        kernel=stages.release,
+        kernel_spec=spec.kernel_name,
+        kernel_describe=stages.describe,
+        accel="",
+        seed=spec.seed,
+        duration_s=spec.duration_s,
+        rcu_expedited=spec.rcu_expedited,
+        knobs=strategy.knobs,
+        reload=spec.reload,
+        contention=spec.contention,
+        lockdep=stages.lockdep,
+        kasan=stages.kasan,
+    )
     groups = strategy.groups(stages)
     for i, group in enumerate(groups):
         opened = group.open()

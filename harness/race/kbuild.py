@@ -194,18 +194,20 @@ def render(spec: ModuleSetSpec, outdir: Path) -> list[Path]:
         (f"{spec.row.template}/bus.c.j2", f"{p}_core_bus.c", {}),
     ]
     for i, name in enumerate(spec.provider_names):
-        jobs.append((
-            "common/prov.c.j2",
-            f"{name}.c",
-            {
-                "index": i,
-                "name": name,
-                "N": name,
-                "NU": name.upper(),
-                "bus_order": spec.bus_order(i),
-                "prov_fs_magic": _magic(name + "fs"),
-            },
-        ))
+        jobs.append(
+            (
+                "common/prov.c.j2",
+                f"{name}.c",
+                {
+                    "index": i,
+                    "name": name,
+                    "N": name,
+                    "NU": name.upper(),
+                    "bus_order": spec.bus_order(i),
+                    "prov_fs_magic": _magic(name + "fs"),
+                },
+            )
+        )
     written = []
     for template, target, extra in jobs:
         text = env.get_template(template).render(**base, **extra)
@@ -259,7 +261,11 @@ def build(kernel_files: KernelFiles, spec: ModuleSetSpec, *, jobs: int = MAKE_JO
         Path(__file__),
         *[str(t.relative_to(KMODS_DIR)) for t in template_files(spec)],
         *template_files(spec),
-        spec.scheme, spec.providers, spec.buses, release, identity,
+        spec.scheme,
+        spec.providers,
+        spec.buses,
+        release,
+        identity,
     )
     root = cache_dir() / "kmods" / key
     manifest = root / "manifest.json"
@@ -276,9 +282,15 @@ def build(kernel_files: KernelFiles, spec: ModuleSetSpec, *, jobs: int = MAKE_JO
             elif data.get("release") == release and data.get("build_root") == identity:
                 progress(f"modules {label}: cached ({key})")
                 return BuiltModules(
-                    spec=spec, release=release, ko_files=kos, core=spec.core,
-                    providers=spec.provider_names, prefix=spec.prefix, build_dir=root,
-                    log=(root / "build.log").read_text(), cached=True,
+                    spec=spec,
+                    release=release,
+                    ko_files=kos,
+                    core=spec.core,
+                    providers=spec.provider_names,
+                    prefix=spec.prefix,
+                    build_dir=root,
+                    log=(root / "build.log").read_text(),
+                    cached=True,
                 )
         if root.exists():
             shutil.rmtree(root)
@@ -289,18 +301,25 @@ def build(kernel_files: KernelFiles, spec: ModuleSetSpec, *, jobs: int = MAKE_JO
         log = proc.stdout
         (root / "build.log").write_text(log)
         if proc.returncode != 0:
-            raise HarnessError(
-                f"module build failed ({label}); log: {root / 'build.log'}\n{_error_lines(log)}"
-            )
+            raise HarnessError(f"module build failed ({label}); log: {root / 'build.log'}\n{_error_lines(log)}")
         kos = [src / f"{n}.ko" for n in names]
         missing = [k.name for k in kos if not k.is_file()]
         if missing:
             raise HarnessError(f"module build produced no {', '.join(missing)}; log: {root / 'build.log'}")
-        manifest.write_text(json.dumps({"release": release, "build_root": identity, "modules": names,
-                                        "files": stamps_of(src, ko_names)}))
+        manifest.write_text(
+            json.dumps(
+                {"release": release, "build_root": identity, "modules": names, "files": stamps_of(src, ko_names)}
+            )
+        )
         built = BuiltModules(
-            spec=spec, release=release, ko_files=kos, core=spec.core,
-            providers=spec.provider_names, prefix=spec.prefix, build_dir=root, log=log,
+            spec=spec,
+            release=release,
+            ko_files=kos,
+            core=spec.core,
+            providers=spec.provider_names,
+            prefix=spec.prefix,
+            build_dir=root,
+            log=log,
         )
         if built.warnings:
             progress(f"modules {label}: built with {len(built.warnings)} warning(s), see {root / 'build.log'}")

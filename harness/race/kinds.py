@@ -17,7 +17,6 @@ KINDS: Mapping[str, Callable[[RaceSpec], Strategy]] = {
 }
 
 
-def race(spec: RaceSpec, keep: bool = False,
-         stages: RaceStages | None = None) -> tuple[RaceReport, RaceGuest | None]:
+def race(spec: RaceSpec, keep: bool = False, stages: RaceStages | None = None) -> tuple[RaceReport, RaceGuest | None]:
     """Run `spec`; with `keep` the last guest is returned still running (the caller must kill it)."""
     return run_race(spec, KINDS[spec.kind](spec), keep, stages)

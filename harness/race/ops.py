@@ -38,11 +38,40 @@ from .racer import Role, RoleSpec
 
 # Address families by name (linux/socket.h); any other number is accepted too.
 FAMILIES: dict[str, int] = {
-    "unix": 1, "local": 1, "inet": 2, "ax25": 3, "ipx": 4, "appletalk": 5, "x25": 9, "inet6": 10,
-    "rose": 11, "decnet": 12, "key": 15, "netlink": 16, "packet": 17, "rds": 21, "pppox": 24,
-    "llc": 26, "ib": 27, "mpls": 28, "can": 29, "tipc": 30, "bluetooth": 31, "rxrpc": 33,
-    "isdn": 34, "phonet": 35, "ieee802154": 36, "caif": 37, "alg": 38, "nfc": 39, "vsock": 40,
-    "kcm": 41, "qipcrtr": 42, "smc": 43, "xdp": 44, "mctp": 45,
+    "unix": 1,
+    "local": 1,
+    "inet": 2,
+    "ax25": 3,
+    "ipx": 4,
+    "appletalk": 5,
+    "x25": 9,
+    "inet6": 10,
+    "rose": 11,
+    "decnet": 12,
+    "key": 15,
+    "netlink": 16,
+    "packet": 17,
+    "rds": 21,
+    "pppox": 24,
+    "llc": 26,
+    "ib": 27,
+    "mpls": 28,
+    "can": 29,
+    "tipc": 30,
+    "bluetooth": 31,
+    "rxrpc": 33,
+    "isdn": 34,
+    "phonet": 35,
+    "ieee802154": 36,
+    "caif": 37,
+    "alg": 38,
+    "nfc": 39,
+    "vsock": 40,
+    "kcm": 41,
+    "qipcrtr": 42,
+    "smc": 43,
+    "xdp": 44,
+    "mctp": 45,
 }
 AF_ALG = FAMILIES["alg"]
 TYPES: dict[str, int] = {"stream": 1, "dgram": 2, "raw": 3, "rdm": 4, "seqpacket": 5, "packet": 10}
@@ -159,8 +188,11 @@ class OpenOp(Op):
 
     @property
     def text(self) -> str:
-        return (f"open:{self.path}" + (f":read={self.read}" if self.read else "")
-                + (f":mode={self.mode}" if self.mode != "r" else ""))
+        return (
+            f"open:{self.path}"
+            + (f":read={self.read}" if self.read else "")
+            + (f":mode={self.mode}" if self.mode != "r" else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -254,24 +286,25 @@ class SocketOp(Op):
         try:
             return _number(cls, text, what, value, 0xFFFF)
         except HarnessError:
-            raise _bad(cls, text, f"unknown socket {what} {value!r} (one of {', '.join(table)}, "
-                                  "or a number)") from None
+            raise _bad(cls, text, f"unknown socket {what} {value!r} (one of {', '.join(table)}, or a number)") from None
 
     def racer_args(self) -> tuple[str, ...]:
         return (str(self.family), str(self.type), str(self.protocol)) + ((self.bind,) if self.bind else ())
 
     @property
     def text(self) -> str:
-        return (f"socket:{_name_of(FAMILIES, self.family)}:{_name_of(TYPES, self.type)}:{self.protocol}"
-                + (f":{self.bind}" if self.bind else ""))
+        return f"socket:{_name_of(FAMILIES, self.family)}:{_name_of(TYPES, self.type)}:{self.protocol}" + (
+            f":{self.bind}" if self.bind else ""
+        )
 
 
 @dataclass(frozen=True)
 class NetdevOp(Op):
     kind: ClassVar[str] = "netdev-add"
     syntax: ClassVar[str] = "netdev-add:KIND (an rtnetlink link kind: dummy, veth, ifb, bond, vcan, ...)"
-    summary: ClassVar[str] = ("RTM_NEWLINK of a KIND link named racerPID (veth, vxcan: with a peer "
-                              "racerpPID), then RTM_DELLINK of it")
+    summary: ClassVar[str] = (
+        "RTM_NEWLINK of a KIND link named racerPID (veth, vxcan: with a peer racerpPID), then RTM_DELLINK of it"
+    )
     undo: ClassVar[str | None] = "netdev-del"
 
     link_kind: str  # IFLA_INFO_KIND: the bonding module's is "bond"
@@ -302,8 +335,9 @@ class NetdevOp(Op):
 class ExecOp(Op):
     kind: ClassVar[str] = "exec"
     syntax: ClassVar[str] = "exec:CMD (a shell command line)"
-    summary: ClassVar[str] = ("fork and exec /bin/sh -c CMD, output to /dev/null; a non-zero exit is "
-                              "EEXIT, death by a signal EKILLED")
+    summary: ClassVar[str] = (
+        "fork and exec /bin/sh -c CMD, output to /dev/null; a non-zero exit is EEXIT, death by a signal EKILLED"
+    )
 
     cmd: str
 

@@ -24,14 +24,7 @@ from ..guest.splat import Splat, SplatKind
 from .kbuild import Knobs
 from .racer import Hist, OpStats, Role, RoleResult, merge_ops, op_name
 from .reach import RoleReach, role_reach
-from .schemes import (
-    SCHEMES,
-    WORKLOADS,
-    Reach,
-    bus_lock_class,
-    control_must_fire,
-    lock_order_control,
-)
+from .schemes import SCHEMES, WORKLOADS, Reach, bus_lock_class, control_must_fire, lock_order_control
 from .timeline import Timeline, timeline
 
 CALLER_OPS: tuple[str, ...] = tuple(op for op in (r.caller_op for r in Role) if op)  # lookup, mount, fsmount
@@ -83,8 +76,15 @@ class Control(enum.Enum):
     NO_SHADOW = "unseen, no KASAN"  # a use-after-free read only KASAN's shadow shows; this kernel has none
 
 
-def fold_verdict(end: RunEnd, splats: Sequence[Splat], role_errors: Sequence[str], unloads: int,
-                 spurious: int, broken: bool = False, unreached: bool = False) -> Verdict:
+def fold_verdict(
+    end: RunEnd,
+    splats: Sequence[Splat],
+    role_errors: Sequence[str],
+    unloads: int,
+    spurious: int,
+    broken: bool = False,
+    unreached: bool = False,
+) -> Verdict:
     """The verdict's precedence, in one place.  `broken`: the guest was broken
     before the run began (`GuestState.broken`); `unreached`: a caller role
     never succeeded while the module was live (`RoleReach.reached`)."""
@@ -107,8 +107,15 @@ def fold_verdict(end: RunEnd, splats: Sequence[Splat], role_errors: Sequence[str
     return Verdict.CLEAN
 
 
-def fold_control(scheme: str, workload: str, verdict: Verdict, splats: Sequence[Splat] = (),
-                 end: RunEnd = RunEnd.COMPLETED, lockdep: bool = False, kasan: bool = False) -> Control:
+def fold_control(
+    scheme: str,
+    workload: str,
+    verdict: Verdict,
+    splats: Sequence[Splat] = (),
+    end: RunEnd = RunEnd.COMPLETED,
+    lockdep: bool = False,
+    kasan: bool = False,
+) -> Control:
     """`lockdep`: the kernel has CONFIG_PROVE_LOCKING; `kasan`: CONFIG_KASAN."""
     row, wl = SCHEMES[scheme], WORKLOADS[workload]
     if verdict is Verdict.BROKEN:
@@ -148,8 +155,9 @@ def control_label(run: "RunResult") -> str:
 
 
 # Verdicts that fail a run of a scheme that claims to be safe.
-_SAFE_SCHEME_FAILS = frozenset({Verdict.CRASHED, Verdict.WARNED, Verdict.HUNG, Verdict.ERROR,
-                                Verdict.NO_RACE, Verdict.UNREACHED})
+_SAFE_SCHEME_FAILS = frozenset(
+    {Verdict.CRASHED, Verdict.WARNED, Verdict.HUNG, Verdict.ERROR, Verdict.NO_RACE, Verdict.UNREACHED}
+)
 # A negative control may crash, warn or hang anywhere; it must still have raced.
 _CONTROL_FAILS = frozenset({Verdict.ERROR, Verdict.NO_RACE, Verdict.UNREACHED})
 # A lock-order control may warn or hang only by firing (lockdep, a deadlock); a crash is a finding.
@@ -167,17 +175,24 @@ def problem(run: "RunResult") -> str | None:
         return f"{where}: broken guest: {run.guest.why_broken()}; console log: {run.console_log}"
     lock_order = run.target is None and lock_order_control(SCHEMES[run.scheme], WORKLOADS[run.workload])
     if run.control is Control.MISSED and lock_order:
-        return (f"{where}: lock-order control missed: the kernel has lockdep and no lockdep report "
-                f"named the bus rwsems (verdict {run.verdict.value})")
+        return (
+            f"{where}: lock-order control missed: the kernel has lockdep and no lockdep report "
+            f"named the bus rwsems (verdict {run.verdict.value})"
+        )
     if run.control is Control.MISSED and run.target is None and SCHEMES[run.scheme].reach is Reach.STATE:
-        return (f"{where}: negative control missed: the kernel has KASAN and it reported no bad access "
-                f"(verdict {run.verdict.value}), so this run did not show that KASAN is watching")
+        return (
+            f"{where}: negative control missed: the kernel has KASAN and it reported no bad access "
+            f"(verdict {run.verdict.value}), so this run did not show that KASAN is watching"
+        )
     if run.control is Control.MISSED:
-        return (f"{where}: negative control missed: no crash (verdict {run.verdict.value}), so this "
-                "run did not show that the harness can see one")
+        return (
+            f"{where}: negative control missed: no crash (verdict {run.verdict.value}), so this "
+            "run did not show that the harness can see one"
+        )
     if lock_order:
         fails = run.verdict in _LOCK_ORDER_FAILS or (
-            run.verdict in (Verdict.WARNED, Verdict.HUNG) and run.control is not Control.FIRED)
+            run.verdict in (Verdict.WARNED, Verdict.HUNG) and run.control is not Control.FIRED
+        )
     elif run.control is not Control.NONE:
         fails = run.verdict in _CONTROL_FAILS
     else:
@@ -185,10 +200,15 @@ def problem(run: "RunResult") -> str | None:
     if not fails:
         return None
     module = "module" if run.target else "provider"
-    why = {Verdict.NO_RACE: f"the unloader never unloaded the {module}: nothing was raced",
-           Verdict.UNREACHED: "; ".join(f"{r.label}: no call succeeded while the {module} was loaded"
-                                        f" ({errors_text(r.errors)})" for r in run.reach if not r.reached),
-           Verdict.ERROR: "; ".join(run.role_errors)}.get(run.verdict, "")
+    why = {
+        Verdict.NO_RACE: f"the unloader never unloaded the {module}: nothing was raced",
+        Verdict.UNREACHED: "; ".join(
+            f"{r.label}: no call succeeded while the {module} was loaded ({errors_text(r.errors)})"
+            for r in run.reach
+            if not r.reached
+        ),
+        Verdict.ERROR: "; ".join(run.role_errors),
+    }.get(run.verdict, "")
     if run.end is not RunEnd.COMPLETED:
         why = "; ".join(x for x in (end_text(run), why) if x)
     titles = "; ".join(s.title for s in run.splats[:3])
@@ -217,8 +237,10 @@ class GuestState:
         return ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"boot_splats": [splat_json(s) for s in self.boot_splats],
-                "debug_locks": [self.debug_locks_before, self.debug_locks_after]}
+        return {
+            "boot_splats": [splat_json(s) for s in self.boot_splats],
+            "debug_locks": [self.debug_locks_before, self.debug_locks_after],
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> "GuestState":
@@ -239,8 +261,10 @@ def splats_from_json(items: Sequence[Mapping[str, Any]]) -> list[Splat]:
     return [Splat.from_lines(SplatKind(s["kind"]), s["title"], tuple(s["lines"])) for s in items]
 
 
-LOCKDEP_WENT_OFF = ("guest: lockdep turned itself off during the run (debug_locks 0) with no report the "
-                    "harness recognised: its lockdep-clean result means nothing")
+LOCKDEP_WENT_OFF = (
+    "guest: lockdep turned itself off during the run (debug_locks 0) with no report the "
+    "harness recognised: its lockdep-clean result means nothing"
+)
 
 
 @dataclass(frozen=True)
@@ -312,17 +336,25 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "scheme": self.scheme, "workload": self.workload,
-            "end": self.end.value, "end_detail": self.end_detail,
-            "verdict": self.verdict.value, "control": self.control.value,
+            "scheme": self.scheme,
+            "workload": self.workload,
+            "end": self.end.value,
+            "end_detail": self.end_detail,
+            "verdict": self.verdict.value,
+            "control": self.control.value,
             "problem": problem(self),
             "ops": {k: op_json(v) for k, v in sorted(self.ops.items())},
-            "spurious_failures": self.spurious_failures, "first_spurious_s": self.first_spurious_s,
+            "spurious_failures": self.spurious_failures,
+            "first_spurious_s": self.first_spurious_s,
             "failed_during_unload": self.failed_during_unload,
             "failed_by_unloads_met": list(self.failed_by_unloads_met),
             "splats": [splat_json(s) for s in self.splats],
-            "role_errors": self.role_errors, "seconds": self.seconds, "repro": self.repro,
-            "console_log": self.console_log, "guest_start": self.guest_start.to_json() if self.guest_start else None, "guest": self.guest.to_json(),
+            "role_errors": self.role_errors,
+            "seconds": self.seconds,
+            "repro": self.repro,
+            "console_log": self.console_log,
+            "guest_start": self.guest_start.to_json() if self.guest_start else None,
+            "guest": self.guest.to_json(),
             "events": self.timeline.to_json() if self.timeline else None,
             "target": self.target.to_json() if self.target else None,
             "reach": [r.to_json() for r in self.reach],
@@ -333,26 +365,43 @@ class RunResult:
         met = d.get("failed_by_unloads_met") or (0, 0, 0)
         start = d.get("guest_start")
         return cls(
-            scheme=d["scheme"], workload=d["workload"], end=RunEnd(d["end"]), end_detail=d.get("end_detail", ""),
-            ops={str(k): op_from_json(v) for k, v in d["ops"].items()}, spurious_failures=int(d["spurious_failures"]),
-            first_spurious_s=d.get("first_spurious_s"), failed_during_unload=int(d.get("failed_during_unload", 0)),
+            scheme=d["scheme"],
+            workload=d["workload"],
+            end=RunEnd(d["end"]),
+            end_detail=d.get("end_detail", ""),
+            ops={str(k): op_from_json(v) for k, v in d["ops"].items()},
+            spurious_failures=int(d["spurious_failures"]),
+            first_spurious_s=d.get("first_spurious_s"),
+            failed_during_unload=int(d.get("failed_during_unload", 0)),
             failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
             splats=splats_from_json(d.get("splats", [])),
-            role_errors=list(d.get("role_errors", [])), verdict=Verdict(d["verdict"]),
-            control=Control(d["control"]), seconds=float(d.get("seconds", 0.0)), repro=d.get("repro", ""),
-            console_log=d.get("console_log", ""), timeline=Timeline.from_json(d.get("events")),
+            role_errors=list(d.get("role_errors", [])),
+            verdict=Verdict(d["verdict"]),
+            control=Control(d["control"]),
+            seconds=float(d.get("seconds", 0.0)),
+            repro=d.get("repro", ""),
+            console_log=d.get("console_log", ""),
+            timeline=Timeline.from_json(d.get("events")),
             guest_start=None if start is None else GuestStart.from_json(start),
-            guest=GuestState.from_json(d.get("guest")), target=TargetInfo.from_json(d.get("target")),
-            reach=tuple(RoleReach.from_json(r) for r in d.get("reach") or ()))
+            guest=GuestState.from_json(d.get("guest")),
+            target=TargetInfo.from_json(d.get("target")),
+            reach=tuple(RoleReach.from_json(r) for r in d.get("reach") or ()),
+        )
 
 
 def op_json(st: OpStats) -> dict[str, Any]:
-    return {"total": st.total, "ok": st.ok, "errors": dict(sorted(st.errors.items())),
-            "failed_during_unload": st.failed_during_unload,
-            "failed_by_unloads_met": list(st.failed_by_unloads_met), "latency_us": st.latency_us,
-            "ok_live": st.ok_live,
-            "first_failure_ms": st.first_failure_ms, "hist": [list(b) for b in st.hist],
-            "hist_failed": [list(b) for b in st.hist_failed]}
+    return {
+        "total": st.total,
+        "ok": st.ok,
+        "errors": dict(sorted(st.errors.items())),
+        "failed_during_unload": st.failed_during_unload,
+        "failed_by_unloads_met": list(st.failed_by_unloads_met),
+        "latency_us": st.latency_us,
+        "ok_live": st.ok_live,
+        "first_failure_ms": st.first_failure_ms,
+        "hist": [list(b) for b in st.hist],
+        "hist_failed": [list(b) for b in st.hist_failed],
+    }
 
 
 def _hist_from_json(buckets: Sequence[Sequence[int]] | None) -> Hist:
@@ -363,13 +412,18 @@ def op_from_json(d: Mapping[str, Any]) -> OpStats:
     """`op_json`'s inverse."""
     met = d.get("failed_by_unloads_met") or (0, 0, 0)
     ff = d.get("first_failure_ms")
-    return OpStats(total=int(d["total"]), ok=int(d["ok"]), errors={str(k): int(v) for k, v in d["errors"].items()},
-                   failed_during_unload=int(d.get("failed_during_unload", 0)),
-                   latency_us={str(k): float(v) for k, v in (d.get("latency_us") or {}).items()},
-                   first_failure_ms=None if ff is None else float(ff), hist=_hist_from_json(d.get("hist")),
-                   failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
-                   hist_failed=_hist_from_json(d.get("hist_failed")),
-                   ok_live=None if d.get("ok_live") is None else int(d["ok_live"]))
+    return OpStats(
+        total=int(d["total"]),
+        ok=int(d["ok"]),
+        errors={str(k): int(v) for k, v in d["errors"].items()},
+        failed_during_unload=int(d.get("failed_during_unload", 0)),
+        latency_us={str(k): float(v) for k, v in (d.get("latency_us") or {}).items()},
+        first_failure_ms=None if ff is None else float(ff),
+        hist=_hist_from_json(d.get("hist")),
+        failed_by_unloads_met=(int(met[0]), int(met[1]), int(met[2])),
+        hist_failed=_hist_from_json(d.get("hist_failed")),
+        ok_live=None if d.get("ok_live") is None else int(d["ok_live"]),
+    )
 
 
 @dataclass
@@ -396,8 +450,12 @@ class RaceReport:
         exit status and problems, then the runs."""
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "runs"}
         out["knobs"] = dict(self.knobs)
-        return {**out, "exit_status": int(exit_status([self])), "problems": self.problems(),
-                "runs": [r.to_json() for r in self.runs]}
+        return {
+            **out,
+            "exit_status": int(exit_status([self])),
+            "problems": self.problems(),
+            "runs": [r.to_json() for r in self.runs],
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "RaceReport":
@@ -421,17 +479,38 @@ def exit_status(reports: Sequence[RaceReport]) -> ExitStatus:
     return ExitStatus.FINDINGS if any(r.problems() for r in reports) else ExitStatus.OK
 
 
-def summarise_run(scheme: str, workload: str, roles: Sequence[RoleResult], splats: Sequence[Splat],
-                  end: RunEnd, end_detail: str, repro: str, seconds: float, lockdep: bool = False,
-                  kasan: bool = False, guest: GuestState = GuestState(),
-                  target: TargetInfo | None = None) -> RunResult:
+def summarise_run(
+    scheme: str,
+    workload: str,
+    roles: Sequence[RoleResult],
+    splats: Sequence[Splat],
+    end: RunEnd,
+    end_detail: str,
+    repro: str,
+    seconds: float,
+    lockdep: bool = False,
+    kasan: bool = False,
+    guest: GuestState = GuestState(),
+    target: TargetInfo | None = None,
+) -> RunResult:
     """A target race's caller failures are facts (the module was gone), not
     spurious failures: only how many overlapped unloads is counted."""
     merged = merge_ops({op_name(r.role, op): st for op, st in r.ops.items()} for r in roles)
-    run = RunResult(scheme=scheme, workload=workload, end=end, end_detail=end_detail,
-                    ops=dict(sorted(merged.items())), repro=repro, seconds=round(seconds, 2),
-                    splats=list(splats), role_errors=[f"{r.role}: {r.error}" for r in roles if r.error],
-                    timeline=timeline(roles), guest=guest, target=target, reach=role_reach(roles))
+    run = RunResult(
+        scheme=scheme,
+        workload=workload,
+        end=end,
+        end_detail=end_detail,
+        ops=dict(sorted(merged.items())),
+        repro=repro,
+        seconds=round(seconds, 2),
+        splats=list(splats),
+        role_errors=[f"{r.role}: {r.error}" for r in roles if r.error],
+        timeline=timeline(roles),
+        guest=guest,
+        target=target,
+        reach=role_reach(roles),
+    )
     if not splats and guest.debug_locks_before and guest.debug_locks_after is False:
         run.role_errors.append(LOCKDEP_WENT_OFF)
     for op in run.caller_ops:
@@ -446,10 +525,20 @@ def summarise_run(scheme: str, workload: str, roles: Sequence[RoleResult], splat
         if st.first_failure_ms is not None:
             first = round(st.first_failure_ms / 1000, 3)
             run.first_spurious_s = min(first, run.first_spurious_s or first)
-    run.verdict = fold_verdict(end, run.splats, run.role_errors, run.unloads, run.spurious_failures,
-                               broken=guest.broken, unreached=not all(r.reached for r in run.reach))
-    run.control = (fold_target_control(target, run.verdict) if target is not None else
-                   fold_control(scheme, workload, run.verdict, run.splats, end, lockdep, kasan))
+    run.verdict = fold_verdict(
+        end,
+        run.splats,
+        run.role_errors,
+        run.unloads,
+        run.spurious_failures,
+        broken=guest.broken,
+        unreached=not all(r.reached for r in run.reach),
+    )
+    run.control = (
+        fold_target_control(target, run.verdict)
+        if target is not None
+        else fold_control(scheme, workload, run.verdict, run.splats, end, lockdep, kasan)
+    )
     return run
 
 

@@ -38,8 +38,6 @@ HIST_BUCKETS = (1 << SUB_BITS) * 40
 Hist = tuple[tuple[int, int], ...]  # sparse ((bucket index, count), ...), sorted by index
 
 
-
-
 class Role(str, enum.Enum):
     """A racer role; the value is its name on the racer's command line and in its JSON."""
 
@@ -103,6 +101,7 @@ ROLES: tuple[Role, ...] = tuple(Role)
 def op_name(role: Role | None, op: str) -> str:
     """An op of a role's as reports name it (`Role.op_name`); a role-less result keeps the racer's name."""
     return role.op_name(op) if role is not None else op
+
 
 # ---------------------------------------------------------------- histogram maths
 
@@ -227,9 +226,13 @@ class UnloadWindow:
     module: str = ""  # which module (workloads with two unloaders)
 
     def shifted(self, ms: float, module: str) -> "UnloadWindow":
-        return dataclasses.replace(self, begin_ms=round(self.begin_ms + ms, 3),
-                                   deleted_ms=round(self.deleted_ms + ms, 3),
-                                   reloaded_ms=round(self.reloaded_ms + ms, 3), module=module)
+        return dataclasses.replace(
+            self,
+            begin_ms=round(self.begin_ms + ms, 3),
+            deleted_ms=round(self.deleted_ms + ms, 3),
+            reloaded_ms=round(self.reloaded_ms + ms, 3),
+            module=module,
+        )
 
 
 @dataclass(frozen=True)
@@ -307,14 +310,18 @@ def _op(d: Mapping) -> OpStats:
     lat = d.get("latency_us") or {}
     hist = _hist(d.get("hist") or {})
     ff = d.get("first_failure_ms")
-    return OpStats(total=int(d.get("total", 0)), ok=int(d.get("ok", 0)),
-                   errors={str(k): int(v) for k, v in (d.get("errors") or {}).items()},
-                   failed_during_unload=int(d.get("failed_during_unload", 0)),
-                   failed_by_unloads_met=_met(d.get("failed_by_unloads_met")),
-                   latency_us={k: float(lat.get(k, 0.0)) for k in PERCENTILES},
-                   first_failure_ms=None if ff is None else float(ff), hist=hist,
-                   hist_failed=_hist(d.get("hist_failed") or {}),
-                   ok_live=None if d.get("ok_live") is None else int(d["ok_live"]))
+    return OpStats(
+        total=int(d.get("total", 0)),
+        ok=int(d.get("ok", 0)),
+        errors={str(k): int(v) for k, v in (d.get("errors") or {}).items()},
+        failed_during_unload=int(d.get("failed_during_unload", 0)),
+        failed_by_unloads_met=_met(d.get("failed_by_unloads_met")),
+        latency_us={k: float(lat.get(k, 0.0)) for k in PERCENTILES},
+        first_failure_ms=None if ff is None else float(ff),
+        hist=hist,
+        hist_failed=_hist(d.get("hist_failed") or {}),
+        ok_live=None if d.get("ok_live") is None else int(d["ok_live"]),
+    )
 
 
 def _name(value: object) -> str | None:
@@ -326,22 +333,30 @@ def _events(d: Mapping | None) -> RoleEvents | None:
     if not d:
         return None
     unloads = d.get("unloads") or {}
-    windows = tuple(UnloadWindow(int(b) / 1000, int(e) / 1000, int(r) / 1000, _name(de), _name(le))
-                    for b, e, r, de, le in unloads.get("windows", []))
+    windows = tuple(
+        UnloadWindow(int(b) / 1000, int(e) / 1000, int(r) / 1000, _name(de), _name(le))
+        for b, e, r, de, le in unloads.get("windows", [])
+    )
     calls = None
     if d.get("calls"):
         c = d["calls"]
-        calls = CallEvents(op=str(c["op"]), failures_total=int(c.get("failures_total", 0)),
-                           failures=tuple(CallFailure(int(t0) / 1000, int(t1) / 1000, str(e))
-                                          for t0, t1, e in c.get("failures", [])),
-                           bin_ms=int(c.get("bin_ms", 100)), done=tuple(int(n) for n in c.get("done", [])),
-                           ok=tuple(int(n) for n in c.get("ok", [])))
-    return RoleEvents(start_ns=int(d.get("start_ns", 0)), windows=windows,
-                      windows_total=int(unloads.get("total", len(windows))), calls=calls)
+        calls = CallEvents(
+            op=str(c["op"]),
+            failures_total=int(c.get("failures_total", 0)),
+            failures=tuple(CallFailure(int(t0) / 1000, int(t1) / 1000, str(e)) for t0, t1, e in c.get("failures", [])),
+            bin_ms=int(c.get("bin_ms", 100)),
+            done=tuple(int(n) for n in c.get("done", [])),
+            ok=tuple(int(n) for n in c.get("ok", [])),
+        )
+    return RoleEvents(
+        start_ns=int(d.get("start_ns", 0)),
+        windows=windows,
+        windows_total=int(unloads.get("total", len(windows))),
+        calls=calls,
+    )
 
 
-def parse_role_output(text: str, role: Role | str | None = None, exit_status: int = 0,
-                      stderr: str = "") -> RoleResult:
+def parse_role_output(text: str, role: Role | str | None = None, exit_status: int = 0, stderr: str = "") -> RoleResult:
     """The last line of `text` that parses as a JSON object, as a RoleResult.
 
     Never raises for bad output: a role that printed no such line (it was
@@ -378,13 +393,16 @@ def parse_role_output(text: str, role: Role | str | None = None, exit_status: in
         if not isinstance(doc, dict):
             continue
         try:
-            return RoleResult(role=Role(doc["role"]) if "role" in doc else _role_or_none(role), name=str(doc.get("name", "")),
-                              duration_ms=int(doc.get("duration_ms", 0)),
-                              iterations=int(doc.get("iterations", 0)),
-                              ops={str(k): _op(v) for k, v in (doc.get("ops") or {}).items()},
-                              error=doc.get("error"),
-                              unload_generation=int(doc.get("unload_generation", 0)),
-                              events=_events(doc.get("events")))
+            return RoleResult(
+                role=Role(doc["role"]) if "role" in doc else _role_or_none(role),
+                name=str(doc.get("name", "")),
+                duration_ms=int(doc.get("duration_ms", 0)),
+                iterations=int(doc.get("iterations", 0)),
+                ops={str(k): _op(v) for k, v in (doc.get("ops") or {}).items()},
+                error=doc.get("error"),
+                unload_generation=int(doc.get("unload_generation", 0)),
+                events=_events(doc.get("events")),
+            )
         except (TypeError, ValueError, AttributeError, KeyError, HarnessError) as e:
             return RoleResult.failed(role, f"malformed racer output: {e}")
     why = f"exit status {exit_status}" if exit_status >= 0 else "killed (oops or guest death)"
@@ -408,12 +426,18 @@ def _merge_two(cur: OpStats, st: OpStats) -> OpStats:
     both_failed = cur.has_failed_hist and st.has_failed_hist
     hist_failed = merge_hists((cur.hist_failed, st.hist_failed)) if both_failed else ()
     ok_live = None if cur.ok_live is None or st.ok_live is None else cur.ok_live + st.ok_live
-    return OpStats(total=cur.total + st.total, ok=cur.ok + st.ok, ok_live=ok_live, errors=errors,
-                   failed_during_unload=cur.failed_during_unload + st.failed_during_unload,
-                   failed_by_unloads_met=_met([a + b for a, b in zip(cur.failed_by_unloads_met,
-                                                                     st.failed_by_unloads_met)]),
-                   latency_us=latency, first_failure_ms=min(firsts, default=None), hist=hist,
-                   hist_failed=hist_failed)
+    return OpStats(
+        total=cur.total + st.total,
+        ok=cur.ok + st.ok,
+        ok_live=ok_live,
+        errors=errors,
+        failed_during_unload=cur.failed_during_unload + st.failed_during_unload,
+        failed_by_unloads_met=_met([a + b for a, b in zip(cur.failed_by_unloads_met, st.failed_by_unloads_met)]),
+        latency_us=latency,
+        first_failure_ms=min(firsts, default=None),
+        hist=hist,
+        hist_failed=hist_failed,
+    )
 
 
 def merge_ops(per_role: Iterable[Mapping[str, OpStats]]) -> dict[str, OpStats]:

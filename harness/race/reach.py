@@ -27,14 +27,24 @@ class RoleReach:
         return self.ok_live is None or self.ok_live > 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"role": self.label, "op": self.op, "calls": self.calls, "ok_live": self.ok_live,
-                "errors": dict(sorted(self.errors.items()))}
+        return {
+            "role": self.label,
+            "op": self.op,
+            "calls": self.calls,
+            "ok_live": self.ok_live,
+            "errors": dict(sorted(self.errors.items())),
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "RoleReach":
         live = d.get("ok_live")
-        return cls(str(d["role"]), str(d["op"]), int(d["calls"]), None if live is None else int(live),
-                   {str(k): int(v) for k, v in (d.get("errors") or {}).items()})
+        return cls(
+            str(d["role"]),
+            str(d["op"]),
+            int(d["calls"]),
+            None if live is None else int(live),
+            {str(k): int(v) for k, v in (d.get("errors") or {}).items()},
+        )
 
 
 def role_reach(roles: Sequence[RoleResult]) -> tuple[RoleReach, ...]:
@@ -45,7 +55,8 @@ def role_reach(roles: Sequence[RoleResult]) -> tuple[RoleReach, ...]:
     for n, r in enumerate(callers, 1):
         # A generic caller's call is its first op (netdev-add before netdev-del).
         raw = (r.events.calls.op if r.events and r.events.calls else r.role.caller_op if r.role else None) or next(
-            iter(r.ops), "")
+            iter(r.ops), ""
+        )
         st = r.ops.get(raw)
         if r.error or st is None:
             continue

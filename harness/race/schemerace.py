@@ -8,16 +8,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .engine import (
-    BARRIER,
-    GuestPayload,
-    OpenGroup,
-    RaceGuest,
-    RaceStages,
-    RunGroup,
-    RunPlan,
-    run_plan,
-)
+from .engine import BARRIER, GuestPayload, OpenGroup, RaceGuest, RaceStages, RunGroup, RunPlan, run_plan
 from .kbuild import BuiltModules, Knobs
 from .outcomes import RunResult
 from .racer import Role, RoleSpec
@@ -40,8 +31,16 @@ def roles_for(workload: str, mods: BuiltModules, spec: RaceSpec, release: str) -
     parties = len(row.unloaded) + len(row.callers)
 
     def role(which: Role, target: str, **kw: Any) -> RoleSpec:
-        return RoleSpec(which, name=target, duration_ms=int(spec.duration_s * 1000), seed=spec.seed,
-                        barrier=BARRIER, parties=parties, progress=True, **kw)
+        return RoleSpec(
+            which,
+            name=target,
+            duration_ms=int(spec.duration_s * 1000),
+            seed=spec.seed,
+            barrier=BARRIER,
+            parties=parties,
+            progress=True,
+            **kw,
+        )
 
     def caller(c: Caller) -> RoleSpec:
         target = names[c.provider]
@@ -52,28 +51,46 @@ def roles_for(workload: str, mods: BuiltModules, spec: RaceSpec, release: str) -
             return role(c.role, target, fstype=mods.spec.fs_name, dir=mount_dir(c), data=data)
         return role(c.role, target, fstype=f"{target}fs", dir=mount_dir(c))
 
-    unloaders = [role(Role.UNLOADER, names[i], ko=f"/lib/modules/{release}/extra/{names[i]}.ko",
-                      params=" ".join(spec.knobs.args()), load=spec.reload,
-                      pause_us=spec.unload_pause_ms * 1000)
-                 for i in row.unloaded]
+    unloaders = [
+        role(
+            Role.UNLOADER,
+            names[i],
+            ko=f"/lib/modules/{release}/extra/{names[i]}.ko",
+            params=" ".join(spec.knobs.args()),
+            load=spec.reload,
+            pause_us=spec.unload_pause_ms * 1000,
+        )
+        for i in row.unloaded
+    ]
     return [*unloaders, *(caller(c) for c in row.callers)]
 
 
 def prepare_guest(vm: RaceGuest, mods: BuiltModules, spec: RaceSpec) -> None:
     """Knobs for request_module loads, the core loaded, the workloads' providers loaded."""
-    options = "".join(f"options {p} " + " ".join(spec.knobs.args()) + "\n"
-                      for p in mods.spec.provider_names if spec.knobs)
+    options = "".join(
+        f"options {p} " + " ".join(spec.knobs.args()) + "\n" for p in mods.spec.provider_names if spec.knobs
+    )
     vm.ssh.upload(options.encode(), "/etc/modprobe.d/harness.conf")
     rows = [get_workload(w) for w in spec.workloads]
-    dirs = sorted({"/mnt/bus", "/mnt/own"} | {mount_dir(c) for w in rows for c in w.callers
-                                            if c.role.mounts})
+    dirs = sorted({"/mnt/bus", "/mnt/own"} | {mount_dir(c) for w in rows for c in w.callers if c.role.mounts})
     used = sorted({0} | {i for w in rows for i in w.unloaded})
-    vm.ssh.run(f"mkdir -p {' '.join(dirs)} && /sbin/modprobe {mods.spec.core} && "
-               + " && ".join(f"/sbin/modprobe {mods.spec.provider_names[i]}" for i in used), check=True)
+    vm.ssh.run(
+        f"mkdir -p {' '.join(dirs)} && /sbin/modprobe {mods.spec.core} && "
+        + " && ".join(f"/sbin/modprobe {mods.spec.provider_names[i]}" for i in used),
+        check=True,
+    )
 
 
-def run_one(vm: RaceGuest, mods: BuiltModules, spec: RaceSpec, scheme: str, workload: str,
-            release: str, lockdep: bool = False, kasan: bool = False) -> RunResult:
+def run_one(
+    vm: RaceGuest,
+    mods: BuiltModules,
+    spec: RaceSpec,
+    scheme: str,
+    workload: str,
+    release: str,
+    lockdep: bool = False,
+    kasan: bool = False,
+) -> RunResult:
     """One workload in a booted guest (the claims' tests drive runs this way)."""
     return run_plan(vm, spec, plan_of(scheme, workload, mods, spec, release), lockdep, kasan)
 
@@ -94,11 +111,13 @@ class SchemeRace:
         return self.spec.knobs
 
     def groups(self, stages: RaceStages) -> Sequence[RunGroup]:
-        return [RunGroup(functools.partial(self._open, stages, scheme))
-                for scheme in self.spec.schemes]
+        return [RunGroup(functools.partial(self._open, stages, scheme)) for scheme in self.spec.schemes]
 
     def _open(self, stages: RaceStages, scheme: str) -> OpenGroup:
         mods = stages.modules(scheme)
-        return OpenGroup(f"race-{scheme}", GuestPayload(tuple(mods.ko_files)),
-                         [plan_of(scheme, w, mods, self.spec, stages.release) for w in self.spec.workloads],
-                         functools.partial(prepare_guest, mods=mods, spec=self.spec))
+        return OpenGroup(
+            f"race-{scheme}",
+            GuestPayload(tuple(mods.ko_files)),
+            [plan_of(scheme, w, mods, self.spec, stages.release) for w in self.spec.workloads],
+            functools.partial(prepare_guest, mods=mods, spec=self.spec),
+        )

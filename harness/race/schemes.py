@@ -62,22 +62,52 @@ class Scheme:
 
 
 SCHEME_ROWS: tuple[Scheme, ...] = (
-    Scheme("refcount", "rc", "refcount", Gate.NONE,
-           summary="try_module_get before the call, module_put after (mainline)"),
-    Scheme("rwsem", "rw", "rwsem", Gate.IN_EXIT,
-           summary="bus rwsems write-locked by delete_module, released in the provider's exit"),
-    Scheme("rwsem-deferred", "rwd", "rwsem", Gate.AFTER_DELETE,
-           summary="as rwsem, released only after delete_module returned"),
-    Scheme("unsafe", "un", "unsafe", Gate.NONE, negative_control=True,
-           summary="no reference at all: must crash when a call meets an unload"),
-    Scheme("rwsem-unsorted", "rwu", "rwsem", Gate.IN_EXIT, lock_order=LockOrder.REGISTRATION,
-           race_by_default=False,
-           summary="as rwsem, but the gate locks the buses in registration order: ABBA across two buses"),
+    Scheme(
+        "refcount", "rc", "refcount", Gate.NONE, summary="try_module_get before the call, module_put after (mainline)"
+    ),
+    Scheme(
+        "rwsem",
+        "rw",
+        "rwsem",
+        Gate.IN_EXIT,
+        summary="bus rwsems write-locked by delete_module, released in the provider's exit",
+    ),
+    Scheme(
+        "rwsem-deferred",
+        "rwd",
+        "rwsem",
+        Gate.AFTER_DELETE,
+        summary="as rwsem, released only after delete_module returned",
+    ),
+    Scheme(
+        "unsafe",
+        "un",
+        "unsafe",
+        Gate.NONE,
+        negative_control=True,
+        summary="no reference at all: must crash when a call meets an unload",
+    ),
+    Scheme(
+        "rwsem-unsorted",
+        "rwu",
+        "rwsem",
+        Gate.IN_EXIT,
+        lock_order=LockOrder.REGISTRATION,
+        race_by_default=False,
+        summary="as rwsem, but the gate locks the buses in registration order: ABBA across two buses",
+    ),
     # Needs a kernel with KASAN, and a call_delay_us long enough to straddle
     # the unload (the README's command uses 200000).
-    Scheme("unsafe-uaf", "uf", "unsafe", Gate.NONE, negative_control=True, reach=Reach.STATE,
-           race_by_default=False,
-           summary="no reference; reads the provider's freed state: KASAN must report a use-after-free"),
+    Scheme(
+        "unsafe-uaf",
+        "uf",
+        "unsafe",
+        Gate.NONE,
+        negative_control=True,
+        reach=Reach.STATE,
+        race_by_default=False,
+        summary="no reference; reads the provider's freed state: KASAN must report a use-after-free",
+    ),
 )
 SCHEMES: dict[str, Scheme] = {s.name: s for s in SCHEME_ROWS}
 DEFAULT_SCHEMES: tuple[str, ...] = tuple(s.name for s in SCHEME_ROWS if s.race_by_default)
@@ -140,16 +170,30 @@ class Workload:
 
 WORKLOAD_ROWS: tuple[Workload, ...] = (
     Workload("lookup", (Caller(Role.LOOKER),), True, "lookup-call on /dev/P_ctl: get, call through ops, put"),
-    Workload("mount", (Caller(Role.MOUNTER),), False,
-             "mount -t Pfs -o backend=P_prov0: the get held for the superblock's life, ops never called"),
-    Workload("fsmount", (Caller(Role.FSMOUNTER),), False,
-             "mount -t P_prov0fs: the kernel's get_fs_type, try_module_get, request_module"),
+    Workload(
+        "mount",
+        (Caller(Role.MOUNTER),),
+        False,
+        "mount -t Pfs -o backend=P_prov0: the get held for the superblock's life, ops never called",
+    ),
+    Workload(
+        "fsmount",
+        (Caller(Role.FSMOUNTER),),
+        False,
+        "mount -t P_prov0fs: the kernel's get_fs_type, try_module_get, request_module",
+    ),
     Workload("all", (Caller(Role.LOOKER), Caller(Role.MOUNTER), Caller(Role.FSMOUNTER)), True, "the three together"),
     # Claim 5's race: a deadlock must show within the run, hence the 5 s.
-    Workload("twobus", (Caller(Role.LOOKER, provider=0, bus=1), Caller(Role.LOOKER, provider=1, bus=0)), True,
-             "two buses; P_prov0 (buses 0,1) and P_prov1 (1,0) each unloaded and reloaded, "
-             "lookup-call of each on its second bus",
-             buses=2, unloaded=(0, 1), hung_task_timeout_s=5),
+    Workload(
+        "twobus",
+        (Caller(Role.LOOKER, provider=0, bus=1), Caller(Role.LOOKER, provider=1, bus=0)),
+        True,
+        "two buses; P_prov0 (buses 0,1) and P_prov1 (1,0) each unloaded and reloaded, "
+        "lookup-call of each on its second bus",
+        buses=2,
+        unloaded=(0, 1),
+        hung_task_timeout_s=5,
+    ),
 )
 WORKLOADS: dict[str, Workload] = {w.name: w for w in WORKLOAD_ROWS}
 
@@ -181,5 +225,4 @@ def bus_lock_class(prefix: str, bus: int) -> str:
 def lock_order_control(scheme: Scheme, workload: Workload) -> bool:
     """Whether this run takes bus rwsems ABBA: a kernel with lockdep must
     report it; without lockdep it may deadlock, or the race may miss it."""
-    return (scheme.uses_rwsem and scheme.lock_order is LockOrder.REGISTRATION
-            and workload.opposite_orders)
+    return scheme.uses_rwsem and scheme.lock_order is LockOrder.REGISTRATION and workload.opposite_orders

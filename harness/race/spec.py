@@ -110,9 +110,11 @@ class RaceSpec:
             get_scheme(s)
         rows = [get_workload(w) for w in self.workloads]
         if len({w.buses for w in rows}) > 1:
-            raise HarnessError("workloads " + ", ".join(f"{w.name} ({w.buses} bus{'es' * (w.buses > 1)})"
-                                                         for w in rows)
-                               + " need different module builds; race them separately")
+            raise HarnessError(
+                "workloads "
+                + ", ".join(f"{w.name} ({w.buses} bus{'es' * (w.buses > 1)})" for w in rows)
+                + " need different module builds; race them separately"
+            )
         need = max(w.providers for w in rows)
         if self.providers < need:
             raise HarnessError(f"--workload {','.join(self.workloads)} needs --providers {need} or more")
@@ -125,8 +127,10 @@ class RaceSpec:
         if not self.target:
             raise HarnessError("--target is empty")
         if not self.ops and self.row is None:
-            raise HarnessError(f"--target {self.target} is no ready-made target: give its callers with --op "
-                               f"(ready-made: {', '.join(targets.ROWS)})")
+            raise HarnessError(
+                f"--target {self.target} is no ready-made target: give its callers with --op "
+                f"(ready-made: {', '.join(targets.ROWS)})"
+            )
         self.op_rows  # every --op parses, or one line says which does not
         if self.row is None and ("/" in self.target or self.target.endswith(".ko")):
             path = Path(self.target)

@@ -76,13 +76,21 @@ def resolve(spec: RaceSpec, kfiles: kernels.KernelFiles) -> ResolvedTarget:
     if not extra:
         state = module_state(kfiles, module)
         if state == "builtin":
-            raise HarnessError(f"target {module} is built into kernel {kfiles.name} ({kfiles.release}): "
-                               "it can never be unloaded")
+            raise HarnessError(
+                f"target {module} is built into kernel {kfiles.name} ({kfiles.release}): it can never be unloaded"
+            )
         if state is None:
             raise HarnessError(f"kernel {kfiles.name} ({kfiles.release}) has no module {module!r}")
     ko = next((f"/lib/modules/{kfiles.release}/extra/{p.name}" for p in extra if _module_name(p) == module), "")
-    return ResolvedTarget(module, tuple(kmods), tuple(extra), row.setup if row else (),
-                          row.params if row else "", bool(row and row.control), ko)
+    return ResolvedTarget(
+        module,
+        tuple(kmods),
+        tuple(extra),
+        row.setup if row else (),
+        row.params if row else "",
+        bool(row and row.control),
+        ko,
+    )
 
 
 def mount_dir(index: int) -> str:
@@ -93,11 +101,19 @@ def roles_for(spec: RaceSpec, target: ResolvedTarget) -> list[RoleSpec]:
     """The unloader, then `callers` callers per operation, at one barrier."""
     ops = spec.op_rows
     parties = 1 + len(ops) * spec.callers
-    common: dict[str, Any] = dict(duration_ms=int(spec.duration_s * 1000), seed=spec.seed, barrier=BARRIER,
-                                  parties=parties, progress=True)
+    common: dict[str, Any] = dict(
+        duration_ms=int(spec.duration_s * 1000), seed=spec.seed, barrier=BARRIER, parties=parties, progress=True
+    )
     finit = spec.reload == "finit"
-    unloader = RoleSpec(Role.UNLOADER, name=target.module, load=spec.reload, ko=target.ko_in_guest if finit else None,
-                        params=target.params or None, pause_us=spec.unload_pause_ms * 1000, **common)
+    unloader = RoleSpec(
+        Role.UNLOADER,
+        name=target.module,
+        load=spec.reload,
+        ko=target.ko_in_guest if finit else None,
+        params=target.params or None,
+        pause_us=spec.unload_pause_ms * 1000,
+        **common,
+    )
     callers = []
     for i, op in enumerate(op for op in ops for _ in range(spec.callers)):
         extra = {"dir": mount_dir(i)} if isinstance(op, MountOp) else {}
@@ -113,20 +129,28 @@ def prepare_guest(vm: RaceGuest, spec: RaceSpec, target: ResolvedTarget) -> None
     if target.params:
         vm.ssh.upload(f"options {target.module} {target.params}\n".encode(), MODPROBE_CONF)
     deps = [k for k in target.kmods if k != target.module]
-    steps = ([f"mkdir -p {' '.join(mounts)}"] if mounts else []) + (
-        [f"/sbin/modprobe -a {' '.join(deps)}"] if deps else []) + list(target.setup) + [
-        f"/sbin/modprobe {target.module}"]
+    steps = (
+        ([f"mkdir -p {' '.join(mounts)}"] if mounts else [])
+        + ([f"/sbin/modprobe -a {' '.join(deps)}"] if deps else [])
+        + list(target.setup)
+        + [f"/sbin/modprobe {target.module}"]
+    )
     for line in steps:
         res = vm.ssh.run(line, timeout=120)
         if not res.ok:
-            raise HarnessError(f"target {spec.target}: `{line}` failed in the guest: "
-                               f"{(res.stderr or res.stdout).strip().splitlines()[-1:] or res.exit_status}")
+            raise HarnessError(
+                f"target {spec.target}: `{line}` failed in the guest: "
+                f"{(res.stderr or res.stdout).strip().splitlines()[-1:] or res.exit_status}"
+            )
     res = vm.ssh.run(f"/sbin/rmmod {target.module} && /sbin/modprobe {target.module}", timeout=120)
     if not res.ok:
-        holders = vm.ssh.run(f"ls /sys/module/{target.module}/holders 2>/dev/null; "
-                             f"grep '^{target.module} ' /proc/modules", timeout=30).stdout.split()
-        raise HarnessError(f"target {target.module} cannot be unloaded here ({(res.stderr or '').strip()}); "
-                           f"/proc/modules: {' '.join(holders) or '-'}")
+        holders = vm.ssh.run(
+            f"ls /sys/module/{target.module}/holders 2>/dev/null; grep '^{target.module} ' /proc/modules", timeout=30
+        ).stdout.split()
+        raise HarnessError(
+            f"target {target.module} cannot be unloaded here ({(res.stderr or '').strip()}); "
+            f"/proc/modules: {' '.join(holders) or '-'}"
+        )
     for op in ops:
         path = getattr(op, "path", None) or (op.source if isinstance(op, MountOp) and op.source != "none" else None)
         if path and not vm.ssh.run(f"test -e {shlex.quote(path)}", timeout=30).ok:
@@ -154,5 +178,9 @@ class TargetRace:
         spec = self.spec
         target = resolve(spec, stages.kernel_files())
         plan = RunPlan(spec.target or "", spec.label, tuple(roles_for(spec, target)), target_info(spec, target))
-        return OpenGroup(f"target-{target.module}", GuestPayload(target.extra, target.kmods), [plan],
-                         functools.partial(prepare_guest, spec=spec, target=target))
+        return OpenGroup(
+            f"target-{target.module}",
+            GuestPayload(target.extra, target.kmods),
+            [plan],
+            functools.partial(prepare_guest, spec=spec, target=target),
+        )

@@ -36,8 +36,11 @@ class Kind(str, enum.Enum):
 # A loop-device image made with the guest's own busybox: ROWS' setup lines.
 def _image(mkfs: str, loop: str, size_mb: int = 8) -> tuple[str, ...]:
     img = f"/tmp/{loop.rsplit('/', 1)[-1]}.img"
-    return (f"dd if=/dev/zero of={img} bs=1M count={size_mb} 2>/dev/null", f"losetup {loop} {img}",
-            f"{mkfs} {loop} >/dev/null")
+    return (
+        f"dd if=/dev/zero of={img} bs=1M count={size_mb} 2>/dev/null",
+        f"losetup {loop} {img}",
+        f"{mkfs} {loop} >/dev/null",
+    )
 
 
 @dataclass(frozen=True)
@@ -56,45 +59,112 @@ class TargetRow:
     control: bool = False  # it breaks the golden rule: a run that does not crash proves nothing
 
 
-ROWS: Mapping[str, TargetRow] = {r.name: r for r in (
-    # Its default codepage and character sets are modules on Debian's kernels.
-    TargetRow("vfat", "vfat", Kind.FILESYSTEM, ("mount:/dev/loop0:vfat",),
-              kmods=("loop", "fat", "nls_cp437", "nls_ascii", "nls_utf8"),
-              setup=_image("mkdosfs", "/dev/loop0"),
-              why="mount(2) finds the file system type by name (get_fs_type, try_module_get)"),
-    # ext4 asks the crypto API for crc32c at mount time: a module on Debian's kernels.
-    TargetRow("ext4", "ext4", Kind.FILESYSTEM, ("mount:/dev/loop1:ext2",),
-              kmods=("loop", "jbd2", "mbcache", "crc32c_generic"),
-              setup=_image("mke2fs -q", "/dev/loop1"),
-              why="an ext2 image mounted by ext4 (CONFIG_EXT4_USE_FOR_EXT2)"),
-    TargetRow("configfs", "configfs", Kind.FILESYSTEM, ("mount:none:configfs",),
-              why="a file system with no device: mount, then umount"),
-    TargetRow("null_blk", "null_blk", Kind.BLOCK, ("open:/dev/nullb0:read=4096",),
-              why="a block device opened and read (blkdev_get, the disk's owner)"),
-    TargetRow("brd", "brd", Kind.BLOCK, ("open:/dev/ram0:read=4096",), params="rd_nr=1 rd_size=4096",
-              why="a RAM disk opened and read"),
-    TargetRow("dummy", "dummy", Kind.NET, ("netdev-add:dummy",),
-              why="rtnetlink's link ops by kind (rtnl_link_ops_get, request_module)"),
-    TargetRow("nlmon", "nlmon", Kind.NET, ("netdev-add:nlmon",),
-              why="another rtnl_link_ops driver"),
-    TargetRow("uinput", "uinput", Kind.CHAR, ("open:/dev/uinput",),
-              why="a misc device opened (misc_open, fops_get of .owner)"),
-    TargetRow("md4", "md4", Kind.CRYPTO, ("socket:alg:seqpacket:0:hash:md4",), kmods=("algif_hash",),
-              why="an AF_ALG bind looks the algorithm up (crypto_alg_mod_lookup, request_module)"),
-    TargetRow("algif_hash", "algif_hash", Kind.CRYPTO, ("socket:alg:seqpacket:0:hash:sha256",),
-              why="AF_ALG's hash type itself (af_alg_get_type, try_module_get)"),
-    # Not af_key: pfkey_release() waits for an RCU grace period, so with a
-    # caller or two a PF_KEY socket is always open and it is never unloaded.
-    TargetRow("can_bcm", "can_bcm", Kind.PROTOCOL, ("socket:can:dgram:2",), kmods=("can",),
-              why="CAN's broadcast manager protocol (can_get_proto, try_module_get)"),
-    TargetRow("can_raw", "can_raw", Kind.PROTOCOL, ("socket:can:raw:1",), kmods=("can",),
-              why="a protocol of a family (can_get_proto, try_module_get)"),
-    # The negative control: a misc device whose fops have no .owner; a read
-    # sleeping in it across the unload wakes in freed text (kmods/targets/noowner).
-    TargetRow("noowner", "harness_noowner", Kind.CHAR, ("open:/dev/harness_noowner:read=64",),
-              source="targets/noowner", control=True,
-              why="the golden rule broken: nothing pins the module while a read sleeps in it"),
-)}
+ROWS: Mapping[str, TargetRow] = {
+    r.name: r
+    for r in (
+        # Its default codepage and character sets are modules on Debian's kernels.
+        TargetRow(
+            "vfat",
+            "vfat",
+            Kind.FILESYSTEM,
+            ("mount:/dev/loop0:vfat",),
+            kmods=("loop", "fat", "nls_cp437", "nls_ascii", "nls_utf8"),
+            setup=_image("mkdosfs", "/dev/loop0"),
+            why="mount(2) finds the file system type by name (get_fs_type, try_module_get)",
+        ),
+        # ext4 asks the crypto API for crc32c at mount time: a module on Debian's kernels.
+        TargetRow(
+            "ext4",
+            "ext4",
+            Kind.FILESYSTEM,
+            ("mount:/dev/loop1:ext2",),
+            kmods=("loop", "jbd2", "mbcache", "crc32c_generic"),
+            setup=_image("mke2fs -q", "/dev/loop1"),
+            why="an ext2 image mounted by ext4 (CONFIG_EXT4_USE_FOR_EXT2)",
+        ),
+        TargetRow(
+            "configfs",
+            "configfs",
+            Kind.FILESYSTEM,
+            ("mount:none:configfs",),
+            why="a file system with no device: mount, then umount",
+        ),
+        TargetRow(
+            "null_blk",
+            "null_blk",
+            Kind.BLOCK,
+            ("open:/dev/nullb0:read=4096",),
+            why="a block device opened and read (blkdev_get, the disk's owner)",
+        ),
+        TargetRow(
+            "brd",
+            "brd",
+            Kind.BLOCK,
+            ("open:/dev/ram0:read=4096",),
+            params="rd_nr=1 rd_size=4096",
+            why="a RAM disk opened and read",
+        ),
+        TargetRow(
+            "dummy",
+            "dummy",
+            Kind.NET,
+            ("netdev-add:dummy",),
+            why="rtnetlink's link ops by kind (rtnl_link_ops_get, request_module)",
+        ),
+        TargetRow("nlmon", "nlmon", Kind.NET, ("netdev-add:nlmon",), why="another rtnl_link_ops driver"),
+        TargetRow(
+            "uinput",
+            "uinput",
+            Kind.CHAR,
+            ("open:/dev/uinput",),
+            why="a misc device opened (misc_open, fops_get of .owner)",
+        ),
+        TargetRow(
+            "md4",
+            "md4",
+            Kind.CRYPTO,
+            ("socket:alg:seqpacket:0:hash:md4",),
+            kmods=("algif_hash",),
+            why="an AF_ALG bind looks the algorithm up (crypto_alg_mod_lookup, request_module)",
+        ),
+        TargetRow(
+            "algif_hash",
+            "algif_hash",
+            Kind.CRYPTO,
+            ("socket:alg:seqpacket:0:hash:sha256",),
+            why="AF_ALG's hash type itself (af_alg_get_type, try_module_get)",
+        ),
+        # Not af_key: pfkey_release() waits for an RCU grace period, so with a
+        # caller or two a PF_KEY socket is always open and it is never unloaded.
+        TargetRow(
+            "can_bcm",
+            "can_bcm",
+            Kind.PROTOCOL,
+            ("socket:can:dgram:2",),
+            kmods=("can",),
+            why="CAN's broadcast manager protocol (can_get_proto, try_module_get)",
+        ),
+        TargetRow(
+            "can_raw",
+            "can_raw",
+            Kind.PROTOCOL,
+            ("socket:can:raw:1",),
+            kmods=("can",),
+            why="a protocol of a family (can_get_proto, try_module_get)",
+        ),
+        # The negative control: a misc device whose fops have no .owner; a read
+        # sleeping in it across the unload wakes in freed text (kmods/targets/noowner).
+        TargetRow(
+            "noowner",
+            "harness_noowner",
+            Kind.CHAR,
+            ("open:/dev/harness_noowner:read=64",),
+            source="targets/noowner",
+            control=True,
+            why="the golden rule broken: nothing pins the module while a read sleeps in it",
+        ),
+    )
+}
 
 
 def get_target(name: str) -> TargetRow:

@@ -22,13 +22,23 @@ class Timeline:
     def to_json(self) -> dict[str, Any]:
         return {
             "time_origin": "the first role's start, ms",
-            "unloads": {"total": self.windows_total,
-                        "windows": [[w.begin_ms, w.deleted_ms, w.reloaded_ms, w.delete_error, w.load_error,
-                                     w.module] for w in self.windows]},
-            "calls": {op: {"failures_total": c.failures_total,
-                           "failures": [[f.start_ms, f.end_ms, f.errno] for f in c.failures],
-                           "bin_ms": c.bin_ms, "done": list(c.done), "ok": list(c.ok)}
-                      for op, c in sorted(self.calls.items())},
+            "unloads": {
+                "total": self.windows_total,
+                "windows": [
+                    [w.begin_ms, w.deleted_ms, w.reloaded_ms, w.delete_error, w.load_error, w.module]
+                    for w in self.windows
+                ],
+            },
+            "calls": {
+                op: {
+                    "failures_total": c.failures_total,
+                    "failures": [[f.start_ms, f.end_ms, f.errno] for f in c.failures],
+                    "bin_ms": c.bin_ms,
+                    "done": list(c.done),
+                    "ok": list(c.ok),
+                }
+                for op, c in sorted(self.calls.items())
+            },
         }
 
     @classmethod
@@ -36,14 +46,21 @@ class Timeline:
         if not d:
             return None
         unloads = d.get("unloads") or {}
-        windows = tuple(UnloadWindow(float(w[0]), float(w[1]), float(w[2]), w[3], w[4],
-                                     str(w[5]) if len(w) > 5 else "")
-                        for w in unloads.get("windows", []))
-        calls = {str(op): CallEvents(op=str(op), failures_total=int(c["failures_total"]),
-                                     failures=tuple(CallFailure(float(a), float(b), str(e))
-                                                    for a, b, e in c["failures"]),
-                                     bin_ms=int(c["bin_ms"]), done=tuple(c["done"]), ok=tuple(c["ok"]))
-                 for op, c in (d.get("calls") or {}).items()}
+        windows = tuple(
+            UnloadWindow(float(w[0]), float(w[1]), float(w[2]), w[3], w[4], str(w[5]) if len(w) > 5 else "")
+            for w in unloads.get("windows", [])
+        )
+        calls = {
+            str(op): CallEvents(
+                op=str(op),
+                failures_total=int(c["failures_total"]),
+                failures=tuple(CallFailure(float(a), float(b), str(e)) for a, b, e in c["failures"]),
+                bin_ms=int(c["bin_ms"]),
+                done=tuple(c["done"]),
+                ok=tuple(c["ok"]),
+            )
+            for op, c in (d.get("calls") or {}).items()
+        }
         return cls(windows=windows, windows_total=int(unloads.get("total", len(windows))), calls=calls)
 
 
@@ -69,15 +86,25 @@ def timeline(roles: Sequence[RoleResult]) -> Timeline | None:
         if ev.calls is None:
             continue
         op = op_name(role, ev.calls.op)
-        mine = CallEvents(op=op, failures=tuple(f.shifted(shift) for f in ev.calls.failures),
-                          failures_total=ev.calls.failures_total, bin_ms=ev.calls.bin_ms,
-                          done=ev.calls.done, ok=ev.calls.ok)
+        mine = CallEvents(
+            op=op,
+            failures=tuple(f.shifted(shift) for f in ev.calls.failures),
+            failures_total=ev.calls.failures_total,
+            bin_ms=ev.calls.bin_ms,
+            done=ev.calls.done,
+            ok=ev.calls.ok,
+        )
         if op in calls:  # two roles of one op: their bins start within microseconds
             cur = calls[op]
-            mine = CallEvents(op=op, failures=tuple(sorted(cur.failures + mine.failures,
-                                                           key=lambda f: f.end_ms)),
-                              failures_total=cur.failures_total + mine.failures_total, bin_ms=cur.bin_ms,
-                              done=_sum_bins(cur.done, mine.done), ok=_sum_bins(cur.ok, mine.ok))
+            mine = CallEvents(
+                op=op,
+                failures=tuple(sorted(cur.failures + mine.failures, key=lambda f: f.end_ms)),
+                failures_total=cur.failures_total + mine.failures_total,
+                bin_ms=cur.bin_ms,
+                done=_sum_bins(cur.done, mine.done),
+                ok=_sum_bins(cur.ok, mine.ok),
+            )
         calls[op] = mine
-    return Timeline(windows=tuple(sorted(windows, key=lambda w: w.begin_ms)), windows_total=total,
-                    calls=dict(sorted(calls.items())))
+    return Timeline(
+        windows=tuple(sorted(windows, key=lambda w: w.begin_ms)), windows_total=total, calls=dict(sorted(calls.items()))
+    )

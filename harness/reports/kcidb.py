@@ -86,8 +86,13 @@ def _url(path: str, prefix: str | None) -> str:
     return Path(path).resolve().as_uri()
 
 
-def submission(builds: Sequence[KernelBuild], tests: Iterable[Test], origin: str = DEFAULT_ORIGIN,
-               log_url: str | None = None, stamp: str | None = None) -> dict[str, Any]:
+def submission(
+    builds: Sequence[KernelBuild],
+    tests: Iterable[Test],
+    origin: str = DEFAULT_ORIGIN,
+    log_url: str | None = None,
+    stamp: str | None = None,
+) -> dict[str, Any]:
     """The KCIDB document.  `stamp` makes the ids unique per submission
     (default: the time and this process)."""
     schema = _schema()
@@ -95,21 +100,43 @@ def submission(builds: Sequence[KernelBuild], tests: Iterable[Test], origin: str
     stamp = stamp or time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
     now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
     ids = {b.spec: _part(b.spec) + "-" + _part(b.release) for b in builds}
-    checkouts = [{"id": f"{origin}:{stamp}-{ids[b.spec]}", "origin": origin, "start_time": now, "valid": True,
-                  "comment": b.describe or b.release,
-                  "misc": {"kernel_spec": b.spec, "release": b.release, "describe": b.describe}}
-                 for b in builds]
-    kbuilds = [{"id": f"{origin}:{stamp}-{ids[b.spec]}", "origin": origin,
-                "checkout_id": f"{origin}:{stamp}-{ids[b.spec]}", "start_time": now, "architecture": "x86_64",
-                "config_name": f"config-{b.release}", "status": "PASS", "comment": b.describe or b.release,
-                "misc": {"kernel_spec": b.spec, "release": b.release, **dict(b.config)}}
-               for b in builds]
+    checkouts = [
+        {
+            "id": f"{origin}:{stamp}-{ids[b.spec]}",
+            "origin": origin,
+            "start_time": now,
+            "valid": True,
+            "comment": b.describe or b.release,
+            "misc": {"kernel_spec": b.spec, "release": b.release, "describe": b.describe},
+        }
+        for b in builds
+    ]
+    kbuilds = [
+        {
+            "id": f"{origin}:{stamp}-{ids[b.spec]}",
+            "origin": origin,
+            "checkout_id": f"{origin}:{stamp}-{ids[b.spec]}",
+            "start_time": now,
+            "architecture": "x86_64",
+            "config_name": f"config-{b.release}",
+            "status": "PASS",
+            "comment": b.describe or b.release,
+            "misc": {"kernel_spec": b.spec, "release": b.release, **dict(b.config)},
+        }
+        for b in builds
+    ]
     out_tests = []
     for n, t in enumerate(tests, 1):
-        doc: dict[str, Any] = {"id": f"{origin}:{stamp}-{n}-{t.path}", "origin": origin,
-                               "build_id": f"{origin}:{stamp}-{ids[t.kernel]}", "path": t.path,
-                               "status": t.status, "start_time": now, "duration": float(t.duration),
-                               "misc": dict(t.misc)}
+        doc: dict[str, Any] = {
+            "id": f"{origin}:{stamp}-{n}-{t.path}",
+            "origin": origin,
+            "build_id": f"{origin}:{stamp}-{ids[t.kernel]}",
+            "path": t.path,
+            "status": t.status,
+            "start_time": now,
+            "duration": float(t.duration),
+            "misc": dict(t.misc),
+        }
         if t.comment:
             doc["comment"] = t.comment[:4000]
         files = [{"name": Path(p).name, "url": _url(p, log_url)} for p in t.logs if p]
@@ -117,16 +144,24 @@ def submission(builds: Sequence[KernelBuild], tests: Iterable[Test], origin: str
             doc["output_files"] = files
             doc["log_url"] = files[0]["url"]
         out_tests.append(doc)
-    return {"version": {"major": schema.major, "minor": schema.minor},
-            "checkouts": checkouts, "builds": kbuilds, "tests": out_tests}
+    return {
+        "version": {"major": schema.major, "minor": schema.minor},
+        "checkouts": checkouts,
+        "builds": kbuilds,
+        "tests": out_tests,
+    }
 
 
 # ---------------------------------------------------------------- race reports
 
 
 def race_build(report: RaceReport) -> KernelBuild:
-    return KernelBuild(spec=report.kernel_spec, release=report.kernel, describe=report.kernel_describe,
-                       config={"lockdep": report.lockdep, "kasan": report.kasan})
+    return KernelBuild(
+        spec=report.kernel_spec,
+        release=report.kernel,
+        describe=report.kernel_describe,
+        config={"lockdep": report.lockdep, "kasan": report.kasan},
+    )
 
 
 def run_path(run: RunResult) -> str:
@@ -145,26 +180,46 @@ def run_misc(report: RaceReport, run: RunResult) -> dict[str, Any]:
         doc.pop("hist_failed", None)
         ops[name] = doc
     key = outcome(run)
-    return {"verdict": run.verdict.value, "control": run.control.value,
-            "outcome": key if isinstance(key, str) else key.value,
-            "problem": problem(run) or "", "calls": {"ok": calls.ok, "total": calls.total, "errors": calls.errors},
-            "unloads": run.unloads, "spurious_failures": run.spurious_failures,
-            "failed_by_unloads_met": list(run.failed_by_unloads_met), "ops": ops,
-            "splats": [f"{s.kind.value}: {s.title}" for s in run.splats], "role_errors": run.role_errors,
-            "seconds": run.seconds, "seed": report.seed, "duration_s": report.duration_s, "accel": report.accel,
-            "knobs": dict(report.knobs), "repro": run.repro,
-            **({"target": run.target.to_json()} if run.target else {})}
+    return {
+        "verdict": run.verdict.value,
+        "control": run.control.value,
+        "outcome": key if isinstance(key, str) else key.value,
+        "problem": problem(run) or "",
+        "calls": {"ok": calls.ok, "total": calls.total, "errors": calls.errors},
+        "unloads": run.unloads,
+        "spurious_failures": run.spurious_failures,
+        "failed_by_unloads_met": list(run.failed_by_unloads_met),
+        "ops": ops,
+        "splats": [f"{s.kind.value}: {s.title}" for s in run.splats],
+        "role_errors": run.role_errors,
+        "seconds": run.seconds,
+        "seed": report.seed,
+        "duration_s": report.duration_s,
+        "accel": report.accel,
+        "knobs": dict(report.knobs),
+        "repro": run.repro,
+        **({"target": run.target.to_json()} if run.target else {}),
+    }
 
 
 def race_tests(report: RaceReport) -> list[Test]:
-    return [Test(kernel=report.kernel_spec, path=run_path(r), status=run_status(r),
-                 comment=problem(r) or f"{r.scheme}/{r.workload}: {r.verdict.value}", duration=r.seconds,
-                 misc=run_misc(report, r), logs=(r.console_log,) if r.console_log else ())
-            for r in report.runs]
+    return [
+        Test(
+            kernel=report.kernel_spec,
+            path=run_path(r),
+            status=run_status(r),
+            comment=problem(r) or f"{r.scheme}/{r.workload}: {r.verdict.value}",
+            duration=r.seconds,
+            misc=run_misc(report, r),
+            logs=(r.console_log,) if r.console_log else (),
+        )
+        for r in report.runs
+    ]
 
 
-def race_submission(reports: Sequence[RaceReport], origin: str = DEFAULT_ORIGIN,
-                    log_url: str | None = None) -> dict[str, Any]:
+def race_submission(
+    reports: Sequence[RaceReport], origin: str = DEFAULT_ORIGIN, log_url: str | None = None
+) -> dict[str, Any]:
     builds: dict[str, KernelBuild] = {}
     for r in reports:  # one report per kernel; the first wins should two share a spec
         builds.setdefault(r.kernel_spec, race_build(r))
@@ -187,8 +242,12 @@ def pytest_path(nodeid: str, known_kernels: Iterable[str] = ()) -> str:
     return ".".join(["harness", _part(folder), _part(name), *([_part(rest)] if rest else [])])
 
 
-def pytest_submission(records: Iterable[Mapping[str, Any]], known_kernels: Iterable[str] = (),
-                      origin: str = DEFAULT_ORIGIN, log_url: str | None = None) -> dict[str, Any]:
+def pytest_submission(
+    records: Iterable[Mapping[str, Any]],
+    known_kernels: Iterable[str] = (),
+    origin: str = DEFAULT_ORIGIN,
+    log_url: str | None = None,
+) -> dict[str, Any]:
     """One test per test id from the report phases the plugin collects
     (`{"nodeid", "when", "outcome", "duration", "user_properties", "longrepr"}`,
     the claims matrix's records): setup failed -> error, else the call's outcome."""
@@ -211,14 +270,25 @@ def pytest_submission(records: Iterable[Mapping[str, Any]], known_kernels: Itera
         props = t["props"]
         kernel = str(props.get("kernel") or split_nodeid(nodeid, known)[1] or "unknown")
         if kernel not in builds or not builds[kernel].release:
-            builds[kernel] = KernelBuild(spec=kernel, release=str(props.get("kernel_release") or ""),
-                                         describe=str(props.get("kernel_describe") or ""),
-                                         config=dict(props.get("kernel_config") or {}))
+            builds[kernel] = KernelBuild(
+                spec=kernel,
+                release=str(props.get("kernel_release") or ""),
+                describe=str(props.get("kernel_describe") or ""),
+                config=dict(props.get("kernel_config") or {}),
+            )
         misc = {k: v for k, v in props.items() if k not in ("console_logs", "kernel_config")}
         misc["nodeid"], misc["outcome"] = nodeid, t["outcome"]
-        out_tests.append(Test(kernel=kernel, path=pytest_path(nodeid, known), status=test_status(t["outcome"]),
-                              comment=str(t["message"])[-2000:], duration=round(t["duration"], 2), misc=misc,
-                              logs=tuple(str(p) for p in props.get("console_logs") or ())))
+        out_tests.append(
+            Test(
+                kernel=kernel,
+                path=pytest_path(nodeid, known),
+                status=test_status(t["outcome"]),
+                comment=str(t["message"])[-2000:],
+                duration=round(t["duration"], 2),
+                misc=misc,
+                logs=tuple(str(p) for p in props.get("console_logs") or ()),
+            )
+        )
     return submission(list(builds.values()), out_tests, origin, log_url)
 
 

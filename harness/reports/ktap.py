@@ -50,12 +50,14 @@ def run_lines(report: RaceReport, run: RunResult, n: int) -> list[str]:
         sub += _op_lines(o, run.ops[o], i)
     calls, dm = run.callers, run.op("delete_module")
     name = _name(f"{report.kernel_spec}.{run.scheme}.{run.workload}")
-    diag = [f"# {name}: calls ok/total {calls.ok}/{calls.total}",
-            f"# {name}: caller errors {_errors(calls.errors)}",
-            f"# {name}: spurious {run.spurious_failures}",
-            f"# {name}: met 1/2+ unloads {run.failed_by_unloads_met[1]}/{run.failed_by_unloads_met[2]}",
-            f"# {name}: unloads (rmmod ok/total) {dm.ok}/{dm.total}, rmmod errors {_errors(dm.errors)}",
-            f"# {name}: verdict {run.verdict.value}, control {run.control.value}"]
+    diag = [
+        f"# {name}: calls ok/total {calls.ok}/{calls.total}",
+        f"# {name}: caller errors {_errors(calls.errors)}",
+        f"# {name}: spurious {run.spurious_failures}",
+        f"# {name}: met 1/2+ unloads {run.failed_by_unloads_met[1]}/{run.failed_by_unloads_met[2]}",
+        f"# {name}: unloads (rmmod ok/total) {dm.ok}/{dm.total}, rmmod errors {_errors(dm.errors)}",
+        f"# {name}: verdict {run.verdict.value}, control {run.control.value}",
+    ]
     diag += [f"# {name}: splat {s.kind.value}: {s.title}" for s in run.splats[:5]]
     if run.console_log:
         diag.append(f"# {name}: console log {run.console_log}")

@@ -64,19 +64,26 @@ class Matrix:
         return dict(sorted(out.items()))
 
     def to_json(self) -> dict:
-        return {"kernels": self.kernels, "claims": self.claims, "totals": self.totals(),
-                "versions": self.versions,
-                "cells": {claim: {k: asdict(c) for k, c in row.items()}
-                          for claim, row in self.cells.items()}}
+        return {
+            "kernels": self.kernels,
+            "claims": self.claims,
+            "totals": self.totals(),
+            "versions": self.versions,
+            "cells": {claim: {k: asdict(c) for k, c in row.items()} for claim, row in self.cells.items()},
+        }
 
     @classmethod
     def from_json(cls, doc: dict) -> "Matrix":
         known = {f.name for f in fields(Cell)}
-        return cls(kernels=list(doc["kernels"]), claims=list(doc["claims"]),
-                   cells={claim: {k: Cell(**{n: v for n, v in c.items() if n in known})
-                                  for k, c in row.items()}
-                          for claim, row in doc["cells"].items()},
-                   versions={k: dict(v) for k, v in (doc.get("versions") or {}).items()})
+        return cls(
+            kernels=list(doc["kernels"]),
+            claims=list(doc["claims"]),
+            cells={
+                claim: {k: Cell(**{n: v for n, v in c.items() if n in known}) for k, c in row.items()}
+                for claim, row in doc["cells"].items()
+            },
+            versions={k: dict(v) for k, v in (doc.get("versions") or {}).items()},
+        )
 
 
 def split_nodeid(nodeid: str, known_kernels: Iterable[str] = ()) -> tuple[str, str | None, str]:
@@ -92,7 +99,7 @@ def split_nodeid(nodeid: str, known_kernels: Iterable[str] = ()) -> tuple[str, s
         for pat in (rf"^{re.escape(k)}-", rf"-{re.escape(k)}$", rf"-{re.escape(k)}-", rf"^{re.escape(k)}$"):
             hit = re.search(pat, params)
             if hit:
-                rest = (params[:hit.start()] + "-" + params[hit.end():]).strip("-")
+                rest = (params[: hit.start()] + "-" + params[hit.end() :]).strip("-")
                 rest = re.sub("--+", "-", rest)
                 return func, k, rest
     return func, None, params
@@ -161,6 +168,7 @@ def build_matrix(records: Iterable[dict], known_kernels: Iterable[str] = ()) -> 
 def _kernel_order(known: tuple[str, ...]):
     def key(k: str):
         return (known.index(k) if k in known else len(known), k)
+
     return key
 
 
@@ -172,8 +180,7 @@ def _short(measured: dict | None, limit: int = 300) -> str:
     without VERBOSE_KEYS) for the Markdown."""
     if not measured:
         return ""
-    text = json.dumps({k: v for k, v in measured.items() if k not in VERBOSE_KEYS},
-                      separators=(",", ":"), default=str)
+    text = json.dumps({k: v for k, v in measured.items() if k not in VERBOSE_KEYS}, separators=(",", ":"), default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -192,8 +199,10 @@ def render_markdown(mx: Matrix, detail_limit: int = 300) -> str:
     if starts:
         lines.append("Guests: " + ", ".join(f"{starts.count(p)} {p}" for p in sorted(set(starts))))
     if mx.versions:
-        lines.append("Kernels: " + ", ".join(
-            f"{k} {v.get('release', '?')} ({v.get('version', '?')})" for k, v in mx.versions.items()))
+        lines.append(
+            "Kernels: "
+            + ", ".join(f"{k} {v.get('release', '?')} ({v.get('version', '?')})" for k, v in mx.versions.items())
+        )
     lines.append("")
     lines.append("A cell is the test's outcome and what it says of the seed's claim: a test")
     lines.append("passes when the kernel behaves as measured; `does not hold` marks a claim")

@@ -47,16 +47,18 @@ def matrix_html(mx: Matrix, page_dir: Path, preamble: Sequence[str] = ()) -> str
     `preamble`: HTML put under the title, above the grid (the nightly's changes)."""
     totals = ", ".join(f"{k} {v}" for k, v in mx.totals().items()) or "no results"
     kernels = ", ".join(f"{k} {v.get('release', '?')} ({v.get('version', '?')})" for k, v in mx.versions.items())
-    body = ["<h1>The seed's claims, per kernel</h1>", *preamble,
-            f'<p class="meta">{len(mx.claims)} tests on {len(mx.kernels)} kernel(s): {esc(totals)}. '
-            "A test passes when the kernel behaves as measured; <i>does not hold</i> marks a claim of the "
-            "2002 thread that the measurement contradicts. Click a cell for what was measured.</p>",
-            *([f'<p class="meta">Kernels: {esc(kernels)}</p>'] if kernels else []),
-            '<p class="legend"><span class="m-holds">holds</span><span class="m-not">does not hold</span>'
-            '<span class="m-fact">fact (measured, no claim)</span><span class="m-fail">failed / error</span>'
-            '<span class="m-skip">skipped</span></p>',
-            "<table class=\"matrix\"><tr><th>claim</th>" + "".join(f"<th>{esc(k)}</th>" for k in mx.kernels)
-            + "</tr>"]
+    body = [
+        "<h1>The seed's claims, per kernel</h1>",
+        *preamble,
+        f'<p class="meta">{len(mx.claims)} tests on {len(mx.kernels)} kernel(s): {esc(totals)}. '
+        "A test passes when the kernel behaves as measured; <i>does not hold</i> marks a claim of the "
+        "2002 thread that the measurement contradicts. Click a cell for what was measured.</p>",
+        *([f'<p class="meta">Kernels: {esc(kernels)}</p>'] if kernels else []),
+        '<p class="legend"><span class="m-holds">holds</span><span class="m-not">does not hold</span>'
+        '<span class="m-fact">fact (measured, no claim)</span><span class="m-fail">failed / error</span>'
+        '<span class="m-skip">skipped</span></p>',
+        '<table class="matrix"><tr><th>claim</th>' + "".join(f"<th>{esc(k)}</th>" for k in mx.kernels) + "</tr>",
+    ]
     ids: dict[tuple[str, str], str] = {}
     for r, claim in enumerate(mx.claims):
         row = [f"<td><code>{esc(claim)}</code></td>"]
@@ -67,8 +69,10 @@ def matrix_html(mx: Matrix, page_dir: Path, preamble: Sequence[str] = ()) -> str
                 continue
             ids[(claim, kernel)] = f"c{r}-{k}"
             cls, mark, says = _cell_class(c)
-            row.append(f'<td class="cell {cls}"><a href="#c{r}-{k}"><b>{esc(mark)}</b><br>{esc(says)}<br>'
-                       f'<small>{c.seconds:g} s</small></a></td>')
+            row.append(
+                f'<td class="cell {cls}"><a href="#c{r}-{k}"><b>{esc(mark)}</b><br>{esc(says)}<br>'
+                f"<small>{c.seconds:g} s</small></a></td>"
+            )
         body.append("<tr>" + "".join(row) + "</tr>")
     body.append("</table>")
     body.append("<h2>Measured, per cell</h2>")
@@ -82,16 +86,21 @@ def matrix_html(mx: Matrix, page_dir: Path, preamble: Sequence[str] = ()) -> str
             text = f"{mark}, {says}" if says else mark
             logs = ", ".join(file_link(p, page_dir) for p in c.console_logs) or (
                 '<span class="note">not recorded (only logs of failed tests are kept unless pytest runs with '
-                "--keep-console-logs, as make matrix does)</span>")
-            body.append(f'<div class="detail" id="{ids[(claim, kernel)]}"><b>{esc(kernel)}</b>: '
-                        f'<span class="badge {cls}">{esc(text)}</span> in {c.seconds:g} s. Console log: {logs}')
+                "--keep-console-logs, as make matrix does)</span>"
+            )
+            body.append(
+                f'<div class="detail" id="{ids[(claim, kernel)]}"><b>{esc(kernel)}</b>: '
+                f'<span class="badge {cls}">{esc(text)}</span> in {c.seconds:g} s. Console log: {logs}'
+            )
             if c.measured:
                 short = {k: v for k, v in c.measured.items() if k not in VERBOSE_KEYS}
                 body.append(f"<pre>{esc(compact_json(short))}</pre>")
                 for key in (k for k in VERBOSE_KEYS if k in c.measured):
                     record = compact_json(c.measured[key])
-                    body.append(f"<details><summary>{esc(key)} ({record.count(chr(10)) + 1} lines)</summary>"
-                                f"<pre>{esc(record)}</pre></details>")
+                    body.append(
+                        f"<details><summary>{esc(key)} ({record.count(chr(10)) + 1} lines)</summary>"
+                        f"<pre>{esc(record)}</pre></details>"
+                    )
             if c.message:
                 body.append(f"<pre>{esc(c.message)}</pre>")
             body.append("</div>")

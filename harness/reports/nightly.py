@@ -37,8 +37,13 @@ from .matrix_page import write_matrix
 from .page import esc
 
 KINDS = ("claim", "verdict", "fact", "kernel", "test")
-KIND_TITLE = {"claim": "Claim flipped", "verdict": "Verdict changed", "fact": "Loader fact changed",
-              "kernel": "Kernel changed", "test": "Test added or gone"}
+KIND_TITLE = {
+    "claim": "Claim flipped",
+    "verdict": "Verdict changed",
+    "fact": "Loader fact changed",
+    "kernel": "Kernel changed",
+    "test": "Test added or gone",
+}
 
 
 @dataclass(frozen=True)
@@ -128,8 +133,7 @@ def _holds_text(c: Cell) -> str:
 
 def findings(c: Cell) -> dict[str, object]:
     """A fact cell's findings: the top-level booleans and strings it measured."""
-    return {k: v for k, v in (c.measured or {}).items()
-            if k not in VERBOSE_KEYS and isinstance(v, (bool, str))}
+    return {k: v for k, v in (c.measured or {}).items() if k not in VERBOSE_KEYS and isinstance(v, (bool, str))}
 
 
 def compare(before: Matrix, after: Matrix) -> Changes:
@@ -152,8 +156,9 @@ def compare(before: Matrix, after: Matrix) -> Changes:
             if b is None and a is None:
                 continue
             if b is None or a is None:
-                add(Change("test", k, claim, "absent" if b is None else b.outcome,
-                           "absent" if a is None else a.outcome))
+                add(
+                    Change("test", k, claim, "absent" if b is None else b.outcome, "absent" if a is None else a.outcome)
+                )
                 continue
             hb, ha = b.holds(), a.holds()
             if hb is not None and ha is not None and hb != ha:
@@ -163,9 +168,15 @@ def compare(before: Matrix, after: Matrix) -> Changes:
             if (a.fact or b.fact) and findings(b) != findings(a):
                 fb, fa = findings(b), findings(a)
                 keys = sorted(set(fb) | set(fa), key=str)
-                add(Change("fact", k, claim,
-                           json.dumps({x: fb.get(x) for x in keys if fb.get(x) != fa.get(x)}),
-                           json.dumps({x: fa.get(x) for x in keys if fb.get(x) != fa.get(x)})))
+                add(
+                    Change(
+                        "fact",
+                        k,
+                        claim,
+                        json.dumps({x: fb.get(x) for x in keys if fb.get(x) != fa.get(x)}),
+                        json.dumps({x: fa.get(x) for x in keys if fb.get(x) != fa.get(x)}),
+                    )
+                )
     return out
 
 
@@ -202,22 +213,31 @@ def summary_html(changes: Changes) -> list[str]:
     if not changes.compared:
         return out + ['<p class="meta">No previous night to compare with.</p>']
     if not changes.items:
-        return out + ['<p class="meta">No change: every claim, loader fact, verdict and kernel version '
-                      "as the night before.</p>"]
+        return out + [
+            '<p class="meta">No change: every claim, loader fact, verdict and kernel version as the night before.</p>'
+        ]
     if changes.flipped:
         out.append(f'<p><span class="badge m-not">{len(changes.of("claim"))} claim(s) flipped</span></p>')
-    out.append('<table class="changes"><tr><th>change</th><th>kernel</th><th>test</th>'
-               "<th>before</th><th>after</th></tr>")
+    out.append(
+        '<table class="changes"><tr><th>change</th><th>kernel</th><th>test</th><th>before</th><th>after</th></tr>'
+    )
     for kind in KINDS:
         for c in changes.of(kind):
-            out.append(f'<tr class="change-{kind}"><td>{esc(KIND_TITLE[kind])}</td><td>{esc(c.kernel)}</td>'
-                       f"<td><code>{esc(c.test)}</code></td><td>{esc(c.before)}</td><td>{esc(c.after)}</td></tr>")
+            out.append(
+                f'<tr class="change-{kind}"><td>{esc(KIND_TITLE[kind])}</td><td>{esc(c.kernel)}</td>'
+                f"<td><code>{esc(c.test)}</code></td><td>{esc(c.before)}</td><td>{esc(c.after)}</td></tr>"
+            )
     out.append("</table>")
     return out
 
 
-def run_merge(inputs: Sequence[Path], out: Path, previous: Path | None = None,
-              summary: Path | None = None, order: Sequence[str] = ()) -> tuple[Matrix, Changes]:
+def run_merge(
+    inputs: Sequence[Path],
+    out: Path,
+    previous: Path | None = None,
+    summary: Path | None = None,
+    order: Sequence[str] = (),
+) -> tuple[Matrix, Changes]:
     jobs = [load(p) for p in inputs]
     for job, src in zip(jobs, inputs):
         gather_logs(job, src, out)

@@ -105,7 +105,7 @@ def timeline_data(tl: Timeline, duration_s: float) -> TimelineData:
         spans.append(Span(w.deleted_ms / 1000, w.reloaded_ms / 1000, SpanKind.GONE))
         # EEXIST: a caller's request_module had loaded it again first; the module is back
         if w.load_error not in (None, "EEXIST"):
-            later = [n.begin_ms for n in windows[i + 1:] if n.module == w.module]
+            later = [n.begin_ms for n in windows[i + 1 :] if n.module == w.module]
             until = later[0] / 1000 if later else duration_s
             spans.append(Span(w.reloaded_ms / 1000, until, SpanKind.ABSENT))
     failures: dict[tuple[str, str], list[float]] = {}
@@ -113,10 +113,14 @@ def timeline_data(tl: Timeline, duration_s: float) -> TimelineData:
         for f in calls.failures:
             failures.setdefault((op, f.errno), []).append(f.end_ms / 1000)
     return TimelineData(
-        duration_s=duration_s, spans=tuple(spans), windows_total=tl.windows_total, windows_kept=len(windows),
+        duration_s=duration_s,
+        spans=tuple(spans),
+        windows_total=tl.windows_total,
+        windows_kept=len(windows),
         failures={k: tuple(v) for k, v in sorted(failures.items())},
         failures_total={op: c.failures_total for op, c in tl.calls.items()},
-        rates={op: Rate(c.bin_ms / 1000, c.done, c.ok) for op, c in tl.calls.items()})
+        rates={op: Rate(c.bin_ms / 1000, c.done, c.ok) for op, c in tl.calls.items()},
+    )
 
 
 def zoom_range(data: TimelineData, cycles: int = 3) -> tuple[float, float] | None:
@@ -150,6 +154,7 @@ def cdf_points(hist: Hist) -> tuple[list[float], list[float]]:
 
 # ---------------------------------------------------------------- drawing (matplotlib)
 
+
 @dataclass(frozen=True)
 class SpanStyle:
     colour: str
@@ -157,10 +162,19 @@ class SpanStyle:
     hatch: str | None = None
 
 
-SPAN_STYLE = {SpanKind.DELETING: SpanStyle("#f4a261", 0.45), SpanKind.GONE: SpanStyle("#8ecae6", 0.55),
-              SpanKind.ABSENT: SpanStyle("#e63946", 0.2, "//")}
-ERRNO_COLOURS = {"ENODEV": "#d62828", "ENOENT": "#7b2cbf", "EBUSY": "#f77f00", "EAGAIN": "#2a9d8f",
-                 "EINVAL": "#6d597a", "EWRONGRESULT": "#000000"}
+SPAN_STYLE = {
+    SpanKind.DELETING: SpanStyle("#f4a261", 0.45),
+    SpanKind.GONE: SpanStyle("#8ecae6", 0.55),
+    SpanKind.ABSENT: SpanStyle("#e63946", 0.2, "//"),
+}
+ERRNO_COLOURS = {
+    "ENODEV": "#d62828",
+    "ENOENT": "#7b2cbf",
+    "EBUSY": "#f77f00",
+    "EAGAIN": "#2a9d8f",
+    "EINVAL": "#6d597a",
+    "EWRONGRESULT": "#000000",
+}
 OTHER_COLOURS = ("#e76f51", "#264653", "#8338ec", "#ff006e", "#3a86ff")
 OP_COLOURS = {"lookup": "#1d3557", "mount": "#2a6f4e", "fsmount": "#6a4c93", "hold": "#555555"}
 
@@ -184,8 +198,15 @@ def _shade(ax: "Axes", spans: Iterable[Span], lo: float, hi: float) -> None:
     for kind, st in SPAN_STYLE.items():
         ranges = [(s.start_s, s.end_s - s.start_s) for s in shown if s.kind is kind]
         if ranges:
-            ax.broken_barh(ranges, (0, 1), transform=ax.get_xaxis_transform(), facecolors=st.colour,
-                           alpha=st.alpha, hatch=st.hatch, lw=0)
+            ax.broken_barh(
+                ranges,
+                (0, 1),
+                transform=ax.get_xaxis_transform(),
+                facecolors=st.colour,
+                alpha=st.alpha,
+                hatch=st.hatch,
+                lw=0,
+            )
 
 
 def _draw_view(ax_rate: "Axes", ax_fail: "Axes", data: TimelineData, lo: float, hi: float, title: str) -> None:
@@ -212,18 +233,41 @@ def _draw_view(ax_rate: "Axes", ax_fail: "Axes", data: TimelineData, lo: float, 
     for (op, errno), times in data.failures.items():
         shown = [t for t in times if lo <= t <= hi]
         if shown:
-            ax_fail.scatter(shown, [ops.index(op)] * len(shown), marker="|", s=160, linewidths=1.6,
-                            color=errno_colour(errno, errnos), zorder=3)
+            ax_fail.scatter(
+                shown,
+                [ops.index(op)] * len(shown),
+                marker="|",
+                s=160,
+                linewidths=1.6,
+                color=errno_colour(errno, errnos),
+                zorder=3,
+            )
     ax_fail.set_yticks(range(len(ops)), [f"{op} failed" for op in ops])
     ax_fail.set_ylim(-0.6, len(ops) - 0.4)
     ax_fail.set_xlim(lo, hi)
     ax_fail.set_xlabel("time since the roles started (s)")
     if not data.rates:
-        ax_rate.text(0.5, 0.5, "no caller reported events (killed, or an older racer)",
-                     transform=ax_rate.transAxes, ha="center", va="center", color="#555555", fontsize=9)
+        ax_rate.text(
+            0.5,
+            0.5,
+            "no caller reported events (killed, or an older racer)",
+            transform=ax_rate.transAxes,
+            ha="center",
+            va="center",
+            color="#555555",
+            fontsize=9,
+        )
     if not any(data.failures_total.values()):
-        ax_fail.text(0.5, 0.5, "no failed call", transform=ax_fail.transAxes, ha="center", va="center",
-                     color="#555555", fontsize=9)
+        ax_fail.text(
+            0.5,
+            0.5,
+            "no failed call",
+            transform=ax_fail.transAxes,
+            ha="center",
+            va="center",
+            color="#555555",
+            fontsize=9,
+        )
 
 
 def timeline_png(run: RunResult, data: TimelineData) -> bytes:
@@ -239,17 +283,24 @@ def timeline_png(run: RunResult, data: TimelineData) -> bytes:
     ax_rate = fig.add_subplot(gs[0])
     ax_fail = fig.add_subplot(gs[1], sharex=ax_rate)
     fails = sum(data.failures_total.values())
-    _draw_view(ax_rate, ax_fail, data, 0, data.duration_s,
-               f"{run.scheme} / {run.workload}: whole run, {data.windows_total} unloads, {fails} failed calls")
+    _draw_view(
+        ax_rate,
+        ax_fail,
+        data,
+        0,
+        data.duration_s,
+        f"{run.scheme} / {run.workload}: whole run, {data.windows_total} unloads, {fails} failed calls",
+    )
     if zoom:
         zr = fig.add_subplot(gs[2])
         zf = fig.add_subplot(gs[3], sharex=zr)
         where = "around the first failed call" if data.failure_times() else "in the middle of the run"
-        _draw_view(zr, zf, data, zoom[0], zoom[1],
-                   f"zoom: {zoom[0]:.2f}–{zoom[1]:.2f} s, a few unloads {where}")
-    handles: list[Any] = [Patch(label=k.value, color=SPAN_STYLE[k].colour, alpha=SPAN_STYLE[k].alpha,
-                                hatch=SPAN_STYLE[k].hatch)
-                          for k in SpanKind if any(s.kind is k for s in data.spans)]
+        _draw_view(zr, zf, data, zoom[0], zoom[1], f"zoom: {zoom[0]:.2f}–{zoom[1]:.2f} s, a few unloads {where}")
+    handles: list[Any] = [
+        Patch(label=k.value, color=SPAN_STYLE[k].colour, alpha=SPAN_STYLE[k].alpha, hatch=SPAN_STYLE[k].hatch)
+        for k in SpanKind
+        if any(s.kind is k for s in data.spans)
+    ]
     for op, rate in data.rates.items():
         colour = OP_COLOURS.get(op, "#333333")
         handles.append(Line2D([], [], color=colour, lw=1.4, label=f"{op}: calls completed"))
@@ -262,10 +313,19 @@ def timeline_png(run: RunResult, data: TimelineData) -> bytes:
     for (op, errno), times in data.failures.items():
         all_kept = kept_by_op[op] == data.failures_total.get(op)
         kept = f"{len(times)}" if all_kept else f"{len(times)} of the first {kept_by_op[op]} kept"
-        handles.append(Line2D([], [], color=errno_colour(errno, errnos), marker="|", ls="none", ms=12, mew=2,
-                              label=f"{op} failed {errno} ({kept})"))
-    fig.legend(handles=handles, loc="outside upper center", ncol=min(4, len(handles)), frameon=False,
-               fontsize=9)
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=errno_colour(errno, errnos),
+                marker="|",
+                ls="none",
+                ms=12,
+                mew=2,
+                label=f"{op} failed {errno} ({kept})",
+            )
+        )
+    fig.legend(handles=handles, loc="outside upper center", ncol=min(4, len(handles)), frameon=False, fontsize=9)
     return _png(fig)
 
 

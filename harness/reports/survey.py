@@ -38,27 +38,43 @@ def table(reports: Sequence[RaceReport], when: str) -> str:
             by[(run.scheme, f"{rep.kernel_spec} ({rep.kernel})")] = run
             if run.scheme not in targets:
                 targets.append(run.scheme)
-    lines = [f"Survey of {when}: each target's unload raced against its callers.", "",
-             "| target | ops | " + " | ".join(kernels) + " |", "|---|---|" + "---|" * len(kernels)]
+    lines = [
+        f"Survey of {when}: each target's unload raced against its callers.",
+        "",
+        "| target | ops | " + " | ".join(kernels) + " |",
+        "|---|---|" + "---|" * len(kernels),
+    ]
     for t in targets:
         any_run = next(r for (name, _), r in by.items() if name == t)
-        lines.append(f"| {t} | {any_run.workload} | "
-                     + " | ".join(cell(by[(t, k)]) if (t, k) in by else "-" for k in kernels) + " |")
+        lines.append(
+            f"| {t} | {any_run.workload} | "
+            + " | ".join(cell(by[(t, k)]) if (t, k) in by else "-" for k in kernels)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def unreached_runs(reports: Sequence[RaceReport]) -> list[str]:
     """Races whose callers never reached the module: not raced, with the errno that stopped each caller."""
-    return [f"{run.scheme} on {rep.kernel_spec}: {x.label} 0 of {x.calls} calls succeeded while the module was "
-            f"loaded ({errors_text(x.errors)})"
-            for rep in reports for run in rep.runs if run.verdict is Verdict.UNREACHED
-            for x in run.reach if not x.reached]
+    return [
+        f"{run.scheme} on {rep.kernel_spec}: {x.label} 0 of {x.calls} calls succeeded while the module was "
+        f"loaded ({errors_text(x.errors)})"
+        for rep in reports
+        for run in rep.runs
+        if run.verdict is Verdict.UNREACHED
+        for x in run.reach
+        if not x.reached
+    ]
 
 
 def splat_runs(reports: Sequence[RaceReport]) -> list[tuple[RaceReport, RunResult]]:
     """Every run that splatted or died: each is kept with its console log and repro."""
-    return [(rep, run) for rep in reports for run in rep.runs
-            if run.splats or run.verdict in (Verdict.CRASHED, Verdict.WARNED, Verdict.HUNG)]
+    return [
+        (rep, run)
+        for rep in reports
+        for run in rep.runs
+        if run.splats or run.verdict in (Verdict.CRASHED, Verdict.WARNED, Verdict.HUNG)
+    ]
 
 
 def write(reports: Sequence[RaceReport], out: Path, when: str) -> list[Path]:
@@ -71,7 +87,9 @@ def write(reports: Sequence[RaceReport], out: Path, when: str) -> list[Path]:
     if found:
         md += "\nSplats (console log, reproducer):\n\n" + "".join(
             f"- {run.scheme} on {rep.kernel_spec}: {'; '.join(s.title for s in run.splats[:2]) or run.verdict.value}"
-            f" — `{run.console_log}` — `{run.repro}`\n" for rep, run in found)
+            f" — `{run.console_log}` — `{run.repro}`\n"
+            for rep, run in found
+        )
     unreached = unreached_runs(reports)
     if unreached:
         md += "\nNot raced (no caller reached the module):\n\n" + "".join(f"- {line}\n" for line in unreached)

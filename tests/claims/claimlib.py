@@ -26,6 +26,7 @@ def contention() -> int:
         raise ValueError(f"{CONTENTION_ENV} must be a number of host CPU hogs, got {raw!r}")
     return int(raw)
 
+
 # ---------------------------------------------------------------- scheme override
 
 
@@ -70,7 +71,8 @@ class ClaimGuest:
         res = self.vm.ssh.run(cmd, timeout=timeout * self.factor)
         if check:
             assert res.exit_status == 0, (
-                f"exit {res.exit_status}\n$ {cmd}\n--- stdout\n{res.stdout}--- stderr\n{res.stderr}")
+                f"exit {res.exit_status}\n$ {cmd}\n--- stdout\n{res.stdout}--- stderr\n{res.stderr}"
+            )
         return res
 
     def splats(self) -> list:
@@ -98,13 +100,27 @@ def op_dict(r: RoleResult, op: str) -> dict:
     return doc
 
 
-def race(g: ClaimGuest, scheme: str, workload: str, duration_s: float = 10, seed: int = 1,
-         unload_pause_ms: int = 100, hogs: int | None = None) -> RunResult:
+def race(
+    g: ClaimGuest,
+    scheme: str,
+    workload: str,
+    duration_s: float = 10,
+    seed: int = 1,
+    unload_pause_ms: int = 100,
+    hogs: int | None = None,
+) -> RunResult:
     """One RaceSpec workload (unloader vs callers) in the guest; host CPU
     contention from CLAIMS_CONTENTION unless given."""
-    spec = RaceSpec(kernel=g.kernel_spec, schemes=(scheme,), workloads=(workload,),
-                    duration_s=duration_s * g.factor, seed=seed, knobs=g.knobs, unload_pause_ms=unload_pause_ms,
-                    contention=contention() if hogs is None else hogs)
+    spec = RaceSpec(
+        kernel=g.kernel_spec,
+        schemes=(scheme,),
+        workloads=(workload,),
+        duration_s=duration_s * g.factor,
+        seed=seed,
+        knobs=g.knobs,
+        unload_pause_ms=unload_pause_ms,
+        contention=contention() if hogs is None else hogs,
+    )
     return run_one(g.vm, g.mods[scheme], spec, scheme, workload, g.release)
 
 
@@ -112,8 +128,7 @@ def run_roles(g: ClaimGuest, roles: list[RoleSpec], duration_ms: int, slack_s: f
     """Hand-made roles started together at the barrier, each for duration_ms.
     A role still running `slack_s` after the deadline is a hang (RunEnd.HUNG)."""
     duration_ms = int(duration_ms * g.factor)
-    timed = [dataclasses.replace(r, duration_ms=duration_ms, barrier=BARRIER, parties=len(roles))
-             for r in roles]
+    timed = [dataclasses.replace(r, duration_ms=duration_ms, barrier=BARRIER, parties=len(roles)) for r in roles]
     return race_roles(g.vm, timed, duration_ms / 1000, slack_s=slack_s * g.factor)
 
 
@@ -135,5 +150,3 @@ def run_summary(run: RunResult) -> dict:
         op.pop("hist")
     doc["splats"] = [f"{s['kind']}: {s['title']}" for s in doc["splats"]]
     return doc
-
-

@@ -35,24 +35,33 @@ def claim_guest(kernel, kernel_spec, vm_factory):
     """Factory: a prepared guest with one or more schemes' modules (the racer
     is in every guest)."""
 
-    def make(*schemes: str, providers: int = 2, buses: int = 1,
-             knobs: kbuild.KnobsInput = DEFAULT_KNOBS,
-             config: VmConfig | None = None) -> ClaimGuest:
-        mods = {s: kbuild.build(kernel, kbuild.ModuleSetSpec(s, providers=providers, buses=buses))
-                for s in schemes}
+    def make(
+        *schemes: str,
+        providers: int = 2,
+        buses: int = 1,
+        knobs: kbuild.KnobsInput = DEFAULT_KNOBS,
+        config: VmConfig | None = None,
+    ) -> ClaimGuest:
+        mods = {s: kbuild.build(kernel, kbuild.ModuleSetSpec(s, providers=providers, buses=buses)) for s in schemes}
         kos = tuple(ko for m in mods.values() for ko in m.ko_files)
         vm = vm_factory(modules=kos, config=config)
-        spec = RaceSpec(kernel=kernel_spec.name, schemes=tuple(schemes), workloads=("lookup",),
-                        knobs=kbuild.Knobs(knobs))
+        spec = RaceSpec(
+            kernel=kernel_spec.name, schemes=tuple(schemes), workloads=("lookup",), knobs=kbuild.Knobs(knobs)
+        )
         for m in mods.values():
             prepare_guest(vm, m, spec)
-        g = ClaimGuest(vm=vm, mods=mods, kernel_spec=kernel_spec.name, knobs=kbuild.Knobs(knobs),
-                       release=vm.image.kernel.release, factor=kernel.time_factor)
+        g = ClaimGuest(
+            vm=vm,
+            mods=mods,
+            kernel_spec=kernel_spec.name,
+            knobs=kbuild.Knobs(knobs),
+            release=vm.image.kernel.release,
+            factor=kernel.time_factor,
+        )
         g.start = vm.console_size()
         return g
 
     return make
-
 
 
 # ---------------------------------------------------------------- matrix output
@@ -60,8 +69,11 @@ def claim_guest(kernel, kernel_spec, vm_factory):
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.getgroup("harness").addoption(
-        "--matrix-out", default=None, metavar="DIR",
-        help="write DIR/matrix.json and DIR/matrix.md (claim x kernel) at session end")
+        "--matrix-out",
+        default=None,
+        metavar="DIR",
+        help="write DIR/matrix.json and DIR/matrix.md (claim x kernel) at session end",
+    )
 
 
 _RECORDS: list[dict] = []
@@ -77,10 +89,16 @@ def _matrix_dir(config: pytest.Config) -> str | None:
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     # In an xdist worker this also runs, harmlessly; the controller gets every
     # worker's reports (with user_properties) through this same hook.
-    _RECORDS.append({"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
-                     "duration": report.duration,
-                     "user_properties": [list(p) for p in report.user_properties],
-                     "longrepr": str(report.longrepr)[-2000:] if report.failed else ""})
+    _RECORDS.append(
+        {
+            "nodeid": report.nodeid,
+            "when": report.when,
+            "outcome": report.outcome,
+            "duration": report.duration,
+            "user_properties": [list(p) for p in report.user_properties],
+            "longrepr": str(report.longrepr)[-2000:] if report.failed else "",
+        }
+    )
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

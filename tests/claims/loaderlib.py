@@ -67,6 +67,12 @@ def idempotent_finit(release: str) -> bool:
 def one_load(g, load: str, name: str, knobs: tuple[tuple[str, int], ...]) -> RoleSpec:
     """One load of provider `name` through `load`: finit_module of its .ko with
     the knobs as parameters, or kmod's modprobe (knobs from modprobe.d)."""
-    return RoleSpec("loader", name=name, load=load, count=1, duration_ms=20000,
-                    ko=g.ko(SCHEME) if load == "finit" else None,
-                    params=finit_params(knobs) if load == "finit" else None)
+    return RoleSpec(
+        "loader",
+        name=name,
+        load=load,
+        count=1,
+        duration_ms=20000,
+        ko=g.ko(SCHEME) if load == "finit" else None,
+        params=finit_params(knobs) if load == "finit" else None,
+    )

@@ -24,17 +24,21 @@ def test_claim1_refcount_get_fails_during_removal(claim_guest, record_property):
         run = race(g, scheme, workload, duration_s=10)
         runs[workload] = run
         op = "lookup" if workload == "lookup" else "mount"
-        measured[workload] = {"spurious": run.spurious_failures, "calls": run.op(op).total,
-                              "errors": run.op(op).errors, "unloads": run.unloads,
-                              "p99_us": run.op(op).latency_us.get("p99")}
+        measured[workload] = {
+            "spurious": run.spurious_failures,
+            "calls": run.op(op).total,
+            "errors": run.op(op).errors,
+            "unloads": run.unloads,
+            "p99_us": run.op(op).latency_us.get("p99"),
+        }
     measured["detail"] = {w: run_summary(r) for w, r in runs.items()}
     record_property("measured", measured)
     for workload, run in runs.items():
         assert run.end is RunEnd.COMPLETED and not run.role_errors, (
-            f"{workload}: {run.end.value} {run.end_detail} {run.role_errors}")
+            f"{workload}: {run.end.value} {run.end_detail} {run.role_errors}"
+        )
         assert run.unloads > 0, f"{workload}: no unload happened"
         op = "lookup" if workload == "lookup" else "mount"
         errors = run.op(op).errors
-        assert run.spurious_failures > 0, (
-            f"{scheme}/{workload}: no spurious failure: every {op} survived the unloads")
+        assert run.spurious_failures > 0, f"{scheme}/{workload}: no spurious failure: every {op} survived the unloads"
         assert "ENODEV" in errors, f"{scheme}/{workload}: errnos {errors}, no ENODEV"

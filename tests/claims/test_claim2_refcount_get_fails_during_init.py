@@ -21,14 +21,20 @@ def _lookup_during_init(g, scheme: str) -> dict:
     g.sh(f"/sbin/rmmod {name}")
     # A slow (debug) guest needs a longer init to still be in it at the lookup.
     bg = g.vm.ssh.start(f"/sbin/insmod {g.ko(scheme)} init_delay_ms={_init_delay_ms(g)}")
-    g.sh(f"for i in $(seq {int(50 * g.factor)}); do grep -q coming /sys/module/{name}/initstate 2>/dev/null "
-         f"&& break; sleep 0.1; done; sleep 0.3")
+    g.sh(
+        f"for i in $(seq {int(50 * g.factor)}); do grep -q coming /sys/module/{name}/initstate 2>/dev/null "
+        f"&& break; sleep 0.1; done; sleep 0.3"
+    )
     state = g.sh(f"cat /sys/module/{name}/initstate", check=False).stdout.strip()
-    r = racer(g, RoleSpec("looker", name=name, ctl=m.spec.ctl_device, check_result=0, count=1,
-                          duration_ms=10000))
+    r = racer(g, RoleSpec("looker", name=name, ctl=m.spec.ctl_device, check_result=0, count=1, duration_ms=10000))
     ins = bg.wait(30 * g.factor)
-    return {"initstate_at_lookup": state, "lookup": op_dict(r, "lookup"),
-            "insmod_exit": ins.exit_status, "role_error": r.error, "prefix": p}
+    return {
+        "initstate_at_lookup": state,
+        "lookup": op_dict(r, "lookup"),
+        "insmod_exit": ins.exit_status,
+        "role_error": r.error,
+        "prefix": p,
+    }
 
 
 # What the four kernels do, measured (6.1, 6.1-rt, 6.12, 6.12-rt): the get
@@ -71,8 +77,9 @@ def test_claim2_refcount_get_fails_during_init(claim_guest, record_property):
         assert rw["ok"] == 1 and rw["errors"] == {}, f"rwsem: the lookup during init: {rw}"
         assert rw["latency_us"]["max"] < _init_delay_ms(g) * 1000 / 2, f"rwsem: waited for init: {rw}"
     assert outcome == MEASURED_REFCOUNT_GET_DURING_INIT, (
-        f"{rc_scheme}: a get during init gave {outcome}, measured before: "
-        f"{MEASURED_REFCOUNT_GET_DURING_INIT}: {lookup}")
+        f"{rc_scheme}: a get during init gave {outcome}, measured before: {MEASURED_REFCOUNT_GET_DURING_INIT}: {lookup}"
+    )
     if outcome == "ok":
         assert lookup["latency_us"]["max"] < _init_delay_ms(g) * 1000 / 2, (
-            f"{rc_scheme}: the get waited for init: {lookup}")
+            f"{rc_scheme}: the get waited for init: {lookup}"
+        )

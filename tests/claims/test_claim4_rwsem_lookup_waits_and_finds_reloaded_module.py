@@ -48,31 +48,38 @@ def test_claim4_rwsem_lookup_waits_and_finds_reloaded_module(variant, claim_gues
     one unload: none failed (rwsem-deferred), or some failed with ENOENT
     (rwsem).  Failures that met two or more unloads are recorded."""
     scheme = scheme_for("claim4", variant)
-    g = claim_guest(scheme, knobs=(("call_delay_us", 1000), ("exit_delay_ms", EXIT_DELAY_MS),
-                                   ("exit_tail_ms", EXIT_TAIL_MS)))
-    runs = [race(g, scheme, "lookup", duration_s=10, seed=i + 1, unload_pause_ms=UNLOAD_PAUSE_MS)
-            for i in range(RUNS)]
+    g = claim_guest(
+        scheme, knobs=(("call_delay_us", 1000), ("exit_delay_ms", EXIT_DELAY_MS), ("exit_tail_ms", EXIT_TAIL_MS))
+    )
+    runs = [race(g, scheme, "lookup", duration_s=10, seed=i + 1, unload_pause_ms=UNLOAD_PAUSE_MS) for i in range(RUNS)]
     failures = sum(r.spurious_failures for r in runs)
     met = [sum(r.failed_by_unloads_met[i] for r in runs) for i in range(3)]
-    measured = {"scheme": scheme, "failures": failures, "contention": contention(),
-                "failed_meeting_no_unload": met[0], "failed_meeting_one_unload": met[1],
-                "failed_meeting_two_or_more_unloads": met[2],
-                "lookups": [r.op("lookup").total for r in runs],
-                "unloads": [r.unloads for r in runs],
-                "lookup_errors": [r.op("lookup").errors for r in runs],
-                "lookup_max_us": [r.op("lookup").latency_us.get("max") for r in runs],
-                "detail": [run_summary(r) for r in runs]}
+    measured = {
+        "scheme": scheme,
+        "failures": failures,
+        "contention": contention(),
+        "failed_meeting_no_unload": met[0],
+        "failed_meeting_one_unload": met[1],
+        "failed_meeting_two_or_more_unloads": met[2],
+        "lookups": [r.op("lookup").total for r in runs],
+        "unloads": [r.unloads for r in runs],
+        "lookup_errors": [r.op("lookup").errors for r in runs],
+        "lookup_max_us": [r.op("lookup").latency_us.get("max") for r in runs],
+        "detail": [run_summary(r) for r in runs],
+    }
     record_property("measured", measured)
     record_property("claim_holds", met[1] == 0)
     for i, r in enumerate(runs):
         assert r.end is RunEnd.COMPLETED and not r.role_errors and not r.splats, (
-            f"run {i}: {r.end.value} {r.role_errors} {[s.title for s in r.splats]}")
+            f"run {i}: {r.end.value} {r.role_errors} {[s.title for s in r.splats]}"
+        )
         assert measured["unloads"][i] > 0, f"run {i}: no unload happened"
         errs = measured["lookup_errors"][i]
         assert "ENODEV" not in errs, f"{scheme} run {i}: a get was refused (ENODEV): {errs}"
         assert set(errs) <= {"ENOENT"}, f"{scheme} run {i}: lookup errnos {errs}"
         assert measured["lookup_max_us"][i] >= EXIT_DELAY_MS * 1000, (
-            f"{scheme} run {i}: no lookup waited out an unload (max {measured['lookup_max_us'][i]} us)")
+            f"{scheme} run {i}: no lookup waited out an unload (max {measured['lookup_max_us'][i]} us)"
+        )
     assert met[0] == 0, f"{scheme}: {met[0]} lookups failed without meeting any unload"
     if CLAIM_HOLDS[variant]:
         assert met[1] == 0, f"{scheme}: {met[1]} lookups met one unload and failed: {measured['lookup_errors']}"

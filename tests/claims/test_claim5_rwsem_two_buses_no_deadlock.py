@@ -22,10 +22,14 @@ DURATION_S = 15
 SLACK_S = 45  # a role still running this long after the deadline is a hang
 
 
-@pytest.mark.parametrize("variant", [
-    "rwsem", "rwsem-deferred",
-    pytest.param("rwsem-unsorted", marks=pytest.mark.expect_splat),  # checks its splats itself
-])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "rwsem",
+        "rwsem-deferred",
+        pytest.param("rwsem-unsorted", marks=pytest.mark.expect_splat),  # checks its splats itself
+    ],
+)
 def test_claim5_rwsem_two_buses_no_deadlock(variant, kernel, claim_guest, record_property):
     """Two providers on two buses registered in opposite orders (prov0: 0,1;
     prov1: 1,0): lookups on both buses (prov0 via bus 1, prov1 via bus 0)
@@ -40,29 +44,46 @@ def test_claim5_rwsem_two_buses_no_deadlock(variant, kernel, claim_guest, record
     scheme = scheme_for("claim5", variant)
     lockdep = kernel.lockdep
     hung_s = WORKLOADS[WORKLOAD].hung_task_timeout_s  # slower kernels get longer
-    g = claim_guest(scheme, providers=2, buses=2,
-                    knobs=(("call_delay_us", 1000), ("exit_delay_ms", 20)),
-                    config=VmConfig(hung_task_timeout_s=round(hung_s * kernel.time_factor)))
+    g = claim_guest(
+        scheme,
+        providers=2,
+        buses=2,
+        knobs=(("call_delay_us", 1000), ("exit_delay_ms", 20)),
+        config=VmConfig(hung_task_timeout_s=round(hung_s * kernel.time_factor)),
+    )
     m = g.m(scheme)
     g.sh(f"/sbin/modprobe {m.spec.provider_names[1]}")
-    spec = RaceSpec(kernel=g.kernel_spec, schemes=(scheme,), workloads=(WORKLOAD,), duration_s=DURATION_S,
-                    knobs=g.knobs, unload_pause_ms=20)
+    spec = RaceSpec(
+        kernel=g.kernel_spec,
+        schemes=(scheme,),
+        workloads=(WORKLOAD,),
+        duration_s=DURATION_S,
+        knobs=g.knobs,
+        unload_pause_ms=20,
+    )
     roles = roles_for(WORKLOAD, m, spec, g.release)
     started = guest_uptime(g)
     outcome = run_roles(g, roles, DURATION_S * 1000, slack_s=SLACK_S)
     results = outcome.results
     splats = g.splats()
-    run = summarise_run(scheme, WORKLOAD, results, splats, outcome.end, outcome.detail, spec.repro(),
-                        outcome.seconds, lockdep=lockdep)
+    run = summarise_run(
+        scheme, WORKLOAD, results, splats, outcome.end, outcome.detail, spec.repro(), outcome.seconds, lockdep=lockdep
+    )
     hung = [s for s in splats if s.kind == "hung_task"]
-    measured = {"scheme": scheme, "lockdep": lockdep, "seconds": round(outcome.seconds, 1),
-                "end": outcome.end.value, "verdict": run.verdict.value, "control": run.control.value,
-                "splats": [f"{s.kind}: {s.title}" for s in splats][:6],
-                "unload_prov0": op_dict(results[0], "delete_module"),
-                "unload_prov1": op_dict(results[1], "delete_module"),
-                "lookup_prov0_bus1": op_dict(results[2], "lookup"),
-                "lookup_prov1_bus0": op_dict(results[3], "lookup"),
-                "role_errors": [r.error for r in results if r.error]}
+    measured = {
+        "scheme": scheme,
+        "lockdep": lockdep,
+        "seconds": round(outcome.seconds, 1),
+        "end": outcome.end.value,
+        "verdict": run.verdict.value,
+        "control": run.control.value,
+        "splats": [f"{s.kind}: {s.title}" for s in splats][:6],
+        "unload_prov0": op_dict(results[0], "delete_module"),
+        "unload_prov1": op_dict(results[1], "delete_module"),
+        "lookup_prov0_bus1": op_dict(results[2], "lookup"),
+        "lookup_prov1_bus0": op_dict(results[3], "lookup"),
+        "role_errors": [r.error for r in results if r.error],
+    }
     if hung:
         measured["hung_task_reports"] = len(hung)
         first = printk_seconds(hung[0].lines[0])
@@ -87,8 +108,8 @@ def test_claim5_rwsem_two_buses_no_deadlock(variant, kernel, claim_guest, record
         measured["lockdep_title"] = fired[0].title if fired else None
         record_property("measured", measured)
         assert run.control is Control.FIRED, (
-            f"{scheme}: no lockdep report naming {m.prefix}_bus0_rwsem and {m.prefix}_bus1_rwsem: "
-            f"{measured['splats']}")
+            f"{scheme}: no lockdep report naming {m.prefix}_bus0_rwsem and {m.prefix}_bus1_rwsem: {measured['splats']}"
+        )
         assert problem(run) is None, problem(run)
         return
 
@@ -97,12 +118,14 @@ def test_claim5_rwsem_two_buses_no_deadlock(variant, kernel, claim_guest, record
     assert {s.kind for s in splats} <= {"hung_task"}, f"{scheme}: {measured['splats']}"
     deadlocked = outcome.end is RunEnd.HUNG
     assert deadlocked == bool(hung), (
-        f"{scheme}: roles {'hung' if deadlocked else 'finished'} but {len(hung)} hung-task report(s)")
+        f"{scheme}: roles {'hung' if deadlocked else 'finished'} but {len(hung)} hung-task report(s)"
+    )
     if deadlocked:
         # rwsems_wlock() is usually inlined into the gate
         gate = (f"{m.prefix}_gate_run+0x", "rwsems_wlock+0x")
         assert any(f in ln for s in hung for ln in s.lines for f in gate), (
-            f"{scheme}: no hung task waits in the gate: {measured['splats']}")
+            f"{scheme}: no hung task waits in the gate: {measured['splats']}"
+        )
         assert run.control is Control.FIRED and run.verdict is Verdict.WARNED
     else:
         assert run.control is Control.NOT_HIT, run.control

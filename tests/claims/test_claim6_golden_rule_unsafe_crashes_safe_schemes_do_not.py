@@ -22,18 +22,28 @@ def test_claim6_golden_rule_unsafe_crashes_safe_schemes_do_not(claimed, claim_gu
     run = race(g, scheme, "lookup", duration_s=10)
     splats = g.splats()
     kinds = sorted({s.kind for s in splats})
-    record_property("measured", {
-        "scheme": scheme, "verdict": run.verdict.value, "control": run.control.value,
-        "splats": [f"{s.kind}: {s.title}" for s in splats][:3],
-        "lookups": run.op("lookup").total, "lookup_errors": run.op("lookup").errors,
-        "unloads": run.unloads, "detail": run_summary(run)})
+    record_property(
+        "measured",
+        {
+            "scheme": scheme,
+            "verdict": run.verdict.value,
+            "control": run.control.value,
+            "splats": [f"{s.kind}: {s.title}" for s in splats][:3],
+            "lookups": run.op("lookup").total,
+            "lookup_errors": run.op("lookup").errors,
+            "unloads": run.unloads,
+            "detail": run_summary(run),
+        },
+    )
     if SCHEMES[claimed].negative_control:
         assert any(s.crash for s in splats), (
-            f"{scheme}: no crash under the race (verdict {run.verdict.value}, splats {kinds})")
+            f"{scheme}: no crash under the race (verdict {run.verdict.value}, splats {kinds})"
+        )
         assert run.verdict is Verdict.CRASHED
         assert run.control is Control.FIRED or not SCHEMES[scheme].negative_control
     else:
         assert splats == [], f"{scheme}: splats {[s.title for s in splats]}"
         assert run.verdict in (Verdict.CLEAN, Verdict.SPURIOUS), (
-            f"{scheme}: verdict {run.verdict.value} {run.end_detail}")
+            f"{scheme}: verdict {run.verdict.value} {run.end_detail}"
+        )
         assert run.unloads > 0, "no unload happened"

@@ -37,21 +37,21 @@ def test_claim8_gate_locks_before_refcount_check(kernel, claim_guest, record_pro
     a = {"lookup": op_dict(wait, "lookup"), "rmmod_exit": rm_res.exit_status}
     # (b) a get taken before the unload keeps the module
     g.sh(f"/sbin/modprobe {p0} exit_delay_ms=0 call_delay_us={CALL_DELAY_US}")
-    bg = g.vm.ssh.start(RoleSpec("looker", name=p0, ctl=ctl, check_result=0, count=1,
-                                 duration_ms=20000).command())
+    bg = g.vm.ssh.start(RoleSpec("looker", name=p0, ctl=ctl, check_result=0, count=1, duration_ms=20000).command())
     g.sh("sleep 0.5")
     un = racer(g, RoleSpec("unloader", name=p0, ko=g.ko(scheme, 0), count=1, duration_ms=20000))
     bg_res = bg.wait(30 * g.factor)
     look = parse_role_output(bg_res.stdout, role="looker")
     b = {"delete_module": op_dict(un, "delete_module"), "lookup": op_dict(look, "lookup")}
     b["delete_module"].pop("latency_us", None)
-    measured = {"scheme": scheme, "a_wait_us": a["lookup"].get("latency_us", {}).get("max"),
-                "a": a, "b": b}
+    measured = {"scheme": scheme, "a_wait_us": a["lookup"].get("latency_us", {}).get("max"), "a": a, "b": b}
     record_property("measured", measured)
     assert a["rmmod_exit"] == 0, f"(a) rmmod {p0}: {rm_res.stderr}"
     assert a["lookup"]["ok"] == 1, f"(a) lookup-call {p1} during the unload: {a['lookup']}"
     assert measured["a_wait_us"] >= min_wait_us, (
-        f"(a) {scheme}: lookup-call {p1} did not wait for the write-locked bus: {measured['a_wait_us']} us")
+        f"(a) {scheme}: lookup-call {p1} did not wait for the write-locked bus: {measured['a_wait_us']} us"
+    )
     assert b["delete_module"]["errors"] == {"EAGAIN": 1}, (
-        f"(b) {scheme}: delete_module during an in-flight call: {b['delete_module']}")
+        f"(b) {scheme}: delete_module during an in-flight call: {b['delete_module']}"
+    )
     assert b["lookup"]["ok"] == 1, f"(b) the in-flight lookup-call: {b['lookup']}"

@@ -42,18 +42,28 @@ EARLY_MS = INIT_DELAY_MS / 2
 
 def _round(g, load: str, name: str) -> dict:
     g.sh(f"/sbin/rmmod {name}")
-    roles = [RoleSpec("loader", name=name, load=load, count=1,
-                      ko=g.ko(SCHEME) if load == "finit" else None,
-                      params=finit_params(KNOBS) if load == "finit" else None)
-             for _ in range(LOADERS)]
+    roles = [
+        RoleSpec(
+            "loader",
+            name=name,
+            load=load,
+            count=1,
+            ko=g.ko(SCHEME) if load == "finit" else None,
+            params=finit_params(KNOBS) if load == "finit" else None,
+        )
+        for _ in range(LOADERS)
+    ]
     run = run_roles(g, roles, DEADLINE_MS)
     loads = sorted((single_load(r) for r in run.results), key=lambda o: o[1])
     after = g.sh(f"grep -c '^{name} ' /proc/modules; cat /sys/module/{name}/initstate", check=False)
     lines = after.stdout.split()
-    return {"end": run.end.value, "role_errors": [r.error for r in run.results if r.error],
-            "loads": [[o, ms] for o, ms in loads],
-            "instances_after": int(lines[0]) if lines and lines[0].isdigit() else -1,
-            "initstate_after": lines[1] if len(lines) > 1 else "gone"}
+    return {
+        "end": run.end.value,
+        "role_errors": [r.error for r in run.results if r.error],
+        "loads": [[o, ms] for o, ms in loads],
+        "instances_after": int(lines[0]) if lines and lines[0].isdigit() else -1,
+        "initstate_after": lines[1] if len(lines) > 1 else "gone",
+    }
 
 
 @pytest.mark.parametrize("load", LOAD_PATHS)
@@ -76,12 +86,17 @@ def test_loader_concurrent_loads_of_one_file(load, claim_guest, record_property)
         for o, ms in r["loads"]:
             by_outcome.setdefault(o, []).append(ms)
     early = sum(1 for r in rounds for _, ms in r["loads"] if ms < EARLY_MS)
-    measured = {"load": load, "loaders": LOADERS, "rounds": ROUNDS, "init_delay_ms": INIT_DELAY_MS,
-                "outcomes": counts(outcomes),
-                "all_got_0": all(o == OK for o in outcomes),
-                "wait_ms": {o: ms_summary(v) for o, v in sorted(by_outcome.items())},
-                "returned_during_init": early,
-                "detail": rounds}
+    measured = {
+        "load": load,
+        "loaders": LOADERS,
+        "rounds": ROUNDS,
+        "init_delay_ms": INIT_DELAY_MS,
+        "outcomes": counts(outcomes),
+        "all_got_0": all(o == OK for o in outcomes),
+        "wait_ms": {o: ms_summary(v) for o, v in sorted(by_outcome.items())},
+        "returned_during_init": early,
+        "detail": rounds,
+    }
     record_property("measured", measured)
 
     for i, r in enumerate(rounds):

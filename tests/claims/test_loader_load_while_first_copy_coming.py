@@ -12,17 +12,7 @@ while the module it asked for is still COMING."""
 from __future__ import annotations
 
 import pytest
-from loaderlib import (
-    DOCUMENTED,
-    LOAD_PATHS,
-    OK,
-    SCHEME,
-    counts,
-    idempotent_finit,
-    ms_summary,
-    one_load,
-    single_load,
-)
+from loaderlib import DOCUMENTED, LOAD_PATHS, OK, SCHEME, counts, idempotent_finit, ms_summary, one_load, single_load
 
 from harness.guest.programs import RACER_PATH
 from harness.race.racer import parse_role_output
@@ -35,7 +25,6 @@ KNOBS = (("init_delay_ms", INIT_DELAY_MS),)
 POLLS = 200000  # reads of initstate while waiting for `coming` (no fork per read)
 
 
-
 def _round(g, load: str, name: str) -> dict:
     """First load in the background (raw finit_module, always); as soon as
     initstate reads `coming`, the late load through `load`; the state when
@@ -43,25 +32,32 @@ def _round(g, load: str, name: str) -> dict:
     g.sh(f"/sbin/rmmod {name}")
     state = f"/sys/module/{name}/initstate"
     first = one_load(g, "finit", name, KNOBS).command(RACER_PATH)
-    script = (f"{first} >/tmp/first.json & pid=$!; s=; i=0; "
-              f"while [ \"$s\" != coming ] && [ $i -lt {POLLS} ]; do "
-              f"read s 2>/dev/null <{state}; i=$((i+1)); done; "
-              f"echo \"STATE before $s\"; "
-              f"{one_load(g, load, name, KNOBS).command(RACER_PATH)}; "
-              f"read s 2>/dev/null <{state} || s=gone; echo \"STATE after $s\"; "
-              f"wait $pid; echo \"FIRST $(tail -n 1 /tmp/first.json)\"")
+    script = (
+        f"{first} >/tmp/first.json & pid=$!; s=; i=0; "
+        f'while [ "$s" != coming ] && [ $i -lt {POLLS} ]; do '
+        f"read s 2>/dev/null <{state}; i=$((i+1)); done; "
+        f'echo "STATE before $s"; '
+        f"{one_load(g, load, name, KNOBS).command(RACER_PATH)}; "
+        f'read s 2>/dev/null <{state} || s=gone; echo "STATE after $s"; '
+        f'wait $pid; echo "FIRST $(tail -n 1 /tmp/first.json)"'
+    )
     res = g.vm.ssh.run(script, timeout=60)
     lines = res.stdout.splitlines()
     states = dict(ln.split()[1:3] for ln in lines if ln.startswith("STATE ") and len(ln.split()) == 3)
     late = parse_role_output(res.stdout, role="loader", exit_status=res.exit_status, stderr=res.stderr)
-    first_out = parse_role_output("\n".join(ln.removeprefix("FIRST ") for ln in lines
-                                            if ln.startswith("FIRST ")), role="loader")
+    first_out = parse_role_output(
+        "\n".join(ln.removeprefix("FIRST ") for ln in lines if ln.startswith("FIRST ")), role="loader"
+    )
     after = g.sh(f"grep -c '^{name} ' /proc/modules; cat {state}", check=False).stdout.split()
-    return {"late": list(single_load(late)), "state_before": states.get("before", "?"),
-            "state_after": states.get("after", "?"), "first": list(single_load(first_out)),
-            "role_errors": [e for e in (late.error, first_out.error) if e],
-            "instances_after": int(after[0]) if after and after[0].isdigit() else -1,
-            "initstate_after": after[1] if len(after) > 1 else "gone"}
+    return {
+        "late": list(single_load(late)),
+        "state_before": states.get("before", "?"),
+        "state_after": states.get("after", "?"),
+        "first": list(single_load(first_out)),
+        "role_errors": [e for e in (late.error, first_out.error) if e],
+        "instances_after": int(after[0]) if after and after[0].isdigit() else -1,
+        "initstate_after": after[1] if len(after) > 1 else "gone",
+    }
 
 
 @pytest.mark.parametrize("load", LOAD_PATHS)
@@ -78,12 +74,16 @@ def test_loader_load_while_first_copy_coming(load, claim_guest, record_property)
     g = claim_guest(SCHEME, knobs=KNOBS)
     name = g.m(SCHEME).spec.provider_names[0]
     rounds = [_round(g, load, name) for _ in range(ROUNDS)]
-    measured = {"load": load, "rounds": ROUNDS, "init_delay_ms": INIT_DELAY_MS,
-                "late_outcomes": counts([r["late"][0] for r in rounds]),
-                "late_ms": ms_summary([r["late"][1] for r in rounds]),
-                "returned_while_coming": sum(1 for r in rounds if r["state_after"] == "coming"),
-                "first_ms": ms_summary([r["first"][1] for r in rounds]),
-                "detail": rounds}
+    measured = {
+        "load": load,
+        "rounds": ROUNDS,
+        "init_delay_ms": INIT_DELAY_MS,
+        "late_outcomes": counts([r["late"][0] for r in rounds]),
+        "late_ms": ms_summary([r["late"][1] for r in rounds]),
+        "returned_while_coming": sum(1 for r in rounds if r["state_after"] == "coming"),
+        "first_ms": ms_summary([r["first"][1] for r in rounds]),
+        "detail": rounds,
+    }
     record_property("measured", measured)
 
     for i, r in enumerate(rounds):

@@ -26,28 +26,36 @@ KNOBS = (("exit_delay_ms", EXIT_DELAY_MS),)
 POLLS = 200000  # reads of initstate while waiting for `going` (no fork per read)
 
 
-
 def _round(g, load: str, name: str) -> dict:
     """rmmod in the background; as soon as initstate reads `going`, one load;
     then the state again, rmmod's status; then a load once the old copy is gone."""
     state = f"/sys/module/{name}/initstate"
-    script = (f"/sbin/rmmod {name} & pid=$!; s=; i=0; "
-              f"while [ \"$s\" != going ] && [ $i -lt {POLLS} ]; do "
-              f"read s 2>/dev/null <{state}; i=$((i+1)); done; "
-              f"echo \"STATE before $s\"; "
-              f"{one_load(g, load, name, KNOBS).command(RACER_PATH)}; "
-              f"read s 2>/dev/null <{state} || s=gone; echo \"STATE after $s\"; "
-              f"wait $pid; echo \"STATE rmmod $?\"")
+    script = (
+        f"/sbin/rmmod {name} & pid=$!; s=; i=0; "
+        f'while [ "$s" != going ] && [ $i -lt {POLLS} ]; do '
+        f"read s 2>/dev/null <{state}; i=$((i+1)); done; "
+        f'echo "STATE before $s"; '
+        f"{one_load(g, load, name, KNOBS).command(RACER_PATH)}; "
+        f'read s 2>/dev/null <{state} || s=gone; echo "STATE after $s"; '
+        f'wait $pid; echo "STATE rmmod $?"'
+    )
     res = g.vm.ssh.run(script, timeout=60)
-    states = dict(line.split()[1:3] for line in res.stdout.splitlines()
-                  if line.startswith("STATE ") and len(line.split()) == 3)
+    states = dict(
+        line.split()[1:3] for line in res.stdout.splitlines() if line.startswith("STATE ") and len(line.split()) == 3
+    )
     during = parse_role_output(res.stdout, role="loader", exit_status=res.exit_status, stderr=res.stderr)
     outcome, ms = single_load(during)
     again = racer(g, one_load(g, load, name, KNOBS))  # also the loaded copy for the next round
     outcome_after, ms_after = single_load(again)
-    return {"outcome": outcome, "ms": ms, "state_before": states.get("before", "?"),
-            "state_after": states.get("after", "?"), "rmmod_status": states.get("rmmod", "?"),
-            "role_error": during.error, "reload_after_gone": [outcome_after, ms_after]}
+    return {
+        "outcome": outcome,
+        "ms": ms,
+        "state_before": states.get("before", "?"),
+        "state_after": states.get("after", "?"),
+        "rmmod_status": states.get("rmmod", "?"),
+        "role_error": during.error,
+        "reload_after_gone": [outcome_after, ms_after],
+    }
 
 
 @pytest.mark.parametrize("load", LOAD_PATHS)
@@ -66,12 +74,16 @@ def test_loader_load_while_old_copy_going(load, claim_guest, record_property):
     name = g.m(SCHEME).spec.provider_names[0]
     rounds = [_round(g, load, name) for _ in range(ROUNDS)]
     ms = [r["ms"] for r in rounds]
-    measured = {"load": load, "rounds": ROUNDS, "exit_delay_ms": EXIT_DELAY_MS,
-                "outcomes": counts([r["outcome"] for r in rounds]),
-                "load_ms": ms_summary(ms),
-                "returned_while_going": sum(1 for r in rounds if r["state_after"] == "going"),
-                "reload_after_gone": counts([r["reload_after_gone"][0] for r in rounds]),
-                "detail": rounds}
+    measured = {
+        "load": load,
+        "rounds": ROUNDS,
+        "exit_delay_ms": EXIT_DELAY_MS,
+        "outcomes": counts([r["outcome"] for r in rounds]),
+        "load_ms": ms_summary(ms),
+        "returned_while_going": sum(1 for r in rounds if r["state_after"] == "going"),
+        "reload_after_gone": counts([r["reload_after_gone"][0] for r in rounds]),
+        "detail": rounds,
+    }
     record_property("measured", measured)
 
     for i, r in enumerate(rounds):

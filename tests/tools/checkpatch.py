@@ -71,8 +71,12 @@ def ensure_checkpatch() -> Path:
         return script
 
     # In place: the members present are the whole check (no stamp was ever kept).
-    return cached(root, cache_dir() / "checkpatch.lock",
-                  lambda: script if all((root / m).is_file() for m in MEMBERS) else None, build)
+    return cached(
+        root,
+        cache_dir() / "checkpatch.lock",
+        lambda: script if all((root / m).is_file() for m in MEMBERS) else None,
+        build,
+    )
 
 
 def _extract(deb: Path, root: Path) -> None:

@@ -24,11 +24,14 @@ def elf_object(section_list: dict[str, bytes], e_type: int = 1, elf_class: int =
     for n in names:
         name_offsets.append(pos)
         pos += len(n.encode()) + 1
-    shdrs = b"".join(struct.pack("<IIQQQQIIQQ", name_offsets[i], 1 if i else 0, 0, 0, off, size, 0, 0, 1, 0)
-                     for i, (off, size) in enumerate(placed))
+    shdrs = b"".join(
+        struct.pack("<IIQQQQIIQQ", name_offsets[i], 1 if i else 0, 0, 0, off, size, 0, 0, 1, 0)
+        for i, (off, size) in enumerate(placed)
+    )
     ident = b"\x7fELF" + bytes([elf_class, 1, 1]) + bytes(9)
-    ehdr = struct.pack("<16sHHIQQQIHHHHHH", ident, e_type, 62, 1, 0, 0, shoff, 0, 64, 0, 0, 64,
-                       len(names), len(names) - 1)
+    ehdr = struct.pack(
+        "<16sHHIQQQIHHHHHH", ident, e_type, 62, 1, 0, 0, shoff, 0, 64, 0, 0, 64, len(names), len(names) - 1
+    )
     return ehdr + blob + shdrs
 
 

@@ -18,11 +18,15 @@ from harness.race import engine as race
 from harness.race.kbuild import BuiltModules, ModuleSetSpec
 
 RELEASE = "6.1.0-99-fake"
-OOPS = ("[   12.000000] BUG: kernel NULL pointer dereference, address: 0000000000000008\n"
-        "[   12.000001] RIP: 0010:un_prov0_call+0x10/0x30 [un_prov0]\n"
-        "[   12.000002] ---[ end trace 0000000000000000 ]---\n")
-WARNING = ("[   12.000000] WARNING: CPU: 0 PID: 1 at drivers/fake/fake.c:42 fake_probe+0x10/0x20 [fake]\n"
-           "[   12.000001] ---[ end trace 0000000000000000 ]---\n")
+OOPS = (
+    "[   12.000000] BUG: kernel NULL pointer dereference, address: 0000000000000008\n"
+    "[   12.000001] RIP: 0010:un_prov0_call+0x10/0x30 [un_prov0]\n"
+    "[   12.000002] ---[ end trace 0000000000000000 ]---\n"
+)
+WARNING = (
+    "[   12.000000] WARNING: CPU: 0 PID: 1 at drivers/fake/fake.c:42 fake_probe+0x10/0x20 [fake]\n"
+    "[   12.000001] ---[ end trace 0000000000000000 ]---\n"
+)
 
 
 @dataclass
@@ -47,13 +51,20 @@ class Behaviour:
 def role_json(role: str, b: Behaviour, op: str = "") -> str:
     total, ok = b.lookups
     lat = {"p50": 10.0, "p90": 20.0, "p99": 30.0, "max": 40.0}
-    caller = {"total": total, "ok": ok, "ok_live": ok if b.live is None else b.live, "errors": {b.errno: total - ok} if total > ok else {},
-              "failed_during_unload": total - ok, "latency_us": lat,
-              "first_failure_ms": 12.5 if total > ok else None}
+    caller = {
+        "total": total,
+        "ok": ok,
+        "ok_live": ok if b.live is None else b.live,
+        "errors": {b.errno: total - ok} if total > ok else {},
+        "failed_during_unload": total - ok,
+        "latency_us": lat,
+        "first_failure_ms": 12.5 if total > ok else None,
+    }
     ops = {
-        "unloader": {"delete_module": {"total": b.unloads + 3, "ok": b.unloads, "errors": {"EAGAIN": 3},
-                                       "latency_us": lat},
-                     "load": {"total": b.unloads, "ok": b.unloads, "errors": {}, "latency_us": lat}},
+        "unloader": {
+            "delete_module": {"total": b.unloads + 3, "ok": b.unloads, "errors": {"EAGAIN": 3}, "latency_us": lat},
+            "load": {"total": b.unloads, "ok": b.unloads, "errors": {}, "latency_us": lat},
+        },
         "looker": {"lookup": caller},
         "mounter": {"mount": caller, "umount": {"total": ok, "ok": ok, "errors": {}, "latency_us": lat}},
         "fsmounter": {"mount": caller, "umount": {"total": ok, "ok": ok, "errors": {}, "latency_us": lat}},
@@ -105,13 +116,19 @@ class FakeSsh:
         after = self.guest.behaviour.ssh_lost_after
         return self.guest.alive() and not self.guest._past(after)
 
-    def run(self, command: str, timeout: float | None = 300, check: bool = False,
-            stdin: bytes | None = None) -> CommandResult:
+    def run(
+        self, command: str, timeout: float | None = 300, check: bool = False, stdin: bytes | None = None
+    ) -> CommandResult:
         self.guest.commands.append(command)
         if command == "cat /proc/lockdep_stats":
             when = 0 if self.guest.started is None else 1
-            return CommandResult(command, 0, f" lock-classes: 12 [max: 8192]\n debug_locks: "
-                                 f"{self.guest.behaviour.debug_locks[when]}\n", "", 0.0)
+            return CommandResult(
+                command,
+                0,
+                f" lock-classes: 12 [max: 8192]\n debug_locks: {self.guest.behaviour.debug_locks[when]}\n",
+                "",
+                0.0,
+            )
         if command in self.guest.behaviour.failing:
             return CommandResult(command, 1, "", f"{command}: failed (fake)\n", 0.0)
         return CommandResult(command, 0, "", "", 0.0)
@@ -178,8 +195,15 @@ class FakeStages:
 
     def modules(self, scheme: str) -> BuiltModules:
         spec = ModuleSetSpec(scheme)
-        return BuiltModules(spec=spec, release=RELEASE, ko_files=[], core=spec.core,
-                            providers=spec.provider_names, prefix=spec.prefix, build_dir=Path("/nonexistent"))
+        return BuiltModules(
+            spec=spec,
+            release=RELEASE,
+            ko_files=[],
+            core=spec.core,
+            providers=spec.provider_names,
+            prefix=spec.prefix,
+            build_dir=Path("/nonexistent"),
+        )
 
     def kernel_files(self) -> None:
         return None  # a target race's resolve is faked where one runs

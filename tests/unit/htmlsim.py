@@ -77,50 +77,102 @@ def roles(sim: Sim, looker_late_us: int = 300) -> list[RoleResult]:
     errors: dict[str, int] = {}
     for _, _, e in sim.failures_us:
         errors[e] = errors.get(e, 0) + 1
-    looker = {"format": 2, "role": "looker", "name": "x_prov0", "duration_ms": sim.duration_us // 1000,
-              "iterations": len(all_ns),
-              "ops": {"lookup": {"total": len(all_ns), "ok": len(sim.ok_latencies_ns), "errors": errors,
-                                 "failed_during_unload": len(fail_ns),
-                                 "failed_by_unloads_met": [0, len(fail_ns), 0],
-                                 "latency_us": latency_from_hist(hist, max(all_ns) / 1000),
-                                 "hist": {"sub_bits": 7, "buckets": [list(b) for b in hist]},
-                                 "hist_failed": {"sub_bits": 7, "buckets": [list(b) for b in hist_of(fail_ns)]}}},
-              "events": {"start_ns": START_NS + looker_late_us * 1000,
-                         "calls": {"op": "lookup", "failures_total": len(fail_ns),
-                                   "failures": [list(f) for f in sim.failures_us], "bin_ms": 100,
-                                   "done": sim.done, "ok": sim.ok}}}
+    looker = {
+        "format": 2,
+        "role": "looker",
+        "name": "x_prov0",
+        "duration_ms": sim.duration_us // 1000,
+        "iterations": len(all_ns),
+        "ops": {
+            "lookup": {
+                "total": len(all_ns),
+                "ok": len(sim.ok_latencies_ns),
+                "errors": errors,
+                "failed_during_unload": len(fail_ns),
+                "failed_by_unloads_met": [0, len(fail_ns), 0],
+                "latency_us": latency_from_hist(hist, max(all_ns) / 1000),
+                "hist": {"sub_bits": 7, "buckets": [list(b) for b in hist]},
+                "hist_failed": {"sub_bits": 7, "buckets": [list(b) for b in hist_of(fail_ns)]},
+            }
+        },
+        "events": {
+            "start_ns": START_NS + looker_late_us * 1000,
+            "calls": {
+                "op": "lookup",
+                "failures_total": len(fail_ns),
+                "failures": [list(f) for f in sim.failures_us],
+                "bin_ms": 100,
+                "done": sim.done,
+                "ok": sim.ok,
+            },
+        },
+    }
     n = len(sim.windows_us)
-    unloader = {"format": 2, "role": "unloader", "name": "x_prov0", "duration_ms": sim.duration_us // 1000,
-                "iterations": n,
-                "ops": {"delete_module": {"total": n + 50, "ok": n, "errors": {"EAGAIN": 50}},
-                        "load": {"total": n, "ok": n, "errors": {}}},
-                "events": {"start_ns": START_NS,
-                           "unloads": {"total": n, "windows": [[b, d, r, None, None] for b, d, r in sim.windows_us]}}}
+    unloader = {
+        "format": 2,
+        "role": "unloader",
+        "name": "x_prov0",
+        "duration_ms": sim.duration_us // 1000,
+        "iterations": n,
+        "ops": {
+            "delete_module": {"total": n + 50, "ok": n, "errors": {"EAGAIN": 50}},
+            "load": {"total": n, "ok": n, "errors": {}},
+        },
+        "events": {
+            "start_ns": START_NS,
+            "unloads": {"total": n, "windows": [[b, d, r, None, None] for b, d, r in sim.windows_us]},
+        },
+    }
     return [parse_role_output(json.dumps(d)) for d in (unloader, looker)]
 
 
 # As the parser finds it: these lines name no "Modules linked in", so no modules.
-(OOPS,) = parse("[   12.000000] BUG: kernel NULL pointer dereference, address: 0000000000000008\n"
-                "[   12.000001] RIP: 0010:un_prov0_call+0x10/0x30 [un_prov0]\n"
-                "[   12.000002] ---[ end trace 0000000000000000 ]---\n")
+(OOPS,) = parse(
+    "[   12.000000] BUG: kernel NULL pointer dereference, address: 0000000000000008\n"
+    "[   12.000001] RIP: 0010:un_prov0_call+0x10/0x30 [un_prov0]\n"
+    "[   12.000002] ---[ end trace 0000000000000000 ]---\n"
+)
 
 
 def run_of(scheme: str, sim: Sim, console_log: str = "") -> RunResult:
-    run = summarise_run(scheme, "lookup", roles(sim), [], RunEnd.COMPLETED, "",
-                        f"python -m harness race --scheme {scheme} --workload lookup --seed 5", 6.5)
+    run = summarise_run(
+        scheme,
+        "lookup",
+        roles(sim),
+        [],
+        RunEnd.COMPLETED,
+        "",
+        f"python -m harness race --scheme {scheme} --workload lookup --seed 5",
+        6.5,
+    )
     run.console_log = console_log
     return run
 
 
 def report(console_log: str = "", duration_s: float = 6.0) -> RaceReport:
     """refcount fails inside the windows, rwsem waits there, unsafe crashed."""
-    rep = RaceReport("6.1.0-57-amd64", "6.1", "tcg", 5, duration_s, False,
-                     Knobs({"call_delay_us": 1000, "exit_delay_ms": 200}), "finit")
+    rep = RaceReport(
+        "6.1.0-57-amd64",
+        "6.1",
+        "tcg",
+        5,
+        duration_s,
+        False,
+        Knobs({"call_delay_us": 1000, "exit_delay_ms": 200}),
+        "finit",
+    )
     rep.runs.append(run_of("refcount", simulate(True, duration_s), console_log))
     rep.runs.append(run_of("rwsem", simulate(False, duration_s, seed=2), console_log))
-    crashed = summarise_run("unsafe", "lookup", [roles(simulate(False, 1.0, seed=3))[0],
-                                                 RoleResult.failed("looker", "no result (killed)")],
-                            [OOPS], RunEnd.COMPLETED, "", "python -m harness race --scheme unsafe", 2.0)
+    crashed = summarise_run(
+        "unsafe",
+        "lookup",
+        [roles(simulate(False, 1.0, seed=3))[0], RoleResult.failed("looker", "no result (killed)")],
+        [OOPS],
+        RunEnd.COMPLETED,
+        "",
+        "python -m harness race --scheme unsafe",
+        2.0,
+    )
     crashed.console_log = console_log
     rep.runs.append(crashed)
     return rep

@@ -29,8 +29,7 @@ def elf_kernel(notes: bytes = note(b"Xen", localtree.XEN_ELFNOTE_PHYS32_ENTRY)) 
 def guest_config(**changes: str | None) -> str:
     """A .config with every option the guest needs, as the fragment says,
     then `changes` (None: drop the option)."""
-    opts = {k: ("y" if v == "n" else v) for k, v in
-            localtree.guest_needs(localtree.GUEST_FRAGMENT.read_text()).items()}
+    opts = {k: ("y" if v == "n" else v) for k, v in localtree.guest_needs(localtree.GUEST_FRAGMENT.read_text()).items()}
     opts["CONFIG_MODULE_SIG_FORCE"] = "n"
     opts["CONFIG_CC_VERSION_TEXT"] = f'"{CC_TEXT}"'
     for k, v in changes.items():
@@ -44,9 +43,17 @@ def guest_config(**changes: str | None) -> str:
 MODULES = ("fs/minix/minix", "drivers/net/dummy")
 
 
-def build_tree(dest: Path, *, pvh: bool = True, bzimage: bool = True, order_form: str = ".o",
-               config: str | None = None, release: str = RELEASE, modules: tuple[str, ...] = MODULES,
-               built: bool = True) -> Path:
+def build_tree(
+    dest: Path,
+    *,
+    pvh: bool = True,
+    bzimage: bool = True,
+    order_form: str = ".o",
+    config: str | None = None,
+    release: str = RELEASE,
+    modules: tuple[str, ...] = MODULES,
+    built: bool = True,
+) -> Path:
     """A build tree after `make`: modules.order in the 6.2+ form (.o) or the
     6.1 one (.ko)."""
     dest.mkdir(parents=True, exist_ok=True)

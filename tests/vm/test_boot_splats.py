@@ -27,8 +27,9 @@ def test_a_guest_whose_boot_splats_is_not_saved_and_its_runs_are_broken(kernel):
         guest.boot()
         assert [s.title for s in guest.boot_splats] == [PLANTED_TITLE]
         assert not guest.start.saved and snap.current()[0] is None, "a guest that splatted was saved"
-        assert guest.console_text().count("harness_planted_boot_warning+0x0/0x10") == 2, \
+        assert guest.console_text().count("harness_planted_boot_warning+0x0/0x10") == 2, (
             "the boot was not tried a second time"
+        )
         spec = race.RaceSpec(schemes=("refcount",), workloads=("lookup",), duration_s=2)
         schemerace.prepare_guest(guest, mods, spec)
         run = schemerace.run_one(guest, mods, spec, "refcount", "lookup", kernel.release)

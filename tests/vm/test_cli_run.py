@@ -19,7 +19,11 @@ class Run:
     def __init__(self, kernel, *args: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "harness", "run", "--kernel", kernel.name, *args],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.err_lines: list[str] = []
         self.ready_at: float | None = None
         self.port: int | None = None
@@ -52,8 +56,7 @@ class Run:
 
     def qemu_left(self) -> list[str]:
         assert self.port is not None
-        out = subprocess.run(["pgrep", "-f", f"hostfwd=tcp:127.0.0.1:{self.port}-"],
-                             capture_output=True, text=True)
+        out = subprocess.run(["pgrep", "-f", f"hostfwd=tcp:127.0.0.1:{self.port}-"], capture_output=True, text=True)
         return out.stdout.split()
 
 

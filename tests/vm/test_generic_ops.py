@@ -33,8 +33,9 @@ def minix_image(blocks: int = 64, inodes: int = 32) -> bytes:
     the data zones, the first of which holds the root directory."""
     bs, first_data = 1024, 5
     img = bytearray(blocks * bs)
-    struct.pack_into("<6HIHH", img, bs, inodes, blocks, 1, 1, first_data, 0, (7 + 512 + 512 * 512) * bs,
-                     0x137F, 1)  # ..., s_max_size, MINIX_SUPER_MAGIC, MINIX_VALID_FS
+    struct.pack_into(
+        "<6HIHH", img, bs, inodes, blocks, 1, 1, first_data, 0, (7 + 512 + 512 * 512) * bs, 0x137F, 1
+    )  # ..., s_max_size, MINIX_SUPER_MAGIC, MINIX_VALID_FS
 
     def used(block: int, first_unused: int, *bits: int) -> None:
         for bit in (*bits, *range(first_unused, bs * 8)):  # what does not exist is marked used
@@ -72,8 +73,11 @@ CASES = {
 def guest(vm_factory):
     vm = vm_factory(kmods=KMODS)
     vm.ssh.upload(minix_image(), "/root/minix.img")
-    vm.ssh.run(f"/sbin/modprobe -a {' '.join(KMODS)} && losetup /dev/loop0 /root/minix.img && "
-               f"mknod {UINPUT} c 10 223 && echo > /proc/sys/kernel/modprobe", check=True)
+    vm.ssh.run(
+        f"/sbin/modprobe -a {' '.join(KMODS)} && losetup /dev/loop0 /root/minix.img && "
+        f"mknod {UINPUT} c 10 223 && echo > /proc/sys/kernel/modprobe",
+        check=True,
+    )
     return vm
 
 
@@ -82,15 +86,17 @@ def test_op_races_an_unload(guest, case):
     c = CASES[case]
     op = ops.parse(c.op)
     common = dict(duration_ms=DURATION_MS, barrier=f"/dev/shm/{case}.bar", parties=2)
-    unloader = guest.ssh.start(RoleSpec("unloader", c.module, load="modprobe", pause_us=c.pause_ms * 1000,
-                                        **common).command())
+    unloader = guest.ssh.start(
+        RoleSpec("unloader", c.module, load="modprobe", pause_us=c.pause_ms * 1000, **common).command()
+    )
     res = guest.ssh.run(op.role_spec(name=c.module, **common).command(), timeout=120)
     caller = parse_role_output(res.stdout, exit_status=res.exit_status, stderr=res.stderr)
     done = unloader.wait(120)
     unl = parse_role_output(done.stdout, exit_status=done.exit_status, stderr=done.stderr)
     assert caller.error is None and unl.error is None, (caller.error, unl.error)
     assert unl.ops["delete_module"].ok >= 2 and unl.ops["load"].ok == unl.ops["load"].total, (
-        f"the unloader must have unloaded and reloaded {c.module}: {unl.ops}")
+        f"the unloader must have unloaded and reloaded {c.module}: {unl.ops}"
+    )
     st = caller.ops[op.call_op]
     assert st.ok > 0, f"{c.op} never worked with {c.module} loaded: {st.errors}"
     assert st.errors.get(c.gone, 0) > 0, f"{c.op} never failed with {c.gone}: {st.errors}"

@@ -35,6 +35,7 @@ def test_request_module_runs_kmods_modprobe(vm):
 
 def test_the_guest_has_what_programs_expect_of_a_debian_system(vm, kernel):
     """Users and groups, the kernel's config, os-release, a writable /tmp, /usr/bin/env, /dev/fd."""
+
     def run(cmd: str) -> str:
         res = vm.ssh.run(cmd)
         assert res.ok, f"{cmd}: {res.stderr or res.stdout}"
@@ -105,8 +106,15 @@ def _default_sigint() -> None:
 
 
 def _cli(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+        **kw,
+    )
 
 
 def _port_from(stderr_line: str) -> int:

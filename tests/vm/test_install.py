@@ -19,22 +19,23 @@ from tests.tools import REPO
 
 pytestmark = pytest.mark.vm
 
-OTHER_TEST = '''
+OTHER_TEST = """
 def test_uname(vm, kernel):
     assert vm.ssh.run("uname -r", check=True).stdout.strip() == kernel.release
-'''
+"""
 # The data the guests below do not use: module templates and config fragments.
-OTHER_DATA = '''
+OTHER_DATA = """
 import sys
 from pathlib import Path
 from harness.kernels import ROWS
 from harness.race import kbuild
 fragments = [r.fragment_path for r in ROWS.values() if r.fragment_path]
 print(len(kbuild.render(kbuild.ModuleSetSpec("refcount"), Path(sys.argv[1]))), all(f.is_file() for f in fragments))
-'''
+"""
 # What a clone has that a working tree adds: never part of a build.
-NOT_SOURCES = shutil.ignore_patterns(".git", ".cache", "build", ".venv", "dist", "*.egg-info", "__pycache__",
-                                     ".pytest_cache")
+NOT_SOURCES = shutil.ignore_patterns(
+    ".git", ".cache", "build", ".venv", "dist", "*.egg-info", "__pycache__", ".pytest_cache"
+)
 
 
 def _run(argv: list, cwd: Path, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -48,8 +49,11 @@ def _files(root: Path) -> dict[str, tuple[int, int]]:
     rewrites every plugin's modules and caches them as __pycache__/*-pytest-*.pyc
     beside them (unless PYTHONDONTWRITEBYTECODE is set), which is pytest's doing
     for any plugin, not the harness writing into its package."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
-            if "__pycache__" not in p.relative_to(root).parts}
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if "__pycache__" not in p.relative_to(root).parts
+    }
 
 
 def test_an_installed_wheel_boots_guests_from_another_project(tmp_path, kernel_spec, kernel):
@@ -58,31 +62,43 @@ def test_an_installed_wheel_boots_guests_from_another_project(tmp_path, kernel_s
     # Not the checkout's environment: no PYTHONPATH to it, no pytest settings
     # of this session, the default build folder; pip keeps the host's settings
     # (its index, certificates) and its cache is the harness cache's.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST_", "HARNESS_"))
-           and k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")}  # bytecode written, as on most hosts
-    env.update(HARNESS_CACHE=str(cache_dir()), PIP_CACHE_DIR=str(cache_dir() / "pip"),
-               PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST_", "HARNESS_"))
+        and k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")
+    }  # bytecode written, as on most hosts
+    env.update(
+        HARNESS_CACHE=str(cache_dir()),
+        PIP_CACHE_DIR=str(cache_dir() / "pip"),
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        PIP_NO_INPUT="1",
+    )
 
     # A copy, as pip builds a git URL from a fresh clone; an in-tree build
     # would also ship whatever an earlier build left in build/lib.
     shutil.copytree(REPO, work / "src", ignore=NOT_SOURCES)
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", work / "dist", work / "src"],
-         work, env)
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", work / "dist", work / "src"], work, env
+    )
     [wheel] = (work / "dist").glob("*.whl")
     _run([sys.executable, "-m", "venv", work / "venv"], work, env)
     py = work / "venv" / "bin" / "python"
     _run([py, "-m", "pip", "install", "-q", wheel], work, env)
-    site = Path(_run([py, "-c", "import harness, os; print(os.path.dirname(harness.__file__))"], tmp_path, env)
-                .stdout.strip())
+    site = Path(
+        _run([py, "-c", "import harness, os; print(os.path.dirname(harness.__file__))"], tmp_path, env).stdout.strip()
+    )
     assert site.is_relative_to(work / "venv")
     installed = _files(site)
 
     project = tmp_path / "other-project"
     (project / "tests").mkdir(parents=True)
     (project / "tests" / "test_x.py").write_text(OTHER_TEST)
-    defaults = _run([py, "-c", "from harness import paths; print(paths.CHECKOUT, paths.default_cache())"],
-                    project, dict(env, XDG_CACHE_HOME=str(tmp_path / "xdg"))).stdout.split()
+    defaults = _run(
+        [py, "-c", "from harness import paths; print(paths.CHECKOUT, paths.default_cache())"],
+        project,
+        dict(env, XDG_CACHE_HOME=str(tmp_path / "xdg")),
+    ).stdout.split()
     assert defaults == ["None", str(tmp_path / "xdg" / "unload-race-harness")]
     assert _run([py, "-c", OTHER_DATA, tmp_path / "rendered"], project, env).stdout.split() == ["6", "True"]
 

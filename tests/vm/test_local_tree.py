@@ -29,9 +29,12 @@ def build_tree_from(kernel: kernels.KernelFiles, dest: Path, names: tuple[str, .
     """`kernel` laid out as a build tree in `dest`: files linked, not copied;
     modules.order lists `names`, the boot modules and their dependencies in
     the 6.1 form (.ko)."""
-    links = {"arch/x86/boot/bzImage": kernel.vmlinuz, "vmlinux": kernel.vmlinux,
-             "System.map": kernel.root / "boot" / f"System.map-{kernel.release}",
-             "Module.symvers": kernel.headers_dir / "Module.symvers"}
+    links = {
+        "arch/x86/boot/bzImage": kernel.vmlinuz,
+        "vmlinux": kernel.vmlinux,
+        "System.map": kernel.root / "boot" / f"System.map-{kernel.release}",
+        "Module.symvers": kernel.headers_dir / "Module.symvers",
+    }
     order = module_closure(kernel, BOOT_MODULES + names)
     links.update({rel.removeprefix("kernel/"): kernel.modules_dir / rel for rel in order})
     for rel, target in links.items():
@@ -49,11 +52,27 @@ def build_tree_from(kernel: kernels.KernelFiles, dest: Path, names: tuple[str, .
 def test_a_build_tree_boots_and_loads_its_own_modules(tmp_path):
     debian = kernels.fetch(kernels.get_spec("6.1"), quiet=True)
     tree = build_tree_from(debian, tmp_path / "linux", LOADED)
-    script = ("uname -r && /sbin/modprobe minix && /sbin/modprobe dummy && "
-              "grep -cw minix /proc/filesystems && cat /sys/module/dummy/initstate")
-    res = subprocess.run([sys.executable, "-m", "harness", "run", "--kernel", str(tree),
-                          *[a for name in LOADED for a in ("--kmod", name)], "--", script],
-                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    script = (
+        "uname -r && /sbin/modprobe minix && /sbin/modprobe dummy && "
+        "grep -cw minix /proc/filesystems && cat /sys/module/dummy/initstate"
+    )
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            "--kernel",
+            str(tree),
+            *[a for name in LOADED for a in ("--kmod", name)],
+            "--",
+            script,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == [debian.release, "1", "live"], res.stderr
     assert f"kernel {tree}: build tree, release {debian.release}" in res.stderr

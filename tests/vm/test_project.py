@@ -12,8 +12,13 @@ PROJECT = Path(__file__).resolve().parent.parent / "project"
 
 
 def test_another_project_builds_loads_reads_and_unloads_its_module(kernel_spec):
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "--kernel", kernel_spec.name, "-rA"],
-                          cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--kernel", kernel_spec.name, "-rA"],
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert f"PASSED test_mydrv.py::test_mydrv_loads_reads_and_unloads[{kernel_spec.name}]" in proc.stdout

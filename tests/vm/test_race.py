@@ -48,8 +48,7 @@ def test_racer_counts_known_outcomes(rc_guest):
 
 def test_unloader_counts_in_use_refusals(rc_guest):
     vm, _ = rc_guest
-    holder = vm.ssh.start(RoleSpec("holder", name="rc_prov0", ctl="/dev/rc_ctl", count=1,
-                                   hold_us=3000000).command())
+    holder = vm.ssh.start(RoleSpec("holder", name="rc_prov0", ctl="/dev/rc_ctl", count=1, hold_us=3000000).command())
     time.sleep(1.0)
     _, unl = _racer(vm, RoleSpec("unloader", name="rc_prov0", load="modprobe", count=3))
     assert unl.ops["delete_module"].errors == {"EAGAIN": 3}
@@ -72,8 +71,7 @@ def test_barrier_and_deadline(rc_guest):
     assert a.error is None and b.error is None
     for r in (a, b):
         assert 1500 <= r.duration_ms < 2500, "the deadline counts from the barrier"
-    lone = vm.ssh.run(_looker("rc_prov0", duration_ms=100, barrier="/dev/shm/lonely", parties=2).command(),
-                      timeout=60)
+    lone = vm.ssh.run(_looker("rc_prov0", duration_ms=100, barrier="/dev/shm/lonely", parties=2).command(), timeout=60)
     assert lone.exit_status == 3 and json.loads(lone.stdout)["error"] == "barrier timeout"
 
 

@@ -14,8 +14,10 @@ from harness.guest.image import READY_MARKER, WAIT_MARKER
 from harness.guest.snapshot import ColdReason, StartPath
 from harness.guest.vm import Vm, VmConfig
 
-PROBE = ("head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; cat /proc/sys/kernel/random/boot_id; "
-         "cat /proc/sys/kernel/random/uuid; date +%s")
+PROBE = (
+    "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; cat /proc/sys/kernel/random/boot_id; "
+    "cat /proc/sys/kernel/random/uuid; date +%s"
+)
 
 
 def _restored(image, config: VmConfig = VmConfig(), name: str = "restored") -> Vm:

@@ -52,15 +52,15 @@ def _sh(vm, cmd: str, what: str, timeout: float = 60):
     """Run cmd; on failure the assertion says which check and shows the output."""
     res = vm.ssh.run(cmd, timeout=timeout)
     assert res.exit_status == 0, (
-        f"{what}: exit {res.exit_status}\n$ {cmd}\n--- stdout\n{res.stdout}--- stderr\n{res.stderr}")
+        f"{what}: exit {res.exit_status}\n$ {cmd}\n--- stdout\n{res.stdout}--- stderr\n{res.stderr}"
+    )
     return res
 
 
 def _lookup(p: str, name: str, bus: int | None = None) -> str:
     """Shell snippet: lookup-call on one fd, then read that fd's result."""
     arg = name if bus is None else f"{name} {bus}"
-    return (f"exec 3<>/dev/{p}_ctl && echo -n 'lookup-call {arg}' >&3 && "
-            f"dd bs=64 count=1 <&3 2>/dev/null; exec 3>&-")
+    return f"exec 3<>/dev/{p}_ctl && echo -n 'lookup-call {arg}' >&3 && dd bs=64 count=1 <&3 2>/dev/null; exec 3>&-"
 
 
 def _load(p: str, providers: list[str], **knobs0: int) -> str:
@@ -85,12 +85,17 @@ def _check_load_call_mount_unload(vm, p: str, fs: str, providers: list[str]) -> 
     for i, name in enumerate(providers):
         res = _sh(vm, _lookup(p, name), f"1. lookup-call {name}")
         assert res.stdout == f"{i}\n", f"1. lookup-call {name} must return the provider's index {i}"
-    res = _sh(vm, f"mkdir -p /mnt/x && mount -t {fs} -o backend={providers[0]} none /mnt/x && "
-                  f"grep ' /mnt/x ' /proc/mounts && umount /mnt/x", f"1. mount/umount {fs}")
+    res = _sh(
+        vm,
+        f"mkdir -p /mnt/x && mount -t {fs} -o backend={providers[0]} none /mnt/x && "
+        f"grep ' /mnt/x ' /proc/mounts && umount /mnt/x",
+        f"1. mount/umount {fs}",
+    )
     assert f"/mnt/x {fs}" in res.stdout, f"1. {fs} did not show up in /proc/mounts"
     res = vm.ssh.run(f"echo -n 'lookup-call {p}_nosuch' > /dev/{p}_ctl")
     assert res.exit_status != 0 and "No such file or directory" in res.stderr, (
-        f"1. a missing provider must give ENOENT, got {res.exit_status} {res.stderr!r}")
+        f"1. a missing provider must give ENOENT, got {res.exit_status} {res.stderr!r}"
+    )
     _sh(vm, _unload(p, providers), "1. unload providers and core")
     assert _loaded(vm, p) == set(), "1. modules left after rmmod"
 
@@ -102,22 +107,27 @@ def _check_held_refuses_rmmod(vm, p: str, fs: str, providers: list[str], record)
     res = vm.ssh.run(
         f"exec 4<>/dev/{p}_ctl && echo -n 'hold {name}' >&4 || exit 90; "
         f"/sbin/rmmod {name}; echo kmod=$?; busybox rmmod {name}; echo busybox=$?; "
-        f"{_lookup(p, name)}")
+        f"{_lookup(p, name)}"
+    )
     assert res.exit_status == 0, f"2. hold {name} failed: {res.stderr}"
     record(f"{p}_rmmod_held_kmod", res.stderr.splitlines()[0] if res.stderr else "")
     assert "kmod=1" in res.stdout and "busybox=1" in res.stdout, f"2. rmmod of a held {name} succeeded:\n{res.stdout}"
     assert f"Module {name} is in use" in res.stderr, f"2. kmod rmmod error text: {res.stderr!r}"
     assert f"can't unload module '{name}': {EAGAIN_TEXT}" in res.stderr, (
-        f"2. delete_module must fail with EAGAIN: {res.stderr!r}")
+        f"2. delete_module must fail with EAGAIN: {res.stderr!r}"
+    )
     assert res.stdout.endswith("0\n"), f"2. lookup-call {name} while held: {res.stdout!r}"
     # The fd is closed now: the hold is gone.
     assert _loaded(vm, p) >= {name}, f"2. {name} vanished while held"
 
-    res = vm.ssh.run(f"mount -t {fs} -o backend={name} none /mnt/x || exit 90; "
-                     f"busybox rmmod {name}; echo busybox=$?; {_lookup(p, name)}; umount /mnt/x")
+    res = vm.ssh.run(
+        f"mount -t {fs} -o backend={name} none /mnt/x || exit 90; "
+        f"busybox rmmod {name}; echo busybox=$?; {_lookup(p, name)}; umount /mnt/x"
+    )
     assert res.exit_status == 0, f"2. mount {fs} or umount failed: {res.stderr}"
     assert "busybox=1" in res.stdout and EAGAIN_TEXT in res.stderr, (
-        f"2. rmmod of {name} behind a mounted {fs} must fail with EAGAIN: {res.stdout!r} {res.stderr!r}")
+        f"2. rmmod of {name} behind a mounted {fs} must fail with EAGAIN: {res.stdout!r} {res.stderr!r}"
+    )
     assert res.stdout.endswith("0\n"), f"2. lookup-call {name} while mounted: {res.stdout!r}"
     _sh(vm, _unload(p, providers), "2. unload once the mount is gone")
 
@@ -126,10 +136,10 @@ def _check_unsafe_hold_does_not_pin(vm, p: str, providers: list[str]) -> None:
     """Negative control: unsafe's get takes no module reference."""
     name = providers[0]
     _sh(vm, _load(p, providers), "2. load")
-    res = vm.ssh.run(f"exec 4<>/dev/{p}_ctl && echo -n 'hold {name}' >&4 || exit 90; "
-                     f"/sbin/rmmod {name}; echo kmod=$?")
+    res = vm.ssh.run(f"exec 4<>/dev/{p}_ctl && echo -n 'hold {name}' >&4 || exit 90; /sbin/rmmod {name}; echo kmod=$?")
     assert res.exit_status == 0 and "kmod=0" in res.stdout, (
-        f"2. unsafe: hold must not pin {name} (negative control): {res.stdout!r} {res.stderr!r}")
+        f"2. unsafe: hold must not pin {name} (negative control): {res.stdout!r} {res.stderr!r}"
+    )
     _sh(vm, f"/sbin/rmmod {' '.join(providers[1:])} && /sbin/rmmod {p}_core", "2. unload the rest")
 
 
@@ -138,9 +148,13 @@ def _gate_wait(vm, p: str, providers: list[str]) -> float:
     sleeps EXIT_DELAY_MS in its exit (same bus)."""
     _sh(vm, _load(p, providers, exit_delay_ms=EXIT_DELAY_MS), "3. load with exit_delay_ms")
     up = "cut -d' ' -f1 /proc/uptime"
-    res = _sh(vm, f"/sbin/rmmod {providers[0]} & rm_pid=$!; sleep 0.3; t0=$({up}); "
-                  f"echo -n 'lookup-call {providers[1]}' > /dev/{p}_ctl; rc=$?; t1=$({up}); "
-                  f"wait $rm_pid; echo $? $rc $t0 $t1", "3. rmmod + lookup")
+    res = _sh(
+        vm,
+        f"/sbin/rmmod {providers[0]} & rm_pid=$!; sleep 0.3; t0=$({up}); "
+        f"echo -n 'lookup-call {providers[1]}' > /dev/{p}_ctl; rc=$?; t1=$({up}); "
+        f"wait $rm_pid; echo $? $rc $t0 $t1",
+        "3. rmmod + lookup",
+    )
     rm_rc, rc, t0, t1 = res.stdout.split()
     assert rm_rc == "0", f"3. rmmod {providers[0]} failed: {res.stderr}"
     assert rc == "0", f"3. lookup-call {providers[1]} during the unload failed: {res.stderr}"
@@ -162,13 +176,16 @@ def _check_open_device_pins(vm, p: str, providers: list[str]) -> None:
     """6. /dev/P_prov0 open (fops.owner = THIS_MODULE): rmmod fails until closed."""
     name = providers[0]
     _sh(vm, _load(p, providers), "6. load")
-    res = vm.ssh.run(f"exec 5</dev/{name} || exit 90; dd bs=16 count=1 <&5 2>/dev/null; "
-                     f"busybox rmmod {name}; echo busybox=$?; exec 5<&-; "
-                     f"/sbin/rmmod {name}; echo closed=$?")
+    res = vm.ssh.run(
+        f"exec 5</dev/{name} || exit 90; dd bs=16 count=1 <&5 2>/dev/null; "
+        f"busybox rmmod {name}; echo busybox=$?; exec 5<&-; "
+        f"/sbin/rmmod {name}; echo closed=$?"
+    )
     assert res.exit_status == 0, f"6. open /dev/{name} failed: {res.stderr}"
     assert res.stdout.startswith("0\n"), f"6. read of /dev/{name}: {res.stdout!r}"
     assert "busybox=1" in res.stdout and EAGAIN_TEXT in res.stderr, (
-        f"6. rmmod with /dev/{name} open must fail with EAGAIN: {res.stdout!r} {res.stderr!r}")
+        f"6. rmmod with /dev/{name} open must fail with EAGAIN: {res.stdout!r} {res.stderr!r}"
+    )
     assert "closed=0" in res.stdout, f"6. rmmod after closing /dev/{name} failed: {res.stderr!r}"
     _sh(vm, f"/sbin/rmmod {' '.join(providers[1:])} && /sbin/rmmod {p}_core", "6. unload the rest")
 
@@ -188,14 +205,17 @@ def test_scheme(scheme, kernel, vm_factory, record_property):
         _check_held_refuses_rmmod(vm, p, fs, providers, record_property)
         wait = _gate_wait(vm, p, providers)
         record_property("gate_wait_s", round(wait, 2))
-        print(f"{scheme}: lookup-call {providers[1]} during rmmod {providers[0]} "
-              f"(exit_delay_ms={EXIT_DELAY_MS}) took {wait:.2f}s")
+        print(
+            f"{scheme}: lookup-call {providers[1]} during rmmod {providers[0]} "
+            f"(exit_delay_ms={EXIT_DELAY_MS}) took {wait:.2f}s"
+        )
         if scheme == "refcount":
             assert wait < GATE_MIN_S, f"3. refcount has no gate; the lookup waited {wait:.2f}s"
         else:
             assert wait >= GATE_MIN_S, (
                 f"3. {scheme}: the gate must hold the bus write lock across the slow exit; "
-                f"the lookup waited only {wait:.2f}s")
+                f"the lookup waited only {wait:.2f}s"
+            )
     _check_core_cycles(vm, p, providers)
     _check_open_device_pins(vm, p, providers)
     assert new_splats(vm.console_text(), start) == [], "no splat expected"  # also checked by the plugin
@@ -225,5 +245,6 @@ def test_unsafe_oopses_when_provider_is_unloaded_mid_call(kernel, vm_factory):
     # Either way the module's comment names: the wakeup meets the cleared state
     # while un_prov0 is still going (its flag "-"), or its freed text after it.
     going = any(re.search(r"\bun_prov0\([A-Z]*-\)", ln) for ln in s.lines)
-    assert going or s.last_unloaded == "un_prov0", \
+    assert going or s.last_unloaded == "un_prov0", (
         f"5. un_prov0 neither going nor last unloaded: {s.modules}, last unloaded {s.last_unloaded}"
+    )

@@ -18,9 +18,27 @@ MYDRV = REPO / "tests" / "project" / "mydrv"
 
 def race(kernel_spec, tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict | None]:
     out = tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, "-m", "harness", "race", "--kernel", kernel_spec.name, "--duration", "3",
-                           "--seed", "7", "--json", str(out), *args],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "race",
+            "--kernel",
+            kernel_spec.name,
+            "--duration",
+            "3",
+            "--seed",
+            "7",
+            "--json",
+            str(out),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     return proc, json.loads(out.read_text()) if out.is_file() else None
 
 
@@ -34,8 +52,9 @@ def test_the_broken_owner_control_crashes_through_the_generic_open(kernel_spec, 
 
 
 def test_a_users_module_folder_races_clean_against_opens(kernel_spec, tmp_path):
-    proc, report = race(kernel_spec, tmp_path, "--target", str(MYDRV), "--op", "open:/dev/mydrv:read=64",
-                        "--callers", "2")
+    proc, report = race(
+        kernel_spec, tmp_path, "--target", str(MYDRV), "--op", "open:/dev/mydrv:read=64", "--callers", "2"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = report["runs"][0]
     assert run["verdict"] == "clean" and run["ops"]["delete_module"]["ok"] >= 1
@@ -46,8 +65,9 @@ def test_a_users_module_folder_races_clean_against_opens(kernel_spec, tmp_path):
 
 def test_callers_that_never_reach_the_module_give_no_verdict_but_unreached(kernel_spec, tmp_path):
     # AF_ALG's family module (af_alg) is not in the guest: every socket() fails.
-    proc, report = race(kernel_spec, tmp_path, "--target", "twofish_generic",
-                        "--op", "socket:alg:seqpacket:0:skcipher:cbc(twofish)")
+    proc, report = race(
+        kernel_spec, tmp_path, "--target", "twofish_generic", "--op", "socket:alg:seqpacket:0:skcipher:cbc(twofish)"
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     run = report["runs"][0]
     assert run["verdict"] == "unreached" and run["ops"]["delete_module"]["ok"] >= 1, run["problem"]

@@ -8,6 +8,24 @@ from .downloads import debs_of, download, download_newest, fetch, resolve
 from .mirrors import KEYRING, RELEASE_FALLBACK, SUITES, Mirrors, host_mirrors, suites_of
 from .walk import SOURCE_RECIPE, source_release
 
-__all__ = ["Catalogue", "Deb", "KEYRING", "Mirrors", "Package", "RELEASE_FALLBACK", "ResolvedKernel", "Role",
-           "SOURCE_RECIPE", "SUITES", "debs_of", "download", "download_newest", "fetch", "host_mirrors",
-           "resolve", "source_release", "suites_of", "update"]
+__all__ = [
+    "Catalogue",
+    "Deb",
+    "KEYRING",
+    "Mirrors",
+    "Package",
+    "RELEASE_FALLBACK",
+    "ResolvedKernel",
+    "Role",
+    "SOURCE_RECIPE",
+    "SUITES",
+    "debs_of",
+    "download",
+    "download_newest",
+    "fetch",
+    "host_mirrors",
+    "resolve",
+    "source_release",
+    "suites_of",
+    "update",
+]

@@ -57,39 +57,41 @@ def apt_config(root: Path) -> str:
 
     The host's apt.conf.d is still read first (it may hold the proxy this
     machine needs); what in it could redirect or slow us is overridden here."""
-    return "\n".join([
-        'Dir::Etc::SourceList "/dev/null";',
-        f'Dir::Etc::SourceParts "{root}/sources.list.d";',
-        f'Dir::Etc::Preferences "{root}/preferences";',
-        f'Dir::Etc::PreferencesParts "{root}/preferences.d";',
-        f'Dir::Etc::Trusted "{root}/trusted.gpg";',
-        f'Dir::Etc::TrustedParts "{root}/trusted.gpg.d";',
-        f'Dir::State "{root}/state";',
-        f'Dir::State::Lists "{root}/lists";',
-        f'Dir::State::Status "{root}/status";',
-        f'Dir::Cache "{root}/cache";',
-        'Dir::Cache::Archives "archives";',
-        'Dir::Cache::pkgcache "pkgcache.bin";',
-        # One 110 MB binary cache is enough: the status file never changes.
-        'Dir::Cache::srcpkgcache "";',
-        f'APT::Architecture "{ARCH}";',
-        "#clear APT::Architectures;",
-        f'APT::Architectures {{ "{ARCH}"; }};',
-        "#clear Acquire::Languages;",
-        'Acquire::Languages { "none"; };',
-        'Acquire::GzipIndexes "true";',
-        'Acquire::Check-Valid-Until "true";',
-        'Acquire::Check-Date "true";',
-        # Hooks meant for the host's own updates (appstream, packagekit) must not run.
-        "#clear APT::Update::Pre-Invoke;",
-        "#clear APT::Update::Post-Invoke;",
-        "#clear APT::Update::Post-Invoke-Success;",
-        "#clear DPkg::Pre-Invoke;",
-        "#clear DPkg::Post-Invoke;",
-        "#clear DPkg::Pre-Install-Pkgs;",
-        'APT::Get::List-Cleanup "true";',
-        "",
-    ])
+    return "\n".join(
+        [
+            'Dir::Etc::SourceList "/dev/null";',
+            f'Dir::Etc::SourceParts "{root}/sources.list.d";',
+            f'Dir::Etc::Preferences "{root}/preferences";',
+            f'Dir::Etc::PreferencesParts "{root}/preferences.d";',
+            f'Dir::Etc::Trusted "{root}/trusted.gpg";',
+            f'Dir::Etc::TrustedParts "{root}/trusted.gpg.d";',
+            f'Dir::State "{root}/state";',
+            f'Dir::State::Lists "{root}/lists";',
+            f'Dir::State::Status "{root}/status";',
+            f'Dir::Cache "{root}/cache";',
+            'Dir::Cache::Archives "archives";',
+            'Dir::Cache::pkgcache "pkgcache.bin";',
+            # One 110 MB binary cache is enough: the status file never changes.
+            'Dir::Cache::srcpkgcache "";',
+            f'APT::Architecture "{ARCH}";',
+            "#clear APT::Architectures;",
+            f'APT::Architectures {{ "{ARCH}"; }};',
+            "#clear Acquire::Languages;",
+            'Acquire::Languages { "none"; };',
+            'Acquire::GzipIndexes "true";',
+            'Acquire::Check-Valid-Until "true";',
+            'Acquire::Check-Date "true";',
+            # Hooks meant for the host's own updates (appstream, packagekit) must not run.
+            "#clear APT::Update::Pre-Invoke;",
+            "#clear APT::Update::Post-Invoke;",
+            "#clear APT::Update::Post-Invoke-Success;",
+            "#clear DPkg::Pre-Invoke;",
+            "#clear DPkg::Post-Invoke;",
+            "#clear DPkg::Pre-Install-Pkgs;",
+            'APT::Get::List-Cleanup "true";',
+            "",
+        ]
+    )
 
 
 def config_hash(mirrors: Mirrors, keyring: Path = KEYRING) -> str:
@@ -130,8 +132,9 @@ class ListsMarker:
             return None
 
 
-def refresh_reason(lists_exist: bool, marker: ListsMarker | None, config: str, now: float,
-                   asked: bool) -> Refresh | None:
+def refresh_reason(
+    lists_exist: bool, marker: ListsMarker | None, config: str, now: float, asked: bool
+) -> Refresh | None:
     """Whether (and why) the lists must be fetched again; None: use them."""
     if asked:
         return Refresh.ASKED
@@ -168,8 +171,7 @@ def stale_warning(expired: Sequence[tuple[str, datetime]]) -> str | None:
     else:
         since = "since " + ", ".join(f"{d.date().isoformat()} ({name})" for name, d in expired)
     plural = "s are" if len(expired) > 1 else " is"
-    return (f"warning: Debian {names} Release file{plural} past Valid-Until ({since}); "
-            "used anyway, signatures checked")
+    return f"warning: Debian {names} Release file{plural} past Valid-Until ({since}); used anyway, signatures checked"
 
 
 # ---------------------------------------------------------------- apt, pointed at the catalogue
@@ -208,8 +210,10 @@ class Catalogue:
         """Write sources, config and empty state (idempotent)."""
         need_tool("apt-get", "apt")
         if not self.keyring.is_file():
-            raise HarnessError(f"Debian's archive keyring {self.keyring} is missing; install it with: "
-                               "apt-get install debian-archive-keyring")
+            raise HarnessError(
+                f"Debian's archive keyring {self.keyring} is missing; install it with: "
+                "apt-get install debian-archive-keyring"
+            )
         for sub in ("sources.list.d", "preferences.d", "trusted.gpg.d", "state", "cache/archives/partial"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         wanted = {f"{s.name}.sources": sources_text(s, self.mirrors, self.keyring) for s in SUITES}
@@ -249,21 +253,29 @@ class Catalogue:
         if self.lists.exists():
             # Hard links: apt replaces files by rename, so the current lists stay
             # intact, and unchanged indexes are not fetched again.
-            shutil.copytree(self.lists.resolve(), new, copy_function=os.link,
-                            ignore=shutil.ignore_patterns(".complete.json", "lock", "partial"))
+            shutil.copytree(
+                self.lists.resolve(),
+                new,
+                copy_function=os.link,
+                ignore=shutil.ignore_patterns(".complete.json", "lock", "partial"),
+            )
         (new / "partial").mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         proc = run_tool(self.argv("apt-get", "update", "-q", "--error-on=any", lists=new), check=False)
         if proc.returncode != 0:
             shutil.rmtree(new, ignore_errors=True)
-            raise HarnessError(f"apt-get update of the kernel catalogue failed: {apt_error(proc)} "
-                               f"(check that {self.mirrors.main} and {self.mirrors.security} are reachable "
-                               f"Debian archives signed by {self.keyring}, or set {MIRROR_ENV} / {SECURITY_ENV})")
+            raise HarnessError(
+                f"apt-get update of the kernel catalogue failed: {apt_error(proc)} "
+                f"(check that {self.mirrors.main} and {self.mirrors.security} are reachable "
+                f"Debian archives signed by {self.keyring}, or set {MIRROR_ENV} / {SECURITY_ENV})"
+            )
         missing = [s.name for s in SUITES if not list(new.glob(f"*_dists_{s.name}_InRelease"))]
         if missing:
             shutil.rmtree(new, ignore_errors=True)
-            raise HarnessError(f"apt-get update of the kernel catalogue fetched no Release file for "
-                               f"{' '.join(missing)}; try: harness kernels --refresh")
+            raise HarnessError(
+                f"apt-get update of the kernel catalogue fetched no Release file for "
+                f"{' '.join(missing)}; try: harness kernels --refresh"
+            )
         (new / ".complete.json").write_text(ListsMarker(self.config, time.time()).to_json())
         link = self.root / f"lists.link.{os.getpid()}"
         link.unlink(missing_ok=True)
@@ -313,14 +325,22 @@ class Catalogue:
     # -------- Lookup
 
     def versions(self, names: Sequence[str], suites: Sequence[str]) -> dict[str, list[str]]:
-        proc = run_tool(self.argv("apt-cache", "madison", *names), check=False,
-                        what="apt-cache madison", fix="harness kernels --refresh")
+        proc = run_tool(
+            self.argv("apt-cache", "madison", *names),
+            check=False,
+            what="apt-cache madison",
+            fix="harness kernels --refresh",
+        )
         return versions_from_madison(proc.stdout, suites)
 
     def stanzas(self, pins: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Fields]:
         # Unknown pins make apt-cache exit non-zero; the known ones are still printed.
-        proc = run_tool(self.argv("apt-cache", "show", *[f"{n}={v}" for n, v in pins]), check=False,
-                        what="apt-cache show", fix="harness kernels --refresh")
+        proc = run_tool(
+            self.argv("apt-cache", "show", *[f"{n}={v}" for n, v in pins]),
+            check=False,
+            what="apt-cache show",
+            fix="harness kernels --refresh",
+        )
         out: dict[tuple[str, str], Fields] = {}
         for fields in parse_stanzas(proc.stdout):
             out.setdefault((fields.get("Package", ""), fields.get("Version", "")), fields)
@@ -353,4 +373,3 @@ def update(refresh: bool = False) -> Catalogue:
     cat = Catalogue.default()
     cat.update(refresh)
     return cat
-

@@ -46,8 +46,7 @@ class Deb:
         return f"{self.name}_{self.version.replace(':', '%3a')}_{self.arch}.deb"
 
     def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "version": self.version, "arch": self.arch, "size": self.size,
-                "sha256": self.sha256}
+        return {"name": self.name, "version": self.version, "arch": self.arch, "size": self.size, "sha256": self.sha256}
 
     @classmethod
     def fields_of(cls, d: Mapping[str, object]) -> tuple[str, str, str, int, str]:
@@ -59,8 +58,13 @@ class Deb:
     @classmethod
     def from_fields(cls: type[D], fields: Mapping[str, str]) -> D:
         """From the package's stanza in the lists (`apt-cache show`)."""
-        return cls(fields["Package"], fields["Version"], fields.get("Architecture", ARCH),
-                   int(fields.get("Size", "0") or 0), fields.get("SHA256", ""))
+        return cls(
+            fields["Package"],
+            fields["Version"],
+            fields.get("Architecture", ARCH),
+            int(fields.get("Size", "0") or 0),
+            fields.get("SHA256", ""),
+        )
 
 
 @dataclass(frozen=True)

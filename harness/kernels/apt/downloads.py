@@ -62,16 +62,22 @@ class _Memo:
             return cls(generation, {}, frozenset())
         rows = data.get("rows")
         skip = data.get("unavailable")
-        return cls(generation, rows if isinstance(rows, dict) else {},
-                   frozenset(str(p) for p in skip) if isinstance(skip, list) else frozenset())
+        return cls(
+            generation,
+            rows if isinstance(rows, dict) else {},
+            frozenset(str(p) for p in skip) if isinstance(skip, list) else frozenset(),
+        )
 
     def save(self, cat: Catalogue) -> None:
-        write_if_changed(cat.root / "resolved.json", json.dumps(
-            {"lists": self.lists, "unavailable": sorted(self.unavailable), "rows": self.rows}, indent=1))
+        write_if_changed(
+            cat.root / "resolved.json",
+            json.dumps({"lists": self.lists, "unavailable": sorted(self.unavailable), "rows": self.rows}, indent=1),
+        )
 
 
-def fetch(row: KernelRow, dest: Path | None = None, refresh: bool = False,
-          catalogue: Catalogue | None = None) -> tuple[ResolvedKernel, dict[Role, tuple[Path, ...]]]:
+def fetch(
+    row: KernelRow, dest: Path | None = None, refresh: bool = False, catalogue: Catalogue | None = None
+) -> tuple[ResolvedKernel, dict[Role, tuple[Path, ...]]]:
     """Resolve a row and download its .debs.  If the archive does not serve one
     of the newest packages (a mirror behind its own index), an older version
     of the same release is used and remembered for this lists generation."""
@@ -89,8 +95,10 @@ def fetch(row: KernelRow, dest: Path | None = None, refresh: bool = False,
             older = walk(row, cat, frozenset(failed))
         except HarnessError:
             raise first_error from None
-        progress(f"kernel {row.name}: the archive does not serve {', '.join(p.pin for p in missing)}; "
-                 f"trying {older.abi} ({older.version})")
+        progress(
+            f"kernel {row.name}: the archive does not serve {', '.join(p.pin for p in missing)}; "
+            f"trying {older.abi} ({older.version})"
+        )
         res = older
     if failed:
         # Remembered only now: had the archive been unreachable, nothing would have downloaded.
@@ -102,26 +110,31 @@ def fetch(row: KernelRow, dest: Path | None = None, refresh: bool = False,
     return res, debs_of(res, dest)
 
 
-def download_newest(names: Sequence[str], release: str, dest: Path,
-                    catalogue: Catalogue | None = None) -> list[Path]:
+def download_newest(names: Sequence[str], release: str, dest: Path, catalogue: Catalogue | None = None) -> list[Path]:
     """The newest version of each package in a release's suites, downloaded
     into `dest` (the guest's user space: the same for every kernel and host)."""
     cat = catalogue or update()
     versions = cat.versions(names, suites_of(release))
     missing = [n for n in names if not versions.get(n)]
     if missing:
-        raise HarnessError(f"Debian {release} has no {', '.join(missing)} in the kernel catalogue; "
-                           "try: harness kernels --refresh")
+        raise HarnessError(
+            f"Debian {release} has no {', '.join(missing)} in the kernel catalogue; try: harness kernels --refresh"
+        )
     pins = [f"{n}={versions[n][0]}" for n in names]
     progress(f"catalogue: downloading {' '.join(pins)}")
     dest.mkdir(parents=True, exist_ok=True)
-    run_tool(cat.argv("apt-get", "download", "-q", *pins), cwd=dest,
-             what=f"apt-get download of {release} packages", fix="harness kernels --refresh")
+    run_tool(
+        cat.argv("apt-get", "download", "-q", *pins),
+        cwd=dest,
+        what=f"apt-get download of {release} packages",
+        fix="harness kernels --refresh",
+    )
     return sorted(dest.glob("*.deb"))
 
 
-def download(res: ResolvedKernel, dest: Path | None = None, catalogue: Catalogue | None = None,
-             ) -> dict[Role, tuple[Path, ...]]:
+def download(
+    res: ResolvedKernel, dest: Path | None = None, catalogue: Catalogue | None = None
+) -> dict[Role, tuple[Path, ...]]:
     """The kernel's .debs in the cache (fetched with the catalogue's apt once,
     checked against the catalogue's size and SHA256 every time)."""
     _, error = _download(res, dest, catalogue)
@@ -138,8 +151,9 @@ def debs_of(res: ResolvedKernel, dest: Path | None = None) -> dict[Role, tuple[P
     return out
 
 
-def _download(res: ResolvedKernel, dest: Path | None, catalogue: Catalogue | None,
-              ) -> tuple[list[Package], HarnessError | None]:
+def _download(
+    res: ResolvedKernel, dest: Path | None, catalogue: Catalogue | None
+) -> tuple[list[Package], HarnessError | None]:
     """Fetch what is missing: (packages still missing, the error) or ([], None)."""
     dest = dest or cache_dir() / "debs"
     dest.mkdir(parents=True, exist_ok=True)
@@ -154,12 +168,16 @@ def _download(res: ResolvedKernel, dest: Path | None, catalogue: Catalogue | Non
         for p in bad:
             (dest / p.deb_name).unlink(missing_ok=True)
         if proc.returncode != 0:
-            return bad, HarnessError(f"apt-get download for kernel {res.row.name} failed: {apt_error(proc)} "
-                                     f"(archives {cat.mirrors.main} and {cat.mirrors.security}; check they "
-                                     f"are reachable or set {MIRROR_ENV} / {SECURITY_ENV})")
+            return bad, HarnessError(
+                f"apt-get download for kernel {res.row.name} failed: {apt_error(proc)} "
+                f"(archives {cat.mirrors.main} and {cat.mirrors.security}; check they "
+                f"are reachable or set {MIRROR_ENV} / {SECURITY_ENV})"
+            )
         if bad:
-            return bad, HarnessError(f"downloaded {bad[0].deb_name} does not match the catalogue's size and "
-                                     "SHA256; try: harness kernels --refresh")
+            return bad, HarnessError(
+                f"downloaded {bad[0].deb_name} does not match the catalogue's size and "
+                "SHA256; try: harness kernels --refresh"
+            )
         return [], None
 
 
@@ -179,4 +197,3 @@ def _deb_ok(path: Path, pkg: Package) -> bool:
         return False
     _CHECKED[path] = (st.st_size, st.st_mtime_ns)
     return True
-

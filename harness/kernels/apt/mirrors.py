@@ -37,12 +37,17 @@ class Suite:
 
 
 def _release(name: str) -> tuple[Suite, ...]:
-    return (Suite(name, name, Archive.MAIN), Suite(f"{name}-updates", name, Archive.MAIN),
-            Suite(f"{name}-security", name, Archive.SECURITY))
+    return (
+        Suite(name, name, Archive.MAIN),
+        Suite(f"{name}-updates", name, Archive.MAIN),
+        Suite(f"{name}-security", name, Archive.SECURITY),
+    )
 
 
 SUITES: tuple[Suite, ...] = (
-    *_release("bullseye"), *_release("bookworm"), *_release("trixie"),
+    *_release("bullseye"),
+    *_release("bookworm"),
+    *_release("trixie"),
     Suite("sid", "sid", Archive.MAIN, stale_ok=True),
     Suite("experimental", "experimental", Archive.MAIN, stale_ok=True),
 )
@@ -59,10 +64,23 @@ def suites_of(release: str) -> tuple[str, ...]:
 
 
 # Suite names (without -updates/-security/...) that mark a host source as Debian's.
-_DEBIAN_SUITE_BASES = frozenset({
-    "buster", "bullseye", "bookworm", "trixie", "forky", "duke", "sid", "experimental",
-    "oldoldstable", "oldstable", "stable", "testing", "unstable",
-})
+_DEBIAN_SUITE_BASES = frozenset(
+    {
+        "buster",
+        "bullseye",
+        "bookworm",
+        "trixie",
+        "forky",
+        "duke",
+        "sid",
+        "experimental",
+        "oldoldstable",
+        "oldstable",
+        "stable",
+        "testing",
+        "unstable",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -93,8 +111,11 @@ def parse_host_sources(name: str, text: str) -> list[HostSource]:
                 continue
             if fields.get("Enabled", "yes").lower() in ("no", "false", "0"):
                 continue
-            out += [HostSource(uri.rstrip("/"), suite)
-                    for uri in fields.get("URIs", "").split() for suite in fields.get("Suites", "").split()]
+            out += [
+                HostSource(uri.rstrip("/"), suite)
+                for uri in fields.get("URIs", "").split()
+                for suite in fields.get("Suites", "").split()
+            ]
     elif name.endswith(".list") or name == "sources.list":
         for line in text.splitlines():
             line = line.split("#", 1)[0]
@@ -123,13 +144,16 @@ def mirrors_from(sources: Iterable[HostSource], env: Mapping[str, str]) -> Mirro
         elif not is_security and not main:
             main = src.uri
     if not main:
-        raise HarnessError(f"no Debian archive in this host's apt sources; set {MIRROR_ENV} "
-                           "to a Debian mirror's base URL (the folder holding dists/ and pool/)")
+        raise HarnessError(
+            f"no Debian archive in this host's apt sources; set {MIRROR_ENV} "
+            "to a Debian mirror's base URL (the folder holding dists/ and pool/)"
+        )
     if not security:
         # Debian's mirrors put the security archive next to the main one.
         if not main.endswith("/debian"):
-            raise HarnessError(f"no Debian security archive in this host's apt sources; set "
-                               f"{SECURITY_ENV} to its base URL")
+            raise HarnessError(
+                f"no Debian security archive in this host's apt sources; set {SECURITY_ENV} to its base URL"
+            )
         security = main + "-security"
     return Mirrors(main, security)
 

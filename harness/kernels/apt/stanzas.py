@@ -59,8 +59,10 @@ def depends(fields: Fields, pattern: str) -> list[Dep]:
 def one_dep(fields: Fields, pattern: str) -> Dep:
     found = depends(fields, pattern)
     if not found:
-        raise HarnessError(f"{fields.get('Package')} {fields.get('Version')} has no dependency "
-                           f"matching {pattern}; the kernel packaging changed")
+        raise HarnessError(
+            f"{fields.get('Package')} {fields.get('Version')} has no dependency "
+            f"matching {pattern}; the kernel packaging changed"
+        )
     return found[0]
 
 
@@ -80,4 +82,3 @@ def versions_from_madison(text: str, suites: Sequence[str]) -> dict[str, list[st
         if parts[1].split("/")[0] in wanted and version not in out.get(name, []):
             out.setdefault(name, []).append(version)
     return out
-

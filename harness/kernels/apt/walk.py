@@ -46,18 +46,25 @@ def walk_source(row: KernelRow, lookup: Lookup, skip: frozenset[str] = frozenset
     """A row built from source: the newest version of its source package."""
     assert row.source is not None
     suites = suites_of(row.release)
-    versions = [v for v in lookup.versions([row.source], suites).get(row.source, [])
-                if f"{row.source}={v}" not in skip]
+    versions = [v for v in lookup.versions([row.source], suites).get(row.source, []) if f"{row.source}={v}" not in skip]
     if not versions:
-        raise HarnessError(f"kernel {row.name}: no {row.source} in Debian {row.release} in the catalogue; "
-                           "try: harness kernels --refresh")
+        raise HarnessError(
+            f"kernel {row.name}: no {row.source} in Debian {row.release} in the catalogue; "
+            "try: harness kernels --refresh"
+        )
     version = versions[0]
     (fields,) = _show(lookup, row, [(row.source, version)])
     upstream = version.split("-")[0].split("+")[0]
     if row.series is not None and not re.match(re.escape(row.series) + r"[.-]", upstream):
         raise HarnessError(f"kernel {row.name}: {row.source} in {row.release} is {upstream}, not {row.series}")
-    pkg = Package(row.source, version, fields.get("Architecture", "all"),
-                  int(fields.get("Size", "0") or 0), fields.get("SHA256", ""), role=Role.SOURCE)
+    pkg = Package(
+        row.source,
+        version,
+        fields.get("Architecture", "all"),
+        int(fields.get("Size", "0") or 0),
+        fields.get("SHA256", ""),
+        role=Role.SOURCE,
+    )
     return ResolvedKernel(row, source_release(row, upstream, pkg.sha256), version, (pkg,))
 
 
@@ -72,21 +79,24 @@ def walk(row: KernelRow, lookup: Lookup, skip: frozenset[str] = frozenset()) -> 
     metas = lookup.versions([row.image_meta, row.headers_meta], suites)
     for meta in (row.image_meta, row.headers_meta):
         if meta not in metas:
-            raise HarnessError(f"kernel {row.name}: no {meta} in Debian {row.release} in the catalogue; "
-                               "try: harness kernels --refresh")
+            raise HarnessError(
+                f"kernel {row.name}: no {meta} in Debian {row.release} in the catalogue; try: harness kernels --refresh"
+            )
     for image_meta_ver in metas[row.image_meta]:
-        headers_meta_ver = (image_meta_ver if image_meta_ver in metas[row.headers_meta]
-                            else metas[row.headers_meta][0])
+        headers_meta_ver = image_meta_ver if image_meta_ver in metas[row.headers_meta] else metas[row.headers_meta][0]
         res = _walk_from(row, lookup, suites, image_meta_ver, headers_meta_ver)
         if not skip.intersection(res.pins):
             return res
-    raise HarnessError(f"kernel {row.name}: the archive serves no version of {row.image_meta} in "
-                       f"{row.release} whole (failed: {', '.join(sorted(skip))}); "
-                       "try: harness kernels --refresh")
+    raise HarnessError(
+        f"kernel {row.name}: the archive serves no version of {row.image_meta} in "
+        f"{row.release} whole (failed: {', '.join(sorted(skip))}); "
+        "try: harness kernels --refresh"
+    )
 
 
-def _walk_from(row: KernelRow, lookup: Lookup, suites: Sequence[str], image_meta_ver: str,
-               headers_meta_ver: str) -> ResolvedKernel:
+def _walk_from(
+    row: KernelRow, lookup: Lookup, suites: Sequence[str], image_meta_ver: str, headers_meta_ver: str
+) -> ResolvedKernel:
     meta_fields = _show(lookup, row, [(row.image_meta, image_meta_ver), (row.headers_meta, headers_meta_ver)])
     image = one_dep(meta_fields[0], r"linux-image-.*")
     headers = one_dep(meta_fields[1], r"linux-headers-.*")
@@ -94,11 +104,14 @@ def _walk_from(row: KernelRow, lookup: Lookup, suites: Sequence[str], image_meta
     (image_pkg, image_ver), (headers_pkg, headers_ver) = pinned
     abi = _abi_of(image_pkg)
     if headers_pkg.removeprefix("linux-headers-") != abi or image_ver != headers_ver:
-        raise HarnessError(f"kernel {row.name}: image {image_pkg} {image_ver} and headers {headers_pkg} "
-                           f"{headers_ver} differ; refusing a mismatched pair (try: harness kernels --refresh)")
+        raise HarnessError(
+            f"kernel {row.name}: image {image_pkg} {image_ver} and headers {headers_pkg} "
+            f"{headers_ver} differ; refusing a mismatched pair (try: harness kernels --refresh)"
+        )
     if row.series is not None and not re.match(re.escape(row.series) + r"[.-]", abi):
-        raise HarnessError(f"kernel {row.name}: {row.image_meta} in {row.release} now points at {abi}, "
-                           f"not {row.series}")
+        raise HarnessError(
+            f"kernel {row.name}: {row.image_meta} in {row.release} now points at {abi}, not {row.series}"
+        )
     image_fields, headers_fields = _show(lookup, row, pinned)
     abi_re = re.escape(abi)
     wanted: list[tuple[Role, Dep]] = [
@@ -129,8 +142,9 @@ def _pin(lookup: Lookup, suites: Sequence[str], deps: Sequence[Dep], prefer: str
         have = found.get(d.name, [])
         version = d.version or (prefer if prefer in have else have[0] if have else None)
         if version is None:
-            raise HarnessError(f"no {d.name} in Debian {' '.join(suites)} in the catalogue; "
-                               "try: harness kernels --refresh")
+            raise HarnessError(
+                f"no {d.name} in Debian {' '.join(suites)} in the catalogue; try: harness kernels --refresh"
+            )
         out.append((d.name, version))
     return out
 
@@ -139,7 +153,7 @@ def _show(lookup: Lookup, row: KernelRow, pins: Sequence[tuple[str, str]]) -> li
     found = lookup.stanzas(pins)
     missing = [f"{n}={v}" for n, v in pins if (n, v) not in found]
     if missing:
-        raise HarnessError(f"kernel {row.name}: {', '.join(missing)} not in the catalogue "
-                           "(try: harness kernels --refresh)")
+        raise HarnessError(
+            f"kernel {row.name}: {', '.join(missing)} not in the catalogue (try: harness kernels --refresh)"
+        )
     return [found[p] for p in pins]
-

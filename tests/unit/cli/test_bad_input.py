@@ -117,7 +117,7 @@ def sandbox(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bad-input")
     (tmp / "bin").mkdir()
     stub = tmp / "bin" / "qemu-system-x86_64"
-    stub.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp}/qemu-called\nexit 1\n")
+    stub.write_text(f'#!/bin/sh\necho "$@" >> {tmp}/qemu-called\nexit 1\n')
     stub.chmod(0o755)
     (tmp / "data.txt").write_text("data\n")
     (tmp / "fake.ko").write_text("not a module\n")
@@ -134,13 +134,15 @@ def sandbox(tmp_path_factory):
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_refused_before_boot(sandbox, name):
     argv = [a.replace("{tmp}", str(sandbox)) for a in CASES[name]]
-    env = dict(os.environ, PATH=f"{sandbox / 'bin'}:{os.environ['PATH']}", PYTHONDONTWRITEBYTECODE="1",
-               **ENV.get(name, {}))
+    env = dict(
+        os.environ, PATH=f"{sandbox / 'bin'}:{os.environ['PATH']}", PYTHONDONTWRITEBYTECODE="1", **ENV.get(name, {})
+    )
     cwd_before = sorted(p.name for p in sandbox.iterdir())
     tree_before = _tree()
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "harness", *argv], cwd=sandbox, env=env,
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "harness", *argv], cwd=sandbox, env=env, capture_output=True, text=True, timeout=60
+    )
     seconds = time.monotonic() - t0
     lines = res.stderr.splitlines()
     assert "Traceback" not in res.stderr, res.stderr
@@ -159,8 +161,14 @@ def test_a_tree_whose_compiler_the_host_lacks_is_refused_before_boot(sandbox):
     """Found when the race's modules are built: after the kernel's progress
     lines, still one error line, exit 2, and QEMU never started."""
     env = dict(os.environ, PATH=f"{sandbox / 'bin'}:{os.environ['PATH']}", PYTHONDONTWRITEBYTECODE="1")
-    res = subprocess.run([sys.executable, "-m", "harness", "race", "--kernel", str(sandbox / "tree-gcc-99"),
-                          "--scheme", "refcount"], cwd=sandbox, env=env, capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "harness", "race", "--kernel", str(sandbox / "tree-gcc-99"), "--scheme", "refcount"],
+        cwd=sandbox,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "Traceback" not in res.stderr and res.returncode == 2, res.stderr
     assert not (sandbox / "qemu-called").exists()
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]

@@ -19,8 +19,9 @@ from tests.tools import REPO
 
 
 def _run(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=60, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], cwd=REPO, capture_output=True, text=True, timeout=60, env=env
+    )
 
 
 def test_unknown_kernel_lists_the_valid_ones():
@@ -28,7 +29,8 @@ def test_unknown_kernel_lists_the_valid_ones():
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         "error: unknown kernel spec '9.9'; valid: 5.10, 5.10-rt, 6.1, 6.1-rt, 6.12, 6.12-rt, sid, sid-rt, rc, "
-        "6.12-debug, all, or the PATH of a kernel build tree or installed root"]
+        "6.12-debug, all, or the PATH of a kernel build tree or installed root"
+    ]
 
 
 def test_missing_qemu_names_the_package(tmp_path):
@@ -36,7 +38,8 @@ def test_missing_qemu_names_the_package(tmp_path):
     res = _run("run", "--", "true", env=env)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
-        "error: qemu-system-x86_64 not found; install it with: apt-get install qemu-system-x86"]
+        "error: qemu-system-x86_64 not found; install it with: apt-get install qemu-system-x86"
+    ]
 
 
 def test_run_without_a_command():
@@ -53,15 +56,19 @@ def test_usage_errors_are_one_line():
     res = _run("run", "--cpus", "0", "--", "true")
     assert res.returncode == 2
     assert res.stderr.splitlines() == [
-        "error: argument --cpus: 0 is out of range (from 1 to 255) (see python -m harness run --help)"]
+        "error: argument --cpus: 0 is out of range (from 1 to 255) (see python -m harness run --help)"
+    ]
 
 
-@pytest.mark.parametrize("argv, line", [
-    (["echo c > /proc/sysrq-trigger"], "echo c > /proc/sysrq-trigger"),
-    (["sh", "-c", "exit 7"], "sh -c 'exit 7'"),
-    (["echo", "a;uname"], "echo 'a;uname'"),
-    (["printf", "%s\\n", "", "$HOME", "it's"], "printf '%s\\n' '' '$HOME' 'it'\"'\"'s'"),
-])
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["echo c > /proc/sysrq-trigger"], "echo c > /proc/sysrq-trigger"),
+        (["sh", "-c", "exit 7"], "sh -c 'exit 7'"),
+        (["echo", "a;uname"], "echo 'a;uname'"),
+        (["printf", "%s\\n", "", "$HOME", "it's"], "printf '%s\\n' '' '$HOME' 'it'\"'\"'s'"),
+    ],
+)
 def test_command_line_one_argument_is_shell_several_are_argv(argv, line):
     assert command_line(argv) == line
     if len(argv) > 1:
@@ -110,12 +117,19 @@ def test_run_names_boot_splats_apart_from_the_commands(capsys, tmp_path):
     used = "[   20.0] BUG: kernel NULL pointer dereference, address: 0000000000000008\n"
     log = tmp_path / "console.log"
     log.write_text(boot + "HARNESS-GUEST-READY\n" + used)
-    vm = SimpleNamespace(boot_splats=tuple(parse(boot)), console_text=log.read_text,
-                         ready_offset=len(boot) + len("HARNESS-GUEST-READY\n"), log_path=log)
+    vm = SimpleNamespace(
+        boot_splats=tuple(parse(boot)),
+        console_text=log.read_text,
+        ready_offset=len(boot) + len("HARNESS-GUEST-READY\n"),
+        log_path=log,
+    )
     guest_cli.report_splats(vm)
     err = capsys.readouterr().err.splitlines()
-    assert err == ["boot: warning: WARNING in early_thing (the guest was broken before the command began)",
-                   "console: bug: BUG: kernel NULL pointer dereference, address: ADDR", f"console log: {log}"]
+    assert err == [
+        "boot: warning: WARNING in early_thing (the guest was broken before the command began)",
+        "console: bug: BUG: kernel NULL pointer dereference, address: ADDR",
+        f"console log: {log}",
+    ]
 
 
 def test_cachekey_prints_the_key_and_explains_on_stderr(monkeypatch, capsys):
@@ -124,8 +138,9 @@ def test_cachekey_prints_the_key_and_explains_on_stderr(monkeypatch, capsys):
 
     def resolve(row):
         abi = "6.1.0-57-amd64"
-        return ResolvedKernel(row, abi, "6.1.192-3", (Package(f"linux-image-{abi}", "6.1.192-3", "amd64", 1,
-                                                              "ab" * 32, Role.IMAGE),))
+        return ResolvedKernel(
+            row, abi, "6.1.192-3", (Package(f"linux-image-{abi}", "6.1.192-3", "amd64", 1, "ab" * 32, Role.IMAGE),)
+        )
 
     monkeypatch.setattr(apt, "resolve", resolve)
     assert cli.main(["cachekey", "6.1"]) == 0
@@ -147,13 +162,25 @@ def test_every_command_the_workflows_and_make_run_is_a_subcommand():
     every `python -m harness X` the workflows, the Makefile and the docs show
     is a command `python -m harness --help` lists."""
     commands = set(next(a for a in cli.parser()._actions if a.dest == "cmd").choices)
-    texts = {p: p.read_text() for p in [*(REPO / ".github" / "workflows").glob("*.yml"), REPO / "Makefile",
-                                        REPO / "README.md", *(REPO / "docs").glob("*.md")]}
-    used = {(p.name, m) for p, text in texts.items() for m in re.findall(r"python -m harness (\S+)", text)
-            if not m.startswith(("-", "..."))}
+    texts = {
+        p: p.read_text()
+        for p in [
+            *(REPO / ".github" / "workflows").glob("*.yml"),
+            REPO / "Makefile",
+            REPO / "README.md",
+            *(REPO / "docs").glob("*.md"),
+        ]
+    }
+    used = {
+        (p.name, m)
+        for p, text in texts.items()
+        for m in re.findall(r"python -m harness (\S+)", text)
+        if not m.startswith(("-", "..."))
+    }
     assert {name for _, name in used} >= {"cachekey", "nightly", "race", "survey"}
     assert [(f, m) for f, m in used if m not in commands] == []
     assert [p.name for p, text in texts.items() if re.search(r"python -m harness\.\w", text)] == []
-    help_text = subprocess.run([sys.executable, "-m", "harness", "--help"], cwd=REPO, capture_output=True,
-                               text=True, timeout=60).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "harness", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+    ).stdout
     assert all(f"    {c}" in help_text for c in commands)

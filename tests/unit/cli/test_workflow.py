@@ -35,8 +35,16 @@ def test_module_matrix_takes_a_json_list_or_a_comma_string(tmp_path):
     lines = script.splitlines()
     indent = min(len(ln) - len(ln.lstrip()) for ln in lines if ln.strip())
     src = "\n".join(ln[indent:] for ln in lines)
-    for given, want in (('["6.1", "6.12-debug"]', ["6.1", "6.12-debug"]), ("6.1, 6.12 ,", ["6.1", "6.12"]),
-                        ("sid", ["sid"])):
-        out = subprocess.run([sys.executable, "-c", src], env={**os.environ, "KERNELS": given},
-                             capture_output=True, text=True, check=True).stdout
+    for given, want in (
+        ('["6.1", "6.12-debug"]', ["6.1", "6.12-debug"]),
+        ("6.1, 6.12 ,", ["6.1", "6.12"]),
+        ("sid", ["sid"]),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-c", src],
+            env={**os.environ, "KERNELS": given},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert out.startswith("kernels=") and json.loads(out.removeprefix("kernels=")) == want

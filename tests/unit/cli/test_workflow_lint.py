@@ -24,8 +24,13 @@ def lint(files) -> subprocess.CompletedProcess:
     # -shellcheck= and -pyflakes=: without them actionlint also runs shellcheck
     # and pyflakes over run: scripts when it finds them on PATH, so the result
     # would depend on the host; the workflows are checked the same everywhere.
-    return subprocess.run([actionlint(), "-no-color", "-shellcheck=", "-pyflakes=", *map(str, files)],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [actionlint(), "-no-color", "-shellcheck=", "-pyflakes=", *map(str, files)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
 
 
 def test_the_workflows_pass_actionlint():

@@ -119,8 +119,13 @@ def test_images_and_keys_are_owner_only_and_old_caches_are_fixed(fake_image_inpu
     img = image.build_image(kernel)
     assert _mode(cache / "images") == 0o700 and _mode(img.initrd.parent) == 0o700 and _mode(img.initrd) == 0o600
     assert _mode(img.ssh_key) == 0o600 and _mode(img.ssh_key.parent) == 0o700
-    for path, mode in ((cache / "images", 0o755), (img.initrd.parent, 0o755), (img.initrd, 0o644),
-                       (img.ssh_key, 0o644), (img.ssh_key.parent, 0o755)):
+    for path, mode in (
+        (cache / "images", 0o755),
+        (img.initrd.parent, 0o755),
+        (img.initrd, 0o644),
+        (img.ssh_key, 0o644),
+        (img.ssh_key.parent, 0o755),
+    ):
         path.chmod(mode)
     image.build_image(kernel)
     assert _mode(cache / "images") == 0o700 and _mode(img.initrd.parent) == 0o700 and _mode(img.initrd) == 0o600
@@ -134,8 +139,9 @@ def test_module_sets_share_the_base_and_differ_in_their_payload(fake_image_input
     kernel, built = fake_image_inputs
     monkeypatch.setattr(image, "check_kmods", lambda k, names: tuple(names))
     monkeypatch.setattr(image, "module_closure", lambda k, names: [])
-    monkeypatch.setattr(image, "_depmod", lambda k, mods, in_tree: {
-        "modules.dep": "".join(f"extra/{m.name}:\n" for m in mods).encode()})
+    monkeypatch.setattr(
+        image, "_depmod", lambda k, mods, in_tree: {"modules.dep": "".join(f"extra/{m.name}:\n" for m in mods).encode()}
+    )
     kos = []
     for name in ("a.ko", "b.ko"):
         kos.append(tmp_path / name)
@@ -151,8 +157,11 @@ def test_module_sets_share_the_base_and_differ_in_their_payload(fake_image_input
         files = {m.name: (m.mode, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()}
         dirs = [m.name for m in tar.getmembers() if m.isdir()]
     mdir = f"lib/modules/{kernel.release}"
-    assert files == {f"{mdir}/extra/a.ko": (0o644, b"\x7fELF a.ko"), f"{mdir}/modules.dep": (0o644, b"extra/a.ko:\n"),
-                     "opt/x": (0o700, b"data")}
+    assert files == {
+        f"{mdir}/extra/a.ko": (0o644, b"\x7fELF a.ko"),
+        f"{mdir}/modules.dep": (0o644, b"extra/a.ko:\n"),
+        "opt/x": (0o700, b"data"),
+    }
     assert dirs.index(f"{mdir}/extra") > dirs.index(mdir)  # parents first, for busybox tar
     assert one.modules == ("a",) and one.damage() is None
     one.payload.write_bytes(b"x")
@@ -170,8 +179,12 @@ ELF = b"\x7fELF" + bytes(range(256)) * 64
 def unpacked(cache, monkeypatch):
     """A fake unpacked kernel as fetch() leaves it (the download replaced by files)."""
     spec = KernelRow("6.1", "6.1", "linux-image-amd64", "linux-headers-amd64")
-    res = ResolvedKernel(spec, RELEASE, "6.1.99-1",
-                   (Package("linux-image-6.1.0-99-amd64", "6.1.99-1", "amd64", 1, "0" * 64, role=Role.IMAGE),))
+    res = ResolvedKernel(
+        spec,
+        RELEASE,
+        "6.1.99-1",
+        (Package("linux-image-6.1.0-99-amd64", "6.1.99-1", "amd64", 1, "0" * 64, role=Role.IMAGE),),
+    )
     monkeypatch.setattr(unpack, "resolve", lambda s: res)
     unpacks: list[str] = []
 
@@ -263,8 +276,12 @@ def test_a_damaged_module_is_rebuilt(cache, tmp_path, monkeypatch):
     monkeypatch.setattr(KernelFiles, "headers_dir", property(lambda self: headers))
 
     def host_make(kernel_files, src, jobs, extra=()):  # the fake kbuild, not a build root
-        return subprocess.run(["make", "-C", str(headers), f"M={src}", "modules"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.run(
+            ["make", "-C", str(headers), f"M={src}", "modules"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     monkeypatch.setattr(kbuild.modbuild, "compile_in", host_make)
     lines: list[str] = []
@@ -316,8 +333,13 @@ class _Artefact:
         return self.final
 
     def get(self, key: str = "k1") -> Path:
-        return util.cached(self.final, self.lock, lambda: self.reuse(key), lambda d: self.build(key, d),
-                           tmp=self.final.with_name(".art.tmp"))
+        return util.cached(
+            self.final,
+            self.lock,
+            lambda: self.reuse(key),
+            lambda d: self.build(key, d),
+            tmp=self.final.with_name(".art.tmp"),
+        )
 
 
 def test_cached_builds_once_then_reuses(tmp_path, monkeypatch):
@@ -403,8 +425,9 @@ def test_cached_in_place_clears_leftovers_and_builds_into_final(tmp_path):
         return dest
 
     def get() -> Path:
-        return util.cached(final, tmp_path / ".lock", lambda: final if marker.is_file() else None, build,
-                           leftovers=lambda: [stale])
+        return util.cached(
+            final, tmp_path / ".lock", lambda: final if marker.is_file() else None, build, leftovers=lambda: [stale]
+        )
 
     assert get() == final and get() == final
     assert built == [final]
@@ -446,8 +469,13 @@ def _build_in_a_process(base: str, counter: str) -> None:
         (dest / "done").write_text("")
         return final
 
-    util.cached(final, Path(base) / "art.lock", lambda: final if (final / "done").is_file() else None, build,
-                tmp=Path(base) / ".art.tmp")
+    util.cached(
+        final,
+        Path(base) / "art.lock",
+        lambda: final if (final / "done").is_file() else None,
+        build,
+        tmp=Path(base) / ".art.tmp",
+    )
 
 
 def test_two_processes_at_once_build_once(tmp_path):
@@ -477,8 +505,15 @@ def test_clean_failed_false_leaves_the_tmp_for_the_next_leftovers(tmp_path, monk
             yield old
 
     def get() -> Path:
-        return util.cached(art.final, art.lock, lambda: art.reuse("k1"), lambda d: art.build("k1", d),
-                           tmp=tmp, leftovers=leftovers, clean_failed=False)
+        return util.cached(
+            art.final,
+            art.lock,
+            lambda: art.reuse("k1"),
+            lambda d: art.build("k1", d),
+            tmp=tmp,
+            leftovers=leftovers,
+            clean_failed=False,
+        )
 
     art.fail = True
     with pytest.raises(RuntimeError):

@@ -41,10 +41,13 @@ def test_a_usable_folder_is_made(monkeypatch, tmp_path):
 @pytest.mark.parametrize("argv", [["kernels"], ["fetch", "--kernel", "6.1"]])
 def test_the_cli_prints_one_error_line_and_exits_2(argv):
     env = dict(os.environ, HARNESS_CACHE="/proc/x")
-    res = subprocess.run([sys.executable, "-m", "harness", *argv], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "harness", *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 2, res.stderr
-    assert res.stderr.splitlines() == [res.stderr.strip()] and res.stderr.startswith("error: cannot use HARNESS_CACHE=/proc/x")
+    assert res.stderr.splitlines() == [res.stderr.strip()] and res.stderr.startswith(
+        "error: cannot use HARNESS_CACHE=/proc/x"
+    )
 
 
 # ---------------------------------------------------------------- checkout or installed
@@ -146,8 +149,13 @@ def test_setup_py_copies_the_folders_paths_reads():
     """setup.py cannot import the harness, so it repeats the two names; an
     sdist carries the folders (MANIFEST.in) for the wheel built from it."""
     tree = ast.parse((REPO / "setup.py").read_text())
-    names = {t.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
-             for t in node.targets if isinstance(t, ast.Name) and t.id in ("DATA_DIRS", "PACKAGE_DATA")}
+    names = {
+        t.id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name) and t.id in ("DATA_DIRS", "PACKAGE_DATA")
+    }
     assert names == {"DATA_DIRS": paths.DATA_DIRS, "PACKAGE_DATA": paths.PACKAGE_DATA}
     grafted = [line.split()[1] for line in (REPO / "MANIFEST.in").read_text().splitlines() if line.startswith("graft ")]
     assert sorted(grafted) == sorted(paths.DATA_DIRS)

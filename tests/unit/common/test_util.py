@@ -75,28 +75,31 @@ def test_a_free_lock_says_nothing_and_records_the_pid(tmp_path, monkeypatch):
     assert said == []
 
 
-@pytest.mark.parametrize("text, keep, name", [
-    # file names (the nightly check's cache keys, job labels and step logs)
-    ("harness-6.1-0123abcd", "._-", "harness-6.1-0123abcd"),
-    ("claims 6.12-debug", "._-", "claims_6.12-debug"),
-    ("actions/cache@v4", "._-", "actions_cache_v4"),
-    ("Merge and compare: ${{ x }}", "._-", "Merge_and_compare_x"),
-    ("..", "._-", "_"),
-    (".", "._-", "_"),
-    ("", "._-", "_"),
-    ("../etc", "._-", ".._etc"),
-    # KCIDB id and path parts (reports/kcidb.py): no dots, never empty
-    ("6.1.0-57-amd64", "_-", "6_1_0-57-amd64"),
-    ("/home/u/linux", "_-", "home_u_linux"),
-    ("__x__", "_-", "x"),
-    ("///", "_-", "_"),
-    ("rwsem-deferred", "_-", "rwsem-deferred"),
-    # KTAP test names (reports/ktap.py): a kernel's path, ops and knobs stay readable
-    ("/home/u/linux.refcount.lookup", "_.:/=+-", "/home/u/linux.refcount.lookup"),
-    ("open:/dev/mydrv", "_.:/=+-", "open:/dev/mydrv"),
-    ("mount:none:vfat", "_.:/=+-", "mount:none:vfat"),
-    ("exit_delay_ms=200", "_.:/=+-", "exit_delay_ms=200"),
-    ("a b # c", "_.:/=+-", "a_b_c"),  # no '#': it starts a KTAP directive
-])
+@pytest.mark.parametrize(
+    "text, keep, name",
+    [
+        # file names (the nightly check's cache keys, job labels and step logs)
+        ("harness-6.1-0123abcd", "._-", "harness-6.1-0123abcd"),
+        ("claims 6.12-debug", "._-", "claims_6.12-debug"),
+        ("actions/cache@v4", "._-", "actions_cache_v4"),
+        ("Merge and compare: ${{ x }}", "._-", "Merge_and_compare_x"),
+        ("..", "._-", "_"),
+        (".", "._-", "_"),
+        ("", "._-", "_"),
+        ("../etc", "._-", ".._etc"),
+        # KCIDB id and path parts (reports/kcidb.py): no dots, never empty
+        ("6.1.0-57-amd64", "_-", "6_1_0-57-amd64"),
+        ("/home/u/linux", "_-", "home_u_linux"),
+        ("__x__", "_-", "x"),
+        ("///", "_-", "_"),
+        ("rwsem-deferred", "_-", "rwsem-deferred"),
+        # KTAP test names (reports/ktap.py): a kernel's path, ops and knobs stay readable
+        ("/home/u/linux.refcount.lookup", "_.:/=+-", "/home/u/linux.refcount.lookup"),
+        ("open:/dev/mydrv", "_.:/=+-", "open:/dev/mydrv"),
+        ("mount:none:vfat", "_.:/=+-", "mount:none:vfat"),
+        ("exit_delay_ms=200", "_.:/=+-", "exit_delay_ms=200"),
+        ("a b # c", "_.:/=+-", "a_b_c"),  # no '#': it starts a KTAP directive
+    ],
+)
 def test_safe_name(text, keep, name):
     assert util.safe_name(text, keep) == name

@@ -43,7 +43,9 @@ def test_a_hanging_kvm_is_a_no_within_seconds(tmp_path, monkeypatch):
 
 
 def test_a_kernel_banner_is_a_yes_at_once(tmp_path, monkeypatch):
-    _fake_qemu(tmp_path, monkeypatch, "echo 'Linux version 6.1.0-99-amd64 (debian-kernel@lists.debian.org)'; exec sleep 60")
+    _fake_qemu(
+        tmp_path, monkeypatch, "echo 'Linux version 6.1.0-99-amd64 (debian-kernel@lists.debian.org)'; exec sleep 60"
+    )
     verdict, took = _timed_probe()
     assert verdict is True and took < 1.5
 
@@ -68,8 +70,7 @@ print("not reached")
 
 
 def test_importing_installs_no_handler_and_the_first_guest_does():
-    res = subprocess.run([sys.executable, "-c", PROBE_SIGNALS], cwd=REPO, capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run([sys.executable, "-c", PROBE_SIGNALS], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.stdout.split() == ["True", "False", "True"], res.stderr
     assert res.returncode == 128 + signal.SIGTERM
 
@@ -85,17 +86,22 @@ print(signal.getsignal(signal.SIGTERM) is mine)
 
 
 def test_someone_elses_sigterm_handler_is_left_alone():
-    res = subprocess.run([sys.executable, "-c", KEEP_HANDLER], cwd=REPO, capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run([sys.executable, "-c", KEEP_HANDLER], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.stdout.strip() == "True", res.stderr
 
 
-@pytest.mark.parametrize("text, lines, tail", [
-    ("a\r\nb\nc\n", 2, "b\nc"),
-    ("a\nb\nKernel panic - not syncing: VFS: Unable to mount ro", 2,
-     "b\nKernel panic - not syncing: VFS: Unable to mount ro [incomplete line]"),
-    ("a\nb\n\n", 5, "a\nb"),
-    ("", 3, ""),
-])
+@pytest.mark.parametrize(
+    "text, lines, tail",
+    [
+        ("a\r\nb\nc\n", 2, "b\nc"),
+        (
+            "a\nb\nKernel panic - not syncing: VFS: Unable to mount ro",
+            2,
+            "b\nKernel panic - not syncing: VFS: Unable to mount ro [incomplete line]",
+        ),
+        ("a\nb\n\n", 5, "a\nb"),
+        ("", 3, ""),
+    ],
+)
 def test_console_tails_end_on_whole_lines(text, lines, tail):
     assert vm.whole_lines_tail(text, lines) == tail

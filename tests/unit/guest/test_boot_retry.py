@@ -61,10 +61,13 @@ def test_two_silent_hangs_fail(fake_boot):
     assert len(spawns) == 2
 
 
-@pytest.mark.parametrize("outcome, console", [
-    (BootOutcome.HUNG, "[    1.0] Run /init as init process\n[    2.0] something stuck\n"),
-    (BootOutcome.PANIC, "Kernel panic - not syncing: VFS\n"),
-])
+@pytest.mark.parametrize(
+    "outcome, console",
+    [
+        (BootOutcome.HUNG, "[    1.0] Run /init as init process\n[    2.0] something stuck\n"),
+        (BootOutcome.PANIC, "Kernel panic - not syncing: VFS\n"),
+    ],
+)
 def test_a_hang_after_output_or_a_panic_is_not_retried(fake_boot, outcome, console):
     guest, _, spawns = fake_boot([(outcome, console), (BootOutcome.WAITING, "")])
     with pytest.raises(BootError):

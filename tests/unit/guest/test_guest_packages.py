@@ -40,13 +40,13 @@ def read_newc(data: bytes) -> dict[str, tuple[int, bytes]]:
     out: dict[str, tuple[int, bytes]] = {}
     pos = 0
     while True:
-        assert data[pos:pos + 6] == b"070701", pos
-        fields = [int(data[pos + 6 + 8 * i:pos + 14 + 8 * i], 16) for i in range(13)]
+        assert data[pos : pos + 6] == b"070701", pos
+        fields = [int(data[pos + 6 + 8 * i : pos + 14 + 8 * i], 16) for i in range(13)]
         mode, size, namesize = fields[1], fields[6], fields[11]
-        name = data[pos + 110:pos + 110 + namesize - 1].decode()
+        name = data[pos + 110 : pos + 110 + namesize - 1].decode()
         pos += 110 + namesize
         pos += -pos % 4
-        body = data[pos:pos + size]
+        body = data[pos : pos + size]
         pos += size
         pos += -pos % 4
         if name == "TRAILER!!!":
@@ -63,12 +63,19 @@ def test_names_from_options_and_ini_lines_are_sorted_once():
     assert packages.parse_names([]) == ()
 
 
-@pytest.mark.parametrize("bad, why", [
-    ("bash,", "empty element"), (",", "empty element"), ("bash,,strace", "empty element"),
-    ("-s", "not a Debian package name"), ("Bash", "not a Debian package name"),
-    ("bash;reboot", "not a Debian package name"), ("x", "not a Debian package name"),
-    ("bash=5.2", "not a Debian package name"),
-])
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        ("bash,", "empty element"),
+        (",", "empty element"),
+        ("bash,,strace", "empty element"),
+        ("-s", "not a Debian package name"),
+        ("Bash", "not a Debian package name"),
+        ("bash;reboot", "not a Debian package name"),
+        ("x", "not a Debian package name"),
+        ("bash=5.2", "not a Debian package name"),
+    ],
+)
 def test_bad_names_are_refused(bad, why):
     with pytest.raises(HarnessError, match=why):
         packages.parse_names([bad])
@@ -76,21 +83,28 @@ def test_bad_names_are_refused(bad, why):
 
 def test_the_simulation_gives_every_installed_package_with_its_version():
     assert packages.parse_simulation(SIMULATION) == [
-        ("bash", "5.2.15-2+b13"), ("libc6", "2.36-9+deb12u14"), ("python3-minimal", "3.11.2-1+b1"),
-        ("zlib1g", "1:1.2.13.dfsg-1+deb12u1")]
+        ("bash", "5.2.15-2+b13"),
+        ("libc6", "2.36-9+deb12u14"),
+        ("python3-minimal", "3.11.2-1+b1"),
+        ("zlib1g", "1:1.2.13.dfsg-1+deb12u1"),
+    ]
 
 
 def test_preferences_admit_the_guests_release_only():
     text = packages.preferences("bookworm")
     assert [ln for ln in text.splitlines() if ln.startswith("Pin:")] == [
-        "Pin: release n=bookworm", "Pin: release n=bookworm-updates", "Pin: release n=bookworm-security",
-        "Pin: release *"]
+        "Pin: release n=bookworm",
+        "Pin: release n=bookworm-updates",
+        "Pin: release n=bookworm-security",
+        "Pin: release *",
+    ]
     assert text.rstrip().endswith("Pin-Priority: -1")
 
 
 def _pset(*pins: str) -> packages.PackageSet:
-    return packages.PackageSet(("bash",), tuple(
-        packages.GuestPackage(p.split("=")[0], p.split("=")[1], "amd64", 10, "ab") for p in pins))
+    return packages.PackageSet(
+        ("bash",), tuple(packages.GuestPackage(p.split("=")[0], p.split("=")[1], "amd64", 10, "ab") for p in pins)
+    )
 
 
 def test_the_layer_key_is_the_exact_set_and_the_rules():
@@ -125,8 +139,10 @@ class FakeCatalogue:
         return [sys.executable, "-c", code]
 
     def stanzas(self, pins):
-        return {(n, v): {"Package": n, "Version": v, "Architecture": "amd64", "Size": "100", "SHA256": "ab"}
-                for n, v in pins}
+        return {
+            (n, v): {"Package": n, "Version": v, "Architecture": "amd64", "Size": "100", "SHA256": "ab"}
+            for n, v in pins
+        }
 
 
 @pytest.fixture
@@ -155,8 +171,9 @@ def test_apt_resolves_once_per_lists_generation(cache, said, monkeypatch, tmp_pa
 
 
 def test_an_unknown_package_is_one_line_naming_it(cache, said, monkeypatch, tmp_path):
-    cat = FakeCatalogue(tmp_path / "apt", out="Reading package lists...\n", rc=100,
-                        err="E: Unable to locate package no-such-thing\n")
+    cat = FakeCatalogue(
+        tmp_path / "apt", out="Reading package lists...\n", rc=100, err="E: Unable to locate package no-such-thing\n"
+    )
     monkeypatch.setattr(packages.apt, "update", lambda: cat)
     with pytest.raises(HarnessError) as err:
         packages.resolve(["bash,no-such-thing"])
@@ -296,8 +313,18 @@ def test_a_guest_with_packages_has_a_snapshot_of_its_own(base_image, fake_layers
 
 def test_guest_paths_the_harness_owns_include_its_machinery():
     owned = set(image.HARNESS_OWNED)
-    assert {"init", "etc/passwd", "etc/group", "bin/busybox", "bin/kmod", "sbin/modprobe", "usr/sbin/dropbear",
-            "root/.ssh", "bin/racer", "bin/harness-seed"} <= owned
+    assert {
+        "init",
+        "etc/passwd",
+        "etc/group",
+        "bin/busybox",
+        "bin/kmod",
+        "sbin/modprobe",
+        "usr/sbin/dropbear",
+        "root/.ssh",
+        "bin/racer",
+        "bin/harness-seed",
+    } <= owned
     assert not any(p.startswith("/") for p in owned)
 
 

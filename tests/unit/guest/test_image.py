@@ -31,10 +31,15 @@ def test_module_closure_follows_modules_dep(tmp_path):
         "kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/virtio.ko\n"
         "kernel/drivers/net/net_failover.ko: kernel/net/failover.ko\n"
         "kernel/virtio.ko:\n"
-        "kernel/drivers/virtio/virtio_pci.ko: kernel/virtio.ko\n")
+        "kernel/drivers/virtio/virtio_pci.ko: kernel/virtio.ko\n"
+    )
     got = modtree.module_closure(kf, ("virtio_pci", "virtio_net", "builtin_thing"))
-    assert got == ["kernel/drivers/virtio/virtio_pci.ko", "kernel/virtio.ko",
-                   "kernel/drivers/net/virtio_net.ko", "kernel/drivers/net/net_failover.ko"]
+    assert got == [
+        "kernel/drivers/virtio/virtio_pci.ko",
+        "kernel/virtio.ko",
+        "kernel/drivers/net/virtio_net.ko",
+        "kernel/drivers/net/net_failover.ko",
+    ]
 
 
 def _fake_kernel(tmp_path):
@@ -46,7 +51,8 @@ def _fake_kernel(tmp_path):
         "kernel/fs/minix/minix.ko:\n"
         "kernel/drivers/block/loop.ko:\n"
         "kernel/fs/nls/nls-cp437.ko.xz: kernel/fs/nls/nls_base.ko.xz\n"
-        "kernel/fs/nls/nls_base.ko.xz:\n")
+        "kernel/fs/nls/nls_base.ko.xz:\n"
+    )
     (k.modules_dir / "modules.builtin").write_text("kernel/fs/ext4/ext4.ko\n")
     return k
 
@@ -57,12 +63,16 @@ def test_kmods_by_name_with_their_dependencies(tmp_path):
     k = _fake_kernel(tmp_path)
     names = check_kmods(k, ("minix", "nls-cp437", "ext4", "minix"))
     assert names == ("minix", "nls_cp437", "ext4"), "normalised, once each; built-ins are fine"
-    assert module_closure(k, names) == ["kernel/fs/minix/minix.ko", "kernel/fs/nls/nls-cp437.ko.xz",
-                                        "kernel/fs/nls/nls_base.ko.xz"]
+    assert module_closure(k, names) == [
+        "kernel/fs/minix/minix.ko",
+        "kernel/fs/nls/nls-cp437.ko.xz",
+        "kernel/fs/nls/nls_base.ko.xz",
+    ]
 
 
-@pytest.mark.parametrize("bad, msg", [("nosuch", "has no module 'nosuch'"),
-                                      ("minix.ko", "not a file"), ("fs/minix", "not a file")])
+@pytest.mark.parametrize(
+    "bad, msg", [("nosuch", "has no module 'nosuch'"), ("minix.ko", "not a file"), ("fs/minix", "not a file")]
+)
 def test_unknown_kmods_are_bad_input(tmp_path, bad, msg):
     from harness.guest.modtree import check_kmods
 
@@ -72,5 +82,6 @@ def test_unknown_kmods_are_bad_input(tmp_path, bad, msg):
 
 def test_the_base_has_debians_users_with_root_on_the_guests_own_shell():
     master = "root:*:0:0:root:/root:/bin/bash\nnobody:*:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-    assert image.passwd(master) == ("root:x:0:0:root:/root:/bin/sh\n"
-                                    "nobody:*:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+    assert image.passwd(master) == (
+        "root:x:0:0:root:/root:/bin/sh\nnobody:*:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    )

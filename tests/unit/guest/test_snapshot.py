@@ -41,7 +41,9 @@ def guest_files(tmp_path, monkeypatch):
     monkeypatch.setattr(qemu_mod, "qemu_binary", lambda: str(kernel_file))  # any file stands for the binary
     monkeypatch.setattr(vm_mod, "qemu_version", lambda: "QEMU emulator version 7.2.22")
     monkeypatch.setattr(qemu_mod, "QBOOT", tmp_path / "no-qboot.rom")
-    kernel = SimpleNamespace(name="6.1", label="6.1", release="6.1.0-1-amd64", time_factor=1.0, cmdline=(), boot_image=kernel_file)
+    kernel = SimpleNamespace(
+        name="6.1", label="6.1", release="6.1.0-1-amd64", time_factor=1.0, cmdline=(), boot_image=kernel_file
+    )
     img = SimpleNamespace(kernel=kernel, initrd=initrd, damage=lambda: None, payload=None)
 
     def make(config: VmConfig = VmConfig(accel="tcg"), port: int = 0) -> Vm:
@@ -57,17 +59,18 @@ def guest_files(tmp_path, monkeypatch):
 
 def test_the_key_ignores_the_port_and_the_runs_settings(cache, guest_files):
     base = guest_files.make().snapshot().key
-    same = [guest_files.make(port=40000),
-            guest_files.make(VmConfig(accel="tcg", rcu_expedited=True, hung_task_timeout_s=5, boot_timeout_s=9))]
+    same = [
+        guest_files.make(port=40000),
+        guest_files.make(VmConfig(accel="tcg", rcu_expedited=True, hung_task_timeout_s=5, boot_timeout_s=9)),
+    ]
     assert all(g.snapshot().key == base for g in same)
 
 
-@pytest.mark.parametrize("change", [
-    {"memory_mb": 2048}, {"cpus": 1}, {"cmdline_extra": ("nokaslr",)},
-])
+@pytest.mark.parametrize("change", [{"memory_mb": 2048}, {"cpus": 1}, {"cmdline_extra": ("nokaslr",)}])
 def test_the_key_follows_every_machine_option(cache, guest_files, change):
-    assert guest_files.make(replace(VmConfig(accel="tcg"), **change)).snapshot().key != \
-        guest_files.make().snapshot().key
+    assert (
+        guest_files.make(replace(VmConfig(accel="tcg"), **change)).snapshot().key != guest_files.make().snapshot().key
+    )
 
 
 def test_the_key_follows_the_accelerator_qemu_and_the_files(cache, guest_files, monkeypatch):
@@ -103,12 +106,17 @@ def test_a_committed_save_is_current_and_replaces_the_older(cache):
     assert snap.current() == (second, "") and sorted(p.name for p in snap.root.glob("gen-*")) == [second.name]
 
 
-@pytest.mark.parametrize("damage, why", [
-    (lambda gen, meta: os.truncate(gen / "ram", 10), "its ram file changed after it was saved"),
-    (lambda gen, meta: (gen / "state").unlink(), "its state file is missing"),
-    (lambda gen, meta: meta.write_text(json.dumps({**json.loads(meta.read_text()), "format": 0})),
-     "another harness version"),
-])
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda gen, meta: os.truncate(gen / "ram", 10), "its ram file changed after it was saved"),
+        (lambda gen, meta: (gen / "state").unlink(), "its state file is missing"),
+        (
+            lambda gen, meta: meta.write_text(json.dumps({**json.loads(meta.read_text()), "format": 0})),
+            "another harness version",
+        ),
+    ],
+)
 def test_a_damaged_save_is_stale_with_the_reason(cache, damage, why):
     snap = Snapshot.for_key("k2")
     gen = _save(snap)
@@ -211,8 +219,11 @@ def test_a_failed_restore_falls_back_to_a_cold_boot_that_saves_again(boots):
     _save(g.snapshot())
     g, calls = boots.make(restore_error="QEMU left the restore in state 'inmigrate'")
     g.boot()
-    assert calls[1:] == [("kill",), ("cold", True, ColdReason.FAILED, "QEMU left the restore in state 'inmigrate'"),
-                         ("payload",)]
+    assert calls[1:] == [
+        ("kill",),
+        ("cold", True, ColdReason.FAILED, "QEMU left the restore in state 'inmigrate'"),
+        ("payload",),
+    ]
     assert any("restoring the snapshot failed: QEMU left the restore" in s for s in boots.said)
     assert g.snapshot().current() == (None, "")  # forgotten, so that the cold boot saves a new one
 
@@ -278,8 +289,13 @@ def test_a_cold_boot_saves_at_the_wait_marker_and_records_it(cache, guest_files,
 
 def test_the_start_record_names_the_path_and_the_reason():
     cold = GuestStart(StartPath.COLD, ColdReason.STALE, "its ram file is missing", "abc", saved=True)
-    assert cold.to_json() == {"path": "cold", "reason": "stale", "detail": "its ram file is missing",
-                              "snapshot": "abc", "saved": True}
+    assert cold.to_json() == {
+        "path": "cold",
+        "reason": "stale",
+        "detail": "its ram file is missing",
+        "snapshot": "abc",
+        "saved": True,
+    }
     assert cold.describe() == "cold boot (the snapshot is stale: its ram file is missing), snapshot saved"
     assert GuestStart(StartPath.RESTORED, snapshot="abc").to_json()["path"] == "restored"
 
@@ -306,9 +322,14 @@ def _fake_qemu(sock: socket.socket, replies: list[bytes]) -> threading.Thread:
 
 def test_qmp_skips_events_and_turns_errors_and_exits_into_one_error():
     ours, theirs = socket.socketpair()
-    _fake_qemu(theirs, [b'{"return": {}}\n',
-                        b'{"event": "STOP"}\n{"return": {"status": "paused"}}\n',
-                        b'{"error": {"class": "GenericError", "desc": "no such file"}}\n'])
+    _fake_qemu(
+        theirs,
+        [
+            b'{"return": {}}\n',
+            b'{"event": "STOP"}\n{"return": {"status": "paused"}}\n',
+            b'{"error": {"class": "GenericError", "desc": "no such file"}}\n',
+        ],
+    )
     q = Qmp(ours)
     assert q.status() == "paused" and q.events == [{"event": "STOP"}]
     with pytest.raises(QmpError, match="QEMU refused migrate-incoming: no such file"):
@@ -381,8 +402,10 @@ def test_a_restore_whose_port_was_taken_is_tried_again_and_is_no_snapshot_failur
 
 # ---------------------------------------------------------------- splats at boot
 
-BOOT_WARNING = ("[    0.900000] WARNING: CPU: 0 PID: 0 at kernel/fake.c:1 fake_boot_check+0x1/0x2\n"
-                "[    0.900001] ---[ end trace 0000000000000000 ]---\n")
+BOOT_WARNING = (
+    "[    0.900000] WARNING: CPU: 0 PID: 0 at kernel/fake.c:1 fake_boot_check+0x1/0x2\n"
+    "[    0.900001] ---[ end trace 0000000000000000 ]---\n"
+)
 
 
 def test_a_snapshot_whose_base_boot_has_a_splat_is_stale(cache):
@@ -438,8 +461,7 @@ def test_a_boot_that_splats_twice_runs_cold_unsaved_and_carries_its_splats(splat
     assert steps == ["spawn", "kill", "spawn"]
     assert not g.start.saved
     assert [s.title for s in g.boot_splats] == ["WARNING in fake_boot_check"]
-    assert any("warning: the boot showed a splat again (WARNING in fake_boot_check)" in s
-               for s in splatting_boots.said)
+    assert any("warning: the boot showed a splat again (WARNING in fake_boot_check)" in s for s in splatting_boots.said)
 
 
 def test_a_cold_boot_asked_for_is_retried_after_a_splat_too(splatting_boots):

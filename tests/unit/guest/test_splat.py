@@ -27,75 +27,86 @@ CASES: dict[str, list[tuple]] = {
     "syz0450_clean_boot.log": [],
     "syz1014_1015_not_splats.log": [],
     "syz0000_bug_paging_request_oops.log": [
-        ("bug", "BUG: unable to handle kernel paging request in __memset", (), None, False),
+        ("bug", "BUG: unable to handle kernel paging request in __memset", (), None, False)
     ],
     "syz0600_gpf_kasan_caller_ids.log": [
-        ("gpf", "general protection fault in nl802154_add_llsec_key", (), None, False),
+        ("gpf", "general protection fault in nl802154_add_llsec_key", (), None, False)
     ],
-    "syz0600_gpf_crlf_timestamps.log": [
-        ("gpf", "general protection fault in nl802154_add_llsec_key", (), None, False),
-    ],
-    "syz0200_gpf_panic_interleaved.log": [
-        ("gpf", "general protection fault in ip6t_do_table", (), None, True),
-    ],
+    "syz0600_gpf_crlf_timestamps.log": [("gpf", "general protection fault in nl802154_add_llsec_key", (), None, False)],
+    "syz0200_gpf_panic_interleaved.log": [("gpf", "general protection fault in ip6t_do_table", (), None, True)],
     "syz0650_kasan_slab_oob.log": [
-        ("kasan", "KASAN: slab-out-of-bounds Write in test_and_clear_bit", None, None, False),
+        ("kasan", "KASAN: slab-out-of-bounds Write in test_and_clear_bit", None, None, False)
     ],
-    "syz1013_warning_new_format_panic.log": [
-        ("warning", "WARNING in ifs_free", (), None, True),
-    ],
-    "syz1006_warning_classic_serial_noise.log": [
-        ("warning", "WARNING in iommu_map_sg", (), None, False),
-    ],
-    "syz0400_warning_no_timestamps_panic.log": [
-        ("warning", "WARNING in __flush_work", None, None, True),
-    ],
+    "syz1013_warning_new_format_panic.log": [("warning", "WARNING in ifs_free", (), None, True)],
+    "syz1006_warning_classic_serial_noise.log": [("warning", "WARNING in iommu_map_sg", (), None, False)],
+    "syz0400_warning_no_timestamps_panic.log": [("warning", "WARNING in __flush_work", None, None, True)],
     "syz0250_lockdep_circular.log": [
-        ("lockdep", "possible circular locking dependency detected in blkdev_reread_part",
-         None, None, False),
+        ("lockdep", "possible circular locking dependency detected in blkdev_reread_part", None, None, False)
     ],
     "syz1005_lockdep_inconsistent_interleaved.log": [
-        ("lockdep", "inconsistent lock state in x25_kill_by_neigh", None, None, False),
+        ("lockdep", "inconsistent lock state in x25_kill_by_neigh", None, None, False)
     ],
-    "syz1000_hung_task_arm64.log": [
-        ("hung_task", "INFO: task hung in do_read_cache_folio", None, None, False),
-    ],
+    "syz1000_hung_task_arm64.log": [("hung_task", "INFO: task hung in do_read_cache_folio", None, None, False)],
     "syz0550_hung_task_arm32_no_timestamps.log": [
-        ("hung_task", "INFO: task hung in mpage_prepare_extent_to_map", None, None, False),
+        ("hung_task", "INFO: task hung in mpage_prepare_extent_to_map", None, None, False)
     ],
-    "syz0300_rcu_stall.log": [
-        ("rcu_stall", "INFO: rcu detected stall in smp_call_function_single", None, None, False),
-    ],
+    "syz0300_rcu_stall.log": [("rcu_stall", "INFO: rcu detected stall in smp_call_function_single", None, None, False)],
     "syz0350_soft_lockup_panic.log": [
-        ("lockup", "BUG: soft lockup in __sanitizer_cov_trace_const_cmp4", (), None, True),
+        ("lockup", "BUG: soft lockup in __sanitizer_cov_trace_const_cmp4", (), None, True)
     ],
     "syz0680_arm64_unable_to_handle_two_cpus.log": [
-        ("oops", "Unable to handle kernel paging request in __kmem_cache_alloc_node",
-         (), None, True),
-        ("oops", "Unable to handle kernel paging request at virtual address ADDR",
-         None, None, False),
+        ("oops", "Unable to handle kernel paging request in __kmem_cache_alloc_node", (), None, True),
+        ("oops", "Unable to handle kernel paging request at virtual address ADDR", None, None, False),
     ],
-    "gh_cachyos841_kernel_bug_oops_invalid_opcode.log": [
-        ("bug", "kernel BUG in iomap_write_end", None, None, False),
-    ],
+    "gh_cachyos841_kernel_bug_oops_invalid_opcode.log": [("bug", "kernel BUG in iomap_write_end", None, None, False)],
     "gh_uksm44_kernel_bug_modules_no_timestamps.log": [
-        ("bug", "kernel BUG in scan_vma_one_page",
-         ("nfnetlink_queue", "nfnetlink_log", "sctp", "ip6t"), None, False),
+        ("bug", "kernel BUG in scan_vma_one_page", ("nfnetlink_queue", "nfnetlink_log", "sctp", "ip6t"), None, False)
     ],
     "gh_hardened69_invalid_opcode_modules.log": [
-        ("invalid_opcode", "invalid opcode in __list_del_entry_valid",
-         ("netconsole", "rpcsec_gss_krb5", "auth_rpcgss", "nfsv4", "dns_resolver", "nfs",
-          "lockd", "grace", "fscache", "sunrpc", "binfmt_misc", "virtio_balloon", "virtio_net"),
-         None, False),
+        (
+            "invalid_opcode",
+            "invalid opcode in __list_del_entry_valid",
+            (
+                "netconsole",
+                "rpcsec_gss_krb5",
+                "auth_rpcgss",
+                "nfsv4",
+                "dns_resolver",
+                "nfs",
+                "lockd",
+                "grace",
+                "fscache",
+                "sunrpc",
+                "binfmt_misc",
+                "virtio_balloon",
+                "virtio_net",
+            ),
+            None,
+            False,
+        )
     ],
     # Our own guests (Debian 6.1.0-56, TCG), raw console bytes ("\r\r\n" kept):
     # the unsafe scheme's oops (tests/vm/test_schemes.py check 5: un_prov0's
     # text freed under a sleeping op; RIP is a bare address, so no "in func"),
     # and WARN_ON(1) in a throwaway module's init (module marked "(OE+)").
     "own61_unsafe_oops_freed_module_text.log": [
-        ("bug", "BUG: unable to handle page fault for address: ADDR",
-         ("un_core", "virtio_net", "net_failover", "failover", "virtio_pci", "virtio", "virtio_ring",
-          "virtio_pci_legacy_dev", "virtio_pci_modern_dev"), "un_prov0", False),
+        (
+            "bug",
+            "BUG: unable to handle page fault for address: ADDR",
+            (
+                "un_core",
+                "virtio_net",
+                "net_failover",
+                "failover",
+                "virtio_pci",
+                "virtio",
+                "virtio_ring",
+                "virtio_pci_legacy_dev",
+                "virtio_pci_modern_dev",
+            ),
+            "un_prov0",
+            False,
+        )
     ],
     # The harness's debug kernel (6.12.118 + lockdep + KASAN, TCG): the
     # unsafe scheme's lookup race (KASAN sees the NULL ops first, then the
@@ -110,9 +121,23 @@ CASES: dict[str, list[tuple]] = {
         ("hung_task", "INFO: task hung in rwu_gate_run", (), None, False),
     ],
     "own61_warning_in_module_init.log": [
-        ("warning", "WARNING in warn_init",
-         ("warn", "virtio_net", "net_failover", "failover", "virtio_pci", "virtio", "virtio_ring",
-          "virtio_pci_legacy_dev", "virtio_pci_modern_dev"), None, False),
+        (
+            "warning",
+            "WARNING in warn_init",
+            (
+                "warn",
+                "virtio_net",
+                "net_failover",
+                "failover",
+                "virtio_pci",
+                "virtio",
+                "virtio_ring",
+                "virtio_pci_legacy_dev",
+                "virtio_pci_modern_dev",
+            ),
+            None,
+            False,
+        )
     ],
     "two_splats_warning_then_paging.log": [
         ("warning", "WARNING in iommu_map_sg", (), None, False),
@@ -231,42 +256,57 @@ def test_debug_kernel_lockdep_report_keeps_the_lock_names():
 
 # ---------------------------------------------------------------- crash or warning, from the HEADERS rows
 
-KMSAN = ("[   50.000000] =====================================================\n"
-         "[   50.000001] BUG: KMSAN: uninit-value in foo_read+0x1a/0x40\n"
-         "[   50.000002]  foo_read+0x1a/0x40\n"
-         "[   50.000003] =====================================================\n")
-KCSAN = ("[   51.000000] ==================================================================\n"
-         "[   51.000001] BUG: KCSAN: data-race in foo_a / foo_b\n"
-         "[   51.000002] write to 0xffff888003b4c0a8 of 4 bytes by task 1 on cpu 0:\n"
-         "[   51.000003] ==================================================================\n")
-UBSAN = ("[    5.000000] ================================================================================\n"
-         "[    5.000001] UBSAN: shift-out-of-bounds in drivers/fake/fake.c:42:17\n"
-         "[    5.000002] shift exponent 64 is too large for 64-bit type 'long unsigned int'\n"
-         "[    5.000003] Call Trace:\n"
-         "[    5.000004]  <TASK>\n"
-         "[    5.000005]  dump_stack_lvl+0x44/0x5c\n"
-         "[    5.000006]  __ubsan_handle_shift_out_of_bounds.cold+0x61/0xef\n"
-         "[    5.000007]  fake_probe+0x10/0x20 [fake]\n"
-         "[    5.000008]  </TASK>\n"
-         "[    5.000009] ================================================================================\n"
-         "[    5.000010] fake: probed\n")
+KMSAN = (
+    "[   50.000000] =====================================================\n"
+    "[   50.000001] BUG: KMSAN: uninit-value in foo_read+0x1a/0x40\n"
+    "[   50.000002]  foo_read+0x1a/0x40\n"
+    "[   50.000003] =====================================================\n"
+)
+KCSAN = (
+    "[   51.000000] ==================================================================\n"
+    "[   51.000001] BUG: KCSAN: data-race in foo_a / foo_b\n"
+    "[   51.000002] write to 0xffff888003b4c0a8 of 4 bytes by task 1 on cpu 0:\n"
+    "[   51.000003] ==================================================================\n"
+)
+UBSAN = (
+    "[    5.000000] ================================================================================\n"
+    "[    5.000001] UBSAN: shift-out-of-bounds in drivers/fake/fake.c:42:17\n"
+    "[    5.000002] shift exponent 64 is too large for 64-bit type 'long unsigned int'\n"
+    "[    5.000003] Call Trace:\n"
+    "[    5.000004]  <TASK>\n"
+    "[    5.000005]  dump_stack_lvl+0x44/0x5c\n"
+    "[    5.000006]  __ubsan_handle_shift_out_of_bounds.cold+0x61/0xef\n"
+    "[    5.000007]  fake_probe+0x10/0x20 [fake]\n"
+    "[    5.000008]  </TASK>\n"
+    "[    5.000009] ================================================================================\n"
+    "[    5.000010] fake: probed\n"
+)
 OLD_UBSAN = "[    5.000001] UBSAN: Undefined behaviour in lib/fake.c:12:3\n"
 
 
 def test_sanitizer_reports_get_their_tools_kind_and_class():
     got = [(s.kind, s.title, s.crash, len(s.lines)) for s in parse(KMSAN + KCSAN + UBSAN + OLD_UBSAN)]
-    assert got == [(SplatKind.KMSAN, "KMSAN: uninit-value in foo_read", True, 3),
-                   (SplatKind.KCSAN, "KCSAN: data-race in foo_a", False, 3),
-                   (SplatKind.UBSAN, "UBSAN: shift-out-of-bounds in fake_probe", False, 9),
-                   (SplatKind.UBSAN, "UBSAN: Undefined behaviour in lib/fake.c", False, 1)]
+    assert got == [
+        (SplatKind.KMSAN, "KMSAN: uninit-value in foo_read", True, 3),
+        (SplatKind.KCSAN, "KCSAN: data-race in foo_a", False, 3),
+        (SplatKind.UBSAN, "UBSAN: shift-out-of-bounds in fake_probe", False, 9),
+        (SplatKind.UBSAN, "UBSAN: Undefined behaviour in lib/fake.c", False, 1),
+    ]
     assert [s.kind for s in parse(KMSAN + KCSAN)] == ["kmsan", "kcsan"]  # the JSON's names
 
 
 def test_crash_kinds_are_the_memory_errors_and_the_dead_kernels():
     crashes = {k.value for k in SplatKind if k.crash}
     assert crashes == {"oops", "bug", "gpf", "invalid_opcode", "panic", "kasan", "kfence", "kmsan"}
-    assert {k.value for k in SplatKind if not k.crash} == {"warning", "lockdep", "lockup", "rcu_stall",
-                                                           "hung_task", "kcsan", "ubsan"}
+    assert {k.value for k in SplatKind if not k.crash} == {
+        "warning",
+        "lockdep",
+        "lockup",
+        "rcu_stall",
+        "hung_task",
+        "kcsan",
+        "ubsan",
+    }
     assert KINDS == set(SplatKind) and {h.kind for h in splat.HEADERS} == set(SplatKind)
 
 

@@ -22,8 +22,16 @@ def spec(suite: str = "bookworm") -> RootSpec:
     return buildroot.spec_for(suite, MIRRORS)
 
 
-@pytest.mark.parametrize("suite,compiler", [("bullseye", "gcc-10"), ("bookworm", "gcc-12"),
-                                            ("trixie", "gcc-14"), ("sid", "gcc-16"), ("experimental", "gcc-16")])
+@pytest.mark.parametrize(
+    "suite,compiler",
+    [
+        ("bullseye", "gcc-10"),
+        ("bookworm", "gcc-12"),
+        ("trixie", "gcc-14"),
+        ("sid", "gcc-16"),
+        ("experimental", "gcc-16"),
+    ],
+)
 def test_each_suite_gets_the_compiler_its_headers_name(suite, compiler):
     s = spec(suite)
     assert compiler in s.packages and "make" in s.packages
@@ -68,8 +76,11 @@ def test_mmdebstrap_command_line():
     assert "--variant=apt" in argv and "--mode=root" in argv
     assert "--include=gcc-12,make,libelf1,libssl3" in argv
     assert not any("Valid-Until" in a for a in argv)
-    assert argv[-3:] == ["bookworm", "/c/.tmp",
-                         f"deb [signed-by={apt.KEYRING}] http://mirror.invalid/debian bookworm main"]
+    assert argv[-3:] == [
+        "bookworm",
+        "/c/.tmp",
+        f"deb [signed-by={apt.KEYRING}] http://mirror.invalid/debian bookworm main",
+    ]
 
 
 @pytest.mark.parametrize("suite", ["sid", "experimental"])
@@ -81,7 +92,14 @@ def test_stale_suites_accept_an_old_release_file(suite):
 
 def test_make_command_line():
     assert buildroot.make_argv("7.2.13+deb14-amd64", 2, ["X="]) == [
-        "make", "-j2", "-C", "/usr/src/linux-headers-7.2.13+deb14-amd64", "M=/harness/src", "X=", "modules"]
+        "make",
+        "-j2",
+        "-C",
+        "/usr/src/linux-headers-7.2.13+deb14-amd64",
+        "M=/harness/src",
+        "X=",
+        "modules",
+    ]
 
 
 def _fake_tools(tmp_path: Path) -> tuple[Path, Path]:
@@ -108,8 +126,7 @@ def test_entering_a_root_mounts_proc_and_source_then_chroots(tmp_path, with_src)
     expected = ["mount -t proc proc /r/proc"]
     if with_src:
         expected.append(f"mount --bind {src} /r/harness/src")
-    expected.append("chroot /r /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C HOME=/root "
-                    "make modules")
+    expected.append("chroot /r /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C HOME=/root make modules")
     assert calls == expected
 
 
@@ -233,8 +250,12 @@ def test_headers_ready_needs_marker_matching_debs_and_makefile(tmp_path):
 
 def test_header_debs_in_unpack_order():
     R = apt.Role
-    debs = {R.IMAGE: (Path("i.deb"),), R.HEADERS: (Path("h.deb"),),
-            R.HEADERS_COMMON: (Path("c.deb"),), R.KBUILD: (Path("k.deb"),)}
+    debs = {
+        R.IMAGE: (Path("i.deb"),),
+        R.HEADERS: (Path("h.deb"),),
+        R.HEADERS_COMMON: (Path("c.deb"),),
+        R.KBUILD: (Path("k.deb"),),
+    }
     assert buildroot.header_debs(debs) == [Path("c.deb"), Path("k.deb"), Path("h.deb")]
     del debs[R.KBUILD]
     with pytest.raises(HarnessError, match="no kbuild package"):

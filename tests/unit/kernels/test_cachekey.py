@@ -8,8 +8,10 @@ from harness.kernels.cachekey import cache_key, key_inputs
 
 
 def resolved(row, version="6.1.192-3", abi="6.1.0-57-amd64"):
-    pkgs = (Package(f"linux-image-{abi}", version, "amd64", 1, "ab" * 32, Role.IMAGE),
-            Package(f"linux-headers-{abi}", version, "amd64", 1, "cd" * 32, Role.HEADERS))
+    pkgs = (
+        Package(f"linux-image-{abi}", version, "amd64", 1, "ab" * 32, Role.IMAGE),
+        Package(f"linux-headers-{abi}", version, "amd64", 1, "cd" * 32, Role.HEADERS),
+    )
     return ResolvedKernel(row, abi, version, pkgs)
 
 

@@ -25,11 +25,24 @@ MIRRORS = Mirrors("http://mirror.example/debian", "http://mirror.example/debian-
 
 def test_every_release_has_its_updates_and_security_suites_and_sid_experimental_are_alone():
     names = [s.name for s in mirrors.SUITES]
-    assert names == ["bullseye", "bullseye-updates", "bullseye-security",
-                     "bookworm", "bookworm-updates", "bookworm-security",
-                     "trixie", "trixie-updates", "trixie-security", "sid", "experimental"]
+    assert names == [
+        "bullseye",
+        "bullseye-updates",
+        "bullseye-security",
+        "bookworm",
+        "bookworm-updates",
+        "bookworm-security",
+        "trixie",
+        "trixie-updates",
+        "trixie-security",
+        "sid",
+        "experimental",
+    ]
     assert {s.name for s in mirrors.SUITES if s.archive is Archive.SECURITY} == {
-        "bullseye-security", "bookworm-security", "trixie-security"}
+        "bullseye-security",
+        "bookworm-security",
+        "trixie-security",
+    }
     assert mirrors.suites_of("bookworm") == ("bookworm", "bookworm-updates", "bookworm-security")
     assert mirrors.suites_of("experimental") == ("experimental", "sid")
 
@@ -55,8 +68,14 @@ def test_apt_config_keeps_every_state_path_inside_the_catalogue(tmp_path):
     for key, value in dirs.items():
         if key not in relative:
             assert value.strip('"').startswith(str(tmp_path) + "/"), key
-    for needed in ("Dir::Etc::SourceParts", "Dir::Etc::Preferences", "Dir::Etc::PreferencesParts",
-                   "Dir::State::Lists", "Dir::State::Status", "Dir::Cache"):
+    for needed in (
+        "Dir::Etc::SourceParts",
+        "Dir::Etc::Preferences",
+        "Dir::Etc::PreferencesParts",
+        "Dir::State::Lists",
+        "Dir::State::Status",
+        "Dir::Cache",
+    ):
         assert needed in dirs
     assert 'Acquire::Check-Valid-Until "true";' in text
     assert "#clear APT::Update::Post-Invoke-Success;" in text
@@ -118,7 +137,8 @@ def test_mirrors_come_from_the_hosts_debian_sources_not_other_vendors():
 def test_environment_overrides_the_hosts_sources():
     env = {mirrors.MIRROR_ENV: "http://env.example/debian/", mirrors.SECURITY_ENV: "http://sec.example/ds"}
     assert mirrors.mirrors_from(_sources(("debian.sources", DEB822)), env) == Mirrors(
-        "http://env.example/debian", "http://sec.example/ds")
+        "http://env.example/debian", "http://sec.example/ds"
+    )
 
 
 def test_security_archive_is_derived_next_to_the_main_one_when_the_host_has_none():
@@ -126,7 +146,9 @@ def test_security_archive_is_derived_next_to_the_main_one_when_the_host_has_none
     assert mirrors.mirrors_from(_sources(("sources.list", main_only)), {}) == MIRRORS
 
 
-@pytest.mark.parametrize("files", [[], [("other.sources", OTHERS)], [("x.list", "deb http://u.example/ubuntu noble main\n")]])
+@pytest.mark.parametrize(
+    "files", [[], [("other.sources", OTHERS)], [("x.list", "deb http://u.example/ubuntu noble main\n")]]
+)
 def test_a_host_without_debian_sources_is_one_line_naming_the_variable(files):
     with pytest.raises(HarnessError) as e:
         mirrors.mirrors_from(_sources(*files), {})
@@ -146,16 +168,19 @@ NOW = 1_800_000_000.0
 CONFIG = "abc"
 
 
-@pytest.mark.parametrize("exists, marker, asked, expected", [
-    (True, ListsMarker(CONFIG, NOW - 60), False, None),
-    (True, ListsMarker(CONFIG, NOW - 60), True, Refresh.ASKED),
-    (False, None, False, Refresh.MISSING),
-    (True, None, False, Refresh.INCOMPLETE),
-    (True, ListsMarker("other", NOW - 60), False, Refresh.CHANGED),
-    (True, ListsMarker(CONFIG, NOW - cat.REFRESH_AFTER_S - 1), False, Refresh.OLD),
-    (True, ListsMarker(CONFIG, NOW - cat.REFRESH_AFTER_S + 1), False, None),
-    (True, ListsMarker(CONFIG, NOW + 3600), False, Refresh.OLD),  # written by a clock that was ahead
-])
+@pytest.mark.parametrize(
+    "exists, marker, asked, expected",
+    [
+        (True, ListsMarker(CONFIG, NOW - 60), False, None),
+        (True, ListsMarker(CONFIG, NOW - 60), True, Refresh.ASKED),
+        (False, None, False, Refresh.MISSING),
+        (True, None, False, Refresh.INCOMPLETE),
+        (True, ListsMarker("other", NOW - 60), False, Refresh.CHANGED),
+        (True, ListsMarker(CONFIG, NOW - cat.REFRESH_AFTER_S - 1), False, Refresh.OLD),
+        (True, ListsMarker(CONFIG, NOW - cat.REFRESH_AFTER_S + 1), False, None),
+        (True, ListsMarker(CONFIG, NOW + 3600), False, Refresh.OLD),  # written by a clock that was ahead
+    ],
+)
 def test_refresh_reason(exists, marker, asked, expected):
     assert cat.refresh_reason(exists, marker, CONFIG, NOW, asked) is expected
 
@@ -237,9 +262,14 @@ class FakeApt:
             if self.interrupt:
                 raise KeyboardInterrupt
         if self.fail:
-            return subprocess.CompletedProcess(argv, 100, "", "Err:1 x\nE: Failed to fetch http://mirror.example/"
-                                               "debian/dists/sid/InRelease  Could not connect\nE: Some index "
-                                               "files failed to download.\n")
+            return subprocess.CompletedProcess(
+                argv,
+                100,
+                "",
+                "Err:1 x\nE: Failed to fetch http://mirror.example/"
+                "debian/dists/sid/InRelease  Could not connect\nE: Some index "
+                "files failed to download.\n",
+            )
         return subprocess.CompletedProcess(argv, 0, "", "")
 
 
@@ -469,9 +499,7 @@ Size: 1
 """
 
 # Which suite each version of SHOW is in, newest first, as apt-cache madison would say.
-WHERE = {
-    "7.3~rc7-1~exp1": "experimental", "7.2.13-1": "sid", "6.1.192-3": "bookworm-security", "6.1.176-1": "bookworm",
-}
+WHERE = {"7.3~rc7-1~exp1": "experimental", "7.2.13-1": "sid", "6.1.192-3": "bookworm-security", "6.1.176-1": "bookworm"}
 
 
 class FakeLookup:
@@ -509,7 +537,11 @@ def test_walk_classic_image_picks_the_newest_in_the_release_with_matching_header
         (Role.KBUILD, "linux-kbuild-6.1=6.1.192-3"),
     ]
     image = res.of(Role.IMAGE)[0]
-    assert (image.size, image.sha256, image.deb_name) == (70591024, "aa", "linux-image-6.1.0-57-amd64_6.1.192-3_amd64.deb")
+    assert (image.size, image.sha256, image.deb_name) == (
+        70591024,
+        "aa",
+        "linux-image-6.1.0-57-amd64_6.1.192-3_amd64.deb",
+    )
 
 
 def test_walk_split_image_adds_binary_modules_and_base():
@@ -542,8 +574,9 @@ def test_walk_skips_a_version_the_archive_did_not_serve():
 
 
 def test_walk_refuses_image_and_headers_of_different_abis():
-    text = SHOW.replace("Depends: linux-headers-6.1.0-57-amd64 (= 6.1.192-3)",
-                        "Depends: linux-headers-6.1.0-50-amd64 (= 6.1.176-1)")
+    text = SHOW.replace(
+        "Depends: linux-headers-6.1.0-57-amd64 (= 6.1.192-3)", "Depends: linux-headers-6.1.0-50-amd64 (= 6.1.176-1)"
+    )
     with pytest.raises(HarnessError, match="mismatched pair"):
         walk(table.ROWS["6.1"], FakeLookup(text))
 
@@ -562,7 +595,9 @@ def test_walk_without_the_meta_package_says_to_refresh():
 def test_depends_reads_exact_versions_only_and_first_alternatives():
     fields = stanzas.parse_control(SHOW.split("\n\n")[3])
     assert stanzas.depends(fields, r"linux-kbuild-.*") == [stanzas.Dep("linux-kbuild-6.1", None)]
-    assert stanzas.depends(fields, r"linux-headers-.*-common") == [stanzas.Dep("linux-headers-6.1.0-57-common", "6.1.192-3")]
+    assert stanzas.depends(fields, r"linux-headers-.*-common") == [
+        stanzas.Dep("linux-headers-6.1.0-57-common", "6.1.192-3")
+    ]
     alt = {"Depends": "dracut | initramfs-tools (>= 1), linux-base-x (= 2)"}
     assert stanzas.depends(alt, r"initramfs-tools") == []
     assert stanzas.depends(alt, r"linux-base-x") == [stanzas.Dep("linux-base-x", "2")]
@@ -580,15 +615,27 @@ linux-image-amd64 |  6.1.176-1 | http://mirror.example/debian bookworm-updates/m
 
 def test_madison_versions_are_filtered_by_suite_newest_first():
     assert stanzas.versions_from_madison(MADISON, mirrors.suites_of("bookworm")) == {
-        "linux-image-amd64": ["6.1.192-3", "6.1.176-1"]}
+        "linux-image-amd64": ["6.1.192-3", "6.1.176-1"]
+    }
     assert stanzas.versions_from_madison(MADISON, mirrors.suites_of("experimental")) == {
-        "linux-image-amd64": ["7.3~rc7-1~exp1", "7.2.13-1"]}
+        "linux-image-amd64": ["7.3~rc7-1~exp1", "7.2.13-1"]
+    }
     assert stanzas.versions_from_madison(MADISON, ["trixie"]) == {}
 
 
 def test_rows_and_names():
-    assert list(table.ROWS) == ["5.10", "5.10-rt", "6.1", "6.1-rt", "6.12", "6.12-rt", "sid", "sid-rt", "rc",
-                              "6.12-debug"]
+    assert list(table.ROWS) == [
+        "5.10",
+        "5.10-rt",
+        "6.1",
+        "6.1-rt",
+        "6.12",
+        "6.12-rt",
+        "sid",
+        "sid-rt",
+        "rc",
+        "6.12-debug",
+    ]
     assert table.ROWS[table.DEFAULT_KERNEL].release == "bookworm"
     assert table.ROWS["6.12"].release == "trixie" and table.ROWS["rc"].release == "experimental"
     assert [r.name for r in table.parse_specs("sid, 5.10")] == ["sid", "5.10"]
@@ -624,6 +671,7 @@ def test_download_fetches_once_and_refuses_a_corrupt_deb(catalogue, monkeypatch,
             calls.append(argv)
             (Path(cwd) / res.packages[0].deb_name).write_bytes(payload)
             return subprocess.CompletedProcess(argv, 0, "", "")
+
         return run
 
     dest = tmp_path / "debs"

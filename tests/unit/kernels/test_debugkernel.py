@@ -24,11 +24,17 @@ CONFIG_MODULES=y
 
 
 def test_parse_config_reads_values_and_not_set_lines():
-    assert dk.parse_config(BASE) == {"CONFIG_CC_VERSION_TEXT": '"gcc (Debian 14.2.0-19) 14.2.0"',
-                                     "CONFIG_DRM": "y", "CONFIG_KASAN": "n", "CONFIG_LOCALVERSION": '""',
-                                     "CONFIG_MODULES": "y"}
-    assert dk.parse_config("# a comment\n\n  CONFIG_X=m  \n# CONFIG_Y is not set\n") == {"CONFIG_X": "m",
-                                                                                      "CONFIG_Y": "n"}
+    assert dk.parse_config(BASE) == {
+        "CONFIG_CC_VERSION_TEXT": '"gcc (Debian 14.2.0-19) 14.2.0"',
+        "CONFIG_DRM": "y",
+        "CONFIG_KASAN": "n",
+        "CONFIG_LOCALVERSION": '""',
+        "CONFIG_MODULES": "y",
+    }
+    assert dk.parse_config("# a comment\n\n  CONFIG_X=m  \n# CONFIG_Y is not set\n") == {
+        "CONFIG_X": "m",
+        "CONFIG_Y": "n",
+    }
 
 
 def test_merge_replaces_in_place_and_appends_new_options():
@@ -50,9 +56,25 @@ def test_unmet_names_what_olddefconfig_dropped():
 def test_the_fragment_asks_for_lockdep_kasan_and_what_the_harness_needs():
     assert DEBUG.fragment_path is not None
     frag = dk.parse_config(DEBUG.fragment_path.read_text())
-    for opt in ("PROVE_LOCKING", "KASAN", "KASAN_GENERIC", "KASAN_INLINE", "KASAN_VMALLOC", "DEBUG_ATOMIC_SLEEP",
-                "DETECT_HUNG_TASK", "DEBUG_LIST", "MODULE_UNLOAD", "FUNCTION_TRACER", "DYNAMIC_FTRACE", "KPROBES",
-                "KALLSYMS", "PVH", "VIRTIO_PCI", "VIRTIO_NET", "DEVTMPFS"):
+    for opt in (
+        "PROVE_LOCKING",
+        "KASAN",
+        "KASAN_GENERIC",
+        "KASAN_INLINE",
+        "KASAN_VMALLOC",
+        "DEBUG_ATOMIC_SLEEP",
+        "DETECT_HUNG_TASK",
+        "DEBUG_LIST",
+        "MODULE_UNLOAD",
+        "FUNCTION_TRACER",
+        "DYNAMIC_FTRACE",
+        "KPROBES",
+        "KALLSYMS",
+        "PVH",
+        "VIRTIO_PCI",
+        "VIRTIO_NET",
+        "DEVTMPFS",
+    ):
         assert frag.get(f"CONFIG_{opt}") == "y", opt
     assert frag["CONFIG_PANIC_ON_OOPS"] == "n"
 
@@ -64,8 +86,11 @@ def _fake_lookup(versions, sha="ab" * 32):
             return {n: list(versions) for n in names if n == "linux-source-6.12" and versions}
 
         def stanzas(self, pins):
-            return {(n, v): {"Package": n, "Version": v, "Architecture": "all", "Size": "153528496",
-                             "SHA256": sha} for n, v in pins}
+            return {
+                (n, v): {"Package": n, "Version": v, "Architecture": "all", "Size": "153528496", "SHA256": sha}
+                for n, v in pins
+            }
+
     return Lookup()
 
 
@@ -74,7 +99,7 @@ def test_a_source_row_resolves_to_its_newest_source_package_and_a_keyed_release(
     assert res.version == "6.12.118-1"
     assert [(p.role, p.pin) for p in res.packages] == [(Role.SOURCE, "linux-source-6.12=6.12.118-1")]
     assert res.abi.startswith("6.12.118-debug-") and len(res.abi) == len("6.12.118-debug-") + 8
-    assert dk.localversion(res.abi, dk.upstream_of(res)) == res.abi[len("6.12.118"):]
+    assert dk.localversion(res.abi, dk.upstream_of(res)) == res.abi[len("6.12.118") :]
     # The release follows what the kernel is built from.
     other = walk(DEBUG, _fake_lookup(["6.12.118-1"], sha="cd" * 32))
     assert other.abi != res.abi
@@ -101,7 +126,7 @@ def test_a_source_row_without_its_package_or_of_another_series_is_one_error():
 def test_wanted_config_pins_the_release_string():
     res = walk(DEBUG, _fake_lookup(["6.12.118-1"]))
     wanted = dk.wanted_config(DEBUG, res)
-    assert wanted["CONFIG_LOCALVERSION"] == f'"{res.abi[len("6.12.118"):]}"'
+    assert wanted["CONFIG_LOCALVERSION"] == f'"{res.abi[len("6.12.118") :]}"'
     assert wanted["CONFIG_LOCALVERSION_AUTO"] == "n"
     with pytest.raises(HarnessError, match="does not start with"):
         dk.localversion("6.13.0-debug-x", "6.12.118")
@@ -119,8 +144,10 @@ def test_debug_kernels_are_named_not_part_of_all_and_build_in_their_own_root():
 
 
 def test_first_error_prefers_the_compiler_line_over_makes_summary():
-    log = ("  CC      kernel/fork.o\n/bin/sh: 1: gcc: not found\n"
-           "make[4]: *** [scripts/Makefile.host:116: scripts/basic/fixdep] Error 127\n")
+    log = (
+        "  CC      kernel/fork.o\n/bin/sh: 1: gcc: not found\n"
+        "make[4]: *** [scripts/Makefile.host:116: scripts/basic/fixdep] Error 127\n"
+    )
     assert dk.first_error(log) == "/bin/sh: 1: gcc: not found"
     assert dk.first_error("make: *** [Makefile:236: __sub-make] Error 2\nleaving\n").startswith("make: ***")
     assert dk.first_error("") is None
@@ -128,6 +155,7 @@ def test_first_error_prefers_the_compiler_line_over_makes_summary():
 
 def test_the_debug_kernel_boots_its_bzimage_and_stock_kernels_their_elf(tmp_path):
     from harness.kernels import ROWS, KernelFiles
+
     debug = KernelFiles(ROWS["6.12-debug"], "6.12.118-debug-x", "6.12.118-1", tmp_path)
     stock = KernelFiles(ROWS["6.1"], "6.1.0-57-amd64", "6.1.192-3", tmp_path)
     assert debug.boot_image == debug.vmlinuz and stock.boot_image == stock.vmlinux

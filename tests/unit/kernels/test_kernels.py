@@ -10,7 +10,16 @@ from harness.kernels import unpack
 
 def test_parse_specs_all_and_lists():
     assert [s.name for s in kernels.parse_specs("all")] == [
-        "5.10", "5.10-rt", "6.1", "6.1-rt", "6.12", "6.12-rt", "sid", "sid-rt", "rc"]
+        "5.10",
+        "5.10-rt",
+        "6.1",
+        "6.1-rt",
+        "6.12",
+        "6.12-rt",
+        "sid",
+        "sid-rt",
+        "rc",
+    ]
     assert [s.name for s in kernels.parse_specs("6.12, 6.1")] == ["6.12", "6.1"]
 
 
@@ -59,12 +68,15 @@ def test_fix_headers_makes_the_tree_relocatable(tmp_path):
     assert (files.headers_dir / "scripts").resolve() == lib.resolve()
 
 
-@pytest.mark.parametrize("config, lockdep, kasan", [
-    ("CONFIG_PROVE_LOCKING=y\nCONFIG_KASAN=y\n", True, True),
-    ("CONFIG_LOCKDEP=y\n# CONFIG_PROVE_LOCKING is not set\nCONFIG_KASAN=y\n", False, True),
-    ("CONFIG_PROVE_LOCKING=y\nCONFIG_KASAN_GENERIC=y\n", True, False),
-    ("CONFIG_PROVE_LOCKING=m\n", False, False),
-])
+@pytest.mark.parametrize(
+    "config, lockdep, kasan",
+    [
+        ("CONFIG_PROVE_LOCKING=y\nCONFIG_KASAN=y\n", True, True),
+        ("CONFIG_LOCKDEP=y\n# CONFIG_PROVE_LOCKING is not set\nCONFIG_KASAN=y\n", False, True),
+        ("CONFIG_PROVE_LOCKING=y\nCONFIG_KASAN_GENERIC=y\n", True, False),
+        ("CONFIG_PROVE_LOCKING=m\n", False, False),
+    ],
+)
 def test_lockdep_and_kasan_are_facts_of_the_kernels_config(tmp_path, config, lockdep, kasan):
     files = kernels.KernelFiles(kernels.ROWS["6.1"], "6.1.0-57-amd64", "6.1.192-3", tmp_path)
     (tmp_path / "boot").mkdir()

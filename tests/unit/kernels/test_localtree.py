@@ -61,22 +61,34 @@ def test_an_installed_roots_build_link_is_where_modules_build(tmp_path):
     assert localtree.discover(str(root)).kbuild_dir == linux
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda d: d.mkdir(), "is neither a kernel build tree (no .config) nor an installed root"),
-    (lambda d: build_tree(d, pvh=False, bzimage=False), "has no built image"),
-    (lambda d: build_tree(d, built=False), "is configured but not built"),
-    (lambda d: (d / "modules.order").unlink() if build_tree(d) else None, "has no modules.order"),
-    (lambda d: (d / "fs/minix/minix.ko").unlink() if build_tree(d) else None,
-     "modules.order names fs/minix/minix.o but there is no fs/minix/minix.ko"),
-    (lambda d: (d / "lib").mkdir(parents=True) or (d / "lib/modules/1.0").mkdir(parents=True),
-     "has modules (1.0) but no boot/vmlinuz-*"),
-    (lambda d: d.write_text("x"), "not a folder"),
-    (lambda d: (installed_root(d), (d / "boot" / "vmlinuz-7.0").write_bytes(b"MZ"),
-                (d / "lib/modules/7.0").mkdir()),
-     "holds several kernels (6.12.118-local, 7.0)"),
-    (lambda d: (installed_root(d), (d / "boot" / f"config-{RELEASE}").unlink()), f"has no boot/config-{RELEASE}"),
-    (lambda d: (installed_root(d), shutil.rmtree(d / "lib")), f"has no lib/modules/{RELEASE}"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d.mkdir(), "is neither a kernel build tree (no .config) nor an installed root"),
+        (lambda d: build_tree(d, pvh=False, bzimage=False), "has no built image"),
+        (lambda d: build_tree(d, built=False), "is configured but not built"),
+        (lambda d: (d / "modules.order").unlink() if build_tree(d) else None, "has no modules.order"),
+        (
+            lambda d: (d / "fs/minix/minix.ko").unlink() if build_tree(d) else None,
+            "modules.order names fs/minix/minix.o but there is no fs/minix/minix.ko",
+        ),
+        (
+            lambda d: (d / "lib").mkdir(parents=True) or (d / "lib/modules/1.0").mkdir(parents=True),
+            "has modules (1.0) but no boot/vmlinuz-*",
+        ),
+        (lambda d: d.write_text("x"), "not a folder"),
+        (
+            lambda d: (
+                installed_root(d),
+                (d / "boot" / "vmlinuz-7.0").write_bytes(b"MZ"),
+                (d / "lib/modules/7.0").mkdir(),
+            ),
+            "holds several kernels (6.12.118-local, 7.0)",
+        ),
+        (lambda d: (installed_root(d), (d / "boot" / f"config-{RELEASE}").unlink()), f"has no boot/config-{RELEASE}"),
+        (lambda d: (installed_root(d), shutil.rmtree(d / "lib")), f"has no lib/modules/{RELEASE}"),
+    ],
+)
 def test_what_is_not_a_usable_kernel_is_one_line_naming_it(tmp_path, make, message):
     make(tmp_path / "k")
     with pytest.raises(HarnessError) as err:
@@ -117,8 +129,10 @@ def test_each_missing_option_is_named_on_one_line(tmp_path):
         localtree.discover(str(tmp_path / "linux"))
     text = str(err.value)
     assert "\n" not in text
-    assert ("its .config lacks what the guest needs: CONFIG_VIRTIO_NET, CONFIG_MODULE_SIG_FORCE=y "
-            "(must not be set), CONFIG_KPROBES (merge ") in text
+    assert (
+        "its .config lacks what the guest needs: CONFIG_VIRTIO_NET, CONFIG_MODULE_SIG_FORCE=y "
+        "(must not be set), CONFIG_KPROBES (merge "
+    ) in text
     assert str(localtree.GUEST_FRAGMENT) in text and "merge_config.sh" in text
 
 
@@ -126,7 +140,10 @@ def test_a_module_meets_a_y_and_a_string_must_match():
     needs = {"CONFIG_VIRTIO_NET": "y", "CONFIG_HZ": "250", "CONFIG_X": "n"}
     assert localtree.unmet_needs({"CONFIG_VIRTIO_NET": "m", "CONFIG_HZ": "250"}, needs) == []
     assert localtree.unmet_needs({"CONFIG_HZ": "100", "CONFIG_X": "m"}, needs) == [
-        "CONFIG_VIRTIO_NET", "CONFIG_HZ=250 (have 100)", "CONFIG_X=m (must not be set)"]
+        "CONFIG_VIRTIO_NET",
+        "CONFIG_HZ=250 (have 100)",
+        "CONFIG_X=m (must not be set)",
+    ]
 
 
 # ---------------------------------------------------------------- modules.order and the layout
@@ -137,14 +154,16 @@ def test_modules_order_in_either_form_gives_the_module_tree(tmp_path, form):
     tree = build_tree(tmp_path / "linux", order_form=form)
     assert localtree.modules_from_order(tree, (tree / "modules.order").read_text()) == (
         ("kernel/fs/minix/minix.ko", tree / "fs/minix/minix.ko"),
-        ("kernel/drivers/net/dummy.ko", tree / "drivers/net/dummy.ko"))
+        ("kernel/drivers/net/dummy.ko", tree / "drivers/net/dummy.ko"),
+    )
 
 
 def test_a_compressed_module_is_found_under_its_own_name(tmp_path):
     tree = build_tree(tmp_path / "linux")
     (tree / "fs/minix/minix.ko").rename(tree / "fs/minix/minix.ko.xz")
     assert localtree.modules_from_order(tree, "fs/minix/minix.o\n") == (
-        ("kernel/fs/minix/minix.ko.xz", tree / "fs/minix/minix.ko.xz"),)
+        ("kernel/fs/minix/minix.ko.xz", tree / "fs/minix/minix.ko.xz"),
+    )
 
 
 def test_fetch_lays_the_tree_out_like_an_unpacked_kernel_and_writes_nothing_into_it(tmp_path, cache):
@@ -214,8 +233,12 @@ def test_a_git_tree_is_described_without_touching_its_index(tmp_path):
 
 def test_the_pvh_note_is_found_only_as_xens_phys32_entry(tmp_path):
     f = tmp_path / "k"
-    for data, want in ((elf_kernel(), True), (elf_kernel(note(b"Linux", 18)), False),
-                       (elf_kernel(note(b"Xen", 17) + note(b"Xen", 18)), True), (b"MZ not elf", False)):
+    for data, want in (
+        (elf_kernel(), True),
+        (elf_kernel(note(b"Linux", 18)), False),
+        (elf_kernel(note(b"Xen", 17) + note(b"Xen", 18)), True),
+        (b"MZ not elf", False),
+    ):
         f.write_bytes(data)
         assert localtree.has_pvh_note(f) is want
 
@@ -224,25 +247,33 @@ def test_the_pvh_note_is_found_only_as_xens_phys32_entry(tmp_path):
 
 
 def _host(versions: dict[str, str]):
-    return (lambda name: f"/usr/bin/{name}" if name in versions else None,
-            lambda path: versions[Path(path).name])
+    return (lambda name: f"/usr/bin/{name}" if name in versions else None, lambda path: versions[Path(path).name])
 
 
 def test_the_compiler_the_config_names_is_found_on_the_host():
-    which, version = _host({"gcc": "gcc (Debian 14.2.0-19) 14.2.0",
-                            "gcc-12": "gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"})
+    which, version = _host(
+        {"gcc": "gcc (Debian 14.2.0-19) 14.2.0", "gcc-12": "gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"}
+    )
     cc = localtree.find_compiler(CC_TEXT, "tree", which, version)
     assert cc.path == "/usr/bin/gcc-12"  # gcc is 14 here; gcc-12 is the same compiler
     which, version = _host({"gcc-12": "gcc-12 (Debian 12.2.0-14+deb12u2) 12.2.0"})
     assert localtree.find_compiler(CC_TEXT, "tree", which, version).path == "/usr/bin/gcc-12"  # same version
-    assert localtree.find_compiler("gcc-10 (Debian 10.2.1-6) 10.2.1 20210110", "tree",
-                                   *_host({"gcc-10": "gcc-10 (Debian 10.2.1-6) 10.2.1 20210110"})).path == \
-        "/usr/bin/gcc-10"
+    assert (
+        localtree.find_compiler(
+            "gcc-10 (Debian 10.2.1-6) 10.2.1 20210110",
+            "tree",
+            *_host({"gcc-10": "gcc-10 (Debian 10.2.1-6) 10.2.1 20210110"}),
+        ).path
+        == "/usr/bin/gcc-10"
+    )
 
 
 def test_a_compiler_missing_from_the_host_is_one_line_naming_what_to_install():
-    with pytest.raises(HarnessError, match=r"^tree was built with gcc \(Debian 12.2.0-14\+deb12u1\) 12.2.0 and "
-                                           r"this host has no gcc 12.2.0 \(gcc 14.2.0\); install gcc-12$"):
+    with pytest.raises(
+        HarnessError,
+        match=r"^tree was built with gcc \(Debian 12.2.0-14\+deb12u1\) 12.2.0 and "
+        r"this host has no gcc 12.2.0 \(gcc 14.2.0\); install gcc-12$",
+    ):
         localtree.find_compiler(CC_TEXT, "tree", *_host({"gcc": "gcc (Debian 14.2.0-19) 14.2.0"}))
     with pytest.raises(HarnessError, match="for gcc-built trees only"):
         localtree.find_compiler("Debian clang version 16.0.6 (15)", "tree", *_host({}))
@@ -254,7 +285,7 @@ def test_out_of_tree_modules_build_on_the_host_with_the_trees_compiler(tmp_path,
     if not line:
         pytest.skip("no gcc on this host")
     tree = build_tree(tmp_path / "linux", config=guest_config(CONFIG_CC_VERSION_TEXT=f'"{line}"'))
-    (tree / "Makefile").write_text("modules:\n\tcd $(M) && for f in *.c; do echo \"$(CC)\" > $${f%.c}.ko; done\n")
+    (tree / "Makefile").write_text('modules:\n\tcd $(M) && for f in *.c; do echo "$(CC)" > $${f%.c}.ko; done\n')
     src = tmp_path / "mod"
     src.mkdir()
     (src / "Kbuild").write_text("obj-m := hello.o\n")

@@ -40,12 +40,18 @@ def fake_kbuild(tmp_path, monkeypatch):
         calls.append(src)
         for c in sorted(src.glob("*.c")):
             if "ERROR" in c.read_text():
-                return subprocess.CompletedProcess([], 2, stdout=(
-                    f"  CC [M]  /harness/src/{c.name}\n/harness/src/{c.name}: In function 'f':\n"
-                    f"/harness/src/{c.name}:3:9: error: 'nope' undeclared (first use in this function)\n"
-                    f"make[2]: *** [scripts/Makefile.build:250: /harness/src/{c.stem}.o] Error 1\n"))
-        names = [w[:-2] for ln in (src / "Kbuild").read_text().splitlines() if ln.startswith("obj-m")
-                 for w in ln.split()[2:]]
+                return subprocess.CompletedProcess(
+                    [],
+                    2,
+                    stdout=(
+                        f"  CC [M]  /harness/src/{c.name}\n/harness/src/{c.name}: In function 'f':\n"
+                        f"/harness/src/{c.name}:3:9: error: 'nope' undeclared (first use in this function)\n"
+                        f"make[2]: *** [scripts/Makefile.build:250: /harness/src/{c.stem}.o] Error 1\n"
+                    ),
+                )
+        names = [
+            w[:-2] for ln in (src / "Kbuild").read_text().splitlines() if ln.startswith("obj-m") for w in ln.split()[2:]
+        ]
         (src / "modules.order").write_text("".join(f"/harness/src/{n}.o\n" for n in names))
         for n in names:
             (src / f"{n}.ko").write_text("ko")
@@ -152,17 +158,28 @@ def test_warnings_are_counted_and_kept_in_the_log(tmp_path, fake_kbuild):
     assert modbuild.build_dir(KERNEL, src).warnings == 1  # and remembered when cached
 
 
-@pytest.mark.parametrize("log, line", [
-    ("/harness/src/x.c:12:5: error: expected ';' before '}' token\nmake[1]: *** [x] Error 1\n",
-     "x.c:12: expected ';' before '}' token"),
-    ("/cache/modbuild/k.tmp/src/sub/y.c:7: fatal error: nope.h: No such file or directory\n",
-     "sub/y.c:7: nope.h: No such file or directory"),
-    ('ERROR: modpost: "missing_symbol" [/harness/src/mydrv.ko] undefined!\nmake[2]: *** [Module.symvers] Error 1\n',
-     'modpost: "missing_symbol" undefined!'),
-    ("make[1]: *** No rule to make target '/harness/src/z.o', needed by '/harness/src/m.o'.  Stop.\n",
-     "No rule to make target 'z.o', needed by 'm.o'.  Stop."),
-    ("something odd\nthe last line\n", "the last line"),
-])
+@pytest.mark.parametrize(
+    "log, line",
+    [
+        (
+            "/harness/src/x.c:12:5: error: expected ';' before '}' token\nmake[1]: *** [x] Error 1\n",
+            "x.c:12: expected ';' before '}' token",
+        ),
+        (
+            "/cache/modbuild/k.tmp/src/sub/y.c:7: fatal error: nope.h: No such file or directory\n",
+            "sub/y.c:7: nope.h: No such file or directory",
+        ),
+        (
+            'ERROR: modpost: "missing_symbol" [/harness/src/mydrv.ko] undefined!\nmake[2]: *** [Module.symvers] Error 1\n',
+            'modpost: "missing_symbol" undefined!',
+        ),
+        (
+            "make[1]: *** No rule to make target '/harness/src/z.o', needed by '/harness/src/m.o'.  Stop.\n",
+            "No rule to make target 'z.o', needed by 'm.o'.  Stop.",
+        ),
+        ("something odd\nthe last line\n", "the last line"),
+    ],
+)
 def test_first_error(log, line):
     assert modbuild.first_error(log, ("/harness/src", "/cache/modbuild/k.tmp/src")) == line
 
@@ -180,7 +197,9 @@ def test_cli_build_bad_folder_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_cli_build_prints_one_line_per_kernel_and_a_compile_error_exits_2(tmp_path, fake_kbuild, monkeypatch, capsys):
-    monkeypatch.setattr(cli.kernels, "fetch", lambda spec, quiet=False: KernelFiles(spec, f"{spec.name}-rel", "1", tmp_path))
+    monkeypatch.setattr(
+        cli.kernels, "fetch", lambda spec, quiet=False: KernelFiles(spec, f"{spec.name}-rel", "1", tmp_path)
+    )
     monkeypatch.setattr(kernel_cli, "progress", lambda line: None)
     src = module_dir(tmp_path)
     assert cli.main(["build", "--kernel", "6.1,6.12", str(src)]) == 0

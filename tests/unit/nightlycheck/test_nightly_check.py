@@ -16,14 +16,7 @@ import yaml
 from nightlycheck.common import CheckError
 from nightlycheck.expressions import Context, evaluate, interpolate, should_run, value_of
 from nightlycheck.jobs import Job, Run
-from nightlycheck.standins import (
-    ACTIONS,
-    act_cache,
-    act_download,
-    act_upload,
-    artifact_root,
-    runner_of,
-)
+from nightlycheck.standins import ACTIONS, act_cache, act_download, act_upload, artifact_root, runner_of
 from nightlycheck.store import Store
 
 REPO = Path(__file__).resolve().parents[3]
@@ -43,21 +36,26 @@ def test_the_claims_jobs_timeout_is_evaluated_as_actions_does(kernel, minutes):
 def test_interpolation_of_contexts_and_outputs():
     c = ctx(matrix={"kernel": "6.1"}, steps={"key": {"outputs": {"key": "harness-6.1-abc"}}}, github={"run_id": "7"})
     assert interpolate("Claims on ${{ matrix.kernel }}", c) == "Claims on 6.1"
-    assert interpolate("${{ steps.key.outputs.key }}/nightly-page-${{ github.run_id }}", c) == \
-        "harness-6.1-abc/nightly-page-7"
+    assert (
+        interpolate("${{ steps.key.outputs.key }}/nightly-page-${{ github.run_id }}", c)
+        == "harness-6.1-abc/nightly-page-7"
+    )
     assert interpolate("${{ matrix.missing }}", c) == ""
 
 
-@pytest.mark.parametrize("cond, status, files, runs", [
-    (None, "success", (), True),
-    (None, "failure", (), False),  # a step after a failed one is skipped
-    ("always()", "failure", (), True),
-    ("always() && hashFiles('build/nightly/matrix.json') != ''", "failure", ("build/nightly/matrix.json",), True),
-    ("always() && hashFiles('build/nightly/matrix.json') != ''", "success", (), False),
-    ("matrix.kernel == '6.1'", "failure", (), False),  # success() && is implied
-    ("${{ matrix.kernel == '6.1' }}", "success", (), True),
-    ("!cancelled() && (failure() || matrix.kernel != '6.1')", "failure", (), True),
-])
+@pytest.mark.parametrize(
+    "cond, status, files, runs",
+    [
+        (None, "success", (), True),
+        (None, "failure", (), False),  # a step after a failed one is skipped
+        ("always()", "failure", (), True),
+        ("always() && hashFiles('build/nightly/matrix.json') != ''", "failure", ("build/nightly/matrix.json",), True),
+        ("always() && hashFiles('build/nightly/matrix.json') != ''", "success", (), False),
+        ("matrix.kernel == '6.1'", "failure", (), False),  # success() && is implied
+        ("${{ matrix.kernel == '6.1' }}", "success", (), True),
+        ("!cancelled() && (failure() || matrix.kernel != '6.1')", "failure", (), True),
+    ],
+)
 def test_step_conditions(cond, status, files, runs):
     assert should_run(cond, ctx(status, files, matrix={"kernel": "6.1"})) is runs
 
@@ -171,8 +169,9 @@ def test_a_saved_cache_is_restored_at_its_path_in_the_next_nights_job(tmp_path):
     with open(log, "a") as out:
         assert act_cache(night2.run, night2, step, inputs, out)
     assert night2.cache_hits == {"harness-6.1-abc": "exact"}
-    assert night2.list_harness_cache() == night1.list_harness_cache() == {
-        ("debs/linux-image.deb", deb.stat().st_mtime_ns)}
+    assert (
+        night2.list_harness_cache() == night1.list_harness_cache() == {("debs/linux-image.deb", deb.stat().st_mtime_ns)}
+    )
 
 
 def test_make_nightly_check_calls_the_package():
@@ -198,7 +197,8 @@ def test_without_root_it_refuses_in_one_line(monkeypatch, capsys):
     finally:
         signal.signal(signal.SIGTERM, before)
     assert capsys.readouterr().err.splitlines() == [
-        "nightly-check: error: needs root (mmdebstrap, chroot); run it as root"]
+        "nightly-check: error: needs root (mmdebstrap, chroot); run it as root"
+    ]
 
 
 def test_the_check_is_not_shipped_in_the_harness_wheel():

@@ -34,11 +34,9 @@ def findings(tmp_path_factory) -> dict[tuple[str, int], list[str]]:
     root = tmp_path_factory.mktemp("rendered")
     files: dict[tuple[str, int], list[Path]] = {}
     for scheme, buses in SETS:
-        files[(scheme, buses)] = kbuild.render(kbuild.ModuleSetSpec(scheme, buses=buses),
-                                               root / f"{scheme}-{buses}")
+        files[(scheme, buses)] = kbuild.render(kbuild.ModuleSetSpec(scheme, buses=buses), root / f"{scheme}-{buses}")
     lines = run_checkpatch([f for fs in files.values() for f in fs])
-    return {key: [ln for ln in lines if ln.startswith(str(root / f"{key[0]}-{key[1]}") + "/")]
-            for key in SETS}
+    return {key: [ln for ln in lines if ln.startswith(str(root / f"{key[0]}-{key[1]}") + "/")] for key in SETS}
 
 
 @pytest.mark.parametrize("scheme,buses", SETS, ids=[f"{s}-{b}bus" for s, b in SETS])

@@ -57,11 +57,14 @@ def test_roles_start_together_with_exact_command_lines():
     assert out.results[0].ops["delete_module"].ok == 5
 
 
-@pytest.mark.parametrize("behaviour, end", [
-    (Behaviour(finish=False, die_after=0.1), RunEnd.GUEST_DIED),
-    (Behaviour(finish=False, ssh_lost_after=0.1), RunEnd.SSH_LOST),
-    (Behaviour(finish=False), RunEnd.HUNG),
-])
+@pytest.mark.parametrize(
+    "behaviour, end",
+    [
+        (Behaviour(finish=False, die_after=0.1), RunEnd.GUEST_DIED),
+        (Behaviour(finish=False, ssh_lost_after=0.1), RunEnd.SSH_LOST),
+        (Behaviour(finish=False), RunEnd.HUNG),
+    ],
+)
 def test_a_guest_that_dies_loses_ssh_or_hangs_ends_the_run(behaviour, end):
     guest = FakeGuest(behaviour=behaviour)
     roles = schemerace.roles_for("lookup", FakeStages({}).modules("refcount"), _spec(), RELEASE)
@@ -75,26 +78,29 @@ def test_a_guest_that_dies_loses_ssh_or_hangs_ends_the_run(behaviour, end):
 # ---------------------------------------------------------------- race(): verdicts
 
 
-@pytest.mark.parametrize("behaviour, verdict", [
-    (Behaviour(), Verdict.CLEAN),
-    (Behaviour(lookups=(100, 90)), Verdict.SPURIOUS),
-    (Behaviour(unloads=0), Verdict.NO_RACE),
-    (Behaviour(killed_roles=("looker",)), Verdict.ERROR),
-    (Behaviour(finish=False), Verdict.HUNG),
-    (Behaviour(console=WARNING), Verdict.WARNED),
-    (Behaviour(console=OOPS), Verdict.CRASHED),
-    (Behaviour(finish=False, die_after=0.1), Verdict.CRASHED),
-    (Behaviour(finish=False, ssh_lost_after=0.1), Verdict.CRASHED),
-    # precedence: a crash outranks the hang and the role errors it causes
-    (Behaviour(finish=False, console=OOPS), Verdict.CRASHED),
-    (Behaviour(console=WARNING, lookups=(100, 90)), Verdict.WARNED),
-    # no call succeeded while the module was live: nothing reached it
-    (Behaviour(lookups=(100, 0)), Verdict.UNREACHED),
-    (Behaviour(lookups=(100, 100), live=0), Verdict.UNREACHED),
-    (Behaviour(lookups=(100, 90), live=1), Verdict.SPURIOUS),
-    (Behaviour(unloads=0, lookups=(100, 0)), Verdict.NO_RACE),
-    (Behaviour(console=OOPS, lookups=(100, 0)), Verdict.CRASHED),
-])
+@pytest.mark.parametrize(
+    "behaviour, verdict",
+    [
+        (Behaviour(), Verdict.CLEAN),
+        (Behaviour(lookups=(100, 90)), Verdict.SPURIOUS),
+        (Behaviour(unloads=0), Verdict.NO_RACE),
+        (Behaviour(killed_roles=("looker",)), Verdict.ERROR),
+        (Behaviour(finish=False), Verdict.HUNG),
+        (Behaviour(console=WARNING), Verdict.WARNED),
+        (Behaviour(console=OOPS), Verdict.CRASHED),
+        (Behaviour(finish=False, die_after=0.1), Verdict.CRASHED),
+        (Behaviour(finish=False, ssh_lost_after=0.1), Verdict.CRASHED),
+        # precedence: a crash outranks the hang and the role errors it causes
+        (Behaviour(finish=False, console=OOPS), Verdict.CRASHED),
+        (Behaviour(console=WARNING, lookups=(100, 90)), Verdict.WARNED),
+        # no call succeeded while the module was live: nothing reached it
+        (Behaviour(lookups=(100, 0)), Verdict.UNREACHED),
+        (Behaviour(lookups=(100, 100), live=0), Verdict.UNREACHED),
+        (Behaviour(lookups=(100, 90), live=1), Verdict.SPURIOUS),
+        (Behaviour(unloads=0, lookups=(100, 0)), Verdict.NO_RACE),
+        (Behaviour(console=OOPS, lookups=(100, 0)), Verdict.CRASHED),
+    ],
+)
 def test_verdict_of_one_run(behaviour, verdict):
     report, _ = _one(behaviour)
     (run,) = report.runs
@@ -112,12 +118,15 @@ def test_a_dead_guest_is_replaced_for_the_next_workload():
     assert all(g.killed for _, g in stages.guests), "every guest is torn down"
 
 
-@pytest.mark.parametrize("workload, behaviour, control", [
-    ("lookup", Behaviour(console=OOPS, killed_roles=("looker",)), Control.FIRED),
-    ("lookup", Behaviour(), Control.MISSED),
-    ("all", Behaviour(), Control.MISSED),
-    ("mount", Behaviour(), Control.BY_DESIGN),
-])
+@pytest.mark.parametrize(
+    "workload, behaviour, control",
+    [
+        ("lookup", Behaviour(console=OOPS, killed_roles=("looker",)), Control.FIRED),
+        ("lookup", Behaviour(), Control.MISSED),
+        ("all", Behaviour(), Control.MISSED),
+        ("mount", Behaviour(), Control.BY_DESIGN),
+    ],
+)
 def test_negative_control(workload, behaviour, control):
     report, _ = _one(behaviour, scheme="unsafe", workload=workload)
     assert report.runs[0].control is control
@@ -140,19 +149,27 @@ def _cmd(argv: list[str], behaviours: dict[str, Behaviour]) -> tuple[int, list[F
 FIRES = Behaviour(console=OOPS, killed_roles=("looker",))
 
 
-@pytest.mark.parametrize("behaviours, status, says", [
-    ({"unsafe": FIRES}, ExitStatus.OK, None),
-    ({"refcount": Behaviour(lookups=(100, 80)), "unsafe": FIRES}, ExitStatus.OK, None),
-    ({"refcount": Behaviour(finish=False, die_after=0.1), "unsafe": FIRES}, ExitStatus.FINDINGS,
-     "refcount/lookup: crashed (guest died"),
-    ({"rwsem": Behaviour(finish=False), "unsafe": FIRES}, ExitStatus.FINDINGS, "rwsem/lookup: hung"),
-    ({"rwsem-deferred": Behaviour(console=WARNING), "unsafe": FIRES}, ExitStatus.FINDINGS,
-     "rwsem-deferred/lookup: warned"),
-    ({"refcount": Behaviour(unloads=0), "unsafe": FIRES}, ExitStatus.FINDINGS, "refcount/lookup: no-race"),
-    ({"rwsem": Behaviour(killed_roles=("looker",)), "unsafe": FIRES}, ExitStatus.FINDINGS,
-     "rwsem/lookup: error"),
-    ({}, ExitStatus.FINDINGS, "unsafe/lookup: negative control missed"),
-])
+@pytest.mark.parametrize(
+    "behaviours, status, says",
+    [
+        ({"unsafe": FIRES}, ExitStatus.OK, None),
+        ({"refcount": Behaviour(lookups=(100, 80)), "unsafe": FIRES}, ExitStatus.OK, None),
+        (
+            {"refcount": Behaviour(finish=False, die_after=0.1), "unsafe": FIRES},
+            ExitStatus.FINDINGS,
+            "refcount/lookup: crashed (guest died",
+        ),
+        ({"rwsem": Behaviour(finish=False), "unsafe": FIRES}, ExitStatus.FINDINGS, "rwsem/lookup: hung"),
+        (
+            {"rwsem-deferred": Behaviour(console=WARNING), "unsafe": FIRES},
+            ExitStatus.FINDINGS,
+            "rwsem-deferred/lookup: warned",
+        ),
+        ({"refcount": Behaviour(unloads=0), "unsafe": FIRES}, ExitStatus.FINDINGS, "refcount/lookup: no-race"),
+        ({"rwsem": Behaviour(killed_roles=("looker",)), "unsafe": FIRES}, ExitStatus.FINDINGS, "rwsem/lookup: error"),
+        ({}, ExitStatus.FINDINGS, "unsafe/lookup: negative control missed"),
+    ],
+)
 def test_exit_status_of_a_lookup_race(behaviours, status, says, capsys):
     code, _ = _cmd(["--workload", "lookup"], behaviours)
     err = capsys.readouterr().err
@@ -173,8 +190,10 @@ def test_unsafe_mount_is_clean_by_design_and_says_so(capsys):
 
 def test_knob_overrides_one_default_and_the_report_lists_every_knob(capsys, tmp_path):
     out_json = tmp_path / "r.json"
-    code, _ = _cmd(["--scheme", "unsafe", "--knob", "exit_delay_ms=50", "--json", str(out_json)],
-                   {"unsafe": Behaviour(console=OOPS, killed_roles=("looker",))})
+    code, _ = _cmd(
+        ["--scheme", "unsafe", "--knob", "exit_delay_ms=50", "--json", str(out_json)],
+        {"unsafe": Behaviour(console=OOPS, killed_roles=("looker",))},
+    )
     out = capsys.readouterr().out
     assert "knobs call_delay_us=1000 exit_delay_ms=50," in out
     doc = json.loads(out_json.read_text())
@@ -195,15 +214,18 @@ def test_contention_is_recorded_and_hogs_are_gone_after(capsys, tmp_path):
     assert left.strip() == "", "host CPU hogs outlived the race"
 
 
-@pytest.mark.parametrize("argv, msg", [
-    (["--json", "/nonexistent-dir/x.json"], "does not exist"),
-    (["--json", "/"], "is a folder"),
-    (["--kernel", "6.1,"], "empty element"),
-    (["--scheme", "refcount,refcount"], "refcount given twice"),
-    (["--scheme", "refcount,"], "empty element"),
-    (["--workload", "lookup,lookup"], "lookup given twice"),
-    (["--contention", "99"], "--contention"),
-])
+@pytest.mark.parametrize(
+    "argv, msg",
+    [
+        (["--json", "/nonexistent-dir/x.json"], "does not exist"),
+        (["--json", "/"], "is a folder"),
+        (["--kernel", "6.1,"], "empty element"),
+        (["--scheme", "refcount,refcount"], "refcount given twice"),
+        (["--scheme", "refcount,"], "empty element"),
+        (["--workload", "lookup,lookup"], "lookup given twice"),
+        (["--contention", "99"], "--contention"),
+    ],
+)
 def test_bad_race_input_fails_before_any_boot(argv, msg, capsys, monkeypatch):
     booted = []
     monkeypatch.setattr(race, "PipelineStages", lambda spec: booted.append(spec))
@@ -216,9 +238,11 @@ def test_bad_race_input_fails_before_any_boot(argv, msg, capsys, monkeypatch):
 
 # ---------------------------------------------------------------- a guest broken before the run
 
-KASAN_UAF = ("[   12.000000] BUG: KASAN: slab-use-after-free in uf_read_state+0x10/0x30 [uf_core]\n"
-             "[   12.000001] Read of size 4 at addr ffff888004a1b2c0 by task racer/90\n"
-             "[   12.000002] ==================================================================\n")
+KASAN_UAF = (
+    "[   12.000000] BUG: KASAN: slab-use-after-free in uf_read_state+0x10/0x30 [uf_core]\n"
+    "[   12.000001] Read of size 4 at addr ffff888004a1b2c0 by task racer/90\n"
+    "[   12.000002] ==================================================================\n"
+)
 
 
 def test_a_boot_splat_makes_every_run_on_that_guest_a_broken_guest_not_a_finding(capsys):
@@ -243,11 +267,14 @@ def test_a_broken_guest_outranks_a_crash_and_a_control_is_not_judged_on_it():
     assert run.splats, "the run's own splats are still reported"
 
 
-@pytest.mark.parametrize("debug_locks, verdict, says", [
-    ((1, 1), Verdict.CLEAN, None),
-    ((0, 0), Verdict.BROKEN, "lockdep was already off (debug_locks 0) when the run began"),
-    ((1, 0), Verdict.ERROR, "lockdep turned itself off during the run"),
-])
+@pytest.mark.parametrize(
+    "debug_locks, verdict, says",
+    [
+        ((1, 1), Verdict.CLEAN, None),
+        ((0, 0), Verdict.BROKEN, "lockdep was already off (debug_locks 0) when the run began"),
+        ((1, 0), Verdict.ERROR, "lockdep turned itself off during the run"),
+    ],
+)
 def test_a_lockdep_clean_run_needs_lockdep_on(debug_locks, verdict, says):
     stages = FakeStages({"rwsem": Behaviour(debug_locks=debug_locks)}, lockdep=True)
     report, _ = kinds.race(_spec(schemes=("rwsem",)), stages=stages)
@@ -264,11 +291,14 @@ def test_no_lockdep_kernel_reads_no_lockdep_stats():
     assert not any("lockdep_stats" in c for c in stages.guests[0][1].commands)
 
 
-@pytest.mark.parametrize("kasan, behaviour, control, fails", [
-    (True, Behaviour(console=KASAN_UAF * 2), Control.FIRED, False),
-    (True, Behaviour(), Control.MISSED, True),
-    (False, Behaviour(), Control.NO_SHADOW, False),
-])
+@pytest.mark.parametrize(
+    "kasan, behaviour, control, fails",
+    [
+        (True, Behaviour(console=KASAN_UAF * 2), Control.FIRED, False),
+        (True, Behaviour(), Control.MISSED, True),
+        (False, Behaviour(), Control.NO_SHADOW, False),
+    ],
+)
 def test_the_kasan_control_needs_the_shadow(kasan, behaviour, control, fails):
     stages = FakeStages({"unsafe-uaf": behaviour}, kasan=kasan)
     report, _ = kinds.race(_spec(schemes=("unsafe-uaf",)), stages=stages)

@@ -57,16 +57,26 @@ def test_successful_calls_fill_the_rate_and_not_the_failures(racer):
 
 
 def test_a_format_1_racer_has_no_events():
-    old = {"role": "looker", "name": "x", "duration_ms": 10, "iterations": 1,
-           "ops": {"lookup": {"total": 1, "ok": 1, "errors": {}, "latency_us": {}}}}
+    old = {
+        "role": "looker",
+        "name": "x",
+        "duration_ms": 10,
+        "iterations": 1,
+        "ops": {"lookup": {"total": 1, "ok": 1, "errors": {}, "latency_us": {}}},
+    }
     res = parse_role_output(json.dumps(old))
     assert res.events is None and res.error is None
     assert timeline([res]) is None
 
 
 def test_malformed_events_are_a_role_error():
-    doc = {"format": 2, "role": "unloader", "name": "x", "ops": {},
-           "events": {"start_ns": 1, "unloads": {"total": 1, "windows": [[1, 2]]}}}
+    doc = {
+        "format": 2,
+        "role": "unloader",
+        "name": "x",
+        "ops": {},
+        "events": {"start_ns": 1, "unloads": {"total": 1, "windows": [[1, 2]]}},
+    }
     assert parse_role_output(json.dumps(doc), role="unloader").error.startswith("malformed racer output")
 
 
@@ -74,50 +84,77 @@ def test_malformed_events_are_a_role_error():
 
 START = 5_000_000_000  # the unloader's start on the guest's CLOCK_MONOTONIC (ns)
 LOOKER_LATE_US = 500  # the looker left the barrier 0.5 ms after the unloader
-WINDOWS_US = [(1_000_000, 1_200_000, 1_250_000), (2_000_000, 2_210_000, 2_260_000),
-              (3_000_000, 3_205_000, 3_240_000)]
+WINDOWS_US = [(1_000_000, 1_200_000, 1_250_000), (2_000_000, 2_210_000, 2_260_000), (3_000_000, 3_205_000, 3_240_000)]
 # looker-relative (start, end) of each failure, and its errno
-FAILURES_US = [(1_100_000, 1_100_300, "ENODEV"), (2_150_000, 2_150_100, "ENODEV"),
-               (2_230_000, 2_230_500, "ENOENT")]
+FAILURES_US = [(1_100_000, 1_100_300, "ENODEV"), (2_150_000, 2_150_100, "ENODEV"), (2_230_000, 2_230_500, "ENOENT")]
 
 
 def synthetic_roles() -> list[RoleResult]:
-    unloader = {"format": 2, "role": "unloader", "name": "rc_prov0", "duration_ms": 4000, "iterations": 9,
-                "ops": {"delete_module": {"total": 9, "ok": 3, "errors": {"EAGAIN": 6}},
-                        "load": {"total": 3, "ok": 3, "errors": {}}},
-                "events": {"start_ns": START,
-                           "unloads": {"total": 3, "windows": [[b, d, r, None, None] for b, d, r in WINDOWS_US]}}}
+    unloader = {
+        "format": 2,
+        "role": "unloader",
+        "name": "rc_prov0",
+        "duration_ms": 4000,
+        "iterations": 9,
+        "ops": {
+            "delete_module": {"total": 9, "ok": 3, "errors": {"EAGAIN": 6}},
+            "load": {"total": 3, "ok": 3, "errors": {}},
+        },
+        "events": {
+            "start_ns": START,
+            "unloads": {"total": 3, "windows": [[b, d, r, None, None] for b, d, r in WINDOWS_US]},
+        },
+    }
     lat_ns = [(e - s) * 1000 for s, e, _ in FAILURES_US]
     ok_ns = [2_000_000] * 37
     buckets = lambda ns: [list(b) for b in hist_of(ns)]  # noqa: E731
-    looker = {"format": 2, "role": "looker", "name": "rc_prov0", "duration_ms": 4000, "iterations": 40,
-              "ops": {"lookup": {"total": 40, "ok": 37, "errors": {"ENODEV": 2, "ENOENT": 1},
-                                 "failed_during_unload": 3, "failed_by_unloads_met": [0, 3, 0],
-                                 "latency_us": {"p50": 2000, "p90": 2000, "p99": 2000, "max": 2000},
-                                 "hist": {"sub_bits": 7, "buckets": buckets(lat_ns + ok_ns)},
-                                 "hist_failed": {"sub_bits": 7, "buckets": buckets(lat_ns)}}},
-              "events": {"start_ns": START + LOOKER_LATE_US * 1000,
-                         "calls": {"op": "lookup", "failures_total": 3,
-                                   "failures": [list(f) for f in FAILURES_US], "bin_ms": 100,
-                                   "done": [1] * 40, "ok": [1] * 10 + [0] + [1] * 20 + [0, 0] + [1] * 7}}}
+    looker = {
+        "format": 2,
+        "role": "looker",
+        "name": "rc_prov0",
+        "duration_ms": 4000,
+        "iterations": 40,
+        "ops": {
+            "lookup": {
+                "total": 40,
+                "ok": 37,
+                "errors": {"ENODEV": 2, "ENOENT": 1},
+                "failed_during_unload": 3,
+                "failed_by_unloads_met": [0, 3, 0],
+                "latency_us": {"p50": 2000, "p90": 2000, "p99": 2000, "max": 2000},
+                "hist": {"sub_bits": 7, "buckets": buckets(lat_ns + ok_ns)},
+                "hist_failed": {"sub_bits": 7, "buckets": buckets(lat_ns)},
+            }
+        },
+        "events": {
+            "start_ns": START + LOOKER_LATE_US * 1000,
+            "calls": {
+                "op": "lookup",
+                "failures_total": 3,
+                "failures": [list(f) for f in FAILURES_US],
+                "bin_ms": 100,
+                "done": [1] * 40,
+                "ok": [1] * 10 + [0] + [1] * 20 + [0, 0] + [1] * 7,
+            },
+        },
+    }
     return [parse_role_output(json.dumps(d)) for d in (unloader, looker)]
 
 
 def synthetic_run(scheme: str = "refcount"):
-    return summarise_run(scheme, "lookup", synthetic_roles(), [], RunEnd.COMPLETED, "", "python -m harness race",
-                         4.2)
+    return summarise_run(scheme, "lookup", synthetic_roles(), [], RunEnd.COMPLETED, "", "python -m harness race", 4.2)
 
 
 def test_timeline_puts_every_role_on_the_first_roles_clock():
     run = synthetic_run()
     tl = run.timeline
-    assert tl.windows == tuple(UnloadWindow(b / 1000, d / 1000, r / 1000, module="rc_prov0")
-                               for b, d, r in WINDOWS_US)
+    assert tl.windows == tuple(UnloadWindow(b / 1000, d / 1000, r / 1000, module="rc_prov0") for b, d, r in WINDOWS_US)
     assert tl.windows_total == 3
     lookups = tl.calls["lookup"]
     late = LOOKER_LATE_US / 1000
-    assert lookups.failures == tuple(CallFailure(s / 1000 + late, e / 1000 + late, errno)
-                                     for s, e, errno in FAILURES_US)
+    assert lookups.failures == tuple(
+        CallFailure(s / 1000 + late, e / 1000 + late, errno) for s, e, errno in FAILURES_US
+    )
     for f in lookups.failures:  # every synthetic failure lies inside an unload window
         assert any(w.begin_ms <= f.end_ms <= w.reloaded_ms for w in tl.windows), f
     assert lookups.failures_total == 3 and sum(lookups.done) == 40 and sum(lookups.ok) == 37
@@ -135,9 +172,17 @@ def test_the_json_report_carries_the_events():
 
 
 def test_fsmounter_events_are_named_like_its_ops():
-    fsm = {"format": 2, "role": "fsmounter", "name": "x", "duration_ms": 100, "iterations": 1,
-           "ops": {"mount": {"total": 1, "ok": 0, "errors": {"ENODEV": 1}}},
-           "events": {"start_ns": 7, "calls": {"op": "mount", "failures_total": 1,
-                                               "failures": [[10, 20, "ENODEV"]], "done": [1], "ok": [0]}}}
+    fsm = {
+        "format": 2,
+        "role": "fsmounter",
+        "name": "x",
+        "duration_ms": 100,
+        "iterations": 1,
+        "ops": {"mount": {"total": 1, "ok": 0, "errors": {"ENODEV": 1}}},
+        "events": {
+            "start_ns": 7,
+            "calls": {"op": "mount", "failures_total": 1, "failures": [[10, 20, "ENODEV"]], "done": [1], "ok": [0]},
+        },
+    }
     tl = timeline([parse_role_output(json.dumps(fsm))])
     assert list(tl.calls) == ["fsmount"] and tl.calls["fsmount"].failures[0].end_ms == 0.02

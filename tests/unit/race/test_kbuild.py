@@ -14,10 +14,7 @@ from harness.race.schemes import SCHEME_ROWS, Gate, LockOrder, Reach
 from harness.race.schemes import SCHEMES as ROWS
 
 EVERY_MODULE_SET = [
-    ModuleSetSpec(scheme, providers=n, buses=b)
-    for scheme in SCHEMES
-    for n in (1, 2, 3)
-    for b in (1, 2)
+    ModuleSetSpec(scheme, providers=n, buses=b) for scheme in SCHEMES for n in (1, 2, 3) for b in (1, 2)
 ]
 
 
@@ -44,8 +41,13 @@ def test_render_every_scheme(spec, tmp_path):
     files = render(spec, tmp_path)
     p = spec.prefix
     names = {f.name for f in files}
-    assert names == {"Kbuild", f"{p}_bus.h", f"{p}_core_main.c", f"{p}_core_bus.c",
-                     *(f"{n}.c" for n in spec.provider_names)}
+    assert names == {
+        "Kbuild",
+        f"{p}_bus.h",
+        f"{p}_core_main.c",
+        f"{p}_core_bus.c",
+        *(f"{n}.c" for n in spec.provider_names),
+    }
     for f in files:
         text = f.read_text()
         assert "{{" not in text and "{%" not in text, f.name
@@ -106,10 +108,16 @@ def test_scheme_get_rule(scheme, tmp_path):
     else:
         assert "__module_get(drv->owner)" in code
         assert "try_module_get(drv->owner)" not in code
-        for fn in ("rwsems_wlock", "get_driver_by_name_modprobe",
-                   "__x64_sys_delete_module", "__ia32_sys_delete_module",
-                   "FTRACE_OPS_FL_IPMODIFY", "within_module(parent_ip, THIS_MODULE)",
-                   "register_kprobe", "struct rwsem_chain"):
+        for fn in (
+            "rwsems_wlock",
+            "get_driver_by_name_modprobe",
+            "__x64_sys_delete_module",
+            "__ia32_sys_delete_module",
+            "FTRACE_OPS_FL_IPMODIFY",
+            "within_module(parent_ip, THIS_MODULE)",
+            "register_kprobe",
+            "struct rwsem_chain",
+        ):
             assert fn in bus or fn in (tmp_path / f"{spec.prefix}_bus.h").read_text(), fn
         if spec.row.gate is Gate.IN_EXIT:
             assert "rwsems_element_release(&mc->rwsems, el)" in code
@@ -139,16 +147,19 @@ def test_spec_names():
     assert spec.fs_name == "rwdfs"
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    (dict(scheme="bogus"), "refcount, rwsem, rwsem-deferred, unsafe"),
-    (dict(scheme="refcount", providers=0), "providers"),
-    (dict(scheme="refcount", providers=-1), "providers"),
-    (dict(scheme="refcount", providers=1000), "providers"),
-    (dict(scheme="refcount", providers="2"), "integer"),
-    (dict(scheme="refcount", providers=True), "integer"),
-    (dict(scheme="refcount", buses=3), "buses"),
-    (dict(scheme="refcount", buses=0), "buses"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        (dict(scheme="bogus"), "refcount, rwsem, rwsem-deferred, unsafe"),
+        (dict(scheme="refcount", providers=0), "providers"),
+        (dict(scheme="refcount", providers=-1), "providers"),
+        (dict(scheme="refcount", providers=1000), "providers"),
+        (dict(scheme="refcount", providers="2"), "integer"),
+        (dict(scheme="refcount", providers=True), "integer"),
+        (dict(scheme="refcount", buses=3), "buses"),
+        (dict(scheme="refcount", buses=0), "buses"),
+    ],
+)
 def test_bad_spec(kwargs, needle):
     with pytest.raises(HarnessError) as exc:
         ModuleSetSpec(**kwargs)
@@ -173,7 +184,10 @@ def test_build_rejects_non_spec():
 def test_validate_knobs():
     assert validate_knobs({}) == {}
     assert validate_knobs({"exit_delay_ms": 10, "call_delay_us": 0, "init_delay_ms": "5"}) == {
-        "exit_delay_ms": 10, "call_delay_us": 0, "init_delay_ms": 5}
+        "exit_delay_ms": 10,
+        "call_delay_us": 0,
+        "init_delay_ms": 5,
+    }
 
 
 def test_knobs_are_validated_ordered_by_name_and_hashable():
@@ -189,14 +203,17 @@ def test_knobs_are_validated_ordered_by_name_and_hashable():
         kbuild.Knobs({"exit_delay": 1})
 
 
-@pytest.mark.parametrize("knobs, needle", [
-    ({"exit_delay": 1}, "unknown knob"),
-    ({"exit_delay_ms": -1}, "non-negative"),
-    ({"call_delay_us": 1.5}, "non-negative integer"),
-    ({"call_delay_us": "abc"}, "non-negative integer"),
-    ({"call_delay_us": True}, "non-negative integer"),
-    ({"init_delay_ms": 2**33}, "too large"),
-])
+@pytest.mark.parametrize(
+    "knobs, needle",
+    [
+        ({"exit_delay": 1}, "unknown knob"),
+        ({"exit_delay_ms": -1}, "non-negative"),
+        ({"call_delay_us": 1.5}, "non-negative integer"),
+        ({"call_delay_us": "abc"}, "non-negative integer"),
+        ({"call_delay_us": True}, "non-negative integer"),
+        ({"init_delay_ms": 2**33}, "too large"),
+    ],
+)
 def test_bad_knobs(knobs, needle):
     with pytest.raises(HarnessError) as exc:
         validate_knobs(knobs)

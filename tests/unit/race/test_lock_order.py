@@ -121,8 +121,9 @@ def test_every_bus_rwsem_has_a_lock_class_of_its_own(scheme, buses, tmp_path):
     assert f"static struct lock_class_key {p}_bus_keys[{p.upper()}_NR_BUSES];" in bus
     names = re.search(rf"{p}_bus_lock_names\[{p.upper()}_NR_BUSES\] = \{{(.*?)\}};", bus, re.S).group(1)
     assert re.findall(r'"([^"]+)"', names) == [bus_lock_class(p, i) for i in range(buses)]
-    assert (f"lockdep_set_class_and_name(&{p}_buses[i].rwsem, &{p}_bus_keys[i],\n"
-            f"\t\t\t\t\t   {p}_bus_lock_names[i]);") in bus
+    assert (
+        f"lockdep_set_class_and_name(&{p}_buses[i].rwsem, &{p}_bus_keys[i],\n\t\t\t\t\t   {p}_bus_lock_names[i]);"
+    ) in bus
     assert "#include <linux/lockdep.h>" in (tmp_path / f"{p}_bus.h").read_text()
 
 
@@ -164,11 +165,14 @@ def test_rwsem_unsorted_is_not_raced_by_default():
     assert specs_from_args(args)[0].schemes == DEFAULT_SCHEMES
 
 
-@pytest.mark.parametrize("make, msg", [
-    (lambda: Caller("unloader"), "caller role"),
-    (lambda: Caller("fsmounter", bus=1), "no bus"),
-    (lambda: Workload("x", (Caller("looker", bus=1),), True), "bus"),
-])
+@pytest.mark.parametrize(
+    "make, msg",
+    [
+        (lambda: Caller("unloader"), "caller role"),
+        (lambda: Caller("fsmounter", bus=1), "no bus"),
+        (lambda: Workload("x", (Caller("looker", bus=1),), True), "bus"),
+    ],
+)
 def test_bad_rows_are_refused(make, msg):
     with pytest.raises(HarnessError, match=msg):
         make()
@@ -183,8 +187,9 @@ def _spec_from_argv(argv):
 
 
 def test_twobus_spec_from_the_command_line():
-    spec = _spec_from_argv(["race", "--kernel", "6.1", "--scheme", "rwsem-unsorted,rwsem",
-                            "--workload", "twobus", "--seed", "3"])
+    spec = _spec_from_argv(
+        ["race", "--kernel", "6.1", "--scheme", "rwsem-unsorted,rwsem", "--workload", "twobus", "--seed", "3"]
+    )
     assert spec.schemes == ("rwsem-unsorted", "rwsem") and spec.workloads == ("twobus",)
     assert spec.buses == 2 and spec.hung_task_timeout_s == 5
     again = _spec_from_argv(shlex.split(spec.repro("rwsem-unsorted", "twobus"))[3:])
@@ -193,10 +198,13 @@ def test_twobus_spec_from_the_command_line():
     assert one_bus.buses == 1 and one_bus.hung_task_timeout_s == 0
 
 
-@pytest.mark.parametrize("kwargs, msg", [
-    ({"workloads": ("lookup", "twobus")}, "need different module builds"),
-    ({"workloads": ("twobus",), "providers": 1}, "needs --providers 2"),
-])
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [
+        ({"workloads": ("lookup", "twobus")}, "need different module builds"),
+        ({"workloads": ("twobus",), "providers": 1}, "needs --providers 2"),
+    ],
+)
 def test_bad_twobus_specs_are_refused(kwargs, msg):
     with pytest.raises(HarnessError, match=msg):
         race.RaceSpec(**kwargs)
@@ -209,13 +217,22 @@ def _opt(argv, flag):
 def test_twobus_roles_are_claim5s():
     """Two unloaders (prov0 registered on 0,1, prov1 on 1,0), each provider
     looked up on the bus it registered second, all at one barrier."""
-    spec = race.RaceSpec(schemes=("rwsem-unsorted",), workloads=("twobus",), duration_s=15, seed=5,
-                         knobs=(("exit_delay_ms", 20),), unload_pause_ms=20)
+    spec = race.RaceSpec(
+        schemes=("rwsem-unsorted",),
+        workloads=("twobus",),
+        duration_s=15,
+        seed=5,
+        knobs=(("exit_delay_ms", 20),),
+        unload_pause_ms=20,
+    )
     mods = FakeStages({}).modules("rwsem-unsorted")
     roles = [r.argv() for r in schemerace.roles_for("twobus", mods, spec, RELEASE)]
     assert [(r[1], _opt(r, "--name"), _opt(r, "--bus")) for r in roles] == [
-        ("unloader", "rwu_prov0", None), ("unloader", "rwu_prov1", None),
-        ("looker", "rwu_prov0", "1"), ("looker", "rwu_prov1", "0")]
+        ("unloader", "rwu_prov0", None),
+        ("unloader", "rwu_prov1", None),
+        ("looker", "rwu_prov0", "1"),
+        ("looker", "rwu_prov1", "0"),
+    ]
     assert [_opt(r, "--ko") for r in roles[:2]] == [f"/lib/modules/{RELEASE}/extra/rwu_prov{i}.ko" for i in (0, 1)]
     assert {_opt(r, "--pause-us") for r in roles[:2]} == {"20000"}
     assert {_opt(r, "--params") for r in roles[:2]} == {"exit_delay_ms=20"}
@@ -236,15 +253,19 @@ def test_prepare_loads_every_provider_a_workload_unloads():
     guest = FakeGuest()
     spec = race.RaceSpec(schemes=("rwsem",), workloads=("twobus",))
     schemerace.prepare_guest(guest, FakeStages({}).modules("rwsem"), spec)
-    assert guest.commands == ["mkdir -p /mnt/bus /mnt/own && /sbin/modprobe rw_core && "
-                              "/sbin/modprobe rw_prov0 && /sbin/modprobe rw_prov1"]
+    assert guest.commands == [
+        "mkdir -p /mnt/bus /mnt/own && /sbin/modprobe rw_core && /sbin/modprobe rw_prov0 && /sbin/modprobe rw_prov1"
+    ]
 
 
 def test_pipeline_builds_two_buses_and_reads_lockdep_from_the_config(monkeypatch, tmp_path):
 
     built = []
-    configs = {"6.1": {"CONFIG_LOCKDEP": "y", "CONFIG_DEBUG_LOCK_ALLOC": "y"},  # no lock-order checks
-               "6.12": {"CONFIG_PROVE_LOCKING": "y", "CONFIG_LOCKDEP": "y"}}
+    configs = {
+        "6.1": {"CONFIG_LOCKDEP": "y", "CONFIG_DEBUG_LOCK_ALLOC": "y"},  # no lock-order checks
+        "6.12": {"CONFIG_PROVE_LOCKING": "y", "CONFIG_LOCKDEP": "y"},
+    }
+
     def fetch(spec, quiet=False):
         k = SimpleNamespace(name=spec.name, release=f"{spec.name}-fake", describe="fake", config=configs[spec.name])
         k.lockdep, k.kasan = KernelFiles.lockdep.fget(k), KernelFiles.kasan.fget(k)  # the real readers of .config
@@ -253,8 +274,7 @@ def test_pipeline_builds_two_buses_and_reads_lockdep_from_the_config(monkeypatch
     monkeypatch.setattr(race.kernels, "fetch", fetch)
     monkeypatch.setattr(kbuild, "build", lambda kfiles, spec: built.append(spec))
     for kernel, lockdep in (("6.1", False), ("6.12", True)):
-        stages = race.PipelineStages(race.RaceSpec(kernel=kernel, schemes=("rwsem-unsorted",),
-                                                   workloads=("twobus",)))
+        stages = race.PipelineStages(race.RaceSpec(kernel=kernel, schemes=("rwsem-unsorted",), workloads=("twobus",)))
         assert stages.lockdep is lockdep
         stages.modules("rwsem-unsorted")
     assert built == [ModuleSetSpec("rwsem-unsorted", providers=2, buses=2)] * 2
@@ -269,26 +289,44 @@ def _race(schemes, behaviours, lockdep, workload="twobus"):
     return report
 
 
-@pytest.mark.parametrize("lockdep, behaviour, verdict, control, fails", [
-    # a PROVE_LOCKING kernel must name the two bus rwsems
-    (True, Behaviour(console=LOCKDEP_ABBA), Verdict.WARNED, Control.FIRED, None),
-    (True, Behaviour(console=LOCKDEP_ABBA + HUNG_TASK, finish=False), Verdict.WARNED, Control.FIRED, None),
-    (True, Behaviour(), Verdict.CLEAN, Control.MISSED, "rwsem-unsorted/twobus: lock-order control missed"),
-    (True, Behaviour(console=LOCKDEP_OTHER), Verdict.WARNED, Control.MISSED,
-     "rwsem-unsorted/twobus: lock-order control missed"),
-    (True, Behaviour(console=HUNG_TASK, finish=False), Verdict.WARNED, Control.MISSED,
-     "rwsem-unsorted/twobus: lock-order control missed"),
-    # without lockdep only a real deadlock shows it, and a race may miss the window
-    (False, Behaviour(console=HUNG_TASK, finish=False), Verdict.WARNED, Control.FIRED, None),
-    (False, Behaviour(finish=False), Verdict.HUNG, Control.FIRED, None),
-    (False, Behaviour(), Verdict.CLEAN, Control.NOT_HIT, None),
-    (False, Behaviour(lookups=(100, 97)), Verdict.SPURIOUS, Control.NOT_HIT, None),
-    (False, Behaviour(console=WARNING), Verdict.WARNED, Control.NOT_HIT, "rwsem-unsorted/twobus: warned"),
-    (False, Behaviour(console=OOPS), Verdict.CRASHED, Control.NOT_HIT, "rwsem-unsorted/twobus: crashed"),
-    (False, Behaviour(unloads=0), Verdict.NO_RACE, Control.NOT_HIT, "rwsem-unsorted/twobus: no-race"),
-    (True, Behaviour(console=LOCKDEP_ABBA + OOPS), Verdict.CRASHED, Control.FIRED,
-     "rwsem-unsorted/twobus: crashed"),
-])
+@pytest.mark.parametrize(
+    "lockdep, behaviour, verdict, control, fails",
+    [
+        # a PROVE_LOCKING kernel must name the two bus rwsems
+        (True, Behaviour(console=LOCKDEP_ABBA), Verdict.WARNED, Control.FIRED, None),
+        (True, Behaviour(console=LOCKDEP_ABBA + HUNG_TASK, finish=False), Verdict.WARNED, Control.FIRED, None),
+        (True, Behaviour(), Verdict.CLEAN, Control.MISSED, "rwsem-unsorted/twobus: lock-order control missed"),
+        (
+            True,
+            Behaviour(console=LOCKDEP_OTHER),
+            Verdict.WARNED,
+            Control.MISSED,
+            "rwsem-unsorted/twobus: lock-order control missed",
+        ),
+        (
+            True,
+            Behaviour(console=HUNG_TASK, finish=False),
+            Verdict.WARNED,
+            Control.MISSED,
+            "rwsem-unsorted/twobus: lock-order control missed",
+        ),
+        # without lockdep only a real deadlock shows it, and a race may miss the window
+        (False, Behaviour(console=HUNG_TASK, finish=False), Verdict.WARNED, Control.FIRED, None),
+        (False, Behaviour(finish=False), Verdict.HUNG, Control.FIRED, None),
+        (False, Behaviour(), Verdict.CLEAN, Control.NOT_HIT, None),
+        (False, Behaviour(lookups=(100, 97)), Verdict.SPURIOUS, Control.NOT_HIT, None),
+        (False, Behaviour(console=WARNING), Verdict.WARNED, Control.NOT_HIT, "rwsem-unsorted/twobus: warned"),
+        (False, Behaviour(console=OOPS), Verdict.CRASHED, Control.NOT_HIT, "rwsem-unsorted/twobus: crashed"),
+        (False, Behaviour(unloads=0), Verdict.NO_RACE, Control.NOT_HIT, "rwsem-unsorted/twobus: no-race"),
+        (
+            True,
+            Behaviour(console=LOCKDEP_ABBA + OOPS),
+            Verdict.CRASHED,
+            Control.FIRED,
+            "rwsem-unsorted/twobus: crashed",
+        ),
+    ],
+)
 def test_lock_order_control(lockdep, behaviour, verdict, control, fails):
     report = _race(("rwsem-unsorted",), {"rwsem-unsorted": behaviour}, lockdep)
     (run,) = report.runs
@@ -303,15 +341,17 @@ def test_lock_order_control(lockdep, behaviour, verdict, control, fails):
 def test_sorted_schemes_in_twobus_claim_no_deadlock():
     behaviours = {"rwsem": Behaviour(console=HUNG_TASK, finish=False), "rwsem-deferred": Behaviour()}
     report = _race(("rwsem", "rwsem-deferred"), behaviours, lockdep=False)
-    assert [(r.verdict, r.control) for r in report.runs] == [(Verdict.WARNED, Control.NONE),
-                                                             (Verdict.CLEAN, Control.NONE)]
-    assert report.problems() == ["rwsem/twobus: warned (hung: roles still running 1s after the start) "
-                                 "(INFO: task hung in rwsems_wlock)"]
+    assert [(r.verdict, r.control) for r in report.runs] == [
+        (Verdict.WARNED, Control.NONE),
+        (Verdict.CLEAN, Control.NONE),
+    ]
+    assert report.problems() == [
+        "rwsem/twobus: warned (hung: roles still running 1s after the start) (INFO: task hung in rwsems_wlock)"
+    ]
 
 
 def test_unsorted_on_one_bus_is_judged_like_rwsem():
-    report = _race(("rwsem-unsorted",), {"rwsem-unsorted": Behaviour(console=WARNING)}, lockdep=True,
-                   workload="lookup")
+    report = _race(("rwsem-unsorted",), {"rwsem-unsorted": Behaviour(console=WARNING)}, lockdep=True, workload="lookup")
     assert report.runs[0].control is Control.NONE
     assert report.problems() and report.problems()[0].startswith("rwsem-unsorted/lookup: warned")
 
@@ -320,8 +360,19 @@ def test_cli_twobus_table_json_and_exit_status(capsys, tmp_path):
     out_json = tmp_path / "r.json"
 
     def run(lockdep, behaviours):
-        args = parser().parse_args(["race", "--duration", "0.2", "--scheme", "rwsem-unsorted,rwsem",
-                                    "--workload", "twobus", "--json", str(out_json)])
+        args = parser().parse_args(
+            [
+                "race",
+                "--duration",
+                "0.2",
+                "--scheme",
+                "rwsem-unsorted,rwsem",
+                "--workload",
+                "twobus",
+                "--json",
+                str(out_json),
+            ]
+        )
         return race_cli.cmd_race(args, stages=lambda spec: FakeStages(behaviours, lockdep=lockdep))
 
     assert run(False, {}) == ExitStatus.OK

@@ -20,18 +20,33 @@ EXAMPLES = {
     "open:/dev/mydrv": (OpenOp("/dev/mydrv"), ["/dev/mydrv", "0", "r"], ("open",)),
     "open:/dev/mydrv:read=64": (OpenOp("/dev/mydrv", 64), ["/dev/mydrv", "64", "r"], ("open",)),
     "open:/dev/x:mode=rw:read=0x10": (OpenOp("/dev/x", 16, "rw"), ["/dev/x", "16", "rw"], ("open",)),
-    "open:/dev/disk/by-path/pci-0000:00:1f.2": (OpenOp("/dev/disk/by-path/pci-0000:00:1f.2"),
-                                                 ["/dev/disk/by-path/pci-0000:00:1f.2", "0", "r"], ("open",)),
+    "open:/dev/disk/by-path/pci-0000:00:1f.2": (
+        OpenOp("/dev/disk/by-path/pci-0000:00:1f.2"),
+        ["/dev/disk/by-path/pci-0000:00:1f.2", "0", "r"],
+        ("open",),
+    ),
     "ioctl:/dev/x:0x5401": (IoctlOp("/dev/x", 0x5401), ["/dev/x", "21505", "r"], ("ioctl",)),
-    "ioctl:/dev/uinput:2147767597:mode=w": (IoctlOp("/dev/uinput", 0x8004552D, "w"),
-                                            ["/dev/uinput", "2147767597", "w"], ("ioctl",)),
+    "ioctl:/dev/uinput:2147767597:mode=w": (
+        IoctlOp("/dev/uinput", 0x8004552D, "w"),
+        ["/dev/uinput", "2147767597", "w"],
+        ("ioctl",),
+    ),
     "mount:/dev/loop0:minix": (MountOp("/dev/loop0", "minix"), ["/dev/loop0", "minix"], ("mount", "umount")),
-    "mount:none:tmpfs:size=1m": (MountOp("none", "tmpfs", "size=1m"), ["none", "tmpfs", "size=1m"],
-                                 ("mount", "umount")),
-    "mount:none:9p:trans=virtio,a=b:c": (MountOp("none", "9p", "trans=virtio,a=b:c"),
-                                         ["none", "9p", "trans=virtio,a=b:c"], ("mount", "umount")),
-    "socket:alg:seqpacket:0:hash:sha256": (SocketOp(38, 5, 0, "hash:sha256"), ["38", "5", "0", "hash:sha256"],
-                                           ("socket",)),
+    "mount:none:tmpfs:size=1m": (
+        MountOp("none", "tmpfs", "size=1m"),
+        ["none", "tmpfs", "size=1m"],
+        ("mount", "umount"),
+    ),
+    "mount:none:9p:trans=virtio,a=b:c": (
+        MountOp("none", "9p", "trans=virtio,a=b:c"),
+        ["none", "9p", "trans=virtio,a=b:c"],
+        ("mount", "umount"),
+    ),
+    "socket:alg:seqpacket:0:hash:sha256": (
+        SocketOp(38, 5, 0, "hash:sha256"),
+        ["38", "5", "0", "hash:sha256"],
+        ("socket",),
+    ),
     "socket:inet:dgram:0": (SocketOp(2, 2, 0), ["2", "2", "0"], ("socket",)),
     "socket:netlink:raw:16": (SocketOp(16, 3, 16), ["16", "3", "16"], ("socket",)),
     "socket:40:1:0": (SocketOp(40, 1, 0), ["40", "1", "0"], ("socket",)),
@@ -67,38 +82,41 @@ def test_normalised_text_uses_names_and_hex():
     assert parse("open:/dev/x:read=0:mode=r").text == "open:/dev/x"
 
 
-@pytest.mark.parametrize("text,message", [
-    ("bogus:x", "unknown kind 'bogus'; one of: open, ioctl, mount, socket, netdev-add, exec"),
-    ("", "unknown kind ''"),
-    ("open", "missing arguments"),
-    ("open:", "missing PATH"),
-    ("open:read=5", "missing PATH"),
-    ("open:/dev/x:read=many", "read 'many' is not a number"),
-    ("open:/dev/x:read=-1", "read -1 is not within 0..65536"),
-    ("open:/dev/x:read=65537", "not within 0..65536"),
-    ("open:/dev/x:mode=x", "mode 'x' is not one of r, w, rw"),
-    ("open:/dev/x:read=1:read=2", "read= given twice"),
-    ("ioctl:/dev/x", "missing REQUEST"),
-    ("ioctl:", "missing PATH and REQUEST"),
-    ("ioctl::0x1", "missing PATH"),
-    ("ioctl:/dev/x:TCGETS", "REQUEST 'TCGETS' is not a number"),
-    ("ioctl:/dev/x:0x100000000", "not within 0..4294967295"),
-    ("mount:none", "missing SOURCE or FSTYPE"),
-    ("mount::tmpfs", "missing SOURCE or FSTYPE"),
-    ("mount:none:tmp fs", "has a space"),
-    ("socket:inet:stream", "missing FAMILY, TYPE or PROTOCOL"),
-    ("socket:ipv4:stream:0", "unknown socket family 'ipv4'"),
-    ("socket:inet:stream2:0", "unknown socket type 'stream2'"),
-    ("socket:inet:stream:tcp", "PROTOCOL 'tcp' is not a number"),
-    ("socket:inet:stream:0:hash:sha256", "only an alg socket binds"),
-    ("socket:alg:seqpacket:0:hash", "a bind is ALGTYPE:ALGNAME, two fields"),
-    ("socket:alg:seqpacket:0:hash:", "ALGTYPE is 1 to 13 bytes and ALGNAME 1 to 63"),
-    ("socket:alg:seqpacket:0:averyveryverylongtype:x", "ALGTYPE is 1 to 13 bytes"),
-    ("netdev-add:", "missing KIND"),
-    ("netdev-add:du mmy", "is not a link kind"),
-    ("exec:", "missing CMD"),
-    ("exec:   ", "missing CMD"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("bogus:x", "unknown kind 'bogus'; one of: open, ioctl, mount, socket, netdev-add, exec"),
+        ("", "unknown kind ''"),
+        ("open", "missing arguments"),
+        ("open:", "missing PATH"),
+        ("open:read=5", "missing PATH"),
+        ("open:/dev/x:read=many", "read 'many' is not a number"),
+        ("open:/dev/x:read=-1", "read -1 is not within 0..65536"),
+        ("open:/dev/x:read=65537", "not within 0..65536"),
+        ("open:/dev/x:mode=x", "mode 'x' is not one of r, w, rw"),
+        ("open:/dev/x:read=1:read=2", "read= given twice"),
+        ("ioctl:/dev/x", "missing REQUEST"),
+        ("ioctl:", "missing PATH and REQUEST"),
+        ("ioctl::0x1", "missing PATH"),
+        ("ioctl:/dev/x:TCGETS", "REQUEST 'TCGETS' is not a number"),
+        ("ioctl:/dev/x:0x100000000", "not within 0..4294967295"),
+        ("mount:none", "missing SOURCE or FSTYPE"),
+        ("mount::tmpfs", "missing SOURCE or FSTYPE"),
+        ("mount:none:tmp fs", "has a space"),
+        ("socket:inet:stream", "missing FAMILY, TYPE or PROTOCOL"),
+        ("socket:ipv4:stream:0", "unknown socket family 'ipv4'"),
+        ("socket:inet:stream2:0", "unknown socket type 'stream2'"),
+        ("socket:inet:stream:tcp", "PROTOCOL 'tcp' is not a number"),
+        ("socket:inet:stream:0:hash:sha256", "only an alg socket binds"),
+        ("socket:alg:seqpacket:0:hash", "a bind is ALGTYPE:ALGNAME, two fields"),
+        ("socket:alg:seqpacket:0:hash:", "ALGTYPE is 1 to 13 bytes and ALGNAME 1 to 63"),
+        ("socket:alg:seqpacket:0:averyveryverylongtype:x", "ALGTYPE is 1 to 13 bytes"),
+        ("netdev-add:", "missing KIND"),
+        ("netdev-add:du mmy", "is not a link kind"),
+        ("exec:", "missing CMD"),
+        ("exec:   ", "missing CMD"),
+    ],
+)
 def test_bad_text_is_one_line_naming_the_syntax(text, message):
     with pytest.raises(HarnessError) as exc:
         parse(text)
@@ -111,11 +129,31 @@ def test_bad_text_is_one_line_naming_the_syntax(text, message):
 
 def test_role_spec_is_the_racers_caller_command_line():
     spec = parse("socket:alg:seqpacket:0:hash:sha256").role_spec(
-        name="algif_hash", duration_ms=3000, barrier="/dev/shm/b", parties=2, seed=7, progress=True)
+        name="algif_hash", duration_ms=3000, barrier="/dev/shm/b", parties=2, seed=7, progress=True
+    )
     assert spec.role is Role.CALLER and spec.caller_op == "socket"
     assert spec.argv("/bin/racer") == [
-        "/bin/racer", "caller", "--name", "algif_hash", "--duration-ms", "3000", "--barrier", "/dev/shm/b",
-        "--parties", "2", "--seed", "7", "--progress", "--op", "socket", "--", "38", "5", "0", "hash:sha256"]
+        "/bin/racer",
+        "caller",
+        "--name",
+        "algif_hash",
+        "--duration-ms",
+        "3000",
+        "--barrier",
+        "/dev/shm/b",
+        "--parties",
+        "2",
+        "--seed",
+        "7",
+        "--progress",
+        "--op",
+        "socket",
+        "--",
+        "38",
+        "5",
+        "0",
+        "hash:sha256",
+    ]
     cmd = parse("exec:cat /proc/foo; true").role_spec(name="m", count=3).command("/bin/racer")
     assert cmd == "/bin/racer caller --name m --count 3 --op exec -- 'cat /proc/foo; true'"
     mnt = parse("mount:/dev/loop0:minix").role_spec(name="minix", dir="/mnt/x")
@@ -123,11 +161,14 @@ def test_role_spec_is_the_racers_caller_command_line():
     assert "--" not in RoleSpec("looker", "m", ctl="/dev/c").argv("r"), "no op, no separator"
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(role="caller", name="m"), "racer caller needs --op"),
-    (dict(role="looker", name="m", ctl="/dev/c", op="open"), "takes no --op"),
-    (dict(role="looker", name="m", ctl="/dev/c", op_args=("x",)), "takes no --op"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(role="caller", name="m"), "racer caller needs --op"),
+        (dict(role="looker", name="m", ctl="/dev/c", op="open"), "takes no --op"),
+        (dict(role="looker", name="m", ctl="/dev/c", op_args=("x",)), "takes no --op"),
+    ],
+)
 def test_role_spec_refuses_ops_where_the_racer_would(kwargs, message):
     with pytest.raises(HarnessError, match=message):
         RoleSpec(**kwargs)
@@ -158,20 +199,23 @@ def _caller(racer, text, *extra):
     return res
 
 
-@pytest.mark.parametrize("text,op,errors", [
-    ("open:/dev/null", "open", {}),
-    ("open:/dev/zero:read=4096", "open", {}),
-    ("open:/nonexistent/racer-op", "open", {"ENOENT": 200}),
-    ("open:/dev/full:mode=w", "open", {}),
-    ("ioctl:/dev/null:0x5401", "ioctl", {"ENOTTY": 200}),
-    ("socket:unix:stream:0", "socket", {}),
-    ("socket:unix:dgram:0", "socket", {}),
-    ("socket:unix:stream:99", "socket", {"EPROTONOSUPPORT": 200}),
-    ("socket:250:stream:0", "socket", {"EAFNOSUPPORT": 200}),
-    ("exec:true", "exec", {}),
-    ("exec:exit 3", "exec", {"EEXIT": 200}),
-    ("exec:kill -9 $$", "exec", {"EKILLED": 200}),
-])
+@pytest.mark.parametrize(
+    "text,op,errors",
+    [
+        ("open:/dev/null", "open", {}),
+        ("open:/dev/zero:read=4096", "open", {}),
+        ("open:/nonexistent/racer-op", "open", {"ENOENT": 200}),
+        ("open:/dev/full:mode=w", "open", {}),
+        ("ioctl:/dev/null:0x5401", "ioctl", {"ENOTTY": 200}),
+        ("socket:unix:stream:0", "socket", {}),
+        ("socket:unix:dgram:0", "socket", {}),
+        ("socket:unix:stream:99", "socket", {"EPROTONOSUPPORT": 200}),
+        ("socket:250:stream:0", "socket", {"EAFNOSUPPORT": 200}),
+        ("exec:true", "exec", {}),
+        ("exec:exit 3", "exec", {"EEXIT": 200}),
+        ("exec:kill -9 $$", "exec", {"EKILLED": 200}),
+    ],
+)
 def test_ops_run_on_the_host(racer, text, op, errors):
     res = _caller(racer, text, "--count", "200")
     st = res.ops[op]
@@ -194,19 +238,22 @@ def test_deadline_applies_to_a_caller(racer):
     assert 300 <= res.duration_ms < 1000 and res.iterations == res.ops["open"].total > 1000
 
 
-@pytest.mark.parametrize("args,message", [
-    ([], "caller needs --op KIND"),
-    (["--op", "bogus", "--", "x"], "unknown --op KIND"),
-    (["--op", "open"], "wrong number of arguments"),
-    (["--op", "open", "--", "/dev/null", "0", "r", "extra"], "wrong number of arguments"),
-    (["--op", "open", "--", "/dev/null", "65537"], "READ is 0 to 65536"),
-    (["--op", "open", "--", "/dev/null", "1", "rx"], "an open mode is r, w or rw"),
-    (["--op", "ioctl", "--", "/dev/null", "-1"], "REQUEST is a 32-bit number"),
-    (["--op", "socket", "--", "2", "1", "0", "hash:sha256"], "only AF_ALG binds"),
-    (["--op", "socket", "--", "38", "5", "0", "hash"], "only AF_ALG binds"),
-    (["--op", "socket", "--", "inet", "1", "0"], "FAMILY is a number"),
-    (["--op", "netdev-add", "--", "dummy", "twin"], "can only be peer"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ([], "caller needs --op KIND"),
+        (["--op", "bogus", "--", "x"], "unknown --op KIND"),
+        (["--op", "open"], "wrong number of arguments"),
+        (["--op", "open", "--", "/dev/null", "0", "r", "extra"], "wrong number of arguments"),
+        (["--op", "open", "--", "/dev/null", "65537"], "READ is 0 to 65536"),
+        (["--op", "open", "--", "/dev/null", "1", "rx"], "an open mode is r, w or rw"),
+        (["--op", "ioctl", "--", "/dev/null", "-1"], "REQUEST is a 32-bit number"),
+        (["--op", "socket", "--", "2", "1", "0", "hash:sha256"], "only AF_ALG binds"),
+        (["--op", "socket", "--", "38", "5", "0", "hash"], "only AF_ALG binds"),
+        (["--op", "socket", "--", "inet", "1", "0"], "FAMILY is a number"),
+        (["--op", "netdev-add", "--", "dummy", "twin"], "can only be peer"),
+    ],
+)
 def test_caller_bad_usage_exits_2(racer, args, message):
     proc = subprocess.run([racer, "caller", "--name", "x", *args], capture_output=True, text=True, timeout=10)
     assert proc.returncode == 2 and proc.stdout == ""
@@ -214,6 +261,10 @@ def test_caller_bad_usage_exits_2(racer, args, message):
 
 
 def test_other_roles_still_refuse_arguments(racer):
-    proc = subprocess.run([racer, "looker", "--name", "x", "--ctl", "/dev/null", "--", "extra"],
-                          capture_output=True, text=True, timeout=10)
+    proc = subprocess.run(
+        [racer, "looker", "--name", "x", "--ctl", "/dev/null", "--", "extra"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     assert proc.returncode == 2 and "unexpected argument" in proc.stderr

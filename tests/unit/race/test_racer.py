@@ -31,16 +31,28 @@ from harness.race.racer import (
     percentile_ns,
 )
 
-SAMPLE = {"role": "looker", "name": "rc_prov0", "duration_ms": 1000, "iterations": 10,
-          "ops": {"lookup": {"total": 10, "ok": 7, "errors": {"ENODEV": 3}, "failed_during_unload": 2,
-                             "latency_us": {"p50": 1.5, "p90": 3.0, "p99": 9.0, "max": 12.0}}}}
+SAMPLE = {
+    "role": "looker",
+    "name": "rc_prov0",
+    "duration_ms": 1000,
+    "iterations": 10,
+    "ops": {
+        "lookup": {
+            "total": 10,
+            "ok": 7,
+            "errors": {"ENODEV": 3},
+            "failed_during_unload": 2,
+            "latency_us": {"p50": 1.5, "p90": 3.0, "p99": 9.0, "max": 12.0},
+        }
+    },
+}
 
 
 # ---------------------------------------------------------------- parsing
 
 
 def test_parse_takes_the_last_json_line():
-    text = "noise\n{\"broken\n[1, 2]\n" + json.dumps(SAMPLE) + "\ntrailing garbage\n"
+    text = 'noise\n{"broken\n[1, 2]\n' + json.dumps(SAMPLE) + "\ntrailing garbage\n"
     res = parse_role_output(text)
     assert res.role == "looker" and res.iterations == 10 and res.error is None
     assert res.ops["lookup"] == OpStats(10, 7, {"ENODEV": 3}, 2, {"p50": 1.5, "p90": 3.0, "p99": 9.0, "max": 12.0})
@@ -68,8 +80,9 @@ def test_parse_malformed_object_is_a_role_error():
 
 
 def test_parse_keeps_the_racers_own_error():
-    res = parse_role_output('{"role":"looker","name":"x","duration_ms":0,"iterations":0,"ops":{},'
-                            '"error":"barrier timeout"}')
+    res = parse_role_output(
+        '{"role":"looker","name":"x","duration_ms":0,"iterations":0,"ops":{},"error":"barrier timeout"}'
+    )
     assert res.error == "barrier timeout"
 
 
@@ -82,8 +95,9 @@ def test_role_result_failed_constructor():
 
 def test_histogram_buckets_are_within_one_percent():
     rng = random.Random(1)
-    for v in [0, 1, 127, 128, 129, 255, 256, 1000, 10**6, 10**9, 2**40] + [rng.randrange(1, 10**10)
-                                                                         for _ in range(2000)]:
+    for v in [0, 1, 127, 128, 129, 255, 256, 1000, 10**6, 10**9, 2**40] + [
+        rng.randrange(1, 10**10) for _ in range(2000)
+    ]:
         i = hist_index(v)
         assert 0 <= i < HIST_BUCKETS
         assert abs(hist_value(i) - v) <= max(0.5, v / 256), v  # middle of a <= 1/128-wide bucket
@@ -95,8 +109,12 @@ def test_percentile_nearest_rank():
     assert percentile([], 50) == 0.0
     assert percentile([5], 99) == 5.0
     vals = list(range(1, 101))
-    assert (percentile(vals, 50), percentile(vals, 90), percentile(vals, 99), percentile(vals, 100)) == (50, 90,
-                                                                                                      99, 100)
+    assert (percentile(vals, 50), percentile(vals, 90), percentile(vals, 99), percentile(vals, 100)) == (
+        50,
+        90,
+        99,
+        100,
+    )
     assert percentile([3, 1, 2], 50) == 2.0
 
 
@@ -113,8 +131,10 @@ def test_histogram_percentiles_match_raw_samples_to_one_percent():
 
 def test_merge_sums_counts_and_keeps_worst_latency_without_histograms():
     a = {"mount": OpStats(10, 8, {"ENODEV": 2}, 1, {"p50": 1, "p90": 2, "p99": 3, "max": 4}, 30.0)}
-    b = {"mount": OpStats(5, 4, {"ENODEV": 1, "EBUSY": 0}, 0, {"p50": 5, "p90": 1, "p99": 1, "max": 9}, 20.0),
-         "umount": OpStats(4, 4, {}, 0, {"p50": 1, "p90": 1, "p99": 1, "max": 1})}
+    b = {
+        "mount": OpStats(5, 4, {"ENODEV": 1, "EBUSY": 0}, 0, {"p50": 5, "p90": 1, "p99": 1, "max": 9}, 20.0),
+        "umount": OpStats(4, 4, {}, 0, {"p50": 1, "p90": 1, "p99": 1, "max": 1}),
+    }
     m = merge_ops([a, b])
     assert m["mount"].total == 15 and m["mount"].ok == 12 and m["mount"].errors == {"ENODEV": 3, "EBUSY": 0}
     assert m["mount"].failed_during_unload == 1 and m["mount"].first_failure_ms == 20.0
@@ -136,8 +156,9 @@ def test_merge_with_histograms_is_exact():
     assert m.hist == whole.hist and m.latency_us == whole.latency_us and m.total == 1000
     # the worst-of fallback would have said p50 >= 100 us; the exact merge knows it is ~1.5 us
     assert m.latency_us["p50"] < 2.1 and m.latency_us["p99"] > 100
-    mixed = merge_ops([{"lookup": _stats(fast)}, {"lookup": OpStats(1, 1, {}, 0, {"p50": 7.0, "p90": 7.0,
-                                                                                   "p99": 7.0, "max": 7.0})}])
+    mixed = merge_ops(
+        [{"lookup": _stats(fast)}, {"lookup": OpStats(1, 1, {}, 0, {"p50": 7.0, "p90": 7.0, "p99": 7.0, "max": 7.0})}]
+    )
     assert mixed["lookup"].hist == () and mixed["lookup"].latency_us["p50"] == 7.0
 
 
@@ -145,25 +166,76 @@ def test_merge_with_histograms_is_exact():
 
 
 def test_role_spec_argv_and_shell_command():
-    spec = RoleSpec("unloader", "rc_prov0", ko="/lib/modules/x/extra/rc_prov0.ko", params="exit_delay_ms=200 a=1",
-                    pause_us=0, duration_ms=15000, barrier="/dev/shm/b", parties=2, seed=7, progress=True)
+    spec = RoleSpec(
+        "unloader",
+        "rc_prov0",
+        ko="/lib/modules/x/extra/rc_prov0.ko",
+        params="exit_delay_ms=200 a=1",
+        pause_us=0,
+        duration_ms=15000,
+        barrier="/dev/shm/b",
+        parties=2,
+        seed=7,
+        progress=True,
+    )
     assert spec.argv("/bin/racer") == [
-        "/bin/racer", "unloader", "--name", "rc_prov0", "--ko", "/lib/modules/x/extra/rc_prov0.ko",
-        "--params", "exit_delay_ms=200 a=1", "--duration-ms", "15000", "--pause-us", "0",
-        "--barrier", "/dev/shm/b", "--parties", "2", "--seed", "7", "--progress"]
+        "/bin/racer",
+        "unloader",
+        "--name",
+        "rc_prov0",
+        "--ko",
+        "/lib/modules/x/extra/rc_prov0.ko",
+        "--params",
+        "exit_delay_ms=200 a=1",
+        "--duration-ms",
+        "15000",
+        "--pause-us",
+        "0",
+        "--barrier",
+        "/dev/shm/b",
+        "--parties",
+        "2",
+        "--seed",
+        "7",
+        "--progress",
+    ]
     assert "--params 'exit_delay_ms=200 a=1'" in spec.command("/bin/racer")
     look = RoleSpec("looker", "rc_prov1", ctl="/dev/rc_ctl", bus=1, check_result=1, count=5)
-    assert look.argv("r")[2:] == ["--name", "rc_prov1", "--ctl", "/dev/rc_ctl", "--bus", "1",
-                                  "--check-result", "1", "--count", "5"]
-    assert RoleSpec("loader", "m", load="modprobe", unload=True).argv("r") == ["r", "loader", "--name", "m",
-                                                                             "--load", "modprobe", "--unload"]
+    assert look.argv("r")[2:] == [
+        "--name",
+        "rc_prov1",
+        "--ctl",
+        "/dev/rc_ctl",
+        "--bus",
+        "1",
+        "--check-result",
+        "1",
+        "--count",
+        "5",
+    ]
+    assert RoleSpec("loader", "m", load="modprobe", unload=True).argv("r") == [
+        "r",
+        "loader",
+        "--name",
+        "m",
+        "--load",
+        "modprobe",
+        "--unload",
+    ]
 
 
-@pytest.mark.parametrize("kwargs", [dict(role="bogus", name="x"), dict(role="looker", name="x"),
-                                    dict(role="mounter", name="x", dir="/mnt"), dict(role="unloader", name="x"),
-                                    dict(role="unloader", name="x", load="insmod"),
-                                    dict(role="looker", name="", ctl="/dev/c"),
-                                    dict(role="looker", name="x", ctl="/dev/c", barrier="/tmp/b")])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(role="bogus", name="x"),
+        dict(role="looker", name="x"),
+        dict(role="mounter", name="x", dir="/mnt"),
+        dict(role="unloader", name="x"),
+        dict(role="unloader", name="x", load="insmod"),
+        dict(role="looker", name="", ctl="/dev/c"),
+        dict(role="looker", name="x", ctl="/dev/c", barrier="/tmp/b"),
+    ],
+)
 def test_role_spec_rejects_what_the_racer_would(kwargs):
     with pytest.raises(HarnessError):
         RoleSpec(**kwargs)
@@ -182,8 +254,9 @@ def _run(racer, *args, timeout=20):
 
 
 def test_build_is_warning_free_and_cached(racer, monkeypatch, tmp_path):
-    proc = subprocess.run(["gcc", *programs.CFLAGS, "-o", str(tmp_path / "r"), str(programs.RACER_SOURCE)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["gcc", *programs.CFLAGS, "-o", str(tmp_path / "r"), str(programs.RACER_SOURCE)], capture_output=True, text=True
+    )
     assert proc.returncode == 0 and proc.stderr == ""
     calls = []
     real = subprocess.run
@@ -226,10 +299,20 @@ def test_missing_control_device_is_a_json_error(racer):
     assert parse_role_output(res.stdout).error == "cannot open the control device"
 
 
-@pytest.mark.parametrize("args", [[], ["looker"], ["looker", "--name", "x", "--count", "many"],
-                                  ["bogus", "--name", "x"], ["looker", "--name", "x", "--nope"],
-                                  ["looker", "--name", "x", "--ctl"], ["mounter", "--name", "x"],
-                                  ["unloader", "--name", "x"], ["unloader", "--name", "x", "--load", "insmod"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["looker"],
+        ["looker", "--name", "x", "--count", "many"],
+        ["bogus", "--name", "x"],
+        ["looker", "--name", "x", "--nope"],
+        ["looker", "--name", "x", "--ctl"],
+        ["mounter", "--name", "x"],
+        ["unloader", "--name", "x"],
+        ["unloader", "--name", "x", "--load", "insmod"],
+    ],
+)
 def test_bad_usage_exits_2_with_a_message(racer, args):
     res = _run(racer, *args)
     assert res.returncode == 2 and res.stderr.startswith("racer: ") and res.stdout == ""
@@ -237,8 +320,7 @@ def test_bad_usage_exits_2_with_a_message(racer, args):
 
 def test_barrier_starts_roles_together(racer, tmp_path):
     bar = str(tmp_path / "bar")
-    args = ["looker", "--name", "x", "--ctl", "/dev/null", "--duration-ms", "200", "--barrier", bar,
-            "--parties", "2"]
+    args = ["looker", "--name", "x", "--ctl", "/dev/null", "--duration-ms", "200", "--barrier", bar, "--parties", "2"]
     first = subprocess.Popen([racer, *args], stdout=subprocess.PIPE, text=True)
     time.sleep(0.3)
     assert first.poll() is None, "the first role must wait at the barrier for the second"
@@ -255,16 +337,30 @@ def test_barrier_starts_roles_together(racer, tmp_path):
 
 
 def test_barrier_interrupted_by_sigterm_still_prints_json(racer, tmp_path):
-    proc = subprocess.Popen([racer, "looker", "--name", "x", "--ctl", "/dev/null", "--barrier",
-                             str(tmp_path / "b"), "--parties", "3"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [racer, "looker", "--name", "x", "--ctl", "/dev/null", "--barrier", str(tmp_path / "b"), "--parties", "3"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=10)
     res = parse_role_output(out)
     assert proc.returncode == 3 and res.error == "interrupted at the barrier" and res.iterations == 0
     # it took its arrival back: the same file still holds a full 2-party barrier
-    args = ["looker", "--name", "x", "--ctl", "/dev/null", "--count", "1", "--barrier", str(tmp_path / "b"),
-            "--parties", "2"]
+    args = [
+        "looker",
+        "--name",
+        "x",
+        "--ctl",
+        "/dev/null",
+        "--count",
+        "1",
+        "--barrier",
+        str(tmp_path / "b"),
+        "--parties",
+        "2",
+    ]
     first = subprocess.Popen([racer, *args], stdout=subprocess.PIPE, text=True)
     time.sleep(0.3)
     assert first.poll() is None
@@ -272,8 +368,11 @@ def test_barrier_interrupted_by_sigterm_still_prints_json(racer, tmp_path):
 
 
 def test_sigterm_still_prints_the_json(racer):
-    proc = subprocess.Popen([racer, "looker", "--name", "x", "--ctl", "/dev/null", "--duration-ms",
-                             "60000"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [racer, "looker", "--name", "x", "--ctl", "/dev/null", "--duration-ms", "60000"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=10)
@@ -298,8 +397,22 @@ def test_write_errors_are_named(racer):
 
 
 def test_jitter_and_pause_slow_the_loop(racer):
-    res = _run(racer, "looker", "--name", "x", "--ctl", "/dev/null", "--count", "20", "--pause-us", "5000",
-               "--jitter-us", "5000", "--seed", "3")
+    res = _run(
+        racer,
+        "looker",
+        "--name",
+        "x",
+        "--ctl",
+        "/dev/null",
+        "--count",
+        "20",
+        "--pause-us",
+        "5000",
+        "--jitter-us",
+        "5000",
+        "--seed",
+        "3",
+    )
     doc = parse_role_output(res.stdout)
     assert doc.iterations == 20 and 100 <= doc.duration_ms < 1500
 
@@ -310,7 +423,8 @@ def test_failures_by_unloads_met_parse_and_merge():
     one = parse_role_output(json.dumps(doc)).ops["lookup"]
     assert one.failed_by_unloads_met == (0, 1, 2)
     assert parse_role_output(json.dumps(SAMPLE)).ops["lookup"].failed_by_unloads_met == (0, 0, 0), (
-        "an older racer's output has none")
+        "an older racer's output has none"
+    )
     merged = merge_ops([{"lookup": one}, {"lookup": one}])["lookup"]
     assert merged.failed_by_unloads_met == (0, 2, 4)
 
@@ -318,14 +432,22 @@ def test_failures_by_unloads_met_parse_and_merge():
 def test_roles_say_what_they_do_and_keep_their_names():
     assert [r for r in Role if r.caller] == [Role.LOOKER, Role.MOUNTER, Role.FSMOUNTER, Role.CALLER]
     assert [r.caller_op for r in Role if r.caller] == ["lookup", "mount", "fsmount", None], (
-        "a generic caller's calls are named by its op (tests/unit/test_ops.py)")
+        "a generic caller's calls are named by its op (tests/unit/test_ops.py)"
+    )
     assert [Role.FSMOUNTER.op_name(op) for op in ("mount", "umount", "lookup")] == ["fsmount", "fsumount", "lookup"]
     assert Role.MOUNTER.op_name("mount") == "mount"
     assert {r for r in Role if r.mounts} == {Role.MOUNTER, Role.FSMOUNTER}
     assert {r for r in Role if r.loads} == {Role.UNLOADER, Role.LOADER}
     assert RoleSpec("looker", "x", ctl="/dev/c").role is Role.LOOKER
     assert RoleSpec(Role.MOUNTER, "x", dir="/mnt", fstype="xfs").argv("/r")[:2] == ["/r", "mounter"]
-    assert RoleSpec(Role.LOADER, "x", load="modprobe").argv("/r") == ["/r", "loader", "--name", "x", "--load", "modprobe"]
+    assert RoleSpec(Role.LOADER, "x", load="modprobe").argv("/r") == [
+        "/r",
+        "loader",
+        "--name",
+        "x",
+        "--load",
+        "modprobe",
+    ]
     assert f"{Role.HOLDER}" == "holder"
     res = parse_role_output(json.dumps({**SAMPLE, "role": "fsmounter"}))
     assert res.role is Role.FSMOUNTER and parse_role_output("", role="unloader").role is Role.UNLOADER

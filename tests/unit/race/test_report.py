@@ -3,14 +3,7 @@
 from harness.guest.snapshot import ColdReason, GuestStart, StartPath
 from harness.guest.splat import Splat
 from harness.race.kbuild import Knobs
-from harness.race.outcomes import (
-    RaceReport,
-    RunEnd,
-    TargetInfo,
-    Verdict,
-    exit_status,
-    summarise_run,
-)
+from harness.race.outcomes import RaceReport, RunEnd, TargetInfo, Verdict, exit_status, summarise_run
 from harness.race.racer import OpStats, RoleResult
 from harness.reports.table import render_table
 
@@ -18,14 +11,18 @@ LAT = {"p50": 10.0, "p90": 20.0, "p99": 30.0, "max": 40.0}
 
 
 def _unloader(ok=5, total=8):
-    return RoleResult("unloader", ops={"delete_module": OpStats(total, ok, {"EAGAIN": total - ok}, 0, LAT),
-                                       "load": OpStats(ok, ok, {}, 0, LAT)})
+    return RoleResult(
+        "unloader",
+        ops={"delete_module": OpStats(total, ok, {"EAGAIN": total - ok}, 0, LAT), "load": OpStats(ok, ok, {}, 0, LAT)},
+    )
 
 
 def test_spurious_counts_caller_failures_only():
     looker = RoleResult("looker", ops={"lookup": OpStats(100, 90, {"ENODEV": 7, "ENOENT": 3}, 6, LAT, 2500.0)})
-    fsm = RoleResult("fsmounter", ops={"mount": OpStats(20, 18, {"ENODEV": 2}, 2, LAT, 1200.0),
-                                       "umount": OpStats(18, 17, {"EBUSY": 1}, 0, LAT)})
+    fsm = RoleResult(
+        "fsmounter",
+        ops={"mount": OpStats(20, 18, {"ENODEV": 2}, 2, LAT, 1200.0), "umount": OpStats(18, 17, {"EBUSY": 1}, 0, LAT)},
+    )
     run = summarise_run("refcount", "all", [_unloader(), looker, fsm], [], RunEnd.COMPLETED, "", "repro", 1.0)
     assert set(run.ops) == {"delete_module", "load", "lookup", "fsmount", "fsumount"}
     assert run.spurious_failures == 12  # 10 lookups + 2 fsmounts; umount and rmmod do not count
@@ -53,11 +50,19 @@ def test_verdicts():
 
 def test_sanitizer_reports_crash_or_warn_as_their_rows_say():
     clean = RoleResult("looker", ops={"lookup": OpStats(5, 5, {}, 0, LAT)})
-    verdicts = {kind: _run("rwsem", [_unloader(), clean], [Splat(kind, "x", ("x",), (), None, 0)]).verdict
-                for kind in ("kasan", "kfence", "kmsan", "kcsan", "ubsan", "lockdep", "hung_task")}
-    assert verdicts == {"kasan": Verdict.CRASHED, "kfence": Verdict.CRASHED, "kmsan": Verdict.CRASHED,
-                        "kcsan": Verdict.WARNED, "ubsan": Verdict.WARNED, "lockdep": Verdict.WARNED,
-                        "hung_task": Verdict.WARNED}
+    verdicts = {
+        kind: _run("rwsem", [_unloader(), clean], [Splat(kind, "x", ("x",), (), None, 0)]).verdict
+        for kind in ("kasan", "kfence", "kmsan", "kcsan", "ubsan", "lockdep", "hung_task")
+    }
+    assert verdicts == {
+        "kasan": Verdict.CRASHED,
+        "kfence": Verdict.CRASHED,
+        "kmsan": Verdict.CRASHED,
+        "kcsan": Verdict.WARNED,
+        "ubsan": Verdict.WARNED,
+        "lockdep": Verdict.WARNED,
+        "hung_task": Verdict.WARNED,
+    }
 
 
 def test_only_safe_schemes_fail_on_a_splat_and_table_renders():
@@ -73,10 +78,8 @@ def test_only_safe_schemes_fail_on_a_splat_and_table_renders():
 
 
 def test_failures_by_unloads_met_are_summed_over_callers():
-    look = RoleResult("looker", ops={"lookup": OpStats(10, 7, {"ENOENT": 3}, 3, LAT,
-                                                       failed_by_unloads_met=(0, 1, 2))})
-    mnt = RoleResult("mounter", ops={"mount": OpStats(5, 4, {"ENOENT": 1}, 1, LAT,
-                                                      failed_by_unloads_met=(0, 0, 1))})
+    look = RoleResult("looker", ops={"lookup": OpStats(10, 7, {"ENOENT": 3}, 3, LAT, failed_by_unloads_met=(0, 1, 2))})
+    mnt = RoleResult("mounter", ops={"mount": OpStats(5, 4, {"ENOENT": 1}, 1, LAT, failed_by_unloads_met=(0, 0, 1))})
     run = _run("rwsem-deferred", [_unloader(), look, mnt])
     assert run.failed_by_unloads_met == (0, 1, 3)
     assert run.to_json()["failed_by_unloads_met"] == [0, 1, 3]
@@ -97,8 +100,13 @@ def test_the_header_says_how_the_guests_started():
     assert render_table(rep).splitlines()[0].endswith(", guests restored")
     b.guest_start = GuestStart(StartPath.COLD, ColdReason.FAILED, "no state file")
     assert render_table(rep).splitlines()[0].endswith(", guests refcount/lookup:restored rwsem/lookup:cold")
-    assert rep.to_json()["runs"][1]["guest_start"] == {"path": "cold", "reason": "failed", "detail": "no state file",
-                                                       "snapshot": "", "saved": False}
+    assert rep.to_json()["runs"][1]["guest_start"] == {
+        "path": "cold",
+        "reason": "failed",
+        "detail": "no state file",
+        "snapshot": "",
+        "saved": False,
+    }
     assert rep.to_json()["runs"][0]["guest_start"]["path"] == "restored"
 
 
@@ -109,15 +117,19 @@ def _caller(total, ok, live, errors=None, op="socket"):
 def test_a_race_whose_callers_never_reached_the_module_is_unreached_and_fails():
     target = TargetInfo("twofish_generic", ("socket",))
     never = _caller(51, 0, 0, {"EAFNOSUPPORT": 51})
-    run = summarise_run("twofish_generic", "socket", [_unloader(), never], [], RunEnd.COMPLETED, "", "", 1,
-                        target=target)
+    run = summarise_run(
+        "twofish_generic", "socket", [_unloader(), never], [], RunEnd.COMPLETED, "", "", 1, target=target
+    )
     assert run.verdict is Verdict.UNREACHED
     assert [(r.label, r.calls, r.ok_live) for r in run.reach] == [("caller1 socket", 51, 0)]
-    assert run.to_json()["reach"] == [{"role": "caller1 socket", "op": "socket", "calls": 51, "ok_live": 0,
-                                       "errors": {"EAFNOSUPPORT": 51}}]
+    assert run.to_json()["reach"] == [
+        {"role": "caller1 socket", "op": "socket", "calls": 51, "ok_live": 0, "errors": {"EAFNOSUPPORT": 51}}
+    ]
     rep = RaceReport("6.1.0-57-amd64", "6.1", "tcg", 7, 10.0, False, Knobs(), "modprobe", runs=[run])
-    assert rep.problems() == ["twofish_generic/socket: unreached (caller1 socket: no call succeeded while the "
-                              "module was loaded (EAFNOSUPPORT:51))"]
+    assert rep.problems() == [
+        "twofish_generic/socket: unreached (caller1 socket: no call succeeded while the "
+        "module was loaded (EAFNOSUPPORT:51))"
+    ]
     assert exit_status([rep]) == 1
     assert "caller1 socket never reached the module: 0 of 51 calls" in render_table(rep)
     assert RaceReport.from_json(rep.to_json()).runs[0].reach == run.reach
@@ -127,10 +139,16 @@ def test_calls_that_succeed_only_while_the_module_is_gone_do_not_reach_it():
     target = TargetInfo("x", ("open",))
     gone_only = _caller(40, 20, 0, {"ENOENT": 20}, op="open")
     live = _caller(40, 20, 3, {"ENOENT": 20}, op="open")
-    assert summarise_run("x", "open", [_unloader(), gone_only, live], [], RunEnd.COMPLETED, "", "", 1,
-                         target=target).verdict is Verdict.UNREACHED
-    assert summarise_run("x", "open", [_unloader(), live, live], [], RunEnd.COMPLETED, "", "", 1,
-                         target=target).verdict is Verdict.CLEAN
+    assert (
+        summarise_run(
+            "x", "open", [_unloader(), gone_only, live], [], RunEnd.COMPLETED, "", "", 1, target=target
+        ).verdict
+        is Verdict.UNREACHED
+    )
+    assert (
+        summarise_run("x", "open", [_unloader(), live, live], [], RunEnd.COMPLETED, "", "", 1, target=target).verdict
+        is Verdict.CLEAN
+    )
 
 
 def test_an_older_report_without_ok_live_is_not_called_unreached():

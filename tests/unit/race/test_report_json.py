@@ -14,11 +14,14 @@ from harness.race import engine as race
 from harness.race import kinds
 from harness.race.outcomes import RaceReport, Verdict, reports_from_json
 
-MODULES = ("[   12.000003] Modules linked in: rc_prov1 rc_core [last unloaded: rc_prov0]\n")
-WARNING_WITH_MODULES = WARNING.replace("---[ end trace", "Modules linked in: rc_prov1 rc_core "
-                                       "[last unloaded: rc_prov0]\n[   12.000002] ---[ end trace")
-STARTS = {"refcount": GuestStart(StartPath.RESTORED, snapshot="k1"),
-          "unsafe": GuestStart(StartPath.COLD, ColdReason.STALE, "the kernel changed", "k2", saved=True)}
+MODULES = "[   12.000003] Modules linked in: rc_prov1 rc_core [last unloaded: rc_prov0]\n"
+WARNING_WITH_MODULES = WARNING.replace(
+    "---[ end trace", "Modules linked in: rc_prov1 rc_core [last unloaded: rc_prov0]\n[   12.000002] ---[ end trace"
+)
+STARTS = {
+    "refcount": GuestStart(StartPath.RESTORED, snapshot="k1"),
+    "unsafe": GuestStart(StartPath.COLD, ColdReason.STALE, "the kernel changed", "k2", saved=True),
+}
 
 
 class StartedStages(FakeStages):
@@ -31,12 +34,16 @@ class StartedStages(FakeStages):
 
 
 def engine_report() -> RaceReport:
-    spec = race.RaceSpec(schemes=("refcount", "unsafe", "rwsem"), workloads=("lookup", "mount"), duration_s=0.2,
-                         seed=3)
-    stages = StartedStages({"refcount": Behaviour(console=WARNING_WITH_MODULES, lookups=(100, 90)),
-                            "unsafe": Behaviour(console=OOPS, killed_roles=("looker",)),
-                            "rwsem": Behaviour(boot_console=WARNING, debug_locks=(1, 0))},
-                           lockdep=True, kasan=True)
+    spec = race.RaceSpec(schemes=("refcount", "unsafe", "rwsem"), workloads=("lookup", "mount"), duration_s=0.2, seed=3)
+    stages = StartedStages(
+        {
+            "refcount": Behaviour(console=WARNING_WITH_MODULES, lookups=(100, 90)),
+            "unsafe": Behaviour(console=OOPS, killed_roles=("looker",)),
+            "rwsem": Behaviour(boot_console=WARNING, debug_locks=(1, 0)),
+        },
+        lockdep=True,
+        kasan=True,
+    )
     report, _ = kinds.race(spec, stages=stages)
     return report
 
@@ -105,6 +112,7 @@ def test_the_one_engine_writes_the_old_pipelines_reports(monkeypatch, tmp_path):
     monkeypatch.setattr(targetrace, "resolve", lambda spec, k: targetrace.ResolvedTarget("dummy", kmods=("dummy",)))
     target, _ = kinds.race(race.RaceSpec(target="dummy", duration_s=0.1), stages=TargetStages({}))
     new = [engine_report().to_json(), target.to_json()]
-    assert _without(new, ADDED | {"seconds", "console_log"}) == _without(json.loads(OLD.read_text()),
-                                                                          ADDED | {"seconds", "console_log"})
+    assert _without(new, ADDED | {"seconds", "console_log"}) == _without(
+        json.loads(OLD.read_text()), ADDED | {"seconds", "console_log"}
+    )
     assert [r["reach"][0]["ok_live"] for r in new[1]["runs"]] == [60]

@@ -36,24 +36,37 @@ def test_every_row_module_is_a_module_in_the_debug_kernels_fragment():
     (the fragment names the config option; this checks the modules the rows
     unload are each named there through their option)."""
     fragment = (Path(targets.__file__).resolve().parents[2] / "kconfigs" / "debug.config").read_text()
-    option = {"vfat": "VFAT_FS", "ext4": "EXT4_FS", "configfs": "CONFIGFS_FS", "null_blk": "BLK_DEV_NULL_BLK",
-              "brd": "BLK_DEV_RAM", "dummy": "DUMMY", "nlmon": "NLMON", "uinput": "INPUT_UINPUT", "md4": "CRYPTO_MD4",
-              "algif_hash": "CRYPTO_USER_API_HASH", "can_raw": "CAN_RAW",
-              "can_bcm": "CAN"}  # CAN_BCM defaults to CAN's value
+    option = {
+        "vfat": "VFAT_FS",
+        "ext4": "EXT4_FS",
+        "configfs": "CONFIGFS_FS",
+        "null_blk": "BLK_DEV_NULL_BLK",
+        "brd": "BLK_DEV_RAM",
+        "dummy": "DUMMY",
+        "nlmon": "NLMON",
+        "uinput": "INPUT_UINPUT",
+        "md4": "CRYPTO_MD4",
+        "algif_hash": "CRYPTO_USER_API_HASH",
+        "can_raw": "CAN_RAW",
+        "can_bcm": "CAN",
+    }  # CAN_BCM defaults to CAN's value
     for row in targets.ROWS.values():
         if row.source is None:
             assert f"CONFIG_{option[row.module]}=m" in fragment, row.module
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(target="nosuchmodule"), "give its callers with --op"),
-    (dict(target="dummy", ops=("opne:/dev/x",)), "unknown"),
-    (dict(target="dummy", callers=0), "--callers must be 1..16"),
-    (dict(target="dummy", duration_s=0), "--duration"),
-    (dict(target="/nonexistent/x.ko", ops=("open:/dev/x",)), "no such .ko file"),
-    (dict(target="/nonexistent/dir", ops=("open:/dev/x",)), "not a directory"),
-    (dict(target="", ops=("open:/dev/x",)), "empty"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(target="nosuchmodule"), "give its callers with --op"),
+        (dict(target="dummy", ops=("opne:/dev/x",)), "unknown"),
+        (dict(target="dummy", callers=0), "--callers must be 1..16"),
+        (dict(target="dummy", duration_s=0), "--duration"),
+        (dict(target="/nonexistent/x.ko", ops=("open:/dev/x",)), "no such .ko file"),
+        (dict(target="/nonexistent/dir", ops=("open:/dev/x",)), "not a directory"),
+        (dict(target="", ops=("open:/dev/x",)), "empty"),
+    ],
+)
 def test_bad_target_specs_are_one_line(kw, message):
     with pytest.raises(HarnessError, match=message) as err:
         RaceSpec(**kw)
@@ -98,18 +111,29 @@ def test_roles_an_unloader_then_callers_per_op_with_a_mount_folder_each():
 
 
 def test_repro_parses_back_to_the_same_spec():
-    spec = RaceSpec(target="dummy", kernel="6.12", ops=("netdev-add:dummy",), callers=3, duration_s=7,
-                                     seed=42, reload="finit", contention=1)
+    spec = RaceSpec(
+        target="dummy",
+        kernel="6.12",
+        ops=("netdev-add:dummy",),
+        callers=3,
+        duration_s=7,
+        seed=42,
+        reload="finit",
+        contention=1,
+    )
     args = cli.parser().parse_args(spec.repro().split()[3:])
     assert race_cli.specs_from_args(args) == [spec]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["race", "--target", "dummy", "--scheme", "refcount"], "--scheme belong to the harness's own schemes"),
-    (["race", "--op", "open:/dev/null"], "--op and --callers go with --target"),
-    (["race", "--target", "nosuch"], "give its callers with --op"),
-    (["race", "--target", "dummy", "--op", "frob:/x"], "unknown"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["race", "--target", "dummy", "--scheme", "refcount"], "--scheme belong to the harness's own schemes"),
+        (["race", "--op", "open:/dev/null"], "--op and --callers go with --target"),
+        (["race", "--target", "nosuch"], "give its callers with --op"),
+        (["race", "--target", "dummy", "--op", "frob:/x"], "unknown"),
+    ],
+)
 def test_cli_bad_target_input_is_one_line_exit_2(argv, message, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
@@ -140,8 +164,11 @@ class Stages:
 @pytest.fixture
 def fake_resolve(monkeypatch):
     """The target a fake kernel resolves to: dummy, a control when its Stages say so."""
-    monkeypatch.setattr(targetrace, "resolve", lambda spec, stages: targetrace.ResolvedTarget(
-        "dummy", kmods=("dummy",), control=stages.control))
+    monkeypatch.setattr(
+        targetrace,
+        "resolve",
+        lambda spec, stages: targetrace.ResolvedTarget("dummy", kmods=("dummy",), control=stages.control),
+    )
 
 
 @pytest.mark.usefixtures("fake_resolve")
@@ -170,10 +197,10 @@ def test_a_target_that_cannot_be_unloaded_or_whose_path_is_missing_is_one_line()
         kinds.race(RaceSpec(target="x", ops=("open:/dev/nope",), duration_s=0.1), stages=stages)
 
 
-@pytest.mark.parametrize("console, verdict, control, problems", [
-    (OOPS, Verdict.CRASHED, Control.FIRED, 0),
-    ("", Verdict.CLEAN, Control.MISSED, 1),
-])
+@pytest.mark.parametrize(
+    "console, verdict, control, problems",
+    [(OOPS, Verdict.CRASHED, Control.FIRED, 0), ("", Verdict.CLEAN, Control.MISSED, 1)],
+)
 @pytest.mark.usefixtures("fake_resolve")
 def test_the_broken_owner_control_must_crash(console, verdict, control, problems):
     stages = Stages(Behaviour(console=console), control=True)
@@ -184,6 +211,5 @@ def test_the_broken_owner_control_must_crash(console, verdict, control, problems
 
 @pytest.mark.usefixtures("fake_resolve")
 def test_a_crash_of_a_real_target_is_a_finding_exit_1():
-    report, _ = kinds.race(RaceSpec(target="dummy", duration_s=0.1),
-                                       stages=Stages(Behaviour(console=OOPS)))
+    report, _ = kinds.race(RaceSpec(target="dummy", duration_s=0.1), stages=Stages(Behaviour(console=OOPS)))
     assert report.runs[0].verdict is Verdict.CRASHED and report.problems()

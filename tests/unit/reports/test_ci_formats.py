@@ -20,12 +20,16 @@ tap_parser = pytest.importorskip("tap.parser")
 
 
 def engine_report() -> RaceReport:
-    spec = race.RaceSpec(schemes=("refcount", "unsafe", "rwsem"), workloads=("lookup", "mount"), duration_s=0.2,
-                         seed=3)
-    stages = FakeStages({"refcount": Behaviour(console=WARNING, lookups=(100, 90)),
-                         "unsafe": Behaviour(console=OOPS, killed_roles=("looker",)),
-                         "rwsem": Behaviour(boot_console=WARNING, debug_locks=(1, 0))},
-                        lockdep=True, kasan=True)
+    spec = race.RaceSpec(schemes=("refcount", "unsafe", "rwsem"), workloads=("lookup", "mount"), duration_s=0.2, seed=3)
+    stages = FakeStages(
+        {
+            "refcount": Behaviour(console=WARNING, lookups=(100, 90)),
+            "unsafe": Behaviour(console=OOPS, killed_roles=("looker",)),
+            "rwsem": Behaviour(boot_console=WARNING, debug_locks=(1, 0)),
+        },
+        lockdep=True,
+        kasan=True,
+    )
     report, _ = kinds.race(spec, stages=stages)
     report.kernel_describe = "Debian 6.1.192-3"
     return report
@@ -47,7 +51,7 @@ def test_race_submission_validates_with_kcidb_io(tmp_path):
     runs = [r for rep in reports for r in rep.runs]
     assert len(doc["tests"]) == len(runs) and len(doc["builds"]) == len({r.kernel_spec for r in reports})
     assert all(t["id"].startswith("my_ci:") and t["origin"] == "my_ci" for t in doc["tests"])
-    by_path = {t["path"]: t for t in doc["tests"][:len(reports[0].runs)]}
+    by_path = {t["path"]: t for t in doc["tests"][: len(reports[0].runs)]}
     assert by_path["harness.race.refcount.lookup"]["status"] == "FAIL"  # a safe scheme warned
     assert by_path["harness.race.rwsem.lookup"]["status"] == "MISS"  # broken guest
     assert by_path["harness.race.unsafe.lookup"]["status"] == "PASS"  # the negative control crashed
@@ -74,26 +78,54 @@ def test_file_urls_by_default_and_a_bad_origin_is_refused():
 
 def test_pytest_records_make_a_valid_submission():
     recs = [
-        {"nodeid": "tests/claims/test_claim1_refcount.py::test_claim1_refcount[6.1]", "when": "setup",
-         "outcome": "passed", "duration": 0.1, "user_properties": [], "longrepr": ""},
-        {"nodeid": "tests/claims/test_claim1_refcount.py::test_claim1_refcount[6.1]", "when": "call",
-         "outcome": "passed", "duration": 30.5,
-         "user_properties": [["kernel", "6.1"], ["kernel_release", "6.1.0-57-amd64"],
-                             ["kernel_describe", "Debian 6.1.192-3"],
-                             ["kernel_config", {"config_name": "config-6.1.0-57-amd64", "lockdep": False}],
-                             ["measured", {"spurious": 12, "ratio": None}], ["console_logs", ["/tmp/a.log"]]],
-         "longrepr": ""},
-        {"nodeid": "tests/claims/test_claim4_x.py::test_claim4_x[rwsem-6.1]", "when": "setup",
-         "outcome": "failed", "duration": 0.1, "user_properties": [["kernel", "6.1"]], "longrepr": "boom"},
-        {"nodeid": "tests/claims/test_loader_y.py::test_loader_y[6.1]", "when": "setup",
-         "outcome": "skipped", "duration": 0.0, "user_properties": [["kernel", "6.1"], ["kind", "fact"]],
-         "longrepr": "no"},
+        {
+            "nodeid": "tests/claims/test_claim1_refcount.py::test_claim1_refcount[6.1]",
+            "when": "setup",
+            "outcome": "passed",
+            "duration": 0.1,
+            "user_properties": [],
+            "longrepr": "",
+        },
+        {
+            "nodeid": "tests/claims/test_claim1_refcount.py::test_claim1_refcount[6.1]",
+            "when": "call",
+            "outcome": "passed",
+            "duration": 30.5,
+            "user_properties": [
+                ["kernel", "6.1"],
+                ["kernel_release", "6.1.0-57-amd64"],
+                ["kernel_describe", "Debian 6.1.192-3"],
+                ["kernel_config", {"config_name": "config-6.1.0-57-amd64", "lockdep": False}],
+                ["measured", {"spurious": 12, "ratio": None}],
+                ["console_logs", ["/tmp/a.log"]],
+            ],
+            "longrepr": "",
+        },
+        {
+            "nodeid": "tests/claims/test_claim4_x.py::test_claim4_x[rwsem-6.1]",
+            "when": "setup",
+            "outcome": "failed",
+            "duration": 0.1,
+            "user_properties": [["kernel", "6.1"]],
+            "longrepr": "boom",
+        },
+        {
+            "nodeid": "tests/claims/test_loader_y.py::test_loader_y[6.1]",
+            "when": "setup",
+            "outcome": "skipped",
+            "duration": 0.0,
+            "user_properties": [["kernel", "6.1"], ["kind", "fact"]],
+            "longrepr": "no",
+        },
     ]
     doc = kcidb.pytest_submission(recs, known_kernels=("6.1",))
     kcidb_io.schema.LATEST.validate(doc)
     got = {t["path"]: t["status"] for t in doc["tests"]}
-    assert got == {"harness.claims.claim1_refcount": "PASS", "harness.claims.claim4_x.rwsem": "ERROR",
-                   "harness.claims.loader_y": "SKIP"}
+    assert got == {
+        "harness.claims.claim1_refcount": "PASS",
+        "harness.claims.claim4_x.rwsem": "ERROR",
+        "harness.claims.loader_y": "SKIP",
+    }
     assert len(doc["builds"]) == 1 and doc["builds"][0]["misc"]["release"] == "6.1.0-57-amd64"
     t1 = doc["tests"][0]
     assert t1["misc"]["measured"]["spurious"] == 12 and t1["output_files"][0]["name"] == "a.log"
@@ -136,25 +168,47 @@ def test_race_command_writes_kcidb_and_ktap_beside_its_json(tmp_path, monkeypatc
     monkeypatch.setattr(race, "POLL_S", 0.01)
     monkeypatch.setenv("HARNESS_BUILD", str(tmp_path / "build"))
     kfile, tfile, jfile = tmp_path / "k.json", tmp_path / "r.ktap", tmp_path / "r.json"
-    args = cli.parser().parse_args(["race", "--scheme", "refcount,unsafe", "--workload", "lookup", "--duration", "0.2",
-                                    "--json", str(jfile), "--kcidb", str(kfile), "--kcidb-origin", "lab_1",
-                                    "--ktap", str(tfile)])
+    args = cli.parser().parse_args(
+        [
+            "race",
+            "--scheme",
+            "refcount,unsafe",
+            "--workload",
+            "lookup",
+            "--duration",
+            "0.2",
+            "--json",
+            str(jfile),
+            "--kcidb",
+            str(kfile),
+            "--kcidb-origin",
+            "lab_1",
+            "--ktap",
+            str(tfile),
+        ]
+    )
     stages = FakeStages({"unsafe": Behaviour(console=OOPS, killed_roles=("looker",))})
     assert race_cli.cmd_race(args, stages=lambda spec: stages) == ExitStatus.OK
     doc = json.loads(kfile.read_text())
     kcidb_io.schema.LATEST.validate(doc)
-    assert [(t["path"], t["status"]) for t in doc["tests"]] == [("harness.race.refcount.lookup", "PASS"),
-                                                               ("harness.race.unsafe.lookup", "PASS")]
+    assert [(t["path"], t["status"]) for t in doc["tests"]] == [
+        ("harness.race.refcount.lookup", "PASS"),
+        ("harness.race.unsafe.lookup", "PASS"),
+    ]
     assert doc["tests"][0]["origin"] == "lab_1"
     report = json.loads(jfile.read_text())
     counts = ktap_counts(tfile)
-    assert counts == {"plan": len(report["runs"]), "ok": len(report["runs"]) - len(report["problems"]),
-                      "not_ok": len(report["problems"]), "skip": 0}
+    assert counts == {
+        "plan": len(report["runs"]),
+        "ok": len(report["runs"]) - len(report["problems"]),
+        "not_ok": len(report["problems"]),
+        "skip": 0,
+    }
     err = capsys.readouterr().err
     assert f"kcidb: {kfile}" in err and f"ktap: {tfile}" in err
 
 
-PLAIN_TESTS = '''
+PLAIN_TESTS = """
 import pytest
 
 def test_claim9_holds(record_property):
@@ -169,7 +223,7 @@ def test_claim10_fails(record_property):
 @pytest.mark.skip(reason="not here")
 def test_fact_skipped():
     pass
-'''
+"""
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["in-process", "xdist"])
@@ -181,15 +235,35 @@ def test_pytest_plugin_writes_kcidb_and_junit_properties(tmp_path, workers):
     (tmp_path / "claims").mkdir()
     (tmp_path / "claims" / "test_plain.py").write_text(PLAIN_TESTS)
     out, junit = tmp_path / "k.json", tmp_path / "j.xml"
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "claims",
-                          "--kcidb", str(out), "--kcidb-origin", "lab", f"--junitxml={junit}", *workers],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "claims",
+            "--kcidb",
+            str(out),
+            "--kcidb-origin",
+            "lab",
+            f"--junitxml={junit}",
+            *workers,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     doc = json.loads(out.read_text())
     kcidb_io.schema.LATEST.validate(doc)
     assert {t["path"]: t["status"] for t in doc["tests"]} == {
-        "harness.claims.claim9_holds": "PASS", "harness.claims.claim10_fails": "FAIL",
-        "harness.claims.fact_skipped": "SKIP"}
+        "harness.claims.claim9_holds": "PASS",
+        "harness.claims.claim10_fails": "FAIL",
+        "harness.claims.fact_skipped": "SKIP",
+    }
     by_path = {t["path"]: t for t in doc["tests"]}  # xdist: in the order they ended
     assert by_path["harness.claims.claim9_holds"]["misc"]["measured"] == {"spurious": 3, "calls": 100}
     props = {p.get("name"): p.get("value") for p in ET.parse(junit).iter("property")}
@@ -203,9 +277,13 @@ def test_pytest_plugin_refuses_a_bad_kcidb_path_at_once(tmp_path):
 
     (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n")
     (tmp_path / "a-file").write_text("")
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_x.py",
-                          "--kcidb", "a-file/k.json"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_x.py", "--kcidb", "a-file/k.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 4 and "--kcidb a-file/k.json: cannot make its folder" in res.stderr
     assert res.stderr.count("\n") <= 2, res.stderr  # one line, no traceback
 
@@ -217,9 +295,13 @@ def test_pytest_plugin_makes_the_kcidb_folder(tmp_path):
     import sys
 
     (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n")
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_x.py",
-                          "--kcidb", "build/matrix/k.json"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_x.py", "--kcidb", "build/matrix/k.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     kcidb_io.schema.LATEST.validate(json.loads((tmp_path / "build" / "matrix" / "k.json").read_text()))
 
@@ -238,8 +320,21 @@ def test_survey_writes_kcidb_and_ktap_with_target_paths(tmp_path, monkeypatch):
 
     monkeypatch.setattr(race_cli, "race", fake_race)
     kfile, tfile = tmp_path / "k.json", tmp_path / "s.ktap"
-    code = cli.main(["survey", "--kernel", "6.1", "--target", "vfat,ext4", "--out", str(tmp_path / "survey"),
-                     "--kcidb", str(kfile), "--ktap", str(tfile)])
+    code = cli.main(
+        [
+            "survey",
+            "--kernel",
+            "6.1",
+            "--target",
+            "vfat,ext4",
+            "--out",
+            str(tmp_path / "survey"),
+            "--kcidb",
+            str(kfile),
+            "--ktap",
+            str(tfile),
+        ]
+    )
     doc = json.loads(kfile.read_text())
     kcidb_io.schema.LATEST.validate(doc)
     assert [t["path"] for t in doc["tests"]] == ["harness.target.vfat.open", "harness.target.ext4.open"]

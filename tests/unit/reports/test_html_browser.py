@@ -15,11 +15,14 @@ from tests.tools import browser
 from tests.tools.browser import screenshot
 
 pytestmark = [
-    pytest.mark.skipif(browser.chromium() is None,
-                       reason="chromium is not installed (make test's setup installs it: "
-                              "sh scripts/setup.sh --browser, as root)"),
-    pytest.mark.skipif(plots.plotting_missing() is not None,
-                       reason="matplotlib missing: the optional extra 'report' (make test installs it)"),
+    pytest.mark.skipif(
+        browser.chromium() is None,
+        reason="chromium is not installed (make test's setup installs it: sh scripts/setup.sh --browser, as root)",
+    ),
+    pytest.mark.skipif(
+        plots.plotting_missing() is not None,
+        reason="matplotlib missing: the optional extra 'report' (make test installs it)",
+    ),
 ]
 
 WIDTH, HEIGHT = 1400, 2200

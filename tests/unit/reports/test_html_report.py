@@ -22,18 +22,13 @@ from harness.race.racer import hist_of
 from harness.reports import plots
 from harness.reports.matrix import Matrix, build_matrix
 from harness.reports.matrix_page import write_matrix
-from harness.reports.plots import (
-    PLOTS_MISSING,
-    SpanKind,
-    cdf_points,
-    race_figures,
-    timeline_data,
-    zoom_range,
-)
+from harness.reports.plots import PLOTS_MISSING, SpanKind, cdf_points, race_figures, timeline_data, zoom_range
 from harness.reports.race_page import race_html, write_race_pages
 
-needs_matplotlib = pytest.mark.skipif(plots.plotting_missing() is not None,
-                                      reason="matplotlib missing: the optional extra 'report' (make test installs it)")
+needs_matplotlib = pytest.mark.skipif(
+    plots.plotting_missing() is not None,
+    reason="matplotlib missing: the optional extra 'report' (make test installs it)",
+)
 
 
 # ---------------------------------------------------------------- what the plots show
@@ -66,10 +61,14 @@ def test_a_failed_reload_leaves_the_module_absent_until_the_next_unload():
     run = synthetic_run()
     first, *rest = run.timeline.windows
     # another module's unload in between (two unloaders) does not end the absence
-    other = dataclasses.replace(first, begin_ms=first.reloaded_ms + 10, deleted_ms=first.reloaded_ms + 20,
-                                reloaded_ms=first.reloaded_ms + 30, module="rc_prov1")
-    tl = dataclasses.replace(run.timeline,
-                             windows=(dataclasses.replace(first, load_error="EBUSY"), other, *rest))
+    other = dataclasses.replace(
+        first,
+        begin_ms=first.reloaded_ms + 10,
+        deleted_ms=first.reloaded_ms + 20,
+        reloaded_ms=first.reloaded_ms + 30,
+        module="rc_prov1",
+    )
+    tl = dataclasses.replace(run.timeline, windows=(dataclasses.replace(first, load_error="EBUSY"), other, *rest))
     absent = [s for s in timeline_data(tl, 4.0).spans if s.kind is SpanKind.ABSENT]
     assert [(s.start_s, s.end_s) for s in absent] == [(first.reloaded_ms / 1000, rest[0].begin_ms / 1000)]
 
@@ -121,10 +120,16 @@ def test_the_page_is_self_contained_and_says_what_was_run(tmp_path):
     assert all(s.startswith(("data:image/png;base64,", "#", "../")) for s in srcs), srcs
     assert len(_images(page)) == 5, "refcount and rwsem: timeline + CDF; unsafe: a timeline (its looker died)"
     assert 'href="../logs/console.log"' in page
-    for text in ("seed <b>5</b>", "exit_delay_ms=200", "accel <b>tcg</b>", "6.1.0-57-amd64",
-                 "python -m harness race --scheme refcount --workload lookup --seed 5",
-                 "BUG: kernel NULL pointer dereference in un_prov0_call", "RIP: 0010:un_prov0_call+0x10/0x30",
-                 "ENODEV"):
+    for text in (
+        "seed <b>5</b>",
+        "exit_delay_ms=200",
+        "accel <b>tcg</b>",
+        "6.1.0-57-amd64",
+        "python -m harness race --scheme refcount --workload lookup --seed 5",
+        "BUG: kernel NULL pointer dereference in un_prov0_call",
+        "RIP: 0010:un_prov0_call+0x10/0x30",
+        "ENODEV",
+    ):
         assert text in page, text
     assert page.count('<section class="run"') == 3
 
@@ -183,32 +188,50 @@ def test_race_html_to_a_folder_is_refused(tmp_path, capsys):
 
 
 def _rec(nodeid, outcome, props):
-    return {"nodeid": nodeid, "when": "call", "outcome": outcome, "duration": 3.21,
-            "user_properties": [list(p) for p in props], "longrepr": "E   boom" if outcome == "failed" else ""}
+    return {
+        "nodeid": nodeid,
+        "when": "call",
+        "outcome": outcome,
+        "duration": 3.21,
+        "user_properties": [list(p) for p in props],
+        "longrepr": "E   boom" if outcome == "failed" else "",
+    }
 
 
 def test_matrix_page_colours_cells_and_opens_their_measurements(tmp_path):
     kept = tmp_path / "logs" / "kept.log"
     kept.parent.mkdir()
     kept.write_text("console\n")
-    recs = [_rec("t.py::test_claim1_x[6.1]", "passed", [("kernel", "6.1"), ("measured", {"spurious": 48}),
-                                                         ("console_logs", [str(kept)])]),
-            _rec("t.py::test_claim1_x[6.12]", "passed", [("kernel", "6.12"), ("claim_holds", False),
-                                                          ("console_logs", [str(tmp_path / "gone.log")])]),
-            _rec("t.py::test_claim2_y[6.1]", "failed", [("kernel", "6.1")]),
-            _rec("t.py::test_loader_z[6.1]", "passed", [("kernel", "6.1"), ("kind", "fact")])]
+    recs = [
+        _rec(
+            "t.py::test_claim1_x[6.1]",
+            "passed",
+            [("kernel", "6.1"), ("measured", {"spurious": 48}), ("console_logs", [str(kept)])],
+        ),
+        _rec(
+            "t.py::test_claim1_x[6.12]",
+            "passed",
+            [("kernel", "6.12"), ("claim_holds", False), ("console_logs", [str(tmp_path / "gone.log")])],
+        ),
+        _rec("t.py::test_claim2_y[6.1]", "failed", [("kernel", "6.1")]),
+        _rec("t.py::test_loader_z[6.1]", "passed", [("kernel", "6.1"), ("kind", "fact")]),
+    ]
     mx = build_matrix(recs, ("6.1", "6.12"))
     assert mx.cell("test_claim1_x", "6.1").console_logs == [str(kept)]
     write_matrix(mx, tmp_path / "m")
     page = (tmp_path / "m" / "index.html").read_text()
     cells = re.findall(r'<td class="cell (m-\w+)"><a href="#(c\d+-\d+)"><b>(\w+)</b><br>([^<]*)<', page)
-    assert [(c, m, t) for c, _, m, t in cells] == [("m-holds", "PASS", "holds"), ("m-not", "PASS", "does not hold"),
-                                                   ("m-fail", "FAIL", "test failed"), ("m-fact", "PASS", "fact")]
+    assert [(c, m, t) for c, _, m, t in cells] == [
+        ("m-holds", "PASS", "holds"),
+        ("m-not", "PASS", "does not hold"),
+        ("m-fail", "FAIL", "test failed"),
+        ("m-fact", "PASS", "fact"),
+    ]
     for _, anchor, _, _ in cells:
         assert f'id="{anchor}"' in page, "every cell opens its details"
-    detail = page[page.index('id="c0-0"'):]
+    detail = page[page.index('id="c0-0"') :]
     assert "&quot;spurious&quot;: 48" in detail[:600] and 'href="../logs/kept.log"' in detail[:600]
-    assert "gone.log</code> <span class=\"note\">(not kept)" in page and "E   boom" in page
+    assert 'gone.log</code> <span class="note">(not kept)' in page and "E   boom" in page
     assert "<script" not in page and "http" not in page.split("<body>")[1]
 
 
@@ -225,8 +248,11 @@ def test_matrix_page_again_from_its_json(tmp_path, capsys):
 def test_compact_json_keeps_short_values_on_one_line_and_stays_json():
     from harness.reports.matrix_page import compact_json
 
-    doc = {"loads": [[0, 596.5], ["EEXIST", 653.1]], "wait_ms": {"0": {"min": 540.9, "max": 596.5}},
-           "detail": [{"end": "completed", "role_errors": [], "text": "x" * 120}]}
+    doc = {
+        "loads": [[0, 596.5], ["EEXIST", 653.1]],
+        "wait_ms": {"0": {"min": 540.9, "max": 596.5}},
+        "detail": [{"end": "completed", "role_errors": [], "text": "x" * 120}],
+    }
     text = compact_json(doc, width=60)
     assert json.loads(text) == doc
     lines = text.splitlines()

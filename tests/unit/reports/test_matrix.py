@@ -11,15 +11,22 @@ F4 = "tests/claims/test_claim4_y.py::test_claim4_y"
 
 
 def rec(nodeid, when, outcome, props=(), duration=1.0, longrepr=""):
-    return {"nodeid": nodeid, "when": when, "outcome": outcome, "duration": duration,
-            "user_properties": [list(p) for p in props], "longrepr": longrepr}
+    return {
+        "nodeid": nodeid,
+        "when": when,
+        "outcome": outcome,
+        "duration": duration,
+        "user_properties": [list(p) for p in props],
+        "longrepr": longrepr,
+    }
 
 
-def phases(nodeid, call="passed", props=(), setup="passed", teardown="passed", duration=12.34,
-           longrepr=""):
-    return [rec(nodeid, "setup", setup, props[:1]),
-            *([rec(nodeid, "call", call, props, duration, longrepr)] if setup == "passed" else []),
-            rec(nodeid, "teardown", teardown, props)]
+def phases(nodeid, call="passed", props=(), setup="passed", teardown="passed", duration=12.34, longrepr=""):
+    return [
+        rec(nodeid, "setup", setup, props[:1]),
+        *([rec(nodeid, "call", call, props, duration, longrepr)] if setup == "passed" else []),
+        rec(nodeid, "teardown", teardown, props),
+    ]
 
 
 def test_split_nodeid_kernel_variants():
@@ -34,11 +41,17 @@ def test_split_nodeid_kernel_variants():
 
 
 def test_cells_outcomes_and_measured():
-    recs = (phases(F1 + "[6.1]", props=[("kernel", "6.1"), ("measured", {"spurious": 48})])
-            + phases(F1 + "[6.12]", call="failed", props=[("kernel", "6.12"), ("measured", {"spurious": 0})],
-                     longrepr="E   AssertionError: no spurious failure")
-            + phases(F4 + "[6.1-rwsem]", props=[("kernel", "6.1")])
-            + phases(F4 + "[6.1-rt-rwsem]", setup="failed", props=[("kernel", "6.1-rt")]))
+    recs = (
+        phases(F1 + "[6.1]", props=[("kernel", "6.1"), ("measured", {"spurious": 48})])
+        + phases(
+            F1 + "[6.12]",
+            call="failed",
+            props=[("kernel", "6.12"), ("measured", {"spurious": 0})],
+            longrepr="E   AssertionError: no spurious failure",
+        )
+        + phases(F4 + "[6.1-rwsem]", props=[("kernel", "6.1")])
+        + phases(F4 + "[6.1-rt-rwsem]", setup="failed", props=[("kernel", "6.1-rt")])
+    )
     mx = build_matrix(recs, KERNELS)
     assert mx.kernels == ["6.1", "6.12", "6.1-rt"]
     assert mx.claims == ["test_claim1_x", "test_claim4_y[rwsem]"]
@@ -63,8 +76,9 @@ def test_kernel_from_id_when_property_missing_and_order():
 
 
 def test_markdown_and_json(tmp_path):
-    recs = (phases(F1 + "[6.1]", props=[("kernel", "6.1"), ("measured", {"errors": {"ENODEV": 3}, "x": "a|b"})])
-            + phases(F1 + "[6.12]", call="failed", props=[("kernel", "6.12")], longrepr="E   boom\n"))
+    recs = phases(
+        F1 + "[6.1]", props=[("kernel", "6.1"), ("measured", {"errors": {"ENODEV": 3}, "x": "a|b"})]
+    ) + phases(F1 + "[6.12]", call="failed", props=[("kernel", "6.12")], longrepr="E   boom\n")
     mx = build_matrix(recs, KERNELS)
     md = render_markdown(mx)
     assert "| claim | 6.1 | 6.12 |" in md
@@ -97,9 +111,11 @@ def test_verbose_keys_only_in_json():
 def test_claim_holds_property():
     """A passing test that measured a contradiction says `does not hold`; a
     failing one says nothing about the claim."""
-    recs = (phases(F1 + "[6.1]", props=[("kernel", "6.1"), ("claim_holds", False)])
-            + phases(F1 + "[6.12]", props=[("kernel", "6.12"), ("claim_holds", True)])
-            + phases(F1 + "[6.1-rt]", call="failed", props=[("kernel", "6.1-rt"), ("claim_holds", False)]))
+    recs = (
+        phases(F1 + "[6.1]", props=[("kernel", "6.1"), ("claim_holds", False)])
+        + phases(F1 + "[6.12]", props=[("kernel", "6.12"), ("claim_holds", True)])
+        + phases(F1 + "[6.1-rt]", call="failed", props=[("kernel", "6.1-rt"), ("claim_holds", False)])
+    )
     mx = build_matrix(recs, KERNELS)
     assert [mx.cell("test_claim1_x", k).holds() for k in ("6.1", "6.12", "6.1-rt")] == [False, True, None]
     md = render_markdown(mx)
@@ -115,6 +131,7 @@ def test_a_fact_passes_without_holding_anything():
 
 def test_kernel_versions_from_properties_round_trip(tmp_path):
     from harness.reports.matrix import Matrix
+
     props = [("kernel", "6.1"), ("kernel_release", "6.1.0-57-amd64"), ("kernel_version", "6.1.192-3")]
     mx = build_matrix(phases(F1 + "[6.1]", props=props), KERNELS)
     assert mx.versions == {"6.1": {"release": "6.1.0-57-amd64", "version": "6.1.192-3"}}

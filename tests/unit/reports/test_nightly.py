@@ -17,11 +17,16 @@ def main(argv: list[str]) -> int:
 
 def night(kernel: str, release: str, version: str, c1_holds: bool | None = None) -> Matrix:
     """One kernel job's matrix: two claims and a loader fact."""
-    return Matrix(kernels=[kernel], claims=sorted([C1, C4, L1]), versions={kernel: {"release": release, "version": version}},
-                  cells={C1: {kernel: Cell("passed", 10.0, {"spurious": 48}, claim_holds=c1_holds)},
-                         C4: {kernel: Cell("passed", 20.0, {"found": True})},
-                         L1: {kernel: Cell("passed", 5.0, {"all_got_0": kernel != "5.10", "wait_ms": 101.5},
-                                           fact=True)}})
+    return Matrix(
+        kernels=[kernel],
+        claims=sorted([C1, C4, L1]),
+        versions={kernel: {"release": release, "version": version}},
+        cells={
+            C1: {kernel: Cell("passed", 10.0, {"spurious": 48}, claim_holds=c1_holds)},
+            C4: {kernel: Cell("passed", 20.0, {"found": True})},
+            L1: {kernel: Cell("passed", 5.0, {"all_got_0": kernel != "5.10", "wait_ms": 101.5}, fact=True)},
+        },
+    )
 
 
 def write(tmp_path, name: str, mx: Matrix):
@@ -116,8 +121,19 @@ def test_a_kernel_job_without_matrix_is_left_out_and_shows_as_gone(tmp_path):
     _, prev, _ = merged(tmp_path, "n1")
     a = write(tmp_path, "n2/matrix-5.10", night("5.10", "5.10.0-46-amd64", "5.10.262-1"))
     summary = tmp_path / "s.md"
-    rc = main(["merge", str(a / "matrix.json"), str(tmp_path / "n2/matrix-6.1/matrix.json"),
-               "--out", str(tmp_path / "o"), "--previous", str(prev), "--summary", str(summary)])
+    rc = main(
+        [
+            "merge",
+            str(a / "matrix.json"),
+            str(tmp_path / "n2/matrix-6.1/matrix.json"),
+            "--out",
+            str(tmp_path / "o"),
+            "--previous",
+            str(prev),
+            "--summary",
+            str(summary),
+        ]
+    )
     assert rc == 0
     assert any(ln.startswith("| Kernel changed | 6.1 |") and "absent" in ln for ln in summary.read_text().splitlines())
 
@@ -138,6 +154,6 @@ def test_console_logs_from_the_uploaded_jobs_are_copied_beside_the_page(tmp_path
     assert (out / "logs" / "6.1" / "c1-6.1.log").read_text() == "console of claim 1\n"
     html = (out / "index.html").read_text()
     assert 'href="logs/6.1/c1-6.1.log"' in html
-    assert "gone.log</code> <span class=\"note\">(not kept)" in html
+    assert 'gone.log</code> <span class="note">(not kept)' in html
     cells = json.loads((out / "matrix.json").read_text())["cells"]
     assert cells[C1]["6.1"]["console_logs"] == [str(out / "logs" / "6.1" / "c1-6.1.log")]
