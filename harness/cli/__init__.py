@@ -20,7 +20,7 @@ from typing import Callable
 from .. import kernels
 from ..errors import HarnessError
 from ..exitcodes import ExitStatus
-from .args import Parser, int_in, seconds_arg
+from .args import Parser, add_kernel_change_args, int_in, seconds_arg
 from .guest import add_guest_args, cmd_run, cmd_shell
 from .kernel import cmd_build, cmd_cachekey, cmd_fetch, cmd_kernels
 
@@ -55,10 +55,12 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     f.add_argument(
         "--kernel", default=kernels.DEFAULT_KERNEL, help="spec or PATH of a kernel tree, comma list or 'all'"
     )
+    add_kernel_change_args(f)
     b = sub.add_parser("build", help="build a kbuild module directory for kernels; print the .ko files per kernel")
     b.add_argument(
         "--kernel", default=kernels.DEFAULT_KERNEL, help="spec or PATH of a kernel tree, comma list or 'all'"
     )
+    add_kernel_change_args(b)
     b.add_argument(
         "source", type=Path, metavar="DIR", help="the module's folder: a Kbuild (or kbuild Makefile) and its sources"
     )

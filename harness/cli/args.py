@@ -8,8 +8,10 @@ import os
 from pathlib import Path
 from typing import NoReturn
 
+from .. import kernels
 from ..errors import HarnessError
 from ..exitcodes import ExitStatus
+from ..kernels import KernelRow
 
 
 class Parser(argparse.ArgumentParser):
@@ -72,3 +74,38 @@ def add_packages_arg(p: argparse.ArgumentParser) -> None:
         help="Debian packages (of the guest's release, with their dependencies) in the guest: "
         "--guest-packages bash,strace,python3-minimal",
     )
+
+
+def add_kernel_change_args(p: argparse.ArgumentParser) -> None:
+    """--kconfig and --patch: a kernel built here from source, changed (kernels/derive.py)."""
+    p.add_argument(
+        "--kconfig",
+        action="append",
+        default=[],
+        metavar="CONFIG_X=V|FRAGMENT",
+        help="a config option or a fragment file on a kernel built from source (6.12-debug, ...); repeatable",
+    )
+    p.add_argument(
+        "--patch",
+        action="append",
+        default=[],
+        metavar="FILE|DIR",
+        help="a patch (-p1), or a folder of them (its series file, else name order), on a kernel built from source",
+    )
+
+
+def kernel_rows(args: argparse.Namespace, text: str | None = None) -> list[KernelRow]:
+    """`--kernel` (or `text`) parsed once, each row derived by --kconfig and --patch."""
+    from ..kernels import derive
+
+    rows = kernels.parse_specs(text if text is not None else args.kernel)
+    options = derive.read_options(getattr(args, "kconfig", ()))
+    patches = derive.read_patches(getattr(args, "patch", ()))
+    return derive.derive_all(rows, options, patches)
+
+
+def kernel_row(args: argparse.Namespace) -> KernelRow:
+    rows = kernel_rows(args)
+    if len(rows) != 1:
+        raise HarnessError(f"one kernel expected here, got {args.kernel!r}")
+    return rows[0]

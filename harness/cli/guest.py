@@ -25,7 +25,7 @@ from ..guest.vm import ACCELS, Vm, VmConfig, qemu_binary
 from ..kernels import modbuild
 from ..paths import build_dir, cache_dir
 from ..progress import progress
-from .args import add_packages_arg, int_in
+from .args import add_kernel_change_args, add_packages_arg, int_in, kernel_row
 
 MIN_MEMORY_MB = 128  # the kernel plus the unpacked initramfs (about 15 MB) in tmpfs
 MAX_CPUS = 255  # QEMU's limit for the pc machine
@@ -70,6 +70,7 @@ def add_guest_args(p: argparse.ArgumentParser) -> None:
         default=kernels.DEFAULT_KERNEL,
         help=f"one of {', '.join(kernels.ROWS)}, or the PATH of a kernel build tree or installed root",
     )
+    add_kernel_change_args(p)
     p.add_argument("--accel", default="auto", choices=ACCELS)
     p.add_argument(
         "--module",
@@ -120,7 +121,7 @@ def add_guest_args(p: argparse.ArgumentParser) -> None:
 def _guest(args: argparse.Namespace, timings: Timings | None = None) -> Vm:
     """Everything checked, then the image built; the returned Vm boots on `with`."""
     qemu_binary()  # fail early and clearly when QEMU is missing
-    spec = kernels.get_spec(args.kernel)
+    spec = kernel_row(args)
     cache_dir(), build_dir()  # unusable folders are bad input, found before the image is built
     for extra in args.file:
         if not extra.src.is_file():

@@ -10,6 +10,7 @@ from .. import kernels
 from ..kernels import apt, modbuild, table
 from ..kernels.cachekey import cache_key, key_inputs
 from ..progress import progress
+from .args import kernel_rows
 
 
 def cmd_kernels(args: argparse.Namespace) -> int:
@@ -27,7 +28,7 @@ def cmd_kernels(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    for spec in kernels.parse_specs(args.kernel):
+    for spec in kernel_rows(args):
         files = kernels.fetch(spec)
         print(f"{spec.name}: {files.release} in {files.root}")
     return 0
@@ -36,7 +37,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     """One line per kernel on stdout: `SPEC RELEASE: KO...`; progress on stderr."""
     modbuild.source_files(args.source)
-    specs = kernels.parse_specs(args.kernel)
+    specs = kernel_rows(args)
     for i, spec in enumerate(specs, 1):
         progress(f"build {args.source} for {spec.name} ({i}/{len(specs)})")
         kfiles = kernels.fetch(spec, quiet=True)

@@ -28,7 +28,7 @@ from ..race.schemes import DEFAULT_SCHEMES, SCHEMES, WORKLOADS
 from ..race.spec import DEFAULT_KNOBS, DEFAULT_WORKLOADS, RaceSpec
 from ..race.targets import ROWS as TARGETS
 from ..reports.table import render_table
-from .args import add_packages_arg, check_output, csv, int_in, seconds_arg
+from .args import add_kernel_change_args, add_packages_arg, check_output, csv, int_in, kernel_rows, seconds_arg
 
 
 def add_race_args(p: argparse.ArgumentParser) -> None:
@@ -37,6 +37,7 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
         default=kernels.DEFAULT_KERNEL,
         help="spec or PATH of a kernel tree, comma list or 'all' (one report per kernel)",
     )
+    add_kernel_change_args(p)
     p.add_argument(
         "--target",
         metavar="NAME|PATH.ko|DIR",
@@ -115,6 +116,7 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
 
 def add_survey_args(sv: argparse.ArgumentParser) -> None:
     sv.add_argument("--kernel", default=kernels.DEFAULT_KERNEL, help="spec or PATH, comma list or 'all'")
+    add_kernel_change_args(sv)
     sv.add_argument("--target", default=",".join(TARGETS), help=f"comma list of {', '.join(TARGETS)} (default: all)")
     sv.add_argument("--duration", type=seconds_arg, default=10.0, metavar="S", help="seconds per target race")
     sv.add_argument("--callers", type=int_in(1, 16), default=2, metavar="N", help="callers per operation")
@@ -229,7 +231,7 @@ def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
             cold_boot=args.cold_boot,
             guest_packages=parse_package_names(args.guest_packages),
         )
-        for k in kernels.parse_specs(",".join(csv(args.kernel, "kernel")))
+        for k in kernel_rows(args, ",".join(csv(args.kernel, "kernel")))
     ]
 
 
@@ -294,7 +296,7 @@ def cmd_survey(args: argparse.Namespace) -> int:
     for name in names:
         if name not in TARGETS:
             raise HarnessError(f"unknown target {name!r}; ready-made: {', '.join(TARGETS)}")
-    specs = kernels.parse_specs(",".join(csv(args.kernel, "kernel")))
+    specs = kernel_rows(args, ",".join(csv(args.kernel, "kernel")))
     check_ci_outputs(args)
     out = args.out or build_dir() / "survey"
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)

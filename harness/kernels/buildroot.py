@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -148,9 +149,28 @@ _ENTER = (
 )
 
 
-def in_root_argv(root: Path, argv: Sequence[str], src: Path | None = None) -> list[str]:
-    """Run argv chrooted in `root` in a private mount namespace with /proc and
-    (if given) `src` at SRC_MOUNT, with a clean C-locale environment."""
+@dataclass(frozen=True)
+class Overlay:
+    """A folder of the root seen through an upper layer of its own (a derived
+    kernel's changes to its base's trees, derive.py), in one namespace only."""
+
+    target: str  # absolute path inside the root: the lower layer and the mount point
+    upper: Path
+    work: Path
+
+    def mount(self) -> str:
+        t = '"$1"' + shlex.quote(self.target)
+        opts = shlex.quote(f"upperdir={self.upper},workdir={self.work}")
+        return f"mount -t overlay overlay -o lowerdir={t},{opts} {t}; "
+
+
+def in_root_argv(
+    root: Path, argv: Sequence[str], src: Path | None = None, overlays: Sequence[Overlay] = ()
+) -> list[str]:
+    """Run argv chrooted in `root` in a private mount namespace with /proc,
+    (if given) `src` at SRC_MOUNT and `overlays` mounted, with a clean C-locale
+    environment."""
+    enter = _ENTER.replace("set -e; ", "set -e; " + "".join(o.mount() for o in overlays), 1)
     return [
         "unshare",
         "--mount",
@@ -160,7 +180,7 @@ def in_root_argv(root: Path, argv: Sequence[str], src: Path | None = None) -> li
         "--",
         "sh",
         "-c",
-        _ENTER,
+        enter,
         "sh",
         str(root),
         str(src) if src is not None else "",
@@ -408,20 +428,23 @@ class KernelRoot:
     spec: RootSpec
     path: Path
     abi: str
+    overlays: tuple[Overlay, ...] = ()  # a derived kernel's own trees over its base's
 
     def make_modules(self, src: Path, jobs: int, extra: Sequence[str] = ()) -> subprocess.CompletedProcess:
         """kbuild of the module source folder `src` (bind-mounted at SRC_MOUNT);
         stdout and stderr in one stream, as a terminal would show them."""
         require_privileges()
         return subprocess.run(
-            in_root_argv(self.path, make_argv(self.abi, jobs, extra), src),
+            in_root_argv(self.path, make_argv(self.abi, jobs, extra), src, self.overlays),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
 
 
-def for_kernel(row: KernelRow, abi: str, mirrors: apt.Mirrors | None = None) -> KernelRoot:
+def for_kernel(
+    row: KernelRow, abi: str, mirrors: apt.Mirrors | None = None, overlays: tuple[Overlay, ...] = ()
+) -> KernelRoot:
     """The root of a row's release with that kernel's headers installed (the
     .debs downloaded through the catalogue if needed).  A kernel built here
     has its object tree there already (debugkernel.py)."""
@@ -433,7 +456,7 @@ def for_kernel(row: KernelRow, abi: str, mirrors: apt.Mirrors | None = None) -> 
                 f"kernel {row.name}: its build tree for {abi} is gone from the build root; "
                 f"build it again: harness fetch --kernel {row.name}"
             )
-        return KernelRoot(spec, path, abi)
+        return KernelRoot(spec, path, abi, overlays)
     spec = spec_for(row.release, mirrors)
     res, debs = apt.fetch(row)
     if res.abi != abi:

@@ -24,12 +24,12 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from ..errors import HarnessError
 from ..progress import progress
 from ..util import need_tool, run_tool
-from . import apt, buildroot
+from . import apt, buildroot, derive
 from .kconfig import parse_config
 from .table import KernelRow
 
@@ -37,6 +37,8 @@ from .table import KernelRow
 TREE_MARKER = ".harness-built.json"
 PROGRESS_EVERY_S = 10.0
 MAKE_JOBS = 2
+# make's own variables for a reproducible build (derive.REPRODUCIBLE_ENV).
+REPRODUCIBLE_MAKE = derive.REPRODUCIBLE_ENV
 _OBJ_LINE = re.compile(r"^\s+(?:CC|AS|LD|AR|CC \[M\]|LD \[M\])\s+(\S+)")
 
 
@@ -147,6 +149,102 @@ def tree_ready(row: KernelRow, res: apt.ResolvedKernel) -> bool:
     return tree_of(row, res).ready()
 
 
+# ---------------------------------------------------------------- a derived kernel (derive.py)
+
+
+def overlays(row: KernelRow, tree: Tree) -> tuple[buildroot.Overlay, ...]:
+    """The derived kernel's upper layers over its base's source and object trees."""
+    top = derive.overlay_dir(row, tree.release)
+    targets = {"src": tree.src_in_root, "obj": tree.obj_in_root}
+    for name in targets:
+        (top / name / "upper").mkdir(parents=True, exist_ok=True)
+        (top / name / "work").mkdir(parents=True, exist_ok=True)
+    (top / "layers.json").write_text(json.dumps(targets))
+    return saved_overlays(row, tree.release)
+
+
+def saved_overlays(row: KernelRow, release: str) -> tuple[buildroot.Overlay, ...]:
+    """The layers a built derived kernel's modules build through (what `overlays` wrote)."""
+    top = derive.overlay_dir(row, release)
+    try:
+        targets = json.loads((top / "layers.json").read_text())
+    except (OSError, ValueError):
+        raise HarnessError(
+            f"kernel {row.name}: its build tree is gone; build it again: harness fetch --kernel {row.name}"
+        )
+    return tuple(buildroot.Overlay(targets[n], top / n / "upper", top / n / "work") for n in ("src", "obj"))
+
+
+_PATCHED = re.compile(r"^\+\+\+ (\S+)", re.M)
+_HUNK_FAILED = re.compile(r"^Hunk #(\d+) FAILED at (\d+)", re.M)
+
+
+def patched_files(text: str) -> list[str]:
+    """The files a -p1 patch writes (its `+++ b/PATH` lines), /dev/null left out."""
+    out = []
+    for path in _PATCHED.findall(text):
+        if path != "/dev/null":
+            rel = path.split("/", 1)[1] if "/" in path else path
+            if rel not in out:
+                out.append(rel)
+    return out
+
+
+def stage_patches(row: KernelRow, lower: Path, upper: Path) -> None:
+    """Apply the row's patches in order to the source's upper layer: each
+    file a patch writes is first copied up from the base's source.  A patch
+    that does not apply is one line naming it, the file and the hunk."""
+    stamp = upper / ".harness-patched.json"
+    want = [str(p) for p in row.patches]
+    if stamp.is_file() and json.loads(stamp.read_text()) == want:
+        return
+    need_tool("patch", "patch")
+    shutil.rmtree(upper)
+    upper.mkdir(parents=True)
+    for patch in row.patches:
+        text = patch.read_text(errors="replace")
+        for rel in patched_files(text):
+            if (lower / rel).is_file() and not (upper / rel).exists():
+                (upper / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(lower / rel, upper / rel)
+        for dry in (True, False):
+            argv = ["patch", "-p1", "--batch", "--forward", "--fuzz=0", "-d", str(upper), "-i", str(patch)]
+            proc = subprocess.run(argv + (["--dry-run"] if dry else []), capture_output=True, text=True)
+            if proc.returncode != 0:
+                out = proc.stdout + proc.stderr
+                file = re.findall(r"^(?:checking|patching) file (\S+)", out, re.M)
+                hunk = _HUNK_FAILED.search(out)
+                where = (
+                    f"hunk #{hunk.group(1)} of {file[-1] if file else '?'} (at line {hunk.group(2)})"
+                    if hunk
+                    else (out.strip().splitlines() or ["patch failed"])[-1]
+                )
+                shutil.rmtree(upper)
+                upper.mkdir(parents=True)
+                raise HarnessError(f"--patch {patch.name}: does not apply to {row.source}: {where}; nothing built")
+    stamp.write_text(json.dumps(want))
+
+
+def _configure_derived(row: KernelRow, tree: Tree, layers: Sequence[buildroot.Overlay]) -> None:
+    """The base's .config with the row's options, through olddefconfig; an
+    option it drops is one line naming it."""
+    wanted = dict(derive.parse_option(o) for o in row.options)
+    obj_upper = layers[1].upper
+    config = obj_upper / ".config"
+    if config.is_file() and parse_config(config.read_text()).items() >= wanted.items():
+        return
+    config.write_text(merge_config((tree.obj / ".config").read_text(), wanted))
+    progress(f"kernel {row.name}: configuring over {tree.release}: {' '.join(row.options) or 'no options'}")
+    _in_root(tree, [*_make(tree), "olddefconfig"], "make olddefconfig", layers=layers)
+    missing = unmet(wanted, parse_config(config.read_text()))
+    if missing:
+        config.unlink()
+        raise HarnessError(
+            f"kernel {row.name}: olddefconfig dropped {len(missing)} option(s) of --kconfig: {', '.join(missing[:6])} "
+            "(a dependency is missing or the option was renamed); nothing built"
+        )
+
+
 # ---------------------------------------------------------------- the build
 
 
@@ -159,17 +257,34 @@ def build(row: KernelRow, res: apt.ResolvedKernel, dest: Path) -> None:
     spec = buildroot.spec_for_row(row)
     root = buildroot.ensure_root(spec)
     tree = tree_of(row, res, root)
+    layers = overlays(row, tree) if row.base is not None else ()
+    if layers and not (tree.src / ".harness-unpacked").is_file():
+        _unpack_source(row, tree, apt.download(res)[apt.Role.SOURCE][0])
+    if layers:
+        # Before anything is built: a patch that does not apply stops here.
+        stage_patches(row, tree.src, layers[0].upper)
     if not tree.ready():
         debs = apt.download(res)
         _unpack_source(row, tree, debs[apt.Role.SOURCE][0])
         _configure(row, res, tree)
         _compile(row, tree, dest.parent / "build.log")
         (tree.obj / TREE_MARKER).write_text(json.dumps({"release": tree.release}))
-    _install(row, tree, dest)
+    if layers:
+        _configure_derived(row, tree, layers)
+        _compile(row, tree, dest.parent / "build.log", layers)
+    _install(row, tree, dest, layers)
 
 
-def _in_root(tree: Tree, argv: list[str], what: str, fix: str = "") -> subprocess.CompletedProcess:
-    proc = run_tool(buildroot.in_root_argv(tree.root, argv), check=False)
+def _make(tree: Tree) -> list[str]:
+    """make in the tree, reproducibly: the same inputs give the same vmlinux,
+    so a derived kernel whose change is all in modules has its base's."""
+    return ["make", "-C", tree.src_in_root, f"O={tree.obj_in_root}", *REPRODUCIBLE_MAKE]
+
+
+def _in_root(
+    tree: Tree, argv: list[str], what: str, fix: str = "", layers: Sequence[buildroot.Overlay] = ()
+) -> subprocess.CompletedProcess:
+    proc = run_tool(buildroot.in_root_argv(tree.root, argv, overlays=layers), check=False)
     if proc.returncode != 0:
         detail = first_error(proc.stderr + "\n" + proc.stdout) or f"exit status {proc.returncode}"
         raise HarnessError(f"{what} failed: {detail}" + (f" ({fix})" if fix else ""))
@@ -206,7 +321,7 @@ def _configure(row: KernelRow, res: apt.ResolvedKernel, tree: Tree) -> None:
             shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(tree.obj, ignore_errors=True)
     tree.obj.mkdir(parents=True)
-    make = ["make", "-C", tree.src_in_root, f"O={tree.obj_in_root}"]
+    make = _make(tree)
     progress(f"kernel {row.name}: configuring (x86_64_defconfig + kvm_guest.config + kconfigs/{row.fragment})")
     _in_root(tree, [*make, "x86_64_defconfig", "kvm_guest.config"], "make defconfig kvm_guest.config")
     wanted = wanted_config(row, res)
@@ -222,11 +337,9 @@ def _configure(row: KernelRow, res: apt.ResolvedKernel, tree: Tree) -> None:
         )
 
 
-def _compile(row: KernelRow, tree: Tree, log_path: Path) -> None:
+def _compile(row: KernelRow, tree: Tree, log_path: Path, layers: Sequence[buildroot.Overlay] = ()) -> None:
     """make all, with a progress line every PROGRESS_EVERY_S instead of make's output."""
-    argv = buildroot.in_root_argv(
-        tree.root, ["make", "-C", tree.src_in_root, f"O={tree.obj_in_root}", f"-j{MAKE_JOBS}", "all"]
-    )
+    argv = buildroot.in_root_argv(tree.root, [*_make(tree), f"-j{MAKE_JOBS}", "all"], overlays=layers)
     progress(f"kernel {row.name}: building {tree.release} with {MAKE_JOBS} jobs (log: {log_path})")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = last = time.monotonic()
@@ -271,26 +384,28 @@ def _mmss(seconds: float) -> str:
     return f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
 
 
-def _install(row: KernelRow, tree: Tree, dest: Path) -> None:
+def _install(row: KernelRow, tree: Tree, dest: Path, layers: Sequence[buildroot.Overlay] = ()) -> None:
     """modules_install into the root, then move the kernel into `dest`."""
     rel = tree.release
-    staged = tree.root / tree.install_in_root.lstrip("/")
+    install = tree.install_in_root + (f"-{derive.ident_of(row)}" if layers else "")
+    staged = tree.root / install.lstrip("/")
     shutil.rmtree(staged, ignore_errors=True)
     progress(f"kernel {row.name}: installing modules")
+    boot_files = {
+        "vmlinux": "vmlinux",
+        "arch/x86/boot/bzImage": "vmlinuz",
+        ".config": "config",
+        "System.map": "System.map",
+    }
+    # Through the namespace: a derived kernel's tree is only whole there.
+    copy = " && ".join(f"cp {tree.obj_in_root}/{src} {install}/{name}-{rel}" for src, name in boot_files.items())
     _in_root(
         tree,
-        [
-            "make",
-            "-C",
-            tree.src_in_root,
-            f"O={tree.obj_in_root}",
-            "-s",
-            f"INSTALL_MOD_PATH={tree.install_in_root}",
-            "INSTALL_MOD_STRIP=1",
-            "modules_install",
-        ],
+        [*_make(tree), "-s", f"INSTALL_MOD_PATH={install}", "INSTALL_MOD_STRIP=1", "modules_install"],
         "make modules_install",
+        layers=layers,
     )
+    _in_root(tree, ["sh", "-c", copy], "copying the kernel out of its tree", layers=layers)
     shutil.rmtree(dest, ignore_errors=True)
     (dest / "boot").mkdir(parents=True)
     (dest / "lib" / "modules").mkdir(parents=True)
@@ -298,11 +413,6 @@ def _install(row: KernelRow, tree: Tree, dest: Path) -> None:
     for link in ("build", "source"):  # absolute links into the root
         (mods / link).unlink(missing_ok=True)
     shutil.move(mods, dest / "lib" / "modules" / rel)
+    for name in boot_files.values():
+        shutil.move(staged / f"{name}-{rel}", dest / "boot" / f"{name}-{rel}")
     shutil.rmtree(staged, ignore_errors=True)
-    for src, name in (
-        ("vmlinux", "vmlinux"),
-        ("arch/x86/boot/bzImage", "vmlinuz"),
-        (".config", "config"),
-        ("System.map", "System.map"),
-    ):
-        shutil.copyfile(tree.obj / src, dest / "boot" / f"{name}-{rel}")

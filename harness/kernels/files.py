@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..paths import cache_dir
+from . import derive
 from .apt import ResolvedKernel
 from .table import KernelRow
 
@@ -95,10 +96,14 @@ class KernelFiles:
 
 
 def root_of(res: ResolvedKernel) -> Path:
-    """The kernel's folder in the cache (one per ABI)."""
-    return cache_dir() / "kernels" / res.abi
+    """The kernel's folder in the cache: one per ABI, and one per derived
+    kernel (its base's ABI and its own identity, derive.py)."""
+    ident = derive.ident_of(res.row)
+    return cache_dir() / "kernels" / (f"{res.abi}+{ident}" if ident else res.abi)
 
 
 def files_of(res: ResolvedKernel) -> KernelFiles:
     origin = f"built here from {res.row.source} {res.version}" if res.row.source else f"Debian {res.version}"
+    if res.row.base is not None:
+        origin += f" + {len(res.row.options)} option(s), {len(res.row.patches)} patch(es) over {res.row.base}"
     return KernelFiles(res.row, res.abi, res.version, root_of(res) / "root", origin)

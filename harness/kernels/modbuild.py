@@ -26,7 +26,7 @@ from ..errors import HarnessError
 from ..paths import cache_dir
 from ..progress import progress
 from ..util import cached, hash_inputs, read_json_object
-from . import buildroot, localtree
+from . import buildroot, debugkernel, derive, localtree
 from .files import KernelFiles
 
 MAKE_JOBS = 2
@@ -66,7 +66,9 @@ def build_identity(kernel: KernelFiles) -> str:
     """What the modules of this kernel are built with (enters every module key)."""
     if kernel.row.local is not None:
         return localtree.build_identity(kernel.row.local, kernel.version)
-    return buildroot.spec_for_row(kernel.row).identity
+    # A derived kernel's modules build against its own tree, never its base's.
+    ident = derive.ident_of(kernel.row)
+    return buildroot.spec_for_row(kernel.row).identity + (f"+{ident}" if ident else "")
 
 
 def compile_in(
@@ -76,8 +78,9 @@ def compile_in(
     build; stdout and stderr in one stream, as a terminal shows them."""
     if kernel.row.local is not None:
         return localtree.make_modules(kernel.row.local, src, jobs, extra)
-    kroot = buildroot.for_kernel(kernel.row, kernel.release)
-    if kroot.spec.identity != build_identity(kernel):
+    layers = debugkernel.saved_overlays(kernel.row, kernel.release) if kernel.row.base else ()
+    kroot = buildroot.for_kernel(kernel.row, kernel.release, overlays=layers)
+    if kroot.spec.identity != build_identity(kernel).split("+")[0]:
         raise HarnessError(f"build root changed while building ({build_identity(kernel)} -> {kroot.spec.identity})")
     return kroot.make_modules(src, jobs, extra)
 

@@ -41,6 +41,11 @@ class KernelRow:
     # snapshot key, like the rest of the QEMU command line).
     cmdline: tuple[str, ...] = ()
     local: LocalTree | None = None
+    # A derived kernel (derive.py): the row it is built from, with these
+    # config options (CONFIG_X=v lines) and patches on top.
+    base: str | None = None
+    options: tuple[str, ...] = ()
+    patches: tuple[Path, ...] = ()
 
     @property
     def image_meta(self) -> str:

@@ -9,6 +9,7 @@ from typing import Protocol, Sequence
 
 from ...errors import HarnessError
 from ...util import hash_inputs
+from ..derive import fragment_digest
 from ..table import KernelRow
 from .debs import Package, ResolvedKernel, Role
 from .mirrors import ARCH, suites_of
@@ -36,9 +37,12 @@ def _abi_of(image_pkg: str) -> str:
 
 def source_release(row: KernelRow, upstream: str, source_sha256: str) -> str:
     """uname -r of a kernel built here: its upstream version, its flavour and a
-    hash of what it is built from (source, config fragment, build recipe)."""
+    hash of what it is built from (source, config fragment, build recipe).  A
+    derived kernel has its base's (derive.py): its options and patches are
+    its identity in the cache, not in uname -r."""
     assert row.fragment_path is not None
-    key = hash_inputs(source_sha256, row.fragment_path, SOURCE_RECIPE)[:8]
+    # The fragment as it takes effect: a comment or a blank line builds nothing again.
+    key = hash_inputs(source_sha256, fragment_digest(row), SOURCE_RECIPE)[:8]
     return f"{upstream}-{row.flavour}-{key}"
 
 

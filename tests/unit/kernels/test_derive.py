@@ -1,0 +1,146 @@
+"""Derived kernels without a build: options and patches read, the identity
+(options as they take effect, patches in order), the refusals, and a patch
+staged over a base's source the way a derived build does."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from harness import cli
+from harness.errors import HarnessError
+from harness.kernels import ROWS, debugkernel, derive
+from harness.kernels.apt.walk import source_release
+
+BASE = ROWS["6.12-debug"]
+UHID = "--- a/drivers/hid/uhid.c\n+++ b/drivers/hid/uhid.c\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n"
+
+
+def test_options_and_fragments_are_read_in_order_later_ones_winning(tmp_path):
+    frag = tmp_path / "my.config"
+    frag.write_text('# a comment\nCONFIG_UHID=m\n\n# CONFIG_HID_GENERIC is not set\nCONFIG_FOO="x y"\n')
+    got = derive.read_options([str(frag), "CONFIG_UHID=y", "CONFIG_NR=0x10"])
+    assert got == ("CONFIG_UHID=y", "CONFIG_HID_GENERIC=n", 'CONFIG_FOO="x y"', "CONFIG_NR=0x10")
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("UHID=m", "not an option"),
+        ("CONFIG_UHID=maybe", "not an option"),
+        ("/nonexistent/frag.config", "no such fragment file"),
+    ],
+)
+def test_bad_options_are_one_line(item, message):
+    with pytest.raises(HarnessError, match=message) as err:
+        derive.read_options([item])
+    assert "\n" not in str(err.value)
+
+
+def test_a_patch_folder_applies_by_its_series_else_in_name_order(tmp_path):
+    for name in ("b.patch", "a.patch", "notes.txt"):
+        (tmp_path / name).write_text(UHID)
+    assert [p.name for p in derive.read_patches([str(tmp_path)])] == ["a.patch", "b.patch"]
+    (tmp_path / "series").write_text("# order\nb.patch\na.patch -p1\n")
+    assert [p.name for p in derive.read_patches([str(tmp_path)])] == ["b.patch", "a.patch"]
+    (tmp_path / "series").write_text("c.patch\n")
+    with pytest.raises(HarnessError, match="series names c.patch"):
+        derive.read_patches([str(tmp_path)])
+    with pytest.raises(HarnessError, match="no such file or folder"):
+        derive.read_patches([str(tmp_path / "nope.patch")])
+
+
+def test_the_identity_hashes_options_as_they_take_effect_and_patches_in_order(tmp_path):
+    a, b = tmp_path / "a.patch", tmp_path / "b.patch"
+    a.write_text(UHID)
+    b.write_text(UHID.replace("TWO", "2"))
+    one = derive.derive(BASE, ("CONFIG_UHID=m", "CONFIG_HID=y"), (a, b))
+    assert one.name.startswith("6.12-debug+k") and one.base == "6.12-debug"
+    assert derive.derive(BASE, ("CONFIG_HID=y", "CONFIG_UHID=m"), (a, b)).name == one.name  # order of options: same
+    assert derive.derive(BASE, ("CONFIG_UHID=m", "CONFIG_HID=y"), (b, a)).name != one.name  # order of patches: not
+    assert derive.derive(BASE, ("CONFIG_UHID=y", "CONFIG_HID=y"), (a, b)).name != one.name
+    b.write_text(UHID.replace("TWO", "3"))
+    assert derive.derive(BASE, ("CONFIG_UHID=m", "CONFIG_HID=y"), (a, b)).name != one.name  # a patch's bytes
+    assert derive.derive(BASE) is BASE  # nothing to add: the base itself
+
+
+def test_a_comment_in_the_fragment_changes_no_release(tmp_path, monkeypatch):
+    frag = tmp_path / "debug.config"
+    frag.write_text(BASE.fragment_path.read_text())
+    row = replace(BASE, fragment="debug.config")
+    monkeypatch.setattr(type(row), "fragment_path", property(lambda self: frag))
+    before = source_release(row, "6.12.118", "ab" * 32)
+    frag.write_text("# a new comment\n\n" + frag.read_text() + "\n   \n")
+    assert source_release(row, "6.12.118", "ab" * 32) == before
+    frag.write_text(frag.read_text() + "CONFIG_UHID=m\n")
+    assert source_release(row, "6.12.118", "ab" * 32) != before
+    # A derived kernel keeps its base's uname -r: its identity is in the cache, not the release.
+    derived = derive.derive(row, ("CONFIG_UHID=m",))
+    assert source_release(derived, "6.12.118", "ab" * 32) == source_release(row, "6.12.118", "ab" * 32)
+
+
+@pytest.mark.parametrize("spec", ["6.1", "sid-rt"])
+def test_options_or_patches_for_a_packaged_kernel_are_refused(spec):
+    with pytest.raises(HarnessError, match=f"{spec} is a packaged kernel"):
+        derive.derive(ROWS[spec], ("CONFIG_UHID=m",))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fetch", "--kernel", "6.1", "--kconfig", "CONFIG_UHID=m"], "6.1 is a packaged kernel"),
+        (["run", "--kernel", "6.12", "--patch", "{patch}", "--", "true"], "6.12 is a packaged kernel"),
+        (["build", "--kernel", "6.12-debug", "--kconfig", "UHID", "{dir}"], "no such fragment file"),
+        (["race", "--kernel", "6.12-debug", "--patch", "/nonexistent.patch"], "no such file or folder"),
+    ],
+)
+def test_cli_refusals_are_one_line_exit_2_before_anything_is_built(argv, message, tmp_path, capsys):
+    patch = tmp_path / "x.patch"
+    patch.write_text(UHID)
+    (tmp_path / "Kbuild").write_text("obj-m += x.o\n")
+    argv = [a.format(patch=patch, dir=tmp_path) for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
+def _source(tmp_path: Path) -> tuple[Path, Path]:
+    lower = tmp_path / "lower"
+    (lower / "drivers/hid").mkdir(parents=True)
+    (lower / "drivers/hid/uhid.c").write_text("one\ntwo\nthree\n")
+    (lower / "Makefile").write_text("all:\n")
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    return lower, upper
+
+
+def test_patches_are_staged_over_the_base_source_which_stays_untouched(tmp_path):
+    lower, upper = _source(tmp_path)
+    first = tmp_path / "1.patch"
+    first.write_text(UHID)
+    second = tmp_path / "2.patch"  # applies only after the first
+    second.write_text(UHID.replace("-two\n+TWO", "-TWO\n+zwei"))
+    new = tmp_path / "3.patch"
+    new.write_text("--- /dev/null\n+++ b/drivers/hid/new.c\n@@ -0,0 +1 @@\n+fresh\n")
+    row = derive.derive(BASE, patches=(first, second, new))
+    debugkernel.stage_patches(row, lower, upper)
+    assert (upper / "drivers/hid/uhid.c").read_text() == "one\nzwei\nthree\n"
+    assert (upper / "drivers/hid/new.c").read_text() == "fresh\n"
+    assert (lower / "drivers/hid/uhid.c").read_text() == "one\ntwo\nthree\n"
+    assert not (upper / "Makefile").exists()  # only what the patches write is copied up
+
+
+def test_a_patch_that_does_not_apply_names_the_file_and_hunk_and_stages_nothing(tmp_path):
+    lower, upper = _source(tmp_path)
+    bad = tmp_path / "bad.patch"
+    bad.write_text(UHID.replace(" one\n-two", " eins\n-two"))
+    row = derive.derive(BASE, patches=(bad,))
+    with pytest.raises(HarnessError) as err:
+        debugkernel.stage_patches(row, lower, upper)
+    assert str(err.value) == (
+        "--patch bad.patch: does not apply to linux-source-6.12: hunk #1 of drivers/hid/uhid.c (at line 1); "
+        "nothing built"
+    )
+    assert list(upper.iterdir()) == []
