@@ -18,7 +18,10 @@ from .stanzas import Dep, Fields, depends, one_dep
 # What debugkernel.py makes of a source row, in words: part of the release
 # string, so a change here is a new kernel (and new module builds).  Change it
 # whenever a change there changes the kernel it builds; not for plumbing.
-SOURCE_RECIPE = "x86_64_defconfig + kvm_guest.config + fragment, olddefconfig; make all; modules_install strip"
+SOURCE_RECIPE = (
+    "x86_64_defconfig + kvm_guest.config + fragment, olddefconfig; make all; modules_install strip; "
+    "reproducible (fixed KBUILD_BUILD_TIMESTAMP, _VERSION, _USER, _HOST)"
+)
 
 
 class Lookup(Protocol):
