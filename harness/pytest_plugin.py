@@ -75,12 +75,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PREFIX",
         help="console logs' URLs in the KCIDB submission: PREFIX/NAME (default: file:// URLs)",
     )
+    group.addoption(
+        "--kconfig",
+        action="append",
+        default=None,
+        metavar="CONFIG_X=V|FRAGMENT",
+        help="a config option or fragment on each kernel built from source; overrides the kconfig ini line",
+    )
+    group.addoption(
+        "--patch",
+        action="append",
+        default=None,
+        metavar="FILE|DIR",
+        help="a patch (or a folder of them) on each kernel built from source; overrides the patches ini line",
+    )
+    parser.addini("kconfig", type="args", default=[], help="config options or fragments: CONFIG_UHID=m my.config")
+    parser.addini("patches", type="args", default=[], help="patches (or folders of them) in order, ini-relative")
     parser.addini(
         "guest_packages",
         type="args",
         default=[],
         help="Debian packages (with their dependencies) in every guest: bash python3-minimal",
     )
+
+
+def _kernel_rows(config: pytest.Config) -> list[kernels.KernelRow]:
+    """--kernel, each row derived by the options and patches (command line over ini)."""
+    from .kernels import derive
+
+    asked_k, asked_p = config.getoption("--kconfig"), config.getoption("--patch")
+    base = config.inipath.parent if config.inipath else Path.cwd()
+    options = derive.read_options(asked_k if asked_k is not None else config.getini("kconfig"))
+    patches = asked_p if asked_p is not None else [str(base / p) for p in config.getini("patches")]
+    return derive.derive_all(kernels.parse_specs(config.getoption("--kernel")), options, derive.read_patches(patches))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -93,7 +120,7 @@ def pytest_configure(config: pytest.Config) -> None:
     ):
         config.addinivalue_line("markers", line)
     try:
-        config._harness_specs = kernels.parse_specs(config.getoption("--kernel"))  # type: ignore[attr-defined]
+        config._harness_specs = _kernel_rows(config)  # type: ignore[attr-defined]
         asked = config.getoption("--guest-packages")
         config._harness_packages = parse_package_names(  # type: ignore[attr-defined]
             config.getini("guest_packages") if asked is None else asked

@@ -24,6 +24,12 @@ def cmd_kernels(args: argparse.Namespace) -> int:
             print(f"{spec.name:<11} {spec.release:<13} {'?':<26} {'?':<22} {state}")
         else:
             print(f"{spec.name:<11} {spec.release:<13} {res.abi:<26} {res.version:<22} {state}{default}{made}")
+    from ..kernels import derive
+
+    for d in derive.built():
+        opts = " ".join(d.get("options") or []) or "-"
+        patches = " ".join(str(p).rsplit("/", 1)[-1] for p in d.get("patches") or []) or "-"
+        print(f"{d['name']}  over {d['base']} ({d['release']}): options {opts}; patches {patches}")
     return 0
 
 

@@ -18,10 +18,11 @@ base's, byte for byte, build id and all.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from ..errors import HarnessError
 from ..paths import cache_dir
@@ -163,6 +164,24 @@ def derive_all(rows: Sequence[KernelRow], options: Sequence[str], patches: Seque
 def ident_of(row: KernelRow) -> str:
     """The derived identity of a row ("" for a row that is no derived kernel)."""
     return derived_id(row.options, row.patches) if row.base is not None else ""
+
+
+def record(row: KernelRow) -> dict[str, Any]:
+    """What a built derived kernel's cache folder says of it (`harness kernels` lists it)."""
+    return {"name": row.name, "base": row.base, "options": list(row.options), "patches": [str(p) for p in row.patches]}
+
+
+def built() -> list[dict[str, Any]]:
+    """The derived kernels built in this cache, by name."""
+    out = []
+    for path in sorted((cache_dir() / "kernels").glob("*+k*/derived.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and (path.parent / ".unpacked.json").is_file():
+            out.append({**doc, "release": path.parent.name.rsplit("+", 1)[0]})
+    return sorted(out, key=lambda d: str(d.get("name")))
 
 
 def overlay_dir(row: KernelRow, abi: str) -> Path:

@@ -15,7 +15,7 @@ from ..paths import cache_dir
 from ..progress import progress
 from ..util import cached as cached_artifact
 from ..util import need_tool, read_json_object, run_tool, stamps_of
-from . import apt, debugkernel, localtree
+from . import apt, debugkernel, derive, localtree
 from .apt import ResolvedKernel, resolve
 from .files import KernelFiles, files_of, root_of
 from .repair import cached, checked_files, damage_of_kernel, marker, repair, write_marker
@@ -58,6 +58,8 @@ def _build(spec: KernelRow, res: ResolvedKernel) -> KernelFiles:
     """A kernel built here from Debian's source (debugkernel.py)."""
     need_tool("depmod", "kmod")
     debugkernel.build(spec, res, root_of(res) / "root")
+    if spec.base is not None:
+        (root_of(res) / "derived.json").write_text(json.dumps(derive.record(spec)))
     files = files_of(res)
     run_tool(["depmod", "-b", files.root, res.abi], what="depmod")
     write_marker(res)

@@ -144,3 +144,49 @@ def test_a_patch_that_does_not_apply_names_the_file_and_hunk_and_stages_nothing(
         "nothing built"
     )
     assert list(upper.iterdir()) == []
+
+
+def test_a_derived_kernel_has_its_own_cache_folder_module_builds_and_listing(tmp_path, monkeypatch):
+    from harness.kernels import modbuild
+    from harness.kernels.apt import ResolvedKernel
+    from harness.kernels.files import files_of, root_of
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    patch = tmp_path / "x.patch"
+    patch.write_text(UHID)
+    row = derive.derive(BASE, ("CONFIG_UHID=m",), (patch,))
+    base_res = ResolvedKernel(BASE, "6.12.118-debug-12345678", "6.12.118-1", ())
+    res = ResolvedKernel(row, base_res.abi, base_res.version, ())
+    assert root_of(res) != root_of(base_res) and root_of(res).name == f"{base_res.abi}+{derive.ident_of(row)}"
+    assert files_of(res).release == base_res.abi  # uname -r: the base's
+    assert modbuild.build_identity(files_of(res)) != modbuild.build_identity(files_of(base_res))
+    root_of(res).mkdir(parents=True)
+    (root_of(res) / "derived.json").write_text(__import__("json").dumps(derive.record(row)))
+    assert derive.built() == []  # not whole until its marker is written
+    (root_of(res) / ".unpacked.json").write_text("{}")
+    (listed,) = derive.built()
+    assert (listed["name"], listed["base"], listed["options"], listed["release"]) == (
+        row.name,
+        "6.12-debug",
+        ["CONFIG_UHID=m"],
+        base_res.abi,
+    )
+
+
+def test_the_pytest_plugin_derives_from_options_and_ini_lines(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.pytest_plugin import _kernel_rows
+
+    patch = tmp_path / "fix.patch"
+    patch.write_text(UHID)
+    given = {"--kernel": "6.12-debug,6.1", "--kconfig": None, "--patch": None}
+    ini = {"kconfig": ["CONFIG_UHID=m"], "patches": ["fix.patch"]}
+    config = SimpleNamespace(getoption=given.get, getini=ini.get, inipath=tmp_path / "pytest.ini")
+    with pytest.raises(HarnessError, match="6.1 is a packaged kernel"):
+        _kernel_rows(config)
+    given["--kernel"] = "6.12-debug"
+    (row,) = _kernel_rows(config)
+    assert row.options == ("CONFIG_UHID=m",) and row.patches == (patch,)
+    given["--kconfig"] = ["CONFIG_UHID=y"]  # the command line over the ini line
+    assert _kernel_rows(config)[0].options == ("CONFIG_UHID=y",)
