@@ -548,6 +548,8 @@ static void print_json(long elapsed_ms, const char *error)
 	}
 	printf("}");
 	print_events();
+	if (!strcmp(opt.role, "caller") && opt.hold_us > 0)
+		printf(",\"hold_us\":%ld", opt.hold_us);
 	if (error) {
 		printf(",\"error\":");
 		json_str(error);

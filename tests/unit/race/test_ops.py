@@ -15,6 +15,7 @@ from harness.guest.programs import build_racer
 from harness.race import ops
 from harness.race.ops import ExecOp, IoctlOp, MountOp, NetdevOp, OpenOp, SocketOp, parse
 from harness.race.racer import Role, RoleSpec, latency_from_hist, parse_role_output
+from harness.race.reach import role_reach
 
 # text -> (the row, the racer's arguments after "--", the op names in its JSON)
 EXAMPLES = {
@@ -354,6 +355,9 @@ def test_a_held_call_keeps_what_it_took_for_its_hold_with_no_unloader(racer, tex
     assert st.errors == ({"ENOTTY": 3} if op == "ioctl" else {})
     assert res.duration_ms >= 5 * 20, "three holds and two rests"
     assert st.latency_us["max"] < 20000, "the hold is no part of a call's latency"
+    assert res.hold_us == 20000 and _caller(racer, text, "--count", "1").hold_us == 0
+    (reach,) = role_reach([res])
+    assert reach.label == f"caller1 {op} (held)" and reach.calls == 3
 
 
 def test_exec_cannot_be_held(racer):
