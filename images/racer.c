@@ -18,7 +18,8 @@
  *
  * Roles: unloader looker mounter fsmounter holder loader, and caller: one
  * generic call of any module's, named by --op (open, ioctl, mount, socket,
- * netdev-add, exec; see usage()), its calls recorded under the op's name.
+ * netdev-add, exec; see usage()), its calls recorded under the op's name;
+ * with --hold-us it keeps what it took across an unload (held_step()).
  * Built static on the host; no libc wrappers exist for the module syscalls.
  */
 #define _GNU_SOURCE
@@ -88,6 +89,7 @@ struct shared {
 	unsigned int seq;	/* odd while unloading; bumped at set and clear */
 	u64 unloads;		/* UNLOADS_BEGUN per unload begun + unloads in progress */
 	u64 gone;		/* GONE_DELETED per unload done + modules now absent */
+	int changes;		/* futex word: bumped at each unload and reload done */
 };
 
 /*
@@ -122,6 +124,8 @@ struct op_tok {
 	u64 unloads;
 	u64 gone;
 	unsigned int seq;
+	u64 held_ns;		/* a held call's hold: no part of its latency */
+	int live;		/* -1: judged at its end; else judged at its take */
 };
 
 static struct {
@@ -146,6 +150,7 @@ static int nops;
 static u64 iterations;
 static u64 start_ns;
 static u64 last_end_ns;		/* when the last op ended: the loop's clock */
+static u64 deadline_ns;
 
 /* The unloader's unload windows, in ns since start_ns. */
 static struct unload_window {
@@ -221,7 +226,11 @@ static void die_usage(const char *msg)
 		"                               peer racerpPID, veth's way), then\n"
 		"                               RTM_DELLINK as op netdev-del\n"
 		"  exec CMD                     /bin/sh -c CMD, output to /dev/null;\n"
-		"                               a non-zero exit is EEXIT, a signal EKILLED\n");
+		"                               a non-zero exit is EEXIT, a signal EKILLED\n"
+		"caller --hold-us N: keep what the call took until an unload is done\n"
+		"since, N us at most, then use it (open: read; ioctl: the ioctl; mount:\n"
+		"stat and read its root; AF_ALG: accept, hash: write and read) and\n"
+		"release it; exec cannot be held\n");
 	exit(2);
 }
 
@@ -286,7 +295,17 @@ static void op_begin(struct op_tok *tok)
 	tok->seq = __atomic_load_n(&shm->seq, __ATOMIC_SEQ_CST);
 	tok->unloads = __atomic_load_n(&shm->unloads, __ATOMIC_SEQ_CST);
 	tok->gone = __atomic_load_n(&shm->gone, __ATOMIC_SEQ_CST);
+	tok->held_ns = 0;
+	tok->live = -1;
 	tok->t0 = now_ns();
+}
+
+/* Every unloaded module present at the call's start, no unload done since. */
+static int call_live(const struct op_tok *tok)
+{
+	return !(tok->gone % GONE_DELETED) &&
+	       __atomic_load_n(&shm->gone, __ATOMIC_SEQ_CST) / GONE_DELETED ==
+	       tok->gone / GONE_DELETED;
 }
 
 static unsigned int unloads_met(const struct op_tok *tok)
@@ -325,7 +344,7 @@ static void call_event(const struct op_tok *tok, u64 t1, int err)
  */
 static u64 op_end(struct op_stats *op, const struct op_tok *tok, int err)
 {
-	u64 t1 = now_ns(), dt = t1 - tok->t0;
+	u64 t1 = now_ns(), dt = t1 - tok->t0 - tok->held_ns;
 	unsigned int idx = hist_index(dt);
 
 	last_end_ns = t1;
@@ -340,8 +359,7 @@ static u64 op_end(struct op_stats *op, const struct op_tok *tok, int err)
 		op->max_ns = dt;
 	if (!err)
 		op->ok++;
-	if (!err && !(tok->gone % GONE_DELETED) &&
-	    __atomic_load_n(&shm->gone, __ATOMIC_SEQ_CST) / GONE_DELETED == tok->gone / GONE_DELETED)
+	if (!err && (tok->live >= 0 ? tok->live : call_live(tok)))
 		op->ok_live++;
 	if (op == calls.op)
 		call_event(tok, t1, err);
@@ -530,6 +548,8 @@ static void print_json(long elapsed_ms, const char *error)
 	}
 	printf("}");
 	print_events();
+	if (!strcmp(opt.role, "caller") && opt.hold_us > 0)
+		printf(",\"hold_us\":%ld", opt.hold_us);
 	if (error) {
 		printf(",\"error\":");
 		json_str(error);
@@ -684,6 +704,13 @@ static struct op_stats *op_a, *op_b;
 static int role_fd = -1;
 static char cmd[256];
 
+/* Wakes the held callers that wait for an unload or a reload (wait_for()). */
+static void shared_changed(void)
+{
+	__atomic_add_fetch(&shm->changes, 1, __ATOMIC_SEQ_CST);
+	futex(&shm->changes, FUTEX_WAKE, INT_MAX, NULL);
+}
+
 static void unload_flag(int up)
 {
 	__atomic_store_n(&shm->unloading, up, __ATOMIC_SEQ_CST);
@@ -728,6 +755,7 @@ static int unloader_step(void)
 		/* absent already: a caller's request_module had loaded it again */
 		__atomic_add_fetch(&shm->gone, GONE_DELETED + !absent, __ATOMIC_SEQ_CST);
 		absent = 1;
+		shared_changed();
 	}
 	/* ENOENT: an earlier reload failed and the module was absent since */
 	if (!err || err == ENOENT) {
@@ -737,6 +765,7 @@ static int unloader_step(void)
 		if ((!load_err || load_err == EEXIST) && absent) {
 			__atomic_sub_fetch(&shm->gone, 1, __ATOMIC_SEQ_CST);
 			absent = 0;
+			shared_changed();
 		}
 	}
 	__atomic_sub_fetch(&shm->unloads, 1, __ATOMIC_SEQ_CST);
@@ -830,12 +859,14 @@ static struct {
 	int flags;		/* open(2) flags: O_NONBLOCK | O_CLOEXEC | the mode */
 	size_t len;		/* open: bytes to read; ioctl: bytes to zero */
 	unsigned long request;
-	int family, type, protocol, bind;
+	int family, type, protocol, bind, hash;
 	struct sockaddr_alg alg;
 	int nl_fd, null_fd;
+	int fd, fd2;		/* held: what the take opened (-1: nothing) */
+	int holding;		/* held: the take left something to release */
 	char *sh_argv[4];
 	char ifname[IFNAMSIZ], peer[IFNAMSIZ], dir[64];
-} co = { .nl_fd = -1, .null_fd = -1 };
+} co = { .nl_fd = -1, .null_fd = -1, .fd = -1, .fd2 = -1 };
 
 static char io_buf[IO_BUF_SIZE];
 
@@ -987,6 +1018,205 @@ static int exec_step(void)
 	return 1;
 }
 
+/*
+ * Held calls (--hold-us N): a caller keeps what its call took (a file, a
+ * mount, a socket, a link) until the unloader has completed an unload since
+ * the take, or N us at most, and only then uses it and releases it: what a
+ * driver without .owner cannot survive, as the release runs in freed text.
+ * The call is recorded as one, under the kind's name: its latency leaves the
+ * hold out, it reached the module if the module was live over the take, and
+ * a use or a release that fails after the unload fails the call.  Between
+ * held calls the caller rests until the module has been unloaded and is back
+ * (N us at most), so that it never pins a module with an .owner for good.
+ */
+static int deleted_since(u64 gone)
+{
+	return __atomic_load_n(&shm->gone, __ATOMIC_SEQ_CST) / GONE_DELETED > gone / GONE_DELETED;
+}
+
+static int back_since(u64 gone)
+{
+	u64 now = __atomic_load_n(&shm->gone, __ATOMIC_SEQ_CST);
+
+	return now / GONE_DELETED > gone / GONE_DELETED && !(now % GONE_DELETED);
+}
+
+/* Sleeps until done(since), the time until, the deadline or a signal. */
+static void wait_for(int (*done)(u64 since), u64 since, u64 until)
+{
+	for (;;) {
+		int seen = __atomic_load_n(&shm->changes, __ATOMIC_SEQ_CST);
+		u64 now = now_ns(), end = until < deadline_ns ? until : deadline_ns;
+		struct timespec ts;
+
+		if (stop || done(since) || now >= end)
+			return;
+		ts.tv_sec = (end - now) / 1000000000ull;
+		ts.tv_nsec = (end - now) % 1000000000ull;
+		futex(&shm->changes, FUTEX_WAIT, seen, &ts);
+	}
+}
+
+static int fd_take(void)
+{
+	co.fd = open(co.path, co.flags);
+	co.holding = co.fd >= 0;
+	return co.fd < 0 ? errno : 0;
+}
+
+static int fd_release(void)
+{
+	int err = 0;
+
+	if (co.fd2 >= 0 && close(co.fd2))
+		err = errno;
+	if (co.fd >= 0 && close(co.fd) && !err)
+		err = errno;
+	co.fd = -1;
+	co.fd2 = -1;
+	co.holding = 0;
+	return err;
+}
+
+static int open_use(void)
+{
+	return co.len && read(co.fd, io_buf, co.len) < 0 ? errno : 0;
+}
+
+static int ioctl_use(void)
+{
+	memset(io_buf, 0, co.len);
+	return ioctl(co.fd, co.request, io_buf) < 0 ? errno : 0;
+}
+
+static int mount_take(void)
+{
+	int err = mount(co.source, opt.dir, co.fstype, 0, co.data) ? errno : 0;
+
+	co.holding = !err;
+	return err;
+}
+
+/* A stat of the mount's root and a read of its entries. */
+static int mount_use(void)
+{
+	struct stat st;
+	int fd, err = 0;
+
+	if (stat(opt.dir, &st))
+		return errno;
+	fd = open(opt.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno;
+	if (syscall(SYS_getdents64, fd, io_buf, sizeof(io_buf)) < 0)
+		err = errno;
+	close(fd);
+	return err;
+}
+
+static int mount_release(void)
+{
+	co.holding = 0;
+	return umount2(opt.dir, 0) ? errno : 0;
+}
+
+static int socket_take(void)
+{
+	co.fd = socket(co.family, co.type | SOCK_CLOEXEC, co.protocol);
+	if (co.fd < 0)
+		return errno;
+	co.holding = 1;
+	if (co.bind && bind(co.fd, (struct sockaddr *)&co.alg, sizeof(co.alg)) < 0)
+		return errno;
+	return 0;
+}
+
+/* AF_ALG: an accept, and for a hash a write and a read of the digest. */
+static int socket_use(void)
+{
+	if (!co.bind)
+		return 0;
+	co.fd2 = accept4(co.fd, NULL, NULL, SOCK_CLOEXEC);
+	if (co.fd2 < 0)
+		return errno;
+	if (co.hash && write(co.fd2, io_buf, 16) < 0)
+		return errno;
+	if (co.hash && read(co.fd2, io_buf, 64) < 0)
+		return errno;
+	return 0;
+}
+
+static int netdev_take(void)
+{
+	int err = rtnl_call(&nl_new);
+
+	co.holding = !err || err == EEXIST;	/* EEXIST: a leftover, deleted too */
+	return err;
+}
+
+static int nothing_to_use(void)
+{
+	return 0;
+}
+
+static int netdev_release(void)
+{
+	co.holding = 0;
+	return rtnl_call(&nl_del);
+}
+
+/*
+ * The caller's op kinds: --op KIND, its arguments, and the second op that
+ * undoes the call (NULL: none).  The call is recorded under the kind's name.
+ * A held call (take, use, release; take NULL: it cannot be held) releases
+ * through the undo op if there is one, else as part of the call.
+ */
+struct caller_kind {
+	const char *kind, *undo;
+	int min_args, max_args;
+	void (*setup)(char **args, int nargs);
+	int (*step)(void);
+	int (*take)(void);
+	int (*use)(void);
+	int (*release)(void);
+};
+
+static const struct caller_kind *held;
+static u64 held_gone;		/* shm->gone at the last take */
+static int held_before;		/* a take has succeeded */
+
+static int held_step(void)
+{
+	u64 hold_ns = (u64)opt.hold_us * 1000ull, t;
+	struct op_tok tok, undo;
+	int err;
+
+	if (held_before)
+		wait_for(back_since, held_gone, now_ns() + hold_ns);
+	op_begin(&tok);
+	err = held->take();
+	if (!err) {
+		tok.live = call_live(&tok);
+		held_before = 1;
+		held_gone = tok.gone;
+		t = now_ns();
+		wait_for(deleted_since, tok.gone, t + hold_ns);
+		tok.held_ns = now_ns() - t;
+		err = held->use();
+	}
+	if (co.holding && !held->undo) {
+		int rel = held->release();
+
+		err = err ? err : rel;
+	}
+	op_end(op_a, &tok, err);
+	if (co.holding) {
+		op_begin(&undo);
+		op_end(op_b, &undo, held->release());
+	}
+	return 1;
+}
+
 /* --- setup --- */
 
 typedef int (*step_fn)(void);
@@ -1068,6 +1298,7 @@ static void setup_socket(char **args, int nargs)
 	    strlen(colon + 1) >= sizeof(co.alg.salg_name))
 		die_usage("socket: only AF_ALG binds, to ALGTYPE:ALGNAME (13, 63 bytes at most)");
 	co.alg.salg_family = AF_ALG;
+	co.hash = colon - args[3] == 4 && !strncmp(args[3], "hash", 4);
 	memcpy(co.alg.salg_type, args[3], colon - args[3]);
 	strcpy((char *)co.alg.salg_name, colon + 1);
 	co.bind = 1;
@@ -1146,22 +1377,15 @@ static void setup_exec(char **args, int nargs)
 		setup_fail("/dev/null", "cannot open /dev/null");
 }
 
-/*
- * The caller's op kinds: --op KIND, its arguments, and the second op that
- * undoes the call (NULL: none).  The call is recorded under the kind's name.
- */
-static const struct caller_kind {
-	const char *kind, *undo;
-	int min_args, max_args;
-	void (*setup)(char **args, int nargs);
-	int (*step)(void);
-} caller_kinds[] = {
-	{ "open", NULL, 1, 3, setup_open, open_step },
-	{ "ioctl", NULL, 2, 3, setup_ioctl, ioctl_step },
-	{ "mount", "umount", 2, 3, setup_caller_mount, caller_mount_step },
-	{ "socket", NULL, 3, 4, setup_socket, socket_step },
-	{ "netdev-add", "netdev-del", 1, 2, setup_netdev, netdev_step },
-	{ "exec", NULL, 1, 1, setup_exec, exec_step },
+static const struct caller_kind caller_kinds[] = {
+	{ "open", NULL, 1, 3, setup_open, open_step, fd_take, open_use, fd_release },
+	{ "ioctl", NULL, 2, 3, setup_ioctl, ioctl_step, fd_take, ioctl_use, fd_release },
+	{ "mount", "umount", 2, 3, setup_caller_mount, caller_mount_step,
+	  mount_take, mount_use, mount_release },
+	{ "socket", NULL, 3, 4, setup_socket, socket_step, socket_take, socket_use, fd_release },
+	{ "netdev-add", "netdev-del", 1, 2, setup_netdev, netdev_step,
+	  netdev_take, nothing_to_use, netdev_release },
+	{ "exec", NULL, 1, 1, setup_exec, exec_step, NULL, NULL, NULL },
 };
 
 static step_fn setup_caller(void)
@@ -1182,7 +1406,12 @@ static step_fn setup_caller(void)
 		op_b = op_new(k->undo);
 	calls.op = op_a;
 	k->setup(opt.args, opt.nargs);
-	return k->step;
+	if (opt.hold_us <= 0)
+		return k->step;
+	if (!k->take)
+		die_usage("this --op cannot be held (--hold-us)");
+	held = k;
+	return held_step;
 }
 
 static step_fn setup_loading(int unloader)
@@ -1378,6 +1607,7 @@ static void run_loop(step_fn step)
 	u64 next_progress = start_ns + 1000000000ull;
 	u64 now = start_ns;
 
+	deadline_ns = deadline;
 	while (!stop && now < deadline && (opt.count < 0 || iterations < (u64)opt.count)) {
 		int full;
 

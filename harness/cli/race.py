@@ -54,6 +54,13 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--callers", type=int, default=1, metavar="N", help="with --target: callers per --op (default 1)")
     p.add_argument(
+        "--no-hold",
+        dest="hold",
+        action="store_false",
+        help="with --target: quick callers only; by default each --op without its own :hold= also gets "
+        "callers that keep what they took (file, mount, socket, link) across an unload",
+    )
+    p.add_argument(
         "--scheme", default=None, help=f"comma list of {', '.join(SCHEMES)} (default {','.join(DEFAULT_SCHEMES)})"
     )
     p.add_argument("--workload", default=None, help=f"comma list of {', '.join(WORKLOADS)} (default lookup,mount)")
@@ -203,11 +210,11 @@ def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
             raise HarnessError(
                 f"--target races a module against --op callers; {', '.join(mixed)} belong to the harness's own schemes"
             )
-        make = functools.partial(RaceSpec, target=args.target, ops=tuple(args.op), callers=args.callers)
+        make = functools.partial(RaceSpec, target=args.target, ops=tuple(args.op), callers=args.callers, hold=args.hold)
     else:
-        if args.op or args.callers != 1:
+        if args.op or args.callers != 1 or not args.hold:
             raise HarnessError(
-                "--op and --callers go with --target (a module to race); the schemes have their workloads"
+                "--op and --callers go with --target (a module to race), --no-hold too; the schemes have their workloads"
             )
         make = functools.partial(
             RaceSpec,
@@ -257,7 +264,8 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
         if spec.target is not None:
             progress(
                 f"race on {spec.kernel_name}: target {spec.target}, callers "
-                f"{' '.join(op.text for op in spec.op_rows)} x{spec.callers}, {spec.duration_s:g}s, "
+                f"{' '.join(op.text for op in spec.op_rows)} x{spec.callers}"
+                f"{' (quick and held)' if spec.hold else ' (quick only)'}, {spec.duration_s:g}s, "
                 f"seed {spec.seed}{hogs}"
             )
         else:

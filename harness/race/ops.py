@@ -5,12 +5,15 @@ A user names an operation in one line of text; `parse` turns it into one
 typed row (an `Op` subclass per kind) and `Op.role_spec` into the racer's
 command line (`RoleSpec` with `Role.CALLER`):
 
-    open:PATH[:read=N][:mode=r|w|rw]      open (O_NONBLOCK), read N bytes, close
-    ioctl:PATH:REQUEST[:mode=r|w|rw]      open, ioctl(REQUEST, zeroed buffer), close
-    mount:SOURCE:FSTYPE[:OPTIONS]         mount on the role's own folder, umount
-    socket:FAMILY:TYPE:PROTOCOL[:ALGTYPE:ALGNAME]
+    open:PATH[:read=N][:mode=r|w|rw][:hold[=MS]]
+                                          open (O_NONBLOCK), read N bytes, close
+    ioctl:PATH:REQUEST[:mode=r|w|rw][:hold[=MS]]
+                                          open, ioctl(REQUEST, zeroed buffer), close
+    mount:SOURCE:FSTYPE[:OPTIONS][:hold[=MS]]
+                                          mount on the role's own folder, umount
+    socket:FAMILY:TYPE:PROTOCOL[:ALGTYPE:ALGNAME][:hold[=MS]]
                                           socket (AF_ALG: and bind), close
-    netdev-add:KIND                       RTM_NEWLINK of a link of its own, RTM_DELLINK
+    netdev-add:KIND[:hold[=MS]]           RTM_NEWLINK of a link of its own, RTM_DELLINK
     exec:CMD                              /bin/sh -c CMD; a non-zero exit is EEXIT
 
 For example `open:/dev/mydrv:read=64`, `ioctl:/dev/x:0x5401`,
@@ -20,6 +23,26 @@ For example `open:/dev/mydrv:read=64`, `ioctl:/dev/x:0x5401`,
 octal or 0b binary; a socket family or type is a name (`FAMILIES`, `TYPES`)
 or a number.  A PATH may hold colons (the keywords are taken from the end);
 OPTIONS and CMD are the rest of the line, colons and all.
+
+Held calls.  A caller can keep what its call took across unloads: the file
+stays open, the file system mounted, the socket open (AF_ALG: bound), the
+link added, until the unloader has completed an unload since the take, or
+MS milliseconds at most (`HOLD_MS` by default); then it uses it once
+(`Op.use`: open reads N bytes if it reads, ioctl makes its ioctl, mount stats
+and reads its root, AF_ALG accepts and, for a hash, writes and reads a
+digest) and releases it (close, umount, RTM_DELLINK).  That is where a
+module whose `file_operations` (or file system type, or protocol) lack
+`.owner` fails: the release runs in freed module text.  Between held calls
+the caller rests until the module is unloaded and back (MS at most), so a
+module that pins itself properly is still unloaded.  `exec` cannot be held.
+
+Which callers an op gets (`Op.holds`): `:hold` or `:hold=MS` makes it held
+only, `:hold=0` quick only; without either the race decides: a quick caller
+and a held one by default (`race --target`), the quick one alone with
+`--no-hold`.  A held call is recorded as one call of the op (same name,
+same counts): its latency leaves the hold out, it reached the module
+(`ok_live`) if the module was live over the take, and a use or release that
+fails after the unload fails the call with that errno.
 
 The racer records an op's calls under the op's kind (`Op.call_op`: `open`,
 `ioctl`, `mount`, `socket`, `netdev-add`, `exec`); `mount` also records
@@ -77,6 +100,8 @@ AF_ALG = FAMILIES["alg"]
 TYPES: dict[str, int] = {"stream": 1, "dgram": 2, "raw": 3, "rdm": 4, "seqpacket": 5, "packet": 10}
 MODES = ("r", "w", "rw")
 READ_MAX = 65536  # racer.c IO_BUF_SIZE
+HOLD_MS = 250  # a held call's longest hold, unless hold=MS says (above the default --unload-pause)
+HOLD_MAX = 60000
 # Link kinds that need a peer (IFLA_INFO_DATA / *_INFO_PEER, attribute 1 for both).
 PEER_KINDS = ("veth", "vxcan")
 _KIND_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -94,6 +119,7 @@ class Op:
     syntax: ClassVar[str]
     summary: ClassVar[str]
     undo: ClassVar[str | None] = None  # the op that undoes the call, recorded apart
+    use: ClassVar[str | None] = None  # what a held call does after the hold; None: it cannot be held
 
     @property
     def call_op(self) -> str:
@@ -119,11 +145,26 @@ class Op:
         """The text form again, normalised (`parse(op.text) == op`)."""
         raise NotImplementedError
 
-    def role_spec(self, name: str, **common: Any) -> RoleSpec:
-        """The racer's caller role for this op.  `name` is the module the run
-        is about (the JSON's "name"); `common` are RoleSpec's other options
-        (duration_ms, count, barrier, parties, seed, progress; dir for mount)."""
-        return RoleSpec(Role.CALLER, name=name, op=self.kind, op_args=self.racer_args(), **common)
+    @property
+    def own_hold(self) -> int | None:
+        """Its `hold=MS` (0: never held); None: the race decides."""
+        hold: int | None = getattr(self, "hold", None)  # a field of the kinds that can be held
+        return hold
+
+    def holds(self, hold: bool) -> tuple[int, ...]:
+        """The hold in ms (0: a quick caller) of each caller it gets, when the
+        race holds by default (`hold`) or not (module docstring)."""
+        if self.own_hold is not None:
+            return (self.own_hold,)
+        return (0, HOLD_MS) if hold and self.use is not None else (0,)
+
+    def role_spec(self, name: str, hold_ms: int = 0, **common: Any) -> RoleSpec:
+        """The racer's caller role for this op, held for `hold_ms` (0: quick).
+        `name` is the module the run is about (the JSON's "name"); `common` are
+        RoleSpec's other options (duration_ms, count, barrier, parties, seed,
+        progress; dir for mount)."""
+        hold_us = hold_ms * 1000 if hold_ms else None
+        return RoleSpec(Role.CALLER, name=name, op=self.kind, op_args=self.racer_args(), hold_us=hold_us, **common)
 
     def __str__(self) -> str:
         return self.text
@@ -143,15 +184,31 @@ def _number(cls: type[Op], text: str, field: str, value: str, top: int) -> int:
     return n
 
 
+# Keywords that may stand alone, and the value they then have.
+BARE_KEYWORDS = {"hold": str(HOLD_MS)}
+
+
 def _keywords(cls: type[Op], text: str, fields: list[str], known: Sequence[str]) -> dict[str, str]:
-    """Trailing KEY=VALUE fields of the known keys, taken off `fields`."""
+    """Trailing KEY=VALUE fields of the known keys (or a bare KEY of
+    BARE_KEYWORDS), taken off `fields`."""
     found: dict[str, str] = {}
-    while fields and re.fullmatch(r"[a-z]+=.*", fields[-1]) and fields[-1].split("=", 1)[0] in known:
-        key, value = fields.pop().split("=", 1)
+    while fields:
+        key, eq, value = fields[-1].partition("=")
+        if key not in known or not (eq or key in BARE_KEYWORDS):
+            break
+        fields.pop()
         if key in found:
             raise _bad(cls, text, f"{key}= given twice")
-        found[key] = value
+        found[key] = value if eq else BARE_KEYWORDS[key]
     return found
+
+
+def _hold(cls: type[Op], text: str, kw: dict[str, str]) -> int | None:
+    return _number(cls, text, "hold", kw["hold"], HOLD_MAX) if "hold" in kw else None
+
+
+def _hold_text(hold: int | None) -> str:
+    return "" if hold is None else f":hold={hold}"
 
 
 def _path(cls: type[Op], text: str, fields: list[str]) -> str:
@@ -170,18 +227,20 @@ def _mode(cls: type[Op], text: str, mode: str) -> str:
 @dataclass(frozen=True)
 class OpenOp(Op):
     kind: ClassVar[str] = "open"
-    syntax: ClassVar[str] = "open:PATH[:read=N][:mode=r|w|rw]"
+    syntax: ClassVar[str] = "open:PATH[:read=N][:mode=r|w|rw][:hold[=MS]]"
     summary: ClassVar[str] = "open PATH (O_NONBLOCK), read N bytes, close"
+    use: ClassVar[str | None] = "read N bytes (if it reads)"
 
     path: str
     read: int = 0  # bytes to read after the open; 0 reads nothing
     mode: str = "r"
+    hold: int | None = None  # ms; 0: never held; None: the race decides
 
     @classmethod
     def from_fields(cls, fields: list[str], text: str) -> "OpenOp":
-        kw = _keywords(cls, text, fields, ("read", "mode"))
+        kw = _keywords(cls, text, fields, ("read", "mode", "hold"))
         read = _number(cls, text, "read", kw["read"], READ_MAX) if "read" in kw else 0
-        return cls(_path(cls, text, fields), read, _mode(cls, text, kw.get("mode", "r")))
+        return cls(_path(cls, text, fields), read, _mode(cls, text, kw.get("mode", "r")), _hold(cls, text, kw))
 
     def racer_args(self) -> tuple[str, ...]:
         return (self.path, str(self.read), self.mode)
@@ -192,76 +251,93 @@ class OpenOp(Op):
             f"open:{self.path}"
             + (f":read={self.read}" if self.read else "")
             + (f":mode={self.mode}" if self.mode != "r" else "")
+            + _hold_text(self.hold)
         )
 
 
 @dataclass(frozen=True)
 class IoctlOp(Op):
     kind: ClassVar[str] = "ioctl"
-    syntax: ClassVar[str] = "ioctl:PATH:REQUEST[:mode=r|w|rw]"
+    syntax: ClassVar[str] = "ioctl:PATH:REQUEST[:mode=r|w|rw][:hold[=MS]]"
     summary: ClassVar[str] = "open PATH, ioctl(REQUEST, a zeroed buffer), close"
+    use: ClassVar[str | None] = "the ioctl"
 
     path: str
     request: int
     mode: str = "r"
+    hold: int | None = None
 
     @classmethod
     def from_fields(cls, fields: list[str], text: str) -> "IoctlOp":
-        kw = _keywords(cls, text, fields, ("mode",))
+        kw = _keywords(cls, text, fields, ("mode", "hold"))
         if len(fields) < 2 or not fields[-1]:
             raise _bad(cls, text, "missing REQUEST" if fields and fields[0] else "missing PATH and REQUEST")
         request = _number(cls, text, "REQUEST", fields.pop(), 0xFFFFFFFF)
-        return cls(_path(cls, text, fields), request, _mode(cls, text, kw.get("mode", "r")))
+        return cls(_path(cls, text, fields), request, _mode(cls, text, kw.get("mode", "r")), _hold(cls, text, kw))
 
     def racer_args(self) -> tuple[str, ...]:
         return (self.path, str(self.request), self.mode)
 
     @property
     def text(self) -> str:
-        return f"ioctl:{self.path}:{self.request:#x}" + (f":mode={self.mode}" if self.mode != "r" else "")
+        return (
+            f"ioctl:{self.path}:{self.request:#x}"
+            + (f":mode={self.mode}" if self.mode != "r" else "")
+            + _hold_text(self.hold)
+        )
 
 
 @dataclass(frozen=True)
 class MountOp(Op):
     kind: ClassVar[str] = "mount"
-    syntax: ClassVar[str] = "mount:SOURCE:FSTYPE[:OPTIONS] (SOURCE a device such as /dev/loop0, or none)"
+    syntax: ClassVar[str] = "mount:SOURCE:FSTYPE[:OPTIONS][:hold[=MS]] (SOURCE a device such as /dev/loop0, or none)"
     summary: ClassVar[str] = "mount SOURCE as FSTYPE on the role's own folder, then umount"
     undo: ClassVar[str | None] = "umount"
+    use: ClassVar[str | None] = "stat and read the mount's root"
 
     source: str
     fstype: str
     options: str | None = None  # mount(2)'s data, as `mount -o` would pass it
+    hold: int | None = None
 
     @classmethod
     def from_fields(cls, fields: list[str], text: str) -> "MountOp":
+        hold = _hold(cls, text, _keywords(cls, text, fields, ("hold",)))
         if len(fields) < 2 or not fields[0] or not fields[1]:
             raise _bad(cls, text, "missing SOURCE or FSTYPE")
         if re.search(r"\s", fields[1]):
             raise _bad(cls, text, f"FSTYPE {fields[1]!r} has a space")
         options = ":".join(fields[2:]) if len(fields) > 2 else None
-        return cls(fields[0], fields[1], options or None)
+        return cls(fields[0], fields[1], options or None, hold)
 
     def racer_args(self) -> tuple[str, ...]:
         return (self.source, self.fstype) + ((self.options,) if self.options else ())
 
     @property
     def text(self) -> str:
-        return f"mount:{self.source}:{self.fstype}" + (f":{self.options}" if self.options else "")
+        return (
+            f"mount:{self.source}:{self.fstype}" + (f":{self.options}" if self.options else "") + _hold_text(self.hold)
+        )
 
 
 @dataclass(frozen=True)
 class SocketOp(Op):
     kind: ClassVar[str] = "socket"
-    syntax: ClassVar[str] = "socket:FAMILY:TYPE:PROTOCOL[:ALGTYPE:ALGNAME] (FAMILY, TYPE: a name or a number)"
+    syntax: ClassVar[str] = (
+        "socket:FAMILY:TYPE:PROTOCOL[:ALGTYPE:ALGNAME][:hold[=MS]] (FAMILY, TYPE: a name or a number)"
+    )
     summary: ClassVar[str] = "socket(FAMILY, TYPE, PROTOCOL), for AF_ALG bind to ALGTYPE:ALGNAME, close"
+    use: ClassVar[str | None] = "AF_ALG: accept, and for a hash write and read a digest; others: nothing"
 
     family: int
     type: int
     protocol: int = 0
     bind: str | None = None  # AF_ALG only: "hash:sha256", "skcipher:cbc(aes)"
+    hold: int | None = None
 
     @classmethod
     def from_fields(cls, fields: list[str], text: str) -> "SocketOp":
+        hold = _hold(cls, text, _keywords(cls, text, fields, ("hold",)))
         if len(fields) < 3 or not all(fields[:3]):
             raise _bad(cls, text, "missing FAMILY, TYPE or PROTOCOL")
         if len(fields) not in (3, 5):
@@ -277,7 +353,7 @@ class SocketOp(Op):
             if not (0 < len(alg_type) <= 13 and 0 < len(alg_name) <= 63):
                 raise _bad(cls, text, "ALGTYPE is 1 to 13 bytes and ALGNAME 1 to 63")
             bind = f"{alg_type}:{alg_name}"
-        return cls(family, stype, protocol, bind)
+        return cls(family, stype, protocol, bind, hold)
 
     @classmethod
     def _named(cls, text: str, what: str, value: str, table: dict[str, int]) -> int:
@@ -293,30 +369,35 @@ class SocketOp(Op):
 
     @property
     def text(self) -> str:
-        return f"socket:{_name_of(FAMILIES, self.family)}:{_name_of(TYPES, self.type)}:{self.protocol}" + (
-            f":{self.bind}" if self.bind else ""
+        return (
+            f"socket:{_name_of(FAMILIES, self.family)}:{_name_of(TYPES, self.type)}:{self.protocol}"
+            + (f":{self.bind}" if self.bind else "")
+            + _hold_text(self.hold)
         )
 
 
 @dataclass(frozen=True)
 class NetdevOp(Op):
     kind: ClassVar[str] = "netdev-add"
-    syntax: ClassVar[str] = "netdev-add:KIND (an rtnetlink link kind: dummy, veth, ifb, bond, vcan, ...)"
+    syntax: ClassVar[str] = "netdev-add:KIND[:hold[=MS]] (an rtnetlink link kind: dummy, veth, ifb, bond, vcan, ...)"
     summary: ClassVar[str] = (
         "RTM_NEWLINK of a KIND link named racerPID (veth, vxcan: with a peer racerpPID), then RTM_DELLINK of it"
     )
     undo: ClassVar[str | None] = "netdev-del"
+    use: ClassVar[str | None] = "nothing (the link is deleted)"
 
     link_kind: str  # IFLA_INFO_KIND: the bonding module's is "bond"
+    hold: int | None = None
 
     @classmethod
     def from_fields(cls, fields: list[str], text: str) -> "NetdevOp":
+        hold = _hold(cls, text, _keywords(cls, text, fields, ("hold",)))
         kind = ":".join(fields)
         if not kind:
             raise _bad(cls, text, "missing KIND")
         if not _KIND_RE.match(kind):
             raise _bad(cls, text, f"KIND {kind!r} is not a link kind (letters, digits, _ . -, 64 at most)")
-        return cls(kind)
+        return cls(kind, hold)
 
     @property
     def peer(self) -> bool:
@@ -328,7 +409,7 @@ class NetdevOp(Op):
 
     @property
     def text(self) -> str:
-        return f"netdev-add:{self.link_kind}"
+        return f"netdev-add:{self.link_kind}" + _hold_text(self.hold)
 
 
 @dataclass(frozen=True)
@@ -376,4 +457,7 @@ def parse(text: str) -> Op:
 
 def syntax_help() -> str:
     """One line per kind, for a command line's --help."""
-    return "\n".join(f"{k.syntax}: {k.summary}" for k in OP_KINDS)
+    return "\n".join(
+        f"{k.syntax}: {k.summary}" + (f"; held: {k.use}, then the release" if k.use else "; cannot be held")
+        for k in OP_KINDS
+    )

@@ -275,6 +275,7 @@ class RoleResult:
     error: str | None = None
     unload_generation: int = 0  # unload/reload cycles the barrier file saw
     events: RoleEvents | None = None  # None: an older racer, or no result
+    hold_us: int = 0  # a held caller's longest hold (race.ops); 0: quick
 
     def __post_init__(self) -> None:
         if self.role is not None and not isinstance(self.role, Role):
@@ -376,7 +377,7 @@ def parse_role_output(text: str, role: Role | str | None = None, exit_status: in
                                              delete_errno|null, load_errno|null], ...]},
            "calls": {"op", "failures_total", "failures": [[start_us, end_us, errno], ...],
                      "bin_ms": 100, "done": [n, ...], "ok": [n, ...]}},
-         "error" (only on failure: "barrier timeout", ...)}
+         "hold_us" (only a held caller's), "error" (only on failure: "barrier timeout", ...)}
 
     Format 1 (no "format" key) has no "events" and no "hist_failed"; only
     format 3 has "ok_live" (successes with every unloaded module present from
@@ -402,6 +403,7 @@ def parse_role_output(text: str, role: Role | str | None = None, exit_status: in
                 error=doc.get("error"),
                 unload_generation=int(doc.get("unload_generation", 0)),
                 events=_events(doc.get("events")),
+                hold_us=int(doc.get("hold_us", 0)),
             )
         except (TypeError, ValueError, AttributeError, KeyError, HarnessError) as e:
             return RoleResult.failed(role, f"malformed racer output: {e}")

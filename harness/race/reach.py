@@ -16,7 +16,7 @@ class RoleReach:
     succeeded with the module live from start to end (`ok_live`; None: the
     racer's output did not say, an older report)."""
 
-    label: str  # "caller1 socket": the role, its number among the callers, its operation
+    label: str  # "caller1 socket", "caller2 socket (held)": the role, its number among the callers, its operation
     op: str
     calls: int
     ok_live: int | None
@@ -61,5 +61,6 @@ def role_reach(roles: Sequence[RoleResult]) -> tuple[RoleReach, ...]:
         if r.error or st is None:
             continue
         op = op_name(r.role, raw)
-        out.append(RoleReach(f"{r.role}{n} {op}", op, st.total, st.ok_live, dict(st.errors)))
+        held = " (held)" if r.hold_us else ""
+        out.append(RoleReach(f"{r.role}{n} {op}{held}", op, st.total, st.ok_live, dict(st.errors)))
     return tuple(out)

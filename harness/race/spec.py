@@ -68,7 +68,8 @@ class RaceSpec:
     # a target module
     target: str | None = None  # a ready-made row, a module name, a .ko or a module folder
     ops: tuple[str, ...] = ()  # caller operations (ops.py text); none: the row's own
-    callers: int = 1  # callers per operation
+    callers: int = 1  # callers per operation (and per hold: ops.Op.holds)
+    hold: bool = True  # each op without its own hold= gets a held caller beside the quick one
     # every race
     duration_s: float = 15.0
     seed: int = 1
@@ -182,6 +183,12 @@ class RaceSpec:
         return tuple(parse_op(t) for t in texts)
 
     @property
+    def caller_rows(self) -> tuple[tuple[Op, int], ...]:
+        """Each caller role's op and hold in ms (0: quick), in start order:
+        per op its quick callers, then its held ones."""
+        return tuple((op, ms) for op in self.op_rows for ms in op.holds(self.hold) for _ in range(self.callers))
+
+    @property
     def label(self) -> str:
         """A target run's workload column: its operations."""
         return "+".join(op.kind for op in self.op_rows)
@@ -194,7 +201,7 @@ class RaceSpec:
         if self.target is not None:
             argv += ["--target", self.target]
             argv += [a for op in self.ops for a in ("--op", op)]
-            argv += ["--callers", str(self.callers)]
+            argv += ["--callers", str(self.callers)] + ([] if self.hold else ["--no-hold"])
         else:
             argv += ["--scheme", scheme or ",".join(self.schemes), "--workload", workload or ",".join(self.workloads)]
         argv += ["--duration", f"{self.duration_s:g}", "--seed", str(self.seed), "--accel", self.accel]

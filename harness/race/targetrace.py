@@ -98,9 +98,9 @@ def mount_dir(index: int) -> str:
 
 
 def roles_for(spec: RaceSpec, target: ResolvedTarget) -> list[RoleSpec]:
-    """The unloader, then `callers` callers per operation, at one barrier."""
-    ops = spec.op_rows
-    parties = 1 + len(ops) * spec.callers
+    """The unloader, then `callers` callers per operation and hold, at one barrier."""
+    rows = spec.caller_rows
+    parties = 1 + len(rows)
     common: dict[str, Any] = dict(
         duration_ms=int(spec.duration_s * 1000), seed=spec.seed, barrier=BARRIER, parties=parties, progress=True
     )
@@ -115,9 +115,9 @@ def roles_for(spec: RaceSpec, target: ResolvedTarget) -> list[RoleSpec]:
         **common,
     )
     callers = []
-    for i, op in enumerate(op for op in ops for _ in range(spec.callers)):
+    for i, (op, hold_ms) in enumerate(rows):
         extra = {"dir": mount_dir(i)} if isinstance(op, MountOp) else {}
-        callers.append(op.role_spec(name=target.module, **common, **extra))
+        callers.append(op.role_spec(name=target.module, hold_ms=hold_ms, **common, **extra))
     return [unloader, *callers]
 
 
@@ -125,7 +125,7 @@ def prepare_guest(vm: RaceGuest, spec: RaceSpec, target: ResolvedTarget) -> None
     """The setup, the target loaded, proof that it can be unloaded, and the
     callers' paths there: each failure one line naming what failed."""
     ops = spec.op_rows
-    mounts = [mount_dir(i) for i in range(len(ops) * spec.callers)]
+    mounts = [mount_dir(i) for i in range(len(spec.caller_rows))]
     if target.params:
         vm.ssh.upload(f"options {target.module} {target.params}\n".encode(), MODPROBE_CONF)
     deps = [k for k in target.kmods if k != target.module]

@@ -5,6 +5,7 @@ module (open and ioctl of /dev/null, a unix socket, exec of true/false)."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 
 import pytest
@@ -14,6 +15,7 @@ from harness.guest.programs import build_racer
 from harness.race import ops
 from harness.race.ops import ExecOp, IoctlOp, MountOp, NetdevOp, OpenOp, SocketOp, parse
 from harness.race.racer import Role, RoleSpec, latency_from_hist, parse_role_output
+from harness.race.reach import role_reach
 
 # text -> (the row, the racer's arguments after "--", the op names in its JSON)
 EXAMPLES = {
@@ -268,3 +270,101 @@ def test_other_roles_still_refuse_arguments(racer):
         timeout=10,
     )
     assert proc.returncode == 2 and "unexpected argument" in proc.stderr
+
+
+# ---------------------------------------------------------------- held calls
+
+HELD = {
+    "open:/dev/x:read=16:hold": (OpenOp("/dev/x", 16, "r", ops.HOLD_MS), "open:/dev/x:read=16:hold=250"),
+    "open:/dev/x:hold=0:read=16": (OpenOp("/dev/x", 16, "r", 0), "open:/dev/x:read=16:hold=0"),
+    "ioctl:/dev/x:0x5401:hold=40:mode=w": (IoctlOp("/dev/x", 0x5401, "w", 40), "ioctl:/dev/x:0x5401:mode=w:hold=40"),
+    "mount:none:tmpfs:size=1m:hold=100": (MountOp("none", "tmpfs", "size=1m", 100), None),
+    "mount:/dev/loop0:minix:hold": (MountOp("/dev/loop0", "minix", None, 250), "mount:/dev/loop0:minix:hold=250"),
+    "socket:alg:seqpacket:0:hash:sha256:hold=0x10": (
+        SocketOp(38, 5, 0, "hash:sha256", 16),
+        "socket:alg:seqpacket:0:hash:sha256:hold=16",
+    ),
+    "socket:inet:dgram:0:hold": (SocketOp(2, 2, 0, None, 250), "socket:inet:dgram:0:hold=250"),
+    "netdev-add:veth:hold=50": (NetdevOp("veth", 50), None),
+}
+
+
+@pytest.mark.parametrize("text", HELD)
+def test_hold_is_an_option_of_every_kind_but_exec(text):
+    row, normal = HELD[text]
+    op = parse(text)
+    assert op == row and op.text == (normal or text) and parse(op.text) == op
+    assert op.racer_args() == dataclasses.replace(op, hold=None).racer_args(), "the racer is told by --hold-us"
+    assert op.holds(True) == op.holds(False) == (op.own_hold,), "its own hold= decides"
+
+
+def test_without_its_own_hold_an_op_gets_a_quick_and_a_held_caller_unless_holding_is_off():
+    for text in ("open:/dev/x", "ioctl:/dev/x:1", "mount:none:tmpfs", "socket:unix:stream:0", "netdev-add:dummy"):
+        op = parse(text)
+        assert op.own_hold is None and op.use
+        assert op.holds(True) == (0, ops.HOLD_MS) and op.holds(False) == (0,)
+    exec_op = parse("exec:sleep 1:hold")  # CMD is the rest of the line: exec cannot be held
+    assert exec_op == ExecOp("sleep 1:hold") and exec_op.use is None
+    assert exec_op.holds(True) == exec_op.holds(False) == (0,)
+    assert "cannot be held" in ops.syntax_help().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("open:/dev/x:hold=soon", "hold 'soon' is not a number"),
+        ("open:/dev/x:hold=60001", "hold 60001 is not within 0..60000"),
+        ("open:/dev/x:hold:hold=3", "hold= given twice"),
+        ("netdev-add:dummy:hold=-1", "not within 0..60000"),
+        ("socket:inet:dgram:0:x:hold", "a bind is ALGTYPE:ALGNAME, two fields"),
+    ],
+)
+def test_bad_hold_is_one_line_naming_the_syntax(text, message):
+    with pytest.raises(HarnessError) as exc:
+        parse(text)
+    assert message in str(exc.value) and "[:hold[=MS]]" in str(exc.value)
+
+
+def test_a_held_role_tells_the_racer_its_hold_in_microseconds():
+    op = parse("open:/dev/x:read=8")
+    assert op.role_spec(name="m", hold_ms=250).argv("r")[2:] == [
+        "--name",
+        "m",
+        "--hold-us",
+        "250000",
+        "--op",
+        "open",
+        "--",
+        "/dev/x",
+        "8",
+        "r",
+    ]
+    assert "--hold-us" not in op.role_spec(name="m").argv("r"), "a quick caller"
+
+
+@pytest.mark.parametrize(
+    "text,op",
+    [("open:/dev/zero:read=64", "open"), ("ioctl:/dev/null:0x5401", "ioctl"), ("socket:unix:stream:0", "socket")],
+)
+def test_a_held_call_keeps_what_it_took_for_its_hold_with_no_unloader(racer, text, op):
+    # No unloader: every take is kept the whole hold, and the caller rests as long again.
+    res = _caller(racer, text, "--hold-us", "20000", "--count", "3")
+    st = res.ops[op]
+    assert res.iterations == st.total == 3 and list(res.ops) == [op]
+    assert st.ok == st.ok_live == (0 if op == "ioctl" else 3), st.errors
+    assert st.errors == ({"ENOTTY": 3} if op == "ioctl" else {})
+    assert res.duration_ms >= 5 * 20, "three holds and two rests"
+    assert st.latency_us["max"] < 20000, "the hold is no part of a call's latency"
+    assert res.hold_us == 20000 and _caller(racer, text, "--count", "1").hold_us == 0
+    (reach,) = role_reach([res])
+    assert reach.label == f"caller1 {op} (held)" and reach.calls == 3
+
+
+def test_exec_cannot_be_held(racer):
+    proc = subprocess.run(
+        [racer, "caller", "--name", "x", "--hold-us", "5", "--op", "exec", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert proc.returncode == 2 and "this --op cannot be held" in proc.stderr.splitlines()[0]

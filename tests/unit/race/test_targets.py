@@ -102,7 +102,7 @@ def test_resolve_refuses_a_missing_or_built_in_module(tmp_path):
 
 
 def test_roles_an_unloader_then_callers_per_op_with_a_mount_folder_each():
-    spec = RaceSpec(target="t", ops=("mount:none:configfs", "open:/dev/null"), callers=2, duration_s=3)
+    spec = RaceSpec(target="t", ops=("mount:none:configfs", "open:/dev/null"), callers=2, duration_s=3, hold=False)
     roles = targetrace.roles_for(spec, targetrace.ResolvedTarget("configfs", params="x=1"))
     assert [r.role for r in roles] == [Role.UNLOADER] + [Role.CALLER] * 4
     assert {r.parties for r in roles} == {5} and {r.duration_ms for r in roles} == {3000}
@@ -174,7 +174,7 @@ def fake_resolve(monkeypatch):
 @pytest.mark.usefixtures("fake_resolve")
 def test_a_target_race_loads_checks_unloads_and_counts_failures_as_facts():
     stages = Stages(Behaviour(lookups=(100, 60), errno="EOPNOTSUPP"))
-    report, kept = kinds.race(RaceSpec(target="dummy", duration_s=0.1), stages=stages)
+    report, kept = kinds.race(RaceSpec(target="dummy", duration_s=0.1, hold=False), stages=stages)
     run = report.runs[0]
     assert kept is None and stages.guest.killed
     assert stages.booted == [("target-dummy", GuestPayload((), ("dummy",)))]
@@ -213,3 +213,36 @@ def test_the_broken_owner_control_must_crash(console, verdict, control, problems
 def test_a_crash_of_a_real_target_is_a_finding_exit_1():
     report, _ = kinds.race(RaceSpec(target="dummy", duration_s=0.1), stages=Stages(Behaviour(console=OOPS)))
     assert report.runs[0].verdict is Verdict.CRASHED and report.problems()
+
+
+def test_by_default_each_op_gets_quick_and_held_callers_and_no_hold_keeps_the_quick_ones():
+    ops = ("open:/dev/x", "exec:true", "mount:none:tmpfs:hold=0", "netdev-add:dummy:hold=40")
+    spec = RaceSpec(target="t", ops=ops, callers=2, duration_s=3)
+    rows = [(op.kind, ms) for op, ms in spec.caller_rows]
+    assert (
+        rows
+        == [("open", 0)] * 2 + [("open", 250)] * 2 + [("exec", 0)] * 2 + [("mount", 0)] * 2 + [("netdev-add", 40)] * 2
+    )
+    roles = targetrace.roles_for(spec, targetrace.ResolvedTarget("t"))
+    assert {r.parties for r in roles} == {11} and len(roles) == 11
+    assert [r.hold_us for r in roles[1:]] == [None, None, 250000, 250000, None, None, None, None, 40000, 40000]
+    assert [r.dir for r in roles[1:]][6:8] == ["/mnt/target6", "/mnt/target7"]
+    quick = RaceSpec(target="t", ops=ops, callers=2, duration_s=3, hold=False)
+    assert [(op.kind, ms) for op, ms in quick.caller_rows] == [(k, ms) for k, ms in rows if not (k == "open" and ms)], (
+        "--no-hold drops the default held callers, not an op's own hold="
+    )
+    assert spec.label == quick.label == "open+exec+mount+netdev-add"
+
+
+def test_no_hold_is_in_the_repro_and_parses_back_and_old_lines_still_hold():
+    spec = RaceSpec(target="dummy", ops=("open:/dev/x:read=4",), callers=2, hold=False)
+    assert " --callers 2 --no-hold " in spec.repro()
+    assert race_cli.specs_from_args(cli.parser().parse_args(spec.repro().split()[3:])) == [spec]
+    held = RaceSpec(target="dummy", ops=("open:/dev/x:read=4:hold=30",))
+    assert "--no-hold" not in held.repro() and "open:/dev/x:read=4:hold=30" in held.repro()
+    assert race_cli.specs_from_args(cli.parser().parse_args(held.repro().split()[3:])) == [held]
+
+
+def test_no_hold_goes_with_a_target_only(capsys):
+    assert cli.main(["race", "--no-hold"]) == 2
+    assert "--no-hold too" in capsys.readouterr().err
