@@ -59,7 +59,8 @@ def test_a_users_module_folder_races_clean_against_opens(kernel_spec, tmp_path):
     run = report["runs"][0]
     assert run["verdict"] == "clean" and run["ops"]["delete_module"]["ok"] >= 1
     assert run["ops"]["open"]["ok"] > 0
-    assert [r["ok_live"] > 0 for r in run["reach"]] == [True, True], run["reach"]
+    # two quick callers and two held ones (race --target's default mix), every one in the module
+    assert len(run["reach"]) == 4 and all(r["ok_live"] > 0 for r in run["reach"]), run["reach"]
     assert "--target" in run["repro"] and "open:/dev/mydrv:read=64" in run["repro"]
 
 
@@ -71,8 +72,9 @@ def test_callers_that_never_reach_the_module_give_no_verdict_but_unreached(kerne
     assert proc.returncode == 1, proc.stderr[-3000:]
     run = report["runs"][0]
     assert run["verdict"] == "unreached" and run["ops"]["delete_module"]["ok"] >= 1, run["problem"]
-    (reach,) = run["reach"]
-    assert reach["ok_live"] == 0 and reach["calls"] > 0 and list(reach["errors"]) == ["EAFNOSUPPORT"], reach
+    assert len(run["reach"]) == 2, run["reach"]  # a quick caller and a held one
+    for reach in run["reach"]:
+        assert reach["ok_live"] == 0 and reach["calls"] > 0 and list(reach["errors"]) == ["EAFNOSUPPORT"], reach
     assert "never reached the module" in proc.stdout
     assert any(ln.startswith("FAIL ") and "unreached" in ln for ln in proc.stderr.splitlines())
 
