@@ -334,7 +334,7 @@ def base_image(kernel: KernelFiles) -> Image:
     digest = hash_inputs(
         "base",
         BASE_RECIPE,
-        kernel.release,
+        kernel.identity,
         kernel.version,
         (userland.parent / ".unpacked").read_text(),
         client_pub,
@@ -407,7 +407,7 @@ def build_image(
         return base
     digest = hash_inputs(
         "payload",
-        kernel.release,
+        kernel.identity,
         kernel.version,
         *modules,
         *[(e.dest, e.mode) for e in extras],

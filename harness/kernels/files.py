@@ -31,6 +31,14 @@ class KernelFiles:
         return self.row.name
 
     @property
+    def identity(self) -> str:
+        """What cache keys of things made from this kernel start from: its
+        release, and for a derived kernel (same release as its base) its own
+        identity too."""
+        ident = derive.ident_of(self.row)
+        return f"{self.release}+{ident}" if ident else self.release
+
+    @property
     def label(self) -> str:
         """Its name as a part of a file name: a local tree's is the path's last part."""
         return Path(self.name).name or "kernel"

@@ -190,3 +190,20 @@ def test_the_pytest_plugin_derives_from_options_and_ini_lines(tmp_path):
     assert row.options == ("CONFIG_UHID=m",) and row.patches == (patch,)
     given["--kconfig"] = ["CONFIG_UHID=y"]  # the command line over the ini line
     assert _kernel_rows(config)[0].options == ("CONFIG_UHID=y",)
+
+
+def test_what_is_made_from_a_derived_kernel_is_keyed_apart_from_its_base(tmp_path, monkeypatch):
+    """Images and payloads start their keys from `identity`: a derived kernel
+    has its base's release, and a payload of its uhid.ko once came out of
+    the cache with the base's uhid.ko in it."""
+    import inspect
+
+    from harness.guest import image
+    from harness.kernels import KernelFiles
+
+    row = derive.derive(BASE, ("CONFIG_UHID=m",))
+    base = KernelFiles(BASE, "6.12.118-debug-1", "6.12.118-1", tmp_path, "")
+    derived = KernelFiles(row, "6.12.118-debug-1", "6.12.118-1", tmp_path, "")
+    assert base.identity == base.release and derived.identity == f"{base.release}+{derive.ident_of(row)}"
+    for fn in (image.base_image, image.build_image):
+        assert "kernel.identity" in inspect.getsource(fn), fn.__name__
