@@ -6,3 +6,16 @@ from pathlib import Path
 # The repository the tests run from (harness.paths.CHECKOUT is None when the
 # harness under test is an installed copy).
 REPO = Path(__file__).resolve().parents[2]
+
+
+def race_cli(kernel: str, cwd: Path, *args: str, timeout: float = 900):
+    """`python -m harness race --kernel KERNEL ARGS... --json` run as a user
+    would, from `cwd`: the process and its JSON report (None if none was written)."""
+    import json
+    import subprocess
+    import sys
+
+    out = cwd / "report.json"
+    argv = [sys.executable, "-m", "harness", "race", "--kernel", kernel, "--json", str(out), *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    return proc, json.loads(out.read_text()) if out.is_file() else None

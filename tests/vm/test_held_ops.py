@@ -7,47 +7,22 @@ is missed (clean), which shows that the test guards the hold."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.tools import REPO
+from tests.tools import REPO, race_cli
 
 OWNERLESS = REPO / "tests" / "project" / "ownerless"
 OP = "open:/dev/ownerless:read=16"
 
 
 def race(kernel_spec, tmp_path: Path, target: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
-    out = tmp_path / "report.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "race",
-            "--kernel",
-            kernel_spec.name,
-            "--target",
-            str(target),
-            "--op",
-            OP,
-            "--duration",
-            "20",
-            "--seed",
-            "5",
-            "--json",
-            str(out),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=tmp_path,
+    proc, report = race_cli(
+        kernel_spec.name, tmp_path, "--target", str(target), "--op", OP, "--duration", "20", "--seed", "5", *args
     )
-    assert out.is_file(), proc.stderr[-3000:]
-    return proc, json.loads(out.read_text())
+    assert report is not None, proc.stderr[-3000:]
+    return proc, report
 
 
 def with_owner(tmp_path: Path) -> Path:

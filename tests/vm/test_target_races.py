@@ -6,40 +6,16 @@ setup is refused before anything races."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.tools import REPO
+from tests.tools import REPO, race_cli
 
 MYDRV = REPO / "tests" / "project" / "mydrv"
 
 
 def race(kernel_spec, tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict | None]:
-    out = tmp_path / "report.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "race",
-            "--kernel",
-            kernel_spec.name,
-            "--duration",
-            "3",
-            "--seed",
-            "7",
-            "--json",
-            str(out),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    return proc, json.loads(out.read_text()) if out.is_file() else None
+    return race_cli(kernel_spec.name, tmp_path, "--duration", "3", "--seed", "7", *args, timeout=600)
 
 
 def test_the_broken_owner_control_crashes_through_the_generic_open(kernel_spec, tmp_path):
