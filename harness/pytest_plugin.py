@@ -107,7 +107,8 @@ def _kernel_rows(config: pytest.Config) -> list[kernels.KernelRow]:
     base = config.inipath.parent if config.inipath else Path.cwd()
     options = derive.read_options(asked_k if asked_k is not None else config.getini("kconfig"))
     patches = asked_p if asked_p is not None else [str(base / p) for p in config.getini("patches")]
-    return derive.derive_all(kernels.parse_specs(config.getoption("--kernel")), options, derive.read_patches(patches))
+    rows = derive.parse_kernels(config.getoption("--kernel"), base)
+    return derive.derive_all(rows, options, derive.read_patches(patches))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 from typing import NoReturn
 
-from .. import kernels
 from ..errors import HarnessError
 from ..exitcodes import ExitStatus
 from ..kernels import KernelRow
@@ -98,7 +97,7 @@ def kernel_rows(args: argparse.Namespace, text: str | None = None) -> list[Kerne
     """`--kernel` (or `text`) parsed once, each row derived by --kconfig and --patch."""
     from ..kernels import derive
 
-    rows = kernels.parse_specs(text if text is not None else args.kernel)
+    rows = derive.parse_kernels(text if text is not None else args.kernel)
     options = derive.read_options(getattr(args, "kconfig", ()))
     patches = derive.read_patches(getattr(args, "patch", ()))
     return derive.derive_all(rows, options, patches)

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 from ..errors import HarnessError
 from ..paths import cache_dir
 from .kconfig import parse_config
-from .table import KernelRow
+from .table import ROWS, KernelRow, parse_specs
 
 _OPTION = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(y|m|n|-?[0-9]+|0x[0-9a-fA-F]+|\"[^\"\n]*\")$")
 # The build's fixed identity: the same inputs give the same vmlinux.
@@ -187,3 +187,54 @@ def built() -> list[dict[str, Any]]:
 def overlay_dir(row: KernelRow, abi: str) -> Path:
     """Where a derived kernel keeps its upper layers (its own changes to the base's trees)."""
     return cache_dir() / "kernels" / f"{abi}+{ident_of(row)}" / "overlay"
+
+
+# ---------------------------------------------------------------- kernels a project names
+
+
+DEFINITIONS = "pyproject.toml"  # a project's own kernels: [tool.harness.kernels.NAME]
+
+
+def definitions(project: Path) -> dict[str, KernelRow]:
+    """The derived kernels a project defines in its pyproject.toml:
+
+        [tool.harness.kernels.uhid-debug]
+        base = "6.12-debug"
+        kconfig = ["CONFIG_HID=m", "CONFIG_UHID=m"]   # options or fragment files
+        patches = ["patches/"]                         # files or folders, relative to the file
+
+    usable wherever a kernel spec is."""
+    import tomllib
+
+    path = project / DEFINITIONS
+    if not path.is_file():
+        return {}
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise HarnessError(f"{path}: cannot read its [tool.harness.kernels]: {e}") from None
+    table = doc.get("tool", {}).get("harness", {}).get("kernels", {})
+    out: dict[str, KernelRow] = {}
+    for name, d in table.items():
+        where = f"{path} [tool.harness.kernels.{name}]"
+        if not isinstance(d, dict) or set(d) - {"base", "kconfig", "patches"} or "base" not in d:
+            raise HarnessError(f"{where}: wants base = SPEC and optionally kconfig = [...], patches = [...]")
+        if name in ROWS or "," in name or "/" in name:
+            raise HarnessError(f"{where}: the name is a spec of the kernel table, or not a name")
+        base = ROWS.get(str(d["base"]))
+        if base is None:
+            raise HarnessError(f"{where}: base {d['base']!r} is no kernel of the table")
+        kconfig = [str(k) if "=" in str(k) else str(project / str(k)) for k in d.get("kconfig", [])]
+        patches = read_patches(str(project / str(p)) for p in d.get("patches", []))
+        out[name] = derive(base, read_options(kconfig), patches, name=name)
+    return out
+
+
+def parse_kernels(text: str, project: Path | None = None) -> list[KernelRow]:
+    """`--kernel` text: the kernel table's specs and PATHs (table.parse_specs),
+    and the kernels the project defines by name."""
+    defs = definitions(project or Path.cwd())
+    names = [n.strip() for n in text.split(",")]
+    if not defs or not any(n in defs for n in names):
+        return parse_specs(text)
+    return [row for n in names for row in ([defs[n]] if n in defs else parse_specs(n))]

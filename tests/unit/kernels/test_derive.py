@@ -207,3 +207,41 @@ def test_what_is_made_from_a_derived_kernel_is_keyed_apart_from_its_base(tmp_pat
     assert base.identity == base.release and derived.identity == f"{base.release}+{derive.ident_of(row)}"
     for fn in (image.base_image, image.build_image):
         assert "kernel.identity" in inspect.getsource(fn), fn.__name__
+
+
+def test_a_project_names_its_kernels_in_its_pyproject(tmp_path, monkeypatch, capsys):
+    (tmp_path / "patches").mkdir()
+    (tmp_path / "patches" / "1-uhid.patch").write_text(UHID)
+    (tmp_path / "extra.config").write_text("CONFIG_HID=m\n")
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "mydrv"\n\n'
+        '[tool.harness.kernels.uhid-debug]\nbase = "6.12-debug"\n'
+        'kconfig = ["extra.config", "CONFIG_UHID=m"]\npatches = ["patches"]\n'
+    )
+    rows = derive.parse_kernels("6.1,uhid-debug", tmp_path)
+    assert [r.name for r in rows] == ["6.1", "uhid-debug"]
+    named = rows[1]
+    assert named.base == "6.12-debug" and named.options == ("CONFIG_HID=m", "CONFIG_UHID=m")
+    assert named.patches == (tmp_path / "patches" / "1-uhid.patch",)
+    assert derive.parse_kernels("6.1", tmp_path) == [ROWS["6.1"]]
+    # From the project's folder, every command takes the name like a spec.
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["fetch", "--kernel", "uhid-debug", "--kconfig", "CONFIG_X=y"]) == 2
+    assert "uhid-debug is a derived kernel" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ('[tool.harness.kernels.x]\nbase = "6.1"\nkconfig = ["CONFIG_UHID=m"]\n', "6.1 is a packaged kernel"),
+        ('[tool.harness.kernels.x]\nbase = "7.7"\n', "base '7.7' is no kernel of the table"),
+        ('[tool.harness.kernels.x]\nbase = "6.12-debug"\nopts = []\n', "wants base = SPEC"),
+        ('[tool.harness.kernels."6.1"]\nbase = "6.12-debug"\n', "a spec of the kernel table"),
+        ("[tool.harness.kernels.x\n", "cannot read"),
+    ],
+)
+def test_a_bad_kernel_definition_is_one_line(table, message, tmp_path):
+    (tmp_path / "pyproject.toml").write_text(table)
+    with pytest.raises(HarnessError, match=message) as err:
+        derive.parse_kernels("x", tmp_path)
+    assert "\n" not in str(err.value)
