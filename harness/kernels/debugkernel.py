@@ -67,11 +67,14 @@ def merge_config(base: str, fragment: Mapping[str, str]) -> str:
 
 
 def unmet(wanted: Mapping[str, str], final: Mapping[str, str]) -> list[str]:
-    """Options of `wanted` that olddefconfig did not keep ("CONFIG_X=y (got n)")."""
+    """Options of `wanted` that olddefconfig did not keep ("CONFIG_X=y (got n)").
+    An option "not set" that a newer kernel made a number is kept when it is
+    0: BOOTPARAM_HUNG_TASK_PANIC was a bool up to 6.x and counts hung tasks
+    before a panic in 7.x, where 0 is the old "not set"."""
     return [
         f"{option}={want} (got {final.get(option, 'n')})"
         for option, want in wanted.items()
-        if final.get(option, "n") != want
+        if final.get(option, "n") != want and not (want == "n" and final.get(option) in ("0", "0x0"))
     ]
 
 

@@ -160,3 +160,10 @@ def test_the_debug_kernel_boots_its_bzimage_and_stock_kernels_their_elf(tmp_path
     stock = KernelFiles(ROWS["6.1"], "6.1.0-57-amd64", "6.1.192-3", tmp_path)
     assert debug.boot_image == debug.vmlinuz and stock.boot_image == stock.vmlinux
     assert debug.time_factor == DEBUG.time_factor and stock.time_factor == 1.0
+
+
+def test_not_set_is_kept_by_a_zero_where_a_newer_kernel_made_the_option_a_number():
+    # 7.2: BOOTPARAM_HUNG_TASK_PANIC counts hung tasks before a panic; 0 is the old "not set".
+    wanted = {"CONFIG_BOOTPARAM_HUNG_TASK_PANIC": "n", "CONFIG_PANIC_TIMEOUT": "n"}
+    assert dk.unmet(wanted, {"CONFIG_BOOTPARAM_HUNG_TASK_PANIC": "0"}) == []
+    assert dk.unmet(wanted, {"CONFIG_PANIC_TIMEOUT": "1"}) == ["CONFIG_PANIC_TIMEOUT=n (got 1)"]
