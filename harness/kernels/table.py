@@ -99,6 +99,30 @@ ROWS: dict[str, KernelRow] = {
             boot_elf=False,
             cmdline=("kasan_multi_shot", "no5lvl"),
         ),
+        # The same fragment on the 6.1 most users run: bookworm's source, its gcc-12.
+        KernelRow(
+            "6.1-debug",
+            "bookworm",
+            "debug",
+            "6.1",
+            source="linux-source-6.1",
+            fragment="debug.config",
+            time_factor=4.0,
+            boot_elf=False,
+            cmdline=("kasan_multi_shot", "no5lvl"),
+        ),
+        # And on sid's, with sid's compiler (gcc-16): the newest the archive has.
+        KernelRow(
+            "sid-debug",
+            "sid",
+            "debug",
+            None,
+            source="linux-source-7.2",
+            fragment="debug.config",
+            time_factor=4.0,
+            boot_elf=False,
+            cmdline=("kasan_multi_shot", "no5lvl"),
+        ),
     )
 }
 # `--kernel all`: every spec that comes as packages; kernels built here are

@@ -29,7 +29,7 @@ def test_unknown_kernel_lists_the_valid_ones():
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         "error: unknown kernel spec '9.9'; valid: 5.10, 5.10-rt, 6.1, 6.1-rt, 6.12, 6.12-rt, sid, sid-rt, rc, "
-        "6.12-debug, all, or the PATH of a kernel build tree or installed root"
+        "6.12-debug, 6.1-debug, sid-debug, all, or the PATH of a kernel build tree or installed root"
     ]
 
 

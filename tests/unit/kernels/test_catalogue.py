@@ -635,6 +635,8 @@ def test_rows_and_names():
         "sid-rt",
         "rc",
         "6.12-debug",
+        "6.1-debug",
+        "sid-debug",
     ]
     assert table.ROWS[table.DEFAULT_KERNEL].release == "bookworm"
     assert table.ROWS["6.12"].release == "trixie" and table.ROWS["rc"].release == "experimental"

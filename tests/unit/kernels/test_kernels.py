@@ -27,7 +27,9 @@ def test_parse_specs_all_and_lists():
 def test_parse_specs_rejects_unknown_with_the_valid_list(bad):
     with pytest.raises(HarnessError) as e:
         kernels.parse_specs(bad)
-    assert "5.10, 5.10-rt, 6.1, 6.1-rt, 6.12, 6.12-rt, sid, sid-rt, rc, 6.12-debug, all" in str(e.value)
+    assert "5.10, 5.10-rt, 6.1, 6.1-rt, 6.12, 6.12-rt, sid, sid-rt, rc, 6.12-debug, 6.1-debug, sid-debug, all" in str(
+        e.value
+    )
 
 
 def test_split_and_usr_merged_packages_get_one_layout(tmp_path):

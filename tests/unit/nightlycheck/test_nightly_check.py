@@ -27,7 +27,7 @@ def ctx(status="success", files=(), **values):
     return Context(values, status=status, hash_files=lambda pats: "x" if set(pats) & set(files) else "")
 
 
-@pytest.mark.parametrize("kernel, minutes", [("6.12-debug", 300), ("6.1", 120)])
+@pytest.mark.parametrize("kernel, minutes", [("6.12-debug", 300), ("6.1-debug", 300), ("sid-debug", 300), ("6.1", 120)])
 def test_the_claims_jobs_timeout_is_evaluated_as_actions_does(kernel, minutes):
     job = yaml.safe_load(NIGHTLY.read_text())["jobs"]["claims"]
     assert value_of(job["timeout-minutes"], ctx(matrix={"kernel": kernel})) == minutes
