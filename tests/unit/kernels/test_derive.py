@@ -245,3 +245,32 @@ def test_a_bad_kernel_definition_is_one_line(table, message, tmp_path):
     with pytest.raises(HarnessError, match=message) as err:
         derive.parse_kernels("x", tmp_path)
     assert "\n" not in str(err.value)
+
+
+def test_an_option_olddefconfig_drops_is_one_line_and_no_config_is_kept(tmp_path, monkeypatch):
+    from harness.kernels import buildroot
+
+    tree = debugkernel.Tree(tmp_path / "root", "6.12.118-debug-1", "linux-source-6.12-x")
+    tree.obj.mkdir(parents=True)
+    (tree.obj / ".config").write_text("CONFIG_KASAN=y\n# CONFIG_HID is not set\n")
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    layers = (
+        buildroot.Overlay(tree.src_in_root, tmp_path / "s", tmp_path / "w"),
+        buildroot.Overlay(tree.obj_in_root, upper, tmp_path / "w2"),
+    )
+
+    def olddefconfig(tree_, argv, what, fix="", layers=()):  # UHID depends on HID, which is off
+        assert argv[-1] == "olddefconfig" and layers
+        config = upper / ".config"
+        config.write_text("".join(ln + "\n" for ln in config.read_text().splitlines() if "UHID" not in ln))
+
+    monkeypatch.setattr(debugkernel, "_in_root", olddefconfig)
+    row = derive.derive(BASE, ("CONFIG_UHID=m",))
+    with pytest.raises(HarnessError) as err:
+        debugkernel._configure_derived(row, tree, layers)
+    assert str(err.value) == (
+        f"kernel {row.name}: olddefconfig dropped 1 option(s) of --kconfig: CONFIG_UHID=m (got n) "
+        "(a dependency is missing or the option was renamed); nothing built"
+    )
+    assert not (upper / ".config").exists()  # the next try configures again
