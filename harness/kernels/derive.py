@@ -235,6 +235,11 @@ def parse_kernels(text: str, project: Path | None = None) -> list[KernelRow]:
     and the kernels the project defines by name."""
     defs = definitions(project or Path.cwd())
     names = [n.strip() for n in text.split(",")]
-    if not defs or not any(n in defs for n in names):
-        return parse_specs(text)
-    return [row for n in names for row in ([defs[n]] if n in defs else parse_specs(n))]
+    try:
+        if not defs or not any(n in defs for n in names):
+            return parse_specs(text)
+        return [row for n in names for row in ([defs[n]] if n in defs else parse_specs(n))]
+    except HarnessError as e:
+        if not defs:
+            raise
+        raise HarnessError(f"{e}; or one this project names: {', '.join(defs)}") from None

@@ -224,6 +224,8 @@ def test_a_project_names_its_kernels_in_its_pyproject(tmp_path, monkeypatch, cap
     assert named.base == "6.12-debug" and named.options == ("CONFIG_HID=m", "CONFIG_UHID=m")
     assert named.patches == (tmp_path / "patches" / "1-uhid.patch",)
     assert derive.parse_kernels("6.1", tmp_path) == [ROWS["6.1"]]
+    with pytest.raises(HarnessError, match="or one this project names: uhid-debug$"):
+        derive.parse_kernels("uhid-debg", tmp_path)
     # From the project's folder, every command takes the name like a spec.
     monkeypatch.chdir(tmp_path)
     assert cli.main(["fetch", "--kernel", "uhid-debug", "--kconfig", "CONFIG_X=y"]) == 2
