@@ -60,6 +60,34 @@ class KernelRow:
         return KCONFIGS / self.fragment if self.fragment else None
 
 
+def _debug(name: str, release: str, series: str | None, source: str) -> KernelRow:
+    """A kernel built here from `source` with kconfigs/debug.config (lockdep, KASAN).
+
+    Its PVH entry triple-faults at once under TCG (KASAN's early shadow
+    setup, seen with 6.12.118): it boots through the bzImage.
+    kasan_multi_shot: generic KASAN reports only the first bad access of a
+    boot otherwise (mm/kasan/report.c, report_enabled()), and a guest must
+    see every one of a run's.
+    no5lvl: with QEMU's `-cpu max` the guest has LA57.  identify_cpu()
+    zeroes boot_cpu_data's capabilities (arch/x86/kernel/cpu/common.c) with
+    interrupts already on (init/main.c); an interrupt in that window runs
+    KASAN's range check, whose pgtable_l5_enabled() then reads LA57 as off,
+    puts the direct map (ff11...) below the shadow's start and reports
+    "wild-memory-access in do_raw_spin_lock".  With 4-level paging the
+    answer cannot change under it."""
+    return KernelRow(
+        name,
+        release,
+        "debug",
+        series,
+        source=source,
+        fragment="debug.config",
+        time_factor=4.0,
+        boot_elf=False,
+        cmdline=("kasan_multi_shot", "no5lvl"),
+    )
+
+
 KCONFIGS = data_dir("kconfigs")
 # A local tree comes from no Debian release: nothing looks its suite up.
 LOCAL_RELEASE = "local"
@@ -76,53 +104,11 @@ ROWS: dict[str, KernelRow] = {
         KernelRow("sid", "sid", "amd64", None),
         KernelRow("sid-rt", "sid", "rt-amd64", None),
         KernelRow("rc", "experimental", "amd64", None),
-        # Its PVH entry triple-faults at once under TCG (KASAN's early shadow
-        # setup, seen with 6.12.118): it boots through the bzImage.
-        # kasan_multi_shot: generic KASAN reports only the first bad access of
-        # a boot otherwise (mm/kasan/report.c, report_enabled()), and a guest
-        # must see every one of a run's.
-        # no5lvl: with QEMU's `-cpu max` the guest has LA57.  identify_cpu()
-        # zeroes boot_cpu_data's capabilities (arch/x86/kernel/cpu/common.c)
-        # with interrupts already on (init/main.c); an interrupt in that window
-        # runs KASAN's range check, whose pgtable_l5_enabled() then reads
-        # LA57 as off, puts the direct map (ff11...) below the shadow's start
-        # and reports "wild-memory-access in do_raw_spin_lock".  With 4-level
-        # paging the answer cannot change under it.
-        KernelRow(
-            "6.12-debug",
-            "trixie",
-            "debug",
-            "6.12",
-            source="linux-source-6.12",
-            fragment="debug.config",
-            time_factor=4.0,
-            boot_elf=False,
-            cmdline=("kasan_multi_shot", "no5lvl"),
-        ),
+        _debug("6.12-debug", "trixie", "6.12", "linux-source-6.12"),
         # The same fragment on the 6.1 most users run: bookworm's source, its gcc-12.
-        KernelRow(
-            "6.1-debug",
-            "bookworm",
-            "debug",
-            "6.1",
-            source="linux-source-6.1",
-            fragment="debug.config",
-            time_factor=4.0,
-            boot_elf=False,
-            cmdline=("kasan_multi_shot", "no5lvl"),
-        ),
+        _debug("6.1-debug", "bookworm", "6.1", "linux-source-6.1"),
         # And on sid's, with sid's compiler (gcc-16): the newest the archive has.
-        KernelRow(
-            "sid-debug",
-            "sid",
-            "debug",
-            None,
-            source="linux-source-7.2",
-            fragment="debug.config",
-            time_factor=4.0,
-            boot_elf=False,
-            cmdline=("kasan_multi_shot", "no5lvl"),
-        ),
+        _debug("sid-debug", "sid", None, "linux-source-7.2"),
     )
 }
 # `--kernel all`: every spec that comes as packages; kernels built here are
