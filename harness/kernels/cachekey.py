@@ -24,7 +24,7 @@ def key_inputs(row: KernelRow, res: apt.ResolvedKernel) -> dict[str, object]:
     """What the key hashes (JSON-serialisable; no host paths or URLs)."""
     suite = buildroot.root_suite(row.release)
     packages = buildroot.PACKAGES[suite] + (buildroot.KERNEL_BUILD_PACKAGES if row.source else ())
-    fragment = row.fragment_path.read_bytes() if row.fragment_path is not None else b""
+    fragment = b"".join(path.read_bytes() for path in row.fragment_paths)
     return {
         "spec": row.name,
         "abi": res.abi,

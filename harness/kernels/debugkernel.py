@@ -90,14 +90,9 @@ def upstream_of(res: apt.ResolvedKernel) -> str:
 
 
 def wanted_config(row: KernelRow, res: apt.ResolvedKernel) -> dict[str, str]:
-    """The row's fragment plus the release string and no automatic suffix."""
-    assert row.fragment_path is not None
-    try:
-        wanted = parse_config(row.fragment_path.read_text())
-    except OSError as e:
-        raise HarnessError(
-            f"kernel {row.name}: cannot read its config fragment {row.fragment_path}: {e.strerror}"
-        ) from None
+    """The row's fragments plus the release string and no automatic suffix."""
+    assert row.fragments
+    wanted = derive.fragment_options(row)
     wanted["CONFIG_LOCALVERSION"] = f'"{localversion(res.abi, upstream_of(res))}"'
     wanted["CONFIG_LOCALVERSION_AUTO"] = "n"
     return wanted
@@ -325,7 +320,8 @@ def _configure(row: KernelRow, res: apt.ResolvedKernel, tree: Tree) -> None:
     shutil.rmtree(tree.obj, ignore_errors=True)
     tree.obj.mkdir(parents=True)
     make = _make(tree)
-    progress(f"kernel {row.name}: configuring (x86_64_defconfig + kvm_guest.config + kconfigs/{row.fragment})")
+    fragments = " + ".join(f"kconfigs/{f}" for f in row.fragments)
+    progress(f"kernel {row.name}: configuring (x86_64_defconfig + kvm_guest.config + {fragments})")
     _in_root(tree, [*make, "x86_64_defconfig", "kvm_guest.config"], "make defconfig kvm_guest.config")
     wanted = wanted_config(row, res)
     config = tree.obj / ".config"
@@ -335,7 +331,7 @@ def _configure(row: KernelRow, res: apt.ResolvedKernel, tree: Tree) -> None:
     if missing:
         raise HarnessError(
             f"kernel {row.name}: olddefconfig dropped {len(missing)} option(s) of "
-            f"kconfigs/{row.fragment}: {', '.join(missing[:6])}; fix the fragment "
+            f"{fragments}: {', '.join(missing[:6])}; fix the fragment "
             "(a dependency is missing or the option was renamed)"
         )
 

@@ -102,16 +102,20 @@ def read_patches(items: Iterable[str]) -> tuple[Path, ...]:
     return tuple(out)
 
 
-def effective_options(row: KernelRow) -> dict[str, str]:
-    """The row's fragment, then its own options, parsed: what the build asks for."""
+def fragment_options(row: KernelRow) -> dict[str, str]:
+    """The row's fragments parsed, in order, later ones winning."""
     wanted: dict[str, str] = {}
-    if row.fragment_path is not None:
+    for path in row.fragment_paths:
         try:
-            wanted.update(parse_config(row.fragment_path.read_text()))
+            wanted.update(parse_config(path.read_text()))
         except OSError as e:
-            raise HarnessError(
-                f"kernel {row.name}: cannot read its config fragment {row.fragment_path}: {e.strerror}"
-            ) from None
+            raise HarnessError(f"kernel {row.name}: cannot read its config fragment {path}: {e.strerror}") from None
+    return wanted
+
+
+def effective_options(row: KernelRow) -> dict[str, str]:
+    """The row's fragments, then its own options, parsed: what the build asks for."""
+    wanted = fragment_options(row)
     for line in row.options:
         key, val = parse_option(line)
         wanted[key] = val
@@ -119,7 +123,7 @@ def effective_options(row: KernelRow) -> dict[str, str]:
 
 
 def fragment_digest(row: KernelRow) -> str:
-    """The row's fragment as it takes effect (comments and layout change nothing)."""
+    """The row's fragments as they take effect (comments and layout change nothing)."""
     return options_digest(effective_options(replace(row, options=())))
 
 

@@ -30,7 +30,7 @@ class KernelRow:
     flavour: str  # "amd64", "rt-amd64"; "debug" for a kernel built here
     series: str | None  # the ABI must start with it; None for moving targets
     source: str | None = None  # "linux-source-6.12": built from Debian's source
-    fragment: str | None = None  # its config fragment, under kconfigs/
+    fragments: tuple[str, ...] = ()  # its config fragments under kconfigs/, merged in order
     # Guest slowdown against a stock kernel (lockdep and KASAN under TCG):
     # boot timeouts, race durations and latency bounds are multiplied by it.
     time_factor: float = 1.0
@@ -56,12 +56,13 @@ class KernelRow:
         return f"linux-headers-{self.flavour}"
 
     @property
-    def fragment_path(self) -> Path | None:
-        return KCONFIGS / self.fragment if self.fragment else None
+    def fragment_paths(self) -> tuple[Path, ...]:
+        return tuple(KCONFIGS / f for f in self.fragments)
 
 
 def _debug(name: str, release: str, series: str | None, source: str) -> KernelRow:
-    """A kernel built here from `source` with kconfigs/debug.config (lockdep, KASAN).
+    """A kernel built here from `source` with kconfigs/debug.config (lockdep, KASAN)
+    and kconfigs/families.config (the hardware-free modules, for them to see).
 
     Its PVH entry triple-faults at once under TCG (KASAN's early shadow
     setup, seen with 6.12.118): it boots through the bzImage.
@@ -81,7 +82,7 @@ def _debug(name: str, release: str, series: str | None, source: str) -> KernelRo
         "debug",
         series,
         source=source,
-        fragment="debug.config",
+        fragments=("debug.config", "families.config"),
         time_factor=4.0,
         boot_elf=False,
         cmdline=("kasan_multi_shot", "no5lvl"),

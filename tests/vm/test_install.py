@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from harness.kernels import ROWS
 from harness.race import kbuild
-fragments = [r.fragment_path for r in ROWS.values() if r.fragment_path]
+fragments = [p for r in ROWS.values() for p in r.fragment_paths]
 print(len(kbuild.render(kbuild.ModuleSetSpec("refcount"), Path(sys.argv[1]))), all(f.is_file() for f in fragments))
 """
 # What a clone has that a working tree adds: never part of a build.

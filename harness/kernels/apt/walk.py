@@ -43,7 +43,7 @@ def source_release(row: KernelRow, upstream: str, source_sha256: str) -> str:
     hash of what it is built from (source, config fragment, build recipe).  A
     derived kernel has its base's (derive.py): its options and patches are
     its identity in the cache, not in uname -r."""
-    assert row.fragment_path is not None
+    assert row.fragments
     # The fragment as it takes effect: a comment or a blank line builds nothing again.
     key = hash_inputs(source_sha256, fragment_digest(row), SOURCE_RECIPE)[:8]
     return f"{upstream}-{row.flavour}-{key}"

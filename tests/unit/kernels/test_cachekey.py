@@ -39,8 +39,10 @@ def test_a_source_rows_fragment_is_in_the_key(tmp_path, monkeypatch):
     res = resolved(row, "6.12.118-1", "6.12.118-debug-5c1a8ac0")
     before = cache_key(row, res)
     assert key_inputs(row, res)["source"]["fragment_sha256"]
-    frag = tmp_path / row.fragment
-    frag.write_bytes(row.fragment_path.read_bytes() + b"CONFIG_KCSAN=y\n")
+    for name, path in zip(row.fragments, row.fragment_paths):
+        (tmp_path / name).write_bytes(path.read_bytes())
     monkeypatch.setattr(table, "KCONFIGS", tmp_path)
+    assert cache_key(row, res) == before
+    (tmp_path / row.fragments[-1]).write_bytes(row.fragment_paths[-1].read_bytes() + b"CONFIG_KCSAN=y\n")
     assert cache_key(row, res) != before
-    assert cache_key(dataclasses.replace(row, fragment=None, source=None), res) != before
+    assert cache_key(dataclasses.replace(row, fragments=(), source=None), res) != before

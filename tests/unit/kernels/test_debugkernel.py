@@ -54,8 +54,8 @@ def test_unmet_names_what_olddefconfig_dropped():
 
 
 def test_the_fragment_asks_for_lockdep_kasan_and_what_the_harness_needs():
-    assert DEBUG.fragment_path is not None
-    frag = dk.parse_config(DEBUG.fragment_path.read_text())
+    assert DEBUG.fragments[0] == "debug.config"
+    frag = dk.parse_config(DEBUG.fragment_paths[0].read_text())
     for opt in (
         "PROVE_LOCKING",
         "KASAN",
@@ -110,10 +110,14 @@ def test_a_source_row_resolves_to_its_newest_source_package_and_a_keyed_release(
 def test_a_changed_fragment_is_a_new_release(tmp_path, monkeypatch):
     frag = tmp_path / "debug.config"
     frag.write_text("CONFIG_KASAN=y\n")
+    (tmp_path / "families.config").write_text("CONFIG_MINIX_FS=m\n")
     monkeypatch.setattr(table, "KCONFIGS", tmp_path)
     first = apt.source_release(DEBUG, "6.12.118", "ab")
     frag.write_text("CONFIG_KASAN=n\n")
     assert apt.source_release(DEBUG, "6.12.118", "ab") != first
+    second = apt.source_release(DEBUG, "6.12.118", "ab")
+    (tmp_path / "families.config").write_text("CONFIG_MINIX_FS=n\n")  # the second fragment counts too
+    assert apt.source_release(DEBUG, "6.12.118", "ab") != second
 
 
 def test_a_source_row_without_its_package_or_of_another_series_is_one_error():

@@ -68,9 +68,9 @@ def test_the_identity_hashes_options_as_they_take_effect_and_patches_in_order(tm
 
 def test_a_comment_in_the_fragment_changes_no_release(tmp_path, monkeypatch):
     frag = tmp_path / "debug.config"
-    frag.write_text(BASE.fragment_path.read_text())
-    row = replace(BASE, fragment="debug.config")
-    monkeypatch.setattr(type(row), "fragment_path", property(lambda self: frag))
+    frag.write_text(BASE.fragment_paths[0].read_text())
+    row = replace(BASE, fragments=("debug.config",))
+    monkeypatch.setattr(type(row), "fragment_paths", property(lambda self: (frag,)))
     before = source_release(row, "6.12.118", "ab" * 32)
     frag.write_text("# a new comment\n\n" + frag.read_text() + "\n   \n")
     assert source_release(row, "6.12.118", "ab" * 32) == before
