@@ -63,6 +63,8 @@ __all__ = ["ACCELS", "BootError", "BootOutcome", "Vm", "VmConfig", "qemu_binary"
 # A restored guest is ready in about a second; more than this is a broken snapshot.
 RESTORE_TIMEOUT_S = 20.0
 SAVE_TIMEOUT_S = 120.0
+# How often wait_guest() checks its condition in the guest.
+GUEST_POLL_S = 0.05
 _LIVE: "weakref.WeakSet[Vm]" = weakref.WeakSet()
 
 
@@ -522,6 +524,13 @@ class Vm:
             if m or time.monotonic() > deadline:
                 return m
             time.sleep(0.1)
+
+    def wait_guest(self, condition: str, timeout: float) -> bool:
+        """Wait until a shell condition holds in the guest (one SSH channel
+        polling it there): a state to wait on, never a guessed sleep."""
+        polls = max(1, int(timeout / GUEST_POLL_S))
+        loop = f"i=0; while [ $i -lt {polls} ]; do ( {condition} ) && exit 0; i=$((i+1)); sleep {GUEST_POLL_S}; done; exit 1"
+        return self.ssh.run(loop, timeout=timeout + 30).exit_status == 0
 
     def alive(self) -> bool:
         return self.child is not None and self.child.isalive()

@@ -20,11 +20,12 @@ def _lookup_during_init(g, scheme: str) -> dict:
     name, p = m.spec.provider_names[0], m.spec.prefix
     g.sh(f"/sbin/rmmod {name}")
     # A slow (debug) guest needs a longer init to still be in it at the lookup.
-    bg = g.vm.ssh.start(f"/sbin/insmod {g.ko(scheme)} init_delay_ms={_init_delay_ms(g)}")
-    g.sh(
-        f"for i in $(seq {int(50 * g.factor)}); do grep -q coming /sys/module/{name}/initstate 2>/dev/null "
-        f"&& break; sleep 0.1; done; sleep 0.3"
+    bg = g.vm.ssh.start(
+        f"echo $$ > /tmp/insmod.pid; exec /sbin/insmod {g.ko(scheme)} init_delay_ms={_init_delay_ms(g)}"
     )
+    # Init sleeps only once it has registered everything: insmod's stack in msleep.
+    in_init = g.vm.wait_guest("grep -q msleep /proc/$(cat /tmp/insmod.pid)/stack", timeout=30 * g.factor)
+    assert in_init, f"insmod {name} never reached the msleep of its init"
     state = g.sh(f"cat /sys/module/{name}/initstate", check=False).stdout.strip()
     r = racer(g, RoleSpec("looker", name=name, ctl=m.spec.ctl_device, check_result=0, count=1, duration_ms=10000))
     ins = bg.wait(30 * g.factor)

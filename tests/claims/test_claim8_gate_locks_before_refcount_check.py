@@ -31,14 +31,16 @@ def test_claim8_gate_locks_before_refcount_check(kernel, claim_guest, record_pro
     g.sh(f"/sbin/modprobe {p1}")
     # (a) the reader waits while delete_module holds the bus for writing
     rm = g.vm.ssh.start(f"/sbin/rmmod {p0}")
-    g.sh("sleep 0.3")
+    # GOING: past the gate's write lock and the refcount check, in the slow exit.
+    assert g.vm.wait_guest(f"grep -qx going /sys/module/{p0}/initstate", timeout=30 * g.factor), f"rmmod {p0}"
     wait = racer(g, RoleSpec("looker", name=p1, ctl=ctl, check_result=1, count=1, duration_ms=20000))
     rm_res = rm.wait(30 * g.factor)
     a = {"lookup": op_dict(wait, "lookup"), "rmmod_exit": rm_res.exit_status}
     # (b) a get taken before the unload keeps the module
     g.sh(f"/sbin/modprobe {p0} exit_delay_ms=0 call_delay_us={CALL_DELAY_US}")
     bg = g.vm.ssh.start(RoleSpec("looker", name=p0, ctl=ctl, check_result=0, count=1, duration_ms=20000).command())
-    g.sh("sleep 0.5")
+    # The lookup is inside the call: it holds its reference (__module_get).
+    assert g.vm.wait_guest(f"[ $(cat /sys/module/{p0}/refcnt) -ge 1 ]", timeout=30 * g.factor), "no lookup in the call"
     un = racer(g, RoleSpec("unloader", name=p0, ko=g.ko(scheme, 0), count=1, duration_ms=20000))
     bg_res = bg.wait(30 * g.factor)
     look = parse_role_output(bg_res.stdout, role="looker")

@@ -45,6 +45,12 @@ class Run:
             time.sleep(0.1)
         assert self.ready_at is not None, "\n".join(self.err_lines)
 
+    def wait_line(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in ln for ln in self.err_lines) and self.proc.poll() is None:
+            assert time.monotonic() < deadline, f"no {text!r} on stderr:\n" + "\n".join(self.err_lines)
+            time.sleep(0.05)
+
     def finish(self, timeout: float = 300) -> tuple[int, str, list[str]]:
         out = self.proc.stdout.read()
         rc = self.proc.wait(timeout)
@@ -99,9 +105,9 @@ def test_guest_death_has_its_own_status(kernel):
 
 
 def test_sigterm_tears_down_like_ctrl_c(kernel):
-    run = Run(kernel, "--", "sleep", "60")
+    run = Run(kernel, "--", "sh", "-c", "echo command-started >&2; exec sleep 60")
     run.wait_ready()
-    time.sleep(1)
+    run.wait_line("command-started")
     t0 = time.monotonic()
     run.proc.send_signal(signal.SIGTERM)
     rc, _, err = run.finish(timeout=30)

@@ -128,6 +128,13 @@ def _wait_for_boot_line(proc: subprocess.Popen) -> int:
     raise AssertionError("the CLI never booted a guest")
 
 
+def _wait_for_ready_line(proc: subprocess.Popen) -> None:
+    for line in proc.stderr:
+        if "vm: ready" in line:
+            return
+    raise AssertionError("the CLI's guest never became ready")
+
+
 def test_cli_run_prints_the_version_and_exit_code(kernel_spec, kernel):
     proc = _cli("run", "--kernel", kernel_spec.name, "--", "cat /proc/version; exit 5")
     out, err = proc.communicate(timeout=180)
@@ -139,7 +146,7 @@ def test_cli_run_prints_the_version_and_exit_code(kernel_spec, kernel):
 def test_no_qemu_outlives_the_cli(kernel_spec, kernel, how):
     proc = _cli("run", "--kernel", kernel_spec.name, "--", "sleep 600")
     port = _wait_for_boot_line(proc)
-    time.sleep(1)
+    _wait_for_ready_line(proc)
     assert _qemu_on_port(port)
     proc.send_signal(how)
     proc.wait(timeout=30)

@@ -49,7 +49,7 @@ def test_racer_counts_known_outcomes(rc_guest):
 def test_unloader_counts_in_use_refusals(rc_guest):
     vm, _ = rc_guest
     holder = vm.ssh.start(RoleSpec("holder", name="rc_prov0", ctl="/dev/rc_ctl", count=1, hold_us=3000000).command())
-    time.sleep(1.0)
+    assert vm.wait_guest("[ $(cat /sys/module/rc_prov0/refcnt) -ge 1 ]", timeout=30), "the holder took no reference"
     _, unl = _racer(vm, RoleSpec("unloader", name="rc_prov0", load="modprobe", count=3))
     assert unl.ops["delete_module"].errors == {"EAGAIN": 3}
     assert unl.ops["load"].total == 0, "nothing to reload after a refused unload"
@@ -64,6 +64,9 @@ def test_barrier_and_deadline(rc_guest):
     both = _looker("rc_prov0", duration_ms=1500, barrier="/dev/shm/t.bar", parties=2).command()
     vm.ssh.run("rm -f /dev/shm/t.bar", check=True)
     first = vm.ssh.start(both)
+    assert vm.wait_guest("test -s /dev/shm/t.bar", timeout=30), "the first party never reached the barrier"
+    # The stimulus, not a wait: the first party stands at the barrier 2 s, which
+    # its deadline must not count.
     time.sleep(2.0)
     second = vm.ssh.run(both, timeout=60)
     a = parse_role_output(first.wait(60).stdout)
@@ -84,8 +87,8 @@ def test_guest_dying_mid_race_is_a_result(kernel, vm_factory):
     vm.ssh.run("echo 1 > /proc/sys/kernel/sysrq", check=True)
 
     def crash() -> None:
-        time.sleep(3)
         try:
+            vm.wait_guest("cat /proc/[0-9]*/comm | grep -qx racer", timeout=60)  # mid-race: racers run
             vm.ssh.start("echo c > /proc/sysrq-trigger")
         except Exception:
             pass

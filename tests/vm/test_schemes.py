@@ -150,7 +150,9 @@ def _gate_wait(vm, p: str, providers: list[str]) -> float:
     up = "cut -d' ' -f1 /proc/uptime"
     res = _sh(
         vm,
-        f"/sbin/rmmod {providers[0]} & rm_pid=$!; sleep 0.3; t0=$({up}); "
+        f"/sbin/rmmod {providers[0]} & rm_pid=$!; "
+        f"i=0; until grep -qx going /sys/module/{providers[0]}/initstate; do "
+        f"i=$((i+1)); [ $i -gt 1200 ] && exit 97; sleep 0.05; done; t0=$({up}); "
         f"echo -n 'lookup-call {providers[1]}' > /dev/{p}_ctl; rc=$?; t1=$({up}); "
         f"wait $rm_pid; echo $? $rc $t0 $t1",
         "3. rmmod + lookup",
@@ -228,8 +230,11 @@ def test_unsafe_oopses_when_provider_is_unloaded_mid_call(kernel, vm_factory):
     vm = vm_factory(modules=tuple(built.ko_files))
     start = vm.console_size()
     _sh(vm, "/sbin/modprobe un_core && /sbin/modprobe un_prov0 call_delay_us=300000", "5. load")
-    looker = vm.ssh.start("echo -n 'lookup-call un_prov0' > /dev/un_ctl")
-    res = vm.ssh.run("sleep 0.1; /sbin/rmmod un_prov0", timeout=30)
+    # echo is the shell's builtin: the shell itself is the task in the call.
+    looker = vm.ssh.start("echo $$ > /tmp/looker.pid; echo -n 'lookup-call un_prov0' > /dev/un_ctl")
+    in_call = vm.wait_guest(r"grep -q '\[un_prov0\]' /proc/$(cat /tmp/looker.pid)/stack", timeout=30)
+    assert in_call, "5. the looker never got inside un_prov0's call"
+    res = vm.ssh.run("/sbin/rmmod un_prov0", timeout=30)
     assert res.exit_status == 0, f"5. unsafe takes no reference, rmmod must succeed: {res.stderr!r}"
     assert vm.wait_console(r"---\[ end trace", timeout=20, start=start), "5. no end of a crash report on the console"
     try:
