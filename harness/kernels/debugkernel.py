@@ -39,7 +39,7 @@ PROGRESS_EVERY_S = 10.0
 MAKE_JOBS = 2
 # make's own variables for a reproducible build (derive.REPRODUCIBLE_ENV).
 REPRODUCIBLE_MAKE = derive.REPRODUCIBLE_ENV
-_OBJ_LINE = re.compile(r"^\s+(?:CC|AS|LD|AR|CC \[M\]|LD \[M\])\s+(\S+)")
+_OBJ_LINE = re.compile(r"^\s+(?:CC \[M\]|LD \[M\]|CC|AS|LD|AR)\s+(\S+)")
 
 
 # ---------------------------------------------------------------- config (pure)

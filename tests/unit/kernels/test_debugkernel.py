@@ -171,3 +171,17 @@ def test_not_set_is_kept_by_a_zero_where_a_newer_kernel_made_the_option_a_number
     wanted = {"CONFIG_BOOTPARAM_HUNG_TASK_PANIC": "n", "CONFIG_PANIC_TIMEOUT": "n"}
     assert dk.unmet(wanted, {"CONFIG_BOOTPARAM_HUNG_TASK_PANIC": "0"}) == []
     assert dk.unmet(wanted, {"CONFIG_PANIC_TIMEOUT": "1"}) == ["CONFIG_PANIC_TIMEOUT=n (got 1)"]
+
+
+@pytest.mark.parametrize(
+    "line, obj",
+    [
+        ("  CC      kernel/sys.o\n", "kernel/sys.o"),
+        ("  CC [M]  fs/minix/inode.o\n", "fs/minix/inode.o"),
+        ("  LD [M]  fs/minix/minix.o\n", "fs/minix/minix.o"),
+        ("make[2]: Nothing to be done\n", None),
+    ],
+)
+def test_the_progress_line_names_the_object_a_module_line_too(line, obj):
+    m = dk._OBJ_LINE.match(line)
+    assert (m.group(1) if m else None) == obj
