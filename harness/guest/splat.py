@@ -108,6 +108,15 @@ class Splat:
         return self.kind.crash
 
     @property
+    def uptime_s(self) -> float | None:
+        """The printk time of its first timestamped line (seconds since boot)."""
+        for line in self.lines:
+            m = _UPTIME.search(line)
+            if m:
+                return float(m.group(1))
+        return None
+
+    @property
     def panicked(self) -> bool:
         """True if the kernel panicked as part of this report."""
         return any("Kernel panic - not syncing" in ln for ln in self.lines)
@@ -406,6 +415,7 @@ _CRASH = {kind: sev is Severity.CRASH for kind, sev in _severities().items()}
 # --------------------------------------------------------------------------
 # Line handling.
 
+_UPTIME = re.compile(r"\[\s*(\d+\.\d+)\]")
 _TS = re.compile(r"(?:<\d>)?\[\s*\d+\.\d+\](?:\[\s*(?P<ctx>[TC]\d+)\])? ?")
 _PROMPT = re.compile(r"^(?:\S+@\S+:.*[#$]\s*|\S+ login:\s*)$")
 _MODULES = re.compile(r"Modules linked in:(?P<mods>.*)$")

@@ -334,7 +334,17 @@ class RunResult:
         merged = merge_ops({"calls": self.ops[o]} for o in self.caller_ops if o in self.ops)
         return merged.get("calls", OpStats())
 
+    @property
+    def first_splat_ms(self) -> float | None:
+        """When its first splat was printed, on the timeline's axis (ms since
+        the roles started): how long the race took to catch it."""
+        if not self.splats or self.timeline is None:
+            return None
+        at = self.splats[0].uptime_s
+        return None if at is None else self.timeline.at_ms(at)
+
     def to_json(self) -> dict[str, Any]:
+        first = self.first_splat_ms
         return {
             "scheme": self.scheme,
             "workload": self.workload,
@@ -349,6 +359,10 @@ class RunResult:
             "failed_during_unload": self.failed_during_unload,
             "failed_by_unloads_met": list(self.failed_by_unloads_met),
             "splats": [splat_json(s) for s in self.splats],
+            "first_splat_ms": first,
+            "unloads_before_splat": self.timeline.unloads_before(first)
+            if self.timeline and first is not None
+            else None,
             "role_errors": self.role_errors,
             "seconds": self.seconds,
             "repro": self.repro,

@@ -18,10 +18,22 @@ class Timeline:
     windows: tuple[UnloadWindow, ...] = ()  # the unloader's, the first 20 000
     windows_total: int = 0
     calls: dict[str, CallEvents] = field(default_factory=dict)  # by caller op (lookup, mount, fsmount)
+    # The origin on the guest's CLOCK_MONOTONIC, seconds: what a console
+    # line's printk time is read against (they differ by well under a ms).
+    origin_s: float | None = None
+
+    def at_ms(self, uptime_s: float) -> float | None:
+        """A guest time (a console line's "[  29.820576]") on this axis."""
+        return None if self.origin_s is None else round((uptime_s - self.origin_s) * 1000, 3)
+
+    def unloads_before(self, ms: float) -> int:
+        """Unloads completed before `ms` on this axis (of the windows kept)."""
+        return sum(1 for w in self.windows if w.delete_error is None and w.deleted_ms < ms)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "time_origin": "the first role's start, ms",
+            "origin_s": self.origin_s,
             "unloads": {
                 "total": self.windows_total,
                 "windows": [
@@ -50,6 +62,7 @@ class Timeline:
             UnloadWindow(float(w[0]), float(w[1]), float(w[2]), w[3], w[4], str(w[5]) if len(w) > 5 else "")
             for w in unloads.get("windows", [])
         )
+        origin = d.get("origin_s")
         calls = {
             str(op): CallEvents(
                 op=str(op),
@@ -61,7 +74,12 @@ class Timeline:
             )
             for op, c in (d.get("calls") or {}).items()
         }
-        return cls(windows=windows, windows_total=int(unloads.get("total", len(windows))), calls=calls)
+        return cls(
+            windows=windows,
+            windows_total=int(unloads.get("total", len(windows))),
+            calls=calls,
+            origin_s=float(origin) if origin is not None else None,
+        )
 
 
 def _sum_bins(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
@@ -106,5 +124,8 @@ def timeline(roles: Sequence[RoleResult]) -> Timeline | None:
             )
         calls[op] = mine
     return Timeline(
-        windows=tuple(sorted(windows, key=lambda w: w.begin_ms)), windows_total=total, calls=dict(sorted(calls.items()))
+        windows=tuple(sorted(windows, key=lambda w: w.begin_ms)),
+        windows_total=total,
+        calls=dict(sorted(calls.items())),
+        origin_s=origin / 1e9,
     )

@@ -79,7 +79,9 @@ def test_a_report_without_the_newer_fields_reads_with_their_defaults():
 # ---------------------------------------------------------------- reports of the engine before it was one
 
 OLD = Path(__file__).resolve().parents[1] / "data" / "reports-before-one-engine.json"
-ADDED = {"reach", "ok_live"}  # what "no verdict without reach" added to every run and op
+# What "no verdict without reach" added to every run and op, and the time
+# to the first splat (with the timeline's origin on the guest's clock).
+ADDED = {"reach", "ok_live", "first_splat_ms", "unloads_before_splat", "origin_s"}
 
 
 def _without(doc, keys=ADDED | {"seconds"}):
