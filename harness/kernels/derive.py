@@ -26,6 +26,7 @@ from typing import Any, Iterable, Sequence
 
 from ..errors import HarnessError
 from ..paths import cache_dir
+from ..project import table as harness_table
 from .kconfig import parse_config
 from .table import ROWS, KernelRow, parse_specs
 
@@ -196,9 +197,6 @@ def overlay_dir(row: KernelRow, abi: str) -> Path:
 # ---------------------------------------------------------------- kernels a project names
 
 
-DEFINITIONS = "pyproject.toml"  # a project's own kernels: [tool.harness.kernels.NAME]
-
-
 def definitions(project: Path) -> dict[str, KernelRow]:
     """The derived kernels a project defines in its pyproject.toml:
 
@@ -208,16 +206,7 @@ def definitions(project: Path) -> dict[str, KernelRow]:
         patches = ["patches/"]                         # files or folders, relative to the file
 
     usable wherever a kernel spec is."""
-    import tomllib
-
-    path = project / DEFINITIONS
-    if not path.is_file():
-        return {}
-    try:
-        doc = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise HarnessError(f"{path}: cannot read its [tool.harness.kernels]: {e}") from None
-    table = doc.get("tool", {}).get("harness", {}).get("kernels", {})
+    path, table = harness_table(project, "kernels")
     out: dict[str, KernelRow] = {}
     for name, d in table.items():
         where = f"{path} [tool.harness.kernels.{name}]"

@@ -11,7 +11,7 @@ modules go into the guest, its setup, the roles, and what a control is.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
@@ -80,6 +80,8 @@ class RaceSpec:
     contention: int = 0  # host CPU hogs spinning while the roles run
     cold_boot: bool = False  # boot every guest; never restore a snapshot
     guest_packages: tuple[str, ...] = ()  # Debian packages in every guest (sorted names)
+    # The target's row (ready-made or the project's), found once from `target`.
+    row: targets.TargetRow | None = field(init=False, default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.kernel, str):
@@ -92,6 +94,7 @@ class RaceSpec:
         if self.reload not in ("finit", "modprobe"):
             raise HarnessError("--reload is finit or modprobe")
         if self.target is not None:
+            object.__setattr__(self, "row", targets.find(self.target))
             self._check_target()
         else:
             self._check_schemes()
@@ -130,7 +133,7 @@ class RaceSpec:
         if not self.ops and self.row is None:
             raise HarnessError(
                 f"--target {self.target} is no ready-made target: give its callers with --op "
-                f"(ready-made: {', '.join(targets.ROWS)})"
+                f"(ready-made: {', '.join(targets.names())})"
             )
         self.op_rows  # every --op parses, or one line says which does not
         if self.row is None and ("/" in self.target or self.target.endswith(".ko")):
@@ -172,10 +175,6 @@ class RaceSpec:
         return min((t for w in self.workloads if (t := get_workload(w).hung_task_timeout_s)), default=0)
 
     # ------------------------------------------------------------ targets
-
-    @property
-    def row(self) -> targets.TargetRow | None:
-        return targets.ROWS.get(self.target or "")
 
     @property
     def op_rows(self) -> tuple[Op, ...]:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 from ..errors import HarnessError
+from ..project import table as harness_table
 
 
 class Kind(str, enum.Enum):
@@ -167,8 +169,67 @@ ROWS: Mapping[str, TargetRow] = {
 }
 
 
+def project_targets(project: Path | None = None) -> dict[str, TargetRow]:
+    """The targets a project defines in its pyproject.toml, rows like ROWS':
+
+    [tool.harness.targets.uhid]
+    module = "uhid"
+    kind = "char/misc"
+    ops = ["open:/dev/uhid"]
+    kmods = []              # the kernel's modules the setup needs
+    setup = []              # guest shell lines, once, after those are loaded
+    params = ""             # the target's module parameters
+    why = "..."
+    """
+    path, table = harness_table(project or Path.cwd(), "targets")
+    out: dict[str, TargetRow] = {}
+    for name, d in table.items():
+        where = f"{path} [tool.harness.targets.{name}]"
+        if name in ROWS:
+            raise HarnessError(f"{where}: {name} is a ready-made target; give it another name")
+        if not isinstance(d, dict) or set(d) - _PROJECT_KEYS or not {"module", "ops"} <= set(d):
+            raise HarnessError(
+                f"{where}: wants module and ops, optionally {', '.join(sorted(_PROJECT_KEYS - {'module', 'ops'}))}"
+            )
+        try:
+            kind = Kind(d.get("kind", Kind.CHAR.value))
+        except ValueError:
+            raise HarnessError(f"{where}: kind is one of {', '.join(k.value for k in Kind)}") from None
+        lists = {k: d.get(k, []) for k in ("ops", "kmods", "setup")}
+        if (
+            not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists.values())
+            or not lists["ops"]
+        ):
+            raise HarnessError(f"{where}: ops (at least one), kmods and setup are lists of strings")
+        out[name] = TargetRow(
+            name,
+            str(d["module"]),
+            kind,
+            tuple(lists["ops"]),
+            kmods=tuple(lists["kmods"]),
+            setup=tuple(lists["setup"]),
+            params=str(d.get("params", "")),
+            why=str(d.get("why", "")),
+        )
+    return out
+
+
+_PROJECT_KEYS = {"module", "kind", "ops", "kmods", "setup", "params", "why"}
+
+
+def find(name: str) -> TargetRow | None:
+    """A ready-made row, or one the project (the working folder) defines; None: neither."""
+    return ROWS.get(name) or project_targets().get(name)
+
+
+def names() -> list[str]:
+    return [*ROWS, *project_targets()]
+
+
 def get_target(name: str) -> TargetRow:
-    row = ROWS.get(name)
+    row = find(name)
     if row is None:
-        raise HarnessError(f"unknown target {name!r}; ready-made: {', '.join(ROWS)} (or a .ko path or a module folder)")
+        raise HarnessError(
+            f"unknown target {name!r}; ready-made: {', '.join(names())} (or a .ko path or a module folder)"
+        )
     return row

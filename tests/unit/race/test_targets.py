@@ -246,3 +246,48 @@ def test_no_hold_is_in_the_repro_and_parses_back_and_old_lines_still_hold():
 def test_no_hold_goes_with_a_target_only(capsys):
     assert cli.main(["race", "--no-hold"]) == 2
     assert "--no-hold too" in capsys.readouterr().err
+
+
+PROJECT_TARGETS = """
+[tool.harness.targets.rmd160]
+module = "rmd160"
+kind = "crypto"
+ops = ["socket:alg:seqpacket:0:hash:rmd160"]
+kmods = ["algif_hash"]
+why = "a hash"
+"""
+
+
+def test_a_project_names_its_own_targets_in_its_pyproject(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text(PROJECT_TARGETS)
+    monkeypatch.chdir(tmp_path)
+    row = targets.get_target("rmd160")
+    assert (row.module, row.kind, row.ops, row.kmods) == (
+        "rmd160",
+        targets.Kind.CRYPTO,
+        ("socket:alg:seqpacket:0:hash:rmd160",),
+        ("algif_hash",),
+    )
+    assert "rmd160" in targets.names() and targets.find("vfat") is targets.ROWS["vfat"]
+    from harness.race.spec import RaceSpec
+
+    spec = RaceSpec(target="rmd160", duration_s=1)
+    assert spec.row == row and [op.text for op in spec.op_rows] == list(row.ops)
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ('[tool.harness.targets.x]\nmodule = "x"\n', "wants module and ops"),
+        ('[tool.harness.targets.x]\nmodule = "x"\nops = []\n', "ops \\(at least one\\)"),
+        ('[tool.harness.targets.x]\nmodule = "x"\nops = ["open:/dev/x"]\nkind = "gpu"\n', "kind is one of"),
+        ('[tool.harness.targets.vfat]\nmodule = "x"\nops = ["open:/dev/x"]\n', "is a ready-made target"),
+        ('[tool.harness.targets.x]\nmodule = "x"\nops = ["open:/dev/x"]\nsetp = []\n', "wants module and ops"),
+        ("[tool.harness.targets\n", "cannot read"),
+    ],
+)
+def test_a_bad_project_target_is_one_line(tmp_path, monkeypatch, text, error):
+    (tmp_path / "pyproject.toml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HarnessError, match=error):
+        targets.find("x")
