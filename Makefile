@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 KERNELS ?= all
 JOBS ?= 2
 
-.PHONY: setup setup-browser race test typecheck unit vm-test bench matrix survey clean host-check nightly-check
+.PHONY: setup setup-browser race test typecheck unit vm-test bench bugs matrix survey clean host-check nightly-check
 
 setup:
 	@sh scripts/setup.sh
@@ -44,6 +44,12 @@ survey: setup
 
 bench: setup
 	$(PY) bench/bench.py --kernel $(KERNEL)
+
+# The bug benchmark (bench/bugs): unload bugs put into a derived debug kernel,
+# each raced on it and on the unpatched kernel; recall, false alarms, time to
+# catch in build/bugs/bugs.md.  Slow: a debug kernel build, then minutes per case.
+bugs: setup
+	$(PY) bench/bugs/run.py $(ARGS)
 
 # The README's two commands in a Debian 13 root made with mmdebstrap, on a clean
 # clone of HEAD (needs root): build/host-check/STAMP/summary.txt.

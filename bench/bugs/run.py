@@ -1,0 +1,196 @@
+"""The bug benchmark: does a race catch an unload bug that is really there?
+
+Each case (cases.py) is a patch that puts an unload bug into a debug kernel
+and the race target whose callers should reach it.  Every case of a release
+is built into one derived kernel (`bugs-<release>`, this folder's
+pyproject.toml), and the same options without the patches make the
+unpatched kernel.  Each case's target is raced on both with the defaults a
+user gets (`race --target T`: a quick and a held caller per op), through the
+harness's own command line, run from this folder as any project would.
+
+    .venv/bin/python bench/bugs/run.py [--only NAME,..] [--duration S] [--seed N] [--no-unpatched]
+
+Writes build/bugs/bugs.{json,md} and each race's report beside them, and
+prints per case: caught or missed (patched), clean or a false alarm
+(unpatched), the splat, the time to it and the unloads before it; then the
+recall (cases caught / cases), the false alarms, and the median time to
+catch with its min and max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+
+from cases import CASES, Case  # noqa: E402
+
+OUT = REPO / "build" / "bugs"
+CAUGHT = {"crashed", "warned"}  # a splat: the bug was seen
+PY = REPO / ".venv" / "bin" / "python"
+
+
+def patch_of(case: Case) -> Path:
+    return HERE / "patches" / case.release / f"{case.name}.patch"
+
+
+def check_cases() -> None:
+    """Every case has its patch and every patch its case: a patch without a
+    row would be built into the kernel and never raced."""
+    names = {c.name for c in CASES}
+    if len(names) != len(CASES):
+        sys.exit("bench/bugs/cases.py: two cases share a name")
+    for case in CASES:
+        if not patch_of(case).is_file():
+            sys.exit(f"bench/bugs/cases.py: {case.name}: no {patch_of(case).relative_to(REPO)}")
+    for patch in (HERE / "patches").glob("*/*.patch"):
+        if patch.stem not in names:
+            sys.exit(f"{patch.relative_to(REPO)}: no case in bench/bugs/cases.py")
+
+
+def harness(*args: str, log: Path) -> tuple[int, float]:
+    """`python -m harness ARGS` from this folder; (exit status, seconds)."""
+    t0 = time.monotonic()
+    with log.open("w") as out:
+        rc = subprocess.run(
+            [str(PY), "-m", "harness", *args],
+            cwd=HERE,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        ).returncode
+    return rc, time.monotonic() - t0
+
+
+def build(kernel: str) -> float:
+    rc, s = harness("fetch", "--kernel", kernel, log=OUT / f"build-{kernel}.log")
+    if rc != 0:
+        sys.exit(f"building {kernel} failed (exit {rc}); log: {OUT / f'build-{kernel}.log'}")
+    return s
+
+
+def race(case: Case, kernel: str, duration: float, seed: int) -> dict:
+    """One race of the case's target on `kernel`: its run's facts."""
+    stem = f"{case.name}--{kernel}"
+    report = OUT / f"{stem}.json"
+    report.unlink(missing_ok=True)
+    rc, seconds = harness(
+        "race",
+        "--kernel",
+        kernel,
+        "--target",
+        case.target,
+        "--duration",
+        f"{duration:g}",
+        "--seed",
+        str(seed),
+        "--json",
+        str(report),
+        *case.args,
+        log=OUT / f"{stem}.log",
+    )
+    if not report.is_file():
+        return {"verdict": "error", "detail": f"no report (exit {rc}); log: {OUT / f'{stem}.log'}", "seconds": seconds}
+    run = json.loads(report.read_text())[0]["runs"][0]
+    splat = run["splats"][0] if run["splats"] else None
+    return {
+        "verdict": run["verdict"],
+        "splat": f"{splat['kind']}: {splat['title']}" if splat else None,
+        "first_splat_ms": run.get("first_splat_ms"),
+        "unloads_before_splat": run.get("unloads_before_splat"),
+        "unloads": run["ops"].get("delete_module", {}).get("ok", 0),
+        "reach": [[r["role"], r["ok_live"], r["calls"]] for r in run.get("reach", [])],
+        "seconds": round(seconds, 1),
+        "report": str(report.relative_to(REPO)),
+    }
+
+
+def summary(rows: list[dict]) -> list[str]:
+    caught = [r for r in rows if r["patched"]["verdict"] in CAUGHT]
+    alarms = [r for r in rows if r.get("unpatched", {}).get("verdict") in CAUGHT]
+    times = [r["patched"]["first_splat_ms"] / 1000 for r in caught if r["patched"]["first_splat_ms"] is not None]
+    out = [f"recall: {len(caught)}/{len(rows)} cases caught"]
+    for kind in ("upstream", "broken"):
+        mine = [r for r in rows if r["kind"] == kind]
+        out.append(f"  {kind}: {sum(r in caught for r in mine)}/{len(mine)}")
+    if any("unpatched" in r for r in rows):
+        out.append(f"false alarms (a splat on the unpatched kernel): {len(alarms)}/{len(rows)}")
+    if times:
+        out.append(
+            f"time to catch: median {statistics.median(times):.1f} s, min {min(times):.1f} s, "
+            f"max {max(times):.1f} s (n={len(times)})"
+        )
+    return out
+
+
+def markdown(rows: list[dict], builds: dict[str, float], lines: list[str]) -> str:
+    md = [
+        "# Bug benchmark",
+        "",
+        "| case | kind | target | patched | splat | to catch | unloads before | unpatched |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        p, u = r["patched"], r.get("unpatched", {})
+        t = f"{p['first_splat_ms'] / 1000:.1f} s" if p.get("first_splat_ms") is not None else "-"
+        md.append(
+            f"| {r['case']} | {r['kind']} | {r['target']} | {p['verdict']} | {p.get('splat') or '-'} | {t} "
+            f"| {p.get('unloads_before_splat') if p.get('unloads_before_splat') is not None else '-'} "
+            f"| {u.get('verdict', '-')} |"
+        )
+    md += ["", *lines, "", "Kernel builds: " + ", ".join(f"{k} {s:.0f} s" for k, s in builds.items())]
+    return "\n".join(md) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default="", help="comma list of case names")
+    ap.add_argument("--duration", type=float, default=10.0, help="race seconds per case (x the kernel's time factor)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-unpatched", action="store_true", help="skip the races on the unpatched kernels")
+    args = ap.parse_args()
+    check_cases()
+    only = {n for n in args.only.split(",") if n}
+    unknown = only - {c.name for c in CASES}
+    if unknown:
+        sys.exit(f"--only: no case {', '.join(sorted(unknown))}; cases: {', '.join(c.name for c in CASES)}")
+    cases = [c for c in CASES if not only or c.name in only]
+    OUT.mkdir(parents=True, exist_ok=True)
+    builds: dict[str, float] = {}
+    for release in sorted({c.release for c in cases}):
+        for kernel in (f"bugs-{release}",) + (() if args.no_unpatched else (f"bugs-{release}-unpatched",)):
+            print(f"building {kernel} ...", flush=True)
+            builds[kernel] = build(kernel)
+            print(f"  {kernel}: {builds[kernel]:.0f} s", flush=True)
+    rows: list[dict] = []
+    for case in cases:
+        row = {"case": case.name, "kind": case.kind, "target": case.target, "what": case.what, "cite": case.cite}
+        row["patched"] = race(case, f"bugs-{case.release}", args.duration, args.seed)
+        if not args.no_unpatched:
+            row["unpatched"] = race(case, f"bugs-{case.release}-unpatched", args.duration, args.seed)
+        p, u = row["patched"], row.get("unpatched", {})
+        print(
+            f"{case.name:<34} patched {p['verdict']:<10} {p.get('splat') or '':<60.60} "
+            f"unpatched {u.get('verdict', '-')}",
+            flush=True,
+        )
+        rows.append(row)
+    lines = summary(rows)
+    print("\n".join(lines))
+    (OUT / "bugs.json").write_text(json.dumps({"builds_s": builds, "cases": rows, "summary": lines}, indent=1) + "\n")
+    (OUT / "bugs.md").write_text(markdown(rows, builds, lines))
+    print(f"written: {OUT / 'bugs.md'}, {OUT / 'bugs.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
