@@ -218,8 +218,8 @@ def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
             )
         make = functools.partial(
             RaceSpec,
-            schemes=csv(args.scheme or ",".join(DEFAULT_SCHEMES), "scheme"),
-            workloads=csv(args.workload or ",".join(DEFAULT_WORKLOADS), "workload"),
+            schemes=csv(",".join(DEFAULT_SCHEMES) if args.scheme is None else args.scheme, "scheme"),
+            workloads=csv(",".join(DEFAULT_WORKLOADS) if args.workload is None else args.workload, "workload"),
             knobs=parse_knobs(args.knob),
             providers=args.providers,
             module_src=tuple(str(Path(m).resolve()) for m in args.module_src),

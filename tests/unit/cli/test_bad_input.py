@@ -69,6 +69,8 @@ CASES = {
     # race
     "race-scheme-unknown": ["race", "--scheme", "nope"],
     "race-scheme-duplicate": ["race", "--scheme", "refcount,refcount"],
+    "race-scheme-empty": ["race", "--scheme", ""],
+    "race-workload-empty": ["race", "--workload", ""],
     "race-workload-unknown": ["race", "--workload", "fly"],
     "race-duration-0": ["race", "--duration", "0"],
     "race-duration-negative": ["race", "--duration", "-1"],
