@@ -83,6 +83,7 @@ def race(case: Case, kernel: str, duration: float, seed: int) -> dict:
     stem = f"{case.name}--{kernel}"
     report = OUT / f"{stem}.json"
     report.unlink(missing_ok=True)
+    (OUT / stem).mkdir(parents=True, exist_ok=True)
     rc, seconds = harness(
         "race",
         "--kernel",
@@ -95,6 +96,8 @@ def race(case: Case, kernel: str, duration: float, seed: int) -> dict:
         str(seed),
         "--json",
         str(report),
+        "--html",
+        str(OUT / stem / "index.html"),
         *case.args,
         log=OUT / f"{stem}.log",
     )
@@ -111,25 +114,55 @@ def race(case: Case, kernel: str, duration: float, seed: int) -> dict:
         "reach": [[r["role"], r["ok_live"], r["calls"]] for r in run.get("reach", [])],
         "seconds": round(seconds, 1),
         "report": str(report.relative_to(REPO)),
+        "page": f"{stem}/index.html",
     }
 
 
 def summary(rows: list[dict]) -> list[str]:
+    """Recall (caught / cases), precision (unpatched runs clean / cases) and
+    the time to catch, as the issue defines them."""
     caught = [r for r in rows if r["patched"]["verdict"] in CAUGHT]
-    alarms = [r for r in rows if r.get("unpatched", {}).get("verdict") in CAUGHT]
+    raced = [r for r in rows if "unpatched" in r]
+    clean = [r for r in raced if r["unpatched"]["verdict"] == "clean"]
+    alarms = [r for r in raced if r["unpatched"]["verdict"] in CAUGHT]
     times = [r["patched"]["first_splat_ms"] / 1000 for r in caught if r["patched"]["first_splat_ms"] is not None]
-    out = [f"recall: {len(caught)}/{len(rows)} cases caught"]
+    out = [f"recall: {len(caught)}/{len(rows)} cases caught ({100 * len(caught) / max(1, len(rows)):.0f} %)"]
     for kind in ("upstream", "broken"):
         mine = [r for r in rows if r["kind"] == kind]
         out.append(f"  {kind}: {sum(r in caught for r in mine)}/{len(mine)}")
-    if any("unpatched" in r for r in rows):
-        out.append(f"false alarms (a splat on the unpatched kernel): {len(alarms)}/{len(rows)}")
+    if raced:
+        out.append(
+            f"precision: {len(clean)}/{len(raced)} unpatched runs clean ({100 * len(clean) / len(raced):.0f} %); "
+            f"false alarms (a splat unpatched): {len(alarms)}; "
+            + ", ".join(f"{r['case']} {r['unpatched']['verdict']}" for r in raced if r not in clean and r not in alarms)
+        )
     if times:
         out.append(
             f"time to catch: median {statistics.median(times):.1f} s, min {min(times):.1f} s, "
             f"max {max(times):.1f} s (n={len(times)})"
         )
     return out
+
+
+def html(rows: list[dict], lines: list[str]) -> str:
+    """An index of the cases, each linking its two races' pages (their timelines)."""
+    from html import escape
+
+    def link(r: dict) -> str:
+        page = r.get("page")
+        return f'<a href="{escape(page)}">{escape(r["verdict"])}</a>' if page else escape(r["verdict"])
+
+    body = "".join(
+        f"<tr><td>{escape(r['case'])}</td><td>{escape(r['kind'])}</td><td>{escape(r['target'])}</td>"
+        f"<td>{link(r['patched'])}</td><td>{escape(r['patched'].get('splat') or '-')}</td>"
+        f"<td>{link(r['unpatched']) if 'unpatched' in r else '-'}</td><td>{escape(r['cite'] or r['what'])}</td></tr>"
+        for r in rows
+    )
+    return (
+        "<!doctype html><meta charset=utf-8><title>Bug benchmark</title><h1>Bug benchmark</h1>"
+        "<table border=1 cellpadding=4><tr><th>case<th>kind<th>target<th>patched<th>splat<th>unpatched<th>bug</tr>"
+        f"{body}</table><pre>{escape(chr(10).join(lines))}</pre>\n"
+    )
 
 
 def markdown(rows: list[dict], builds: dict[str, float], lines: list[str]) -> str:
@@ -157,7 +190,12 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=10.0, help="race seconds per case (x the kernel's time factor)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-unpatched", action="store_true", help="skip the races on the unpatched kernels")
+    ap.add_argument("--summarize", action="store_true", help="only render build/bugs/bugs.json again")
     args = ap.parse_args()
+    if args.summarize:
+        doc = json.loads((OUT / "bugs.json").read_text())
+        write(doc["cases"], doc["builds_s"])
+        return 0
     check_cases()
     only = {n for n in args.only.split(",") if n}
     unknown = only - {c.name for c in CASES}
@@ -184,12 +222,17 @@ def main() -> int:
             flush=True,
         )
         rows.append(row)
+    write(rows, builds)
+    return 0
+
+
+def write(rows: list[dict], builds: dict[str, float]) -> None:
     lines = summary(rows)
     print("\n".join(lines))
     (OUT / "bugs.json").write_text(json.dumps({"builds_s": builds, "cases": rows, "summary": lines}, indent=1) + "\n")
     (OUT / "bugs.md").write_text(markdown(rows, builds, lines))
-    print(f"written: {OUT / 'bugs.md'}, {OUT / 'bugs.json'}")
-    return 0
+    (OUT / "index.html").write_text(html(rows, lines))
+    print(f"written: {OUT / 'bugs.md'}, {OUT / 'bugs.json'}, {OUT / 'index.html'}")
 
 
 if __name__ == "__main__":

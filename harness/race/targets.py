@@ -57,7 +57,9 @@ class TargetRow:
     setup: tuple[str, ...] = ()  # guest shell lines, run once after those are loaded
     params: str = ""  # the target's module parameters (every load)
     why: str = ""  # what the callers exercise, for the docs and the survey
-    source: str | None = None  # a module folder under kmods/ built for the kernel, not an in-tree module
+    # A module folder built for the kernel, not an in-tree module: under kmods/
+    # for a ready-made row, an absolute path for a project's.
+    source: str | None = None
     control: bool = False  # it breaks the golden rule: a run that does not crash proves nothing
 
 
@@ -210,11 +212,12 @@ def project_targets(project: Path | None = None) -> dict[str, TargetRow]:
             setup=tuple(lists["setup"]),
             params=str(d.get("params", "")),
             why=str(d.get("why", "")),
+            source=str(path.parent / str(d["source"])) if "source" in d else None,
         )
     return out
 
 
-_PROJECT_KEYS = {"module", "kind", "ops", "kmods", "setup", "params", "why"}
+_PROJECT_KEYS = {"module", "kind", "ops", "kmods", "setup", "params", "why", "source"}
 
 
 def find(name: str) -> TargetRow | None:

@@ -291,3 +291,11 @@ def test_a_bad_project_target_is_one_line(tmp_path, monkeypatch, text, error):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(HarnessError, match=error):
         targets.find("x")
+
+
+def test_a_project_target_of_its_own_module_folder_is_found_beside_its_pyproject(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.harness.targets.mine]\nmodule = "mine"\nsource = "src/mine"\nops = ["open:/dev/mine"]\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    assert targets.get_target("mine").source == str(tmp_path / "src" / "mine")
