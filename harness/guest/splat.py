@@ -465,6 +465,30 @@ class _Rec:
     since_end_trace: Optional[int] = None  # same-ctx lines seen after "---[ end trace"
 
 
+# Where a report names the address it faulted on or at: a page fault's
+# address, KASAN's access, a RIP without a symbol (text that is gone).
+_FAULT_ADDRESSES = (
+    re.compile(r"unable to handle page fault for address: ([0-9a-f]{16})"),
+    re.compile(r"\bat addr ([0-9a-f]{16})\b"),
+    re.compile(r"\bRIP: 0010:0x([0-9a-f]{16})\b"),
+)
+# x86-64's module mapping space (MODULES_VADDR..MODULES_END, with or without
+# KASLR): an address there that faults is module memory no longer mapped.
+_MODULE_SPACE = (0xFFFFFFFFA0000000, 0xFFFFFFFFFF000000)
+
+
+def _freed_module_address(bodies: Sequence[str]) -> bool:
+    """The report faulted on module memory: with the kernel's "[last
+    unloaded: X]" in it, X is the module that had been there (a race unloads
+    one module)."""
+    for body in bodies:
+        for rx in _FAULT_ADDRESSES:
+            m = rx.search(body)
+            if m and _MODULE_SPACE[0] <= int(m.group(1), 16) < _MODULE_SPACE[1]:
+                return True
+    return False
+
+
 def _modules(bodies: Sequence[str]) -> tuple[tuple[str, ...], Optional[str]]:
     for b in bodies:
         m = _MODULES.search(b)
@@ -546,9 +570,12 @@ def _scan(text: str) -> list[tuple[Splat, int]]:
         bodies = [lines[j].body for j in rec.idx]
         kind = rec.header.kind
         mods, last = _modules(bodies)
+        title = _clean(rec.header.title(rec.match, bodies))
+        if last is not None and _freed_module_address(bodies):
+            title += f" (at an address of freed module {last})"
         splat = Splat(
             kind=kind,
-            title=_clean(rec.header.title(rec.match, bodies)),
+            title=title,
             lines=tuple(_clean(lines[j].raw) for j in rec.idx),
             modules=mods,
             last_unloaded=last,

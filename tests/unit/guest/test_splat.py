@@ -87,12 +87,13 @@ CASES: dict[str, list[tuple]] = {
     ],
     # Our own guests (Debian 6.1.0-56, TCG), raw console bytes ("\r\r\n" kept):
     # the unsafe scheme's oops (tests/vm/test_schemes.py check 5: un_prov0's
-    # text freed under a sleeping op; RIP is a bare address, so no "in func"),
-    # and WARN_ON(1) in a throwaway module's init (module marked "(OE+)").
+    # text freed under a sleeping op; RIP is a bare address, so no "in func",
+    # and it is in module space: the module last unloaded is named), and
+    # WARN_ON(1) in a throwaway module's init (module marked "(OE+)").
     "own61_unsafe_oops_freed_module_text.log": [
         (
             "bug",
-            "BUG: unable to handle page fault for address: ADDR",
+            "BUG: unable to handle page fault for address: ADDR (at an address of freed module un_prov0)",
             (
                 "un_core",
                 "virtio_net",
@@ -322,3 +323,26 @@ def test_a_kind_given_by_name_becomes_its_member():
     assert s.kind is SplatKind.KASAN and s.crash and f"{s.kind}" == "kasan"
     with pytest.raises(ValueError):
         Splat("nonsense", "x", (), (), None, 0)
+
+
+@pytest.mark.parametrize(
+    "fault, named",
+    [
+        ("BUG: unable to handle page fault for address: ffffffffc02460d0", True),  # module space
+        ("BUG: unable to handle page fault for address: ffff888006c51ee0", False),  # the direct map
+        ("BUG: KASAN: vmalloc-out-of-bounds in f+0x1/0x2 [x]\nRead of size 8 at addr ffffffffc0a00010 by task t", True),
+    ],
+)
+def test_a_fault_in_module_space_names_the_module_last_unloaded(fault, named):
+    log = "\n".join(
+        [
+            f"[    4.772347] {fault.splitlines()[0]}",
+            *(f"[    4.772348] {ln}" for ln in fault.splitlines()[1:]),
+            "[    4.774613] RIP: 0010:vfs_read+0x8a/0x310",
+            "[    4.780775] Modules linked in: virtio_net [last unloaded: ownerless(OE)]",
+            "[    4.790000] ---[ end trace 0000000000000000 ]---",
+        ]
+    )
+    [s] = splat.parse(log)
+    assert s.last_unloaded == "ownerless"
+    assert s.title.endswith("(at an address of freed module ownerless)") == named, s.title
