@@ -3,13 +3,22 @@ file_operations lack .owner (tests/project/ownerless) crashes when a file
 opened before its unload is read and closed after it, which only the held
 callers `race --target` starts by default do; the same driver with
 `.owner = THIS_MODULE` races clean, and with holding off the owner-less one
-is missed (clean), which shows that the test guards the hold."""
+is missed (clean), which shows that the test guards the hold.
+
+One case of each other kind the bug benchmark has (bench/bugs): a file
+system type without .owner (a mount held across the unload, then
+unmounted), a protocol whose proto and proto_ops lack .owner (a socket held,
+then closed) and a hash without .cra_module (a bound AF_ALG socket held):
+each crashes with the default held callers, and races clean built with its
+owner."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.tools import REPO, race_cli
 
@@ -57,3 +66,46 @@ def test_without_holding_the_driver_without_owner_is_missed(kernel_spec, tmp_pat
     assert proc.returncode == 0 and run["verdict"] == "clean", (run["problem"], proc.stderr[-3000:])
     assert run["ops"]["delete_module"]["ok"] >= 1 and len(run["reach"]) == 1 and run["reach"][0]["ok_live"] > 0
     assert "--no-hold" in run["repro"]
+
+
+KINDS = {
+    # kind: (module folder, op, extra project-target keys)
+    "fs": ("ownerlessfs", "mount:none:ownerlessfs", ""),
+    "proto": ("ownerlessproto", "socket:25:dgram:0", ""),
+    # AF_ALG's family (algif_hash) is a module the guest needs besides the target.
+    "crypto": ("ownerlesshash", "socket:alg:seqpacket:0:hash:ownerless", 'kmods = ["algif_hash"]\n'),
+}
+
+
+def race_kind(kernel_spec, tmp_path: Path, kind: str, owner: bool) -> tuple[subprocess.CompletedProcess, dict]:
+    """The kind's module raced as a target of a project of its own (its
+    pyproject.toml names it), with `race --target`'s default callers."""
+    folder, op, extra = KINDS[kind]
+    src = tmp_path / folder
+    shutil.copytree(REPO / "tests" / "project" / folder, src)
+    if owner:
+        with (src / "Kbuild").open("a") as kbuild:
+            kbuild.write("ccflags-y += -DOWNERLESS_OWNER\n")
+    (tmp_path / "pyproject.toml").write_text(
+        f'[tool.harness.targets.{folder}]\nmodule = "{folder}"\nsource = "{folder}"\nops = ["{op}"]\n{extra}'
+    )
+    proc, report = race_cli(kernel_spec.name, tmp_path, "--target", folder, "--duration", "20", "--seed", "5")
+    assert report is not None, proc.stderr[-3000:]
+    return proc, report
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_held_object_of_a_module_without_its_owner_crashes(kernel_spec, tmp_path, kind):
+    proc, report = race_kind(kernel_spec, tmp_path, kind, owner=False)
+    run = report["runs"][0]
+    assert run["verdict"] == "crashed" and run["splats"], (run["problem"], proc.stderr[-3000:])
+    print("splat:", run["splats"][0]["title"], "console:", run.get("console_log"))
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_the_same_module_with_its_owner_races_clean(kernel_spec, tmp_path, kind):
+    proc, report = race_kind(kernel_spec, tmp_path, kind, owner=True)
+    run = report["runs"][0]
+    assert proc.returncode == 0 and run["verdict"] == "clean", (run["problem"], proc.stderr[-3000:])
+    assert run["ops"]["delete_module"]["ok"] >= 1
+    assert all(r["ok_live"] > 0 for r in run["reach"]), run["reach"]
