@@ -15,6 +15,8 @@ The session's shared guest is replaced after any splat.  `--guest-packages`
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -23,6 +25,7 @@ import pytest
 
 from . import kernels
 from .errors import HarnessError
+from .exitcodes import ExitStatus
 from .guest.image import GuestExtra, Image, build_image
 from .guest.packages import parse_names as parse_package_names
 from .guest.splat import new_splats
@@ -111,9 +114,24 @@ def _kernel_rows(config: pytest.Config) -> list[kernels.KernelRow]:
     return derive.derive_all(rows, options, derive.read_patches(patches))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI runner cancelling the job): the session stops as on
+    Ctrl-C, every fixture's guest is torn down, and it exits 143."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends us at once
+    raise Terminated()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     global _IN_WORKER
     _IN_WORKER = hasattr(config, "workerinput")
+    # A KeyboardInterrupt stops the session where a test would only fail on
+    # an exception (pytest's default SIGTERM death leaves the next tests to boot).
+    _TERMINATED.clear()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     for line in (
         "vm: boots a real kernel in QEMU",
         "fresh_vm: the test gets a guest of its own",
@@ -187,7 +205,24 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     )
 
 
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    if isinstance(excinfo.value, Terminated):
+        _TERMINATED.set()
+
+
+_TERMINATED = threading.Event()
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    """After every fixture's teardown: a session stopped by SIGTERM exits
+    143, as the harness's commands do, where pytest would say 2 (interrupted)."""
+    _write_kcidb(session)
+    if _TERMINATED.is_set():
+        session.exitstatus = ExitStatus.TERMINATED
+
+
+def _write_kcidb(session: pytest.Session) -> None:
     config = session.config
     out = config.getoption("--kcidb")
     if not out or hasattr(config, "workerinput"):

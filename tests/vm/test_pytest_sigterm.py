@@ -1,0 +1,60 @@
+"""A CI runner cancels a job with SIGTERM: a pytest session with a VM test
+running stops as a whole (no later test boots a guest), its guests are torn
+down, and it exits 143 within seconds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.tools import REPO
+
+PROJECT_TEST = """
+import pathlib
+
+def test_a_guest_that_sleeps(vm_factory):
+    vm = vm_factory()
+    pathlib.Path("guest-up").write_text(str(vm.ssh.run("echo up").stdout))
+    vm.ssh.run("sleep 600", timeout=900)
+
+def test_the_next_one_never_boots(vm_factory):
+    pathlib.Path("next-test-ran").write_text("yes")
+    vm_factory()
+"""
+
+
+def _children(pid: int) -> set[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    kids = {int(p) for p in out.split()}
+    return kids | {g for k in kids for g in _children(k)}
+
+
+def test_sigterm_stops_the_session_tears_the_guests_down_and_exits_143(kernel_spec, tmp_path):
+    (tmp_path / "test_sleepy.py").write_text(PROJECT_TEST)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--kernel", kernel_spec.name],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 600
+    while not (tmp_path / "guest-up").exists():  # the state: the first test's guest answers
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.1)
+    qemus = {p for p in _children(proc.pid) if "qemu" in open(f"/proc/{p}/comm").read()}
+    assert qemus, "no QEMU under the session"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    took = time.monotonic() - t0
+    assert proc.returncode == 143, out[-3000:]
+    assert took < 5, f"the session took {took:.1f} s to stop"
+    assert not (tmp_path / "next-test-ran").exists(), "a test after the signal ran"
+    assert not [p for p in qemus if os.path.exists(f"/proc/{p}")], "a QEMU of the session survived it"
+    assert "Traceback" not in out, out[-3000:]
