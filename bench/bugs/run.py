@@ -103,7 +103,8 @@ def race(case: Case, kernel: str, duration: float, seed: int) -> dict:
     )
     if not report.is_file():
         return {"verdict": "error", "detail": f"no report (exit {rc}); log: {OUT / f'{stem}.log'}", "seconds": seconds}
-    run = json.loads(report.read_text())[0]["runs"][0]
+    doc = json.loads(report.read_text())
+    run = (doc[0] if isinstance(doc, list) else doc)["runs"][0]  # one kernel: one report
     splat = run["splats"][0] if run["splats"] else None
     return {
         "verdict": run["verdict"],
