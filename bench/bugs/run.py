@@ -35,6 +35,12 @@ sys.path.insert(0, str(HERE))
 from cases import CASES, Case  # noqa: E402
 
 OUT = REPO / "build" / "bugs"
+# An exec caller (a shell with ip, ip6tables, ...) takes 0.5-1 s a call under
+# a debug kernel in TCG, longer than the unloader leaves the module loaded by
+# default (100 ms): every call would meet an unload and the race be
+# `unreached`.  So a target whose callers exec is raced with the module left
+# loaded this long between unloads: a pace of the op, the same for every case.
+EXEC_UNLOAD_PAUSE_MS = 1500
 CAUGHT = {"crashed", "warned"}  # a splat: the bug was seen
 PY = REPO / ".venv" / "bin" / "python"
 
@@ -78,6 +84,17 @@ def build(kernel: str) -> float:
     return s
 
 
+def pace(case: Case) -> tuple[str, ...]:
+    """The race options the target's ops ask for (EXEC_UNLOAD_PAUSE_MS)."""
+    sys.path.insert(0, str(REPO))
+    from harness.race import targets
+
+    row = targets.ROWS.get(case.target) or targets.project_targets(HERE).get(case.target)
+    if row is not None and any(op.startswith("exec:") for op in row.ops):
+        return ("--unload-pause", str(EXEC_UNLOAD_PAUSE_MS))
+    return ()
+
+
 def race(case: Case, kernel: str, duration: float, seed: int) -> dict:
     """One race of the case's target on `kernel`: its run's facts."""
     stem = f"{case.name}--{kernel}"
@@ -98,6 +115,7 @@ def race(case: Case, kernel: str, duration: float, seed: int) -> dict:
         str(report),
         "--html",
         str(OUT / stem / "index.html"),
+        *pace(case),
         *case.args,
         log=OUT / f"{stem}.log",
     )
