@@ -118,6 +118,19 @@ class Running:
         )
 
 
+def _quiet_paramiko() -> None:
+    """Paramiko's transport thread logs a connection that breaks with its
+    traceback; with no handler anywhere, Python prints that on stderr (the
+    guest torn down under a handshake, as SIGTERM does).  The harness says
+    what failed itself, so paramiko's log goes nowhere."""
+    import logging
+
+    log = logging.getLogger("paramiko")
+    if not any(isinstance(h, logging.NullHandler) for h in log.handlers):
+        log.addHandler(logging.NullHandler())
+        log.propagate = False
+
+
 class Guest:
     """An SSH session to a guest with its host key pinned."""
 
@@ -129,6 +142,7 @@ class Guest:
     def connect(cls, host: str, port: int, key_path: Path, host_key_pub: str, timeout: float = 30.0) -> "Guest":
         import paramiko
 
+        _quiet_paramiko()
         key = paramiko.ECDSAKey.from_private_key_file(str(key_path))
         kind, b64 = host_key_pub.split()[:2]
         client = paramiko.SSHClient()
