@@ -18,7 +18,7 @@ SUITE=trixie
 # What scripts/setup.sh checks for (less libc6-dev, so that its install path
 # runs too), what the harness's own build roots use (mmdebstrap, unshare,
 # mount: required priority on any real install, not in --variant=apt), git.
-PKGS="python3 python3-venv qemu-system-x86 gcc gcc-12 make git kmod binutils zstd xz-utils apt-utils
+PKGS="python3 python3-venv qemu-system-x86 gcc gcc-12 make git kmod binutils zstd xz-utils squashfs-tools apt-utils
 mmdebstrap debian-archive-keyring ca-certificates util-linux mount procps"
 CACHE="${HARNESS_CACHE:-$PROJECT/.cache}/host-check"
 BUILD="${HARNESS_BUILD:-$PROJECT/build}/host-check"

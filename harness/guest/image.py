@@ -50,7 +50,7 @@ from ..util import (
 )
 from . import packages as guest_packages
 from .cpio import Cpio
-from .modtree import _depmod, check_kmods, module_closure
+from .modtree import TREE_MODULES, _depmod, all_modules, check_kmods, module_closure, tree_disk
 from .programs import RACER_PATH
 
 IMAGES = data_dir("images")
@@ -87,6 +87,7 @@ BASE_RECIPE = (
     "boot/config and System.map",
     "base-passwd users and groups",
     "os-release",
+    "the module tree disk mounted over lib/modules/RELEASE/kernel, its modules.dep",
 )
 # The guest's own machinery: a guest package never replaces these paths.
 HARNESS_OWNED = (
@@ -132,6 +133,7 @@ class Image:
     payload: Path | None = None  # tar unpacked at / in the guest once it is up
     payload_stamp: Stamp | None = None
     packages: tuple[str, ...] = field(default=())  # name=version of the guest packages in its initramfs
+    modtree: Path | None = None  # the kernel's whole module tree, a read-only disk (modtree.tree_disk)
 
     def damage(self) -> str | None:
         """Why the initramfs or the payload on disk is not the one built, or None."""
@@ -331,9 +333,11 @@ def base_image(kernel: KernelFiles) -> Image:
     hkey, hpub = host_key(userland)
     programs = _guest_programs()
     templates = tuple(sorted(IMAGES.glob("*.j2")))
+    modtree = tree_disk(kernel)
     digest = hash_inputs(
         "base",
         BASE_RECIPE,
+        modtree is not None,
         kernel.identity,
         kernel.version,
         (userland.parent / ".unpacked").read_text(),
@@ -349,7 +353,7 @@ def base_image(kernel: KernelFiles) -> Image:
 
     def build_base(path: Path) -> Stamp:
         progress(f"image: building the base initramfs for {kernel.release}")
-        write_private(path, _assemble(kernel, userland, client_pub, hkey, programs))
+        write_private(path, _assemble(kernel, userland, client_pub, hkey, programs, modtree is not None))
         stamp = Stamp.of(path)
         meta_path.write_text(json.dumps({"kernel": kernel.release, "initrd": stamp.to_json()}))
         progress(f"image: {stamp.size // 1024} KiB")
@@ -357,7 +361,7 @@ def base_image(kernel: KernelFiles) -> Image:
 
     # In place: write_private makes the file atomically, the manifest is written after it.
     stamp = cached(initrd, out / ".lock", lambda: _check_cached(initrd, meta_path, "initrd", out), build_base)
-    return Image(kernel, initrd, key_path, hpub, (), stamp)
+    return Image(kernel, initrd, key_path, hpub, (), stamp, modtree=modtree)
 
 
 def with_packages(base: Image, names: tuple[str, ...]) -> Image:
@@ -413,6 +417,7 @@ def build_image(
         *[(e.dest, e.mode) for e in extras],
         *[e.src for e in extras],
         kmods,
+        base.modtree is not None,
     )
     out = private_dir(private_dir(cache_dir() / "images") / digest)
     tar = out / "payload.tar"
@@ -422,7 +427,7 @@ def build_image(
         progress(
             f"image: packing {len(modules)} modules and {len(extras) + len(kmods)} more files for {kernel.release}"
         )
-        write_private(path, _payload(kernel, modules, extras, kmods))
+        write_private(path, _payload(kernel, modules, extras, kmods, base.modtree is not None))
         stamp = Stamp.of(path)
         meta_path.write_text(json.dumps({"kernel": kernel.release, "modules": mod_names, "payload": stamp.to_json()}))
         return stamp
@@ -461,15 +466,19 @@ class _Tar:
 
 
 def _payload(
-    kernel: KernelFiles, modules: tuple[Path, ...], extras: tuple[GuestExtra, ...], kmods: tuple[str, ...]
+    kernel: KernelFiles, modules: tuple[Path, ...], extras: tuple[GuestExtra, ...], kmods: tuple[str, ...], tree: bool
 ) -> bytes:
     tar = _Tar()
     mdir = f"lib/modules/{kernel.release}"
-    # modules.dep & co. for the boot set, the asked-for in-tree modules and ours:
-    # they replace the base's, so the guest needs no depmod of its own.
-    in_tree = module_closure(kernel, BOOT_MODULES + kmods)
-    for rel in module_closure(kernel, kmods):
-        tar.file(f"{mdir}/{rel}", (kernel.modules_dir / rel).read_bytes())
+    # modules.dep & co. for the in-tree modules the guest has and ours: they
+    # replace the base's, so the guest needs no depmod of its own.  With the
+    # tree disk the guest has every in-tree module already (read-only).
+    if tree:
+        in_tree = all_modules(kernel)
+    else:
+        in_tree = module_closure(kernel, BOOT_MODULES + kmods)
+        for rel in module_closure(kernel, kmods):
+            tar.file(f"{mdir}/{rel}", (kernel.modules_dir / rel).read_bytes())
     for ko in modules:
         tar.file(f"{mdir}/extra/{ko.name}", ko.read_bytes())
     for name, data in _depmod(kernel, modules, in_tree).items():
@@ -486,7 +495,9 @@ def passwd(master: str) -> str:
     return "".join(("root:x:0:0:root:/root:/bin/sh" if line.startswith("root:") else line) + "\n" for line in lines)
 
 
-def _assemble(kernel: KernelFiles, userland: Path, client_pub: str, hkey: Path, programs: dict[str, Path]) -> bytes:
+def _assemble(
+    kernel: KernelFiles, userland: Path, client_pub: str, hkey: Path, programs: dict[str, Path], tree: bool
+) -> bytes:
     cpio = Cpio()
     for d in (
         "proc",
@@ -535,12 +546,13 @@ def _assemble(kernel: KernelFiles, userland: Path, client_pub: str, hkey: Path, 
             cpio.file(f"boot/{name}", (kernel.root / "boot" / name).read_bytes())
     cpio.file("etc/shells", b"/bin/sh\n")
     cpio.file("etc/profile", b"export PATH=/sbin:/usr/sbin:/bin:/usr/bin\n")
-    # The boot modules (virtio); everything else comes with a payload.
+    # The boot modules (virtio, and what mounts the tree disk); the rest is on
+    # the tree disk, whose modules.dep is this one, or comes with a payload.
     mdir = f"lib/modules/{kernel.release}"
-    in_tree = module_closure(kernel, BOOT_MODULES)
-    for rel in in_tree:
+    boot = module_closure(kernel, BOOT_MODULES + (TREE_MODULES if tree else ()))
+    for rel in boot:
         cpio.file(f"{mdir}/{rel}", (kernel.modules_dir / rel).read_bytes())
-    for name, data in _depmod(kernel, (), in_tree).items():
+    for name, data in _depmod(kernel, (), all_modules(kernel) if tree else boot).items():
         cpio.file(f"{mdir}/{name}", data)
     init = _render(
         "init.sh.j2",
@@ -548,6 +560,8 @@ def _assemble(kernel: KernelFiles, userland: Path, client_pub: str, hkey: Path, 
         wait_marker=WAIT_MARKER,
         fail_marker=START_FAILED_MARKER,
         boot_modules=BOOT_MODULES,
+        tree_modules=TREE_MODULES if tree else (),
+        release=kernel.release,
         seed=SEED_PATH,
     )
     cpio.file("init", init.encode(), 0o755)

@@ -4,6 +4,7 @@ guest's own modules.dep made on the host for the modules it carries."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -11,7 +12,8 @@ from pathlib import Path
 from ..errors import HarnessError
 from ..kernels import KernelFiles
 from ..paths import cache_dir
-from ..util import need_tool, run_tool
+from ..progress import progress
+from ..util import Stamp, cached, damage, hash_inputs, need_tool, private_dir, read_json_object, run_tool
 
 
 def _module_name(path: str) -> str:
@@ -91,3 +93,91 @@ def _depmod(kernel: KernelFiles, modules: tuple[Path, ...], in_tree: list[str]) 
             shutil.copy(kernel.modules_dir / meta, mdir / meta)
         run_tool(["depmod", "-b", tmp, kernel.release], what="depmod for the guest's modules")
         return {p.name: p.read_bytes() for p in sorted(mdir.glob("modules.*"))}
+
+
+# ---------------------------------------------------------------- the whole tree
+
+# What a guest loads to mount the tree disk (a virtio disk, a squashfs).
+TREE_MODULES = ("virtio_blk", "squashfs")
+
+
+def all_modules(kernel: KernelFiles) -> list[str]:
+    """Every loadable module of the kernel, as paths relative to its modules dir."""
+    return list(_modules_dep(kernel))
+
+
+def has_tree_disk(kernel: KernelFiles) -> bool:
+    """Whether the kernel's guests get its whole module tree on a disk: it has
+    an in-tree `kernel/` folder and can mount a squashfs from a virtio disk
+    (as modules or built in: Debian's kernels and the debug kernels can)."""
+    if not (kernel.modules_dir / "kernel").is_dir():
+        return False
+    return all(module_state(kernel, name) is not None for name in TREE_MODULES)
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    if line not in _SAID:
+        _SAID.add(line)
+        progress(line)
+
+
+def tree_disk(kernel: KernelFiles) -> Path | None:
+    """A read-only squashfs of the kernel's in-tree modules (its modules dir's
+    `kernel/` folder), built once per kernel; None for a kernel whose guests
+    cannot mount one.  The guest mounts it over its own `kernel/` folder, so
+    `modprobe` of any module, its soft dependencies and the kernel's own
+    `request_module()` find what a real system's /lib/modules holds."""
+    if not has_tree_disk(kernel):
+        return None
+    if not shutil.which("mksquashfs") and not shutil.which("mksquashfs", path="/usr/sbin:/sbin"):
+        _say_once(
+            "image: mksquashfs not found: guests hold only the modules they are given, not the kernel's "
+            "whole tree (apt-get install squashfs-tools)"
+        )
+        return None
+    out = private_dir(cache_dir() / "images") / f"modtree-{hash_inputs('modtree', kernel.identity, kernel.version)}"
+    out.mkdir(exist_ok=True)
+    disk = out / "modules.sqfs"
+    meta = out / "modtree.json"
+
+    def reuse() -> Stamp | None:
+        if not disk.exists():
+            return None
+        stamp = Stamp.from_json(read_json_object(meta).get("disk"))
+        return stamp if damage(disk, stamp) is None else None
+
+    def build(path: Path) -> Stamp:
+        progress(f"image: packing {kernel.release}'s {len(all_modules(kernel))} modules into a disk for its guests")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        # Fixed times and owners: the same tree makes the same disk.
+        run_tool(
+            [
+                "mksquashfs",
+                str(kernel.modules_dir / "kernel"),
+                str(tmp),
+                "-comp",
+                "gzip",
+                "-noappend",
+                "-all-root",
+                "-no-xattrs",
+                "-quiet",
+                "-no-progress",
+                "-mkfs-time",
+                "0",
+                "-all-time",
+                "0",
+            ],
+            what="mksquashfs of the kernel's modules",
+        )
+        tmp.rename(path)
+        stamp = Stamp.of(path)
+        meta.write_text(json.dumps({"kernel": kernel.release, "disk": stamp.to_json()}))
+        progress(f"image: module disk {stamp.size // (1024 * 1024)} MiB")
+        return stamp
+
+    cached(disk, out / ".lock", reuse, build)
+    return disk

@@ -124,6 +124,7 @@ def guest_argv(
     cpus: int,
     memory_mb: int,
     cmdline_extra: tuple[str, ...] = (),
+    modtree: Path | None = None,
 ) -> list[str]:
     """A guest's QEMU command line, its SSH forwarded from 127.0.0.1:`port`.
     The run's settings (rcu_expedited, hung task timeout) are not on it:
@@ -189,6 +190,10 @@ def guest_argv(
         "-device",
         "virtio-net-pci,netdev=n0",
     ]
+    if modtree is not None:
+        # The kernel's module tree (a squashfs the guest's init mounts),
+        # read-only: no guest can change what the next one restores.
+        argv += ["-drive", f"file={modtree},if=virtio,format=raw,readonly=on"]
     if QBOOT.is_file():
         # qboot instead of SeaBIOS: a firmware that only boots Linux, in a
         # fraction of SeaBIOS's time.
@@ -203,11 +208,11 @@ def guest_argv(
     return argv
 
 
-def machine_files(kernel: KernelFiles, initrd: Path) -> list[Path]:
+def machine_files(kernel: KernelFiles, initrd: Path, modtree: Path | None = None) -> list[Path]:
     """The files a guest's QEMU loads: with its command line and QEMU's
     version, what a snapshot of it is keyed by."""
     qemu = qemu_binary()
-    files = [Path(shutil.which(qemu) or qemu), kernel.boot_image, initrd]
+    files = [Path(shutil.which(qemu) or qemu), kernel.boot_image, initrd, *([modtree] if modtree else [])]
     if QBOOT.is_file():
         files.append(QBOOT)
     return files

@@ -162,6 +162,7 @@ class Vm:
             cpus=self.config.cpus,
             memory_mb=self.config.memory_mb,
             cmdline_extra=self.config.cmdline_extra,
+            modtree=self.image.modtree,
         )
 
     @property
@@ -178,7 +179,9 @@ class Vm:
         QEMU command line without the port, the files it loads, QEMU's version."""
         return Snapshot.for_key(
             snapshot.snapshot_key(
-                self.qemu_argv(port=0), machine_files(self.image.kernel, self.image.initrd), qemu_version()
+                self.qemu_argv(port=0),
+                machine_files(self.image.kernel, self.image.initrd, self.image.modtree),
+                qemu_version(),
             )
         )
 

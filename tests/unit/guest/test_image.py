@@ -85,3 +85,68 @@ def test_the_base_has_debians_users_with_root_on_the_guests_own_shell():
     assert image.passwd(master) == (
         "root:x:0:0:root:/root:/bin/sh\nnobody:*:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
     )
+
+
+def _tree_kernel(tmp_path, squashfs: str = "kernel/fs/squashfs/squashfs.ko:\n"):
+    k = _fake_kernel(tmp_path)
+    (k.modules_dir / "modules.dep").write_text(
+        (k.modules_dir / "modules.dep").read_text() + "kernel/drivers/block/virtio_blk.ko:\n" + squashfs
+    )
+    for rel in ("kernel/fs/minix/minix.ko", "kernel/drivers/block/virtio_blk.ko"):
+        (k.modules_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (k.modules_dir / rel).write_bytes(b"\x7fELF")
+    return k
+
+
+def test_a_kernel_that_can_mount_a_squashfs_from_a_virtio_disk_gets_its_whole_tree(tmp_path):
+    assert modtree.has_tree_disk(_tree_kernel(tmp_path))
+
+
+def test_no_tree_disk_without_squashfs_or_a_kernel_folder(tmp_path):
+    assert not modtree.has_tree_disk(_tree_kernel(tmp_path / "a", squashfs=""))
+    assert not modtree.has_tree_disk(_fake_kernel(tmp_path / "b"))  # no kernel/ folder on disk
+
+
+def test_the_tree_disk_is_a_squashfs_of_the_kernel_folder_built_once(tmp_path, monkeypatch):
+    if not shutil.which("mksquashfs") or not shutil.which("unsquashfs"):
+        pytest.skip("squashfs-tools is not installed (make setup installs it)")
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    k = _tree_kernel(tmp_path / "k")
+    disk = modtree.tree_disk(k)
+    assert disk is not None and modtree.tree_disk(k) == disk
+    listing = subprocess.run(["unsquashfs", "-l", str(disk)], capture_output=True, text=True, check=True).stdout
+    assert "squashfs-root/fs/minix/minix.ko" in listing and "squashfs-root/drivers/block/virtio_blk.ko" in listing
+
+
+def test_the_guest_mounts_the_tree_disk_read_only_over_its_kernel_folder():
+    from harness.guest.qemu import guest_argv
+
+    init = image._render(
+        "init.sh.j2",
+        ready_marker="R",
+        wait_marker="W",
+        fail_marker="F",
+        boot_modules=("virtio_net",),
+        tree_modules=("virtio_blk", "squashfs"),
+        release="6.1.0-1-amd64",
+        seed="/s",
+    )
+    assert "mount -t squashfs -o ro /dev/vda /lib/modules/6.1.0-1-amd64/kernel" in init
+    plain = image._render(
+        "init.sh.j2",
+        ready_marker="R",
+        wait_marker="W",
+        fail_marker="F",
+        boot_modules=("virtio_net",),
+        tree_modules=(),
+        release="6.1.0-1-amd64",
+        seed="/s",
+    )
+    assert "squashfs" not in plain
+    from pathlib import Path
+
+    kf = KernelFiles(ROWS["6.1"], "r", "v", Path("/k"))
+
+    argv = guest_argv(kf, Path("/i"), "tcg", 2222, cpus=2, memory_mb=512, modtree=Path("/c/modules.sqfs"))
+    assert "file=/c/modules.sqfs,if=virtio,format=raw,readonly=on" in argv
+    assert not any("if=virtio" in a for a in guest_argv(kf, Path("/i"), "tcg", 2222, cpus=2, memory_mb=512))

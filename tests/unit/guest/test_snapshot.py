@@ -44,7 +44,7 @@ def guest_files(tmp_path, monkeypatch):
     kernel = SimpleNamespace(
         name="6.1", label="6.1", release="6.1.0-1-amd64", time_factor=1.0, cmdline=(), boot_image=kernel_file
     )
-    img = SimpleNamespace(kernel=kernel, initrd=initrd, damage=lambda: None, payload=None)
+    img = SimpleNamespace(kernel=kernel, initrd=initrd, damage=lambda: None, payload=None, modtree=None)
 
     def make(config: VmConfig = VmConfig(accel="tcg"), port: int = 0) -> Vm:
         guest = Vm(img, config)  # type: ignore[arg-type]
