@@ -33,6 +33,18 @@ def test_request_module_runs_kmods_modprobe(vm):
     assert lines[2].startswith("kmod version"), "the shell must not run busybox's modprobe applet"
 
 
+@pytest.mark.fresh_vm
+def test_a_plain_guest_loads_any_module_of_its_kernel_with_its_soft_dependencies(vm):
+    """Every guest has its kernel's whole module tree (a read-only disk), as
+    a real system does: modprobe finds any module, its dependencies and soft
+    dependencies (libcrc32c's `softdep pre: crc32c`, asked for at its init)."""
+    res = vm.ssh.run("modprobe -a sctp udf isofs vxlan && lsmod", check=True)
+    mods = {ln.split()[0] for ln in res.stdout.splitlines()[1:]}
+    assert {"sctp", "udf", "isofs", "vxlan"} <= mods, sorted(mods)
+    if "libcrc32c" in mods:
+        assert mods & {"crc32c_generic", "crc32c_intel"}, sorted(mods)
+
+
 def test_the_guest_has_what_programs_expect_of_a_debian_system(vm, kernel):
     """Users and groups, the kernel's config, os-release, a writable /tmp, /usr/bin/env, /dev/fd."""
 
