@@ -36,7 +36,7 @@ class Kind(str, enum.Enum):
 
 
 # A loop-device image made with the guest's own busybox: ROWS' setup lines.
-def _image(mkfs: str, loop: str, size_mb: int = 8) -> tuple[str, ...]:
+def image_setup(mkfs: str, loop: str, size_mb: int = 8) -> tuple[str, ...]:
     img = f"/tmp/{loop.rsplit('/', 1)[-1]}.img"
     return (
         f"dd if=/dev/zero of={img} bs=1M count={size_mb} 2>/dev/null",
@@ -73,7 +73,7 @@ ROWS: Mapping[str, TargetRow] = {
             Kind.FILESYSTEM,
             ("mount:/dev/loop0:vfat",),
             kmods=("loop", "fat", "nls_cp437", "nls_ascii", "nls_utf8"),
-            setup=_image("mkdosfs", "/dev/loop0"),
+            setup=image_setup("mkdosfs", "/dev/loop0"),
             why="mount(2) finds the file system type by name (get_fs_type, try_module_get)",
         ),
         # ext4 asks the crypto API for crc32c at mount time: a module on Debian's kernels.
@@ -83,7 +83,7 @@ ROWS: Mapping[str, TargetRow] = {
             Kind.FILESYSTEM,
             ("mount:/dev/loop1:ext2",),
             kmods=("loop", "jbd2", "mbcache", "crc32c_generic"),
-            setup=_image("mke2fs -q", "/dev/loop1"),
+            setup=image_setup("mke2fs -q", "/dev/loop1"),
             why="an ext2 image mounted by ext4 (CONFIG_EXT4_USE_FOR_EXT2)",
         ),
         TargetRow(

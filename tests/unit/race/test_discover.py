@@ -1,0 +1,283 @@
+"""discover without a guest: aliases and registry lines to ops, /proc/crypto,
+and the per-module flow against a scripted shell."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.guest.ssh import CommandResult
+from harness.race import discover as d
+from harness.race.ops import parse
+from harness.race.targets import Kind
+
+CRYPTO = """name         : twofish
+driver       : twofish-generic
+module       : twofish_generic
+priority     : 100
+type         : cipher
+
+name         : sha256
+driver       : sha256-generic
+module       : kernel
+type         : shash
+
+name         : __xts(twofish)
+driver       : __xts-twofish-avx
+module       : twofish_avx_x86_64
+internal     : yes
+type         : skcipher
+
+name         : rsa
+driver       : rsa-generic
+module       : rsa_generic
+type         : akcipher
+"""
+
+
+def ops_of(cands):
+    return [c.ops for c in cands]
+
+
+def test_aliases_give_ops_of_their_kind():
+    facts = d.Facts(aliases=("rtnl-link-vxlan", "net-pf-10-proto-132", "can-proto-1", "devname:uhid", "crypto-cbc"))
+    cands, notes = d.candidates("m", facts, {}, [])
+    assert ops_of(cands) == [
+        ("netdev-add:vxlan",),
+        tuple(f"socket:10:{t}:132" for t in d.SOCKET_TYPES),
+        ("socket:can:raw:1", "socket:can:dgram:1"),
+        ("open:/dev/uhid",),
+        ("socket:alg:seqpacket:0:skcipher:cbc(aes)",),
+    ]
+    assert notes == []
+    for c in cands:  # every op derived is one the racer takes
+        for text in c.ops:
+            parse(text)
+
+
+def test_typed_protocol_alias_is_one_op_and_wins_over_the_untyped_rule():
+    cands, _ = d.candidates("m", d.Facts(aliases=("net-pf-2-proto-262-type-1",)), {}, [])
+    assert ops_of(cands) == [("socket:2:1:262",)]
+
+
+def test_aliases_without_a_generic_op_are_notes():
+    facts = d.Facts(aliases=("net-pf-16-proto-16-family-gtp", "ipt_TRACE", "tcp-bbr", "pci:v00008086d*"))
+    cands, notes = d.candidates("m", facts, {}, [])
+    assert cands == []
+    assert notes == [
+        "genetlink family gtp: no generic op",
+        "netfilter ipt_TRACE: no generic op",
+        "TCP congestion control bbr: no generic op",
+    ]
+
+
+def test_char_major_makes_its_own_node_unless_the_module_names_one():
+    cands, _ = d.candidates("m", d.Facts(aliases=("char-major-10-239",)), {}, [])
+    assert ops_of(cands) == [("open:/dev/harness-10-239",)]
+    assert cands[0].setup == ("mknod /dev/harness-10-239 c 10 239",)
+    assert cands[0].cleanup == ("rm -f /dev/harness-10-239",)
+    cands, _ = d.candidates("m", d.Facts(aliases=("char-major-10-239", "devname:uhid"), devname=("uhid",)), {}, [])
+    assert ops_of(cands) == [("open:/dev/uhid",)]
+
+
+def test_own_algorithms_come_from_proc_crypto_by_driver_name():
+    algs = d.parse_crypto(CRYPTO)
+    assert [a.module for a in algs] == ["twofish_generic", "kernel", "twofish_avx_x86_64", "rsa_generic"]
+    facts = d.Facts(
+        aliases=("crypto-twofish", "crypto-twofish-generic"), crypto_names=frozenset({"twofish", "twofish-generic"})
+    )
+    cands, notes = d.candidates("twofish_generic", facts, {}, algs)
+    assert ops_of(cands) == [("socket:alg:seqpacket:0:skcipher:ecb(twofish-generic)",)]
+    assert [c.kind for c in cands] == [Kind.CRYPTO]
+    _, notes = d.candidates("rsa_generic", d.Facts(), {}, algs)
+    assert notes == ["crypto rsa-generic (akcipher): AF_ALG cannot bind it"]
+    cands, _ = d.candidates("twofish_avx_x86_64", d.Facts(), {}, algs)
+    assert cands == []  # internal algorithms are not for users
+
+
+def test_registry_lines_become_ops():
+    before = d.parse_sections("@@filesystems\nnodev\tproc\n@@dev\nc /dev/null\n@@proc\nf /proc/meminfo\n")
+    after = d.parse_sections(
+        "@@filesystems\nnodev\tproc\nnodev\tconfigfs\n\tvfat\n\tudf\n"
+        "@@dev\nc /dev/null\nb /dev/ram0\nb /dev/ram1\nb /dev/ram10\nc /dev/uinput\n"
+        "@@proc\nf /proc/meminfo\nf /proc/net/pktgen/pgctrl\n"
+        "@@protocols\nSCTP\n"
+    )
+    reg = d.added(before, after)
+    assert reg["dev"] == ("b /dev/ram0", "c /dev/uinput")  # one of each numbered kind
+    assert reg["protocols"] == ("SCTP",)
+    cands, _ = d.candidates("m", d.Facts(), reg, [])
+    assert ops_of(cands) == [
+        ("mount:/dev/loop0:udf",),
+        ("mount:/dev/loop0:vfat",),
+        ("mount:none:configfs",),
+        ("open:/dev/ram0:read=4096",),
+        ("open:/dev/uinput",),
+        ("open:/proc/net/pktgen/pgctrl:read=4096",),
+    ]
+    udf, vfat = cands[0], cands[1]
+    assert "no mkfs for udf" in udf.source and udf.setup[-1] == "true /dev/loop0 >/dev/null"
+    assert vfat.setup[-1] == "mkdosfs /dev/loop0 >/dev/null" and vfat.kmods == ("loop",)
+    assert vfat.cleanup == ("losetup -d /dev/loop0",)
+
+
+def test_an_op_derived_twice_is_tried_once():
+    reg = {"dev": ("c /dev/uhid",)}
+    cands, _ = d.candidates("m", d.Facts(aliases=("devname:uhid",)), reg, [])
+    assert ops_of(cands) == [("open:/dev/uhid",)]
+    assert cands[0].source == "/dev"
+
+
+def test_the_snapshot_script_prints_every_section():
+    script = d.snapshot_script()
+    for name in d.SECTIONS:
+        assert f"echo @@{name};" in script
+
+
+@dataclass
+class Shell:
+    """A guest that answers by pattern: (regex, exit status, stdout), first match wins."""
+
+    answers: list[tuple[str, int, str]]
+    sent: list[str] = field(default_factory=list)
+
+    def run(self, command: str, timeout: float | None = 300) -> CommandResult:
+        self.sent.append(command)
+        for pattern, status, out in self.answers:
+            if re.search(pattern, command):
+                return CommandResult(command, status, out, "", 0.0)
+        return CommandResult(command, 0, "", "", 0.0)
+
+
+def racer_json(op: str, ok: int, errors: dict[str, int] | None = None) -> str:
+    errs = errors or {}
+    return json.dumps(
+        {"role": "caller", "name": "m", "ops": {op: {"total": ok + sum(errs.values()), "ok": ok, "errors": errs}}}
+    )
+
+
+LOAD = "@@filesystems\nnodev\tproc\n@@@load\n@@@rc 0\n@@filesystems\nnodev\tproc\nnodev\tconfigfs\n"
+
+
+def test_a_module_that_registers_a_file_system_is_reached_by_mounting_it():
+    shell = Shell([(r"^grep -q", 1, ""), (r"@@@load", 0, LOAD), (r"racer caller", 0, racer_json("mount", 1))])
+    found = d.discover_one(shell, "configfs", "module", d.Facts(aliases=("fs-configfs",)))
+    assert [e.op for e in found.reaching] == ["mount:none:configfs"]
+    assert found.why_none is None
+    assert found.registered == {"filesystems": ("nodev\tconfigfs",)}
+    racer = next(c for c in shell.sent if "racer caller" in c)
+    assert "--count 1" in racer and "--op mount" in racer and "--dir /mnt/target0" in racer
+    assert shell.sent[-1] == "/sbin/modprobe -r configfs"  # unloaded after
+    row = found.target()
+    assert row is not None and row.ops == ("mount:none:configfs",) and row.kind is Kind.FILESYSTEM
+
+
+def test_socket_alternatives_stop_at_the_first_that_reaches():
+    shell = Shell(
+        [
+            (r"^grep -q", 1, ""),
+            (r"@@@load", 0, "@@@load\n@@@rc 0\n"),
+            (r"-- 10 1 132", 0, racer_json("socket", 0, {"EPROTONOSUPPORT": 1})),
+            (r"-- 10 2 132", 0, racer_json("socket", 0, {"ESOCKTNOSUPPORT": 1})),
+            (r"-- 10 5 132", 0, racer_json("socket", 1)),
+        ]
+    )
+    found = d.discover_one(shell, "sctp", "module", d.Facts(aliases=("net-pf-10-proto-132",)))
+    assert [e.op for e in found.reaching] == ["socket:inet6:seqpacket:132"]
+    assert not any("-- 10 3 132" in c for c in shell.sent)
+
+
+def test_a_candidate_that_never_succeeds_is_kept_unreached_with_its_errno():
+    shell = Shell(
+        [
+            (r"^grep -q", 1, ""),
+            (r"@@@load", 0, "@@@load\n@@@rc 0\n"),
+            (r"racer caller", 0, racer_json("netdev-add", 0, {"EOPNOTSUPP": 1})),
+        ]
+    )
+    found = d.discover_one(shell, "m", "module", d.Facts(aliases=("rtnl-link-m",)))
+    assert found.reaching == () and found.why_none is d.NoOps.UNREACHED
+    assert found.entries[0].errno == "EOPNOTSUPP"
+    assert found.target() is None
+
+
+@pytest.mark.parametrize(
+    ("state", "answers", "aliases", "why"),
+    [
+        (None, [], (), d.NoOps.NO_MODULE),
+        ("builtin", [], (), d.NoOps.BUILTIN),
+        (
+            "module",
+            [(r"^grep -q", 0, ""), (r"modprobe -r", 1, ""), (r"^grep '", 0, "m 16384 2 - Live 0x0\n")],
+            (),
+            d.NoOps.IN_USE_AT_BOOT,
+        ),
+        (
+            "module",
+            [(r"^grep -q", 1, ""), (r"@@@load", 0, "@@@load\nmodprobe: ERROR: No such device\n@@@rc 1\n")],
+            (),
+            d.NoOps.CANNOT_LOAD,
+        ),
+        (
+            "module",
+            [(r"^grep -q", 1, ""), (r"@@@load", 0, "@@@load\n@@@rc 0\n")],
+            ("pci:v00008086d*",),
+            d.NoOps.HARDWARE,
+        ),
+        ("module", [(r"^grep -q", 1, ""), (r"@@@load", 0, "@@@load\n@@@rc 0\n")], ("tcp-bbr",), d.NoOps.NOTHING),
+    ],
+)
+def test_why_a_module_has_no_ops(state, answers, aliases, why):
+    found = d.discover_one(Shell(answers), "m", state, d.Facts(aliases=aliases))
+    assert found.why_none is why and not found.reaching
+    text = d.render([found])
+    assert text.startswith(f"m: none ({why.value})")
+
+
+def test_reasons_carry_what_the_guest_said():
+    shell = Shell([(r"^grep -q", 0, ""), (r"modprobe -r", 1, ""), (r"^grep '", 0, "m 16384 2 - Live 0x0\n")])
+    assert d.discover_one(shell, "m", "module", d.Facts()).notes == ("loaded at boot, refcount 2",)
+    shell = Shell([(r"^grep -q", 1, ""), (r"@@@load", 0, "@@@load\nmodprobe: ERROR: No such device\n@@@rc 1\n")])
+    assert d.discover_one(shell, "m", "module", d.Facts()).notes == ("modprobe: ERROR: No such device",)
+
+
+def test_aliases_and_devnames_are_read_from_the_module_folder(tmp_path):
+    (tmp_path / "modules.alias").write_text("# Aliases\nalias fs-vfat vfat\nalias devname:uhid uhid\n")
+    (tmp_path / "modules.devname").write_text("# Device nodes\nuhid uhid c10:239\nfuse fuse c10:229\n")
+    facts = d.facts_of(tmp_path, ["vfat", "uhid", "fuse", "absent"])
+    assert facts["vfat"].aliases == ("fs-vfat",)
+    assert facts["uhid"].aliases == ("devname:uhid",) and facts["uhid"].devname == ("uhid",)
+    assert facts["fuse"].aliases == ("devname:fuse",)
+    assert facts["absent"] == d.Facts()
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "../x", "x;rm"])
+def test_a_bad_module_name_is_one_line(bad):
+    with pytest.raises(HarnessError, match="is not a module name"):
+        d.check_names([bad])
+
+
+def test_json_lists_ops_and_reasons():
+    found = d.Discovery("m", why_none=d.NoOps.HARDWARE, notes=("x",))
+    data = json.loads(d.to_json([found]))
+    assert data == [
+        {"module": "m", "ops": [], "entries": [], "registered": {}, "notes": ["x"], "why_none": "needs hardware"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("module", "op"),
+    [
+        ("nls_cp437", "mount:/dev/loop0:vfat:codepage=437"),
+        ("nls_iso8859_1", "mount:/dev/loop0:vfat:iocharset=iso8859-1"),
+        ("nls_utf8", "mount:/dev/loop0:vfat:iocharset=utf8"),
+    ],
+)
+def test_an_nls_table_is_reached_by_a_vfat_mount_that_asks_for_it(module, op):
+    cands, _ = d.candidates(module, d.Facts(), {}, [])
+    assert ops_of(cands) == [(op,)]
+    assert cands[0].kmods == ("loop", "vfat") and cands[0].setup[-1] == "mkdosfs /dev/loop0 >/dev/null"
