@@ -31,6 +31,7 @@ from .kernel import cmd_build, cmd_cachekey, cmd_fetch, cmd_kernels
 HEAVY: dict[str, str] = {
     "race": "race unload against lookups/mounts and compare schemes",
     "survey": "race every ready-made target on each kernel; a table in build/survey/",
+    "discover": "load modules in a guest and print the ops that reach each one, or why none does",
     "nightly": "the nightly page: kernel jobs' matrices merged, what changed since the previous night on top",
     "matrix-page": "write DIR/index.html again from DIR/matrix.json",
     "race-page": "draw a JSON report's HTML page again",
@@ -92,10 +93,10 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _heavy_args(name: str, p: argparse.ArgumentParser) -> None:
-    if name in ("race", "survey"):
-        from .race import add_race_args, add_survey_args
+    if name in ("race", "survey", "discover"):
+        from .race import add_discover_args, add_race_args, add_survey_args
 
-        (add_race_args if name == "race" else add_survey_args)(p)
+        {"race": add_race_args, "survey": add_survey_args, "discover": add_discover_args}[name](p)
         return
     from .reports import add_matrix_page_args, add_nightly_args, add_race_page_args
 
@@ -103,10 +104,10 @@ def _heavy_args(name: str, p: argparse.ArgumentParser) -> None:
 
 
 def _heavy_handler(name: str) -> Callable[[argparse.Namespace], int]:
-    if name in ("race", "survey"):
-        from .race import cmd_race, cmd_survey
+    if name in ("race", "survey", "discover"):
+        from .race import cmd_discover, cmd_race, cmd_survey
 
-        return cmd_race if name == "race" else cmd_survey
+        return {"race": cmd_race, "survey": cmd_survey, "discover": cmd_discover}[name]
     from .reports import cmd_matrix_page, cmd_nightly, cmd_race_page
 
     return {"nightly": cmd_nightly, "matrix-page": cmd_matrix_page, "race-page": cmd_race_page}[name]

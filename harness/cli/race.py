@@ -27,8 +27,18 @@ from ..race.outcomes import RaceReport, exit_status
 from ..race.schemes import DEFAULT_SCHEMES, SCHEMES, WORKLOADS
 from ..race.spec import DEFAULT_KNOBS, DEFAULT_WORKLOADS, RaceSpec
 from ..race.targets import ROWS as TARGETS
+from ..race.targets import TargetRow
 from ..reports.table import render_table
-from .args import add_kernel_change_args, add_packages_arg, check_output, csv, int_in, kernel_rows, seconds_arg
+from .args import (
+    add_kernel_change_args,
+    add_packages_arg,
+    check_output,
+    csv,
+    int_in,
+    kernel_row,
+    kernel_rows,
+    seconds_arg,
+)
 
 
 def add_race_args(p: argparse.ArgumentParser) -> None:
@@ -124,13 +134,42 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
 def add_survey_args(sv: argparse.ArgumentParser) -> None:
     sv.add_argument("--kernel", default=kernels.DEFAULT_KERNEL, help="spec or PATH, comma list or 'all'")
     add_kernel_change_args(sv)
-    sv.add_argument("--target", default=",".join(TARGETS), help=f"comma list of {', '.join(TARGETS)} (default: all)")
+    sv.add_argument(
+        "--target",
+        default=",".join(TARGETS),
+        help=f"comma list of {', '.join(TARGETS)} or any module names (their ops derived; default: every row)",
+    )
     sv.add_argument("--duration", type=seconds_arg, default=10.0, metavar="S", help="seconds per target race")
     sv.add_argument("--callers", type=int_in(1, 16), default=2, metavar="N", help="callers per operation")
     sv.add_argument("--seed", type=int, default=None)
     sv.add_argument("--accel", default="auto", choices=ACCELS)
     sv.add_argument("--out", type=Path, default=None, metavar="DIR", help="default: build/survey")
     add_ci_args(sv)
+
+
+def add_discover_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel", default=kernels.DEFAULT_KERNEL, help="one spec or PATH")
+    add_kernel_change_args(p)
+    p.add_argument("--accel", default="auto", choices=ACCELS)
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the findings as JSON")
+    p.add_argument("module", nargs="+", metavar="MODULE", help="module names (the kernel's own)")
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    """Each module loaded in one guest that holds the kernel's whole module
+    tree; its ops (or why none) printed as each is done."""
+    from ..race import discover
+
+    names = discover.check_names(args.module)
+    if args.json:
+        check_output(args.json)
+    kfiles = kernels.fetch(kernel_row(args), quiet=True)
+    found = discover.run(kfiles, names, args.accel, lambda d: print(discover.render([d]), flush=True))
+    if args.json:
+        args.json.write_text(discover.to_json(found))
+    with_ops = sum(1 for d in found if d.reaching)
+    progress(f"discover {kfiles.name}: {with_ops} of {len(found)} modules have ops that reach them")
+    return int(ExitStatus.OK)
 
 
 def add_ci_args(p: argparse.ArgumentParser) -> None:
@@ -225,9 +264,11 @@ def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
             module_src=tuple(str(Path(m).resolve()) for m in args.module_src),
         )
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
+    derive = args.target is not None and not args.op and needs_derived_row(args.target)
     return [
         make(
             kernel=k,
+            row=derived_row(k, args.target, args.accel) if derive else None,
             duration_s=args.duration,
             seed=seed,
             accel=args.accel,
@@ -240,6 +281,30 @@ def specs_from_args(args: argparse.Namespace) -> list[RaceSpec]:
         )
         for k in kernel_rows(args, ",".join(csv(args.kernel, "kernel")))
     ]
+
+
+def needs_derived_row(target: str) -> bool:
+    """A kernel module's name that has no row: its ops are derived (`discover`)."""
+    from ..race.targets import find
+
+    return "/" not in target and not target.endswith(".ko") and find(target) is None
+
+
+def derived_row(kernel: kernels.KernelRow, name: str, accel: str) -> TargetRow:
+    from ..guest.modtree import module_state
+    from ..race import discover
+
+    (module,) = discover.check_names([name])
+    kfiles = kernels.fetch(kernel, quiet=True)
+    state = module_state(kfiles, module)
+    if state != "module":
+        how = "has it built in: it can never be unloaded" if state else f"has no module {name!r}"
+        raise HarnessError(
+            f"--target {name}: kernel {kfiles.name} ({kfiles.release}) {how}; a target is a ready-made row "
+            f"({', '.join(TARGETS)}), a module of the kernel's, a .ko or a module folder"
+        )
+    progress(f"target {name}: no ready-made row and no --op; deriving its ops on {kfiles.name}")
+    return discover.derive_row(kfiles, module, accel)
 
 
 def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] | None = None) -> int:
@@ -302,8 +367,8 @@ def cmd_survey(args: argparse.Namespace) -> int:
 
     names = csv(args.target, "target")
     for name in names:
-        if name not in TARGETS:
-            raise HarnessError(f"unknown target {name!r}; ready-made: {', '.join(TARGETS)}")
+        if name not in TARGETS and not needs_derived_row(name):
+            raise HarnessError(f"survey --target takes target rows and module names, not {name!r}")
     specs = kernel_rows(args, ",".join(csv(args.kernel, "kernel")))
     check_ci_outputs(args)
     out = args.out or build_dir() / "survey"
@@ -312,11 +377,18 @@ def cmd_survey(args: argparse.Namespace) -> int:
     refused: list[str] = []
     for kspec in specs:
         for i, name in enumerate(names, 1):
-            spec = RaceSpec(
-                kernel=kspec, target=name, callers=args.callers, duration_s=args.duration, seed=seed, accel=args.accel
-            )
             progress(f"survey {kspec.name}: {name} ({i}/{len(names)})")
             try:
+                row = derived_row(kspec, name, args.accel) if needs_derived_row(name) else None
+                spec = RaceSpec(
+                    kernel=kspec,
+                    target=name,
+                    row=row,
+                    callers=args.callers,
+                    duration_s=args.duration,
+                    seed=seed,
+                    accel=args.accel,
+                )
                 report, _ = race(spec)
             except HarnessError as e:
                 refused.append(f"{name} on {kspec.name}: {e}")

@@ -80,8 +80,9 @@ class RaceSpec:
     contention: int = 0  # host CPU hogs spinning while the roles run
     cold_boot: bool = False  # boot every guest; never restore a snapshot
     guest_packages: tuple[str, ...] = ()  # Debian packages in every guest (sorted names)
-    # The target's row (ready-made or the project's), found once from `target`.
-    row: targets.TargetRow | None = field(init=False, default=None, repr=False, compare=False)
+    # The target's row: ready-made or the project's (found once from `target`),
+    # or derived by the front end from the module itself (`discover.derive_row`).
+    row: targets.TargetRow | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.kernel, str):
@@ -94,7 +95,8 @@ class RaceSpec:
         if self.reload not in ("finit", "modprobe"):
             raise HarnessError("--reload is finit or modprobe")
         if self.target is not None:
-            object.__setattr__(self, "row", targets.find(self.target))
+            if self.row is None:
+                object.__setattr__(self, "row", targets.find(self.target))
             self._check_target()
         else:
             self._check_schemes()

@@ -130,7 +130,7 @@ def test_repro_parses_back_to_the_same_spec():
     [
         (["race", "--target", "dummy", "--scheme", "refcount"], "--scheme belong to the harness's own schemes"),
         (["race", "--op", "open:/dev/null"], "--op and --callers go with --target"),
-        (["race", "--target", "nosuch"], "give its callers with --op"),
+        (["race", "--target", "no such"], "'no such' is not a module name"),
         (["race", "--target", "dummy", "--op", "frob:/x"], "unknown"),
     ],
 )
