@@ -22,7 +22,7 @@ from ..errors import HarnessError
 from ..exitcodes import ExitStatus
 from .args import Parser, add_kernel_change_args, int_in, seconds_arg
 from .guest import add_guest_args, cmd_run, cmd_shell
-from .kernel import cmd_build, cmd_cachekey, cmd_fetch, cmd_kernels
+from .kernel import cmd_build, cmd_cache, cmd_cachekey, cmd_fetch, cmd_kernels
 
 # Commands whose stage is a large import (race, reports: the race stage is
 # about a quarter of the start-up): each keeps its name and help, and gets its
@@ -82,6 +82,12 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     s = sub.add_parser("shell", help="interactive shell in a fresh guest (or --attach to a kept one)")
     add_guest_args(s)
     s.add_argument("--attach", type=int_in(1, 65535), metavar="PORT", help="SSH port of a guest kept by race --keep")
+    c = sub.add_parser("cache", help="what the cache holds by kind (size, last use); `cache prune` removes the unused")
+    c.add_argument("action", nargs="?", choices=("list", "prune"), default="list")
+    c.add_argument("-v", "--verbose", action="store_true", help="list every entry, not only the kinds")
+    c.add_argument("--keep-days", type=float, metavar="N", help="prune: remove what has not been used for N days")
+    c.add_argument("--max-size", metavar="SIZE", help="prune: then the least recently used until within SIZE (20G)")
+    c.add_argument("--dry-run", action="store_true", help="prune: say what would go, remove nothing")
     ck = sub.add_parser("cachekey", help="print harness-SPEC-HASH, the CI cache key of a kernel's downloads and builds")
     ck.add_argument("spec", metavar="SPEC", help="a kernel spec of the table (not a PATH)")
     ck.add_argument("--explain", action="store_true", help="also print what the key hashes, to stderr")
@@ -129,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": cmd_run,
         "shell": cmd_shell,
         "cachekey": cmd_cachekey,
+        "cache": cmd_cache,
     }
     argv = sys.argv[1:] if argv is None else argv
     # The first word that is no option is the command: the top level has no option taking a value.

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from .. import kernels
+from ..errors import HarnessError
 from ..kernels import apt, modbuild, table
 from ..kernels.cachekey import cache_key, key_inputs
 from ..progress import progress
@@ -59,4 +61,37 @@ def cmd_cachekey(args: argparse.Namespace) -> int:
     if args.explain:
         print(json.dumps(key_inputs(row, res), indent=1), file=sys.stderr)
     print(cache_key(row, res))
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .. import cachestore
+    from ..paths import cache_dir
+
+    cache = cache_dir()
+    if args.action == "list":
+        if args.keep_days is not None or args.max_size or args.dry_run:
+            raise HarnessError("--keep-days, --max-size and --dry-run go with `cache prune`")
+        print(f"cache: {cache}")
+        print(cachestore.render(cachestore.entries(cache), args.verbose))
+        return 0
+    if args.keep_days is None and args.max_size is None:
+        raise HarnessError("cache prune needs --keep-days N or --max-size SIZE (or both)")
+    if args.keep_days is not None and args.keep_days < 0:
+        raise HarnessError(f"--keep-days must be >= 0, got {args.keep_days:g}")
+    max_size = cachestore.parse_size(args.max_size) if args.max_size is not None else None
+    found = cachestore.entries(cache)
+    chosen = cachestore.choose(found, time.time(), args.keep_days, max_size)
+    done = cachestore.prune(cache, chosen, args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for e in done.removed:
+        print(
+            f"{verb} {e.kind.name}/{e.path.name} ({cachestore.human(e.size)}, last used {cachestore.day(e.last_use)})"
+        )
+    for e, why in done.kept_in_use:
+        print(f"kept {e.kind.name}/{e.path.name}: {why}")
+    freed = sum(e.size for e in done.removed)
+    print(
+        f"cache prune: {verb} {len(done.removed)} entries, {cachestore.human(freed)}; {len(done.kept_in_use)} in use kept"
+    )
     return 0
