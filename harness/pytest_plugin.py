@@ -15,7 +15,9 @@ The session's shared guest is replaced after any splat.  `--guest-packages`
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -144,11 +146,25 @@ def pytest_configure(config: pytest.Config) -> None:
         config._harness_packages = parse_package_names(  # type: ignore[attr-defined]
             config.getini("guest_packages") if asked is None else asked
         )
+        _check_workers(config)
         _KCIDB_RECORDS.clear()  # one session's (pytest run in-process again)
         if config.getoption("--kcidb"):
             _check_kcidb(config)
     except HarnessError as e:
         raise pytest.UsageError(str(e)) from e
+
+
+def _check_workers(config: pytest.Config) -> None:
+    """pytest-xdist's -n N: N workers boot guests at once (the controller only)."""
+    from .guest.vmconfig import check_parallel
+
+    asked = getattr(config.option, "numprocesses", None)
+    if _IN_WORKER or not asked:
+        return
+    n = (os.cpu_count() or 1) if asked in ("auto", "logical") else int(asked)
+    warning = check_parallel(n)
+    if warning:
+        print(f"harness: {warning}", file=sys.stderr)
 
 
 def _check_kcidb(config: pytest.Config) -> None:
