@@ -286,11 +286,13 @@ def cached(
         for old in leftovers():
             remove(old)
         if tmp is None:
-            return build(final)
+            with writing(final):
+                return build(final)
         if tmp.exists() or tmp.is_symlink():
             remove(tmp)
         try:
-            made = build(tmp)
+            with writing(final):
+                made = build(tmp)
         except BaseException:
             if clean_failed and (tmp.exists() or tmp.is_symlink()):
                 with contextlib.suppress(Exception):
@@ -300,6 +302,56 @@ def cached(
             remove(final)
         os.replace(tmp, final)
         return made
+
+
+# ---------------------------------------------------------------- a full disk
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def no_space(path: Path, need: int | None = None) -> HarnessError:
+    """The one line a full disk gives: what was being written, how much it
+    needed (when known) and how much the file system has left."""
+    where = path
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        st = os.statvfs(where)
+        free = f"{_mib(st.f_bavail * st.f_frsize)} free there"
+    except OSError:
+        free = "its free space unknown"
+    needed = f"it needed {_mib(need)}, " if need is not None else ""
+    return HarnessError(
+        f"no space left on the device writing {path} ({needed}{free}); "
+        "free some (python -m harness cache prune --keep-days N) or point HARNESS_CACHE or the output elsewhere"
+    )
+
+
+@contextlib.contextmanager
+def writing(path: Path, need: int | None = None) -> Iterator[None]:
+    """A full disk (ENOSPC, EDQUOT) while this block writes `path` is `no_space`'s one line."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in NO_SPACE:
+            raise no_space(path, need) from e
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """A report or page written whole or not at all: a full disk leaves the old file (or none)."""
+    data = text.encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with writing(path, len(data)):
+            tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- names
@@ -337,7 +389,7 @@ def write_private(path: Path, data: bytes) -> None:
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with writing(path, len(data)), os.fdopen(fd, "wb") as fh:
             fh.write(data)
     except BaseException:
         tmp.unlink(missing_ok=True)

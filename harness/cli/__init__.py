@@ -20,6 +20,7 @@ from typing import Callable
 from .. import kernels
 from ..errors import HarnessError
 from ..exitcodes import ExitStatus
+from ..util import NO_SPACE, no_space
 from .args import Parser, add_kernel_change_args, int_in, seconds_arg
 from .guest import add_guest_args, cmd_run, cmd_shell
 from .kernel import cmd_build, cmd_cache, cmd_cachekey, cmd_fetch, cmd_kernels
@@ -147,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return int(e.exit_code)
+    except OSError as e:
+        if e.errno not in NO_SPACE:
+            raise
+        # A write no `writing` block named: the file if the error knows it.
+        print(f"error: {no_space(Path(e.filename)) if e.filename else e}", file=sys.stderr)
+        return int(ExitStatus.BAD_INPUT)
     except KeyboardInterrupt as e:
         print("interrupted; guest torn down", file=sys.stderr)
         return ExitStatus.TERMINATED if isinstance(e, Terminated) else ExitStatus.INTERRUPTED

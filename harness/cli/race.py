@@ -29,6 +29,7 @@ from ..race.spec import DEFAULT_KNOBS, DEFAULT_WORKLOADS, RaceSpec
 from ..race.targets import ROWS as TARGETS
 from ..race.targets import TargetRow
 from ..reports.table import render_table
+from ..util import write_text
 from .args import (
     add_kernel_change_args,
     add_packages_arg,
@@ -166,7 +167,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
     kfiles = kernels.fetch(kernel_row(args), quiet=True)
     found = discover.run(kfiles, names, args.accel, lambda d: print(discover.render([d]), flush=True))
     if args.json:
-        args.json.write_text(discover.to_json(found))
+        write_text(args.json, discover.to_json(found))
     with_ops = sum(1 for d in found if d.reaching)
     progress(f"discover {kfiles.name}: {with_ops} of {len(found)} modules have ops that reach them")
     return int(ExitStatus.OK)
@@ -343,9 +344,9 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
         print(render_table(report), flush=True)
     doc = [r.to_json() for r in reports]
     text = json.dumps(doc[0] if len(doc) == 1 else doc, indent=1)
-    out.write_text(text)
+    write_text(out, text)
     if args.json:
-        args.json.write_text(text)
+        write_text(args.json, text)
     from ..reports.race_page import write_race_pages
 
     pages = write_race_pages(reports, [out.with_name("index.html"), *([args.html] if args.html else [])])
@@ -398,8 +399,9 @@ def cmd_survey(args: argparse.Namespace) -> int:
             print(f"{kspec.name} {name}: {survey.cell(report.runs[0])}", flush=True)
     paths = survey.write(reports, out, time.strftime("%Y-%m-%d"))
     if refused:
-        (out / "survey.md").write_text(
-            (out / "survey.md").read_text() + "\nNot raced:\n\n" + "".join(f"- {line}\n" for line in refused)
+        write_text(
+            (out / "survey.md"),
+            (out / "survey.md").read_text() + "\nNot raced:\n\n" + "".join(f"- {line}\n" for line in refused),
         )
     print(f"survey: {paths[0]}\npage: {paths[-1]}", file=sys.stderr)
     write_ci_outputs(args, reports)

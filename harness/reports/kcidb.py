@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import HarnessError
 from ..race.outcomes import RaceReport, RunResult, op_json, problem
-from ..util import safe_name
+from ..util import safe_name, write_text
 from .matrix import split_nodeid
 from .status import outcome, run_status, test_status
 
@@ -295,4 +295,4 @@ def pytest_submission(
 def write(doc: Mapping[str, Any], path: Path) -> None:
     """Validated, then written."""
     validate(doc)
-    path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    write_text(path, json.dumps(doc, indent=1, default=str) + "\n")

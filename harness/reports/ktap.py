@@ -14,7 +14,7 @@ from typing import Sequence
 
 from ..race.outcomes import RaceReport, RunResult, problem
 from ..race.racer import OpStats
-from ..util import safe_name
+from ..util import safe_name, write_text
 from .status import KTAP_RESULT, run_status
 from .table import header
 
@@ -80,4 +80,4 @@ def render(reports: Sequence[RaceReport]) -> str:
 
 
 def write(reports: Sequence[RaceReport], path: Path) -> None:
-    path.write_text(render(reports))
+    write_text(path, render(reports))

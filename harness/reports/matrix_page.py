@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..util import write_text
 from .matrix import OUTCOME_MARK, VERBOSE_KEYS, Cell, Matrix, render_markdown
 from .page import esc, file_link, html_page
 
@@ -108,7 +109,7 @@ def matrix_html(mx: Matrix, page_dir: Path, preamble: Sequence[str] = ()) -> str
 
 
 def write_matrix_html(mx: Matrix, out: Path, preamble: Sequence[str] = ()) -> Path:
-    out.write_text(matrix_html(mx, out.parent, preamble))
+    write_text(out, matrix_html(mx, out.parent, preamble))
     return out
 
 
@@ -117,11 +118,11 @@ def write_matrix(mx: Matrix, out_dir: Path, md_head: str = "", html_head: Sequen
     `md_head` / `html_head` go at the top of the Markdown / the page."""
     out_dir.mkdir(parents=True, exist_ok=True)
     j, m = out_dir / "matrix.json", out_dir / "matrix.md"
-    j.write_text(json.dumps(mx.to_json(), indent=1, default=str) + "\n")
+    write_text(j, json.dumps(mx.to_json(), indent=1, default=str) + "\n")
     text = render_markdown(mx)
     if md_head:  # under the title
         title, rest = text.split("\n", 1)
         text = f"{title}\n\n{md_head.rstrip()}\n{rest}"
-    m.write_text(text)
+    write_text(m, text)
     write_matrix_html(mx, out_dir / "index.html", html_head)
     return j, m

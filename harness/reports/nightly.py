@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from ..util import write_text
 from .matrix import VERBOSE_KEYS, Cell, Matrix
 from .matrix_page import write_matrix
 from .page import esc
@@ -247,5 +248,5 @@ def run_merge(
     write_matrix(mx, out, md_head=md, html_head=summary_html(changes))
     if summary is not None:
         summary.parent.mkdir(parents=True, exist_ok=True)
-        summary.write_text(md)
+        write_text(summary, md)
     return mx, changes

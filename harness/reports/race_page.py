@@ -18,6 +18,7 @@ from ..errors import HarnessError
 from ..progress import progress
 from ..race.outcomes import Control, RaceReport, RunResult, Verdict, problem
 from ..race.schemes import SCHEMES, WORKLOADS
+from ..util import write_text
 from .page import esc, file_link, html_page
 from .plots import PLOTS_MISSING, RunFigures, race_figures
 from .table import starts
@@ -193,7 +194,7 @@ def write_race_pages(reports: Sequence[RaceReport], outs: Sequence[Path]) -> lis
         progress(f"report page without plots: {PLOTS_MISSING}")
     for out in outs:
         try:
-            out.write_text(race_html(reports, out.parent, figures))
+            write_text(out, race_html(reports, out.parent, figures))
         except OSError as e:
             raise HarnessError(f"cannot write the HTML report {out}: {e.strerror or e}") from None
     return list(outs)

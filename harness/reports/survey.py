@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..race.outcomes import RaceReport, RunResult, Verdict, errors_text
+from ..util import write_text
 
 MAX_ERRNOS = 3
 
@@ -93,7 +94,7 @@ def write(reports: Sequence[RaceReport], out: Path, when: str) -> list[Path]:
     unreached = unreached_runs(reports)
     if unreached:
         md += "\nNot raced (no caller reached the module):\n\n" + "".join(f"- {line}\n" for line in unreached)
-    (out / "survey.md").write_text(md)
-    (out / "survey.json").write_text(json.dumps([r.to_json() for r in reports], indent=1))
+    write_text((out / "survey.md"), md)
+    write_text((out / "survey.json"), json.dumps([r.to_json() for r in reports], indent=1))
     pages = write_race_pages(reports, [out / "index.html"])
     return [out / "survey.md", out / "survey.json", *pages]
