@@ -125,7 +125,8 @@ SOCKET_TYPES = ("stream", "dgram", "seqpacket", "raw")
 # Crypto templates have no algorithm of their own until instantiated: bind
 # one around an inner algorithm every kernel has (AF_ALG type, inner).
 TEMPLATES: dict[str, tuple[str, str]] = {
-    **{t: ("skcipher", "aes") for t in ("cbc", "ecb", "ctr", "cts", "xts", "lrw", "pcbc", "cfb", "ofb")},
+    **{t: ("skcipher", "aes") for t in ("cbc", "ecb", "ctr", "xts", "lrw", "pcbc", "cfb", "ofb")},
+    "cts": ("skcipher", "cbc(aes)"),
     "hmac": ("hash", "sha256"),
     "cmac": ("hash", "aes"),
     "xcbc": ("hash", "aes"),
@@ -516,7 +517,12 @@ def discover_one(ssh: Shell, module: str, state: str | None, facts: Facts) -> Di
         refs = f"refcount {line[2]}" if len(line) > 2 else "loaded"
         return Discovery(module, notes=(f"loaded at boot, {refs}",), why_none=NoOps.IN_USE_AT_BOOT)
     snap = snapshot_script()
-    res = ssh.run(f'{snap}; echo @@@load; /sbin/modprobe {q} 2>&1; echo "@@@rc $?"; {snap}', timeout=300)
+    # Its dependencies (soft ones too) first: what they register is theirs, not the module's.
+    deps = (
+        f"/sbin/modprobe --show-depends {q} 2>/dev/null | awk '$1 == \"insmod\" {{print $2}}' "
+        f"| sed 's,.*/,,; s,\\.ko.*,,' | tr - _ | grep -vx {q} | xargs -r /sbin/modprobe -a"
+    )
+    res = ssh.run(f'{deps}; {snap}; echo @@@load; /sbin/modprobe {q} 2>&1; echo "@@@rc $?"; {snap}', timeout=300)
     before_text, _, rest = res.stdout.partition("@@@load\n")
     load_out, _, after_text = rest.partition("@@@rc ")
     rc, _, after_text = after_text.partition("\n")
