@@ -857,6 +857,7 @@ static int loader_step(void)
 static struct {
 	const char *path, *source, *fstype, *data;
 	int flags;		/* open(2) flags: O_NONBLOCK | O_CLOEXEC | the mode */
+	unsigned long mflags;	/* mount(2) flags: MS_RDONLY for an "ro" option */
 	size_t len;		/* open: bytes to read; ioctl: bytes to zero */
 	unsigned long request;
 	int family, type, protocol, bind, hash;
@@ -919,7 +920,7 @@ static int caller_mount_step(void)
 	int err;
 
 	op_begin(&tok);
-	err = mount(co.source, opt.dir, co.fstype, 0, co.data) ? errno : 0;
+	err = mount(co.source, opt.dir, co.fstype, co.mflags, co.data) ? errno : 0;
 	op_end(op_a, &tok, err);
 	if (!err) {
 		op_begin(&tok);
@@ -1091,7 +1092,7 @@ static int ioctl_use(void)
 
 static int mount_take(void)
 {
-	int err = mount(co.source, opt.dir, co.fstype, 0, co.data) ? errno : 0;
+	int err = mount(co.source, opt.dir, co.fstype, co.mflags, co.data) ? errno : 0;
 
 	co.holding = !err;
 	return err;
@@ -1270,11 +1271,40 @@ static void setup_ioctl(char **args, int nargs)
 	co.flags = O_NONBLOCK | O_CLOEXEC | open_mode(nargs > 2 ? args[2] : NULL);
 }
 
+/*
+ * "ro" among the options is a flag, as mount(8) takes it, not data for the
+ * file system: iso9660 and udf refuse a read-write mount.  It is cut out of
+ * the comma list in place; what is left (maybe nothing) is the data.
+ */
+static unsigned long take_ro(char *data)
+{
+	unsigned long flags = 0;
+	char *out = data, *tok, *save = NULL;
+
+	for (tok = strtok_r(data, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (!strcmp(tok, "ro")) {
+			flags |= MS_RDONLY;
+			continue;
+		}
+		if (out != data)
+			*out++ = ',';
+		memmove(out, tok, strlen(tok));
+		out += strlen(tok);
+	}
+	*out = '\0';
+	return flags;
+}
+
 static void setup_caller_mount(char **args, int nargs)
 {
 	co.source = args[0];
 	co.fstype = args[1];
 	co.data = nargs > 2 ? args[2] : NULL;
+	if (nargs > 2) {
+		co.mflags = take_ro(args[2]);
+		if (!*args[2])
+			co.data = NULL;
+	}
 	if (!opt.dir) {
 		snprintf(co.dir, sizeof(co.dir), "/tmp/racer.%d.mnt", (int)getpid());
 		opt.dir = co.dir;
