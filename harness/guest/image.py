@@ -331,7 +331,9 @@ def base_image(kernel: KernelFiles) -> Image:
     userland = guest_userland()
     key_path, client_pub = client_key()
     hkey, hpub = host_key(userland)
-    programs = _guest_programs()
+    from .fsimages import image_files
+
+    programs = {**_guest_programs(), **image_files()}  # and the images busybox cannot make
     templates = tuple(sorted(IMAGES.glob("*.j2")))
     modtree = tree_disk(kernel)
     digest = hash_inputs(

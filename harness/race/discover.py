@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 from ..errors import HarnessError
+from ..guest import fsimages
 from ..guest.ssh import CommandResult
 from ..kernels import KernelFiles
 from ..progress import progress
@@ -123,18 +124,27 @@ class Discovery:
 
 SOCKET_TYPES = ("stream", "dgram", "seqpacket", "raw")
 # Crypto templates have no algorithm of their own until instantiated: bind
-# one around an inner algorithm every kernel has (AF_ALG type, inner).
+# one around inner algorithms every kernel has (AF_ALG type, full name).
 TEMPLATES: dict[str, tuple[str, str]] = {
-    **{t: ("skcipher", "aes") for t in ("cbc", "ecb", "ctr", "xts", "lrw", "pcbc", "cfb", "ofb")},
-    "cts": ("skcipher", "cbc(aes)"),
-    "hmac": ("hash", "sha256"),
-    "cmac": ("hash", "aes"),
-    "xcbc": ("hash", "aes"),
-    "vmac64": ("hash", "aes"),
-    "gcm": ("aead", "aes"),
-    "ccm": ("aead", "aes"),
-    "rfc4106": ("aead", "gcm(aes)"),
-    "rfc4309": ("aead", "ccm(aes)"),
+    **{t: ("skcipher", f"{t}(aes)") for t in ("cbc", "ecb", "ctr", "xts", "lrw", "pcbc", "cfb", "ofb")},
+    "cts": ("skcipher", "cts(cbc(aes))"),
+    "essiv": ("skcipher", "essiv(cbc(aes),sha256)"),
+    "adiantum": ("skcipher", "adiantum(xchacha12,aes)"),
+    "hmac": ("hash", "hmac(sha256)"),
+    "cmac": ("hash", "cmac(aes)"),
+    "xcbc": ("hash", "xcbc(aes)"),
+    "vmac64": ("hash", "vmac64(aes)"),
+    "cryptd": ("hash", "cryptd(sha256-generic)"),
+    "gcm": ("aead", "gcm(aes)"),
+    "ccm": ("aead", "ccm(aes)"),
+    "rfc4106": ("aead", "rfc4106(gcm(aes))"),
+    "rfc4309": ("aead", "rfc4309(ccm(aes))"),
+    "rfc7539": ("aead", "rfc7539(chacha20,poly1305)"),
+    "authenc": ("aead", "authenc(hmac(sha256),cbc(aes))"),
+    "authencesn": ("aead", "authencesn(hmac(sha256),cbc(aes))"),
+    "seqiv": ("aead", "seqiv(rfc4106(gcm(aes)))"),
+    "echainiv": ("aead", "echainiv(authenc(hmac(sha256),cbc(aes)))"),
+    "pcrypt": ("aead", "pcrypt(gcm(aes))"),
 }
 # Block file systems the guest's busybox can make an image of.
 MKFS: dict[str, str] = {"vfat": "mkdosfs", "msdos": "mkdosfs", "ext2": "mke2fs -q", "ext4": "mke2fs -q"}
@@ -159,8 +169,8 @@ def _crypto(m: re.Match, facts: "Facts") -> Candidate | None:
     if name in facts.crypto_names:  # its own algorithms come from /proc/crypto
         return None
     if name in TEMPLATES:
-        atype, inner = TEMPLATES[name]
-        return Candidate((f"socket:alg:seqpacket:0:{atype}:{name}({inner})",), m.string, Kind.CRYPTO)
+        atype, full = TEMPLATES[name]
+        return Candidate((f"socket:alg:seqpacket:0:{atype}:{full}",), m.string, Kind.CRYPTO)
     return None
 
 
@@ -221,7 +231,18 @@ def _vfat_with(option: str, source: str) -> Candidate:
     )
 
 
+# AF_ALG's types register with af_alg, in no registry: a bind of each type.
+ALGIF: dict[str, str] = {
+    "algif_hash": "hash:sha256",
+    "algif_skcipher": "skcipher:cbc(aes)",
+    "algif_aead": "aead:gcm(aes)",
+    "algif_rng": "rng:stdrng",
+}
+
 NAME_RULES: tuple[NameRule, ...] = (
+    NameRule(
+        "|".join(ALGIF), lambda m: Candidate((f"socket:alg:seqpacket:0:{ALGIF[m[0]]}",), "AF_ALG's type", Kind.CRYPTO)
+    ),
     # fat's load_nls("cp%d") for codepage=, load_nls(NAME) for iocharset=.
     NameRule(r"nls_cp(?P<n>\d{3})", lambda m: _vfat_with(f"codepage={m['n']}", "nls: vfat's codepage")),
     NameRule(
@@ -261,6 +282,15 @@ def _filesystem(m: re.Match) -> Candidate | None:
     name = m["name"]
     if m["nodev"]:
         return Candidate((f"mount:none:{name}",), "/proc/filesystems", Kind.FILESYSTEM)
+    if name in fsimages.BUILDERS:  # made on the host, in every guest; mounted read-only
+        return Candidate(
+            (f"mount:{LOOP}:{name}:ro",),
+            "/proc/filesystems",
+            Kind.FILESYSTEM,
+            setup=(f"losetup {LOOP} {fsimages.guest_path(name)}",),
+            kmods=("loop",),
+            cleanup=(f"losetup -d {LOOP}",),
+        )
     if name not in MKFS:
         return Candidate(
             (f"mount:{LOOP}:{name}",),

@@ -102,7 +102,7 @@ def test_own_algorithms_come_from_proc_crypto_by_driver_name():
 def test_registry_lines_become_ops():
     before = d.parse_sections("@@filesystems\nnodev\tproc\n@@dev\nc /dev/null\n@@proc\nf /proc/meminfo\n")
     after = d.parse_sections(
-        "@@filesystems\nnodev\tproc\nnodev\tconfigfs\n\tvfat\n\tudf\n"
+        "@@filesystems\nnodev\tproc\nnodev\tconfigfs\n\tvfat\n\tminix\n"
         "@@dev\nc /dev/null\nb /dev/ram0\nb /dev/ram1\nb /dev/ram10\nc /dev/uinput\n"
         "@@proc\nf /proc/meminfo\nf /proc/net/pktgen/pgctrl\n"
         "@@protocols\nSCTP\n"
@@ -112,15 +112,15 @@ def test_registry_lines_become_ops():
     assert reg["protocols"] == ("SCTP",)
     cands, _ = d.candidates("m", d.Facts(), reg, [])
     assert ops_of(cands) == [
-        ("mount:/dev/loop0:udf",),
+        ("mount:/dev/loop0:minix",),
         ("mount:/dev/loop0:vfat",),
         ("mount:none:configfs",),
         ("open:/dev/ram0:read=4096",),
         ("open:/dev/uinput",),
         ("open:/proc/net/pktgen/pgctrl:read=4096",),
     ]
-    udf, vfat = cands[0], cands[1]
-    assert "no mkfs for udf" in udf.source and udf.setup[-1] == "true /dev/loop0 >/dev/null"
+    minix, vfat = cands[0], cands[1]
+    assert "no mkfs for minix" in minix.source and minix.setup[-1] == "true /dev/loop0 >/dev/null"
     assert vfat.setup[-1] == "mkdosfs /dev/loop0 >/dev/null" and vfat.kmods == ("loop",)
     assert vfat.cleanup == ("losetup -d /dev/loop0",)
 
@@ -281,3 +281,29 @@ def test_an_nls_table_is_reached_by_a_vfat_mount_that_asks_for_it(module, op):
     cands, _ = d.candidates(module, d.Facts(), {}, [])
     assert ops_of(cands) == [(op,)]
     assert cands[0].kmods == ("loop", "vfat") and cands[0].setup[-1] == "mkdosfs /dev/loop0 >/dev/null"
+
+
+@pytest.mark.parametrize("fstype", ["iso9660", "udf"])
+def test_a_file_system_busybox_cannot_make_mounts_the_image_every_guest_carries(fstype):
+    cands, _ = d.candidates("m", d.Facts(), {"filesystems": (f"\t{fstype}",)}, [])
+    assert ops_of(cands) == [(f"mount:/dev/loop0:{fstype}:ro",)]  # both refuse a read-write mount
+    assert cands[0].setup == (f"losetup /dev/loop0 /usr/share/harness/fs/{fstype}.img",)
+    parse(cands[0].ops[0])
+
+
+@pytest.mark.parametrize(
+    ("alias", "op"),
+    [
+        ("crypto-authenc", "socket:alg:seqpacket:0:aead:authenc(hmac(sha256),cbc(aes))"),
+        ("crypto-rfc7539", "socket:alg:seqpacket:0:aead:rfc7539(chacha20,poly1305)"),
+        ("crypto-essiv", "socket:alg:seqpacket:0:skcipher:essiv(cbc(aes),sha256)"),
+    ],
+)
+def test_a_template_is_bound_around_inner_algorithms(alias, op):
+    cands, _ = d.candidates("m", d.Facts(aliases=(alias,)), {}, [])
+    assert ops_of(cands) == [(op,)]
+
+
+def test_af_algs_types_are_reached_by_a_bind_of_their_type():
+    cands, _ = d.candidates("algif_skcipher", d.Facts(), {}, [])
+    assert ops_of(cands) == [("socket:alg:seqpacket:0:skcipher:cbc(aes)",)]
