@@ -140,6 +140,7 @@ def add_survey_args(sv: argparse.ArgumentParser) -> None:
         default=",".join(TARGETS),
         help=f"comma list of {', '.join(TARGETS)} or any module names (their ops derived; default: every row)",
     )
+    add_module_set_args(sv)
     sv.add_argument("--duration", type=seconds_arg, default=10.0, metavar="S", help="seconds per target race")
     sv.add_argument("--callers", type=int_in(1, 16), default=2, metavar="N", help="callers per operation")
     sv.add_argument("--seed", type=int, default=None)
@@ -153,7 +154,37 @@ def add_discover_args(p: argparse.ArgumentParser) -> None:
     add_kernel_change_args(p)
     p.add_argument("--accel", default="auto", choices=ACCELS)
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the findings as JSON")
-    p.add_argument("module", nargs="+", metavar="MODULE", help="module names (the kernel's own)")
+    add_module_set_args(p)
+    p.add_argument("module", nargs="*", metavar="MODULE", help="module names (the kernel's own)")
+
+
+def add_module_set_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--all-modules", action="store_true", help="every loadable module of the kernel")
+    p.add_argument(
+        "--under",
+        default="",
+        metavar="DIR,...",
+        help="with --all-modules: only those under these folders of the module tree (kernel/fs,kernel/crypto)",
+    )
+    p.add_argument(
+        "--shard", default=None, metavar="I/N", help="the I-th of N slices of the modules (for parallel CI jobs)"
+    )
+
+
+def module_set(args: argparse.Namespace, kfiles: "kernels.KernelFiles", given: Sequence[str]) -> list[str]:
+    """The modules a command asked for: named, or --all-modules [--under], then --shard."""
+    from ..race import discover
+
+    which = discover.parse_shard(args.shard) if args.shard else None
+    if args.under and not args.all_modules:
+        raise HarnessError("--under goes with --all-modules")
+    if args.all_modules:
+        under = [u for u in args.under.split(",") if u.strip()]
+        names = discover.loadable(kfiles.modules_dir, under)
+        if not names:
+            raise HarnessError(f"kernel {kfiles.name} has no loadable module under {args.under or 'its tree'}")
+        return discover.shard(names, which)
+    return discover.shard(given, which) if which else list(given)
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
@@ -162,9 +193,16 @@ def cmd_discover(args: argparse.Namespace) -> int:
     from ..race import discover
 
     names = discover.check_names(args.module)
+    if bool(names) == bool(args.all_modules):
+        raise HarnessError("discover takes module names or --all-modules (one of the two)")
+    if args.under and not args.all_modules:
+        raise HarnessError("--under goes with --all-modules")
+    if args.shard:
+        discover.parse_shard(args.shard)
     if args.json:
         check_output(args.json)
     kfiles = kernels.fetch(kernel_row(args), quiet=True)
+    names = module_set(args, kfiles, names)
     found = discover.run(kfiles, names, args.accel, lambda d: print(discover.render([d]), flush=True))
     if args.json:
         write_text(args.json, discover.to_json(found))
@@ -364,23 +402,42 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
 def cmd_survey(args: argparse.Namespace) -> int:
     """Every target row on every kernel; a target that cannot run on a kernel
     (not a module there, say) is a row of its own, never the end of the survey."""
+    from ..race import discover
     from ..reports import survey
 
-    names = csv(args.target, "target")
+    names = [] if args.all_modules else csv(args.target, "target")
     for name in names:
         if name not in TARGETS and not needs_derived_row(name):
             raise HarnessError(f"survey --target takes target rows and module names, not {name!r}")
+    discover.check_names([n for n in names if needs_derived_row(n)])
+    if args.shard:
+        discover.parse_shard(args.shard)
     specs = kernel_rows(args, ",".join(csv(args.kernel, "kernel")))
     check_ci_outputs(args)
     out = args.out or build_dir() / "survey"
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
     reports: list[RaceReport] = []
     refused: list[str] = []
+    if args.under and not args.all_modules:
+        raise HarnessError("--under goes with --all-modules")
     for kspec in specs:
-        for i, name in enumerate(names, 1):
-            progress(f"survey {kspec.name}: {name} ({i}/{len(names)})")
+        try:
+            kfiles = kernels.fetch(kspec, quiet=True)
+        except HarnessError as e:
+            refused += [f"{name} on {kspec.name}: {e}" for name in names or ["every module"]]
+            continue
+        todo = module_set(args, kfiles, names)
+        # Modules without a row: their ops derived in one guest, before any race.
+        derive = [n for n in todo if needs_derived_row(n)]
+        found = {d.module: d for d in discover.run(kfiles, derive, args.accel)} if derive else {}
+        for i, name in enumerate(todo, 1):
+            progress(f"survey {kspec.name}: {name} ({i}/{len(todo)})")
             try:
-                row = derived_row(kspec, name, args.accel) if needs_derived_row(name) else None
+                row = None
+                if name in found:
+                    row = found[name].target()
+                    if row is None:
+                        raise HarnessError(discover.why_not(found[name]))
                 spec = RaceSpec(
                     kernel=kspec,
                     target=name,

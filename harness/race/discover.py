@@ -623,16 +623,18 @@ def derive_row(kfiles: KernelFiles, name: str, accel: str = "auto") -> TargetRow
     (found,) = run(kfiles, [name], accel)
     row = found.target()
     if row is None:
-        tried = "; ".join(f"{e.op}: {e.errno or 'failed'}" for e in found.entries)
-        said = "; ".join(found.notes)
-        raise HarnessError(
-            f"target {name} on {kfiles.name}: no op reaches it ({found.why_none})"
-            + (f"; tried {tried}" if tried else "")
-            + (f"; {said}" if said else "")
-            + "; give its callers with --op"
-        )
+        raise HarnessError(f"target {name} on {kfiles.name}: {why_not(found)}; give its callers with --op")
     progress(f"target {name}: derived ops " + " ".join(row.ops))
     return row
+
+
+def why_not(found: Discovery) -> str:
+    """One line: why no op reaches the module, with what was tried and noted."""
+    tried = "; ".join(f"{e.op}: {e.errno or 'failed'}" for e in found.entries)
+    said = "; ".join(found.notes)
+    return (
+        f"no op reaches it ({found.why_none})" + (f"; tried {tried}" if tried else "") + (f"; {said}" if said else "")
+    )
 
 
 def render(found: Sequence[Discovery]) -> str:
@@ -657,10 +659,39 @@ def to_json(found: Sequence[Discovery]) -> str:
     return json.dumps([d.as_json() for d in found], indent=2) + "\n"
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if not m or not 1 <= int(m[1]) <= int(m[2]):
+        raise HarnessError(f"--shard wants I/N with 1 <= I <= N (2/4: the second of four), got {text!r}")
+    return int(m[1]), int(m[2])
+
+
+def shard(names: Sequence[str], which: tuple[int, int] | None) -> list[str]:
+    """The I-th of N slices of the names in sorted order (every N-th from the I-th): slices of
+    similar mixes, whose union is the whole and which never overlap."""
+    ordered = sorted(names)
+    if which is None:
+        return ordered
+    i, n = which
+    return ordered[i - 1 :: n]
+
+
+def loadable(modules_dir: Path, under: Sequence[str] = ()) -> list[str]:
+    """Every loadable module of a kernel by name (modules.dep), or those whose
+    path starts with one of `under` (`kernel/fs`, `kernel/net/can`)."""
+    out = []
+    path = modules_dir / "modules.dep"
+    for line in path.read_text().splitlines() if path.is_file() else ():
+        rel = line.partition(":")[0]
+        if not under or any(rel.startswith(u.rstrip("/") + "/") for u in under):
+            out.append(Path(rel).name.split(".ko")[0].replace("-", "_"))
+    return sorted(set(out))
+
+
 def check_names(modules: Sequence[str]) -> list[str]:
     out = []
     for m in modules:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,56}", m):
-            raise HarnessError(f"discover: {m!r} is not a module name")
+            raise HarnessError(f"{m!r} is not a module name")
         out.append(m.replace("-", "_"))
     return list(dict.fromkeys(out))

@@ -307,3 +307,48 @@ def test_a_template_is_bound_around_inner_algorithms(alias, op):
 def test_af_algs_types_are_reached_by_a_bind_of_their_type():
     cands, _ = d.candidates("algif_skcipher", d.Facts(), {}, [])
     assert ops_of(cands) == [("socket:alg:seqpacket:0:skcipher:cbc(aes)",)]
+
+
+def test_shards_split_the_sorted_names_without_overlap():
+    names = [f"m{i:02}" for i in range(10)]
+    parts = [d.shard(names, (i, 3)) for i in (1, 2, 3)]
+    assert parts[0] == ["m00", "m03", "m06", "m09"]
+    assert sorted(sum(parts, [])) == names
+    assert d.shard(["b", "a"], None) == ["a", "b"]
+
+
+@pytest.mark.parametrize("bad", ["0/2", "3/2", "x", "1/", "2-4"])
+def test_a_bad_shard_is_one_line(bad):
+    with pytest.raises(HarnessError, match="--shard wants I/N"):
+        d.parse_shard(bad)
+
+
+def test_every_loadable_module_or_those_under_folders(tmp_path):
+    (tmp_path / "modules.dep").write_text(
+        "kernel/fs/udf/udf.ko: kernel/lib/crc-itu-t.ko\nkernel/lib/crc-itu-t.ko:\nkernel/fs/nls/nls_cp437.ko.xz:\n"
+        "kernel/fs/fat/fat.ko:\nkernel/fsx/odd.ko:\n"
+    )
+    assert d.loadable(tmp_path) == ["crc_itu_t", "fat", "nls_cp437", "odd", "udf"]
+    assert d.loadable(tmp_path, ["kernel/fs"]) == ["fat", "nls_cp437", "udf"]
+    assert d.loadable(tmp_path, ["kernel/fs/nls/", "kernel/lib"]) == ["crc_itu_t", "nls_cp437"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["discover"], "discover takes module names or --all-modules (one of the two)"),
+        (["discover", "udf", "--all-modules"], "discover takes module names or --all-modules"),
+        (["discover", "udf", "--under", "kernel/fs"], "--under goes with --all-modules"),
+        (["discover", "--all-modules", "--shard", "5/4"], "--shard wants I/N"),
+        (["discover", "no such"], "'no such' is not a module name"),
+        (["survey", "--target", "no such"], "'no such' is not a module name"),
+        (["survey", "--target", "x.ko"], "survey --target takes target rows and module names"),
+        (["survey", "--under", "kernel/fs"], "--under goes with --all-modules"),
+    ],
+)
+def test_discover_and_survey_refuse_bad_input_in_one_line(argv, message, capsys):
+    from harness import cli
+
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
