@@ -106,6 +106,15 @@ def all_modules(kernel: KernelFiles) -> list[str]:
     return list(_modules_dep(kernel))
 
 
+def _fingerprint(kernel: KernelFiles) -> tuple[str, int, int]:
+    """The unpacked kernel's marker, written last each time it is installed:
+    a kernel made again under the same identity (a derived kernel rebuilt)
+    gets a disk of its own."""
+    marker = kernel.root.parent / ".unpacked.json"
+    st = marker.stat() if marker.is_file() else kernel.modules_dir.stat()
+    return (marker.name, st.st_size, st.st_mtime_ns)
+
+
 def has_tree_disk(kernel: KernelFiles) -> bool:
     """Whether the kernel's guests get its whole module tree on a disk: it has
     an in-tree `kernel/` folder and can mount a squashfs from a virtio disk
@@ -138,7 +147,8 @@ def tree_disk(kernel: KernelFiles) -> Path | None:
             "whole tree (apt-get install squashfs-tools)"
         )
         return None
-    out = private_dir(cache_dir() / "images") / f"modtree-{hash_inputs('modtree', kernel.identity, kernel.version)}"
+    digest = hash_inputs("modtree", kernel.identity, kernel.version, _fingerprint(kernel))
+    out = private_dir(cache_dir() / "images") / f"modtree-{digest}"
     out.mkdir(exist_ok=True)
     disk = out / "modules.sqfs"
     meta = out / "modtree.json"

@@ -150,3 +150,20 @@ def test_the_guest_mounts_the_tree_disk_read_only_over_its_kernel_folder():
     argv = guest_argv(kf, Path("/i"), "tcg", 2222, cpus=2, memory_mb=512, modtree=Path("/c/modules.sqfs"))
     assert "file=/c/modules.sqfs,if=virtio,format=raw,readonly=on" in argv
     assert not any("if=virtio" in a for a in guest_argv(kf, Path("/i"), "tcg", 2222, cpus=2, memory_mb=512))
+
+
+def test_a_kernel_made_again_under_its_identity_gets_a_new_tree_disk(tmp_path, monkeypatch):
+    """A derived kernel rebuilt (same identity, new modules) must not boot
+    with the old modules: the disk's key follows the kernel's marker."""
+    if not shutil.which("mksquashfs"):
+        pytest.skip("squashfs-tools is not installed (make setup installs it)")
+    import os
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    k = _tree_kernel(tmp_path / "k")
+    marker = k.root.parent / ".unpacked.json"
+    marker.write_text("{}")
+    first = modtree.tree_disk(k)
+    assert modtree.tree_disk(k) == first
+    os.utime(marker, ns=(marker.stat().st_atime_ns, marker.stat().st_mtime_ns + 10**9))  # installed again
+    assert modtree.tree_disk(k) != first

@@ -276,3 +276,24 @@ def test_an_option_olddefconfig_drops_is_one_line_and_no_config_is_kept(tmp_path
         "(a dependency is missing or the option was renamed); nothing built"
     )
     assert not (upper / ".config").exists()  # the next try configures again
+
+
+def test_patched_sources_are_made_newer_than_a_base_built_after_them(tmp_path):
+    """On a cold cache the patches are staged first (to fail early), then the
+    base compiles: its objects are newer than the patched sources, and make,
+    which rebuilds by time, would keep the base's.  Freshened before the
+    derived build, they are rebuilt."""
+    import os
+    import time
+
+    lower, upper = _source(tmp_path)
+    patch = tmp_path / "1.patch"
+    patch.write_text(UHID)
+    debugkernel.stage_patches(derive.derive(BASE, patches=(patch,)), lower, upper)
+    source = upper / "drivers/hid/uhid.c"
+    obj = tmp_path / "uhid.o"  # the base's object, compiled after the staging
+    obj.write_text("")
+    os.utime(source, (time.time() - 3600, time.time() - 3600))
+    assert source.stat().st_mtime < obj.stat().st_mtime
+    debugkernel.freshen_patched(upper)
+    assert source.stat().st_mtime >= obj.stat().st_mtime
