@@ -47,7 +47,7 @@ class NoOps(str, enum.Enum):
 
     NO_MODULE = "no such module"
     BUILTIN = "built in"
-    IN_USE_AT_BOOT = "in use at boot"
+    IN_USE = "already loaded and in use"  # by the boot, or by a module discovered before it
     CANNOT_LOAD = "cannot load"
     HARDWARE = "needs hardware"
     NOTHING = "registers nothing a generic op reaches"
@@ -545,7 +545,7 @@ def discover_one(ssh: Shell, module: str, state: str | None, facts: Facts) -> Di
     if loaded and not ssh.run(f"/sbin/modprobe -r {q}", timeout=120).ok:
         line = ssh.run(f"grep '^{module} ' /proc/modules", timeout=30).stdout.split()
         refs = f"refcount {line[2]}" if len(line) > 2 else "loaded"
-        return Discovery(module, notes=(f"loaded at boot, {refs}",), why_none=NoOps.IN_USE_AT_BOOT)
+        return Discovery(module, notes=(f"already loaded, {refs}",), why_none=NoOps.IN_USE)
     snap = snapshot_script()
     # Its dependencies (soft ones too) first: what they register is theirs, not the module's.
     deps = (

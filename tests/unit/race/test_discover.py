@@ -214,7 +214,7 @@ def test_a_candidate_that_never_succeeds_is_kept_unreached_with_its_errno():
             "module",
             [(r"^grep -q", 0, ""), (r"modprobe -r", 1, ""), (r"^grep '", 0, "m 16384 2 - Live 0x0\n")],
             (),
-            d.NoOps.IN_USE_AT_BOOT,
+            d.NoOps.IN_USE,
         ),
         (
             "module",
@@ -240,7 +240,7 @@ def test_why_a_module_has_no_ops(state, answers, aliases, why):
 
 def test_reasons_carry_what_the_guest_said():
     shell = Shell([(r"^grep -q", 0, ""), (r"modprobe -r", 1, ""), (r"^grep '", 0, "m 16384 2 - Live 0x0\n")])
-    assert d.discover_one(shell, "m", "module", d.Facts()).notes == ("loaded at boot, refcount 2",)
+    assert d.discover_one(shell, "m", "module", d.Facts()).notes == ("already loaded, refcount 2",)
     shell = Shell([(r"^grep -q", 1, ""), (r"@@@load", 0, "@@@load\nmodprobe: ERROR: No such device\n@@@rc 1\n")])
     assert d.discover_one(shell, "m", "module", d.Facts()).notes == ("modprobe: ERROR: No such device",)
 
