@@ -171,13 +171,21 @@ def add_module_set_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def module_set(args: argparse.Namespace, kfiles: "kernels.KernelFiles", given: Sequence[str]) -> list[str]:
-    """The modules a command asked for: named, or --all-modules [--under], then --shard."""
+def check_module_set(args: argparse.Namespace) -> tuple[int, int] | None:
+    """--under and --shard checked before anything is fetched; the shard, parsed."""
     from ..race import discover
 
-    which = discover.parse_shard(args.shard) if args.shard else None
     if args.under and not args.all_modules:
         raise HarnessError("--under goes with --all-modules")
+    return discover.parse_shard(args.shard) if args.shard else None
+
+
+def module_set(
+    args: argparse.Namespace, kfiles: "kernels.KernelFiles", given: Sequence[str], which: tuple[int, int] | None
+) -> list[str]:
+    """The modules a command asked for: named, or --all-modules [--under], then the shard."""
+    from ..race import discover
+
     if args.all_modules:
         under = [u for u in args.under.split(",") if u.strip()]
         names = discover.loadable(kfiles.modules_dir, under)
@@ -195,14 +203,11 @@ def cmd_discover(args: argparse.Namespace) -> int:
     names = discover.check_names(args.module)
     if bool(names) == bool(args.all_modules):
         raise HarnessError("discover takes module names or --all-modules (one of the two)")
-    if args.under and not args.all_modules:
-        raise HarnessError("--under goes with --all-modules")
-    if args.shard:
-        discover.parse_shard(args.shard)
+    which = check_module_set(args)
     if args.json:
         check_output(args.json)
     kfiles = kernels.fetch(kernel_row(args), quiet=True)
-    names = module_set(args, kfiles, names)
+    names = module_set(args, kfiles, names, which)
     found = discover.run(kfiles, names, args.accel, lambda d: print(discover.render([d]), flush=True))
     if args.json:
         write_text(args.json, discover.to_json(found))
@@ -410,23 +415,20 @@ def cmd_survey(args: argparse.Namespace) -> int:
         if name not in TARGETS and not needs_derived_row(name):
             raise HarnessError(f"survey --target takes target rows and module names, not {name!r}")
     discover.check_names([n for n in names if needs_derived_row(n)])
-    if args.shard:
-        discover.parse_shard(args.shard)
+    which = check_module_set(args)
     specs = kernel_rows(args, ",".join(csv(args.kernel, "kernel")))
     check_ci_outputs(args)
     out = args.out or build_dir() / "survey"
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
     reports: list[RaceReport] = []
     refused: list[str] = []
-    if args.under and not args.all_modules:
-        raise HarnessError("--under goes with --all-modules")
     for kspec in specs:
         try:
             kfiles = kernels.fetch(kspec, quiet=True)
         except HarnessError as e:
             refused += [f"{name} on {kspec.name}: {e}" for name in names or ["every module"]]
             continue
-        todo = module_set(args, kfiles, names)
+        todo = module_set(args, kfiles, names, which)
         # Modules without a row: their ops derived in one guest, before any race.
         derive = [n for n in todo if needs_derived_row(n)]
         found = {d.module: d for d in discover.run(kfiles, derive, args.accel)} if derive else {}

@@ -16,7 +16,8 @@ from ..progress import progress
 from ..util import Stamp, cached, damage, hash_inputs, need_tool, private_dir, read_json_object, run_tool
 
 
-def _module_name(path: str) -> str:
+def module_name(path: str | Path) -> str:
+    """A module's name from its file's path: `kernel/fs/nls/nls_iso8859-1.ko.xz` is nls_iso8859_1."""
     return Path(path).name.split(".ko")[0].replace("-", "_")
 
 
@@ -30,9 +31,9 @@ def _modules_dep(kernel: KernelFiles) -> dict[str, list[str]]:
 
 def _module_names(kernel: KernelFiles) -> tuple[set[str], set[str]]:
     """The kernel's loadable modules and its built-in ones, by name."""
-    loadable = {_module_name(p) for p in _modules_dep(kernel)}
+    loadable = {module_name(p) for p in _modules_dep(kernel)}
     builtin_file = kernel.modules_dir / "modules.builtin"
-    builtin = {_module_name(p) for p in builtin_file.read_text().split()} if builtin_file.is_file() else set()
+    builtin = {module_name(p) for p in builtin_file.read_text().split()} if builtin_file.is_file() else set()
     return loadable, builtin
 
 
@@ -65,7 +66,7 @@ def check_kmods(kernel: KernelFiles, names: tuple[str, ...]) -> tuple[str, ...]:
 def module_closure(kernel: KernelFiles, names: tuple[str, ...]) -> list[str]:
     """Paths (relative to the modules dir) of the modules and all their deps."""
     deps = _modules_dep(kernel)
-    by_name = {_module_name(p): p for p in deps}
+    by_name = {module_name(p): p for p in deps}
     out: list[str] = []
     for name in names:
         path = by_name.get(name)

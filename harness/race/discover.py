@@ -31,6 +31,7 @@ from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 from ..errors import HarnessError
 from ..guest import fsimages
+from ..guest.modtree import module_name
 from ..guest.ssh import CommandResult
 from ..kernels import KernelFiles
 from ..progress import progress
@@ -684,7 +685,7 @@ def loadable(modules_dir: Path, under: Sequence[str] = ()) -> list[str]:
     for line in path.read_text().splitlines() if path.is_file() else ():
         rel = line.partition(":")[0]
         if not under or any(rel.startswith(u.rstrip("/") + "/") for u in under):
-            out.append(Path(rel).name.split(".ko")[0].replace("-", "_"))
+            out.append(module_name(rel))
     return sorted(set(out))
 
 

@@ -47,14 +47,10 @@ class ResolvedTarget:
     ko_in_guest: str = ""  # for --reload finit
 
 
-def _module_name(path: Path) -> str:
-    return path.name.split(".ko")[0].replace("-", "_")
-
-
 def resolve(spec: RaceSpec, kfiles: kernels.KernelFiles) -> ResolvedTarget:
     """Which module the race unloads on this kernel; a module the kernel does
     not have, or has built in, is refused in one line."""
-    from ..guest.modtree import module_state
+    from ..guest.modtree import module_name, module_state
 
     row, name = spec.row, spec.target or ""
     extra: tuple[Path, ...] = ()
@@ -67,10 +63,10 @@ def resolve(spec: RaceSpec, kfiles: kernels.KernelFiles) -> ResolvedTarget:
         from ..guest.modcheck import check_module
 
         check_module(Path(name), kfiles.release)
-        extra, module, kmods = (Path(name),), _module_name(Path(name)), ()
+        extra, module, kmods = (Path(name),), module_name(Path(name)), ()
     elif "/" in name:
         built = modbuild.build_dir(kfiles, Path(name))
-        extra, module, kmods = built.ko_files, _module_name(built.ko_files[0]), ()
+        extra, module, kmods = built.ko_files, module_name(built.ko_files[0]), ()
     else:
         module, kmods = name.replace("-", "_"), (name.replace("-", "_"),)
     if not extra:
@@ -81,7 +77,7 @@ def resolve(spec: RaceSpec, kfiles: kernels.KernelFiles) -> ResolvedTarget:
             )
         if state is None:
             raise HarnessError(f"kernel {kfiles.name} ({kfiles.release}) has no module {module!r}")
-    ko = next((f"/lib/modules/{kfiles.release}/extra/{p.name}" for p in extra if _module_name(p) == module), "")
+    ko = next((f"/lib/modules/{kfiles.release}/extra/{p.name}" for p in extra if module_name(p) == module), "")
     return ResolvedTarget(
         module,
         tuple(kmods),
