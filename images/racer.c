@@ -222,9 +222,12 @@ static void die_usage(const char *msg)
 		"                               /tmp/racer.PID.mnt), then umount\n"
 		"  socket FAMILY TYPE PROTOCOL [ALGTYPE:ALGNAME]\n"
 		"                               socket (AF_ALG: and bind), close\n"
-		"  netdev-add KIND [peer]       RTM_NEWLINK racerPID (peer: with a\n"
-		"                               peer racerpPID, veth's way), then\n"
-		"                               RTM_DELLINK as op netdev-del\n"
+		"  netdev-add KIND [peer] [data=N/TYPE/VALUE,...]\n"
+		"                               RTM_NEWLINK racerPID (peer: with a\n"
+		"                               peer racerpPID, veth's way; data: the\n"
+		"                               kind's IFLA_INFO_DATA, TYPE u8, u16,\n"
+		"                               u32 or flag), then RTM_DELLINK as op\n"
+		"                               netdev-del\n"
 		"  exec CMD                     /bin/sh -c CMD, output to /dev/null;\n"
 		"                               a non-zero exit is EEXIT, a signal EKILLED\n"
 		"caller --hold-us N: keep what the call took until an unload is done\n"
@@ -1366,15 +1369,74 @@ static void nl_init(struct nl_req *req, unsigned short type, unsigned short flag
 	nl_put(req, IFLA_IFNAME, ifname, strlen(ifname) + 1);
 }
 
-/* RTM_NEWLINK racerPID of KIND (veth's way: with a peer), RTM_DELLINK of it. */
+/*
+ * Appends the attributes of "N/TYPE/VALUE[,...]" (TYPE u8, u16, u32 or flag)
+ * to a request: a link kind's own IFLA_INFO_DATA, such as gtp's
+ * IFLA_GTP_CREATE_SOCKETS, without which its newlink refuses the link.
+ */
+static void nl_put_data(struct nl_req *req, const char *spec)
+{
+	static const struct { const char *name; size_t len; } types[] = {
+		{ "u8", 1 }, { "u16", 2 }, { "u32", 4 }, { "flag", 0 },
+	};
+	union { uint8_t u8; uint16_t u16; uint32_t u32; } value;
+	unsigned int attr;
+	char type[8];
+	long v;
+	int used;
+	size_t i;
+
+	for (;;) {
+		v = 0;
+		if (sscanf(spec, "%u/%7[a-z0-9]%n", &attr, type, &used) != 2 ||
+		    !attr || attr > 0xffff)
+			die_usage("netdev-add: data is N/TYPE/VALUE[,...]");
+		spec += used;
+		for (i = 0; i < ARRAY_SIZE(types) && strcmp(types[i].name, type); i++)
+			;
+		if (i == ARRAY_SIZE(types))
+			die_usage("netdev-add: a data TYPE is u8, u16, u32 or flag");
+		if (types[i].len) {
+			if (sscanf(spec, "/%li%n", &v, &used) != 1)
+				die_usage("netdev-add: data is N/TYPE/VALUE[,...]");
+			spec += used;
+		}
+		if (sizeof(*req) - NLMSG_ALIGN(req->nh.nlmsg_len) < RTA_SPACE(4))
+			die_usage("netdev-add: too much data");
+		if (types[i].len == 1)
+			value.u8 = v;
+		else if (types[i].len == 2)
+			value.u16 = v;
+		else
+			value.u32 = v;
+		nl_put(req, attr, &value, types[i].len);
+		if (!*spec)
+			return;
+		if (*spec++ != ',')
+			die_usage("netdev-add: data is N/TYPE/VALUE[,...]");
+	}
+}
+
+/*
+ * RTM_NEWLINK racerPID of KIND (veth's way: with a peer; with data: the
+ * kind's own attributes), RTM_DELLINK of it.
+ */
 static void setup_netdev(char **args, int nargs)
 {
 	const char *kind = args[0];
 	struct ifinfomsg peer = { .ifi_family = AF_UNSPEC };
 	struct rtattr *info, *data, *nest;
+	const char *spec = NULL;
+	int with_peer = 0, i;
 
-	if (nargs > 1 && strcmp(args[1], "peer"))
-		die_usage("netdev-add: the second argument can only be peer");
+	for (i = 1; i < nargs; i++) {
+		if (!strcmp(args[i], "peer"))
+			with_peer = 1;
+		else if (!strncmp(args[i], "data=", 5))
+			spec = args[i] + 5;
+		else
+			die_usage("netdev-add: after KIND come only peer and data=SPEC");
+	}
 	if (!*kind || strlen(kind) > 64)
 		die_usage("netdev-add: KIND is 1 to 64 bytes");
 	snprintf(co.ifname, sizeof(co.ifname), "racer%d", (int)getpid() % 10000000);
@@ -1382,11 +1444,15 @@ static void setup_netdev(char **args, int nargs)
 	nl_init(&nl_new, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, co.ifname);
 	info = nl_put(&nl_new, IFLA_LINKINFO, NULL, 0);
 	nl_put(&nl_new, IFLA_INFO_KIND, kind, strlen(kind));
-	if (nargs > 1) {
+	if (with_peer || spec) {
 		data = nl_put(&nl_new, IFLA_INFO_DATA, NULL, 0);
-		nest = nl_put(&nl_new, VETH_INFO_PEER, &peer, sizeof(peer));
-		nl_put(&nl_new, IFLA_IFNAME, co.peer, strlen(co.peer) + 1);
-		nl_nest_end(&nl_new, nest);
+		if (with_peer) {
+			nest = nl_put(&nl_new, VETH_INFO_PEER, &peer, sizeof(peer));
+			nl_put(&nl_new, IFLA_IFNAME, co.peer, strlen(co.peer) + 1);
+			nl_nest_end(&nl_new, nest);
+		}
+		if (spec)
+			nl_put_data(&nl_new, spec);
 		nl_nest_end(&nl_new, data);
 	}
 	nl_nest_end(&nl_new, info);
@@ -1413,7 +1479,7 @@ static const struct caller_kind caller_kinds[] = {
 	{ "mount", "umount", 2, 3, setup_caller_mount, caller_mount_step,
 	  mount_take, mount_use, mount_release },
 	{ "socket", NULL, 3, 4, setup_socket, socket_step, socket_take, socket_use, fd_release },
-	{ "netdev-add", "netdev-del", 1, 2, setup_netdev, netdev_step,
+	{ "netdev-add", "netdev-del", 1, 3, setup_netdev, netdev_step,
 	  netdev_take, nothing_to_use, netdev_release },
 	{ "exec", NULL, 1, 1, setup_exec, exec_step, NULL, NULL, NULL },
 };

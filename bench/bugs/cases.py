@@ -41,7 +41,6 @@ CASES: tuple[Case, ...] = (
         "gtp",
         "link ops registered before the pernet ops: a newlink during the load meets no per-net state",
         '"gtp: fix use-after-free and null-ptr-deref in gtp_newlink()" (616d82c3cfa2, v6.8)',
-        args=("--guest-packages", "iproute2"),
     ),
     Case(
         "upstream-netdevsim-debugfs-owner",

@@ -188,8 +188,21 @@ def _char_major(m: re.Match, facts: "Facts") -> Candidate | None:
     )
 
 
+# Link kinds whose newlink refuses a link without some IFLA_INFO_DATA
+# attributes: the fewest that make one (NetdevOp's data=N/TYPE/VALUE).
+LINK_DATA: dict[str, str] = {
+    "gtp": "5/u8/1",  # IFLA_GTP_CREATE_SOCKETS: its own UDP sockets, no fds from user space
+    "vxlan": "1/u32/42",  # IFLA_VXLAN_ID: a VNI
+}
+
+
+def _link(m: re.Match, facts: "Facts") -> Candidate:
+    data = LINK_DATA.get(m["kind"])
+    return Candidate((f"netdev-add:{m['kind']}" + (f":data={data}" if data else ""),), m.string, Kind.NET)
+
+
 ALIAS_RULES: tuple[AliasRule, ...] = (
-    AliasRule(r"rtnl-link-(?P<kind>[\w.-]+)", lambda m, f: Candidate((f"netdev-add:{m['kind']}",), m.string, Kind.NET)),
+    AliasRule(r"rtnl-link-(?P<kind>[\w.-]+)", _link),
     AliasRule(
         r"net-pf-(?P<pf>\d+)-proto-(?P<proto>\d+)-type-(?P<type>\d+)",
         lambda m, f: _socket(m["pf"], (m["type"],), m["proto"], m.string),

@@ -13,7 +13,9 @@ command line (`RoleSpec` with `Role.CALLER`):
                                           mount on the role's own folder, umount
     socket:FAMILY:TYPE:PROTOCOL[:ALGTYPE:ALGNAME][:hold[=MS]]
                                           socket (AF_ALG: and bind), close
-    netdev-add:KIND[:hold[=MS]]           RTM_NEWLINK of a link of its own, RTM_DELLINK
+    netdev-add:KIND[:data=N/TYPE/VALUE,...][:hold[=MS]]
+                                          RTM_NEWLINK of a link of its own (data: the
+                                          kind's IFLA_INFO_DATA attributes), RTM_DELLINK
     exec:CMD                              /bin/sh -c CMD; a non-zero exit is EEXIT
 
 For example `open:/dev/mydrv:read=64`, `ioctl:/dev/x:0x5401`,
@@ -376,10 +378,19 @@ class SocketOp(Op):
         )
 
 
+# A link kind's own attributes (IFLA_INFO_DATA): N/TYPE/VALUE, TYPE one of these
+# (their widths in bytes; flag has no value).
+DATA_TYPES = {"u8": 1, "u16": 2, "u32": 4, "flag": 0}
+_DATA_RE = re.compile(r"^(?P<attr>\w+)/(?P<type>[a-z0-9]+)(?:/(?P<value>\w+))?$")
+
+
 @dataclass(frozen=True)
 class NetdevOp(Op):
     kind: ClassVar[str] = "netdev-add"
-    syntax: ClassVar[str] = "netdev-add:KIND[:hold[=MS]] (an rtnetlink link kind: dummy, veth, ifb, bond, vcan, ...)"
+    syntax: ClassVar[str] = (
+        "netdev-add:KIND[:data=N/TYPE/VALUE,...][:hold[=MS]] (an rtnetlink link kind: dummy, veth, ifb, bond,"
+        " vcan, ...; data: the kind's own IFLA_INFO_DATA attributes, TYPE u8, u16, u32 or flag)"
+    )
     summary: ClassVar[str] = (
         "RTM_NEWLINK of a KIND link named racerPID (veth, vxcan: with a peer racerpPID), then RTM_DELLINK of it"
     )
@@ -388,28 +399,51 @@ class NetdevOp(Op):
 
     link_kind: str  # IFLA_INFO_KIND: the bonding module's is "bond"
     hold: int | None = None
+    # IFLA_INFO_DATA attributes (number, type, value), for a kind whose newlink
+    # needs some: gtp's IFLA_GTP_CREATE_SOCKETS is 5/u8/1.
+    data: tuple[tuple[int, str, int], ...] = ()
 
     @classmethod
     def from_fields(cls, fields: list[str], text: str) -> "NetdevOp":
-        hold = _hold(cls, text, _keywords(cls, text, fields, ("hold",)))
+        kw = _keywords(cls, text, fields, ("data", "hold"))
+        hold = _hold(cls, text, kw)
         kind = ":".join(fields)
         if not kind:
             raise _bad(cls, text, "missing KIND")
         if not _KIND_RE.match(kind):
             raise _bad(cls, text, f"KIND {kind!r} is not a link kind (letters, digits, _ . -, 64 at most)")
-        return cls(kind, hold)
+        data = tuple(cls._attr(text, item) for item in kw["data"].split(",")) if "data" in kw else ()
+        return cls(kind, hold, data)
+
+    @classmethod
+    def _attr(cls, text: str, item: str) -> tuple[int, str, int]:
+        m = _DATA_RE.match(item)
+        if not m or m["type"] not in DATA_TYPES:
+            raise _bad(cls, text, f"data {item!r} is not N/TYPE/VALUE")
+        width = DATA_TYPES[m["type"]]
+        if (m["value"] is None) != (width == 0):
+            raise _bad(cls, text, f"data {item!r}: " + ("a flag has no VALUE" if not width else "missing VALUE"))
+        attr = _number(cls, text, "data attribute", m["attr"], 0xFFFF)
+        if not attr:
+            raise _bad(cls, text, "data attribute 0 is no attribute")
+        value = _number(cls, text, "data VALUE", m["value"], (1 << (8 * width)) - 1) if width else 0
+        return attr, m["type"], value
 
     @property
     def peer(self) -> bool:
         """Whether the link is made with a peer (IFLA_INFO_DATA/VETH_INFO_PEER)."""
         return self.link_kind in PEER_KINDS
 
+    @property
+    def data_text(self) -> str:
+        return ",".join(f"{a}/{t}" + (f"/{v}" if DATA_TYPES[t] else "") for a, t, v in self.data)
+
     def racer_args(self) -> tuple[str, ...]:
-        return (self.link_kind, "peer") if self.peer else (self.link_kind,)
+        return (self.link_kind, *(("peer",) if self.peer else ()), *((f"data={self.data_text}",) if self.data else ()))
 
     @property
     def text(self) -> str:
-        return f"netdev-add:{self.link_kind}" + _hold_text(self.hold)
+        return f"netdev-add:{self.link_kind}" + (f":data={self.data_text}" if self.data else "") + _hold_text(self.hold)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ EXPECTED = {
     "isofs": "mount:/dev/loop0:iso9660:ro",  # one with an image made on the host (pycdlib)
     "udf": "mount:/dev/loop0:udf:ro",
     "dummy": "netdev-add:dummy",  # rtnl-link-dummy
+    "gtp": "netdev-add:gtp:data=5/u8/1",  # rtnl-link-gtp, whose newlink needs an attribute (LINK_DATA)
     "uinput": "open:/dev/uinput",  # /dev and devname:uinput
     "twofish_generic": "socket:alg:seqpacket:0:skcipher:ecb(twofish-generic)",  # /proc/crypto, a bare cipher
     "ctr": "socket:alg:seqpacket:0:skcipher:ctr(aes)",  # crypto-ctr, a template
@@ -46,7 +47,7 @@ def test_each_way_in_is_derived_and_reaches_its_module(kernel_spec, tmp_path):
     assert by["nosuch"]["why_none"] == "no such module"
     assert "e1000: none (needs hardware)" in proc.stdout
     assert by["vfat"]["registered"]["filesystems"] == ["\tvfat"]
-    assert "11 of 13 modules have ops that reach them" in proc.stderr
+    assert "12 of 14 modules have ops that reach them" in proc.stderr
 
 
 def test_a_module_with_no_row_races_by_its_derived_ops(kernel_spec, kernel, tmp_path):

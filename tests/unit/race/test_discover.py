@@ -44,10 +44,10 @@ def ops_of(cands):
 
 
 def test_aliases_give_ops_of_their_kind():
-    facts = d.Facts(aliases=("rtnl-link-vxlan", "net-pf-10-proto-132", "can-proto-1", "devname:uhid", "crypto-cbc"))
+    facts = d.Facts(aliases=("rtnl-link-dummy", "net-pf-10-proto-132", "can-proto-1", "devname:uhid", "crypto-cbc"))
     cands, notes = d.candidates("m", facts, {}, [])
     assert ops_of(cands) == [
-        ("netdev-add:vxlan",),
+        ("netdev-add:dummy",),
         tuple(f"socket:10:{t}:132" for t in d.SOCKET_TYPES),
         ("socket:can:raw:1", "socket:can:dgram:1"),
         ("open:/dev/uhid",),
@@ -57,6 +57,12 @@ def test_aliases_give_ops_of_their_kind():
     for c in cands:  # every op derived is one the racer takes
         for text in c.ops:
             parse(text)
+
+
+def test_a_link_kind_that_needs_attributes_gets_them():
+    cands, _ = d.candidates("m", d.Facts(aliases=("rtnl-link-gtp", "rtnl-link-vxlan")), {}, [])
+    assert ops_of(cands) == [("netdev-add:gtp:data=5/u8/1",), ("netdev-add:vxlan:data=1/u32/42",)]
+    assert parse(cands[0].ops[0]).racer_args() == ("gtp", "data=5/u8/1")
 
 
 def test_typed_protocol_alias_is_one_op_and_wins_over_the_untyped_rule():

@@ -56,6 +56,16 @@ EXAMPLES = {
     "netdev-add:dummy": (NetdevOp("dummy"), ["dummy"], ("netdev-add", "netdev-del")),
     "netdev-add:veth": (NetdevOp("veth"), ["veth", "peer"], ("netdev-add", "netdev-del")),
     "netdev-add:bond": (NetdevOp("bond"), ["bond"], ("netdev-add", "netdev-del")),
+    "netdev-add:gtp:data=5/u8/1": (
+        NetdevOp("gtp", data=((5, "u8", 1),)),
+        ["gtp", "data=5/u8/1"],
+        ("netdev-add", "netdev-del"),
+    ),
+    "netdev-add:veth:data=0x3/u16/0x10,4/flag:hold=9": (
+        NetdevOp("veth", 9, ((3, "u16", 16), (4, "flag", 0))),
+        ["veth", "peer", "data=3/u16/16,4/flag"],
+        ("netdev-add", "netdev-del"),
+    ),
     "exec:cat /proc/foo": (ExecOp("cat /proc/foo"), ["cat /proc/foo"], ("exec",)),
     "exec:echo a:b | grep -q b": (ExecOp("echo a:b | grep -q b"), ["echo a:b | grep -q b"], ("exec",)),
 }
@@ -115,6 +125,13 @@ def test_normalised_text_uses_names_and_hex():
         ("socket:alg:seqpacket:0:averyveryverylongtype:x", "ALGTYPE is 1 to 13 bytes"),
         ("netdev-add:", "missing KIND"),
         ("netdev-add:du mmy", "is not a link kind"),
+        ("netdev-add:gtp:data=5/u8", "missing VALUE"),
+        ("netdev-add:gtp:data=5/flag/1", "a flag has no VALUE"),
+        ("netdev-add:gtp:data=5/u64/1", "is not N/TYPE/VALUE"),
+        ("netdev-add:gtp:data=0/u8/1", "attribute 0 is no attribute"),
+        ("netdev-add:gtp:data=5/u8/256", "not within 0..255"),
+        ("netdev-add:gtp:data=65536/u8/1", "not within 0..65535"),
+        ("netdev-add:gtp:data=5/u8/1,", "is not N/TYPE/VALUE"),
         ("exec:", "missing CMD"),
         ("exec:   ", "missing CMD"),
     ],
@@ -253,7 +270,10 @@ def test_deadline_applies_to_a_caller(racer):
         (["--op", "socket", "--", "2", "1", "0", "hash:sha256"], "only AF_ALG binds"),
         (["--op", "socket", "--", "38", "5", "0", "hash"], "only AF_ALG binds"),
         (["--op", "socket", "--", "inet", "1", "0"], "FAMILY is a number"),
-        (["--op", "netdev-add", "--", "dummy", "twin"], "can only be peer"),
+        (["--op", "netdev-add", "--", "dummy", "twin"], "only peer and data=SPEC"),
+        (["--op", "netdev-add", "--", "gtp", "data=5/u8"], "data is N/TYPE/VALUE"),
+        (["--op", "netdev-add", "--", "gtp", "data=5/u64/1"], "TYPE is u8, u16, u32 or flag"),
+        (["--op", "netdev-add", "--", "gtp", "data=5/u8/1;"], "data is N/TYPE/VALUE"),
     ],
 )
 def test_caller_bad_usage_exits_2(racer, args, message):
