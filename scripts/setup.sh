@@ -7,7 +7,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PKGS="qemu-system-x86 kmod binutils gcc gcc-12 libc6-dev make patch zstd xz-utils squashfs-tools python3-venv apt-utils mmdebstrap debian-archive-keyring"
+PKGS="qemu-system-x86 kmod binutils gdb gcc gcc-12 libc6-dev make patch zstd xz-utils squashfs-tools python3-venv apt-utils mmdebstrap debian-archive-keyring"
 if [ "${1:-}" = "--browser" ]; then
 	PKGS="$PKGS chromium fonts-dejavu-core"
 fi

@@ -15,6 +15,8 @@ from pathlib import Path
 from .. import kernels
 from ..errors import HarnessError
 from ..exitcodes import ExitStatus
+from ..guest import gdb
+from ..guest.gdb import GdbSetup
 from ..guest.image import GuestExtra, build_image
 from ..guest.modcheck import check_module
 from ..guest.packages import resolve as resolve_packages
@@ -25,6 +27,7 @@ from ..guest.vm import ACCELS, Vm, VmConfig, qemu_binary
 from ..kernels import modbuild
 from ..paths import build_dir, cache_dir
 from ..progress import progress
+from ..util import need_tool
 from .args import add_kernel_change_args, add_packages_arg, int_in, kernel_row
 
 MIN_MEMORY_MB = 128  # the kernel plus the unpacked initramfs (about 15 MB) in tmpfs
@@ -115,7 +118,22 @@ def add_guest_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="boot every guest instead of restoring its kernel's saved base guest (and save none)",
     )
+    p.add_argument(
+        "--gdb",
+        action="store_true",
+        help="start the guest's gdb stub on a free local port and print the gdb command that loads the kernel's "
+        "symbols and the loaded modules' at their addresses, then connects",
+    )
     add_packages_arg(p)
+
+
+def start_gdb(vm: object) -> GdbSetup:
+    """The gdb stub of a guest this process runs, and one line saying how to attach."""
+    if not isinstance(vm, Vm):
+        raise HarnessError("--gdb: the guest is not one this process started")
+    setup = gdb.start(vm)
+    progress(f"gdb: stub on 127.0.0.1:{setup.port}; attach with: {setup.command}")
+    return setup
 
 
 def _guest(args: argparse.Namespace, timings: Timings | None = None) -> Vm:
@@ -164,6 +182,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _guest(args, timings) as vm:
         ssh = vm.ssh
         timings.mark("boot to ssh-ready")
+        if args.gdb:
+            start_gdb(vm)
         out, err = sys.stdout.buffer, sys.stderr.buffer
 
         def emit(stream):
@@ -248,6 +268,12 @@ def interactive(guest) -> int:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
+    if args.attach and args.gdb:
+        raise HarnessError(
+            "--gdb cannot join a guest by its SSH port: start it with the guest (shell --gdb, run --gdb, race --keep --gdb)"
+        )
+    if args.gdb:
+        need_tool("gdb", "gdb")
     if args.attach:
         from ..guest.image import client_key, guest_userland, host_key
         from ..guest.ssh import Guest
@@ -256,6 +282,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
         _, hpub = host_key(guest_userland())
         return interactive(Guest.connect("127.0.0.1", args.attach, key, hpub, timeout=5))
     with _guest(args) as vm:
+        if args.gdb:
+            start_gdb(vm)
         progress(f"shell: root@guest ({vm.image.kernel.release}); exit the shell to tear the guest down")
         status = interactive(vm.ssh)
         report_splats(vm)

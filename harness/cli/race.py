@@ -29,7 +29,7 @@ from ..race.spec import DEFAULT_KNOBS, DEFAULT_WORKLOADS, RaceSpec
 from ..race.targets import ROWS as TARGETS
 from ..race.targets import TargetRow
 from ..reports.table import render_table
-from ..util import write_text
+from ..util import need_tool, write_text
 from .args import (
     add_kernel_change_args,
     add_packages_arg,
@@ -40,6 +40,7 @@ from .args import (
     kernel_rows,
     seconds_arg,
 )
+from .guest import start_gdb
 
 
 def add_race_args(p: argparse.ArgumentParser) -> None:
@@ -128,6 +129,12 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
         help="also write the HTML report here (index.html beside the JSON report is always written)",
     )
     p.add_argument("--keep", action="store_true", help="leave the last guest up for a shell")
+    p.add_argument(
+        "--gdb",
+        action="store_true",
+        help="with --keep: start the kept guest's gdb stub on a free local port and print the gdb command "
+        "(kernel symbols, and the modules loaded then at their addresses)",
+    )
     add_ci_args(p)
     add_packages_arg(p)
 
@@ -352,6 +359,10 @@ def derived_row(kernel: kernels.KernelRow, name: str, accel: str) -> TargetRow:
 
 
 def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] | None = None) -> int:
+    if args.gdb and not args.keep:
+        raise HarnessError("--gdb needs --keep: the stub is the kept guest's, after the race")
+    if args.gdb:
+        need_tool("gdb", "gdb")
     specs = specs_from_args(args)
     resolve_packages(specs[0].guest_packages)  # an unknown package is refused before anything else
     # One folder per race: the JSON report and its page (index.html) side by side.
@@ -400,7 +411,9 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
         for line in r.problems():
             print(f"FAIL {r.kernel_spec}: {line}", file=sys.stderr)
     if kept is not None:
-        _hold(kept)
+        _hold(kept, args.gdb)
+    elif args.keep:
+        print("no guest kept: the last one did not outlive its race (see its console log)", file=sys.stderr)
     return int(status)
 
 
@@ -472,11 +485,17 @@ def cmd_survey(args: argparse.Namespace) -> int:
     return int(ExitStatus.FINDINGS if problems or refused else ExitStatus.OK)
 
 
-def _hold(vm: RaceGuest) -> None:
+def _hold(vm: RaceGuest, with_gdb: bool = False) -> None:
     """--keep: leave the last guest up for a human until Ctrl-C."""
+    try:
+        gdb_line = f"  gdb:     {start_gdb(vm).command}\n" if with_gdb else ""
+    except BaseException:
+        vm.kill()
+        raise
     print(
         f"\nguest kept at 127.0.0.1:{vm.port}\n"
         f"  shell:   python -m harness shell --attach {vm.port}\n"
+        f"{gdb_line}"
         f"  console: {vm.log_path}\n"
         "press Ctrl-C here to tear it down",
         file=sys.stderr,

@@ -110,6 +110,12 @@ class Qmp:
         self._greet(deadline)
         return self._call(name, args, deadline)
 
+    def hmp(self, command: str, timeout: float = 10.0) -> str:
+        """A human monitor command (one with no QMP form, such as gdbserver); its output."""
+        deadline = time.monotonic() + timeout
+        self._greet(deadline)
+        return str(self._call("human-monitor-command", {"command-line": command}, deadline) or "")
+
     def status(self, timeout: float = 10.0) -> str:
         return str(self.cmd("query-status", timeout)["status"])
 
