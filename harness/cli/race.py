@@ -23,7 +23,7 @@ from ..progress import progress
 from ..race.engine import RaceGuest, RaceStages
 from ..race.kbuild import KNOBS, Knobs
 from ..race.kinds import race
-from ..race.outcomes import RaceReport, exit_status
+from ..race.outcomes import MemoryDump, RaceReport, exit_status
 from ..race.schemes import DEFAULT_SCHEMES, SCHEMES, WORKLOADS
 from ..race.spec import DEFAULT_KNOBS, DEFAULT_WORKLOADS, RaceSpec
 from ..race.targets import ROWS as TARGETS
@@ -129,6 +129,12 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
         help="also write the HTML report here (index.html beside the JSON report is always written)",
     )
     p.add_argument("--keep", action="store_true", help="leave the last guest up for a shell")
+    p.add_argument(
+        "--dump",
+        action="store_true",
+        help="write the guest's memory as an ELF vmcore (drgn, crash) at the first splat, or after the last run "
+        "if none splatted; the report names it and the vmlinux that reads it",
+    )
     p.add_argument(
         "--gdb",
         action="store_true",
@@ -393,7 +399,9 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
                 f"race on {spec.kernel_name}: schemes {','.join(spec.schemes)}, workloads "
                 f"{','.join(spec.workloads)}, {spec.duration_s:g}s each, seed {spec.seed}{hogs}"
             )
-        report, kept = race(spec, keep=args.keep and spec is specs[-1], stages=stages(spec) if stages else None)
+        report, kept = race(
+            spec, keep=args.keep and spec is specs[-1], stages=stages(spec) if stages else None, dump=args.dump
+        )
         reports.append(report)
         print(render_table(report), flush=True)
     doc = [r.to_json() for r in reports]
@@ -405,6 +413,10 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
 
     pages = write_race_pages(reports, [out.with_name("index.html"), *([args.html] if args.html else [])])
     print(f"report: {args.json or out}\npage: {pages[-1]}", file=sys.stderr)
+    for r in reports:
+        for run in r.runs:
+            if run.dump is not None:
+                print(f"{dump_line(run.dump)}", file=sys.stderr)
     write_ci_outputs(args, reports)
     status = exit_status(reports)
     for r in reports:
@@ -483,6 +495,14 @@ def cmd_survey(args: argparse.Namespace) -> int:
     for line in problems:
         print(f"survey: {line}", file=sys.stderr)
     return int(ExitStatus.FINDINGS if problems or refused else ExitStatus.OK)
+
+
+def dump_line(d: MemoryDump) -> str:
+    if not d.vmcore:
+        return f"vmcore: none ({d.note})"
+    line = f"vmcore: {d.vmcore} ({d.bytes >> 20} MiB in {d.seconds:.1f}s)"
+    line += f"; vmlinux: {d.vmlinux}" if d.vmlinux else ""
+    return line + (f"; {d.note}" if d.note else "")
 
 
 def _hold(vm: RaceGuest, with_gdb: bool = False) -> None:

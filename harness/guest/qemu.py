@@ -189,6 +189,11 @@ def guest_argv(
         # virtio: the NIC of the image's boot modules, the cheapest to emulate.
         "-device",
         "virtio-net-pci,netdev=n0",
+        # vmcoreinfo: the guest's qemu_fw_cfg driver tells QEMU where its
+        # VMCOREINFO note is, and dump-guest-memory (race --dump) puts it in
+        # the vmcore, without which drgn and crash cannot read one.
+        "-device",
+        "vmcoreinfo",
     ]
     if modtree is not None:
         # The kernel's module tree (a squashfs the guest's init mounts),

@@ -37,7 +37,7 @@ from ..errors import HarnessError
 from ..kernels import damage_of_kernel
 from ..paths import build_dir
 from ..progress import progress
-from ..util import try_file_lock
+from ..util import no_space, try_file_lock
 from . import snapshot
 from .image import READY_MARKER, SEED_BYTES, START_FAILED_MARKER, WAIT_MARKER, Image, start_line
 from .qemu import (
@@ -63,6 +63,7 @@ __all__ = ["ACCELS", "BootError", "BootOutcome", "Vm", "VmConfig", "qemu_binary"
 # A restored guest is ready in about a second; more than this is a broken snapshot.
 RESTORE_TIMEOUT_S = 20.0
 SAVE_TIMEOUT_S = 120.0
+DUMP_TIMEOUT_S = 300.0  # a 1 GiB guest's memory to a busy disk
 # How often wait_guest() checks its condition in the guest.
 GUEST_POLL_S = 0.05
 _LIVE: "weakref.WeakSet[Vm]" = weakref.WeakSet()
@@ -582,6 +583,33 @@ class Vm:
         log = child.logfile_read
         if log is not None and hasattr(log, "close"):
             log.close()
+
+    # -- memory
+
+    def dump_memory(self, path: Path) -> int:
+        """The guest's memory as an ELF vmcore at `path` (QEMU's
+        dump-guest-memory: the guest pauses while it is written, then goes
+        on); its size in bytes.  Written whole or not at all."""
+        if self.qmp is None or not self.alive():
+            raise HarnessError(f"the guest is not running: no memory to dump; console log: {self.log_path}")
+        tmp = path.with_name(f".{path.name}.part")
+        need = self.config.memory_mb << 20
+        try:
+            # paging=false: physical memory as it is, which drgn and crash read
+            # with the kernel's own page tables; no filter, nothing left out.
+            self.qmp.cmd(
+                "dump-guest-memory",
+                DUMP_TIMEOUT_S * self.image.kernel.time_factor,
+                paging=False,
+                protocol=f"file:{tmp}",
+            )
+        except QmpError as e:
+            tmp.unlink(missing_ok=True)
+            if "No space left" in str(e) or "Disk quota" in str(e):
+                raise no_space(path, need) from e
+            raise HarnessError(f"QEMU could not dump the guest's memory to {path}: {e}") from e
+        os.replace(tmp, path)
+        return path.stat().st_size
 
     # -- SSH
 

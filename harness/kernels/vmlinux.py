@@ -6,9 +6,13 @@ from __future__ import annotations
 import lzma
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import HarnessError
 from ..util import last_line, need_tool, run_tool
+
+if TYPE_CHECKING:
+    from .files import KernelFiles
 
 
 def extract_vmlinux(vmlinuz: Path, out: Path) -> None:
@@ -35,3 +39,20 @@ def extract_vmlinux(vmlinuz: Path, out: Path) -> None:
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(payload)
     os.replace(tmp, out)
+
+
+def symbols_of(kernel: "KernelFiles") -> tuple[str, str]:
+    """The kernel's vmlinux if it has a symbol table, for reading a vmcore
+    (drgn, crash, gdb); else "" and what would have one."""
+    path = kernel.vmlinux
+    if not path.is_file():
+        return "", f"no vmlinux of {kernel.release} in the cache"
+    sections = run_tool(["readelf", "-S", "-W", path], what="readelf").stdout
+    if ".symtab" not in sections:
+        return "", (
+            f"{path.name} has no symbols; Debian's linux-image-{kernel.release}-dbg has them, "
+            "a debug kernel built with --kconfig CONFIG_DEBUG_INFO_DWARF5=y too"
+        )
+    if ".debug_info" not in sections:
+        return str(path), "symbols, no DWARF: drgn and crash need --kconfig CONFIG_DEBUG_INFO_DWARF5=y"
+    return str(path), ""

@@ -27,9 +27,10 @@ from ..guest.snapshot import GuestStart
 from ..guest.splat import Splat, new_splats
 from ..guest.ssh import Running
 from ..kernels import modbuild
+from ..paths import build_dir
 from ..progress import progress
 from .kbuild import BuiltModules, Knobs, ModuleSetSpec
-from .outcomes import GuestState, RaceReport, RunEnd, RunResult, TargetInfo, Verdict, summarise_run
+from .outcomes import GuestState, MemoryDump, RaceReport, Replay, RunEnd, RunResult, TargetInfo, Verdict, summarise_run
 from .racer import RoleResult, RoleSpec, parse_role_output
 from .spec import DEFAULT_KNOBS, MAX_CONTENTION, RaceSpec, guest_flags
 
@@ -73,6 +74,7 @@ class RaceGuest(Protocol):
     def kill(self) -> None: ...
     def console_text(self) -> str: ...
     def console_size(self) -> int: ...
+    def dump_memory(self, path: Path) -> int: ...
 
 
 @dataclass
@@ -299,6 +301,8 @@ class RaceStages(Protocol):
     def modules(self, scheme: str) -> BuiltModules: ...
     def kernel_files(self) -> kernels.KernelFiles: ...
     def boot(self, name: str, payload: GuestPayload) -> RaceGuest: ...
+    def guest_modules(self, payload: GuestPayload) -> tuple[Path, ...]: ...
+    def debug_vmlinux(self) -> tuple[str, str]: ...
 
 
 class PipelineStages:
@@ -326,14 +330,22 @@ class PipelineStages:
 
         return build(self.kfiles, ModuleSetSpec(scheme, providers=self.spec.providers, buses=self.spec.buses))
 
+    def guest_modules(self, payload: GuestPayload) -> tuple[Path, ...]:
+        """The .ko files its guests get besides the kernel's own."""
+        return (*payload.ko_files, *self.extra_modules)
+
+    def debug_vmlinux(self) -> tuple[str, str]:
+        """The kernel with its symbols, for reading a vmcore; or "" and why not."""
+        from ..kernels.vmlinux import symbols_of
+
+        return symbols_of(self.kfiles)
+
     def boot(self, name: str, payload: GuestPayload) -> RaceGuest:
         from ..guest.image import build_image
         from ..guest.vm import Vm, VmConfig
 
         # The racer is in every base image.
-        img = build_image(
-            self.kfiles, (*payload.ko_files, *self.extra_modules), (), payload.kmods, self.spec.guest_packages
-        )
+        img = build_image(self.kfiles, self.guest_modules(payload), (), payload.kmods, self.spec.guest_packages)
         vm = Vm(
             img,
             VmConfig(
@@ -351,6 +363,77 @@ class PipelineStages:
             raise
 
 
+class _Recorder:
+    """Writes down what a guest's setup does over SSH (commands, files), for
+    the runs' `Replay`."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+        self.files: list[tuple[str, str]] = []
+
+    def guest(self, vm: RaceGuest) -> RaceGuest:
+        return _RecordingGuest(vm, self)  # type: ignore[return-value]
+
+    def replay(self, release: str, modules: Sequence[Path], payload: GuestPayload, plan: RunPlan) -> Replay:
+        return Replay(
+            release=release,
+            modules=tuple(str(m) for m in modules),
+            kmods=tuple(payload.kmods),
+            files=tuple(self.files),
+            setup=tuple(self.commands),
+            roles=tuple(r.command() for r in plan.roles),
+            barrier=BARRIER,
+        )
+
+
+class _RecordingSsh:
+    def __init__(self, ssh: RaceSsh, rec: _Recorder) -> None:
+        self._ssh, self._rec = ssh, rec
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._ssh, name)
+
+    def run(self, command: str, timeout: float | None = 300, check: bool = False, stdin: bytes | None = None):
+        self._rec.commands.append(command)
+        return self._ssh.run(command, timeout=timeout, check=check, stdin=stdin)
+
+    def upload(self, local: Path | bytes, remote: str, mode: int = 0o644) -> None:
+        data = local if isinstance(local, bytes) else Path(local).read_bytes()
+        self._rec.files.append((remote, data.decode(errors="replace")))
+        self._ssh.upload(local, remote, mode)
+
+
+class _RecordingGuest:
+    def __init__(self, vm: RaceGuest, rec: _Recorder) -> None:
+        self._vm, self._rec = vm, rec
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._vm, name)
+
+    @property
+    def ssh(self) -> _RecordingSsh:
+        return _RecordingSsh(self._vm.ssh, self._rec)
+
+
+def dump_guest(vm: RaceGuest, run: RunResult, stages: RaceStages) -> MemoryDump:
+    """The guest's memory after `run` beside its console log, with what reads
+    it; a guest that died first leaves a note instead."""
+    vmlinux, why = stages.debug_vmlinux()
+    modules = run.replay.modules if run.replay else ()
+    gone = _guest_gone(vm)
+    if gone is RunEnd.GUEST_DIED:
+        return MemoryDump(note="the guest had died before its memory could be dumped (a panic ends QEMU)")
+    logs = build_dir() / "logs"  # where console logs go: the vmcore beside its guest's
+    logs.mkdir(parents=True, exist_ok=True)
+    path = logs / f"{Path(vm.log_path).stem}.vmcore"
+    progress(f"dump: writing the guest's memory to {path}")
+    t0 = time.monotonic()
+    size = vm.dump_memory(path)
+    took = time.monotonic() - t0
+    progress(f"dump: {size >> 20} MiB in {took:.1f}s")
+    return MemoryDump(str(path), vmlinux, modules, size, round(took, 2), why)
+
+
 def _spoiled(last: RunResult | None, plan: RunPlan) -> bool:
     """A guest that splatted, was broken, or whose lockdep went off cannot
     vouch for the next run of its group: a new one."""
@@ -362,11 +445,12 @@ def _spoiled(last: RunResult | None, plan: RunPlan) -> bool:
 
 
 def run_race(
-    spec: RaceSpec, strategy: Strategy, keep: bool = False, stages: RaceStages | None = None
+    spec: RaceSpec, strategy: Strategy, keep: bool = False, stages: RaceStages | None = None, dump: bool = False
 ) -> tuple[RaceReport, RaceGuest | None]:
     """Every run of the race, one fresh guest per group (and a new one after a
     splat or a dead guest).  With `keep`, the last guest is returned still
-    running (the caller must kill it)."""
+    running (the caller must kill it).  With `dump`, the guest's memory is
+    written at the first splat, or after the last run if none splatted."""
     stages = stages or PipelineStages(spec)
     report = RaceReport(
         kernel=stages.release,
@@ -383,19 +467,27 @@ def run_race(
         kasan=stages.kasan,
     )
     groups = strategy.groups(stages)
+    dumped = False
     for i, group in enumerate(groups):
         opened = group.open()
         vm: RaceGuest | None = None
+        setup = _Recorder()
         try:
-            for plan in opened.plans:
+            for j, plan in enumerate(opened.plans):
                 last = report.runs[-1] if report.runs else None
                 if vm is None or _spoiled(last, plan) or _guest_gone(vm) is not None:
                     if vm is not None:
                         vm.kill()
                     vm = stages.boot(opened.name, opened.payload)
                     report.accel = vm.accel
-                    opened.prepare(vm)
+                    setup = _Recorder()
+                    opened.prepare(setup.guest(vm))
                 run = run_plan(vm, spec, plan, stages.lockdep, stages.kasan)
+                run.replay = setup.replay(stages.release, stages.guest_modules(opened.payload), opened.payload, plan)
+                last_run = i == len(groups) - 1 and j == len(opened.plans) - 1
+                if dump and not dumped and (run.splats or last_run):
+                    run.dump = dump_guest(vm, run, stages)
+                    dumped = True
                 report.runs.append(run)
                 progress(f"race {plan.scheme}/{plan.workload}: {run.verdict.value}")
         except BaseException:

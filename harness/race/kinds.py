@@ -17,6 +17,9 @@ KINDS: Mapping[str, Callable[[RaceSpec], Strategy]] = {
 }
 
 
-def race(spec: RaceSpec, keep: bool = False, stages: RaceStages | None = None) -> tuple[RaceReport, RaceGuest | None]:
-    """Run `spec`; with `keep` the last guest is returned still running (the caller must kill it)."""
-    return run_race(spec, KINDS[spec.kind](spec), keep, stages)
+def race(
+    spec: RaceSpec, keep: bool = False, stages: RaceStages | None = None, dump: bool = False
+) -> tuple[RaceReport, RaceGuest | None]:
+    """Run `spec`; with `keep` the last guest is returned still running (the
+    caller must kill it); with `dump` a run's guest memory is written (run_race)."""
+    return run_race(spec, KINDS[spec.kind](spec), keep, stages, dump)

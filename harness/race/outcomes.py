@@ -285,6 +285,83 @@ class TargetInfo:
         return None if not d else cls(str(d["module"]), tuple(d["caller_ops"]), bool(d.get("control")))
 
 
+@dataclass(frozen=True)
+class Replay:
+    """What a run did in its guest, as a user would type it: the modules it
+    brought, the files its setup wrote, its setup's commands and the racer
+    command lines started together.  `export` turns it into a reproducer
+    that runs without the harness."""
+
+    release: str  # the kernel it needs (uname -r)
+    modules: tuple[str, ...] = ()  # host paths of the .ko files installed under extra/
+    kmods: tuple[str, ...] = ()  # the kernel's own modules its guest held
+    files: tuple[tuple[str, str], ...] = ()  # (guest path, text) its setup wrote
+    setup: tuple[str, ...] = ()  # its setup's shell commands, in order
+    roles: tuple[str, ...] = ()  # racer command lines, started together
+    barrier: str = ""  # the roles' start barrier, removed before they start
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "release": self.release,
+            "modules": list(self.modules),
+            "kmods": list(self.kmods),
+            "files": [list(f) for f in self.files],
+            "setup": list(self.setup),
+            "roles": list(self.roles),
+            "barrier": self.barrier,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> "Replay | None":
+        if not d:
+            return None
+        return cls(
+            release=str(d["release"]),
+            modules=tuple(d.get("modules", ())),
+            kmods=tuple(d.get("kmods", ())),
+            files=tuple((str(a), str(b)) for a, b in d.get("files", ())),
+            setup=tuple(d.get("setup", ())),
+            roles=tuple(d.get("roles", ())),
+            barrier=str(d.get("barrier", "")),
+        )
+
+
+@dataclass(frozen=True)
+class MemoryDump:
+    """The guest's memory after a run (`race --dump`): an ELF vmcore and what
+    reads it, or why there is none."""
+
+    vmcore: str = ""
+    vmlinux: str = ""  # the kernel with its symbols (and DWARF, where built with it)
+    modules: tuple[str, ...] = ()  # the run's own .ko files
+    bytes: int = 0
+    seconds: float = 0.0
+    note: str = ""  # why no vmcore, or what is missing to read it
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "vmcore": self.vmcore,
+            "vmlinux": self.vmlinux,
+            "modules": list(self.modules),
+            "bytes": self.bytes,
+            "seconds": self.seconds,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> "MemoryDump | None":
+        if not d:
+            return None
+        return cls(
+            vmcore=str(d.get("vmcore", "")),
+            vmlinux=str(d.get("vmlinux", "")),
+            modules=tuple(d.get("modules", ())),
+            bytes=int(d.get("bytes", 0)),
+            seconds=float(d.get("seconds", 0.0)),
+            note=str(d.get("note", "")),
+        )
+
+
 @dataclass
 class RunResult:
     """One scheme x workload in one guest, or one target race (`target` set:
@@ -314,6 +391,8 @@ class RunResult:
     guest: GuestState = field(default_factory=GuestState)
     target: TargetInfo | None = None
     reach: tuple[RoleReach, ...] = ()  # per caller role
+    replay: Replay | None = None  # what it did in its guest (export)
+    dump: MemoryDump | None = None  # its guest's memory (race --dump)
 
     @property
     def caller_ops(self) -> tuple[str, ...]:
@@ -372,6 +451,8 @@ class RunResult:
             "events": self.timeline.to_json() if self.timeline else None,
             "target": self.target.to_json() if self.target else None,
             "reach": [r.to_json() for r in self.reach],
+            "replay": self.replay.to_json() if self.replay else None,
+            "dump": self.dump.to_json() if self.dump else None,
         }
 
     @classmethod
@@ -400,6 +481,8 @@ class RunResult:
             guest=GuestState.from_json(d.get("guest")),
             target=TargetInfo.from_json(d.get("target")),
             reach=tuple(RoleReach.from_json(r) for r in d.get("reach") or ()),
+            replay=Replay.from_json(d.get("replay")),
+            dump=MemoryDump.from_json(d.get("dump")),
         )
 
 

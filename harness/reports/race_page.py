@@ -140,6 +140,14 @@ def _run_section(
         f"<p>Console log: {file_link(run.console_log, page_dir)}; run took {run.seconds:g} s, "
         f"ended {esc(run.end.value)}{(': ' + esc(run.end_detail)) if run.end_detail else ''}.</p>"
     )
+    if run.dump is not None:
+        d = run.dump
+        if d.vmcore:
+            reader = f"; vmlinux {file_link(d.vmlinux, page_dir)}" if d.vmlinux else ""
+            note = f" ({esc(d.note)})" if d.note else ""
+            out.append(f"<p>Memory: vmcore {file_link(d.vmcore, page_dir)}, {d.bytes >> 20} MiB{reader}{note}.</p>")
+        else:
+            out.append(f"<p>Memory: no vmcore ({esc(d.note)}).</p>")
     for err in run.role_errors:
         out.append(f'<p class="problem">{esc(err)}</p>')
     for s in run.splats:

@@ -155,6 +155,7 @@ class FakeGuest:
     uploads: dict[str, bytes] = field(default_factory=dict)
     started: float | None = None
     killed: bool = False
+    dumps: list[Path] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._ssh = FakeSsh(self)
@@ -179,6 +180,15 @@ class FakeGuest:
 
     def console_size(self) -> int:
         return len(self.console.encode())
+
+    def dump_memory(self, path: Path) -> int:
+        """A stand-in vmcore: an ELF magic and the console so far."""
+        if not self.alive():
+            raise AssertionError("the engine dumped a dead guest")
+        data = b"\x7fELF" + self.console.encode()
+        path.write_bytes(data)
+        self.dumps.append(path)
+        return len(data)
 
 
 class FakeStages:
@@ -207,6 +217,12 @@ class FakeStages:
 
     def kernel_files(self) -> None:
         return None  # a target race's resolve is faked where one runs
+
+    def guest_modules(self, payload) -> tuple[Path, ...]:
+        return tuple(payload.ko_files)
+
+    def debug_vmlinux(self) -> tuple[str, str]:
+        return "/nonexistent/vmlinux", ""
 
     def boot(self, name: str, payload) -> FakeGuest:
         scheme = name.removeprefix("race-")

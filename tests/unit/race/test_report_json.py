@@ -80,8 +80,9 @@ def test_a_report_without_the_newer_fields_reads_with_their_defaults():
 
 OLD = Path(__file__).resolve().parents[1] / "data" / "reports-before-one-engine.json"
 # What "no verdict without reach" added to every run and op, and the time
-# to the first splat (with the timeline's origin on the guest's clock).
-ADDED = {"reach", "ok_live", "first_splat_ms", "unloads_before_splat", "origin_s"}
+# to the first splat (with the timeline's origin on the guest's clock); then
+# what a run did in its guest (replay) and its memory dump.
+ADDED = {"reach", "ok_live", "first_splat_ms", "unloads_before_splat", "origin_s", "replay", "dump"}
 
 
 def _without(doc, keys=ADDED | {"seconds"}):
@@ -99,6 +100,7 @@ def test_old_reports_read_back_unchanged():
     again = [r.to_json() for r in reports_from_json(old)]
     assert _without(again) == _without(old)
     assert all(run["reach"] == [] for rep in again for run in rep["runs"])  # never claimed for an old report
+    assert all(run["replay"] is None and run["dump"] is None for rep in again for run in rep["runs"])
 
 
 def test_the_one_engine_writes_the_old_pipelines_reports(monkeypatch, tmp_path):

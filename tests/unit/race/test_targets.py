@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fakeguest import OOPS, Behaviour, FakeGuest, fast_engine  # noqa: F401 (autouse)
+from fakeguest import OOPS, Behaviour, FakeGuest, FakeStages, fast_engine  # noqa: F401 (autouse)
 from harness import cli
 from harness.cli import race as race_cli
 from harness.errors import HarnessError
@@ -154,6 +154,9 @@ class Stages:
 
     def kernel_files(self) -> Stages:
         return self  # what fake_resolve below is handed
+
+    guest_modules = FakeStages.guest_modules
+    debug_vmlinux = FakeStages.debug_vmlinux
 
     def boot(self, name, payload) -> FakeGuest:
         self.booted.append((name, payload))
