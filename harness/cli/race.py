@@ -136,6 +136,13 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
         "if none splatted; the report names it and the vmlinux that reads it",
     )
     p.add_argument(
+        "--export",
+        type=Path,
+        metavar="DIR",
+        help="write the first run that splatted (else the first run) as a folder that reproduces it without the "
+        "harness: its modules, the static racer, repro.sh, a README (one folder per kernel under DIR if several)",
+    )
+    p.add_argument(
         "--gdb",
         action="store_true",
         help="with --keep: start the kept guest's gdb stub on a free local port and print the gdb command "
@@ -365,6 +372,8 @@ def derived_row(kernel: kernels.KernelRow, name: str, accel: str) -> TargetRow:
 
 
 def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] | None = None) -> int:
+    if args.export and args.export.exists() and (not args.export.is_dir() or any(args.export.iterdir())):
+        raise HarnessError(f"--export {args.export}: exists and is not an empty folder; give a new one")
     if args.gdb and not args.keep:
         raise HarnessError("--gdb needs --keep: the stub is the kept guest's, after the race")
     if args.gdb:
@@ -417,6 +426,13 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
         for run in r.runs:
             if run.dump is not None:
                 print(f"{dump_line(run.dump)}", file=sys.stderr)
+    if args.export:
+        from ..guest.programs import build_racer
+        from ..reports.repro import export, pick_run
+
+        for r in reports:
+            folder = args.export if len(reports) == 1 else args.export / r.kernel_spec
+            print(f"reproducer: {export(r, pick_run(r, None), folder, build_racer())}", file=sys.stderr)
     write_ci_outputs(args, reports)
     status = exit_status(reports)
     for r in reports:

@@ -93,3 +93,28 @@ def cmd_race_page(args: argparse.Namespace) -> int:
     write_race_pages(reports_from_json(doc), [out])
     print(out)
     return ExitStatus.OK
+
+
+def add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("report", type=Path, metavar="REPORT.json", help="a race's JSON report")
+    p.add_argument("folder", type=Path, metavar="DIR", help="a new (or empty) folder for the reproducer")
+    p.add_argument(
+        "--run", type=int, metavar="N", help="the report's Nth run (default: the first that splatted, else the first)"
+    )
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """A report's run as a reproducer folder."""
+    from ..guest.programs import build_racer
+    from ..reports.repro import export, pick_run
+
+    try:
+        doc = json.loads(args.report.read_text())
+    except (OSError, ValueError) as e:
+        raise HarnessError(f"{args.report}: {e}") from None
+    reports = reports_from_json(doc)
+    if len(reports) != 1:
+        raise HarnessError(f"{args.report}: {len(reports)} kernels' reports; export takes a race on one kernel")
+    run = pick_run(reports[0], args.run)
+    print(export(reports[0], run, args.folder, build_racer()))
+    return ExitStatus.OK
