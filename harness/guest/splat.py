@@ -91,6 +91,9 @@ class Splat:
     # Where the report was in the console log it came from: not the report
     # itself, and not kept in JSON reports, so two equal reports may differ here.
     start_line: int = field(compare=False)
+    # The lines again with file:line on each frame (symbolize.py), when the
+    # kernel's debug info was there to say; () otherwise.
+    decoded: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, SplatKind):

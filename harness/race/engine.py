@@ -303,6 +303,7 @@ class RaceStages(Protocol):
     def boot(self, name: str, payload: GuestPayload) -> RaceGuest: ...
     def guest_modules(self, payload: GuestPayload) -> tuple[Path, ...]: ...
     def debug_vmlinux(self) -> tuple[str, str]: ...
+    def symbolize(self, splats: Sequence[Splat], modules: Sequence[Path]) -> tuple[list[Splat], str]: ...
 
 
 class PipelineStages:
@@ -339,6 +340,17 @@ class PipelineStages:
         from ..kernels.vmlinux import symbols_of
 
         return symbols_of(self.kfiles)
+
+    def symbolize(self, splats: Sequence[Splat], modules: Sequence[Path]) -> tuple[list[Splat], str]:
+        """The splats with file:line frames, where the kernel has DWARF; else
+        as they are, and why."""
+        from ..guest.symbolize import decode, decoder_for
+
+        dec, why = decoder_for(self.kfiles, modules)
+        if dec is None:
+            return list(splats), why
+        progress(f"symbolize: {len(splats)} splat(s) with {dec.script.name}")
+        return decode(dec, splats), ""
 
     def boot(self, name: str, payload: GuestPayload) -> RaceGuest:
         from ..guest.image import build_image
@@ -484,6 +496,8 @@ def run_race(
                     opened.prepare(setup.guest(vm))
                 run = run_plan(vm, spec, plan, stages.lockdep, stages.kasan)
                 run.replay = setup.replay(stages.release, stages.guest_modules(opened.payload), opened.payload, plan)
+                if run.splats:
+                    run.splats, report.frames_note = stages.symbolize(run.splats, stages.guest_modules(opened.payload))
                 last_run = i == len(groups) - 1 and j == len(opened.plans) - 1
                 if dump and not dumped and (run.splats or last_run):
                     run.dump = dump_guest(vm, run, stages)

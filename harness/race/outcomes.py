@@ -14,7 +14,7 @@ the failures of those operations, by errno.
 from __future__ import annotations
 
 import enum
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import HarnessError
@@ -251,14 +251,23 @@ class GuestState:
 
 
 def splat_json(s: Splat) -> dict[str, Any]:
-    """A splat in the JSON report: its kind, title and console lines."""
-    return {"kind": s.kind.value, "title": s.title, "lines": list(s.lines)}
+    """A splat in the JSON report: its kind, title and console lines (and
+    the lines with file:line, where it was symbolized)."""
+    doc: dict[str, Any] = {"kind": s.kind.value, "title": s.title, "lines": list(s.lines)}
+    if s.decoded:
+        doc["decoded"] = list(s.decoded)
+    return doc
 
 
 def splats_from_json(items: Sequence[Mapping[str, Any]]) -> list[Splat]:
     """`splat_json`'s inverse: the modules are read again from the lines;
     where the lines were in their console log is not kept (`Splat.start_line`)."""
-    return [Splat.from_lines(SplatKind(s["kind"]), s["title"], tuple(s["lines"])) for s in items]
+    return [
+        replace(
+            Splat.from_lines(SplatKind(s["kind"]), s["title"], tuple(s["lines"])), decoded=tuple(s.get("decoded", ()))
+        )
+        for s in items
+    ]
 
 
 LOCKDEP_WENT_OFF = (
@@ -537,6 +546,9 @@ class RaceReport:
     lockdep: bool = False  # the kernel has CONFIG_PROVE_LOCKING
     kasan: bool = False  # the kernel has CONFIG_KASAN
     kernel_describe: str = ""  # where the kernel comes from: "Debian 6.1.192-3", "build tree, git v6.12.1"
+    # Why its splats' frames are function+offset, not file:line ("" when
+    # they were decoded, or when nothing splatted).
+    frames_note: str = ""
     runs: list[RunResult] = field(default_factory=list)
 
     def problems(self) -> list[str]:

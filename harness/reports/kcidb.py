@@ -191,6 +191,8 @@ def run_misc(report: RaceReport, run: RunResult) -> dict[str, Any]:
         "failed_by_unloads_met": list(run.failed_by_unloads_met),
         "ops": ops,
         "splats": [f"{s.kind.value}: {s.title}" for s in run.splats],
+        # The first splat's frames with file:line, where the kernel's debug info could say.
+        **({"decoded_trace": list(run.splats[0].decoded)} if run.splats and run.splats[0].decoded else {}),
         "role_errors": run.role_errors,
         "seconds": run.seconds,
         "seed": report.seed,

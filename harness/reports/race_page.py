@@ -152,7 +152,9 @@ def _run_section(
         out.append(f'<p class="problem">{esc(err)}</p>')
     for s in run.splats:
         out.append(f"<h3>{esc(s.kind)}: {esc(s.title)}</h3>")
-        out.append(f"<pre>{esc(chr(10).join(s.lines))}</pre>")
+        if s.decoded:
+            out.append("<p>Frames with file:line (the kernel's decode_stacktrace.sh):</p>")
+        out.append(f"<pre>{esc(chr(10).join(s.decoded or s.lines))}</pre>")
         out.append(f"<p>Whole log: {file_link(run.console_log, page_dir)}</p>")
     out.append("</section>")
     return out
@@ -180,6 +182,8 @@ def race_html(
             else '<p class="meta">Every run showed what its scheme claims (exit status 0).</p>'
         )
         body += [f'<p class="problem">FAIL {esc(p)}</p>' for p in problems]
+        if rep.frames_note:
+            body.append(f'<p class="meta">Splat frames are function+offset, not file:line: {esc(rep.frames_note)}.</p>')
         body += _runs_table(i, rep)
         body.append(
             '<p class="note">A timeline shades each unload (orange: delete_module running, the '

@@ -224,6 +224,9 @@ class FakeStages:
     def debug_vmlinux(self) -> tuple[str, str]:
         return "/nonexistent/vmlinux", ""
 
+    def symbolize(self, splats, modules) -> tuple[list, str]:
+        return list(splats), "a fake kernel has no debug info"
+
     def boot(self, name: str, payload) -> FakeGuest:
         scheme = name.removeprefix("race-")
         guest = FakeGuest(behaviour=self.behaviours.get(scheme, Behaviour()))

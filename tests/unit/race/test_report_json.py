@@ -82,7 +82,7 @@ OLD = Path(__file__).resolve().parents[1] / "data" / "reports-before-one-engine.
 # What "no verdict without reach" added to every run and op, and the time
 # to the first splat (with the timeline's origin on the guest's clock); then
 # what a run did in its guest (replay) and its memory dump.
-ADDED = {"reach", "ok_live", "first_splat_ms", "unloads_before_splat", "origin_s", "replay", "dump"}
+ADDED = {"reach", "ok_live", "first_splat_ms", "unloads_before_splat", "origin_s", "replay", "dump", "frames_note"}
 
 
 def _without(doc, keys=ADDED | {"seconds"}):

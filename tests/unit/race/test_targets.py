@@ -157,6 +157,7 @@ class Stages:
 
     guest_modules = FakeStages.guest_modules
     debug_vmlinux = FakeStages.debug_vmlinux
+    symbolize = FakeStages.symbolize
 
     def boot(self, name, payload) -> FakeGuest:
         self.booted.append((name, payload))
