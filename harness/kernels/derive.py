@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..errors import HarnessError
-from ..paths import cache_dir
+from ..paths import cache_dir, data_dir
 from ..project import table as harness_table
 from .kconfig import parse_config
 from .table import ROWS, KernelRow, parse_specs
@@ -60,8 +60,14 @@ def read_options(items: Iterable[str]) -> tuple[str, ...]:
     for item in items:
         path = Path(item)
         if "=" not in item and not item.startswith("#"):
+            own = data_dir("kconfigs") / f"{item}.config"
+            if not path.is_file() and "/" not in item and own.is_file():
+                path = own  # one of the harness's own fragments, by name: --kconfig debuginfo
             if not path.is_file():
-                raise HarnessError(f"--kconfig {item}: no such fragment file (or give CONFIG_NAME=VALUE)")
+                raise HarnessError(
+                    f"--kconfig {item}: no such fragment file (or give CONFIG_NAME=VALUE, or the name of one of "
+                    f"the harness's own: {', '.join(sorted(p.stem for p in data_dir('kconfigs').glob('*.config')))})"
+                )
             try:
                 text = path.read_text()
             except OSError as e:

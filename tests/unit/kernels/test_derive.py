@@ -25,6 +25,14 @@ def test_options_and_fragments_are_read_in_order_later_ones_winning(tmp_path):
     assert got == ("CONFIG_UHID=y", "CONFIG_HID_GENERIC=n", 'CONFIG_FOO="x y"', "CONFIG_NR=0x10")
 
 
+def test_the_harness_own_fragments_go_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # from any folder
+    got = derive.read_options(["debuginfo"])
+    assert "CONFIG_DEBUG_INFO_DWARF5=y" in got and "CONFIG_DEBUG_INFO_NONE=n" in got and "CONFIG_FW_CFG_SYSFS=y" in got
+    with pytest.raises(HarnessError, match="debug, debuginfo, families, guest"):
+        derive.read_options(["nosuch"])
+
+
 @pytest.mark.parametrize(
     "item, message",
     [
