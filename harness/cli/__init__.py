@@ -59,6 +59,11 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
         "--kernel", default=kernels.DEFAULT_KERNEL, help="spec or PATH of a kernel tree, comma list or 'all'"
     )
     add_kernel_change_args(f)
+    f.add_argument(
+        "--debug-info",
+        action="store_true",
+        help="also Debian's linux-image-RELEASE-dbg (DWARF: hundreds of MB), for vmcores and file:line frames",
+    )
     b = sub.add_parser("build", help="build a kbuild module directory for kernels; print the .ko files per kernel")
     b.add_argument(
         "--kernel", default=kernels.DEFAULT_KERNEL, help="spec or PATH of a kernel tree, comma list or 'all'"

@@ -39,6 +39,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     for spec in kernel_rows(args):
         files = kernels.fetch(spec)
         print(f"{spec.name}: {files.release} in {files.root}")
+        if args.debug_info:
+            from ..kernels import debuginfo
+
+            print(f"{spec.name}: debug info in {debuginfo.fetch(files)}")
     return 0
 
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from ..kernels import debuginfo
 from ..kernels.vmlinux import symbols_of
+from ..paths import cache_dir
 from ..util import run_tool
 from .modtree import module_name
 from .splat import Splat
@@ -34,11 +36,15 @@ class Decoder:
 
 
 def _script_of(kernel: KernelFiles) -> Path | None:
-    """The decode script of the kernel's own source: an O= object tree links
-    its source as `source`."""
+    """The decode script of the kernel's own source (an O= object tree links
+    its source as `source`); for a Debian kernel, whose headers have none,
+    the script of a kernel source the cache holds (it reads any release's
+    traces: it only runs nm, readelf and addr2line on the files it is given)."""
     for tree in (kernel.headers_dir / "source", kernel.headers_dir):
         if (tree / SCRIPT).is_file():
             return tree / SCRIPT
+    for found in sorted((cache_dir() / "buildroots").glob(f"*/usr/src/linux-source-*/{SCRIPT}")):
+        return found
     return None
 
 
@@ -54,10 +60,11 @@ def decoder_for(kernel: KernelFiles, own_modules: Sequence[Path] = ()) -> tuple[
         return None, "addr2line not found; install it with: apt-get install binutils"
     mods: dict[str, Path] = {}
     dep = kernel.modules_dir / "modules.dep"
+    with_dwarf = debuginfo.modules_dir(kernel) or kernel.modules_dir  # Debian's -dbg ones, where fetched
     if dep.is_file():
         for line in dep.read_text().splitlines():
             rel = line.partition(":")[0]
-            mods[module_name(rel)] = kernel.modules_dir / rel
+            mods[module_name(rel)] = with_dwarf / rel
     for ko in own_modules:
         mods[module_name(ko)] = Path(ko)
     return Decoder(script, Path(vmlinux), mods), ""

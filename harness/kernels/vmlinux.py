@@ -44,15 +44,17 @@ def extract_vmlinux(vmlinuz: Path, out: Path) -> None:
 def symbols_of(kernel: "KernelFiles") -> tuple[str, str]:
     """The kernel's vmlinux if it has a symbol table, for reading a vmcore
     (drgn, crash, gdb); else "" and what would have one."""
-    path = kernel.vmlinux
+    from . import debuginfo
+
+    path = debuginfo.vmlinux(kernel) or kernel.vmlinux
     if not path.is_file():
         return "", f"no vmlinux of {kernel.release} in the cache"
     sections = run_tool(["readelf", "-S", "-W", path], what="readelf").stdout
     if ".symtab" not in sections:
         return "", (
-            f"{path.name} has no symbols; Debian's linux-image-{kernel.release}-dbg has them, "
-            "a debug kernel built with --kconfig CONFIG_DEBUG_INFO_DWARF5=y too"
+            f"{path.name} has no symbols; fetch Debian's with: python -m harness fetch --kernel {kernel.name} "
+            "--debug-info (a kernel built here: --kconfig debuginfo)"
         )
     if ".debug_info" not in sections:
-        return str(path), "symbols, no DWARF: drgn and crash need --kconfig CONFIG_DEBUG_INFO_DWARF5=y"
+        return str(path), "symbols, no DWARF: drgn and crash need a kernel built with --kconfig debuginfo"
     return str(path), ""

@@ -189,16 +189,20 @@ def _char_major(m: re.Match, facts: "Facts") -> Candidate | None:
 
 
 # Link kinds whose newlink refuses a link without some IFLA_INFO_DATA
-# attributes: the fewest that make one (NetdevOp's data=N/TYPE/VALUE).
+# attributes: the fewest that make one (NetdevOp's data=N/TYPE/VALUE), and
+# `:hold=0` where a held link keeps every other caller's from being made.
 LINK_DATA: dict[str, str] = {
-    "gtp": "5/u8/1",  # IFLA_GTP_CREATE_SOCKETS: its own UDP sockets, no fds from user space
-    "vxlan": "1/u32/42",  # IFLA_VXLAN_ID: a VNI
+    # IFLA_GTP_CREATE_SOCKETS: its own UDP sockets, no fds from user space.
+    # They bind GTP's fixed ports (2152, 3386), so one link at a time: a held
+    # one would fail every other call with EADDRINUSE.
+    "gtp": "data=5/u8/1:hold=0",
+    "vxlan": "data=1/u32/42",  # IFLA_VXLAN_ID: a VNI
 }
 
 
 def _link(m: re.Match, facts: "Facts") -> Candidate:
-    data = LINK_DATA.get(m["kind"])
-    return Candidate((f"netdev-add:{m['kind']}" + (f":data={data}" if data else ""),), m.string, Kind.NET)
+    extra = LINK_DATA.get(m["kind"])
+    return Candidate((f"netdev-add:{m['kind']}" + (f":{extra}" if extra else ""),), m.string, Kind.NET)
 
 
 ALIAS_RULES: tuple[AliasRule, ...] = (

@@ -19,7 +19,7 @@ EXPECTED = {
     "isofs": "mount:/dev/loop0:iso9660:ro",  # one with an image made on the host (pycdlib)
     "udf": "mount:/dev/loop0:udf:ro",
     "dummy": "netdev-add:dummy",  # rtnl-link-dummy
-    "gtp": "netdev-add:gtp:data=5/u8/1",  # rtnl-link-gtp, whose newlink needs an attribute (LINK_DATA)
+    "gtp": "netdev-add:gtp:data=5/u8/1:hold=0",  # rtnl-link-gtp, whose newlink needs an attribute (LINK_DATA)
     "uinput": "open:/dev/uinput",  # /dev and devname:uinput
     "twofish_generic": "socket:alg:seqpacket:0:skcipher:ecb(twofish-generic)",  # /proc/crypto, a bare cipher
     "ctr": "socket:alg:seqpacket:0:skcipher:ctr(aes)",  # crypto-ctr, a template

@@ -61,8 +61,9 @@ def test_aliases_give_ops_of_their_kind():
 
 def test_a_link_kind_that_needs_attributes_gets_them():
     cands, _ = d.candidates("m", d.Facts(aliases=("rtnl-link-gtp", "rtnl-link-vxlan")), {}, [])
-    assert ops_of(cands) == [("netdev-add:gtp:data=5/u8/1",), ("netdev-add:vxlan:data=1/u32/42",)]
-    assert parse(cands[0].ops[0]).racer_args() == ("gtp", "data=5/u8/1")
+    assert ops_of(cands) == [("netdev-add:gtp:data=5/u8/1:hold=0",), ("netdev-add:vxlan:data=1/u32/42",)]
+    gtp = parse(cands[0].ops[0])
+    assert gtp.racer_args() == ("gtp", "data=5/u8/1") and gtp.holds(True) == (0,), "one quick caller"
 
 
 def test_typed_protocol_alias_is_one_op_and_wins_over_the_untyped_rule():
