@@ -58,3 +58,46 @@ def test_sigterm_stops_the_session_tears_the_guests_down_and_exits_143(kernel_sp
     assert not (tmp_path / "next-test-ran").exists(), "a test after the signal ran"
     assert not [p for p in qemus if os.path.exists(f"/proc/{p}")], "a QEMU of the session survived it"
     assert "Traceback" not in out, out[-3000:]
+
+
+XDIST_TEST = """
+import pathlib
+
+def test_a(vm_factory):
+    vm = vm_factory()
+    pathlib.Path("guest-up-a").write_text(vm.ssh.run("echo up").stdout)
+    vm.ssh.run("sleep 600", timeout=900)
+
+def test_b(vm_factory):
+    vm = vm_factory()
+    pathlib.Path("guest-up-b").write_text(vm.ssh.run("echo up").stdout)
+    vm.ssh.run("sleep 600", timeout=900)
+"""
+
+
+def test_sigterm_to_an_xdist_session_reaches_its_workers_guests_at_once(kernel_spec, tmp_path):
+    (tmp_path / "test_sleepy.py").write_text(XDIST_TEST)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--kernel", kernel_spec.name, "-n", "2"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 600
+    while not ((tmp_path / "guest-up-a").exists() and (tmp_path / "guest-up-b").exists()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.1)
+    qemus = {p for p in _children(proc.pid) if "qemu" in open(f"/proc/{p}/comm").read()}
+    assert len(qemus) == 2, "one guest per worker"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    while [p for p in qemus if os.path.exists(f"/proc/{p}")] and time.monotonic() - t0 < 10:
+        time.sleep(0.05)
+    gone_after = time.monotonic() - t0
+    out, _ = proc.communicate(timeout=60)
+    took = time.monotonic() - t0
+    assert gone_after < 2, f"the workers' guests took {gone_after:.1f} s to go"
+    assert proc.returncode == 143 and took < 5, (proc.returncode, took, out[-3000:])
