@@ -67,6 +67,7 @@ class SplatKind(str, enum.Enum):
     LOCKUP = "lockup"
     RCU_STALL = "rcu_stall"
     HUNG_TASK = "hung_task"
+    OOM = "oom"
 
     @property
     def crash(self) -> bool:
@@ -380,6 +381,14 @@ HEADERS: tuple[_Header, ...] = (
     _h(r"^kernel BUG at (?P<where>\S+?)!?$", SplatKind.BUG, CRASH, _t_kernel_bug),
     _h(r"^(?:rcu: )?INFO: rcu_\w+ (?:self-)?detected stalls?", SplatKind.RCU_STALL, WARNS, _t_rcu),
     _h(r"^INFO: task .*blocked (?:in I/O wait )?for more than \d+ seconds", SplatKind.HUNG_TASK, WARNS, _t_hung),
+    # The guest ran out of memory (a module that allocates without bound, or
+    # a leak): the OOM killer's report.  A crash: something died for it.
+    _h(
+        r"^(?P<comm>\S+) invoked oom-killer: ",
+        SplatKind.OOM,
+        CRASH,
+        lambda m, b: f"out of memory: {m.group('comm')} invoked oom-killer",
+    ),
     _h(
         r"^(?:Internal error: )?Oops(?: - [\w ]+)?: (?:[\w ]+: )?[0-9a-fx]+ \[#\d+\]",
         SplatKind.OOPS,

@@ -140,6 +140,8 @@ CASES: dict[str, list[tuple]] = {
             False,
         )
     ],
+    # Our own guest (6.1): `tail /dev/zero` until the OOM killer took it.
+    "own_oom_user_hog_6.1.log": [("oom", "out of memory: tail invoked oom-killer", None, None, False)],
     "two_splats_warning_then_paging.log": [
         ("warning", "WARNING in iommu_map_sg", (), None, False),
         ("bug", "BUG: unable to handle kernel paging request in __memset", (), None, False),
@@ -298,7 +300,7 @@ def test_sanitizer_reports_get_their_tools_kind_and_class():
 
 def test_crash_kinds_are_the_memory_errors_and_the_dead_kernels():
     crashes = {k.value for k in SplatKind if k.crash}
-    assert crashes == {"oops", "bug", "gpf", "invalid_opcode", "panic", "kasan", "kfence", "kmsan"}
+    assert crashes == {"oops", "bug", "gpf", "invalid_opcode", "panic", "kasan", "kfence", "kmsan", "oom"}
     assert {k.value for k in SplatKind if not k.crash} == {
         "warning",
         "lockdep",
