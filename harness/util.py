@@ -137,9 +137,32 @@ def run_tool(
     except OSError as exc:
         raise HarnessError(_tool_message(what, f"cannot run {argv[0]}: {exc.strerror}", fix)) from None
     if check and proc.returncode != 0:
+        full = tool_out_of_space(what, proc, cwd)
+        if full is not None:
+            raise full
         detail = last_line(proc.stderr) or last_line(proc.stdout) or f"exit status {proc.returncode}"
         raise HarnessError(_tool_message(what, detail, fix))
     return proc
+
+
+_NO_SPACE_TEXT = ("No space left on device", "Disk quota exceeded")
+
+
+def tool_out_of_space(what: str, proc: subprocess.CompletedProcess, where: Path | None = None) -> HarnessError | None:
+    """A host tool that failed on a full disk (apt, tar, make, mksquashfs...):
+    the full-disk line, naming the tool and its own words, instead of its
+    last line, which is often a summary that hides the cause."""
+    out = proc.stderr + "\n" + proc.stdout
+    if isinstance(out, bytes):
+        out = out.decode(errors="replace")
+    said = next((ln.strip() for ln in out.splitlines() if any(t in ln for t in _NO_SPACE_TEXT)), None)
+    if said is None:
+        return None
+    place = f" under {where}" if where is not None else ""
+    return HarnessError(
+        f"no space left on the device{place}: {what} failed: {said}; "
+        "free some (python -m harness cache prune --keep-days N) or point HARNESS_CACHE or the output elsewhere"
+    )
 
 
 def _tool_message(what: str, detail: str, fix: str | None) -> str:

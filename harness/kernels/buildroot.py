@@ -29,7 +29,7 @@ from typing import Iterator, Mapping, Sequence
 from ..errors import HarnessError
 from ..paths import cache_dir
 from ..progress import progress
-from ..util import cached, last_line, need_tool, run_tool
+from ..util import cached, last_line, need_tool, run_tool, tool_out_of_space
 from . import apt
 from .table import KernelRow
 
@@ -346,6 +346,13 @@ def _run_relayed(argv: list[str], label: str, tmp: Path) -> None:
         detail = errors[0] if errors else (tail[-1] if tail else f"exit status {proc.returncode}")
         if tmp.exists() and not _mounts_under(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+        full = tool_out_of_space(
+            f"mmdebstrap making the {label}",
+            subprocess.CompletedProcess(argv, proc.returncode, "", "\n".join(tail)),
+            tmp.parent,
+        )
+        if full is not None:
+            raise full
         raise HarnessError(
             f"mmdebstrap failed making the {label}: {detail} (check that the Debian archive "
             "is reachable; the harness retries from scratch next time)"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol, Sequence
 
 from .. import kernels
+from ..errors import HarnessError
 from ..guest.packages import resolve as resolve_packages
 from ..guest.snapshot import GuestStart
 from ..guest.splat import Splat, new_splats
@@ -440,7 +441,11 @@ def dump_guest(vm: RaceGuest, run: RunResult, stages: RaceStages) -> MemoryDump:
     path = logs / f"{Path(vm.log_path).stem}.vmcore"
     progress(f"dump: writing the guest's memory to {path}")
     t0 = time.monotonic()
-    size = vm.dump_memory(path)
+    try:
+        size = vm.dump_memory(path)
+    except HarnessError as e:  # a full disk, say: the race and its report go on without it
+        progress(f"dump: none: {e}")
+        return MemoryDump(note=f"no vmcore: {e}")
     took = time.monotonic() - t0
     progress(f"dump: {size >> 20} MiB in {took:.1f}s")
     return MemoryDump(str(path), vmlinux, modules, size, round(took, 2), why)

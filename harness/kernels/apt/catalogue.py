@@ -26,7 +26,7 @@ from typing import Sequence
 from ...errors import HarnessError
 from ...paths import cache_dir
 from ...progress import progress
-from ...util import file_lock, last_line, need_tool, run_tool
+from ...util import file_lock, last_line, need_tool, no_space, run_tool, tool_out_of_space
 from .mirrors import ARCH, KEYRING, MIRROR_ENV, SECURITY_ENV, SUITES, Mirrors, Suite, host_mirrors
 from .stanzas import Fields, parse_stanzas, versions_from_madison
 
@@ -34,6 +34,10 @@ REFRESH_AFTER_S = 24 * 3600
 
 
 # ---------------------------------------------------------------- the private apt state
+
+
+LISTS_MB = 256  # the first apt-get update: 188 MiB of lists measured, and room to unpack them
+LISTS_UPDATE_MB = 64
 
 
 def sources_text(suite: Suite, mirrors: Mirrors, keyring: Path = KEYRING) -> str:
@@ -250,6 +254,14 @@ class Catalogue:
         progress(f"catalogue: updating Debian package lists ({reason.value})")
         self._drop_old_lists(keep=self.lists.resolve() if self.lists.exists() else None)
         new = self.root / f"lists.{time.time_ns()}"
+        # apt-get update that meets a full disk can hang in its http method
+        # (seen on a 60 MiB cache): refuse up front instead.  The lists of
+        # every suite took 188 MiB; an update over them, what changed.
+        need = (LISTS_MB if not self.lists.exists() else LISTS_UPDATE_MB) << 20
+        self.root.mkdir(parents=True, exist_ok=True)
+        st = os.statvfs(self.root)
+        if st.f_bavail * st.f_frsize < need:
+            raise no_space(new, need)
         if self.lists.exists():
             # Hard links: apt replaces files by rename, so the current lists stay
             # intact, and unchanged indexes are not fetched again.
@@ -264,6 +276,9 @@ class Catalogue:
         proc = run_tool(self.argv("apt-get", "update", "-q", "--error-on=any", lists=new), check=False)
         if proc.returncode != 0:
             shutil.rmtree(new, ignore_errors=True)
+            full = tool_out_of_space("apt-get update of the kernel catalogue", proc, new.parent)
+            if full is not None:
+                raise full
             raise HarnessError(
                 f"apt-get update of the kernel catalogue failed: {apt_error(proc)} "
                 f"(check that {self.mirrors.main} and {self.mirrors.security} are reachable "

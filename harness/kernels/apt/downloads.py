@@ -13,7 +13,7 @@ from typing import Sequence
 from ...errors import HarnessError
 from ...paths import cache_dir
 from ...progress import progress
-from ...util import file_lock, file_sha256, run_tool
+from ...util import file_lock, file_sha256, run_tool, tool_out_of_space
 from ..table import KernelRow
 from .catalogue import Catalogue, apt_error, update, write_if_changed
 from .debs import Package, ResolvedKernel, Role
@@ -167,6 +167,9 @@ def _download(
         bad = [p for p in todo if not _deb_ok(dest / p.deb_name, p)]
         for p in bad:
             (dest / p.deb_name).unlink(missing_ok=True)
+        full = tool_out_of_space(f"apt-get download for kernel {res.row.name}", proc, dest)
+        if proc.returncode != 0 and full is not None:
+            return bad, full
         if proc.returncode != 0:
             return bad, HarnessError(
                 f"apt-get download for kernel {res.row.name} failed: {apt_error(proc)} "

@@ -54,3 +54,18 @@ def test_a_guest_that_died_leaves_a_note_not_a_dump():
     (run,) = report.runs
     assert run.dump is not None and run.dump.vmcore == "" and "died" in run.dump.note
     assert not stages.guests[0][1].dumps
+
+
+def test_a_dump_that_fails_is_a_note_and_the_race_goes_on(monkeypatch):
+    from fakeguest import FakeGuest
+
+    from harness.errors import HarnessError
+
+    def full(self, path):
+        raise HarnessError(f"no space left on the device writing {path}")
+
+    monkeypatch.setattr(FakeGuest, "dump_memory", full)
+    report, _ = _race({"refcount": Behaviour(console=OOPS)})
+    (run,) = report.runs
+    assert run.dump is not None and run.dump.vmcore == "" and "no space left" in run.dump.note
+    assert run.verdict.value == "crashed"
