@@ -4,7 +4,8 @@ memory at the first splat."""
 
 from __future__ import annotations
 
-from fakeguest import OOPS, Behaviour, FakeStages, fast_engine  # noqa: F401 (autouse)
+from fakeguest import OOPS, Behaviour, FakeGuest, FakeStages, fast_engine  # noqa: F401 (autouse)
+from harness.errors import HarnessError
 from harness.race import engine, kinds
 from harness.race.outcomes import RaceReport
 
@@ -57,10 +58,6 @@ def test_a_guest_that_died_leaves_a_note_not_a_dump():
 
 
 def test_a_dump_that_fails_is_a_note_and_the_race_goes_on(monkeypatch):
-    from fakeguest import FakeGuest
-
-    from harness.errors import HarnessError
-
     def full(self, path):
         raise HarnessError(f"no space left on the device writing {path}")
 
