@@ -32,11 +32,13 @@ def _children(pid: int) -> set[int]:
     return kids | {g for k in kids for g in _children(k)}
 
 
-def test_sigterm_stops_the_session_tears_the_guests_down_and_exits_143(kernel_spec, tmp_path):
-    (tmp_path / "test_sleepy.py").write_text(PROJECT_TEST)
+def _session(tmp_path, tests: str, up: tuple[str, ...], *args: str) -> subprocess.Popen:
+    """A pytest session of `tests` in its own folder, once the files `up`
+    (written by its tests when their guests answer) are there: the state."""
+    (tmp_path / "test_sleepy.py").write_text(tests)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--kernel", kernel_spec.name],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE,
@@ -44,9 +46,14 @@ def test_sigterm_stops_the_session_tears_the_guests_down_and_exits_143(kernel_sp
         text=True,
     )
     deadline = time.monotonic() + 600
-    while not (tmp_path / "guest-up").exists():  # the state: the first test's guest answers
+    while not all((tmp_path / name).exists() for name in up):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
         time.sleep(0.1)
+    return proc
+
+
+def test_sigterm_stops_the_session_tears_the_guests_down_and_exits_143(kernel_spec, tmp_path):
+    proc = _session(tmp_path, PROJECT_TEST, ("guest-up",), "--kernel", kernel_spec.name)
     qemus = {p for p in _children(proc.pid) if "qemu" in open(f"/proc/{p}/comm").read()}
     assert qemus, "no QEMU under the session"
     t0 = time.monotonic()
@@ -76,20 +83,7 @@ def test_b(vm_factory):
 
 
 def test_sigterm_to_an_xdist_session_reaches_its_workers_guests_at_once(kernel_spec, tmp_path):
-    (tmp_path / "test_sleepy.py").write_text(XDIST_TEST)
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--kernel", kernel_spec.name, "-n", "2"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 600
-    while not ((tmp_path / "guest-up-a").exists() and (tmp_path / "guest-up-b").exists()):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
-        time.sleep(0.1)
+    proc = _session(tmp_path, XDIST_TEST, ("guest-up-a", "guest-up-b"), "--kernel", kernel_spec.name, "-n", "2")
     qemus = {p for p in _children(proc.pid) if "qemu" in open(f"/proc/{p}/comm").read()}
     assert len(qemus) == 2, "one guest per worker"
     t0 = time.monotonic()
