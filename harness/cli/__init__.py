@@ -37,6 +37,7 @@ HEAVY: dict[str, str] = {
     "matrix-page": "write DIR/index.html again from DIR/matrix.json",
     "race-page": "draw a JSON report's HTML page again",
     "export": "write a report's run as a folder that reproduces it without the harness (repro.sh)",
+    "survey-merge": "one survey table from the surveys of its shards (survey --shard I/N)",
 }
 
 
@@ -111,13 +112,20 @@ def _heavy_args(name: str, p: argparse.ArgumentParser) -> None:
 
         {"race": add_race_args, "survey": add_survey_args, "discover": add_discover_args}[name](p)
         return
-    from .reports import add_export_args, add_matrix_page_args, add_nightly_args, add_race_page_args
+    from .reports import (
+        add_export_args,
+        add_matrix_page_args,
+        add_nightly_args,
+        add_race_page_args,
+        add_survey_merge_args,
+    )
 
     {
         "nightly": add_nightly_args,
         "matrix-page": add_matrix_page_args,
         "race-page": add_race_page_args,
         "export": add_export_args,
+        "survey-merge": add_survey_merge_args,
     }[name](p)
 
 
@@ -126,11 +134,15 @@ def _heavy_handler(name: str) -> Callable[[argparse.Namespace], int]:
         from .race import cmd_discover, cmd_race, cmd_survey
 
         return {"race": cmd_race, "survey": cmd_survey, "discover": cmd_discover}[name]
-    from .reports import cmd_export, cmd_matrix_page, cmd_nightly, cmd_race_page
+    from .reports import cmd_export, cmd_matrix_page, cmd_nightly, cmd_race_page, cmd_survey_merge
 
-    return {"nightly": cmd_nightly, "matrix-page": cmd_matrix_page, "race-page": cmd_race_page, "export": cmd_export}[
-        name
-    ]
+    return {
+        "nightly": cmd_nightly,
+        "matrix-page": cmd_matrix_page,
+        "race-page": cmd_race_page,
+        "export": cmd_export,
+        "survey-merge": cmd_survey_merge,
+    }[name]
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from ..errors import HarnessError
@@ -117,4 +118,26 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise HarnessError(f"{args.report}: {len(reports)} kernels' reports; export takes a race on one kernel")
     run = pick_run(reports[0], args.run)
     print(export(reports[0], run, args.folder, build_racer()))
+    return ExitStatus.OK
+
+
+def add_survey_merge_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", type=Path, metavar="DIR_OR_JSON", help="survey folders or their survey.json")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="where the merged survey.{md,json} go")
+
+
+def cmd_survey_merge(args: argparse.Namespace) -> int:
+    """Shards of one survey (survey --shard I/N) as one table."""
+    from ..reports import survey
+
+    parts = []
+    for item in args.inputs:
+        src = item / "survey.json" if item.is_dir() else item
+        try:
+            parts.append(reports_from_json(json.loads(src.read_text())))
+        except (OSError, ValueError, KeyError) as e:
+            raise HarnessError(f"{src}: not a survey's JSON ({e})") from None
+    merged = survey.merge(parts)
+    for path in survey.write(merged, args.out, time.strftime("%Y-%m-%d")):
+        print(path)
     return ExitStatus.OK

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from ..errors import HarnessError
 from ..race.outcomes import RaceReport, RunResult, Verdict, errors_text
 from ..util import write_text
 
@@ -98,3 +99,29 @@ def write(reports: Sequence[RaceReport], out: Path, when: str) -> list[Path]:
     write_text((out / "survey.json"), json.dumps([r.to_json() for r in reports], indent=1))
     pages = write_race_pages(reports, [out / "index.html"])
     return [out / "survey.md", out / "survey.json", *pages]
+
+
+def merge(parts: Sequence[Sequence[RaceReport]]) -> list[RaceReport]:
+    """Surveys of disjoint shards as one: per kernel, the union of their runs,
+    in the order the parts gave them.  A target raced twice on one kernel
+    (overlapping shards, or a survey merged with itself) is refused: which
+    of the two would be the row?"""
+    from dataclasses import replace
+
+    out: dict[str, RaceReport] = {}
+    seen: dict[tuple[str, str], int] = {}
+    for i, reports in enumerate(parts, 1):
+        for rep in reports:
+            for run in rep.runs:
+                key = (rep.kernel_spec, run.scheme)
+                if key in seen:
+                    raise HarnessError(
+                        f"{run.scheme} on {rep.kernel_spec} is in survey {seen[key]} and survey {i}: "
+                        "merge surveys of disjoint shards (--shard 1/N, 2/N, ...)"
+                    )
+                seen[key] = i
+            if rep.kernel_spec not in out:
+                out[rep.kernel_spec] = replace(rep, runs=list(rep.runs))
+            else:
+                out[rep.kernel_spec].runs.extend(rep.runs)
+    return list(out.values())
