@@ -372,8 +372,10 @@ def derived_row(kernel: kernels.KernelRow, name: str, accel: str) -> TargetRow:
 
 
 def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] | None = None) -> int:
-    if args.export and args.export.exists() and (not args.export.is_dir() or any(args.export.iterdir())):
-        raise HarnessError(f"--export {args.export}: exists and is not an empty folder; give a new one")
+    if args.export:
+        from ..reports.repro import check_folder
+
+        check_folder(args.export)  # before the race, not after it
     if args.gdb and not args.keep:
         raise HarnessError("--gdb needs --keep: the stub is the kept guest's, after the race")
     if args.gdb:

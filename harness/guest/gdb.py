@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from ..errors import HarnessError
 from ..paths import build_dir
 from ..util import need_tool, run_tool
-from .modtree import module_name
+from .modtree import paths_by_name
 from .qemu import free_port
 
 if TYPE_CHECKING:
@@ -167,11 +167,7 @@ def _loaded_modules(vm: Vm, folder: Path) -> list[LoadedModule]:
     names = [ln.split()[0] for ln in ssh.run("cat /proc/modules", timeout=30, check=True).stdout.splitlines() if ln]
     if not names:
         return []
-    dep = ssh.run("cat /lib/modules/$(uname -r)/modules.dep", timeout=30, check=True).stdout
-    paths = {}
-    for line in dep.splitlines():
-        rel = line.partition(":")[0]
-        paths[module_name(rel)] = rel
+    paths = paths_by_name(ssh.run("cat /lib/modules/$(uname -r)/modules.dep", timeout=30, check=True).stdout)
     q = " ".join(shlex.quote(n) for n in names)
     sections_out = ssh.run(
         f"for m in {q}; do for s in /sys/module/$m/sections/.*; do echo $m ${{s##*/}} $(cat $s); done; done", timeout=60

@@ -21,12 +21,23 @@ def module_name(path: str | Path) -> str:
     return Path(path).name.split(".ko")[0].replace("-", "_")
 
 
-def _modules_dep(kernel: KernelFiles) -> dict[str, list[str]]:
+def parse_modules_dep(text: str) -> dict[str, list[str]]:
+    """modules.dep: each module's path (relative to the release's folder) and its dependencies'."""
     deps: dict[str, list[str]] = {}
-    for line in (kernel.modules_dir / "modules.dep").read_text().splitlines():
+    for line in text.splitlines():
         mod, _, rest = line.partition(":")
-        deps[mod] = rest.split()
+        if mod:
+            deps[mod] = rest.split()
     return deps
+
+
+def paths_by_name(text: str) -> dict[str, str]:
+    """A modules.dep's module paths by module name."""
+    return {module_name(rel): rel for rel in parse_modules_dep(text)}
+
+
+def _modules_dep(kernel: KernelFiles) -> dict[str, list[str]]:
+    return parse_modules_dep((kernel.modules_dir / "modules.dep").read_text())
 
 
 def _module_names(kernel: KernelFiles) -> tuple[set[str], set[str]]:

@@ -19,7 +19,7 @@ from ..kernels import debuginfo
 from ..kernels.vmlinux import symbols_of
 from ..paths import cache_dir
 from ..util import run_tool
-from .modtree import module_name
+from .modtree import module_name, paths_by_name
 from .splat import Splat
 
 if TYPE_CHECKING:
@@ -62,9 +62,7 @@ def decoder_for(kernel: KernelFiles, own_modules: Sequence[Path] = ()) -> tuple[
     dep = kernel.modules_dir / "modules.dep"
     with_dwarf = debuginfo.modules_dir(kernel) or kernel.modules_dir  # Debian's -dbg ones, where fetched
     if dep.is_file():
-        for line in dep.read_text().splitlines():
-            rel = line.partition(":")[0]
-            mods[module_name(rel)] = with_dwarf / rel
+        mods = {name: with_dwarf / rel for name, rel in paths_by_name(dep.read_text()).items()}
     for ko in own_modules:
         mods[module_name(ko)] = Path(ko)
     return Decoder(script, Path(vmlinux), mods), ""

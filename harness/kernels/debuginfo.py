@@ -8,7 +8,6 @@ A kernel built here gets the same from `--kconfig debuginfo`."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,7 +80,3 @@ def fetch(kernel: KernelFiles) -> Path:
         return final
 
     return cached(final, final.with_name("dbg.lock"), reuse, build, tmp=final.with_name("dbg.tmp"))
-
-
-def remove(kernel: KernelFiles) -> None:
-    shutil.rmtree(folder(kernel), ignore_errors=True)

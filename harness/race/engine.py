@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
 
 from .. import kernels
 from ..errors import HarnessError
@@ -34,6 +34,9 @@ from .kbuild import BuiltModules, Knobs, ModuleSetSpec
 from .outcomes import GuestState, MemoryDump, RaceReport, Replay, RunEnd, RunResult, TargetInfo, Verdict, summarise_run
 from .racer import RoleResult, RoleSpec, parse_role_output
 from .spec import DEFAULT_KNOBS, MAX_CONTENTION, RaceSpec, guest_flags
+
+if TYPE_CHECKING:
+    from ..guest.symbolize import Decoder
 
 __all__ = ["DEFAULT_KNOBS", "MAX_CONTENTION", "RaceSpec", "guest_flags", "run_race"]
 
@@ -323,6 +326,7 @@ class PipelineStages:
         self.extra_modules = tuple(
             ko for src in spec.module_src for ko in modbuild.build_dir(self.kfiles, Path(src)).ko_files
         )
+        self._decoders: dict[tuple[Path, ...], tuple[Decoder | None, str]] = {}
 
     def kernel_files(self) -> kernels.KernelFiles:
         return self.kfiles
@@ -347,7 +351,10 @@ class PipelineStages:
         as they are, and why."""
         from ..guest.symbolize import decode, decoder_for
 
-        dec, why = decoder_for(self.kfiles, modules)
+        key = tuple(modules)
+        if key not in self._decoders:  # modules.dep and readelf once per race, not per splatting run
+            self._decoders[key] = decoder_for(self.kfiles, modules)
+        dec, why = self._decoders[key]
         if dec is None:
             return list(splats), why
         progress(f"symbolize: {len(splats)} splat(s) with {dec.script.name}")
@@ -487,6 +494,7 @@ def run_race(
     dumped = False
     for i, group in enumerate(groups):
         opened = group.open()
+        modules = stages.guest_modules(opened.payload)
         vm: RaceGuest | None = None
         setup = _Recorder()
         try:
@@ -500,9 +508,9 @@ def run_race(
                     setup = _Recorder()
                     opened.prepare(setup.guest(vm))
                 run = run_plan(vm, spec, plan, stages.lockdep, stages.kasan)
-                run.replay = setup.replay(stages.release, stages.guest_modules(opened.payload), opened.payload, plan)
+                run.replay = setup.replay(stages.release, modules, opened.payload, plan)
                 if run.splats:
-                    run.splats, report.frames_note = stages.symbolize(run.splats, stages.guest_modules(opened.payload))
+                    run.splats, report.frames_note = stages.symbolize(run.splats, modules)
                 last_run = i == len(groups) - 1 and j == len(opened.plans) - 1
                 if dump and not dumped and (run.splats or last_run):
                     run.dump = dump_guest(vm, run, stages)

@@ -112,13 +112,18 @@ def _readme(report: RaceReport, run: RunResult, replay: Replay) -> str:
     )
 
 
+def check_folder(folder: Path) -> None:
+    """An export goes into a new or empty folder: nothing of the user's is overwritten."""
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise HarnessError(f"{folder}: exists and is not an empty folder; give a new one")
+
+
 def export(report: RaceReport, run: RunResult, folder: Path, racer: Path) -> Path:
     """Write the reproducer of `run` into `folder` (new, or empty); its repro.sh."""
     replay = run.replay
     if replay is None:
         raise HarnessError(f"run {run.scheme}/{run.workload} has no replay (a report older than export); race it again")
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise HarnessError(f"{folder}: exists and is not an empty folder; give a new one")
+    check_folder(folder)
     missing = [m for m in replay.modules if not Path(m).is_file()]
     if missing:
         raise HarnessError(
