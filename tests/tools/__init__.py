@@ -19,3 +19,17 @@ def race_cli(kernel: str, cwd: Path, *args: str, timeout: float = 900):
     argv = [sys.executable, "-m", "harness", "race", "--kernel", kernel, "--json", str(out), *args]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     return proc, json.loads(out.read_text()) if out.is_file() else None
+
+
+def wait_until(condition, timeout: float, poll_s: float = 0.05) -> bool:
+    """Whether `condition()` became true within `timeout` seconds: how a VM
+    test waits for a state (a line seen, a file written, a process gone),
+    never for a fixed time.  It looks every `poll_s` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
+    return True

@@ -10,7 +10,7 @@ import threading
 import time
 
 from harness.exitcodes import ExitStatus
-from tests.tools import REPO
+from tests.tools import REPO, wait_until
 
 
 class Run:
@@ -40,16 +40,12 @@ class Run:
             self.err_lines.append(line.rstrip("\n"))
 
     def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while self.ready_at is None and self.proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: self.ready_at is not None or self.proc.poll() is not None, timeout)
         assert self.ready_at is not None, "\n".join(self.err_lines)
 
     def wait_line(self, text: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in ln for ln in self.err_lines) and self.proc.poll() is None:
-            assert time.monotonic() < deadline, f"no {text!r} on stderr:\n" + "\n".join(self.err_lines)
-            time.sleep(0.05)
+        seen = wait_until(lambda: any(text in ln for ln in self.err_lines) or self.proc.poll() is not None, timeout)
+        assert seen, f"no {text!r} on stderr:\n" + "\n".join(self.err_lines)
 
     def finish(self, timeout: float = 300) -> tuple[int, str, list[str]]:
         out = self.proc.stdout.read()

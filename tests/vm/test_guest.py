@@ -11,7 +11,7 @@ import time
 import pytest
 
 from harness.guest.vm import BootError, Vm, VmConfig
-from tests.tools import REPO
+from tests.tools import REPO, wait_until
 
 
 def _qemu_on_port(port: int) -> list[str]:
@@ -162,9 +162,6 @@ def test_no_qemu_outlives_the_cli(kernel_spec, kernel, how):
     assert _qemu_on_port(port)
     proc.send_signal(how)
     proc.wait(timeout=30)
-    deadline = time.monotonic() + 10
-    while _qemu_on_port(port) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _qemu_on_port(port), f"QEMU survived {how.name} of the harness"
+    assert wait_until(lambda: not _qemu_on_port(port), 10), f"QEMU survived {how.name} of the harness"
     if how != signal.SIGKILL:
         assert "Traceback" not in proc.stderr.read()

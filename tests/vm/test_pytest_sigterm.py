@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from tests.tools import REPO
+from tests.tools import REPO, wait_until
 
 PROJECT_TEST = """
 import pathlib
@@ -45,10 +45,8 @@ def _session(tmp_path, tests: str, up: tuple[str, ...], *args: str) -> subproces
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 600
-    while not all((tmp_path / name).exists() for name in up):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
-        time.sleep(0.1)
+    wait_until(lambda: all((tmp_path / name).exists() for name in up) or proc.poll() is not None, 600)
+    assert all((tmp_path / name).exists() for name in up), proc.communicate()[0][-3000:]
     return proc
 
 
@@ -88,8 +86,7 @@ def test_sigterm_to_an_xdist_session_reaches_its_workers_guests_at_once(kernel_s
     assert len(qemus) == 2, "one guest per worker"
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    while [p for p in qemus if os.path.exists(f"/proc/{p}")] and time.monotonic() - t0 < 10:
-        time.sleep(0.05)
+    wait_until(lambda: not [p for p in qemus if os.path.exists(f"/proc/{p}")], 10)
     gone_after = time.monotonic() - t0
     out, _ = proc.communicate(timeout=60)
     took = time.monotonic() - t0
