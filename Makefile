@@ -4,8 +4,9 @@ KERNEL ?= 6.1
 PYTEST_ARGS ?=
 KERNELS ?= all
 JOBS ?= 2
+SOAK_S ?= 3600
 
-.PHONY: setup setup-browser race test typecheck unit vm-test bench bugs matrix survey clean host-check nightly-check
+.PHONY: setup setup-browser race test typecheck unit vm-test bench bugs soak matrix survey clean host-check nightly-check
 
 setup:
 	@sh scripts/setup.sh
@@ -44,6 +45,13 @@ survey: setup
 
 bench: setup
 	$(PY) bench/bench.py --kernel $(KERNEL)
+
+# The soak (bench/soak.py): one refcount lookup race of SOAK_S seconds, the
+# harness's and the guest's RSS sampled every 10 s: build/soak/race/summary.json.
+soak: setup
+	$(PY) bench/soak.py --out build/soak/race --report build/soak/race/report.json -- \
+		$(PY) -m harness race --kernel $(KERNEL) --scheme refcount --workload lookup \
+		--duration $(SOAK_S) --json build/soak/race/report.json
 
 # The bug benchmark (bench/bugs): unload bugs put into a derived debug kernel,
 # each raced on it and on the unpatched kernel; recall, false alarms, time to

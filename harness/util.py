@@ -145,7 +145,8 @@ def run_tool(
     return proc
 
 
-_NO_SPACE_TEXT = ("No space left on device", "Disk quota exceeded")
+# The words of ENOSPC/EDQUOT, and apt's own check before it downloads.
+_NO_SPACE_TEXT = ("No space left on device", "Disk quota exceeded", "You don't have enough free space in")
 
 
 def tool_out_of_space(what: str, proc: subprocess.CompletedProcess, where: Path | None = None) -> HarnessError | None:

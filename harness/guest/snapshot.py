@@ -247,6 +247,17 @@ def prune(keep: int = KEEP) -> list[Path]:
     return folders[keep:]
 
 
+def disk_was_full(gen: Path) -> bool:
+    """Whether a save into `gen` that failed had filled its file system: QEMU
+    says only that cat's pipe broke, and cat could not even write its error
+    there.  Less than the largest page run QEMU writes at once is full."""
+    try:
+        st = os.statvfs(gen)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 4 << 20
+
+
 def save_uri(path: Path) -> str:
     """A migration target QEMU 7.2 understands (no `file:` before 8.2)."""
     return "exec:cat > " + shlex.quote(str(path))

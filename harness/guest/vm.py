@@ -37,7 +37,7 @@ from ..errors import HarnessError
 from ..kernels import damage_of_kernel
 from ..paths import build_dir
 from ..progress import progress
-from ..util import no_space, try_file_lock
+from ..util import NO_SPACE, no_space, try_file_lock
 from . import snapshot
 from .image import READY_MARKER, SEED_BYTES, START_FAILED_MARKER, WAIT_MARKER, Image, start_line
 from .qemu import (
@@ -378,9 +378,14 @@ class Vm:
                     },
                 )
             except (HarnessError, OSError) as e:
-                progress(f"snapshot: could not save the guest ({e}); going on without one")
+                # A cache optimisation, not the run's result: the guest goes on,
+                # and a full disk is named as one (QEMU says only "broken pipe").
+                full = gen is not None and (snapshot.disk_was_full(gen) or getattr(e, "errno", None) in NO_SPACE)
                 if gen is not None:
                     shutil.rmtree(gen, ignore_errors=True)
+                    if full:  # the free space once the half-written save is gone
+                        e = no_space(gen)
+                progress(f"snapshot: could not save the guest ({e}); going on without one")
                 return False
             finally:
                 try:

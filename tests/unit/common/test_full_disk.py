@@ -85,3 +85,24 @@ def test_the_cli_says_it_in_one_line_exit_2(small_disk):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(errors) == 1 and f"no space left on the device writing {page}" in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not page.exists()
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "tar: ./boot/vmlinuz: Cannot write: No space left on device",  # unpacking a kernel
+        "Write failed because No space left on device",  # mksquashfs of the module tree
+        "E: You don't have enough free space in /c/buildroots/x/var/cache/apt/archives/.",  # apt, mmdebstrap
+        "cc1: fatal error: error writing to /tmp/ccX.s: Disk quota exceeded",
+    ],
+)
+def test_a_tool_that_failed_on_a_full_disk_is_the_full_disk_line(said, tmp_path):
+    proc = subprocess.CompletedProcess(["tool"], 1, stdout="", stderr=f"progress\n{said}\nsummary: failed\n")
+    err = util.tool_out_of_space("making X", proc, tmp_path)
+    assert err is not None
+    assert str(err).startswith(f"no space left on the device under {tmp_path}: making X failed: {said.strip()}")
+
+
+def test_a_tool_that_failed_otherwise_is_not_called_a_full_disk():
+    proc = subprocess.CompletedProcess(["tool"], 1, stdout="", stderr="E: Unable to locate package nosuch\n")
+    assert util.tool_out_of_space("making X", proc) is None

@@ -468,3 +468,19 @@ def test_a_cold_boot_asked_for_is_retried_after_a_splat_too(splatting_boots):
     g, steps = splatting_boots.make([BOOT_WARNING, ""], VmConfig(accel="tcg", cold_boot=True))
     g.boot()
     assert steps == ["spawn", "kill", "spawn"] and g.boot_splats == ()
+
+
+def test_a_save_that_filled_its_disk_is_told_from_other_failures(tmp_path, monkeypatch):
+    free = {"bytes": 0}
+
+    class Vfs:
+        f_frsize = 4096
+
+        @property
+        def f_bavail(self):
+            return free["bytes"] // 4096
+
+    monkeypatch.setattr(snapshot.os, "statvfs", lambda path: Vfs())
+    assert snapshot.disk_was_full(tmp_path)
+    free["bytes"] = 64 << 20
+    assert not snapshot.disk_was_full(tmp_path)
