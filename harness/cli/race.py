@@ -166,6 +166,11 @@ def add_survey_args(sv: argparse.ArgumentParser) -> None:
     sv.add_argument("--seed", type=int, default=None)
     sv.add_argument("--accel", default="auto", choices=ACCELS)
     sv.add_argument("--out", type=Path, default=None, metavar="DIR", help="default: build/survey")
+    sv.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the survey.json in --out (a stopped survey): skip what it holds, keep its seed",
+    )
     add_ci_args(sv)
 
 
@@ -449,7 +454,10 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
 
 def cmd_survey(args: argparse.Namespace) -> int:
     """Every target row on every kernel; a target that cannot run on a kernel
-    (not a module there, say) is a row of its own, never the end of the survey."""
+    (not a module there, say) is a row of its own, never the end of the survey.
+    survey.json is rewritten after every target, and a survey stopped by
+    Ctrl-C or SIGTERM writes what it has (with the target it was racing)
+    before it exits; `--resume` goes on from there."""
     from ..race import discover
     from ..reports import survey
 
@@ -462,57 +470,73 @@ def cmd_survey(args: argparse.Namespace) -> int:
     specs = kernel_rows(args, ",".join(csv(args.kernel, "kernel")))
     check_ci_outputs(args)
     out = args.out or build_dir() / "survey"
-    seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
-    reports: list[RaceReport] = []
-    refused: list[str] = []
-    for kspec in specs:
-        try:
-            kfiles = kernels.fetch(kspec, quiet=True)
-        except HarnessError as e:
-            refused += [f"{name} on {kspec.name}: {e}" for name in names or ["every module"]]
-            continue
-        todo = module_set(args, kfiles, names, which)
-        # Modules without a row: their ops derived in one guest, before any race.
-        derive = [n for n in todo if needs_derived_row(n)]
-        found = {d.module: d for d in discover.run(kfiles, derive, args.accel)} if derive else {}
-        for i, name in enumerate(todo, 1):
-            progress(f"survey {kspec.name}: {name} ({i}/{len(todo)})")
+    state = survey.Survey()
+    if args.resume:
+        if not (out / "survey.json").is_file():
+            raise HarnessError(f"--resume: no survey to go on from in {out} (no survey.json)")
+        state = survey.Survey.load(out / "survey.json")
+        state.interrupted = []
+    done = state.done()
+    old_seed = state.reports[0].seed if state.reports else None
+    seed = args.seed if args.seed is not None else old_seed or random.randrange(1, 2**31)
+    when = time.strftime("%Y-%m-%d")
+    doing = ""
+    try:
+        for kspec in specs:
+            doing = f"fetching {kspec.name}"
             try:
-                row = None
-                if name in found:
-                    row = found[name].target()
-                    if row is None:
-                        raise HarnessError(discover.why_not(found[name]))
-                spec = RaceSpec(
-                    kernel=kspec,
-                    target=name,
-                    row=row,
-                    callers=args.callers,
-                    duration_s=args.duration,
-                    seed=seed,
-                    accel=args.accel,
-                )
-                report, _ = race(spec)
+                kfiles = kernels.fetch(kspec, quiet=True)
             except HarnessError as e:
-                refused.append(f"{name} on {kspec.name}: {e}")
-                progress(f"survey {kspec.name}: {name} not raced: {e}")
+                state.not_raced += [survey.NotRaced(kspec.name, n, str(e)) for n in names or ["every module"]]
                 continue
-            reports.append(report)
-            print(f"{kspec.name} {name}: {survey.cell(report.runs[0])}", flush=True)
-    paths = survey.write(reports, out, time.strftime("%Y-%m-%d"))
-    if refused:
-        write_text(
-            (out / "survey.md"),
-            (out / "survey.md").read_text() + "\nNot raced:\n\n" + "".join(f"- {line}\n" for line in refused),
-        )
+            todo = [n for n in module_set(args, kfiles, names, which) if (kspec.name, n) not in done]
+            if done:
+                progress(f"survey {kspec.name}: resuming, {len(todo)} targets left")
+            # Modules without a row: their ops derived in one guest, before any race.
+            derive = [n for n in todo if needs_derived_row(n)]
+            doing = f"the ops of {len(derive)} modules on {kspec.name}"
+            found = {d.module: d for d in discover.run(kfiles, derive, args.accel)} if derive else {}
+            for i, name in enumerate(todo, 1):
+                progress(f"survey {kspec.name}: {name} ({i}/{len(todo)})")
+                doing = f"{name} on {kspec.name}"
+                try:
+                    row = None
+                    if name in found:
+                        row = found[name].target()
+                        if row is None:
+                            raise HarnessError(discover.why_not(found[name]))
+                    spec = RaceSpec(
+                        kernel=kspec,
+                        target=name,
+                        row=row,
+                        callers=args.callers,
+                        duration_s=args.duration,
+                        seed=seed,
+                        accel=args.accel,
+                    )
+                    report, _ = race(spec)
+                except HarnessError as e:
+                    state.not_raced.append(survey.NotRaced(kspec.name, name, str(e)))
+                    progress(f"survey {kspec.name}: {name} not raced: {e}")
+                else:
+                    state.reports.append(report)
+                    print(f"{kspec.name} {name}: {survey.cell(report.runs[0])}", flush=True)
+                survey.write(state, out, when, page=False)  # a checkpoint: even a SIGKILL loses one target
+        doing = ""
+    finally:
+        if doing:  # stopped (Ctrl-C, SIGTERM) or failed: what is done stays, and says where it stopped
+            state.interrupted = [doing]
+            paths = survey.write(state, out, when)
+            progress(f"survey: stopped while racing {doing}; {paths[1]} holds the rest (survey --resume)")
+    paths = survey.write(state, out, when)
     print(f"survey: {paths[0]}\npage: {paths[-1]}", file=sys.stderr)
-    write_ci_outputs(args, reports)
-    for line in refused:
-        print(f"FAIL not raced: {line}", file=sys.stderr)
-    problems = [p for r in reports for p in r.problems()]
+    write_ci_outputs(args, state.reports)
+    for n in state.not_raced:
+        print(f"FAIL not raced: {n.line()}", file=sys.stderr)
+    problems = [p for r in state.reports for p in r.problems()]
     for line in problems:
         print(f"survey: {line}", file=sys.stderr)
-    return int(ExitStatus.FINDINGS if problems or refused else ExitStatus.OK)
+    return int(ExitStatus.FINDINGS if problems or state.not_raced else ExitStatus.OK)
 
 
 def dump_line(d: MemoryDump) -> str:

@@ -130,14 +130,7 @@ def cmd_survey_merge(args: argparse.Namespace) -> int:
     """Shards of one survey (survey --shard I/N) as one table."""
     from ..reports import survey
 
-    parts = []
-    for item in args.inputs:
-        src = item / "survey.json" if item.is_dir() else item
-        try:
-            parts.append(reports_from_json(json.loads(src.read_text())))
-        except (OSError, ValueError, KeyError) as e:
-            raise HarnessError(f"{src}: not a survey's JSON ({e})") from None
-    merged = survey.merge(parts)
-    for path in survey.write(merged, args.out, time.strftime("%Y-%m-%d")):
+    parts = [survey.Survey.load(item / "survey.json" if item.is_dir() else item) for item in args.inputs]
+    for path in survey.write(survey.merge(parts), args.out, time.strftime("%Y-%m-%d")):
         print(path)
     return ExitStatus.OK

@@ -1,16 +1,80 @@
 """The survey of real modules: every target row raced on each kernel, one
 table (target x kernel) of what happened, with the JSON reports and the page
-of every run beside it (`python -m harness survey`)."""
+of every run beside it (`python -m harness survey`).
+
+survey.json holds the whole state: the races, the targets not raced and why,
+and the target a stopped survey was racing, so that `survey --resume` and
+`survey-merge` lose nothing.  An older survey.json (a bare list of reports)
+still reads."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..errors import HarnessError
-from ..race.outcomes import RaceReport, RunResult, Verdict, errors_text
+from ..race.outcomes import RaceReport, RunResult, Verdict, errors_text, reports_from_json
 from ..util import write_text
+
+FORMAT = 2
+
+
+@dataclass(frozen=True)
+class NotRaced:
+    """A target the survey could not race on a kernel, and why."""
+
+    kernel: str
+    target: str
+    why: str
+
+    def line(self) -> str:
+        return f"{self.target} on {self.kernel}: {self.why}"
+
+
+@dataclass
+class Survey:
+    """What a survey has done so far."""
+
+    reports: list[RaceReport] = field(default_factory=list)
+    not_raced: list[NotRaced] = field(default_factory=list)
+    interrupted: list[str] = field(default_factory=list)  # "target on kernel" being raced when stopped
+
+    def done(self) -> set[tuple[str, str]]:
+        """(kernel spec, target) of every race run and every target refused."""
+        raced = {(rep.kernel_spec, run.scheme) for rep in self.reports for run in rep.runs}
+        return raced | {(n.kernel, n.target) for n in self.not_raced}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "reports": [r.to_json() for r in self.reports],
+            "not_raced": [vars(n) for n in self.not_raced],
+            "interrupted": self.interrupted,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> "Survey":
+        """A survey.json; a bad document is a HarnessError."""
+        if isinstance(doc, list):  # before FORMAT 2: the reports alone
+            return cls(reports_from_json(doc))
+        try:
+            return cls(
+                reports_from_json(doc["reports"]),
+                [NotRaced(str(n["kernel"]), str(n["target"]), str(n["why"])) for n in doc["not_raced"]],
+                [str(x) for x in doc.get("interrupted", [])],
+            )
+        except (KeyError, TypeError) as e:
+            raise HarnessError(f"not a survey's JSON ({type(e).__name__}: {e})") from None
+
+    @classmethod
+    def load(cls, path: Path) -> "Survey":
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError) as e:
+            raise HarnessError(f"{path}: not a survey's JSON ({e})") from None
+
 
 MAX_ERRNOS = 3
 
@@ -79,10 +143,11 @@ def splat_runs(reports: Sequence[RaceReport]) -> list[tuple[RaceReport, RunResul
     ]
 
 
-def write(reports: Sequence[RaceReport], out: Path, when: str) -> list[Path]:
-    """survey.md, survey.json and index.html in `out`."""
+def write(state: Survey, out: Path, when: str, page: bool = True) -> list[Path]:
+    """survey.md, survey.json and (with `page`) index.html in `out`."""
     from .race_page import write_race_pages
 
+    reports = state.reports
     out.mkdir(parents=True, exist_ok=True)
     md = table(reports, when)
     found = splat_runs(reports)
@@ -95,33 +160,46 @@ def write(reports: Sequence[RaceReport], out: Path, when: str) -> list[Path]:
     unreached = unreached_runs(reports)
     if unreached:
         md += "\nNot raced (no caller reached the module):\n\n" + "".join(f"- {line}\n" for line in unreached)
+    if state.not_raced:
+        md += "\nNot raced:\n\n" + "".join(f"- {n.line()}\n" for n in state.not_raced)
+    if state.interrupted:
+        md += "\nStopped while racing " + ", ".join(state.interrupted) + " (`survey --resume` goes on from there).\n"
     write_text((out / "survey.md"), md)
-    write_text((out / "survey.json"), json.dumps([r.to_json() for r in reports], indent=1))
-    pages = write_race_pages(reports, [out / "index.html"])
+    write_text((out / "survey.json"), json.dumps(state.to_json(), indent=1))
+    pages = write_race_pages(reports, [out / "index.html"]) if page and reports else []
     return [out / "survey.md", out / "survey.json", *pages]
 
 
-def merge(parts: Sequence[Sequence[RaceReport]]) -> list[RaceReport]:
-    """Surveys of disjoint shards as one: per kernel, the union of their runs,
-    in the order the parts gave them.  A target raced twice on one kernel
-    (overlapping shards, or a survey merged with itself) is refused: which
-    of the two would be the row?"""
+def merge(parts: Sequence[Survey]) -> Survey:
+    """Surveys of disjoint shards as one: per kernel, the union of their runs
+    and of the targets not raced, in the order the parts gave them.  A target
+    in two parts on one kernel (overlapping shards, or a survey merged with
+    itself) is refused: which of the two would be the row?"""
     from dataclasses import replace
 
     out: dict[str, RaceReport] = {}
+    merged = Survey()
     seen: dict[tuple[str, str], int] = {}
-    for i, reports in enumerate(parts, 1):
-        for rep in reports:
+
+    def once(key: tuple[str, str], i: int) -> None:
+        if key in seen:
+            raise HarnessError(
+                f"{key[1]} on {key[0]} is in survey {seen[key]} and survey {i}: "
+                "merge surveys of disjoint shards (--shard 1/N, 2/N, ...)"
+            )
+        seen[key] = i
+
+    for i, part in enumerate(parts, 1):
+        for rep in part.reports:
             for run in rep.runs:
-                key = (rep.kernel_spec, run.scheme)
-                if key in seen:
-                    raise HarnessError(
-                        f"{run.scheme} on {rep.kernel_spec} is in survey {seen[key]} and survey {i}: "
-                        "merge surveys of disjoint shards (--shard 1/N, 2/N, ...)"
-                    )
-                seen[key] = i
+                once((rep.kernel_spec, run.scheme), i)
             if rep.kernel_spec not in out:
                 out[rep.kernel_spec] = replace(rep, runs=list(rep.runs))
             else:
                 out[rep.kernel_spec].runs.extend(rep.runs)
-    return list(out.values())
+        for n in part.not_raced:
+            once((n.kernel, n.target), i)
+            merged.not_raced.append(n)
+        merged.interrupted += part.interrupted
+    merged.reports = list(out.values())
+    return merged
