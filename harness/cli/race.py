@@ -23,7 +23,7 @@ from ..progress import progress
 from ..race.engine import RaceGuest, RaceStages
 from ..race.kbuild import KNOBS, Knobs
 from ..race.kinds import race
-from ..race.outcomes import MemoryDump, RaceReport, exit_status
+from ..race.outcomes import MemoryDump, RaceReport, exit_status, stopped_report
 from ..race.schemes import DEFAULT_SCHEMES, SCHEMES, WORKLOADS
 from ..race.spec import DEFAULT_KNOBS, DEFAULT_WORKLOADS, RaceSpec
 from ..race.targets import ROWS as TARGETS
@@ -376,6 +376,36 @@ def derived_row(kernel: kernels.KernelRow, name: str, accel: str) -> TargetRow:
     return discover.derive_row(kfiles, module, accel)
 
 
+def _race_each(
+    args: argparse.Namespace,
+    specs: Sequence[RaceSpec],
+    stages: Callable[[RaceSpec], RaceStages] | None,
+    reports: list[RaceReport],
+) -> RaceGuest | None:
+    """Race every kernel's spec in turn, each report appended as it ends; the kept guest."""
+    kept: RaceGuest | None = None
+    for spec in specs:
+        hogs = f", {spec.contention} host CPU hogs" if spec.contention else ""
+        if spec.target is not None:
+            progress(
+                f"race on {spec.kernel_name}: target {spec.target}, callers "
+                f"{' '.join(op.text for op in spec.op_rows)} x{spec.callers}"
+                f"{' (quick and held)' if spec.hold else ' (quick only)'}, {spec.duration_s:g}s, "
+                f"seed {spec.seed}{hogs}"
+            )
+        else:
+            progress(
+                f"race on {spec.kernel_name}: schemes {','.join(spec.schemes)}, workloads "
+                f"{','.join(spec.workloads)}, {spec.duration_s:g}s each, seed {spec.seed}{hogs}"
+            )
+        report, kept = race(
+            spec, keep=args.keep and spec is specs[-1], stages=stages(spec) if stages else None, dump=args.dump
+        )
+        reports.append(report)
+        print(render_table(report), flush=True)
+    return kept
+
+
 def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] | None = None) -> int:
     if args.export:
         from ..reports.repro import check_folder
@@ -401,25 +431,19 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
         require_plotting()
     reports: list[RaceReport] = []
     kept: RaceGuest | None = None
-    for spec in specs:
-        hogs = f", {spec.contention} host CPU hogs" if spec.contention else ""
-        if spec.target is not None:
-            progress(
-                f"race on {spec.kernel_name}: target {spec.target}, callers "
-                f"{' '.join(op.text for op in spec.op_rows)} x{spec.callers}"
-                f"{' (quick and held)' if spec.hold else ' (quick only)'}, {spec.duration_s:g}s, "
-                f"seed {spec.seed}{hogs}"
-            )
-        else:
-            progress(
-                f"race on {spec.kernel_name}: schemes {','.join(spec.schemes)}, workloads "
-                f"{','.join(spec.workloads)}, {spec.duration_s:g}s each, seed {spec.seed}{hogs}"
-            )
-        report, kept = race(
-            spec, keep=args.keep and spec is specs[-1], stages=stages(spec) if stages else None, dump=args.dump
-        )
-        reports.append(report)
-        print(render_table(report), flush=True)
+    try:
+        kept = _race_each(args, specs, stages, reports)
+    except KeyboardInterrupt as e:  # a cancelled job: the runs done stay, marked, as JSON alone (no time for a page)
+        stopped = stopped_report(e)
+        if stopped is not None:
+            reports.append(stopped)
+        if reports:
+            doc = [r.to_json() for r in reports]
+            text = json.dumps(doc[0] if len(doc) == 1 else doc, indent=1)
+            for path in (out, *([args.json] if args.json else [])):
+                write_text(path, text)
+            progress(f"race: stopped during {reports[-1].interrupted or 'the next kernel'}; the runs done: {out}")
+        raise
     doc = [r.to_json() for r in reports]
     text = json.dumps(doc[0] if len(doc) == 1 else doc, indent=1)
     write_text(out, text)

@@ -492,6 +492,7 @@ def run_race(
     )
     groups = strategy.groups(stages)
     dumped = False
+    current = ""
     for i, group in enumerate(groups):
         opened = group.open()
         modules = stages.guest_modules(opened.payload)
@@ -499,6 +500,7 @@ def run_race(
         setup = _Recorder()
         try:
             for j, plan in enumerate(opened.plans):
+                current = f"{plan.scheme}/{plan.workload}"
                 last = report.runs[-1] if report.runs else None
                 if vm is None or _spoiled(last, plan) or _guest_gone(vm) is not None:
                     if vm is not None:
@@ -517,9 +519,12 @@ def run_race(
                     dumped = True
                 report.runs.append(run)
                 progress(f"race {plan.scheme}/{plan.workload}: {run.verdict.value}")
-        except BaseException:
+        except BaseException as e:
             if vm is not None:
                 vm.kill()
+            if isinstance(e, KeyboardInterrupt):  # the front end writes the runs done (stopped_report)
+                report.interrupted = current or "the first guest's boot"
+                setattr(e, "race_report", report)
             raise
         if keep and i == len(groups) - 1 and vm is not None and vm.alive():
             return report, vm

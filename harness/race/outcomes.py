@@ -549,6 +549,9 @@ class RaceReport:
     # Why its splats' frames are function+offset, not file:line ("" when
     # they were decoded, or when nothing splatted).
     frames_note: str = ""
+    # The run under way (scheme/workload) when Ctrl-C or SIGTERM stopped the
+    # race: the runs before it are whole, it and the rest are not in the report.
+    interrupted: str = ""
     runs: list[RunResult] = field(default_factory=list)
 
     def problems(self) -> list[str]:
@@ -581,6 +584,12 @@ class RaceReport:
 
 
 _SCALARS: dict[str, Callable[[Any], Any]] = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def stopped_report(e: BaseException) -> RaceReport | None:
+    """The runs a race had done when `e` (Ctrl-C, SIGTERM) stopped it, if any."""
+    report = getattr(e, "race_report", None)
+    return report if isinstance(report, RaceReport) else None
 
 
 def exit_status(reports: Sequence[RaceReport]) -> ExitStatus:

@@ -182,6 +182,11 @@ def race_html(
             else '<p class="meta">Every run showed what its scheme claims (exit status 0).</p>'
         )
         body += [f'<p class="problem">FAIL {esc(p)}</p>' for p in problems]
+        if rep.interrupted:
+            body.append(
+                f'<p class="problem">Stopped (Ctrl-C or SIGTERM) during {esc(rep.interrupted)}: '
+                "that run and the ones after it are not here.</p>"
+            )
         if rep.frames_note:
             body.append(f'<p class="meta">Splat frames are function+offset, not file:line: {esc(rep.frames_note)}.</p>')
         body += _runs_table(i, rep)

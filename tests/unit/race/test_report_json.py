@@ -81,8 +81,12 @@ def test_a_report_without_the_newer_fields_reads_with_their_defaults():
 OLD = Path(__file__).resolve().parents[1] / "data" / "reports-before-one-engine.json"
 # What "no verdict without reach" added to every run and op, and the time
 # to the first splat (with the timeline's origin on the guest's clock); then
-# what a run did in its guest (replay) and its memory dump.
-ADDED = {"reach", "ok_live", "first_splat_ms", "unloads_before_splat", "origin_s", "replay", "dump", "frames_note"}
+# what a run did in its guest (replay) and its memory dump; then the run a
+# stopped race was in.
+ADDED = {
+    "reach", "ok_live", "first_splat_ms", "unloads_before_splat", "origin_s", "replay", "dump", "frames_note",
+    "interrupted",
+}  # fmt: skip
 
 
 def _without(doc, keys=ADDED | {"seconds"}):
