@@ -128,10 +128,28 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def _on_sigint(signum: int, frame: object) -> None:
+    _forward_to_workers(signum)
+    raise KeyboardInterrupt()
+
+
+def _die_with_controller() -> None:
+    """An xdist worker gets SIGTERM (and so tears its guests down) the moment
+    its controller dies, even by SIGKILL; else it notices seconds later.
+    xdist starts its workers from the controller's main thread, which lives
+    as long as the controller does (PR_SET_PDEATHSIG follows the thread)."""
+    import ctypes
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the controller died before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _forward_to_workers(signum: int) -> None:
     """xdist's workers are this process's children and get no signal of their
     own: without it they tear their guests down only when the controller's
-    shutdown reaches them, seconds later.  Each gets the SIGTERM now."""
+    shutdown reaches them, seconds later.  Each gets the signal now."""
     me = str(os.getpid())
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -154,8 +172,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # A KeyboardInterrupt stops the session where a test would only fail on
     # an exception (pytest's default SIGTERM death leaves the next tests to boot).
     _TERMINATED.clear()
+    _INTERRUPTED.clear()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
+        if _IN_WORKER:
+            _die_with_controller()
+        elif signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_sigint)
     for line in (
         "vm: boots a real kernel in QEMU",
         "fresh_vm: the test gets a guest of its own",
@@ -244,20 +267,23 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
-    if isinstance(excinfo.value, Terminated):
-        _TERMINATED.set()
+    (_TERMINATED if isinstance(excinfo.value, Terminated) else _INTERRUPTED).set()
 
 
 _TERMINATED = threading.Event()
+_INTERRUPTED = threading.Event()
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """After every fixture's teardown: a session stopped by SIGTERM exits
-    143, as the harness's commands do, where pytest would say 2 (interrupted)."""
+    143 and one stopped by Ctrl-C 130, as the harness's commands do, where
+    pytest would say 2 for both (and for a usage error)."""
     _write_kcidb(session)
     if _TERMINATED.is_set():
         session.exitstatus = ExitStatus.TERMINATED
+    elif _INTERRUPTED.is_set():
+        session.exitstatus = ExitStatus.INTERRUPTED
 
 
 def _write_kcidb(session: pytest.Session) -> None:
