@@ -187,7 +187,7 @@ def add_module_set_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all-modules", action="store_true", help="every loadable module of the kernel")
     p.add_argument(
         "--under",
-        default="",
+        default=None,
         metavar="DIR,...",
         help="with --all-modules: only those under these folders of the module tree (kernel/fs,kernel/crypto)",
     )
@@ -200,9 +200,11 @@ def check_module_set(args: argparse.Namespace) -> tuple[int, int] | None:
     """--under and --shard checked before anything is fetched; the shard, parsed."""
     from ..race import discover
 
-    if args.under and not args.all_modules:
-        raise HarnessError("--under goes with --all-modules")
-    return discover.parse_shard(args.shard) if args.shard else None
+    if args.under is not None:
+        if not args.all_modules:
+            raise HarnessError("--under goes with --all-modules")
+        csv(args.under, "under")
+    return discover.parse_shard(args.shard) if args.shard is not None else None
 
 
 def module_set(
@@ -212,7 +214,7 @@ def module_set(
     from ..race import discover
 
     if args.all_modules:
-        under = [u for u in args.under.split(",") if u.strip()]
+        under = list(csv(args.under, "under")) if args.under is not None else []
         names = discover.loadable(kfiles.modules_dir, under)
         if not names:
             raise HarnessError(f"kernel {kfiles.name} has no loadable module under {args.under or 'its tree'}")
