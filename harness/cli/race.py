@@ -521,10 +521,13 @@ def cmd_survey(args: argparse.Namespace) -> int:
             # Modules without a row: their ops derived in one guest, before any race.
             derive = [n for n in todo if needs_derived_row(n)]
             doing = f"the ops of {len(derive)} modules on {kspec.name}"
+            t0 = time.monotonic()
             found = {d.module: d for d in discover.run(kfiles, derive, args.accel)} if derive else {}
+            state.discover_seconds[kspec.name] = state.discover_seconds.get(kspec.name, 0.0) + time.monotonic() - t0
             for i, name in enumerate(todo, 1):
                 progress(f"survey {kspec.name}: {name} ({i}/{len(todo)})")
                 doing = f"{name} on {kspec.name}"
+                t0 = time.monotonic()
                 try:
                     row = None
                     if name in found:
@@ -546,6 +549,7 @@ def cmd_survey(args: argparse.Namespace) -> int:
                     progress(f"survey {kspec.name}: {name} not raced: {e}")
                 else:
                     state.reports.append(report)
+                    state.seconds[doing] = round(time.monotonic() - t0, 1)
                     print(f"{kspec.name} {name}: {survey.cell(report.runs[0])}", flush=True)
                 survey.write(state, out, when, page=False)  # a checkpoint: even a SIGKILL loses one target
         doing = ""

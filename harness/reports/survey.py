@@ -10,6 +10,7 @@ still reads."""
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,6 +41,10 @@ class Survey:
     reports: list[RaceReport] = field(default_factory=list)
     not_raced: list[NotRaced] = field(default_factory=list)
     interrupted: list[str] = field(default_factory=list)  # "target on kernel" being raced when stopped
+    # Wall seconds: per raced target ("target on kernel": its guest, setup and
+    # race), and per kernel the one guest that derived the modules' ops.
+    seconds: dict[str, float] = field(default_factory=dict)
+    discover_seconds: dict[str, float] = field(default_factory=dict)
 
     def done(self) -> set[tuple[str, str]]:
         """(kernel spec, target) of every race run and every target refused."""
@@ -52,7 +57,24 @@ class Survey:
             "reports": [r.to_json() for r in self.reports],
             "not_raced": [vars(n) for n in self.not_raced],
             "interrupted": self.interrupted,
+            "seconds": self.seconds,
+            "discover_seconds": self.discover_seconds,
         }
+
+    def timing(self) -> str:
+        """The survey's pace in one line ("" before any race)."""
+        raced = list(self.seconds.values())
+        if not raced:
+            return ""
+        total = sum(raced) + sum(self.discover_seconds.values())
+        ordered = sorted(raced)
+        median = statistics.median(ordered)
+        return (
+            f"{len(raced)} targets raced in {total / 60:.0f} min of wall time "
+            f"(deriving ops {sum(self.discover_seconds.values()) / 60:.0f} min): "
+            f"{len(raced) / (total / 3600):.0f} per hour; per target median {median:.1f} s "
+            f"({ordered[0]:.1f}-{ordered[-1]:.1f})."
+        )
 
     @classmethod
     def from_json(cls, doc: Any) -> "Survey":
@@ -64,6 +86,8 @@ class Survey:
                 reports_from_json(doc["reports"]),
                 [NotRaced(str(n["kernel"]), str(n["target"]), str(n["why"])) for n in doc["not_raced"]],
                 [str(x) for x in doc.get("interrupted", [])],
+                {str(k): float(v) for k, v in doc.get("seconds", {}).items()},
+                {str(k): float(v) for k, v in doc.get("discover_seconds", {}).items()},
             )
         except (KeyError, TypeError) as e:
             raise HarnessError(f"not a survey's JSON ({type(e).__name__}: {e})") from None
@@ -150,6 +174,8 @@ def write(state: Survey, out: Path, when: str, page: bool = True) -> list[Path]:
     reports = state.reports
     out.mkdir(parents=True, exist_ok=True)
     md = table(reports, when)
+    if state.timing():
+        md += "\n" + state.timing() + "\n"
     found = splat_runs(reports)
     if found:
         md += "\nSplats (console log, reproducer):\n\n" + "".join(
@@ -201,5 +227,8 @@ def merge(parts: Sequence[Survey]) -> Survey:
             once((n.kernel, n.target), i)
             merged.not_raced.append(n)
         merged.interrupted += part.interrupted
+        merged.seconds.update(part.seconds)
+        for kernel, took in part.discover_seconds.items():
+            merged.discover_seconds[kernel] = merged.discover_seconds.get(kernel, 0.0) + took
     merged.reports = list(out.values())
     return merged

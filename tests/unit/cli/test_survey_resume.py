@@ -90,3 +90,12 @@ def test_resume_without_a_survey_is_one_line_exit_2(tmp_path, capsys, fake):
     assert _survey(tmp_path / "none", "--resume") == ExitStatus.BAD_INPUT
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: --resume: no survey to go on from in {tmp_path / 'none'} (no survey.json)"]
+
+
+def test_the_survey_says_its_pace(fake, tmp_path):
+    out = tmp_path / "survey"
+    assert _survey(out) == ExitStatus.OK
+    doc = json.loads((out / "survey.json").read_text())
+    assert sorted(doc["seconds"]) == sorted(f"{t} on 6.1" for t in TARGETS)
+    assert all(s >= 0 for s in doc["seconds"].values())
+    assert "4 targets raced in " in (out / "survey.md").read_text()

@@ -91,3 +91,15 @@ def test_a_survey_json_round_trips():
     again = survey.Survey.from_json(json.loads(json.dumps(state.to_json())))
     assert again.done() == state.done() and again.not_raced == state.not_raced
     assert again.interrupted == ["mod02 on 6.1"]
+
+
+def test_the_pace_of_merged_shards_counts_every_race_and_both_derivations():
+    a, b = _survey("6.1", ["mod00"]), _survey("6.1", ["mod01", "mod02"])
+    a.seconds, a.discover_seconds = {"mod00 on 6.1": 10.0}, {"6.1": 60.0}
+    b.seconds, b.discover_seconds = {"mod01 on 6.1": 20.0, "mod02 on 6.1": 30.0}, {"6.1": 60.0}
+    merged = survey.merge([a, b])
+    assert merged.discover_seconds == {"6.1": 120.0}
+    # 3 races, 180 s in all: 60 per hour, median 20 s.
+    assert merged.timing() == (
+        "3 targets raced in 3 min of wall time (deriving ops 2 min): 60 per hour; per target median 20.0 s (10.0-30.0)."
+    )
