@@ -33,3 +33,13 @@ def wait_until(condition, timeout: float, poll_s: float = 0.05) -> bool:
             return False
         time.sleep(poll_s)
     return True
+
+
+def default_sigint() -> None:
+    """A Popen preexec_fn: SIGINT as a shell gives a foreground job.  A test
+    run launched in the background (`make test &`, nohup, some CI runners)
+    hands its children an ignored SIGINT, and Python keeps it ignored, so a
+    test that sends one would see nothing happen."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

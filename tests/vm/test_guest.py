@@ -11,7 +11,7 @@ import time
 import pytest
 
 from harness.guest.vm import BootError, Vm, VmConfig
-from tests.tools import REPO, wait_until
+from tests.tools import REPO, default_sigint, wait_until
 
 
 def _qemu_on_port(port: int) -> list[str]:
@@ -110,13 +110,6 @@ def test_boot_timeout_is_a_clear_error_and_kills_qemu(image):
     assert not _qemu_on_port(guest.port)
 
 
-def _default_sigint() -> None:
-    # Like a shell starting a foreground job: a test run launched in the
-    # background (`make test &`, a CI runner) would otherwise hand the CLI an
-    # ignored SIGINT, and Python keeps it ignored.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _cli(*args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "harness", *args],
@@ -124,7 +117,7 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
         **kw,
     )
 

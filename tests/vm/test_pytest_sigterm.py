@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.tools import REPO, wait_until
+from tests.tools import REPO, default_sigint, wait_until
 
 PROJECT_TEST = """
 import pathlib
@@ -47,6 +47,7 @@ def _session(tmp_path, tests: str, up: tuple[str, ...], *args: str) -> subproces
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=default_sigint,
     )
     wait_until(lambda: all((tmp_path / name).exists() for name in up) or proc.poll() is not None, 600)
     assert all((tmp_path / name).exists() for name in up), proc.communicate()[0][-3000:]
