@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from ..errors import HarnessError
 from ..race.outcomes import RaceReport, RunResult, Verdict, errors_text, reports_from_json
 from ..util import write_text
+from . import triage
 
 FORMAT = 2
 
@@ -167,6 +168,12 @@ def splat_runs(reports: Sequence[RaceReport]) -> list[tuple[RaceReport, RunResul
     ]
 
 
+def triage_line(run: RunResult) -> str:
+    """What the run's first splat is (triage.py), by the target raced and its title."""
+    title = run.splats[0].title if run.splats else run.verdict.value
+    return triage.line(run.scheme, title)
+
+
 def write(state: Survey, out: Path, when: str, page: bool = True) -> list[Path]:
     """survey.md, survey.json and (with `page`) index.html in `out`."""
     from .race_page import write_race_pages
@@ -178,9 +185,9 @@ def write(state: Survey, out: Path, when: str, page: bool = True) -> list[Path]:
         md += "\n" + state.timing() + "\n"
     found = splat_runs(reports)
     if found:
-        md += "\nSplats (console log, reproducer):\n\n" + "".join(
+        md += "\nSplats (console log, reproducer, triage):\n\n" + "".join(
             f"- {run.scheme} on {rep.kernel_spec}: {'; '.join(s.title for s in run.splats[:2]) or run.verdict.value}"
-            f" — `{run.console_log}` — `{run.repro}`\n"
+            f" — `{run.console_log}` — `{run.repro}` — {triage_line(run)}\n"
             for rep, run in found
         )
     unreached = unreached_runs(reports)
