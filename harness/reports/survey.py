@@ -9,7 +9,9 @@ still reads."""
 
 from __future__ import annotations
 
+import collections
 import json
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,15 @@ class NotRaced:
 
     def line(self) -> str:
         return f"{self.target} on {self.kernel}: {self.why}"
+
+    @property
+    def reason(self) -> str:
+        """The kind of reason, to count them: discover's (NoOps) for a module no
+        op reaches, else the error's first words."""
+        m = re.match(r"no op reaches it \(([^)]*)\)", self.why)
+        if m:
+            return m[1]
+        return re.split(r"[:;(]", self.why, maxsplit=1)[0].strip()[:80] or "no reason given"
 
 
 @dataclass
@@ -194,7 +205,13 @@ def write(state: Survey, out: Path, when: str, page: bool = True) -> list[Path]:
     if unreached:
         md += "\nNot raced (no caller reached the module):\n\n" + "".join(f"- {line}\n" for line in unreached)
     if state.not_raced:
-        md += "\nNot raced:\n\n" + "".join(f"- {n.line()}\n" for n in state.not_raced)
+        counts = collections.Counter(n.reason for n in state.not_raced)
+        md += (
+            "\nNot raced, by reason:\n\n| reason | targets |\n|---|---|\n"
+            + "".join(f"| {reason} | {count} |\n" for reason, count in counts.most_common())
+            + "\nNot raced:\n\n"
+            + "".join(f"- {n.line()}\n" for n in state.not_raced)
+        )
     if state.interrupted:
         md += "\nStopped while racing " + ", ".join(state.interrupted) + " (`survey --resume` goes on from there).\n"
     write_text((out / "survey.md"), md)

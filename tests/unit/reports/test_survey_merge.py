@@ -103,3 +103,16 @@ def test_the_pace_of_merged_shards_counts_every_race_and_both_derivations():
     assert merged.timing() == (
         "3 targets raced in 3 min of wall time (deriving ops 2 min): 60 per hour; per target median 20.0 s (10.0-30.0)."
     )
+
+
+def test_the_targets_not_raced_are_counted_by_reason(tmp_path):
+    state = survey.Survey(_reports("6.1", ["mod00"]), [
+        survey.NotRaced("6.1", "e1000", "no op reaches it (needs hardware); tried alias pci:...: failed"),
+        survey.NotRaced("6.1", "igb", "no op reaches it (needs hardware)"),
+        survey.NotRaced("6.1", "efivarfs", "no op reaches it (cannot load); modprobe: ERROR: ..."),
+        survey.NotRaced("6.1", "sctp", "target sctp cannot be unloaded here (rmmod: ERROR: in use)"),
+    ])  # fmt: skip
+    survey.write(state, tmp_path, "today", page=False)
+    md = (tmp_path / "survey.md").read_text()
+    assert "| needs hardware | 2 |\n| cannot load | 1 |\n| target sctp cannot be unloaded here | 1 |" in md
+    assert md.count("- e1000 on 6.1: no op reaches it (needs hardware)") == 1
