@@ -408,6 +408,12 @@ def _race_each(
     return kept
 
 
+def _report_text(reports: Sequence[RaceReport]) -> str:
+    """The JSON report: one object for one kernel, a list for several."""
+    doc = [r.to_json() for r in reports]
+    return json.dumps(doc[0] if len(doc) == 1 else doc, indent=1)
+
+
 def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] | None = None) -> int:
     if args.export:
         from ..reports.repro import check_folder
@@ -440,14 +446,11 @@ def cmd_race(args: argparse.Namespace, stages: Callable[[RaceSpec], RaceStages] 
         if stopped is not None:
             reports.append(stopped)
         if reports:
-            doc = [r.to_json() for r in reports]
-            text = json.dumps(doc[0] if len(doc) == 1 else doc, indent=1)
             for path in (out, *([args.json] if args.json else [])):
-                write_text(path, text)
+                write_text(path, _report_text(reports))
             progress(f"race: stopped during {reports[-1].interrupted or 'the next kernel'}; the runs done: {out}")
         raise
-    doc = [r.to_json() for r in reports]
-    text = json.dumps(doc[0] if len(doc) == 1 else doc, indent=1)
+    text = _report_text(reports)
     write_text(out, text)
     if args.json:
         write_text(args.json, text)
