@@ -509,7 +509,8 @@ def cmd_survey(args: argparse.Namespace) -> int:
     old_seed = state.reports[0].seed if state.reports else None
     seed = args.seed if args.seed is not None else old_seed or random.randrange(1, 2**31)
     when = time.strftime("%Y-%m-%d")
-    doing = ""
+    doing, finished = "", False
+    checkpoint = time.monotonic()
     try:
         for kspec in specs:
             doing = f"fetching {kspec.name}"
@@ -554,13 +555,22 @@ def cmd_survey(args: argparse.Namespace) -> int:
                     state.reports.append(report)
                     state.seconds[doing] = round(time.monotonic() - t0, 1)
                     print(f"{kspec.name} {name}: {survey.cell(report.runs[0])}", flush=True)
-                survey.write(state, out, when, page=False)  # a checkpoint: even a SIGKILL loses one target
-        doing = ""
+                doing = ""
+                # A checkpoint, so that even a SIGKILL loses little; not after every
+                # target: survey.json holds every race's events and grows with them.
+                if time.monotonic() - checkpoint >= survey.CHECKPOINT_S:
+                    survey.write(state, out, when, page=False)
+                    checkpoint = time.monotonic()
+        finished = True
     finally:
-        if doing:  # stopped (Ctrl-C, SIGTERM) or failed: what is done stays, and says where it stopped
-            state.interrupted = [doing]
-            paths = survey.write(state, out, when)
-            progress(f"survey: stopped while racing {doing}; {paths[1]} holds the rest (survey --resume)")
+        if not finished:  # stopped (Ctrl-C, SIGTERM) or failed: what is done stays, and says where it stopped
+            state.interrupted = [doing or "between two targets"]
+            # No page: a cancelled job has seconds before its SIGKILL, and the page of
+            # many races takes longer; the resumed survey draws it.
+            paths = survey.write(state, out, when, page=False)
+            progress(
+                f"survey: stopped while racing {state.interrupted[0]}; {paths[1]} holds the rest (survey --resume)"
+            )
     paths = survey.write(state, out, when)
     print(f"survey: {paths[0]}\npage: {paths[-1]}", file=sys.stderr)
     write_ci_outputs(args, state.reports)

@@ -23,6 +23,7 @@ from ..util import write_text
 from . import triage
 
 FORMAT = 2
+CHECKPOINT_S = 60.0  # a running survey rewrites survey.json at most this often
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,9 @@ def write(state: Survey, out: Path, when: str, page: bool = True) -> list[Path]:
     if state.interrupted:
         md += "\nStopped while racing " + ", ".join(state.interrupted) + " (`survey --resume` goes on from there).\n"
     write_text((out / "survey.md"), md)
-    write_text((out / "survey.json"), json.dumps(state.to_json(), indent=1))
+    # Compact: every race's events are in it, a few hundred KB each, which
+    # indenting made three times larger.
+    write_text((out / "survey.json"), json.dumps(state.to_json(), separators=(",", ":")))
     pages = write_race_pages(reports, [out / "index.html"]) if page and reports else []
     return [out / "survey.md", out / "survey.json", *pages]
 

@@ -16,6 +16,7 @@ from harness.cli import race as cli_race
 from harness.exitcodes import ExitStatus
 from harness.race.kbuild import Knobs
 from harness.race.outcomes import RaceReport, RunResult, TargetInfo
+from harness.reports import survey
 
 TARGETS = ["vfat", "ext4", "brd", "dummy"]
 
@@ -46,6 +47,23 @@ def fake(tmp_path, monkeypatch):
     return state
 
 
+def test_a_survey_between_checkpoints_writes_only_at_its_end(fake, tmp_path):
+    out = tmp_path / "survey"
+    seen = []
+    race = cli_race.race
+
+    def race_and_look(spec):
+        seen.append((out / "survey.json").exists())
+        return race(spec)
+
+    cli_race.race = race_and_look
+    try:
+        assert _survey(out) == ExitStatus.OK
+    finally:
+        cli_race.race = race
+    assert seen == [False] * 4 and (out / "survey.json").is_file()
+
+
 def _survey(out, *more):
     return cli.main(["survey", "--kernel", "6.1", "--target", ",".join(TARGETS), "--out", str(out), *more])
 
@@ -58,6 +76,7 @@ def test_a_stopped_survey_keeps_its_races_and_resume_does_the_rest(fake, tmp_pat
     assert [r["runs"][0]["scheme"] for r in doc["reports"]] == ["vfat", "ext4"]
     assert doc["interrupted"] == ["brd on 6.1"]
     assert "Stopped while racing brd on 6.1" in (out / "survey.md").read_text()
+    assert not (out / "index.html").exists(), "no page when stopped: a cancelled job has no time for it"
 
     fake.stop_at, fake.raced = None, []
     assert _survey(out, "--resume") == ExitStatus.OK
@@ -68,7 +87,8 @@ def test_a_stopped_survey_keeps_its_races_and_resume_does_the_rest(fake, tmp_pat
     assert (out / "index.html").is_file()
 
 
-def test_survey_json_is_written_after_every_target(fake, tmp_path):
+def test_survey_json_is_written_after_every_target_when_checkpoints_are_due(fake, tmp_path, monkeypatch):
+    monkeypatch.setattr(survey, "CHECKPOINT_S", 0.0)
     out = tmp_path / "survey"
     seen = []
     race = cli_race.race
