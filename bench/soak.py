@@ -119,7 +119,9 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     samples: list[Sample] = []
     t0 = time.monotonic()
-    proc = subprocess.Popen(command)
+    # A default SIGINT for the command: started from a background job it would
+    # inherit an ignored one, and --stop-after's SIGINT would go unseen.
+    proc = subprocess.Popen(command, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     stopped_at = None
     with open(args.out / "samples.csv", "w", newline="") as f:
         writer = csv.writer(f)
