@@ -66,6 +66,19 @@ SAVE_TIMEOUT_S = 120.0
 DUMP_TIMEOUT_S = 300.0  # a 1 GiB guest's memory to a busy disk
 # How often wait_guest() checks its condition in the guest.
 GUEST_POLL_S = 0.05
+
+
+def poll_until(condition: str, timeout: float) -> str:
+    """A guest shell snippet that returns 0 once `condition` holds, 1 after
+    about `timeout` seconds of polls: for waiting on a state inside a script
+    whose next step must follow it at once (wait_guest's own SSH round trip
+    would come too late)."""
+    polls = max(1, int(timeout / GUEST_POLL_S))
+    return (
+        f"(i=0; while [ $i -lt {polls} ]; do ( {condition} ) && exit 0; i=$((i+1)); sleep {GUEST_POLL_S}; done; exit 1)"
+    )
+
+
 _LIVE: "weakref.WeakSet[Vm]" = weakref.WeakSet()
 
 
@@ -537,9 +550,7 @@ class Vm:
     def wait_guest(self, condition: str, timeout: float) -> bool:
         """Wait until a shell condition holds in the guest (one SSH channel
         polling it there): a state to wait on, never a guessed sleep."""
-        polls = max(1, int(timeout / GUEST_POLL_S))
-        loop = f"i=0; while [ $i -lt {polls} ]; do ( {condition} ) && exit 0; i=$((i+1)); sleep {GUEST_POLL_S}; done; exit 1"
-        return self.ssh.run(loop, timeout=timeout + 30).exit_status == 0
+        return self.ssh.run(f"{poll_until(condition, timeout)} || exit 1", timeout=timeout + 30).exit_status == 0
 
     def alive(self) -> bool:
         return self.child is not None and self.child.isalive()

@@ -33,6 +33,7 @@ import re
 import pytest
 
 from harness.guest.splat import new_splats
+from harness.guest.vm import poll_until
 from harness.race import kbuild
 from harness.race.schemes import SCHEMES
 
@@ -151,8 +152,7 @@ def _gate_wait(vm, p: str, providers: list[str]) -> float:
     res = _sh(
         vm,
         f"/sbin/rmmod {providers[0]} & rm_pid=$!; "
-        f"i=0; until grep -qx going /sys/module/{providers[0]}/initstate; do "
-        f"i=$((i+1)); [ $i -gt 1200 ] && exit 97; sleep 0.05; done; t0=$({up}); "
+        f"{poll_until(f'grep -qx going /sys/module/{providers[0]}/initstate', 60)} || exit 97; t0=$({up}); "
         f"echo -n 'lookup-call {providers[1]}' > /dev/{p}_ctl; rc=$?; t1=$({up}); "
         f"wait $rm_pid; echo $? $rc $t0 $t1",
         "3. rmmod + lookup",
