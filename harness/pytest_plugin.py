@@ -138,10 +138,10 @@ def _die_with_controller() -> None:
     its controller dies, even by SIGKILL; else it notices seconds later.
     xdist starts its workers from the controller's main thread, which lives
     as long as the controller does (PR_SET_PDEATHSIG follows the thread)."""
-    import ctypes
+    from .guest.qemu import die_with_parent
 
     parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    die_with_parent(signal.SIGTERM)
     if os.getppid() != parent:  # the controller died before prctl
         os.kill(os.getpid(), signal.SIGTERM)
 

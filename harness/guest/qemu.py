@@ -226,10 +226,11 @@ def machine_files(kernel: KernelFiles, initrd: Path, modtree: Path | None = None
 # ---------------------------------------------------------------- the process
 
 
-def die_with_parent() -> None:
-    """QEMU gets SIGKILL if the harness dies, even by SIGKILL."""
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """This process gets `sig` when its parent dies, even by SIGKILL: QEMU
+    (as a preexec_fn) the default SIGKILL, an xdist worker a SIGTERM."""
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (ptyprocess already setsid()s)
+    libc.prctl(1, sig)  # PR_SET_PDEATHSIG (ptyprocess already setsid()s)
 
 
 def free_port() -> int:
