@@ -522,22 +522,38 @@ def cmd_survey(args: argparse.Namespace) -> int:
             todo = [n for n in module_set(args, kfiles, names, which) if (kspec.name, n) not in done]
             if done:
                 progress(f"survey {kspec.name}: resuming, {len(todo)} targets left")
-            # Modules without a row: their ops derived in one guest, before any race.
-            derive = [n for n in todo if needs_derived_row(n)]
-            doing = f"the ops of {len(derive)} modules on {kspec.name}"
-            t0 = time.monotonic()
-            found = {d.module: d for d in discover.run(kfiles, derive, args.accel)} if derive else {}
-            state.discover_seconds[kspec.name] = state.discover_seconds.get(kspec.name, 0.0) + time.monotonic() - t0
+            # Modules without a row: their ops derived in one guest, before any
+            # race, each kept in the state as it is found (a stopped survey
+            # resumes without deriving them again).
+            derived = state.derived.setdefault(kspec.name, {})
+            derive = [n for n in todo if needs_derived_row(n) and n not in derived]
+            if derive:
+                doing = f"the ops of {len(derive)} modules on {kspec.name}"
+                t0 = time.monotonic()
+
+                def found(d: discover.Discovery, derived: dict = derived) -> None:
+                    nonlocal checkpoint
+                    row = d.target()
+                    derived[d.module] = {"row": row.to_json()} if row else {"why": discover.why_not(d)}
+                    if time.monotonic() - checkpoint >= survey.CHECKPOINT_S:
+                        survey.write(state, out, when, page=False)
+                        checkpoint = time.monotonic()
+
+                try:
+                    discover.run(kfiles, derive, args.accel, each=found)
+                finally:
+                    took = time.monotonic() - t0
+                    state.discover_seconds[kspec.name] = state.discover_seconds.get(kspec.name, 0.0) + took
             for i, name in enumerate(todo, 1):
                 progress(f"survey {kspec.name}: {name} ({i}/{len(todo)})")
                 doing = f"{name} on {kspec.name}"
                 t0 = time.monotonic()
                 try:
                     row = None
-                    if name in found:
-                        row = found[name].target()
-                        if row is None:
-                            raise HarnessError(discover.why_not(found[name]))
+                    if name in derived:
+                        if "why" in derived[name]:
+                            raise HarnessError(derived[name]["why"])
+                        row = TargetRow.from_json(derived[name]["row"])
                     spec = RaceSpec(
                         kernel=kspec,
                         target=name,
@@ -552,7 +568,7 @@ def cmd_survey(args: argparse.Namespace) -> int:
                     state.not_raced.append(survey.NotRaced(kspec.name, name, str(e)))
                     progress(f"survey {kspec.name}: {name} not raced: {e}")
                 else:
-                    state.reports.append(report)
+                    state.keep(report, out)  # its events to races/, not kept in memory
                     state.seconds[doing] = round(time.monotonic() - t0, 1)
                     print(f"{kspec.name} {name}: {survey.cell(report.runs[0])}", flush=True)
                 doing = ""

@@ -16,9 +16,9 @@ counts as facts, never as failures.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from ..errors import HarnessError
 from ..project import table as harness_table
@@ -61,6 +61,15 @@ class TargetRow:
     # for a ready-made row, an absolute path for a project's.
     source: str | None = None
     control: bool = False  # it breaks the golden rule: a run that does not crash proves nothing
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "kind": self.kind.value}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "TargetRow":
+        """A row to_json wrote (a survey's derived rows); KeyError/ValueError when it is not one."""
+        tup = ("ops", "kmods", "setup")
+        return cls(**{**d, "kind": Kind(d["kind"]), **{k: tuple(str(x) for x in d[k]) for k in tup if k in d}})
 
 
 ROWS: Mapping[str, TargetRow] = {

@@ -325,7 +325,8 @@ def timeline_png(run: RunResult, data: TimelineData) -> bytes:
                 label=f"{op} failed {errno} ({kept})",
             )
         )
-    fig.legend(handles=handles, loc="outside upper center", ncol=min(4, len(handles)), frameon=False, fontsize=9)
+    if handles:  # a timeline with no unload and no call has nothing to name (matplotlib refuses ncol=0)
+        fig.legend(handles=handles, loc="outside upper center", ncol=min(4, len(handles)), frameon=False, fontsize=9)
     return _png(fig)
 
 

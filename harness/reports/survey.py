@@ -3,26 +3,32 @@ table (target x kernel) of what happened, with the JSON reports and the page
 of every run beside it (`python -m harness survey`).
 
 survey.json holds the whole state: the races, the targets not raced and why,
-and the target a stopped survey was racing, so that `survey --resume` and
-`survey-merge` lose nothing.  An older survey.json (a bare list of reports)
-still reads."""
+the ops derived per module, and the target a stopped survey was racing, so
+that `survey --resume` and `survey-merge` lose nothing.  Each race's full
+report (its events, its replay) and its page are written to races/ as soon
+as it ends; survey.json and the survey's memory keep the race without its
+events, so neither grows with the races' lengths (a 53-race survey.json was
+27 MB with them).  An older survey.json (a bare list of reports, or reports
+with their events) still reads."""
 
 from __future__ import annotations
 
 import collections
 import json
+import os
 import re
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import HarnessError
 from ..race.outcomes import RaceReport, RunResult, Verdict, errors_text, reports_from_json
+from ..race.targets import TargetRow
 from ..util import write_text
 from . import triage
 
-FORMAT = 2
+FORMAT = 3  # 3: races' events in races/, derived ops kept
 CHECKPOINT_S = 60.0  # a running survey rewrites survey.json at most this often
 
 
@@ -58,13 +64,24 @@ class Survey:
     # race), and per kernel the one guest that derived the modules' ops.
     seconds: dict[str, float] = field(default_factory=dict)
     discover_seconds: dict[str, float] = field(default_factory=dict)
+    # kernel -> module -> its derived target row (targets.row_to_json), or the
+    # line saying why no op reaches it: what a resumed survey does not derive again.
+    derived: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # "target on kernel" -> its race's full report and page (absolute in memory,
+    # relative to survey.json's folder on disk).
+    files: dict[str, tuple[Path, Path]] = field(default_factory=dict)
 
     def done(self) -> set[tuple[str, str]]:
         """(kernel spec, target) of every race run and every target refused."""
         raced = {(rep.kernel_spec, run.scheme) for rep in self.reports for run in rep.runs}
         return raced | {(n.kernel, n.target) for n in self.not_raced}
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, base: Path | None = None) -> dict[str, Any]:
+        """The state; the races' files relative to `base` (survey.json's folder)."""
+
+        def rel(p: Path) -> str:
+            return os.path.relpath(p, base) if base is not None else str(p)
+
         return {
             "format": FORMAT,
             "reports": [r.to_json() for r in self.reports],
@@ -72,7 +89,25 @@ class Survey:
             "interrupted": self.interrupted,
             "seconds": self.seconds,
             "discover_seconds": self.discover_seconds,
+            "derived": self.derived,
+            "files": {k: [rel(j), rel(h)] for k, (j, h) in self.files.items()},
         }
+
+    def keep(self, report: RaceReport, out: Path) -> RaceReport:
+        """A race just ended: its full report and page to races/ in `out`, and
+        the race without its events into the state."""
+        from .race_page import write_race_pages
+
+        for run in report.runs:
+            stem = out / "races" / _safe(report.kernel_spec) / _safe(run.scheme)
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            one = replace(report, runs=[run])
+            write_text(stem.with_suffix(".json"), json.dumps(one.to_json(), separators=(",", ":")))
+            write_race_pages([one], [stem.with_suffix(".html")])
+            self.files[f"{run.scheme} on {report.kernel_spec}"] = (stem.with_suffix(".json"), stem.with_suffix(".html"))
+        slim = replace(report, runs=[replace(r, timeline=None, replay=None) for r in report.runs])
+        self.reports.append(slim)
+        return slim
 
     def timing(self) -> str:
         """The survey's pace in one line ("" before any race)."""
@@ -85,15 +120,20 @@ class Survey:
         return (
             f"{len(raced)} targets raced in {total / 60:.0f} min of wall time "
             f"(deriving ops {sum(self.discover_seconds.values()) / 60:.0f} min): "
-            f"{len(raced) / (total / 3600):.0f} per hour; per target median {median:.1f} s "
+            + (f"{len(raced) / (total / 3600):.0f} per hour; " if total > 0 else "")
+            + f"per target median {median:.1f} s "
             f"({ordered[0]:.1f}-{ordered[-1]:.1f})."
         )
 
     @classmethod
-    def from_json(cls, doc: Any) -> "Survey":
-        """A survey.json; a bad document is a HarnessError."""
+    def from_json(cls, doc: Any, base: Path | None = None) -> "Survey":
+        """A survey.json (its races' files relative to `base`); a bad document is a HarnessError."""
         if isinstance(doc, list):  # before FORMAT 2: the reports alone
             return cls(reports_from_json(doc))
+
+        def where(p: str) -> Path:
+            return (base / p).resolve() if base is not None else Path(p)
+
         try:
             return cls(
                 reports_from_json(doc["reports"]),
@@ -101,16 +141,31 @@ class Survey:
                 [str(x) for x in doc.get("interrupted", [])],
                 {str(k): float(v) for k, v in doc.get("seconds", {}).items()},
                 {str(k): float(v) for k, v in doc.get("discover_seconds", {}).items()},
+                {str(k): {str(m): _derived(d) for m, d in v.items()} for k, v in doc.get("derived", {}).items()},
+                {str(k): (where(j), where(h)) for k, (j, h) in doc.get("files", {}).items()},
             )
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise HarnessError(f"not a survey's JSON ({type(e).__name__}: {e})") from None
 
     @classmethod
     def load(cls, path: Path) -> "Survey":
         try:
-            return cls.from_json(json.loads(path.read_text()))
+            return cls.from_json(json.loads(path.read_text()), path.parent)
         except (OSError, ValueError) as e:
             raise HarnessError(f"{path}: not a survey's JSON ({e})") from None
+
+
+def _derived(d: Any) -> dict[str, Any]:
+    """One module's derived entry, checked: {"row": a TargetRow's JSON} or {"why": a line}."""
+    if "why" in d:
+        return {"why": str(d["why"])}
+    TargetRow.from_json(d["row"])
+    return {"row": dict(d["row"])}
+
+
+def _safe(name: str) -> str:
+    """A target's or kernel's name as one path component."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", name) or "_"
 
 
 MAX_ERRNOS = 3
@@ -186,10 +241,37 @@ def triage_line(run: RunResult) -> str:
     return triage.line(run.scheme, title)
 
 
+def index_html(state: Survey, out: Path, md: str) -> str:
+    """The survey's page: the table, each cell a link to its race's own page
+    (races/), and the survey.md text below.  It holds no plots, so it stays
+    small however many races the survey ran."""
+    from html import escape
+
+    kernels = list(dict((r.kernel_spec, f"{r.kernel_spec} ({r.kernel})") for r in state.reports).items())
+    rows: dict[str, dict[str, str]] = {}
+    for rep in state.reports:
+        for run in rep.runs:
+            files = state.files.get(f"{run.scheme} on {rep.kernel_spec}")
+            text = escape(run.verdict.value) + f", {run.unloads} unloads"
+            if run.splats:
+                text += "<br>" + escape(run.splats[0].title)
+            if files:
+                text = f'<a href="{escape(os.path.relpath(files[1], out))}">{text}</a>'
+            rows.setdefault(run.scheme, {})[rep.kernel_spec] = text
+    head = "".join(f"<th>{escape(label)}</th>" for _, label in kernels)
+    body = "".join(
+        f"<tr><td>{escape(t)}</td>" + "".join(f"<td>{cells.get(k, '-')}</td>" for k, _ in kernels) + "</tr>"
+        for t, cells in rows.items()
+    )
+    return (
+        "<!doctype html><meta charset=utf-8><title>Survey</title><h1>Survey</h1>"
+        f"<table border=1 cellpadding=4><tr><th>target</th>{head}</tr>{body}</table>"
+        f"<pre>{escape(md)}</pre>\n"
+    )
+
+
 def write(state: Survey, out: Path, when: str, page: bool = True) -> list[Path]:
     """survey.md, survey.json and (with `page`) index.html in `out`."""
-    from .race_page import write_race_pages
-
     reports = state.reports
     out.mkdir(parents=True, exist_ok=True)
     md = table(reports, when)
@@ -216,11 +298,11 @@ def write(state: Survey, out: Path, when: str, page: bool = True) -> list[Path]:
     if state.interrupted:
         md += "\nStopped while racing " + ", ".join(state.interrupted) + " (`survey --resume` goes on from there).\n"
     write_text((out / "survey.md"), md)
-    # Compact: every race's events are in it, a few hundred KB each, which
-    # indenting made three times larger.
-    write_text((out / "survey.json"), json.dumps(state.to_json(), separators=(",", ":")))
-    pages = write_race_pages(reports, [out / "index.html"]) if page and reports else []
-    return [out / "survey.md", out / "survey.json", *pages]
+    write_text((out / "survey.json"), json.dumps(state.to_json(out.resolve()), separators=(",", ":")))
+    if not page:
+        return [out / "survey.md", out / "survey.json"]
+    write_text(out / "index.html", index_html(state, out.resolve(), md))
+    return [out / "survey.md", out / "survey.json", out / "index.html"]
 
 
 def merge(parts: Sequence[Survey]) -> Survey:
@@ -228,8 +310,6 @@ def merge(parts: Sequence[Survey]) -> Survey:
     and of the targets not raced, in the order the parts gave them.  A target
     in two parts on one kernel (overlapping shards, or a survey merged with
     itself) is refused: which of the two would be the row?"""
-    from dataclasses import replace
-
     out: dict[str, RaceReport] = {}
     merged = Survey()
     seen: dict[tuple[str, str], int] = {}
@@ -255,6 +335,9 @@ def merge(parts: Sequence[Survey]) -> Survey:
             merged.not_raced.append(n)
         merged.interrupted += part.interrupted
         merged.seconds.update(part.seconds)
+        merged.files.update(part.files)
+        for kernel, rows in part.derived.items():
+            merged.derived.setdefault(kernel, {}).update(rows)
         for kernel, took in part.discover_seconds.items():
             merged.discover_seconds[kernel] = merged.discover_seconds.get(kernel, 0.0) + took
     merged.reports = list(out.values())
