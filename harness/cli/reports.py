@@ -131,6 +131,8 @@ def cmd_survey_merge(args: argparse.Namespace) -> int:
     from ..reports import survey
 
     parts = [survey.Survey.load(item / "survey.json" if item.is_dir() else item) for item in args.inputs]
-    for path in survey.write(survey.merge(parts), args.out, time.strftime("%Y-%m-%d")):
+    merged = survey.merge(parts)
+    survey.gather(merged, args.out)
+    for path in survey.write(merged, args.out, time.strftime("%Y-%m-%d")):
         print(path)
     return ExitStatus.OK

@@ -155,6 +155,26 @@ class Survey:
             raise HarnessError(f"{path}: not a survey's JSON ({e})") from None
 
 
+def gather(state: Survey, out: Path) -> None:
+    """Each race's report and page copied into out/races/ (a merge's folder),
+    so the merged survey stands alone: a CI job uploads only its own folder.
+    A file that is gone (a shard's folder moved) keeps no link."""
+    import shutil
+
+    for key, files in list(state.files.items()):
+        target, _, kernel = key.partition(" on ")  # a target name has no space
+        stem = out / "races" / _safe(kernel) / _safe(target)
+        moved = (stem.with_suffix(".json"), stem.with_suffix(".html"))
+        if not all(f.is_file() for f in files):
+            del state.files[key]
+            continue
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        for src, dst in zip(files, moved):
+            if src.resolve() != dst.resolve():
+                shutil.copyfile(src, dst)
+        state.files[key] = moved
+
+
 def _derived(d: Any) -> dict[str, Any]:
     """One module's derived entry, checked: {"row": a TargetRow's JSON} or {"why": a line}."""
     if "why" in d:

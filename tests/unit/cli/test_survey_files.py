@@ -115,15 +115,19 @@ def test_a_stop_while_deriving_keeps_what_was_derived(fake, tmp_path, monkeypatc
     assert fake.derived == ["modb", "modc"]
 
 
-def test_merged_shards_link_each_races_page_from_the_merged_folder(fake, tmp_path):
+def test_a_merged_survey_holds_its_shards_races_and_stands_alone(fake, tmp_path):
     a, b, merged = tmp_path / "a", tmp_path / "b", tmp_path / "m"
     assert cli.main(["survey", "--kernel", "6.1", "--target", "moda", "--out", str(a)]) == ExitStatus.OK
     assert cli.main(["survey", "--kernel", "6.1", "--target", "modb", "--out", str(b)]) == ExitStatus.OK
     assert cli.main(["survey-merge", str(a), str(b), "--out", str(merged)]) == ExitStatus.OK
     doc = json.loads((merged / "survey.json").read_text())
-    assert doc["files"]["modb on 6.1"] == ["../b/races/6.1/modb.json", "../b/races/6.1/modb.html"]
-    assert 'href="../a/races/6.1/moda.html"' in (merged / "index.html").read_text()
+    assert doc["files"]["modb on 6.1"] == ["races/6.1/modb.json", "races/6.1/modb.html"]
+    assert 'href="races/6.1/moda.html"' in (merged / "index.html").read_text()
+    assert json.loads((merged / "races/6.1/moda.json").read_text())["runs"][0]["events"]["unloads"]["total"] == 7
     assert sorted(doc["derived"]["6.1"]) == ["moda", "modb"]
+    # A merge of the merge (its files already in place) changes nothing.
+    assert cli.main(["survey-merge", str(merged), "--out", str(merged)]) == ExitStatus.OK
+    assert json.loads((merged / "survey.json").read_text())["files"] == doc["files"]
 
 
 def test_a_bad_derived_row_is_not_a_survey(tmp_path):
