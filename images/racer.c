@@ -229,11 +229,15 @@ static void die_usage(const char *msg)
 		"                               u32 or flag), then RTM_DELLINK as op\n"
 		"                               netdev-del\n"
 		"  exec CMD                     /bin/sh -c CMD, output to /dev/null;\n"
-		"                               a non-zero exit is EEXIT, a signal EKILLED\n"
+		"                               a non-zero exit is EEXIT, a signal EKILLED;\n"
+		"                               $RACER_HOLD [MS] in CMD waits as a held\n"
+		"                               call does (racer wait-unload)\n"
 		"caller --hold-us N: keep what the call took until an unload is done\n"
 		"since, N us at most, then use it (open: read; ioctl: the ioctl; mount:\n"
 		"stat and read its root; AF_ALG: accept, hash: write and read) and\n"
-		"release it; exec cannot be held\n");
+		"release it; exec cannot be held, but its command can run $RACER_HOLD\n"
+		"racer wait-unload BARRIER DEADLINE_NS [MS]: return once an unload is\n"
+		"done since the start, after MS (default 5000) or at DEADLINE_NS\n");
 	exit(2);
 }
 
@@ -1001,12 +1005,36 @@ static pid_t spawn_sh(void)
 	return pid;
 }
 
+/*
+ * $RACER_HOLD, for the command of an exec caller: this racer's wait-unload
+ * on the race's barrier file and end.  A shell line that takes something
+ * (opens a device node, adds a link) and then runs $RACER_HOLD keeps it
+ * across the next unload, as a held call does; exec itself cannot be held
+ * because only the command knows what it took.
+ */
+static void export_hold(void)
+{
+	static char exe[PATH_MAX], hold[PATH_MAX * 3];
+	ssize_t n;
+
+	if (!opt.barrier || getenv("RACER_HOLD"))
+		return;
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return;
+	exe[n] = 0;
+	snprintf(hold, sizeof(hold), "%s wait-unload %s %llu", exe, opt.barrier,
+		 (unsigned long long)deadline_ns);
+	setenv("RACER_HOLD", hold, 1);
+}
+
 static int exec_step(void)
 {
 	struct op_tok tok;
 	int status = 0, err = 0;
 	pid_t pid;
 
+	export_hold();
 	op_begin(&tok);
 	pid = spawn_sh();
 	if (pid < 0)
@@ -1720,12 +1748,32 @@ static void run_loop(step_fn step)
 	}
 }
 
+#define WAIT_UNLOAD_MS	5000	/* $RACER_HOLD's longest wait, unless MS says */
+
+/* `racer wait-unload BARRIER DEADLINE_NS [MS]`: what $RACER_HOLD runs. */
+static int wait_unload(int argc, char **argv)
+{
+	u64 gone, ms = argc > 4 ? (u64)parse_num(argv[4]) : WAIT_UNLOAD_MS;
+
+	opt.barrier = argv[2];
+	deadline_ns = (u64)parse_num(argv[3]);
+	if (barrier_map()) {
+		fprintf(stderr, "racer wait-unload: cannot map %s\n", opt.barrier);
+		return 2;
+	}
+	gone = __atomic_load_n(&shm->gone, __ATOMIC_SEQ_CST);
+	wait_for(deleted_since, gone, now_ns() + ms * 1000000ull);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct sigaction sa = { .sa_handler = on_signal };
 	const char *err;
 	step_fn step;
 
+	if (argc >= 4 && argc <= 5 && !strcmp(argv[1], "wait-unload"))
+		return wait_unload(argc, argv);
 	parse_args(argc, argv);
 	step = setup_role();
 	srandom(opt.seed);

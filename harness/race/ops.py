@@ -36,7 +36,13 @@ digest) and releases it (close, umount, RTM_DELLINK).  That is where a
 module whose `file_operations` (or file system type, or protocol) lack
 `.owner` fails: the release runs in freed module text.  Between held calls
 the caller rests until the module is unloaded and back (MS at most), so a
-module that pins itself properly is still unloaded.  `exec` cannot be held.
+module that pins itself properly is still unloaded.  `exec` cannot be held
+(only its command knows what it took), but its command can hold: the racer
+gives it `$RACER_HOLD`, a command that returns once the unloader has
+completed an unload since it started, or after MS milliseconds (`$RACER_HOLD
+MS`; 5000 by default), or at the race's end.  So `exec:exec 3</dev/tap7;
+$RACER_HOLD 2000; cat <&3 >/dev/null` keeps the node open across the next
+unload and reads it after, as a held `open` does.
 
 Which callers an op gets (`Op.holds`): `:hold` or `:hold=MS` makes it held
 only, `:hold=0` quick only; without either the race decides: a quick caller

@@ -10,7 +10,8 @@ system type without .owner (a mount held across the unload, then
 unmounted), a protocol whose proto and proto_ops lack .owner (a socket held,
 then closed) and a hash without .cra_module (a bound AF_ALG socket held):
 each crashes with the default held callers, and races clean built with its
-owner."""
+owner.  An exec caller's shell line that holds the node through $RACER_HOLD
+crashes the owner-less driver too."""
 
 from __future__ import annotations
 
@@ -66,6 +67,21 @@ def test_without_holding_the_driver_without_owner_is_missed(kernel_spec, tmp_pat
     assert proc.returncode == 0 and run["verdict"] == "clean", (run["problem"], proc.stderr[-3000:])
     assert run["ops"]["delete_module"]["ok"] >= 1 and len(run["reach"]) == 1 and run["reach"][0]["ok_live"] > 0
     assert "--no-hold" in run["repro"]
+
+
+# An exec caller's command holds through $RACER_HOLD (harness/race/ops.py):
+# the node opened, kept until the next unload is done, then read and closed.
+EXEC_HELD = "exec:exec 3</dev/ownerless || exit 1; $RACER_HOLD 3000; head -c 16 <&3 >/dev/null; exec 3<&-"
+
+
+def test_an_exec_command_holding_through_racer_hold_crashes_the_release(kernel_spec, tmp_path):
+    proc, report = race_cli(
+        kernel_spec.name, tmp_path, "--target", str(OWNERLESS), "--op", EXEC_HELD, "--duration", "20", "--seed", "5"
+    )
+    assert report is not None, proc.stderr[-3000:]
+    run = report["runs"][0]
+    assert run["verdict"] == "crashed" and run["splats"], (run["problem"], proc.stderr[-3000:])
+    print("splat:", run["splats"][0]["title"], "console:", run.get("console_log"))
 
 
 KINDS = {

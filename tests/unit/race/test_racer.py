@@ -452,3 +452,55 @@ def test_roles_say_what_they_do_and_keep_their_names():
     res = parse_role_output(json.dumps({**SAMPLE, "role": "fsmounter"}))
     assert res.role is Role.FSMOUNTER and parse_role_output("", role="unloader").role is Role.UNLOADER
     assert parse_role_output(json.dumps({**SAMPLE, "role": "bogus"})).error.startswith("malformed racer output")
+
+
+# ------------------------------------------------- $RACER_HOLD (exec callers)
+
+_GONE, _CHANGES = 32, 40  # struct shared's offsets of gone and changes (racer.c)
+
+
+def _exec_caller(racer, bar, cmd, count):
+    spec = RoleSpec(Role.CALLER, name="x", op="exec", op_args=(cmd,), count=count, barrier=str(bar), parties=1)
+    return subprocess.run(spec.argv(racer), capture_output=True, text=True, timeout=30)
+
+
+def test_an_exec_command_gets_racer_hold_which_waits_its_ms_without_an_unload(racer, tmp_path):
+    out = tmp_path / "hold"
+    t0 = time.monotonic()
+    res = _exec_caller(racer, tmp_path / "bar", f'echo "$RACER_HOLD" > {out}; $RACER_HOLD 300', 2)
+    took = time.monotonic() - t0
+    assert parse_role_output(res.stdout).ops["exec"].ok == 2
+    words = out.read_text().split()
+    assert words[:3] == [racer, "wait-unload", str(tmp_path / "bar")] and int(words[3]) > 0
+    assert took >= 0.6, "each call waited its 300 ms: no unload came"
+
+
+def test_racer_hold_returns_when_an_unload_is_done(racer, tmp_path):
+    """An unload done (the unloader bumps gone, then wakes `changes`): the wait
+    ends then, not at its 20 s."""
+    import ctypes
+    import mmap
+
+    bar = tmp_path / "bar"
+    bar.write_bytes(bytes(4096))
+    deadline = time.monotonic_ns() + 60 * 10**9
+    proc = subprocess.Popen([racer, "wait-unload", str(bar), str(deadline), "20000"])
+    wchan = f"/proc/{proc.pid}/wchan"
+    end = time.monotonic() + 10
+    while "futex" not in open(wchan).read() and time.monotonic() < end:  # it sleeps on the futex
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    with open(bar, "r+b") as f, mmap.mmap(f.fileno(), 4096) as m:
+        m[_GONE : _GONE + 8] = (256).to_bytes(8, "little")
+        m[_CHANGES : _CHANGES + 4] = (1).to_bytes(4, "little")
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(m, _CHANGES))
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall(202, ctypes.c_void_p(addr), 1, 2**31 - 1, None, None, 0)  # FUTEX_WAKE (shared)
+        assert proc.wait(timeout=10) == 0
+        del addr
+    assert time.monotonic() - t0 < 5
+
+
+def test_racer_hold_on_a_barrier_it_cannot_map_exits_2(racer, tmp_path):
+    res = _run(racer, "wait-unload", str(tmp_path / "no" / "bar"), "1", "10")
+    assert res.returncode == 2 and "cannot map" in res.stderr
