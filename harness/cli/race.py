@@ -27,7 +27,7 @@ from ..race.outcomes import MemoryDump, RaceReport, exit_status, stopped_report
 from ..race.schemes import DEFAULT_SCHEMES, SCHEMES, WORKLOADS
 from ..race.spec import DEFAULT_KNOBS, DEFAULT_WORKLOADS, RaceSpec
 from ..race.targets import ROWS as TARGETS
-from ..race.targets import TargetRow
+from ..race.targets import Kind, TargetRow
 from ..reports.table import render_table
 from ..util import need_tool, write_text
 from .args import (
@@ -161,6 +161,12 @@ def add_survey_args(sv: argparse.ArgumentParser) -> None:
         help=f"comma list of {', '.join(TARGETS)} or any module names (their ops derived; default: every row)",
     )
     add_module_set_args(sv)
+    sv.add_argument(
+        "--kind",
+        default=None,
+        metavar="KIND,...",
+        help=f"race only targets of these kinds ({', '.join(KIND_NAMES)}); the rest are left out and counted",
+    )
     sv.add_argument("--duration", type=seconds_arg, default=10.0, metavar="S", help="seconds per target race")
     sv.add_argument("--callers", type=int_in(1, 16), default=2, metavar="N", help="callers per operation")
     sv.add_argument("--seed", type=int, default=None)
@@ -184,7 +190,7 @@ def add_discover_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_module_set_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--all-modules", action="store_true", help="every loadable module of the kernel")
+    p.add_argument("--all-modules", "--all", action="store_true", help="every loadable module of the kernel")
     p.add_argument(
         "--under",
         default=None,
@@ -194,6 +200,27 @@ def add_module_set_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--shard", default=None, metavar="I/N", help="the I-th of N slices of the modules (for parallel CI jobs)"
     )
+
+
+# --kind's names: the target kinds, with the short names a user types.
+KIND_NAMES: dict[str, Kind] = {
+    **{k.value: k for k in Kind},
+    "fs": Kind.FILESYSTEM,
+    "char": Kind.CHAR,
+    "misc": Kind.CHAR,
+}
+
+
+def parse_kinds(text: str | None) -> frozenset[Kind] | None:
+    """--kind as a set of kinds (None: every kind); a name it does not know is one line."""
+    if text is None:
+        return None
+    out = set()
+    for name in csv(text, "kind"):
+        if name not in KIND_NAMES:
+            raise HarnessError(f"--kind {name!r}: not a target kind; give some of {', '.join(KIND_NAMES)}")
+        out.add(KIND_NAMES[name])
+    return frozenset(out)
 
 
 def check_module_set(args: argparse.Namespace) -> tuple[int, int] | None:
@@ -496,9 +523,11 @@ def cmd_survey(args: argparse.Namespace) -> int:
             raise HarnessError(f"survey --target takes target rows and module names, not {name!r}")
     discover.check_names([n for n in names if needs_derived_row(n)])
     which = check_module_set(args)
+    kinds = parse_kinds(args.kind)
     specs = kernel_rows(args, ",".join(csv(args.kernel, "kernel")))
     check_ci_outputs(args)
     out = args.out or build_dir() / "survey"
+    left_out: list[str] = []  # targets of other kinds than --kind's
     state = survey.Survey()
     if args.resume:
         if not (out / "survey.json").is_file():
@@ -554,6 +583,12 @@ def cmd_survey(args: argparse.Namespace) -> int:
                         if "why" in derived[name]:
                             raise HarnessError(derived[name]["why"])
                         row = TargetRow.from_json(derived[name]["row"])
+                    kind = (row or TARGETS[name]).kind if kinds is not None else None
+                    if kind is not None and kinds is not None and kind not in kinds:
+                        left_out.append(f"{name} ({kind})")
+                        progress(f"survey {kspec.name}: {name} left out: a {kind} target (--kind)")
+                        doing = ""
+                        continue
                     spec = RaceSpec(
                         kernel=kspec,
                         target=name,
@@ -590,6 +625,8 @@ def cmd_survey(args: argparse.Namespace) -> int:
     paths = survey.write(state, out, when)
     print(f"survey: {paths[0]}\npage: {paths[-1]}", file=sys.stderr)
     write_ci_outputs(args, state.reports)
+    if left_out:
+        print(f"survey: {len(left_out)} targets of other kinds left out (--kind {args.kind})", file=sys.stderr)
     for n in state.not_raced:
         print(f"FAIL not raced: {n.line()}", file=sys.stderr)
     problems = [p for r in state.reports for p in r.problems()]

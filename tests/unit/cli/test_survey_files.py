@@ -135,3 +135,19 @@ def test_a_bad_derived_row_is_not_a_survey(tmp_path):
     path.write_text(json.dumps({**survey.Survey().to_json(), "derived": {"6.1": {"m": {"row": {"kind": "x"}}}}}))
     with pytest.raises(cli_race.HarnessError, match="not a survey's JSON"):
         survey.Survey.load(path)
+
+
+def test_kind_races_only_targets_of_those_kinds(fake, tmp_path, capsys):
+    out = tmp_path / "survey"
+    targets = "moda,vfat,dummy"  # a derived char target, a file system row, a net row
+    assert cli.main(["survey", "--kernel", "6.1", "--target", targets, "--kind", "fs,char", "--out", str(out)]) == 0
+    assert [t for t, _ in fake.raced] == ["moda", "vfat"]
+    assert "1 targets of other kinds left out (--kind fs,char)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["", "fs,", "sound"])
+def test_a_bad_kind_is_one_line_exit_2(fake, tmp_path, capsys, kind):
+    assert cli.main(["survey", "--kernel", "6.1", "--kind", kind, "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --kind"), err
+    assert fake.raced == []
