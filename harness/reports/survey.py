@@ -105,7 +105,7 @@ class Survey:
             write_text(stem.with_suffix(".json"), json.dumps(one.to_json(), separators=(",", ":")))
             write_race_pages([one], [stem.with_suffix(".html")])
             self.files[f"{run.scheme} on {report.kernel_spec}"] = (stem.with_suffix(".json"), stem.with_suffix(".html"))
-        slim = replace(report, runs=[replace(r, timeline=None, replay=None) for r in report.runs])
+        slim = replace(report, runs=[_slim(r) for r in report.runs])
         self.reports.append(slim)
         return slim
 
@@ -153,6 +153,13 @@ class Survey:
             return cls.from_json(json.loads(path.read_text()), path.parent)
         except (OSError, ValueError) as e:
             raise HarnessError(f"{path}: not a survey's JSON ({e})") from None
+
+
+def _slim(run: RunResult) -> RunResult:
+    """A run as the survey keeps it: no events, replay or latency histograms
+    (races/ holds them); a busy unloader's histogram alone was 23 KB."""
+    ops = {k: replace(v, hist=(), hist_failed=()) for k, v in run.ops.items()}
+    return replace(run, timeline=None, replay=None, ops=ops)
 
 
 def gather(state: Survey, out: Path) -> None:

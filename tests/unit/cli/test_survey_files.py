@@ -17,6 +17,7 @@ from harness import cli
 from harness.cli import race as cli_race
 from harness.exitcodes import ExitStatus
 from harness.race import discover
+from harness.race.racer import OpStats
 from harness.race.targets import Kind
 from harness.race.timeline import Timeline
 from harness.reports import survey
@@ -38,7 +39,8 @@ def fake(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         state.raced.append((spec.target, spec.row.ops if spec.row else None))
         rep = _report(spec.kernel.name, spec.target, spec.seed)
-        run = replace(rep.runs[0], timeline=Timeline(windows_total=7, origin_s=1.5))
+        opened = OpStats(3, 3, hist=((1000, 3),))
+        run = replace(rep.runs[0], timeline=Timeline(windows_total=7, origin_s=1.5), ops={"open": opened})
         return replace(rep, runs=[run]), None
 
     def run(kfiles, names, accel="auto", each=None):
@@ -66,9 +68,11 @@ def test_each_race_has_its_report_and_page_on_disk_and_survey_json_holds_no_even
     assert _survey(out) == ExitStatus.FINDINGS  # modc: not raced
     doc = json.loads((out / "survey.json").read_text())
     assert [r["runs"][0]["events"] for r in doc["reports"]] == [None, None]
+    assert [r["runs"][0]["ops"]["open"]["hist"] for r in doc["reports"]] == [[], []], "no histograms either"
     assert doc["files"] == {f"{m} on 6.1": [f"races/6.1/{m}.json", f"races/6.1/{m}.html"] for m in ("moda", "modb")}
     one = json.loads((out / "races/6.1/moda.json").read_text())
     assert one["runs"][0]["events"]["unloads"]["total"] == 7, "the race's own report keeps its events"
+    assert one["runs"][0]["ops"]["open"]["hist"] == [[1000, 3]]
     assert (out / "races/6.1/moda.html").is_file()
     assert 'href="races/6.1/modb.html"' in (out / "index.html").read_text()
 
