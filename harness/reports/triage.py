@@ -53,8 +53,10 @@ ROWS: tuple[TriageRow, ...] = (
         r"netdevsim",
         r"refcount_t: (addition on 0|underflow)",
         "nsim_bus_exit() clears nsim_bus_enable and drops the bus refcount outside nsim_bus_dev_list_lock "
-        "(Debian 6.12.118); reproducer: bench/bugs, the netdevsim case's unpatched race "
-        "(docs/benchmarks.md#bug-benchmark); not checked against mainline",
+        "(Debian 6.12.118), while new_device_store() checks nsim_bus_enable and then refcount_inc()s under it; "
+        'the count came with "netdevsim: Block until all devices are released" (Ido Schimmel, netdev, '
+        "2023-10-17); reproducer: bench/bugs, the netdevsim case's unpatched race "
+        "(docs/benchmarks.md#bug-benchmark); mainline's current code not checked",
     ),
 )
 
