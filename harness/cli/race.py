@@ -200,6 +200,11 @@ def add_module_set_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--shard", default=None, metavar="I/N", help="the I-th of N slices of the modules (for parallel CI jobs)"
     )
+    p.add_argument(
+        "--load-hardware",
+        action="store_true",
+        help="load drivers whose aliases are all hardware ones too (by default: 'needs hardware', not loaded)",
+    )
 
 
 # --kind's names: the target kinds, with the short names a user types.
@@ -262,7 +267,9 @@ def cmd_discover(args: argparse.Namespace) -> int:
         check_output(args.json)
     kfiles = kernels.fetch(kernel_row(args), quiet=True)
     names = module_set(args, kfiles, names, which)
-    found = discover.run(kfiles, names, args.accel, lambda d: print(discover.render([d]), flush=True))
+    found = discover.run(
+        kfiles, names, args.accel, lambda d: print(discover.render([d]), flush=True), args.load_hardware
+    )
     if args.json:
         write_text(args.json, discover.to_json(found))
     with_ops = sum(1 for d in found if d.reaching)
@@ -569,7 +576,7 @@ def cmd_survey(args: argparse.Namespace) -> int:
                         checkpoint = time.monotonic()
 
                 try:
-                    discover.run(kfiles, derive, args.accel, each=found)
+                    discover.run(kfiles, derive, args.accel, each=found, load_hardware=args.load_hardware)
                 finally:
                     took = time.monotonic() - t0
                     state.discover_seconds[kspec.name] = state.discover_seconds.get(kspec.name, 0.0) + took

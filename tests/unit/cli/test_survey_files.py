@@ -29,7 +29,7 @@ MODULES = ["moda", "modb", "modc"]
 def fake(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HARNESS_BUILD", str(tmp_path / "build"))
-    state = SimpleNamespace(raced=[], derived=[], stop_at=None)
+    state = SimpleNamespace(raced=[], derived=[], stop_at=None, load_hardware=None)
     monkeypatch.setattr(
         cli_race.kernels, "fetch", lambda spec, quiet=True: SimpleNamespace(name=spec.name, modules_dir=tmp_path)
     )
@@ -43,7 +43,8 @@ def fake(tmp_path, monkeypatch):
         run = replace(rep.runs[0], timeline=Timeline(windows_total=7, origin_s=1.5), ops={"open": opened})
         return replace(rep, runs=[run]), None
 
-    def run(kfiles, names, accel="auto", each=None):
+    def run(kfiles, names, accel="auto", each=None, load_hardware=False):
+        state.load_hardware = load_hardware
         found = []
         for name in names:
             state.derived.append(name)
@@ -99,7 +100,7 @@ def test_a_stop_while_deriving_keeps_what_was_derived(fake, tmp_path, monkeypatc
     out = tmp_path / "survey"
     real = discover.run
 
-    def stopping(kfiles, names, accel="auto", each=None):
+    def stopping(kfiles, names, accel="auto", each=None, load_hardware=False):
         def one(d):
             if d.module == "modb":
                 raise KeyboardInterrupt
@@ -155,3 +156,8 @@ def test_a_bad_kind_is_one_line_exit_2(fake, tmp_path, capsys, kind):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --kind"), err
     assert fake.raced == []
+
+
+def test_load_hardware_reaches_discovery(fake, tmp_path):
+    assert _survey(tmp_path / "a") == ExitStatus.FINDINGS and fake.load_hardware is False
+    assert _survey(tmp_path / "b", "--load-hardware") == ExitStatus.FINDINGS and fake.load_hardware is True

@@ -359,3 +359,25 @@ def test_discover_and_survey_refuse_bad_input_in_one_line(argv, message, capsys)
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+def test_a_driver_with_hardware_aliases_only_is_not_loaded_unless_asked():
+    loads = [(r"^grep -q", 1, ""), (r"@@@load", 0, "@@@load\n@@@rc 0\n")]
+    aliases = ("pci:v00008086d*", "usb:v0BDAp8153*", "pci:v000010ECd*")
+    shell = Shell(list(loads))
+    found = d.discover_one(shell, "m", "module", d.Facts(aliases=aliases))
+    assert found.why_none is d.NoOps.HARDWARE and found.notes == ("only hardware aliases (pci, usb): not loaded",)
+    assert not any("modprobe" in c for c in shell.sent), shell.sent
+    shell = Shell(list(loads))
+    found = d.discover_one(shell, "m", "module", d.Facts(aliases=aliases), load_hardware=True)
+    assert found.why_none is d.NoOps.HARDWARE and any("@@@load" in c for c in shell.sent)
+    # One alias a generic op can use, and it is loaded.
+    shell = Shell(list(loads))
+    d.discover_one(shell, "m", "module", d.Facts(aliases=(*aliases, "devname:m")))
+    assert any("@@@load" in c for c in shell.sent)
+
+
+def test_a_module_loaded_at_boot_is_in_use_even_with_hardware_aliases():
+    shell = Shell([(r"^grep -q", 0, ""), (r"modprobe -r", 1, ""), (r"^grep '", 0, "m 16384 2 - Live 0x0\n")])
+    found = d.discover_one(shell, "m", "module", d.Facts(aliases=("virtio:d00000001v*",)))
+    assert found.why_none is d.NoOps.IN_USE
