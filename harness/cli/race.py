@@ -567,7 +567,7 @@ def cmd_survey(args: argparse.Namespace) -> int:
                 doing = f"the ops of {len(derive)} modules on {kspec.name}"
                 t0 = time.monotonic()
 
-                def found(d: discover.Discovery, derived: dict = derived) -> None:
+                def found(d: discover.Discovery) -> None:
                     nonlocal checkpoint
                     row = d.target()
                     derived[d.module] = {"row": row.to_json()} if row else {"why": discover.why_not(d)}
@@ -590,8 +590,7 @@ def cmd_survey(args: argparse.Namespace) -> int:
                         if "why" in derived[name]:
                             raise HarnessError(derived[name]["why"])
                         row = TargetRow.from_json(derived[name]["row"])
-                    kind = (row or TARGETS[name]).kind if kinds is not None else None
-                    if kind is not None and kinds is not None and kind not in kinds:
+                    if kinds is not None and (kind := (row or TARGETS[name]).kind) not in kinds:
                         left_out.append(f"{name} ({kind})")
                         progress(f"survey {kspec.name}: {name} left out: a {kind} target (--kind)")
                         doing = ""

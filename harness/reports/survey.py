@@ -99,7 +99,7 @@ class Survey:
         from .race_page import write_race_pages
 
         for run in report.runs:
-            stem = out / "races" / _safe(report.kernel_spec) / _safe(run.scheme)
+            stem = _race_stem(out, report.kernel_spec, run.scheme)
             stem.parent.mkdir(parents=True, exist_ok=True)
             one = replace(report, runs=[run])
             write_text(stem.with_suffix(".json"), json.dumps(one.to_json(), separators=(",", ":")))
@@ -170,7 +170,7 @@ def gather(state: Survey, out: Path) -> None:
 
     for key, files in list(state.files.items()):
         target, _, kernel = key.partition(" on ")  # a target name has no space
-        stem = out / "races" / _safe(kernel) / _safe(target)
+        stem = _race_stem(out, kernel, target)
         moved = (stem.with_suffix(".json"), stem.with_suffix(".html"))
         if not all(f.is_file() for f in files):
             del state.files[key]
@@ -188,6 +188,11 @@ def _derived(d: Any) -> dict[str, Any]:
         return {"why": str(d["why"])}
     TargetRow.from_json(d["row"])
     return {"row": dict(d["row"])}
+
+
+def _race_stem(out: Path, kernel: str, target: str) -> Path:
+    """Where one race's report and page go in a survey's folder (.json, .html)."""
+    return out / "races" / _safe(kernel) / _safe(target)
 
 
 def _safe(name: str) -> str:
