@@ -272,8 +272,10 @@ def cmd_discover(args: argparse.Namespace) -> int:
     )
     if args.json:
         write_text(args.json, discover.to_json(found))
-    with_ops = sum(1 for d in found if d.reaching)
-    progress(f"discover {kfiles.name}: {with_ops} of {len(found)} modules have ops that reach them")
+    first, *rest = discover.summary(found)
+    progress(f"discover {kfiles.name}: {first}")
+    for line in rest:
+        progress(line)
     return int(ExitStatus.OK)
 
 

@@ -25,6 +25,7 @@ import enum
 import json
 import re
 import shlex
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Protocol, Sequence
@@ -690,6 +691,21 @@ def render(found: Sequence[Discovery]) -> str:
                 lines.append(f"  registered in {section}: {', '.join(s.strip() for s in new)}")
         lines += [f"  note: {n}" for n in d.notes]
     return "\n".join(lines)
+
+
+def summary(found: Sequence[Discovery]) -> list[str]:
+    """The counts `discover` ends with: the modules with ops per kind (a
+    module's kind is that of the first op that reached it), the rest per
+    reason, each in its enum's order."""
+    kinds = Counter(d.reaching[0].kind for d in found if d.reaching)
+    whys = Counter(d.why_none for d in found if not d.reaching and d.why_none)
+    with_ops = sum(kinds.values())
+    lines = [f"{with_ops} of {len(found)} modules have ops that reach them"]
+    if kinds:
+        lines.append("  by kind: " + ", ".join(f"{k} {kinds[k]}" for k in Kind if kinds[k]))
+    if whys:
+        lines.append("  the rest: " + ", ".join(f"{w} {whys[w]}" for w in NoOps if whys[w]))
+    return lines
 
 
 def to_json(found: Sequence[Discovery]) -> str:

@@ -276,6 +276,26 @@ def test_json_lists_ops_and_reasons():
     ]
 
 
+def test_the_summary_counts_modules_by_the_kind_of_their_first_op_and_the_rest_by_reason():
+    def reached(module, *kinds):
+        return d.Discovery(module, entries=tuple(d.Entry(f"op{i}", "s", k, True) for i, k in enumerate(kinds)))
+
+    found = [
+        reached("a", Kind.CRYPTO),
+        reached("b", Kind.FILESYSTEM, Kind.CRYPTO),
+        reached("c", Kind.CRYPTO),
+        d.Discovery("e", entries=(d.Entry("op", "s", Kind.NET, False, "EINVAL"),), why_none=d.NoOps.UNREACHED),
+        d.Discovery("f", why_none=d.NoOps.HARDWARE),
+        d.Discovery("g", why_none=d.NoOps.HARDWARE),
+    ]
+    assert d.summary(found) == [
+        "3 of 6 modules have ops that reach them",
+        "  by kind: filesystem 1, crypto 2",
+        "  the rest: needs hardware 2, no derived op reached it 1",
+    ]
+    assert d.summary([]) == ["0 of 0 modules have ops that reach them"]
+
+
 @pytest.mark.parametrize(
     ("module", "op"),
     [
