@@ -231,7 +231,8 @@ static void die_usage(const char *msg)
 		"  exec CMD                     /bin/sh -c CMD, output to /dev/null;\n"
 		"                               a non-zero exit is EEXIT, a signal EKILLED;\n"
 		"                               $RACER_HOLD [MS] in CMD waits as a held\n"
-		"                               call does (racer wait-unload)\n"
+		"                               call does (racer wait-unload); the call\n"
+		"                               is judged live at its first hold\n"
 		"caller --hold-us N: keep what the call took until an unload is done\n"
 		"since, N us at most, then use it (open: read; ioctl: the ioctl; mount:\n"
 		"stat and read its root; AF_ALG: accept, hash: write and read) and\n"
@@ -870,11 +871,12 @@ static struct {
 	int family, type, protocol, bind, hash;
 	struct sockaddr_alg alg;
 	int nl_fd, null_fd;
+	int note_fd, note_wfd;	/* exec: the pipe of its $RACER_HOLD notes */
 	int fd, fd2;		/* held: what the take opened (-1: nothing) */
 	int holding;		/* held: the take left something to release */
 	char *sh_argv[4];
 	char ifname[IFNAMSIZ], peer[IFNAMSIZ], dir[64];
-} co = { .nl_fd = -1, .null_fd = -1, .fd = -1, .fd2 = -1 };
+} co = { .nl_fd = -1, .null_fd = -1, .note_fd = -1, .note_wfd = -1, .fd = -1, .fd2 = -1 };
 
 static char io_buf[IO_BUF_SIZE];
 
@@ -990,66 +992,6 @@ static int netdev_step(void)
 	return 1;
 }
 
-/* vfork: the child only execs, and a big static process forks slowly. */
-static pid_t spawn_sh(void)
-{
-	pid_t pid = vfork();
-
-	if (pid == 0) {
-		dup2(co.null_fd, 0);
-		dup2(co.null_fd, 1);	/* stdout carries our JSON */
-		dup2(co.null_fd, 2);
-		execve("/bin/sh", co.sh_argv, environ);
-		_exit(127);
-	}
-	return pid;
-}
-
-/*
- * $RACER_HOLD, for the command of an exec caller: this racer's wait-unload
- * on the race's barrier file and end.  A shell line that takes something
- * (opens a device node, adds a link) and then runs $RACER_HOLD keeps it
- * across the next unload, as a held call does; exec itself cannot be held
- * because only the command knows what it took.
- */
-static void export_hold(void)
-{
-	static char exe[PATH_MAX], hold[PATH_MAX * 3];
-	ssize_t n;
-
-	if (!opt.barrier || getenv("RACER_HOLD"))
-		return;
-	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n <= 0)
-		return;
-	exe[n] = 0;
-	snprintf(hold, sizeof(hold), "%s wait-unload %s %llu", exe, opt.barrier,
-		 (unsigned long long)deadline_ns);
-	setenv("RACER_HOLD", hold, 1);
-}
-
-static int exec_step(void)
-{
-	struct op_tok tok;
-	int status = 0, err = 0;
-	pid_t pid;
-
-	export_hold();
-	op_begin(&tok);
-	pid = spawn_sh();
-	if (pid < 0)
-		err = errno;
-	while (!err && waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			err = errno;
-	if (!err && WIFSIGNALED(status))
-		err = EKILLED;
-	else if (!err && WEXITSTATUS(status))
-		err = EEXIT;
-	op_end(op_a, &tok, err);
-	return 1;
-}
-
 /*
  * Held calls (--hold-us N): a caller keeps what its call took (a file, a
  * mount, a socket, a link) until the unloader has completed an unload since
@@ -1087,6 +1029,125 @@ static void wait_for(int (*done)(u64 since), u64 since, u64 until)
 		ts.tv_nsec = (end - now) % 1000000000ull;
 		futex(&shm->changes, FUTEX_WAIT, seen, &ts);
 	}
+}
+
+/*
+ * $RACER_HOLD, for the command of an exec caller: this racer's wait-unload
+ * on the race's barrier file and end.  A shell line that takes something
+ * (opens a device node, adds a link) and then runs $RACER_HOLD keeps it
+ * across the next unload, as a held call does; exec itself cannot be held
+ * because only the command knows what it took.
+ *
+ * Each hold sends the caller a note on HOLD_NOTE_FD (a pipe), so that the
+ * call is judged as a held call is: it reached the module if the module was
+ * live when the hold began (the command's take), its holds are no part of
+ * its latency, and the next call rests until the module is unloaded and
+ * back.  Judged at its end instead, a call that held a module with an owner
+ * never counts: the module is pinned for the whole hold, and the unloader,
+ * retrying, deletes it between the release and the caller's waitpid().
+ */
+#define HOLD_NOTE_FD	200	/* above the shell's one-digit redirections */
+
+struct hold_note {
+	u64 gone;		/* shm->gone when the hold began */
+	u64 held_ns;
+	u64 ms;			/* the hold's longest wait: the rest's too */
+};
+
+/* vfork: the child only execs, and a big static process forks slowly. */
+static pid_t spawn_sh(void)
+{
+	pid_t pid = vfork();
+
+	if (pid == 0) {
+		dup2(co.null_fd, 0);
+		dup2(co.null_fd, 1);	/* stdout carries our JSON */
+		dup2(co.null_fd, 2);
+		if (co.note_wfd >= 0)
+			dup2(co.note_wfd, HOLD_NOTE_FD);
+		execve("/bin/sh", co.sh_argv, environ);
+		_exit(127);
+	}
+	return pid;
+}
+
+static void export_hold(void)
+{
+	static char exe[PATH_MAX], hold[PATH_MAX * 3];
+	int fds[2];
+	ssize_t n;
+
+	if (!opt.barrier || getenv("RACER_HOLD"))
+		return;
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return;
+	exe[n] = 0;
+	snprintf(hold, sizeof(hold), "%s wait-unload %s %llu", exe, opt.barrier,
+		 (unsigned long long)deadline_ns);
+	setenv("RACER_HOLD", hold, 1);
+	if (pipe2(fds, O_CLOEXEC | O_NONBLOCK))
+		return;
+	co.note_fd = fds[0];
+	co.note_wfd = fds[1];
+	snprintf(hold, sizeof(hold), "%d", HOLD_NOTE_FD);
+	setenv("RACER_HOLD_FD", hold, 1);
+}
+
+static u64 exec_gone;		/* shm->gone at the last call's first hold */
+static u64 exec_rest_ns;	/* 0: that call held nothing live */
+
+/* Reads the call's hold notes: the first hold's start is the call's take. */
+static void exec_notes(struct op_tok *tok)
+{
+	struct hold_note note;
+	int first = 1;
+
+	exec_rest_ns = 0;
+	if (co.note_fd < 0)
+		return;
+	while (read(co.note_fd, &note, sizeof(note)) == sizeof(note)) {
+		tok->held_ns += note.held_ns;
+		if (!first)
+			continue;
+		first = 0;
+		/*
+		 * Present when the hold began, whatever happened since the
+		 * call's start: a shell and its tools start slowly, and an
+		 * unload done meanwhile most often came before the take (an
+		 * owner pins the module from the take on).
+		 */
+		tok->live = !(note.gone % GONE_DELETED);
+		if (tok->live) {
+			exec_gone = note.gone;
+			exec_rest_ns = note.ms * 1000000ull;
+		}
+	}
+}
+
+static int exec_step(void)
+{
+	struct op_tok tok;
+	int status = 0, err = 0;
+	pid_t pid;
+
+	export_hold();
+	if (exec_rest_ns)
+		wait_for(back_since, exec_gone, now_ns() + exec_rest_ns);
+	op_begin(&tok);
+	pid = spawn_sh();
+	if (pid < 0)
+		err = errno;
+	while (!err && waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			err = errno;
+	if (!err && WIFSIGNALED(status))
+		err = EKILLED;
+	else if (!err && WEXITSTATUS(status))
+		err = EEXIT;
+	exec_notes(&tok);
+	op_end(op_a, &tok, err);
+	return 1;
 }
 
 static int fd_take(void)
@@ -1753,7 +1814,8 @@ static void run_loop(step_fn step)
 /* `racer wait-unload BARRIER DEADLINE_NS [MS]`: what $RACER_HOLD runs. */
 static int wait_unload(int argc, char **argv)
 {
-	u64 gone, ms = argc > 4 ? (u64)parse_num(argv[4]) : WAIT_UNLOAD_MS;
+	u64 gone, t, ms = argc > 4 ? (u64)parse_num(argv[4]) : WAIT_UNLOAD_MS;
+	const char *fd = getenv("RACER_HOLD_FD");
 
 	opt.barrier = argv[2];
 	deadline_ns = (u64)parse_num(argv[3]);
@@ -1762,7 +1824,15 @@ static int wait_unload(int argc, char **argv)
 		return 2;
 	}
 	gone = __atomic_load_n(&shm->gone, __ATOMIC_SEQ_CST);
-	wait_for(deleted_since, gone, now_ns() + ms * 1000000ull);
+	t = now_ns();
+	wait_for(deleted_since, gone, t + ms * 1000000ull);
+	if (fd) {
+		struct hold_note note = { gone, now_ns() - t, ms };
+
+		/* one write under PIPE_BUF: whole; no caller's pipe, no note */
+		if (write(atoi(fd), &note, sizeof(note)) < 0)
+			return 0;
+	}
 	return 0;
 }
 

@@ -42,7 +42,11 @@ gives it `$RACER_HOLD`, a command that returns once the unloader has
 completed an unload since it started, or after MS milliseconds (`$RACER_HOLD
 MS`; 5000 by default), or at the race's end.  So `exec:exec 3</dev/tap7;
 $RACER_HOLD 2000; cat <&3 >/dev/null` keeps the node open across the next
-unload and reads it after, as a held `open` does.
+unload and reads it after, as a held `open` does.  Such a call is judged
+as a held call: it reached the module if the module was live when its first
+`$RACER_HOLD` began, its holds are no part of its latency, and the caller
+rests after it until the module is unloaded and back (that hold's MS at
+most).
 
 Which callers an op gets (`Op.holds`): `:hold` or `:hold=MS` makes it held
 only, `:hold=0` quick only; without either the race decides: a quick caller

@@ -12,7 +12,8 @@ then closed) and a hash without .cra_module (a bound AF_ALG socket held):
 each crashes with the default held callers, and races clean built with its
 owner.  An exec caller's $RACER_HOLD returns at each unload done, and a
 shell line that holds the node through it crashes the owner-less driver,
-where the same line without it is missed."""
+where the same line without it is missed; on the driver with its owner the
+held line races clean, each call judged at its hold."""
 
 from __future__ import annotations
 
@@ -91,6 +92,20 @@ def test_an_exec_command_holding_through_racer_hold_crashes_the_release(kernel_s
     run = report["runs"][0]
     assert run["verdict"] == "crashed" and run["splats"], (run["problem"], proc.stderr[-3000:])
     print("splat:", run["splats"][0]["title"], "console:", run.get("console_log"))
+
+
+def test_the_same_exec_command_on_the_driver_with_an_owner_races_clean(kernel_spec, tmp_path):
+    """The held node pins the module, so the unloader deletes it only after
+    the close; judged at its end no such call would count as one that
+    reached the module (`unreached`).  Judged at its hold, they do."""
+    proc, report = race_cli(
+        kernel_spec.name, tmp_path, "--target", str(with_owner(tmp_path)), "--op", EXEC_HELD, "--duration", "20",
+        "--seed", "5",
+    )  # fmt: skip
+    assert report is not None, proc.stderr[-3000:]
+    run = report["runs"][0]
+    assert proc.returncode == 0 and run["verdict"] == "clean", (run["problem"], proc.stderr[-3000:])
+    assert run["ops"]["delete_module"]["ok"] >= 1 and run["reach"][0]["ok_live"] > 0, run["reach"]
 
 
 def test_the_same_exec_command_without_racer_hold_is_missed(kernel_spec, tmp_path):

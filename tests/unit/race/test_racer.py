@@ -5,10 +5,12 @@ kernel module (looker on /dev/null).  Nothing here mounts or loads modules."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -499,6 +501,122 @@ def test_racer_hold_returns_when_an_unload_is_done(racer, tmp_path):
         assert proc.wait(timeout=10) == 0
         del addr
     assert time.monotonic() - t0 < 5
+
+
+class _Shared:
+    """The race's shared page as the unloader changes it: `gone` set, then
+    `changes` bumped and its sleepers woken (racer.c shared_changed())."""
+
+    def __init__(self, path):
+        import mmap
+
+        path.write_bytes(bytes(4096))
+        self._f = open(path, "r+b")
+        self.m = mmap.mmap(self._f.fileno(), 4096)
+
+    def set_gone(self, gone):
+        import ctypes
+
+        self.m[_GONE : _GONE + 8] = gone.to_bytes(8, "little")
+        changes = int.from_bytes(self.m[_CHANGES : _CHANGES + 4], "little") + 1
+        self.m[_CHANGES : _CHANGES + 4] = changes.to_bytes(4, "little")
+        word = ctypes.c_char.from_buffer(self.m, _CHANGES)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall(202, ctypes.c_void_p(ctypes.addressof(word)), 1, 2**31 - 1, None, None, 0)  # FUTEX_WAKE
+        del word
+
+
+def _wait_lines(path, n, timeout=20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.exists() and len(path.read_text().split()) >= n:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{path} never had {n} lines")
+
+
+def _asleep_on_futex(pid, timeout=20):
+    end = time.monotonic() + timeout
+    while "futex" not in Path(f"/proc/{pid}/wchan").read_text():
+        assert time.monotonic() < end, f"{pid} never slept on the futex"
+        time.sleep(0.01)
+
+
+def _hold_pid(bar, timeout=20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                argv = cmdline.read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"wait-unload" in argv and str(bar).encode() in argv:
+                return int(cmdline.parent.name)
+        time.sleep(0.01)
+    raise AssertionError("no $RACER_HOLD ran")
+
+
+def _exec_caller_bg(racer, bar, cmd, count):
+    spec = RoleSpec(Role.CALLER, name="x", op="exec", op_args=(cmd,), count=count, barrier=str(bar), parties=1)
+    return subprocess.Popen(spec.argv(racer), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_an_exec_call_that_holds_is_judged_live_at_its_hold_and_rests_until_the_module_is_back(racer, tmp_path):
+    """A call whose $RACER_HOLD began with the module live reached it, though
+    an unload ended the hold (judged at its end, it would not have); its hold
+    is no part of its latency; and the next call waits until the module is
+    loaded again, as a held call does."""
+    bar, log = tmp_path / "bar", tmp_path / "log"
+    shared = _Shared(bar)
+    proc = _exec_caller_bg(racer, bar, f"echo take >> {log}; $RACER_HOLD 20000", 2)
+    _asleep_on_futex(_hold_pid(bar))
+    shared.set_gone(256 + 1)  # an unload done, the module absent
+    _asleep_on_futex(proc.pid)  # the caller rests
+    assert len(log.read_text().split()) == 1, "the second call did not wait for the module to be back"
+    shared.set_gone(256)  # loaded again
+    _wait_lines(log, 2)
+    _asleep_on_futex(_hold_pid(bar))
+    shared.set_gone(512 + 1)  # the second hold ends at the next unload
+    out, err = proc.communicate(timeout=20)
+    calls = parse_role_output(out).ops["exec"]
+    assert (calls.total, calls.ok, calls.ok_live) == (2, 2, 2), (calls, err)
+    assert calls.latency_us["max"] < 250_000, "the hold was counted in the latency"
+
+
+def test_an_exec_call_is_live_if_the_module_was_there_when_its_hold_began(racer, tmp_path):
+    """A shell and its tools start slowly: whatever the module did since the
+    call's start (absent then, or unloaded and loaded again), the call
+    reached it if it was there when the hold began, and not if it was gone."""
+    cases = ((256 + 1, 256, 1), (0, 256, 1), (0, 256 + 1, 0))  # gone at the start, at the hold; live
+    for n, (start, at_hold, live) in enumerate(cases):
+        bar, fifo, log = tmp_path / f"bar{n}", tmp_path / f"fifo{n}", tmp_path / f"log{n}"
+        shared = _Shared(bar)
+        shared.set_gone(start)
+        os.mkfifo(fifo)
+        proc = _exec_caller_bg(racer, bar, f"echo start > {log}; read x < {fifo}; $RACER_HOLD 20000", 1)
+        _wait_lines(log, 1)  # the call has begun
+        shared.set_gone(at_hold)
+        fifo.write_text("go\n")
+        _asleep_on_futex(_hold_pid(bar))
+        shared.set_gone(1024 + 1)
+        out, _ = proc.communicate(timeout=20)
+        calls = parse_role_output(out).ops["exec"]
+        assert (calls.total, calls.ok, calls.ok_live) == (1, 1, live), (start, at_hold, calls)
+
+
+def test_an_exec_call_that_holds_nothing_is_judged_at_its_end(racer, tmp_path):
+    """No $RACER_HOLD: an unload done during the call means it may not have
+    reached the module."""
+    bar, log = tmp_path / "bar", tmp_path / "log"
+    shared = _Shared(bar)
+    os.mkfifo(tmp_path / "fifo")
+    proc = _exec_caller_bg(racer, bar, f"echo take >> {log}; read x < {tmp_path / 'fifo'}", 1)
+    _wait_lines(log, 1)
+    shared.set_gone(256 + 1)
+    (tmp_path / "fifo").write_text("go\n")
+    out, _ = proc.communicate(timeout=20)
+    calls = parse_role_output(out).ops["exec"]
+    assert (calls.total, calls.ok, calls.ok_live) == (1, 1, 0), calls
 
 
 def test_racer_hold_on_a_barrier_it_cannot_map_exits_2(racer, tmp_path):
