@@ -206,7 +206,7 @@ def markdown(rows: list[dict], builds: dict[str, float], lines: list[str]) -> st
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default="", help="comma list of case names")
-    ap.add_argument("--duration", type=float, default=10.0, help="race seconds per case (x the kernel's time factor)")
+    ap.add_argument("--duration", type=float, default=10.0, help="race seconds per case (default 10)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-unpatched", action="store_true", help="skip the races on the unpatched kernels")
     ap.add_argument("--summarize", action="store_true", help="only render build/bugs/bugs.json again")
