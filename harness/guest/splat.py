@@ -261,6 +261,11 @@ def _t_header(m: re.Match, bodies: Sequence[str]) -> str:
     return _normalise(m.group(0))
 
 
+def _t_line(m: re.Match, bodies: Sequence[str]) -> str:
+    """The whole header line, for a row that matches only its start."""
+    return _normalise(m.string)
+
+
 class Severity(enum.Enum):
     """What a kind of report makes of a run: crashed, or warned."""
 
@@ -371,6 +376,14 @@ HEADERS: tuple[_Header, ...] = (
         ),
     ),
     _h(r"^(?:WARNING|BUG|INFO): (?P<what>" + _LOCKDEP_WHAT + ")", SplatKind.LOCKDEP, WARNS, _t_lockdep),
+    # A lock whose class key lockdep never saw registered: static data of a
+    # module gone since (a file system type's i_lock_key after its unload).
+    _h(
+        r"^BUG: key \S+ has not been registered!",
+        SplatKind.LOCKDEP,
+        WARNS,
+        lambda m, b: "BUG: key has not been registered!",
+    ),
     _h(r"^BUG: scheduling while atomic", SplatKind.BUG, CRASH, _t_rip("BUG: scheduling while atomic")),
     _h(r"^WARNING: (?:CPU: \d+ PID: \d+ )?at \S+ (?P<func>[\w.]+)\+0x", SplatKind.WARNING, WARNS, _t_warning),
     _h(
@@ -404,7 +417,7 @@ HEADERS: tuple[_Header, ...] = (
         lambda m, b: "Kernel panic - not syncing: " + _normalise(m.group("why")),
         fold=True,
     ),
-    _h(r"^BUG: [A-Za-z]", SplatKind.BUG, CRASH, _t_header),  # any other BUG: (Bad page state, ...)
+    _h(r"^BUG: [A-Za-z]", SplatKind.BUG, CRASH, _t_line),  # any other BUG: (Bad page state, ...)
 )
 
 KINDS = frozenset(SplatKind)

@@ -287,6 +287,25 @@ UBSAN = (
 OLD_UBSAN = "[    5.000001] UBSAN: Undefined behaviour in lib/fake.c:12:3\n"
 
 
+# 6.12-debug, vfat's file system type without .owner (bench/bugs): a mount
+# after the unload initialises an inode lock whose class key was in vfat.
+UNREGISTERED_KEY = (
+    "[   69.890251] BUG: key ffffffffa009c188 has not been registered!\n"
+    "[   69.893254] ------------[ cut here ]------------\n"
+    "[   69.893546] DEBUG_LOCKS_WARN_ON(1)\n"
+)
+
+
+def test_an_unregistered_lock_key_is_a_lockdep_report_titled_whole():
+    (got,) = parse(UNREGISTERED_KEY)
+    assert (got.kind, got.title, got.crash) == (SplatKind.LOCKDEP, "BUG: key has not been registered!", False)
+
+
+def test_any_other_bug_line_is_titled_by_the_whole_line():
+    (got,) = parse("[    3.000001] BUG: Bad page state in process swapper  pfn:0a1b2\n")
+    assert (got.kind, got.title, got.crash) == (SplatKind.BUG, "BUG: Bad page state in process swapper pfn:0a1b2", True)
+
+
 def test_sanitizer_reports_get_their_tools_kind_and_class():
     got = [(s.kind, s.title, s.crash, len(s.lines)) for s in parse(KMSAN + KCSAN + UBSAN + OLD_UBSAN)]
     assert got == [
