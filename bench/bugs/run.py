@@ -137,6 +137,15 @@ def race(case: Case, kernel: str, duration: float, seed: int) -> dict:
     }
 
 
+def catch_s(patched: dict) -> float | None:
+    """The time to the first splat, in s.  It is read from the console's
+    clock and the callers' start from theirs; the two differ by some ms, so
+    a splat of the very first unload can come out a little below 0: that is
+    0 (rmd160 once came out at -11 ms)."""
+    ms = patched.get("first_splat_ms")
+    return None if ms is None else max(0.0, ms / 1000)
+
+
 def summary(rows: list[dict]) -> list[str]:
     """Recall (caught / cases), precision (unpatched runs clean / cases) and
     the time to catch, as the issue defines them."""
@@ -144,7 +153,7 @@ def summary(rows: list[dict]) -> list[str]:
     raced = [r for r in rows if "unpatched" in r]
     clean = [r for r in raced if r["unpatched"]["verdict"] == "clean"]
     alarms = [r for r in raced if r["unpatched"]["verdict"] in CAUGHT]
-    times = [r["patched"]["first_splat_ms"] / 1000 for r in caught if r["patched"]["first_splat_ms"] is not None]
+    times = [t for t in (catch_s(r["patched"]) for r in caught) if t is not None]
     out = [f"recall: {len(caught)}/{len(rows)} cases caught ({100 * len(caught) / max(1, len(rows)):.0f} %)"]
     for kind in ("upstream", "broken"):
         mine = [r for r in rows if r["kind"] == kind]
@@ -193,7 +202,7 @@ def markdown(rows: list[dict], builds: dict[str, float], lines: list[str]) -> st
     ]
     for r in rows:
         p, u = r["patched"], r.get("unpatched", {})
-        t = f"{p['first_splat_ms'] / 1000:.1f} s" if p.get("first_splat_ms") is not None else "-"
+        t = f"{catch_s(p):.1f} s" if catch_s(p) is not None else "-"
         md.append(
             f"| {r['case']} | {r['kind']} | {r['target']} | {p['verdict']} | {p.get('splat') or '-'} | {t} "
             f"| {p.get('unloads_before_splat') if p.get('unloads_before_splat') is not None else '-'} "

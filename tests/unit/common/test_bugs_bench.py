@@ -35,3 +35,17 @@ def test_the_issue_asks_for_six_upstream_bugs_and_eight_broken_modules_of_four_k
     assert sum(c.kind == "upstream" for c in CASES) >= 6
     broken = [c for c in CASES if c.kind == "broken"]
     assert len(broken) >= 8 and len({c.what for c in broken}) >= 4
+
+
+def test_a_splat_a_few_ms_before_the_callers_start_is_caught_at_0_s():
+    rows = [
+        {
+            "case": c,
+            "kind": "broken",
+            "patched": {"verdict": "crashed", "first_splat_ms": ms},
+            "unpatched": {"verdict": "clean"},
+        }
+        for c, ms in (("a", -11.146), ("b", 700.0), ("c", None))
+    ]
+    assert [run.catch_s(r["patched"]) for r in rows] == [0.0, 0.7, None]
+    assert run.summary(rows)[-1] == "time to catch: median 0.3 s, min 0.0 s, max 0.7 s (n=2)"
