@@ -51,6 +51,7 @@ class NoOps(str, enum.Enum):
     BUILTIN = "built in"
     IN_USE = "already loaded and in use"  # by the boot, or by a module discovered before it
     CANNOT_LOAD = "cannot load"
+    KILLED = "the guest died"  # during its discovery: a later module gets a new guest
     HARDWARE = "needs hardware"
     NOTHING = "registers nothing a generic op reaches"
     UNREACHED = "no derived op reached it"
@@ -631,8 +632,12 @@ def run(
     each: Callable[[Discovery], None] | None = None,
     load_hardware: bool = False,
 ) -> list[Discovery]:
-    """Every module of `names` discovered in turn in one guest of the kernel,
-    which holds its whole module tree; `each` sees each result as it is done."""
+    """Every module of `names` discovered in turn in a guest of the kernel,
+    which holds its whole module tree; `each` sees each result as it is done.
+    A guest that dies (a legacy driver that pokes ports no machine here has,
+    a warning on a panic_on_warn kernel) ends its module as `the guest died`,
+    and the rest go on in a new guest: a discovery of thousands of modules
+    is not lost to one of them."""
     from ..guest.image import build_image
     from ..guest.modtree import module_state
     from ..guest.splat import parse as parse_splats
@@ -643,16 +648,25 @@ def run(
     if image.modtree is None:
         raise HarnessError(f"kernel {kfiles.name}: its guest has no module tree (see above); discover needs it")
     found: list[Discovery] = []
-    with Vm(image, VmConfig(accel=accel)) as vm:
-        for i, name in enumerate(names, 1):
-            progress(f"discover {kfiles.name}: {name} ({i}/{len(names)})")
-            found.append(discover_one(vm.ssh, name, module_state(kfiles, name), facts[name], load_hardware))
-            if not vm.ssh.alive():
-                splats = parse_splats(vm.console_text())
-                cause = f"{splats[-1].kind}: {splats[-1].title}" if splats else "no splat on the console"
-                raise HarnessError(f"the guest died discovering {name} ({cause}); console log: {vm.log_path}")
-            if each:
-                each(found[-1])
+    todo = list(names)
+    while todo:
+        with Vm(image, VmConfig(accel=accel)) as vm:
+            while todo:
+                name = todo.pop(0)
+                progress(f"discover {kfiles.name}: {name} ({len(found) + 1}/{len(names)})")
+                one = discover_one(vm.ssh, name, module_state(kfiles, name), facts[name], load_hardware)
+                died = not vm.ssh.alive()
+                if died:
+                    splats = parse_splats(vm.console_text())
+                    cause = f"{splats[-1].kind}: {splats[-1].title}" if splats else "no splat on the console"
+                    said = f"the guest died discovering {name} ({cause}); console log: {vm.log_path}"
+                    progress(f"discover {kfiles.name}: {said}" + ("; a new guest for the rest" if todo else ""))
+                    one = Discovery(name, notes=(said,), why_none=NoOps.KILLED)
+                found.append(one)
+                if each:
+                    each(one)
+                if died:
+                    break
     return found
 
 

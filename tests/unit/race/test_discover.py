@@ -401,3 +401,48 @@ def test_a_module_loaded_at_boot_is_in_use_even_with_hardware_aliases():
     shell = Shell([(r"^grep -q", 0, ""), (r"modprobe -r", 1, ""), (r"^grep '", 0, "m 16384 2 - Live 0x0\n")])
     found = d.discover_one(shell, "m", "module", d.Facts(aliases=("virtio:d00000001v*",)))
     assert found.why_none is d.NoOps.IN_USE
+
+
+def test_a_guest_that_dies_ends_its_module_and_the_rest_go_on_in_a_new_guest(monkeypatch, tmp_path):
+    """A module whose discovery killed the guest is `the guest died`, with the
+    console's last splat; the modules after it are discovered in a new guest,
+    none lost and none twice."""
+    from types import SimpleNamespace
+
+    from harness.guest import image, modtree, vm
+
+    guests = []
+
+    class FakeVm:
+        def __init__(self, img, config):
+            self.dead = False
+            self.log_path = tmp_path / f"guest{len(guests)}.log"
+            self.ssh = SimpleNamespace(alive=lambda: not self.dead)
+            guests.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def console_text(self):
+            return "[    9.000001] BUG: kernel NULL pointer dereference, address: 0000000000000008\n"
+
+    def fake_one(ssh, module, state, facts, load_hardware=False):
+        if module == "killer":
+            guests[-1].dead = True
+        return d.Discovery(module, why_none=d.NoOps.NOTHING)
+
+    monkeypatch.setattr(vm, "Vm", FakeVm)
+    monkeypatch.setattr(image, "build_image", lambda kfiles: SimpleNamespace(modtree=object()))
+    monkeypatch.setattr(modtree, "module_state", lambda kfiles, name: "module")
+    monkeypatch.setattr(d, "facts_of", lambda modules_dir, names: {n: None for n in names})
+    monkeypatch.setattr(d, "discover_one", fake_one)
+    seen = []
+    kfiles = SimpleNamespace(name="k", modules_dir=tmp_path)
+    found = d.run(kfiles, ["a", "killer", "b", "c"], each=seen.append)
+    assert [f.module for f in found] == ["a", "killer", "b", "c"] == [f.module for f in seen]
+    assert [f.why_none for f in found] == [d.NoOps.NOTHING, d.NoOps.KILLED, d.NoOps.NOTHING, d.NoOps.NOTHING]
+    assert "BUG: kernel NULL pointer dereference" in found[1].notes[0] and "guest0.log" in found[1].notes[0]
+    assert len(guests) == 2
