@@ -291,11 +291,13 @@ SECTIONS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class RegistryRule:
-    """A new line of `section` matching `pattern` gives a candidate through `make` (None: only listed)."""
+    """A new line of `section` matching `pattern` gives a candidate through `make` (None: only listed,
+    with `note` if it has one)."""
 
     section: str
     pattern: str
     make: Callable[[re.Match], Candidate | None]
+    note: str = ""
 
 
 def _filesystem(m: re.Match) -> Candidate | None:
@@ -336,6 +338,14 @@ def _blank(loop: str) -> tuple[str, ...]:
 
 REGISTRY_RULES: tuple[RegistryRule, ...] = (
     RegistryRule("filesystems", r"(?P<nodev>nodev)?\s+(?P<name>\S+)", _filesystem),
+    # Opening a watchdog arms it, and a close without its magic character
+    # leaves it running: softdog rebooted a 6.12 discovery 60 s later.
+    RegistryRule(
+        "dev",
+        r"c (?P<path>/dev/watchdog\d*)",
+        lambda m: None,
+        "{path}: not opened (an open arms the watchdog, which then reboots the guest)",
+    ),
     RegistryRule("dev", r"c (?P<path>/dev/\S+)", lambda m: Candidate((f"open:{m['path']}",), "/dev", Kind.CHAR)),
     RegistryRule(
         "dev", r"b (?P<path>/dev/\S+)", lambda m: Candidate((f"open:{m['path']}:read=4096",), "/dev", Kind.BLOCK)
@@ -487,6 +497,8 @@ def candidates(
                     c = rule.make(m)
                     if c:
                         cands.append(c)
+                    elif rule.note:
+                        notes.append(rule.note.format(**m.groupdict()))
                     break
     crypto, crypto_notes = crypto_candidates(algs, module)
     cands += crypto

@@ -132,6 +132,14 @@ def test_registry_lines_become_ops():
     assert vfat.cleanup == ("losetup -d /dev/loop0",)
 
 
+def test_a_watchdog_node_is_never_opened_and_says_why():
+    reg = d.added(d.parse_sections("@@dev\n"), d.parse_sections("@@dev\nc /dev/watchdog\nc /dev/watchdog0\n"))
+    cands, notes = d.candidates("softdog", d.Facts(), reg, [])
+    assert cands == [] and notes == [
+        "/dev/watchdog: not opened (an open arms the watchdog, which then reboots the guest)"
+    ]
+
+
 def test_an_op_derived_twice_is_tried_once():
     reg = {"dev": ("c /dev/uhid",)}
     cands, _ = d.candidates("m", d.Facts(aliases=("devname:uhid",)), reg, [])
