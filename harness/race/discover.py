@@ -637,6 +637,21 @@ def facts_of(modules_dir: Path, modules: Sequence[str]) -> dict[str, Facts]:
     return out
 
 
+# A guest that reset itself says so last (a watchdog, a driver that pokes the
+# reset port, a panic); a splat from long before is not why it died.
+_RESET_LINE = re.compile(r"^\[\s*\d+\.\d+\] (.*(?:system reboot|Restarting system|Kernel panic).*)$", re.M)
+
+
+def death_cause(console: str, parse_splats: Callable[[str], list]) -> str:
+    """Why a guest died, from its console: a reset it announced in its last
+    lines, else its last splat."""
+    resets = _RESET_LINE.findall(console[-4000:])
+    if resets:
+        return resets[-1].strip()
+    splats = parse_splats(console)
+    return f"{splats[-1].kind}: {splats[-1].title}" if splats else "no splat on the console"
+
+
 def run(
     kfiles: KernelFiles,
     names: Sequence[str],
@@ -669,8 +684,7 @@ def run(
                 one = discover_one(vm.ssh, name, module_state(kfiles, name), facts[name], load_hardware)
                 died = not vm.ssh.alive()
                 if died:
-                    splats = parse_splats(vm.console_text())
-                    cause = f"{splats[-1].kind}: {splats[-1].title}" if splats else "no splat on the console"
+                    cause = death_cause(vm.console_text(), parse_splats)
                     said = f"the guest died discovering {name} ({cause}); console log: {vm.log_path}"
                     progress(f"discover {kfiles.name}: {said}" + ("; a new guest for the rest" if todo else ""))
                     one = Discovery(name, notes=(said,), why_none=NoOps.KILLED)
