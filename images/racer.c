@@ -18,7 +18,7 @@
  *
  * Roles: unloader looker mounter fsmounter holder loader, and caller: one
  * generic call of any module's, named by --op (open, ioctl, mount, socket,
- * netdev-add, exec; see usage()), its calls recorded under the op's name;
+ * netdev-add, qdisc-add, exec; see usage()), its calls recorded under the op's name;
  * with --hold-us it keeps what it took across an unload (held_step()).
  * Built static on the host; no libc wrappers exist for the module syscalls.
  */
@@ -31,9 +31,11 @@
 #include <linux/if_alg.h>
 #include <linux/if_link.h>
 #include <linux/netlink.h>
+#include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
 #include <net/if.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -228,6 +230,9 @@ static void die_usage(const char *msg)
 		"                               kind's IFLA_INFO_DATA, TYPE u8, u16,\n"
 		"                               u32 or flag), then RTM_DELLINK as op\n"
 		"                               netdev-del\n"
+		"  qdisc-add KIND               RTM_NEWQDISC of a root KIND qdisc on lo\n"
+		"                               of a namespace of its own, then\n"
+		"                               RTM_DELQDISC as op qdisc-del\n"
 		"  exec CMD                     /bin/sh -c CMD, output to /dev/null;\n"
 		"                               a non-zero exit is EEXIT, a signal EKILLED;\n"
 		"                               $RACER_HOLD [MS] in CMD waits as a held\n"
@@ -1551,6 +1556,43 @@ static void setup_netdev(char **args, int nargs)
 		setup_fail("NETLINK_ROUTE", "cannot open a netlink socket");
 }
 
+/*
+ * qdisc-add KIND: RTM_NEWQDISC of a root qdisc of KIND (ingress, clsact: at
+ * the ingress hook) on the loopback device of a network namespace of the
+ * caller's own, so that callers never replace each other's qdisc; then
+ * RTM_DELQDISC, recorded as qdisc-del.  The netdev steps serve it as they
+ * are: a request, then its undo if the first was made.
+ */
+static void setup_qdisc(char **args, int nargs)
+{
+	const char *kind = args[0];
+	int ingress = !strcmp(kind, "ingress") || !strcmp(kind, "clsact");
+	struct tcmsg tcm = {
+		.tcm_family = AF_UNSPEC,
+		.tcm_ifindex = 1,	/* lo, the first device of every namespace */
+		.tcm_parent = ingress ? TC_H_INGRESS : TC_H_ROOT,
+		.tcm_handle = ingress ? TC_H_MAKE(TC_H_INGRESS, 0) : TC_H_MAKE(1u << 16, 0),
+	};
+	struct nl_req *reqs[] = { &nl_new, &nl_del };
+	unsigned int i;
+
+	(void)nargs;
+	if (!*kind || strlen(kind) >= IFNAMSIZ)
+		die_usage("qdisc-add: KIND is 1 to 15 bytes");
+	if (unshare(CLONE_NEWNET))
+		setup_fail("CLONE_NEWNET", "cannot make a network namespace");
+	for (i = 0; i < ARRAY_SIZE(reqs); i++) {
+		reqs[i]->nh.nlmsg_len = NLMSG_LENGTH(sizeof(tcm));
+		reqs[i]->nh.nlmsg_type = i ? RTM_DELQDISC : RTM_NEWQDISC;
+		reqs[i]->nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | (i ? 0 : NLM_F_CREATE | NLM_F_EXCL);
+		memcpy(NLMSG_DATA(&reqs[i]->nh), &tcm, sizeof(tcm));
+		nl_put(reqs[i], TCA_KIND, kind, strlen(kind) + 1);
+	}
+	co.nl_fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (co.nl_fd < 0)
+		setup_fail("NETLINK_ROUTE", "cannot open a netlink socket");
+}
+
 static void setup_exec(char **args, int nargs)
 {
 	(void)nargs;
@@ -1569,6 +1611,8 @@ static const struct caller_kind caller_kinds[] = {
 	  mount_take, mount_use, mount_release },
 	{ "socket", NULL, 3, 4, setup_socket, socket_step, socket_take, socket_use, fd_release },
 	{ "netdev-add", "netdev-del", 1, 3, setup_netdev, netdev_step,
+	  netdev_take, nothing_to_use, netdev_release },
+	{ "qdisc-add", "qdisc-del", 1, 1, setup_qdisc, netdev_step,
 	  netdev_take, nothing_to_use, netdev_release },
 	{ "exec", NULL, 1, 1, setup_exec, exec_step, NULL, NULL, NULL },
 };

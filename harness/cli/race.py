@@ -62,7 +62,7 @@ def add_race_args(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="OP",
         help="with --target: a caller operation (open:PATH[:read=N], ioctl:PATH:REQ, mount:SRC:FSTYPE[:OPTS], "
-        "socket:FAMILY:TYPE:PROTO[:ALGTYPE:ALGNAME], netdev-add:KIND, exec:CMD); one role each",
+        "socket:FAMILY:TYPE:PROTO[:ALGTYPE:ALGNAME], netdev-add:KIND, qdisc-add:KIND, exec:CMD); one role each",
     )
     p.add_argument("--callers", type=int, default=1, metavar="N", help="with --target: callers per --op (default 1)")
     p.add_argument(

@@ -10,7 +10,7 @@ the difference it makes to the kernel's registries (/proc/filesystems,
 
 Each way in is a row: `ALIAS_RULES` turn an alias into candidate ops,
 `REGISTRY_RULES` a new registry line, `NAME_RULES` the module's name (nls
-tables, which register nowhere).  A candidate may hold alternatives (a
+tables, which register nowhere, and qdiscs, which had no alias before 6.9).  A candidate may hold alternatives (a
 socket of an unknown type: stream, dgram, seqpacket, raw); every candidate is
 then called once in the guest with the module loaded (the racer's caller,
 `--count 1`) and is kept as reaching the module only if that call succeeded.
@@ -209,6 +209,8 @@ def _link(m: re.Match, facts: "Facts") -> Candidate:
 
 ALIAS_RULES: tuple[AliasRule, ...] = (
     AliasRule(r"rtnl-link-(?P<kind>[\w.-]+)", _link),
+    # 6.9 on: MODULE_ALIAS_NET_SCH; before, tc asked for "sch_KIND" (NAME_RULES).
+    AliasRule(r"net-sch-(?P<kind>[\w-]+)", lambda m, f: Candidate((f"qdisc-add:{m['kind']}",), m.string, Kind.NET)),
     AliasRule(
         r"net-pf-(?P<pf>\d+)-proto-(?P<proto>\d+)-type-(?P<type>\d+)",
         lambda m, f: _socket(m["pf"], (m["type"],), m["proto"], m.string),
@@ -268,6 +270,9 @@ NAME_RULES: tuple[NameRule, ...] = (
     NameRule(
         r"nls_(?P<name>.+)", lambda m: _vfat_with(f"iocharset={m['name'].replace('_', '-')}", "nls: vfat's iocharset")
     ),
+    # A qdisc module is sch_KIND (ingress's also gives clsact): tc's own
+    # request_module("sch_%s") before 6.9's net-sch- aliases.
+    NameRule(r"sch_(?P<kind>\w+)", lambda m: Candidate((f"qdisc-add:{m['kind']}",), "qdisc: sch_KIND", Kind.NET)),
 )
 # A bus's device table (pci:, usb:, acpi*:, of:, ...): the module drives hardware.
 HARDWARE_ALIAS = re.compile(r"^(?!devname:)[\w-]+:")

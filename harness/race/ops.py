@@ -16,12 +16,15 @@ command line (`RoleSpec` with `Role.CALLER`):
     netdev-add:KIND[:data=N/TYPE/VALUE,...][:hold[=MS]]
                                           RTM_NEWLINK of a link of its own (data: the
                                           kind's IFLA_INFO_DATA attributes), RTM_DELLINK
+    qdisc-add:KIND[:hold[=MS]]            RTM_NEWQDISC of a root qdisc on the loopback
+                                          device of a network namespace of its own,
+                                          RTM_DELQDISC
     exec:CMD                              /bin/sh -c CMD; a non-zero exit is EEXIT
 
 For example `open:/dev/mydrv:read=64`, `ioctl:/dev/x:0x5401`,
 `mount:/dev/loop0:minix`, `mount:none:tmpfs:size=1m`,
 `socket:alg:seqpacket:0:hash:sha256`, `socket:inet:dgram:0`,
-`netdev-add:dummy`, `exec:cat /proc/foo`.  Numbers are decimal, 0x hex, 0o
+`netdev-add:dummy`, `qdisc-add:sfq`, `exec:cat /proc/foo`.  Numbers are decimal, 0x hex, 0o
 octal or 0b binary; a socket family or type is a name (`FAMILIES`, `TYPES`)
 or a number.  A PATH may hold colons (the keywords are taken from the end);
 OPTIONS and CMD are the rest of the line, colons and all.
@@ -57,8 +60,9 @@ same counts): its latency leaves the hold out, it reached the module
 fails after the unload fails the call with that errno.
 
 The racer records an op's calls under the op's kind (`Op.call_op`: `open`,
-`ioctl`, `mount`, `socket`, `netdev-add`, `exec`); `mount` also records
-`umount`, and `netdev-add` records `netdev-del` (`Op.ops`).  Bad text is one
+`ioctl`, `mount`, `socket`, `netdev-add`, `qdisc-add`, `exec`); `mount` also
+records `umount`, `netdev-add` records `netdev-del` and `qdisc-add`
+`qdisc-del` (`Op.ops`).  Bad text is one
 `HarnessError` line that names the kind's syntax.
 """
 
@@ -117,6 +121,7 @@ HOLD_MAX = 60000
 # Link kinds that need a peer (IFLA_INFO_DATA / *_INFO_PEER, attribute 1 for both).
 PEER_KINDS = ("veth", "vxcan")
 _KIND_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_QDISC_RE = re.compile(r"^[A-Za-z0-9_-]{1,15}$")  # TCA_KIND, IFNAMSIZ with its NUL
 
 
 def _name_of(table: dict[str, int], number: int) -> str:
@@ -457,6 +462,38 @@ class NetdevOp(Op):
 
 
 @dataclass(frozen=True)
+class QdiscOp(Op):
+    kind: ClassVar[str] = "qdisc-add"
+    syntax: ClassVar[str] = (
+        "qdisc-add:KIND[:hold[=MS]] (a traffic-control qdisc kind: sfq, fq_codel, prio, ingress, ...)"
+    )
+    summary: ClassVar[str] = (
+        "RTM_NEWQDISC of a root KIND qdisc (ingress, clsact: at ingress) on the loopback device of a network"
+        " namespace of the caller's own, then RTM_DELQDISC"
+    )
+    undo: ClassVar[str | None] = "qdisc-del"
+    use: ClassVar[str | None] = "nothing (the qdisc is deleted)"
+
+    qdisc_kind: str  # TCA_KIND: sch_sfq's is "sfq"
+    hold: int | None = None
+
+    @classmethod
+    def from_fields(cls, fields: list[str], text: str) -> "QdiscOp":
+        kw = _keywords(cls, text, fields, ("hold",))
+        kind = ":".join(fields)
+        if not _QDISC_RE.match(kind):
+            raise _bad(cls, text, f"KIND {kind!r} is not a qdisc kind (letters, digits, _ -, 15 at most)")
+        return cls(kind, _hold(cls, text, kw))
+
+    def racer_args(self) -> tuple[str, ...]:
+        return (self.qdisc_kind,)
+
+    @property
+    def text(self) -> str:
+        return f"qdisc-add:{self.qdisc_kind}" + _hold_text(self.hold)
+
+
+@dataclass(frozen=True)
 class ExecOp(Op):
     kind: ClassVar[str] = "exec"
     syntax: ClassVar[str] = "exec:CMD (a shell command line)"
@@ -481,7 +518,7 @@ class ExecOp(Op):
         return f"exec:{self.cmd}"
 
 
-OP_KINDS: tuple[type[Op], ...] = (OpenOp, IoctlOp, MountOp, SocketOp, NetdevOp, ExecOp)
+OP_KINDS: tuple[type[Op], ...] = (OpenOp, IoctlOp, MountOp, SocketOp, NetdevOp, QdiscOp, ExecOp)
 KINDS: dict[str, type[Op]] = {k.kind: k for k in OP_KINDS}
 # What a generic caller's calls are recorded as (each kind's call op).
 CALL_OPS: tuple[str, ...] = tuple(k.kind for k in OP_KINDS)

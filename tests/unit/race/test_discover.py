@@ -464,3 +464,17 @@ def test_a_guest_that_reset_itself_is_said_to_have_done_so_not_blamed_on_an_old_
     assert d.death_cause(old + "[ 1647.1] qla2xxx: driver\n" + reset, parse) == "softdog: Initiating system reboot"
     assert d.death_cause(old, parse) == "warning: WARNING in __ioremap_caller"
     assert d.death_cause("", parse) == "no splat on the console"
+
+
+@pytest.mark.parametrize(
+    ("module", "aliases", "op"),
+    [
+        ("sch_sfq", ("net-sch-sfq",), "qdisc-add:sfq"),  # 6.9 on: the alias
+        ("sch_fq_codel", (), "qdisc-add:fq_codel"),  # before: the module's name
+        ("sch_ingress", ("net-sch-ingress", "net-sch-clsact"), "qdisc-add:ingress"),
+    ],
+)
+def test_a_qdisc_module_is_reached_by_adding_a_qdisc_of_its_kind(module, aliases, op):
+    cands, _ = d.candidates(module, d.Facts(aliases), {}, [])
+    assert ops_of(cands)[0] == (op,) and cands[0].kind is Kind.NET
+    assert parse(op).text == op

@@ -13,7 +13,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.guest.programs import build_racer
 from harness.race import ops
-from harness.race.ops import ExecOp, IoctlOp, MountOp, NetdevOp, OpenOp, SocketOp, parse
+from harness.race.ops import ExecOp, IoctlOp, MountOp, NetdevOp, OpenOp, QdiscOp, SocketOp, parse
 from harness.race.racer import Role, RoleSpec, latency_from_hist, parse_role_output
 from harness.race.reach import role_reach
 
@@ -66,6 +66,8 @@ EXAMPLES = {
         ["veth", "peer", "data=3/u16/16,4/flag"],
         ("netdev-add", "netdev-del"),
     ),
+    "qdisc-add:sfq": (QdiscOp("sfq"), ["sfq"], ("qdisc-add", "qdisc-del")),
+    "qdisc-add:fq_codel:hold=0": (QdiscOp("fq_codel", 0), ["fq_codel"], ("qdisc-add", "qdisc-del")),
     "exec:cat /proc/foo": (ExecOp("cat /proc/foo"), ["cat /proc/foo"], ("exec",)),
     "exec:echo a:b | grep -q b": (ExecOp("echo a:b | grep -q b"), ["echo a:b | grep -q b"], ("exec",)),
 }
@@ -82,7 +84,7 @@ def test_every_kind_parses_into_its_row(text):
 
 def test_every_kind_has_an_example_and_a_call_op():
     assert {type(row) for row, _, _ in EXAMPLES.values()} == set(ops.OP_KINDS)
-    assert ops.CALL_OPS == ("open", "ioctl", "mount", "socket", "netdev-add", "exec")
+    assert ops.CALL_OPS == ("open", "ioctl", "mount", "socket", "netdev-add", "qdisc-add", "exec")
     assert len(ops.syntax_help().splitlines()) == len(ops.OP_KINDS)
 
 
@@ -97,7 +99,7 @@ def test_normalised_text_uses_names_and_hex():
 @pytest.mark.parametrize(
     "text,message",
     [
-        ("bogus:x", "unknown kind 'bogus'; one of: open, ioctl, mount, socket, netdev-add, exec"),
+        ("bogus:x", "unknown kind 'bogus'; one of: open, ioctl, mount, socket, netdev-add, qdisc-add, exec"),
         ("", "unknown kind ''"),
         ("open", "missing arguments"),
         ("open:", "missing PATH"),
@@ -124,6 +126,8 @@ def test_normalised_text_uses_names_and_hex():
         ("socket:alg:seqpacket:0:hash:", "ALGTYPE is 1 to 13 bytes and ALGNAME 1 to 63"),
         ("socket:alg:seqpacket:0:averyveryverylongtype:x", "ALGTYPE is 1 to 13 bytes"),
         ("netdev-add:", "missing KIND"),
+        ("qdisc-add:", "is not a qdisc kind"),
+        ("qdisc-add:a_qdisc_kind_too_long", "is not a qdisc kind"),
         ("netdev-add:du mmy", "is not a link kind"),
         ("netdev-add:gtp:data=5/u8", "missing VALUE"),
         ("netdev-add:gtp:data=5/flag/1", "a flag has no VALUE"),
@@ -271,6 +275,8 @@ def test_deadline_applies_to_a_caller(racer):
         (["--op", "socket", "--", "38", "5", "0", "hash"], "only AF_ALG binds"),
         (["--op", "socket", "--", "inet", "1", "0"], "FAMILY is a number"),
         (["--op", "netdev-add", "--", "dummy", "twin"], "only peer and data=SPEC"),
+        (["--op", "qdisc-add", "--", "a_qdisc_kind_too_long"], "KIND is 1 to 15 bytes"),
+        (["--op", "qdisc-add", "--", "sfq", "extra"], "wrong number of arguments"),
         (["--op", "netdev-add", "--", "gtp", "data=5/u8"], "data is N/TYPE/VALUE"),
         (["--op", "netdev-add", "--", "gtp", "data=5/u64/1"], "TYPE is u8, u16, u32 or flag"),
         (["--op", "netdev-add", "--", "gtp", "data=5/u8/1;"], "data is N/TYPE/VALUE"),
