@@ -1020,6 +1020,9 @@ static int back_since(u64 gone)
 	return now / GONE_DELETED > gone / GONE_DELETED && !(now % GONE_DELETED);
 }
 
+static u64 rest_gone;		/* shm->gone at the last take that asks for a rest */
+static u64 rest_ns;		/* 0: no rest before the next call */
+
 /* Sleeps until done(since), the time until, the deadline or a signal. */
 static void wait_for(int (*done)(u64 since), u64 since, u64 until)
 {
@@ -1034,6 +1037,13 @@ static void wait_for(int (*done)(u64 since), u64 since, u64 until)
 		ts.tv_nsec = (end - now) % 1000000000ull;
 		futex(&shm->changes, FUTEX_WAIT, seen, &ts);
 	}
+}
+
+/* Between holds: until the module has been unloaded and is back, rest_ns at most. */
+static void rest(void)
+{
+	if (rest_ns)
+		wait_for(back_since, rest_gone, now_ns() + rest_ns);
 }
 
 /*
@@ -1099,16 +1109,13 @@ static void export_hold(void)
 	setenv("RACER_HOLD_FD", hold, 1);
 }
 
-static u64 exec_gone;		/* shm->gone at the last call's first hold */
-static u64 exec_rest_ns;	/* 0: that call held nothing live */
-
 /* Reads the call's hold notes: the first hold's start is the call's take. */
 static void exec_notes(struct op_tok *tok)
 {
 	struct hold_note note;
 	int first = 1;
 
-	exec_rest_ns = 0;
+	rest_ns = 0;
 	if (co.note_fd < 0)
 		return;
 	while (read(co.note_fd, &note, sizeof(note)) == sizeof(note)) {
@@ -1124,8 +1131,8 @@ static void exec_notes(struct op_tok *tok)
 		 */
 		tok->live = !(note.gone % GONE_DELETED);
 		if (tok->live) {
-			exec_gone = note.gone;
-			exec_rest_ns = note.ms * 1000000ull;
+			rest_gone = note.gone;
+			rest_ns = note.ms * 1000000ull;
 		}
 	}
 }
@@ -1137,8 +1144,7 @@ static int exec_step(void)
 	pid_t pid;
 
 	export_hold();
-	if (exec_rest_ns)
-		wait_for(back_since, exec_gone, now_ns() + exec_rest_ns);
+	rest();
 	op_begin(&tok);
 	pid = spawn_sh();
 	if (pid < 0)
@@ -1280,8 +1286,6 @@ struct caller_kind {
 };
 
 static const struct caller_kind *held;
-static u64 held_gone;		/* shm->gone at the last take */
-static int held_before;		/* a take has succeeded */
 
 static int held_step(void)
 {
@@ -1289,14 +1293,13 @@ static int held_step(void)
 	struct op_tok tok, undo;
 	int err;
 
-	if (held_before)
-		wait_for(back_since, held_gone, now_ns() + hold_ns);
+	rest();
 	op_begin(&tok);
 	err = held->take();
 	if (!err) {
 		tok.live = call_live(&tok);
-		held_before = 1;
-		held_gone = tok.gone;
+		rest_gone = tok.gone;
+		rest_ns = hold_ns;
 		t = now_ns();
 		wait_for(deleted_since, tok.gone, t + hold_ns);
 		tok.held_ns = now_ns() - t;

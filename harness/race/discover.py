@@ -202,6 +202,10 @@ LINK_DATA: dict[str, str] = {
 }
 
 
+def _qdisc(kind: str, source: str) -> Candidate:
+    return Candidate((f"qdisc-add:{kind}",), source, Kind.NET)
+
+
 def _link(m: re.Match, facts: "Facts") -> Candidate:
     extra = LINK_DATA.get(m["kind"])
     return Candidate((f"netdev-add:{m['kind']}" + (f":{extra}" if extra else ""),), m.string, Kind.NET)
@@ -210,7 +214,7 @@ def _link(m: re.Match, facts: "Facts") -> Candidate:
 ALIAS_RULES: tuple[AliasRule, ...] = (
     AliasRule(r"rtnl-link-(?P<kind>[\w.-]+)", _link),
     # 6.9 on: MODULE_ALIAS_NET_SCH; before, tc asked for "sch_KIND" (NAME_RULES).
-    AliasRule(r"net-sch-(?P<kind>[\w-]+)", lambda m, f: Candidate((f"qdisc-add:{m['kind']}",), m.string, Kind.NET)),
+    AliasRule(r"net-sch-(?P<kind>[\w-]+)", lambda m, f: _qdisc(m["kind"], m.string)),
     AliasRule(
         r"net-pf-(?P<pf>\d+)-proto-(?P<proto>\d+)-type-(?P<type>\d+)",
         lambda m, f: _socket(m["pf"], (m["type"],), m["proto"], m.string),
@@ -272,7 +276,7 @@ NAME_RULES: tuple[NameRule, ...] = (
     ),
     # A qdisc module is sch_KIND (ingress's also gives clsact): tc's own
     # request_module("sch_%s") before 6.9's net-sch- aliases.
-    NameRule(r"sch_(?P<kind>\w+)", lambda m: Candidate((f"qdisc-add:{m['kind']}",), "qdisc: sch_KIND", Kind.NET)),
+    NameRule(r"sch_(?P<kind>\w+)", lambda m: _qdisc(m["kind"], "qdisc: sch_KIND")),
 )
 # A bus's device table (pci:, usb:, acpi*:, of:, ...): the module drives hardware.
 HARDWARE_ALIAS = re.compile(r"^(?!devname:)[\w-]+:")
@@ -647,9 +651,11 @@ def facts_of(modules_dir: Path, modules: Sequence[str]) -> dict[str, Facts]:
 _RESET_LINE = re.compile(r"^\[\s*\d+\.\d+\] (.*(?:system reboot|Restarting system|Kernel panic).*)$", re.M)
 
 
-def death_cause(console: str, parse_splats: Callable[[str], list]) -> str:
+def death_cause(console: str) -> str:
     """Why a guest died, from its console: a reset it announced in its last
     lines, else its last splat."""
+    from ..guest.splat import parse as parse_splats
+
     resets = _RESET_LINE.findall(console[-4000:])
     if resets:
         return resets[-1].strip()
@@ -672,7 +678,6 @@ def run(
     is not lost to one of them."""
     from ..guest.image import build_image
     from ..guest.modtree import module_state
-    from ..guest.splat import parse as parse_splats
     from ..guest.vm import Vm, VmConfig
 
     facts = facts_of(kfiles.modules_dir, names)
@@ -689,7 +694,7 @@ def run(
                 one = discover_one(vm.ssh, name, module_state(kfiles, name), facts[name], load_hardware)
                 died = not vm.ssh.alive()
                 if died:
-                    cause = death_cause(vm.console_text(), parse_splats)
+                    cause = death_cause(vm.console_text())
                     said = f"the guest died discovering {name} ({cause}); console log: {vm.log_path}"
                     progress(f"discover {kfiles.name}: {said}" + ("; a new guest for the rest" if todo else ""))
                     one = Discovery(name, notes=(said,), why_none=NoOps.KILLED)

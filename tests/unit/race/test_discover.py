@@ -457,13 +457,11 @@ def test_a_guest_that_dies_ends_its_module_and_the_rest_go_on_in_a_new_guest(mon
 
 
 def test_a_guest_that_reset_itself_is_said_to_have_done_so_not_blamed_on_an_old_splat():
-    from harness.guest.splat import parse
-
     old = "[  955.700544] WARNING: CPU: 1 PID: 11401 at arch/x86/mm/ioremap.c:217 __ioremap_caller+0x2cd/0x340\n"
     reset = "[ 1650.068838] softdog: Initiating system reboot\n"
-    assert d.death_cause(old + "[ 1647.1] qla2xxx: driver\n" + reset, parse) == "softdog: Initiating system reboot"
-    assert d.death_cause(old, parse) == "warning: WARNING in __ioremap_caller"
-    assert d.death_cause("", parse) == "no splat on the console"
+    assert d.death_cause(old + "[ 1647.1] qla2xxx: driver\n" + reset) == "softdog: Initiating system reboot"
+    assert d.death_cause(old) == "warning: WARNING in __ioremap_caller"
+    assert d.death_cause("") == "no splat on the console"
 
 
 @pytest.mark.parametrize(
